@@ -1,0 +1,3 @@
+DROP TABLE stock_events;
+DROP TABLE stock;
+DROP TABLE products;

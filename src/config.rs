@@ -1,0 +1,153 @@
+//! Configuration from the environment (API.md "Running and configuration").
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::engine::{EngineConfig, PersisterConfig};
+
+/// Everything the service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub amqp_url: String,
+    pub http_addr: SocketAddr,
+    pub admin_token: Option<String>,
+    pub log_filter: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    pub db_pool_size: u32,
+    /// How long an admin stock write waits for its change to be durable before answering 503.
+    pub durable_timeout: Duration,
+    pub engine: EngineConfig,
+}
+
+/// A configuration value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orderflow";
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        fn number<T: std::str::FromStr>(
+            key: &str,
+            raw: Option<String>,
+            default: T,
+            min: T,
+        ) -> Result<T, ConfigError>
+        where
+            T: PartialOrd + std::fmt::Display,
+        {
+            match raw {
+                None => Ok(default),
+                Some(raw) => match raw.trim().parse::<T>() {
+                    Ok(v) if v >= min => Ok(v),
+                    _ => Err(ConfigError(format!(
+                        "{key}={raw:?} is not a number >= {min}"
+                    ))),
+                },
+            }
+        }
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        crate::persistence::split_database_url(&database_url).map_err(ConfigError)?;
+        let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(ConfigError(format!(
+                "AMQP_URL={amqp_url:?} must start with amqp:// or amqps://"
+            )));
+        }
+        let raw_addr = get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let http_addr = raw_addr.parse().map_err(|_| {
+            ConfigError(format!(
+                "HTTP_ADDR={raw_addr:?} is not an address like 127.0.0.1:8080"
+            ))
+        })?;
+        let defaults = EngineConfig::default();
+        let shards = number("ENGINE_SHARDS", get("ENGINE_SHARDS"), defaults.shards, 1)?;
+        let persister = PersisterConfig {
+            max_batch: number(
+                "PERSIST_BATCH_MAX",
+                get("PERSIST_BATCH_MAX"),
+                defaults.persister.max_batch,
+                1,
+            )?,
+            linger: Duration::from_millis(number(
+                "PERSIST_LINGER_MS",
+                get("PERSIST_LINGER_MS"),
+                defaults.persister.linger.as_millis() as u64,
+                0,
+            )?),
+            queue_capacity: number(
+                "PERSIST_QUEUE",
+                get("PERSIST_QUEUE"),
+                defaults.persister.queue_capacity,
+                1,
+            )?,
+        };
+        Ok(Config {
+            database_url,
+            amqp_url,
+            http_addr,
+            admin_token: get("ADMIN_TOKEN"),
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
+            max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,
+            db_pool_size: number("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16, 2)?,
+            durable_timeout: Duration::from_millis(number(
+                "DURABLE_TIMEOUT_MS",
+                get("DURABLE_TIMEOUT_MS"),
+                5_000,
+                1,
+            )?),
+            engine: EngineConfig { shards, persister },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_work_on_a_development_machine() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(c.amqp_url, DEFAULT_AMQP_URL);
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_token, None);
+        assert_eq!(c.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = config(&[("HTTP_ADDR", "nowhere")]).unwrap_err();
+        assert!(e.0.contains("HTTP_ADDR"));
+        let e = config(&[("PERSIST_BATCH_MAX", "0")]).unwrap_err();
+        assert!(e.0.contains("PERSIST_BATCH_MAX"));
+        let e = config(&[("AMQP_URL", "http://x")]).unwrap_err();
+        assert!(e.0.contains("AMQP_URL"));
+        let e = config(&[("DATABASE_URL", "mysql://x/y")]).unwrap_err();
+        assert!(e.0.contains("postgres"));
+        assert_eq!(
+            config(&[("ADMIN_TOKEN", "s3cret")]).unwrap().admin_token.as_deref(),
+            Some("s3cret")
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `SkuActor`: the single owner of one SKU's ledger (DESIGN.md rule 4).
+//!
+//! Its handlers decide synchronously with the pure ledger and hand the change to the persister
+//! with a non-blocking `try_send`; there is no lock and no `.await` on the reservation path. The
+//! only waiting it ever does is a resync after the store refused one of its writes, and then it
+//! pauses its own mailbox (`ctx.wait`) so no decision is taken on a ledger known to be wrong.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::persister::{Change, Durability, DurabilityError, PersisterHandle, SubmitError};
+use super::store::Store;
+use super::EngineError;
+use crate::domain::{Ledger, Sku, StockOp};
+
+/// The actor owning one SKU.
+pub struct SkuActor {
+    sku: Sku,
+    ledger: Ledger,
+    /// Bumped by every resync; changes carry it so stale conflicts are recognised.
+    generation: u64,
+    persister: PersisterHandle,
+    store: Arc<dyn Store>,
+}
+
+impl SkuActor {
+    pub(crate) fn new(
+        sku: Sku,
+        ledger: Ledger,
+        persister: PersisterHandle,
+        store: Arc<dyn Store>,
+    ) -> SkuActor {
+        SkuActor {
+            sku,
+            ledger,
+            generation: 0,
+            persister,
+            store,
+        }
+    }
+}
+
+impl Actor for SkuActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+/// Resolves once the change it belongs to is committed to the store, or refused.
+#[derive(Debug)]
+pub struct DurableTicket(oneshot::Receiver<Durability>);
+
+impl DurableTicket {
+    pub async fn wait(self) -> Durability {
+        self.0.await.unwrap_or(Err(DurabilityError::Stopped))
+    }
+}
+
+/// An operation the actor accepted: the ledger after it, and its durability ticket.
+#[derive(Debug)]
+pub struct Applied {
+    pub ledger: Ledger,
+    pub durable: DurableTicket,
+}
+
+/// Apply one ledger operation.
+#[derive(Message)]
+#[rtype(result = "Result<Applied, EngineError>")]
+pub(crate) struct Apply {
+    pub op: StockOp,
+    pub reason: Option<String>,
+}
+
+impl Handler<Apply> for SkuActor {
+    type Result = Result<Applied, EngineError>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        let change = self.ledger.decide(msg.op)?;
+        let (tx, rx) = oneshot::channel();
+        self.persister
+            .try_submit(Change {
+                sku: self.sku.clone(),
+                generation: self.generation,
+                change,
+                reason: msg.reason,
+                ticket: tx,
+            })
+            .map_err(|e| match e {
+                SubmitError::Full => EngineError::Overloaded,
+                SubmitError::Stopped => EngineError::Unavailable,
+            })?;
+        // Memory moves only once the change is on its way to disk.
+        self.ledger = change.after;
+        Ok(Applied {
+            ledger: self.ledger,
+            durable: DurableTicket(rx),
+        })
+    }
+}
+
+/// Read the current ledger.
+#[derive(Message)]
+#[rtype(result = "Ledger")]
+pub(crate) struct Snapshot;
+
+impl Handler<Snapshot> for SkuActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.ledger)
+    }
+}
+
+/// The store refused a write decided in `generation`: reload from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Resync {
+    pub generation: u64,
+}
+
+impl Handler<Resync> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resync, ctx: &mut Self::Context) {
+        if msg.generation < self.generation {
+            return; // already resynced since that write was decided
+        }
+        let store = Arc::clone(&self.store);
+        let persister = self.persister.clone();
+        let sku = self.sku.clone();
+        let reload = async move {
+            let mut delay = Duration::from_millis(50);
+            loop {
+                let (store, persister, key) = (Arc::clone(&store), persister.clone(), sku.clone());
+                // Settle everything in flight first, so the row read is the last word.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    persister
+                        .flush_blocking()
+                        .map_err(|_| "persister stopped".to_owned())?;
+                    store.load(&key).map_err(|e| e.to_string())
+                })
+                .await;
+                match loaded {
+                    Ok(Ok(ledger)) => return ledger,
+                    Ok(Err(e)) => tracing::warn!(%sku, error = %e, "resync failed; retrying"),
+                    Err(e) => tracing::warn!(%sku, error = %e, "resync task failed; retrying"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        };
+        // Pause this actor's mailbox until memory equals the store again.
+        ctx.wait(reload.into_actor(self).map(|loaded, actor, _| {
+            if let Some(ledger) = loaded {
+                tracing::info!(sku = %actor.sku, old = ?actor.ledger, new = ?ledger, "sku resynced from the store");
+                actor.ledger = ledger;
+            }
+            actor.generation += 1;
+        }));
+    }
+}
+
+/// Fault injection: replace memory with a wrong ledger.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Corrupt(pub Ledger);
+
+impl Handler<Corrupt> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Corrupt, _: &mut Self::Context) {
+        tracing::warn!(sku = %self.sku, wrong = ?msg.0, "fault injection: corrupting sku memory");
+        self.ledger = msg.0;
+    }
+}
+
+/// Fault injection: panic inside the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Crash;
+
+impl Handler<Crash> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Crash, _: &mut Self::Context) {
+        panic!("fault injection: sku actor {} crashed", self.sku);
+    }
+}

@@ -1,0 +1,301 @@
+//! The engine: one actix actor per SKU, spread over a fixed set of arbiters, fed by a lock-free
+//! registry, with a write-behind persister behind it.
+//!
+//! ```text
+//!  caller ──Apply──▶ SkuActor (arbiter = hash(sku) % n) ──decide (pure)──▶ memory updated
+//!                         │ try_send (never blocks)
+//!                         ▼
+//!                     Persister thread ──one transaction per batch──▶ Store (Postgres)
+//!                         │ tickets resolved: durable / conflict
+//!                         └──conflict──▶ Resync ──▶ SkuActor reloads from the store
+//! ```
+//!
+//! A reservation is decided in memory by the SKU's actor without locks or `.await`; the caller
+//! receives the new ledger and a [`DurableTicket`] that resolves once the change is committed.
+
+mod actor;
+mod persister;
+mod store;
+
+pub use actor::{Applied, DurableTicket, SkuActor};
+pub use persister::{Durability, DurabilityError, PersisterConfig, PersisterStats};
+pub use store::{EventRecord, MemStore, RowOutcome, RowWrite, Store, StoreError};
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use dashmap::DashMap;
+use futures_util::future::join_all;
+
+use crate::domain::{Ledger, LedgerError, Sku, StockOp};
+use actor::{Apply, Corrupt, Crash, Resync, Snapshot};
+use persister::PersisterHandle;
+
+/// Why the engine could not carry out an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The ledger refused the operation; nothing changed.
+    #[error(transparent)]
+    Rejected(#[from] LedgerError),
+    /// No such SKU in the store.
+    #[error("unknown sku")]
+    UnknownSku,
+    /// The persister queue is full: memory would run too far ahead of disk. Retry shortly.
+    #[error("the write-behind queue is full")]
+    Overloaded,
+    /// The SKU's actor stopped (or the engine is shutting down); the outcome is unknown.
+    #[error("the engine could not reach the sku's actor")]
+    Unavailable,
+    /// Loading the SKU from the store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// Tuning of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Number of arbiter threads the SKU actors are spread over.
+    pub shards: usize,
+    pub persister: PersisterConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            persister: PersisterConfig::default(),
+        }
+    }
+}
+
+type Registry = DashMap<Sku, Addr<SkuActor>>;
+
+struct Inner {
+    registry: Arc<Registry>,
+    arbiters: Vec<ArbiterHandle>,
+    /// Owned arbiters, only touched at shutdown.
+    owned: Mutex<Vec<Arbiter>>,
+    persister: PersisterHandle,
+    store: Arc<dyn Store>,
+}
+
+/// Handle to the running engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// A line that could not be reserved in an all-or-nothing reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineFailure {
+    pub sku: Sku,
+    pub requested: i64,
+    pub error: EngineError,
+}
+
+impl Engine {
+    /// Starts the persister and the arbiters, then rebuilds every SKU's actor from the store.
+    /// Must run inside an actix `System`. Returns only once memory equals what the store holds.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, StoreError> {
+        let registry: Arc<Registry> = Arc::new(DashMap::new());
+        let conflict_registry = Arc::clone(&registry);
+        let persister = persister::spawn(
+            Arc::clone(&store),
+            config.persister.clone(),
+            Box::new(move |sku: &Sku, generation: u64| {
+                let addr = conflict_registry.get(sku).map(|a| a.value().clone());
+                if let Some(addr) = addr {
+                    addr.do_send(Resync { generation });
+                }
+            }),
+        );
+        let owned: Vec<Arbiter> = (0..config.shards.max(1)).map(|_| Arbiter::new()).collect();
+        let arbiters = owned.iter().map(Arbiter::handle).collect();
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                registry,
+                arbiters,
+                owned: Mutex::new(owned),
+                persister,
+                store: Arc::clone(&store),
+            }),
+        };
+        let all = tokio::task::spawn_blocking(move || store.load_all())
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))??;
+        for (sku, ledger) in all {
+            let addr = engine.spawn_actor(sku.clone(), ledger);
+            engine.inner.registry.insert(sku, addr);
+        }
+        Ok(engine)
+    }
+
+    fn spawn_actor(&self, sku: Sku, ledger: Ledger) -> Addr<SkuActor> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sku.hash(&mut hasher);
+        let n = self.inner.arbiters.len();
+        let shard = (hasher.finish() % n as u64) as usize;
+        let actor = SkuActor::new(
+            sku,
+            ledger,
+            self.inner.persister.clone(),
+            Arc::clone(&self.inner.store),
+        );
+        match self.inner.arbiters.get(shard) {
+            Some(arbiter) => SkuActor::start_in_arbiter(arbiter, move |_| actor),
+            None => actor.start(),
+        }
+    }
+
+    /// The address of the SKU's actor, loading the SKU from the store on first use.
+    async fn addr(&self, sku: &Sku) -> Result<Addr<SkuActor>, EngineError> {
+        let known = self.inner.registry.get(sku).map(|a| a.value().clone());
+        let mut after_crash = false;
+        if let Some(addr) = known {
+            if addr.connected() {
+                return Ok(addr);
+            }
+            // The actor died (a panic): forget it and rebuild it from what is durable.
+            self.inner.registry.remove_if(sku, |_, a| *a == addr);
+            after_crash = true;
+            tracing::warn!(%sku, "sku actor had stopped; reloading it from the store");
+        }
+        let store = Arc::clone(&self.inner.store);
+        let persister = self.inner.persister.clone();
+        let key = sku.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            if after_crash {
+                // Whatever the dead actor sent must be settled before we read the row.
+                persister
+                    .flush_blocking()
+                    .map_err(|_| StoreError::Database("persister stopped".into()))?;
+            }
+            store.load(&key)
+        })
+        .await
+        .map_err(|e| EngineError::Store(e.to_string()))?
+        .map_err(|e| EngineError::Store(e.to_string()))?;
+        let ledger = loaded.ok_or(EngineError::UnknownSku)?;
+        let addr = self
+            .inner
+            .registry
+            .entry(sku.clone())
+            .or_insert_with(|| self.spawn_actor(sku.clone(), ledger))
+            .value()
+            .clone();
+        Ok(addr)
+    }
+
+    /// Applies one operation to one SKU through its actor.
+    pub async fn apply(
+        &self,
+        sku: &Sku,
+        op: StockOp,
+        reason: Option<String>,
+    ) -> Result<Applied, EngineError> {
+        let addr = self.addr(sku).await?;
+        addr.send(Apply { op, reason })
+            .await
+            .map_err(|_| EngineError::Unavailable)?
+    }
+
+    /// Reserves `qty` units of one SKU.
+    pub async fn reserve(&self, sku: &Sku, qty: i64) -> Result<Applied, EngineError> {
+        self.apply(sku, StockOp::Reserve(qty), None).await
+    }
+
+    /// Reserves every line or none (DESIGN.md rule 5): each line at its own actor, concurrently;
+    /// if any fails, the lines that succeeded are released again. No actor ever waits on another.
+    pub async fn reserve_all(&self, lines: &[(Sku, i64)]) -> Result<Vec<Applied>, Vec<LineFailure>> {
+        let results = join_all(lines.iter().map(|(sku, q)| self.reserve(sku, *q))).await;
+        if results.iter().all(Result::is_ok) {
+            return Ok(results.into_iter().flatten().collect());
+        }
+        let mut failures = Vec::new();
+        let mut compensations = Vec::new();
+        for ((sku, qty), result) in lines.iter().zip(results) {
+            match result {
+                Ok(_) => compensations.push(self.apply(sku, StockOp::Release(*qty), None)),
+                Err(error) => failures.push(LineFailure {
+                    sku: sku.clone(),
+                    requested: *qty,
+                    error,
+                }),
+            }
+        }
+        for (result, (sku, _)) in join_all(compensations).await.into_iter().zip(lines) {
+            if let Err(e) = result {
+                tracing::error!(%sku, error = %e, "could not release a reservation while compensating");
+            }
+        }
+        Err(failures)
+    }
+
+    /// The SKU's current in-memory ledger.
+    pub async fn ledger(&self, sku: &Sku) -> Result<Ledger, EngineError> {
+        let addr = self.addr(sku).await?;
+        addr.send(Snapshot)
+            .await
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Number of SKU actors currently registered.
+    pub fn sku_count(&self) -> usize {
+        self.inner.registry.len()
+    }
+
+    /// Counters of the write-behind persister.
+    pub fn persister_stats(&self) -> Arc<PersisterStats> {
+        self.inner.persister.stats()
+    }
+
+    /// Whether the engine can take work: its persister runs and is not failing.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.persister.is_running() && !self.persister_stats().is_failing()
+    }
+
+    /// Blocks until every change submitted so far is settled (committed or refused).
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        let persister = self.inner.persister.clone();
+        tokio::task::spawn_blocking(move || persister.flush_blocking())
+            .await
+            .map_err(|_| EngineError::Unavailable)?
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Drains the persister, then stops the arbiters. Changes submitted before are written.
+    pub async fn shutdown(&self) {
+        let persister = self.inner.persister.clone();
+        let _ = tokio::task::spawn_blocking(move || persister.stop_blocking()).await;
+        let owned = match self.inner.owned.lock() {
+            Ok(mut owned) => std::mem::take(&mut *owned),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for arbiter in owned {
+            arbiter.stop();
+        }
+        self.inner.registry.clear();
+    }
+
+    /// Fault injection for tests: overwrite the actor's memory with a wrong ledger, bypassing
+    /// the ledger rules, to prove that the database refuses what memory gets wrong.
+    #[doc(hidden)]
+    pub async fn fault_corrupt_memory(&self, sku: &Sku, ledger: Ledger) -> Result<(), EngineError> {
+        let addr = self.addr(sku).await?;
+        addr.send(Corrupt(ledger))
+            .await
+            .map_err(|_| EngineError::Unavailable)
+    }
+
+    /// Fault injection for tests: make the SKU's actor panic.
+    #[doc(hidden)]
+    pub async fn fault_crash_actor(&self, sku: &Sku) -> Result<(), EngineError> {
+        let addr = self.addr(sku).await?;
+        // The actor dies handling this, so the reply never comes.
+        let _ = addr.send(Crash).await;
+        Ok(())
+    }
+}

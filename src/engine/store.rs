@@ -1,0 +1,117 @@
+//! What the engine needs from durable storage, and an in-memory implementation for benchmarks
+//! and unit tests. The Postgres implementation lives in `crate::persistence`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::domain::{Ledger, OnHandEffect, Sku};
+
+/// A failure talking to the store. The persister retries the batch; nothing is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// One recorded stock change, stored in the change log with the row write it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRecord {
+    pub version: i64,
+    pub kind: &'static str,
+    pub quantity: i64,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub reason: Option<String>,
+}
+
+/// All changes to one SKU inside a batch, coalesced into one version-guarded row write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowWrite {
+    pub sku: Sku,
+    pub on_hand: OnHandEffect,
+    pub reserved_delta: i64,
+    /// The row is written only if it still holds this version.
+    pub expected_version: i64,
+    pub new_version: i64,
+    pub events: Vec<EventRecord>,
+}
+
+/// What became of one row write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowOutcome {
+    Applied,
+    /// The store refused it: another version was there, or a `CHECK` constraint failed.
+    Conflict,
+}
+
+/// Durable storage of SKU ledgers.
+///
+/// Every method blocks; the engine calls them on blocking threads only.
+pub trait Store: Send + Sync + 'static {
+    /// The ledger of one SKU, `None` when the SKU does not exist.
+    fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError>;
+    /// Every SKU's ledger, to rebuild memory on start.
+    fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError>;
+    /// Writes the rows (each SKU at most once) in ONE transaction: a row whose version guard or
+    /// constraints fail is refused alone, the others commit. `retry` says that an earlier attempt
+    /// of this batch failed in a way that may have committed it, so a version mismatch has to be
+    /// checked against the change log before it is called a conflict.
+    fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError>;
+}
+
+/// A store in memory, with the same guards as the database. For benchmarks and tests.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    rows: Mutex<HashMap<Sku, Ledger>>,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+
+    /// Creates or replaces a SKU's stored ledger.
+    pub fn put(&self, sku: Sku, ledger: Ledger) {
+        self.lock().insert(sku, ledger);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Sku, Ledger>> {
+        match self.rows.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+impl Store for MemStore {
+    fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError> {
+        Ok(self.lock().get(sku).copied())
+    }
+
+    fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError> {
+        Ok(self.lock().iter().map(|(s, l)| (s.clone(), *l)).collect())
+    }
+
+    fn write_batch(&self, rows: &[RowWrite], _retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
+        let mut stored = self.lock();
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let Some(current) = stored.get_mut(&row.sku) else {
+                    return RowOutcome::Conflict;
+                };
+                let on_hand = row.on_hand.apply_to(current.level.on_hand);
+                let reserved = current.level.reserved + row.reserved_delta;
+                if current.version != row.expected_version
+                    || on_hand < 0
+                    || reserved < 0
+                    || reserved > on_hand
+                {
+                    return RowOutcome::Conflict;
+                }
+                *current = Ledger::new(on_hand, reserved, row.new_version);
+                RowOutcome::Applied
+            })
+            .collect())
+    }
+}

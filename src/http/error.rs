@@ -1,0 +1,163 @@
+//! The API's error type: every non-2xx answer is built here, once, with the body API.md fixes:
+//! `{"error": {"code", "message", "details"}}`.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::domain::FieldErrors;
+use crate::engine::{DurabilityError, EngineError};
+use crate::persistence::DbError;
+
+/// An error answer of the HTTP API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { message: String, details: Value },
+    #[error("a valid admin bearer token is required")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request has invalid fields")]
+    Validation(FieldErrors),
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u32 },
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: u32 },
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            message: message.into(),
+            details: json!({}),
+        }
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Validation(FieldErrors::single(field, message))
+    }
+
+    pub fn unavailable(message: impl Into<String>, retry_after: u32) -> ApiError {
+        ApiError::Unavailable {
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Unavailable { .. } => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn details(&self) -> Value {
+        match self {
+            ApiError::BadRequest { details, .. } => details.clone(),
+            ApiError::Validation(fields) => json!({ "fields": fields }),
+            ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            _ => json!({}),
+        }
+    }
+
+    /// An answer for an engine failure on the given request field.
+    pub fn from_engine(e: EngineError, field: &str) -> ApiError {
+        match e {
+            EngineError::Rejected(reason) => ApiError::field(field, reason.to_string()),
+            EngineError::UnknownSku => ApiError::NotFound("unknown sku".into()),
+            EngineError::Overloaded => ApiError::Overloaded {
+                message: "the stock engine is saturated; retry shortly".into(),
+                retry_after: 1,
+            },
+            EngineError::Unavailable => {
+                ApiError::unavailable("the stock engine is restarting this sku; retry", 1)
+            }
+            EngineError::Store(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::unavailable("the database is unavailable", 5)
+            }
+        }
+    }
+
+    /// An answer for a change that did not become durable.
+    pub fn from_durability(e: DurabilityError) -> ApiError {
+        match e {
+            DurabilityError::Conflict => ApiError::unavailable(
+                "the stored stock disagreed with memory; the sku was reloaded and the change not applied, retry",
+                1,
+            ),
+            DurabilityError::Stopped => ApiError::unavailable(
+                "the service is shutting down; the change may not have been applied",
+                5,
+            ),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        tracing::warn!(error = %e, "database call failed");
+        ApiError::unavailable("the database is unavailable", 5)
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Overloaded { .. } | ApiError::Unavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            tracing::error!(error = %e, "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::Overloaded { retry_after, .. } | ApiError::Unavailable { retry_after, .. } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let ApiError::Unauthorized = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(json!({
+            "error": {
+                "code": self.code(),
+                "message": self.to_string(),
+                "details": self.details(),
+            }
+        }))
+    }
+}

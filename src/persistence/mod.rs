@@ -1,0 +1,152 @@
+//! Postgres through diesel and r2d2: database creation, embedded migrations, the connection
+//! pool, the engine's [`PgStore`] and the catalog's product queries.
+//!
+//! Every function here blocks; async callers run them with `web::block` / `spawn_blocking`.
+
+pub mod products;
+pub mod schema;
+mod stock;
+
+pub use stock::PgStore;
+
+use std::time::Duration;
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+/// The migrations in `migrations/`, compiled into the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+pub type DbPool = Pool<ConnectionManager<PgConnection>>;
+
+/// A database failure at start-up or in a request.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("connection pool: {0}")]
+    Pool(String),
+}
+
+impl From<diesel::r2d2::PoolError> for DbError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        DbError::Pool(e.to_string())
+    }
+}
+
+/// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name).
+pub fn split_database_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("DATABASE_URL={url:?} must start with postgres://"))?;
+    let scheme_len = url.len() - rest.len();
+    let slash = rest
+        .find('/')
+        .ok_or_else(|| format!("DATABASE_URL={url:?} names no database (…/dbname)"))?;
+    let after = &rest[slash + 1..];
+    let (name, query) = match after.find('?') {
+        Some(q) => (&after[..q], &after[q..]),
+        None => (after, ""),
+    };
+    if name.is_empty() {
+        return Err(format!("DATABASE_URL={url:?} names no database (…/dbname)"));
+    }
+    let maintenance = format!("{}postgres{}", &url[..scheme_len + slash + 1], query);
+    Ok((maintenance, name.to_owned()))
+}
+
+/// Creates the database named in `url` if it does not exist yet.
+pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
+    #[derive(QueryableByName)]
+    struct Exists {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        #[allow(dead_code)]
+        one: i32,
+    }
+    let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
+    let mut conn =
+        PgConnection::establish(&maintenance).map_err(|e| DbError::Connect(e.to_string()))?;
+    let exists = diesel::sql_query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
+        .bind::<diesel::sql_types::Text, _>(&name)
+        .get_result::<Exists>(&mut conn)
+        .optional()?
+        .is_some();
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match diesel::sql_query(format!("CREATE DATABASE {quoted}")).execute(&mut conn) {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it in the meantime.
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pending embedded migrations, one migrating process at a time.
+pub fn run_migrations(url: &str) -> Result<usize, DbError> {
+    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(e.to_string()))?;
+    diesel::sql_query("SELECT pg_advisory_lock(7411001)").execute(&mut conn)?;
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|done| done.len())
+        .map_err(|e| DbError::Migration(e.to_string()));
+    diesel::sql_query("SELECT pg_advisory_unlock(7411001)").execute(&mut conn)?;
+    result
+}
+
+/// Creates (if missing) and migrates the database; returns the number of migrations applied.
+pub fn prepare_database(url: &str) -> Result<usize, DbError> {
+    create_database_if_missing(url)?;
+    run_migrations(url)
+}
+
+/// Builds the connection pool; fails when no connection can be made.
+pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
+    let manager = ConnectionManager::<PgConnection>::new(url);
+    Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(false)
+        .build(manager)
+        .map_err(|e| DbError::Connect(e.to_string()))
+}
+
+/// `SELECT 1` through the pool: the readiness check.
+pub fn ping(pool: &DbPool) -> Result<(), DbError> {
+    let mut conn = pool.get_timeout(Duration::from_secs(2))?;
+    diesel::sql_query("SELECT 1").execute(&mut conn)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_url_keeps_everything_but_the_name() {
+        assert_eq!(
+            split_database_url("postgres://postgres@127.0.0.1:5432/orderflow").unwrap(),
+            (
+                "postgres://postgres@127.0.0.1:5432/postgres".into(),
+                "orderflow".into()
+            )
+        );
+        assert_eq!(
+            split_database_url("postgresql://u:p@h/db?sslmode=disable").unwrap(),
+            ("postgresql://u:p@h/postgres?sslmode=disable".into(), "db".into())
+        );
+        assert!(split_database_url("postgres://h:5432").is_err());
+        assert!(split_database_url("postgres://h:5432/").is_err());
+        assert!(split_database_url("mysql://h/db").is_err());
+    }
+}

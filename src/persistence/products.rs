@@ -1,0 +1,92 @@
+//! Catalog products in Postgres. Products are admin data written directly (they are not stock:
+//! stock only ever changes through the SKU actors).
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Jsonb, Text};
+
+use super::schema::products;
+use super::DbError;
+use crate::domain::{Product, Sku};
+
+#[derive(Queryable)]
+struct ProductRow {
+    sku: String,
+    name: String,
+    category: String,
+    tags: Vec<String>,
+    price_cents: i64,
+    currency: String,
+    attributes: serde_json::Value,
+}
+
+impl ProductRow {
+    fn into_product(self) -> Option<Product> {
+        let sku = Sku::parse(&self.sku).ok()?;
+        let attributes = match self.attributes {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        };
+        Some(Product {
+            sku,
+            name: self.name,
+            category: self.category,
+            tags: self.tags,
+            price_cents: self.price_cents,
+            currency: self.currency,
+            attributes,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = Bool)]
+    inserted: bool,
+}
+
+/// Creates or replaces a product, and creates its (empty) stock row when it is new.
+/// Returns `true` when the product was created.
+pub fn upsert(conn: &mut PgConnection, product: &Product) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        let row = diesel::sql_query(
+            "INSERT INTO products (sku, name, category, tags, price_cents, currency, attributes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (sku) DO UPDATE SET
+                name = EXCLUDED.name, category = EXCLUDED.category, tags = EXCLUDED.tags,
+                price_cents = EXCLUDED.price_cents, currency = EXCLUDED.currency,
+                attributes = EXCLUDED.attributes, updated_at = now()
+             RETURNING (xmax = 0) AS inserted",
+        )
+        .bind::<Text, _>(product.sku.as_str())
+        .bind::<Text, _>(&product.name)
+        .bind::<Text, _>(&product.category)
+        .bind::<Array<Text>, _>(&product.tags)
+        .bind::<BigInt, _>(product.price_cents)
+        .bind::<Text, _>(&product.currency)
+        .bind::<Jsonb, _>(serde_json::Value::Object(product.attributes.clone()))
+        .get_result::<Inserted>(conn)?;
+        diesel::sql_query("INSERT INTO stock (sku) VALUES ($1) ON CONFLICT (sku) DO NOTHING")
+            .bind::<Text, _>(product.sku.as_str())
+            .execute(conn)?;
+        Ok(row.inserted)
+    })
+}
+
+/// One product, `None` when the SKU is not in the catalog.
+pub fn get(conn: &mut PgConnection, sku: &Sku) -> Result<Option<Product>, DbError> {
+    let row = products::table
+        .find(sku.as_str())
+        .select((
+            products::sku,
+            products::name,
+            products::category,
+            products::tags,
+            products::price_cents,
+            products::currency,
+            products::attributes,
+        ))
+        .first::<ProductRow>(conn)
+        .optional()?;
+    Ok(row.and_then(ProductRow::into_product))
+}

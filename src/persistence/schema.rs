@@ -1,0 +1,41 @@
+//! Diesel table definitions, matching `migrations/`.
+
+diesel::table! {
+    products (sku) {
+        sku -> Text,
+        name -> Text,
+        category -> Text,
+        tags -> Array<Text>,
+        price_cents -> Int8,
+        currency -> Text,
+        attributes -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stock (sku) {
+        sku -> Text,
+        on_hand -> Int8,
+        reserved -> Int8,
+        version -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    stock_events (sku, version) {
+        sku -> Text,
+        version -> Int8,
+        kind -> Text,
+        quantity -> Int8,
+        on_hand -> Int8,
+        reserved -> Int8,
+        reason -> Nullable<Text>,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(stock -> products (sku));
+diesel::allow_tables_to_appear_in_same_query!(products, stock, stock_events);

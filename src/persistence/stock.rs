@@ -1,0 +1,219 @@
+//! [`PgStore`]: the engine's durable store on Postgres.
+//!
+//! A batch is one transaction: one `UPDATE … FROM unnest(…)` writes every SKU row of the batch,
+//! each guarded by its expected version, then one `INSERT … SELECT FROM unnest(…)` appends the
+//! change log. A hot SKU costs one row write per batch, however many orders it served.
+
+use std::collections::HashSet;
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text};
+
+use super::schema::stock;
+use super::DbPool;
+use crate::domain::{Ledger, OnHandEffect, Sku};
+use crate::engine::{RowOutcome, RowWrite, Store, StoreError};
+
+/// The engine's store on Postgres.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: DbPool,
+}
+
+impl PgStore {
+    pub fn new(pool: DbPool) -> PgStore {
+        PgStore { pool }
+    }
+}
+
+fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+#[derive(QueryableByName)]
+struct SkuRow {
+    #[diesel(sql_type = Text)]
+    sku: String,
+}
+
+const UPDATE_ROWS: &str = "
+UPDATE stock AS s SET
+    on_hand = CASE WHEN v.set_on_hand THEN v.on_hand ELSE s.on_hand + v.on_hand END,
+    reserved = s.reserved + v.reserved_delta,
+    version = v.new_version,
+    updated_at = now()
+FROM unnest($1::text[], $2::bool[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+    AS v(sku, set_on_hand, on_hand, reserved_delta, expected_version, new_version)
+WHERE s.sku = v.sku AND s.version = v.expected_version
+RETURNING s.sku";
+
+const INSERT_EVENTS: &str = "
+INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason)
+SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[])";
+
+const ALREADY_LOGGED: &str = "
+SELECT e.sku FROM stock_events e
+JOIN unnest($1::text[], $2::int8[]) AS v(sku, version) ON e.sku = v.sku AND e.version = v.version";
+
+/// Writes the rows with one statement; returns the SKUs whose guard matched.
+fn update_rows(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<HashSet<String>, DieselError> {
+    let mut skus = Vec::with_capacity(rows.len());
+    let mut set = Vec::with_capacity(rows.len());
+    let mut on_hand = Vec::with_capacity(rows.len());
+    let mut reserved = Vec::with_capacity(rows.len());
+    let mut expected = Vec::with_capacity(rows.len());
+    let mut new = Vec::with_capacity(rows.len());
+    for row in rows {
+        skus.push(row.sku.as_str());
+        let (is_set, value) = match row.on_hand {
+            OnHandEffect::Set(v) => (true, v),
+            OnHandEffect::Delta(d) => (false, d),
+        };
+        set.push(is_set);
+        on_hand.push(value);
+        reserved.push(row.reserved_delta);
+        expected.push(row.expected_version);
+        new.push(row.new_version);
+    }
+    let updated = diesel::sql_query(UPDATE_ROWS)
+        .bind::<Array<Text>, _>(skus)
+        .bind::<Array<Bool>, _>(set)
+        .bind::<Array<BigInt>, _>(on_hand)
+        .bind::<Array<BigInt>, _>(reserved)
+        .bind::<Array<BigInt>, _>(expected)
+        .bind::<Array<BigInt>, _>(new)
+        .load::<SkuRow>(conn)?;
+    Ok(updated.into_iter().map(|r| r.sku).collect())
+}
+
+fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), DieselError> {
+    let n: usize = rows.iter().map(|r| r.events.len()).sum();
+    if n == 0 {
+        return Ok(());
+    }
+    let mut skus = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut quantities = Vec::with_capacity(n);
+    let mut on_hand = Vec::with_capacity(n);
+    let mut reserved = Vec::with_capacity(n);
+    let mut reasons = Vec::with_capacity(n);
+    for row in rows {
+        for e in &row.events {
+            skus.push(row.sku.as_str());
+            versions.push(e.version);
+            kinds.push(e.kind);
+            quantities.push(e.quantity);
+            on_hand.push(e.on_hand);
+            reserved.push(e.reserved);
+            reasons.push(e.reason.as_deref());
+        }
+    }
+    diesel::sql_query(INSERT_EVENTS)
+        .bind::<Array<Text>, _>(skus)
+        .bind::<Array<BigInt>, _>(versions)
+        .bind::<Array<Text>, _>(kinds)
+        .bind::<Array<BigInt>, _>(quantities)
+        .bind::<Array<BigInt>, _>(on_hand)
+        .bind::<Array<BigInt>, _>(reserved)
+        .bind::<Array<Nullable<Text>>, _>(reasons)
+        .execute(conn)?;
+    Ok(())
+}
+
+fn is_check_violation(e: &DieselError) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, _))
+}
+
+/// The batch's transaction. Returns the SKUs applied now, and those found applied by an earlier
+/// attempt whose commit was not confirmed.
+fn write_in_transaction(
+    conn: &mut PgConnection,
+    rows: &[RowWrite],
+    retry: bool,
+) -> Result<(HashSet<String>, HashSet<String>), DieselError> {
+    let all: Vec<&RowWrite> = rows.iter().collect();
+    // A savepoint around the fast path: a CHECK violation only rolls back to it.
+    let applied = match conn.transaction(|conn| update_rows(conn, &all)) {
+        Ok(applied) => applied,
+        Err(e) if is_check_violation(&e) => {
+            // Memory was wrong somewhere in this batch: find the offending rows one by one.
+            let mut applied = HashSet::new();
+            for row in &all {
+                match conn.transaction(|conn| update_rows(conn, std::slice::from_ref(row))) {
+                    Ok(one) => applied.extend(one),
+                    Err(e) if is_check_violation(&e) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            applied
+        }
+        Err(e) => return Err(e),
+    };
+    let mut earlier = HashSet::new();
+    if retry && applied.len() < rows.len() {
+        // An earlier attempt may have committed before its connection died: its change log rows
+        // are the proof, written in the same transaction as the stock row.
+        let missing: Vec<&RowWrite> = rows.iter().filter(|r| !applied.contains(r.sku.as_str())).collect();
+        let skus: Vec<&str> = missing.iter().map(|r| r.sku.as_str()).collect();
+        let versions: Vec<i64> = missing.iter().map(|r| r.new_version).collect();
+        earlier = diesel::sql_query(ALREADY_LOGGED)
+            .bind::<Array<Text>, _>(skus)
+            .bind::<Array<BigInt>, _>(versions)
+            .load::<SkuRow>(conn)?
+            .into_iter()
+            .map(|r| r.sku)
+            .collect();
+    }
+    let logged: Vec<&RowWrite> = rows.iter().filter(|r| applied.contains(r.sku.as_str())).collect();
+    insert_events(conn, &logged)?;
+    Ok((applied, earlier))
+}
+
+impl Store for PgStore {
+    fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError> {
+        let mut conn = self.pool.get().map_err(db)?;
+        let row = stock::table
+            .find(sku.as_str())
+            .select((stock::on_hand, stock::reserved, stock::version))
+            .first::<(i64, i64, i64)>(&mut conn)
+            .optional()
+            .map_err(db)?;
+        Ok(row.map(|(on_hand, reserved, version)| Ledger::new(on_hand, reserved, version)))
+    }
+
+    fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError> {
+        let mut conn = self.pool.get().map_err(db)?;
+        let rows = stock::table
+            .select((stock::sku, stock::on_hand, stock::reserved, stock::version))
+            .load::<(String, i64, i64, i64)>(&mut conn)
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (sku, on_hand, reserved, version) in rows {
+            match Sku::parse(&sku) {
+                Ok(sku) => out.push((sku, Ledger::new(on_hand, reserved, version))),
+                Err(e) => tracing::error!(%sku, error = %e, "skipping a stock row with an invalid sku"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
+        let mut conn = self.pool.get().map_err(db)?;
+        let (applied, earlier) = conn
+            .transaction(|conn| write_in_transaction(conn, rows, retry))
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                if applied.contains(r.sku.as_str()) || earlier.contains(r.sku.as_str()) {
+                    RowOutcome::Applied
+                } else {
+                    RowOutcome::Conflict
+                }
+            })
+            .collect())
+    }
+}

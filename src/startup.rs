@@ -1,0 +1,169 @@
+//! Wiring: database, broker, engine and HTTP server, built from a [`Config`]. Tests build the
+//! same [`Application`] on port 0 so they exercise the real thing in-process.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+
+use crate::config::Config;
+use crate::engine::{Engine, Store};
+use crate::http::{self, AppState};
+use crate::messaging::{Broker, BrokerError};
+use crate::persistence::{self, DbError, PgStore};
+
+/// Why the service could not start. Each reads as one line that says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("PostgreSQL at {url} is not usable ({source}). Is it running? Check DATABASE_URL.")]
+    Database { url: String, source: DbError },
+    #[error("RabbitMQ at {url} is not reachable ({source}). Is it running? Check AMQP_URL.")]
+    Broker { url: String, source: BrokerError },
+    #[error("could not rebuild the stock engine from PostgreSQL: {0}")]
+    Engine(String),
+    #[error("cannot listen on {addr}: {source}. Is another process using it? Check HTTP_ADDR.")]
+    Listen { addr: String, source: std::io::Error },
+}
+
+fn redacted_db(url: &str) -> String {
+    crate::messaging::redact(url)
+}
+
+/// Creates the database if missing and runs the migrations (`orderflow migrate`).
+pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
+    let url = config.database_url.clone();
+    tokio::task::spawn_blocking(move || persistence::prepare_database(&url))
+        .await
+        .map_err(|e| StartupError::Engine(e.to_string()))?
+        .map_err(|source| StartupError::Database {
+            url: redacted_db(&config.database_url),
+            source,
+        })
+}
+
+/// The running service: HTTP server, engine and broker connection.
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Prepares the database, connects to the broker, rebuilds the engine from Postgres, and
+    /// binds the HTTP listener (`HTTP_ADDR` port 0 picks a free port). Nothing is served before
+    /// memory equals what is durable (DESIGN.md rule 6).
+    pub async fn build(config: Config) -> Result<Application, StartupError> {
+        let applied = migrate(&config).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrated");
+        }
+        let db_url = config.database_url.clone();
+        let pool_size = config.db_pool_size;
+        let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
+            .await
+            .map_err(|e| StartupError::Engine(e.to_string()))?
+            .map_err(|source| StartupError::Database {
+                url: redacted_db(&config.database_url),
+                source,
+            })?;
+        let broker = Broker::connect(&config.amqp_url)
+            .await
+            .map_err(|source| StartupError::Broker {
+                url: crate::messaging::redact(&config.amqp_url),
+                source,
+            })?;
+        let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
+        let engine = Engine::start(store, config.engine.clone())
+            .await
+            .map_err(|e| StartupError::Engine(e.to_string()))?;
+        tracing::info!(skus = engine.sku_count(), "stock engine rebuilt from PostgreSQL");
+
+        let listener = TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
+            addr: config.http_addr.to_string(),
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let state = AppState {
+            engine,
+            pool,
+            broker,
+            config: Arc::new(config),
+        };
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(tracing_actix())
+                .configure(http::configure(app_state.clone()))
+                .default_service(web::to(http::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(|source| StartupError::Listen {
+            addr: state.config.http_addr.to_string(),
+            source,
+        })?
+        .run();
+        tracing::info!(port, "orderflow listening");
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the HTTP server.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until the server stops (or SIGINT/SIGTERM when `handle_signals`), then drains:
+    /// in-flight requests finish, the persister writes what it holds, the broker is closed.
+    pub async fn run_until_stopped(self, handle_signals: bool) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        if handle_signals {
+            let handle = handle.clone();
+            actix_web::rt::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown signal received; draining");
+                handle.stop(true).await;
+            });
+        }
+        let result = self.server.await;
+        self.state.engine.shutdown().await;
+        self.state.broker.close().await;
+        tracing::info!("orderflow stopped");
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn tracing_actix() -> actix_web::middleware::Logger {
+    actix_web::middleware::Logger::new("%r %s %Dms").log_target("orderflow::http")
+}
