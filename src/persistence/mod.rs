@@ -34,9 +34,14 @@ pub enum DbError {
     Pool(String),
 }
 
+/// Folds a multi-line driver message into one line, for start-up errors and logs.
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 impl From<diesel::r2d2::PoolError> for DbError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
-        DbError::Pool(e.to_string())
+        DbError::Pool(one_line(e))
     }
 }
 
@@ -72,7 +77,7 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
     }
     let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
     let mut conn =
-        PgConnection::establish(&maintenance).map_err(|e| DbError::Connect(e.to_string()))?;
+        PgConnection::establish(&maintenance).map_err(|e| DbError::Connect(one_line(e)))?;
     let exists = diesel::sql_query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
         .bind::<diesel::sql_types::Text, _>(&name)
         .get_result::<Exists>(&mut conn)
@@ -93,7 +98,7 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
 
 /// Runs the pending embedded migrations, one migrating process at a time.
 pub fn run_migrations(url: &str) -> Result<usize, DbError> {
-    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(e.to_string()))?;
+    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(one_line(e)))?;
     diesel::sql_query("SELECT pg_advisory_lock(7411001)").execute(&mut conn)?;
     let result = conn
         .run_pending_migrations(MIGRATIONS)
@@ -118,7 +123,7 @@ pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
         .connection_timeout(Duration::from_secs(5))
         .test_on_check_out(false)
         .build(manager)
-        .map_err(|e| DbError::Connect(e.to_string()))
+        .map_err(|e| DbError::Connect(one_line(e)))
 }
 
 /// `SELECT 1` through the pool: the readiness check.

@@ -1,0 +1,271 @@
+//! The engine on the real PostgreSQL: persistence of every change, restart, the database as the
+//! last line against oversell, concurrency, all-or-nothing reservations, actor crashes.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use orderflow::domain::{Ledger, LedgerError, Sku, StockOp};
+use orderflow::engine::{DurabilityError, Engine, EngineConfig, EngineError, Store};
+use orderflow::persistence::PgStore;
+
+use crate::helpers::{seed_products, TestDb};
+
+fn sku(s: &str) -> Sku {
+    Sku::parse(s).unwrap()
+}
+
+async fn engine_on(db: &TestDb) -> Engine {
+    let store: Arc<dyn Store> = Arc::new(PgStore::new(db.pool()));
+    let config = EngineConfig {
+        shards: 2,
+        ..EngineConfig::default()
+    };
+    Engine::start(store, config).await.expect("engine starts")
+}
+
+/// Applies and waits until durable.
+async fn durably(engine: &Engine, s: &Sku, op: StockOp) -> Ledger {
+    let applied = engine.apply(s, op, Some("test".into())).await.expect("accepted");
+    applied.durable.wait().await.expect("durable");
+    applied.ledger
+}
+
+#[actix_web::test]
+async fn every_ledger_change_is_persisted_with_its_log() {
+    let db = TestDb::new();
+    seed_products(&db, &["A"]);
+    let engine = engine_on(&db).await;
+    let a = sku("A");
+    let ops = [
+        StockOp::SetOnHand(100),
+        StockOp::Reserve(5),
+        StockOp::Reserve(7),
+        StockOp::Release(3),
+        StockOp::CommitSale(4),
+        StockOp::Adjust(-10),
+        StockOp::Adjust(25),
+    ];
+    for op in ops {
+        let ledger = durably(&engine, &a, op).await;
+        let (on_hand, reserved, version) = db.stock("A");
+        assert_eq!(
+            (on_hand, reserved, version),
+            (ledger.level.on_hand, ledger.level.reserved, ledger.version),
+            "after {op:?}"
+        );
+    }
+    assert_eq!(db.stock("A"), (111, 5, 7));
+    assert_eq!(db.event_count("A"), 7);
+    // A refused operation changes nothing, in memory or on disk.
+    let err = engine.reserve(&a, 1000).await.unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Rejected(LedgerError::Insufficient {
+            requested: 1000,
+            available: 106
+        })
+    );
+    engine.flush().await.unwrap();
+    assert_eq!(db.stock("A"), (111, 5, 7));
+    engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn restart_rebuilds_exactly_the_durable_state() {
+    let db = TestDb::new();
+    let names: Vec<String> = (0..20).map(|i| format!("R{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    seed_products(&db, &refs);
+    let engine = engine_on(&db).await;
+    let mut expected = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let s = sku(name);
+        durably(&engine, &s, StockOp::SetOnHand(50 + i as i64)).await;
+        let mut last = Ledger::default();
+        for _ in 0..i {
+            last = durably(&engine, &s, StockOp::Reserve(1)).await;
+        }
+        if i == 0 {
+            last = engine.ledger(&s).await.unwrap();
+        }
+        expected.push((s, last));
+    }
+    engine.shutdown().await;
+
+    let restarted = engine_on(&db).await;
+    assert_eq!(restarted.sku_count(), names.len());
+    for (s, ledger) in &expected {
+        assert_eq!(&restarted.ledger(s).await.unwrap(), ledger, "{s}");
+    }
+    restarted.shutdown().await;
+}
+
+#[actix_web::test]
+async fn shutdown_writes_what_was_accepted_but_not_yet_awaited() {
+    let db = TestDb::new();
+    seed_products(&db, &["S"]);
+    let engine = engine_on(&db).await;
+    let s = sku("S");
+    durably(&engine, &s, StockOp::SetOnHand(1000)).await;
+    for _ in 0..300 {
+        // not awaited: the tickets are dropped
+        engine.reserve(&s, 1).await.unwrap();
+    }
+    engine.shutdown().await;
+    assert_eq!(db.stock("S"), (1000, 300, 301));
+    assert_eq!(db.event_count("S"), 301);
+}
+
+#[actix_web::test]
+async fn the_database_refuses_an_oversell_when_memory_is_wrong_and_the_engine_recovers() {
+    let db = TestDb::new();
+    seed_products(&db, &["HOT"]);
+    let engine = engine_on(&db).await;
+    let hot = sku("HOT");
+    let good = durably(&engine, &hot, StockOp::SetOnHand(10)).await;
+    assert_eq!(db.stock("HOT"), (10, 0, 1));
+
+    // Memory now believes there are 1,000 units (same version, so only the CHECK can catch it).
+    engine
+        .fault_corrupt_memory(&hot, Ledger::new(1000, 0, good.version))
+        .await
+        .unwrap();
+    let oversell = engine.reserve(&hot, 50).await.expect("memory accepts it");
+    assert_eq!(oversell.ledger.available(), 950);
+    assert_eq!(oversell.durable.wait().await, Err(DurabilityError::Conflict));
+    assert_eq!(db.stock("HOT"), (10, 0, 1), "the database kept the truth");
+    assert_eq!(db.event_count("HOT"), 1, "no log row for the refused change");
+
+    // The engine reloads the SKU and serves correctly again.
+    let mut resynced = false;
+    for _ in 0..100 {
+        if engine.ledger(&hot).await.unwrap() == Ledger::new(10, 0, 1) {
+            resynced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(resynced, "memory was reloaded from the database");
+    let ok = durably(&engine, &hot, StockOp::Reserve(10)).await;
+    assert_eq!(ok, Ledger::new(10, 10, 2));
+    assert!(matches!(
+        engine.reserve(&hot, 1).await,
+        Err(EngineError::Rejected(LedgerError::Insufficient { .. }))
+    ));
+    assert_eq!(db.stock("HOT"), (10, 10, 2));
+
+    // A wrong version is refused by the version guard too.
+    engine
+        .fault_corrupt_memory(&hot, Ledger::new(10, 0, 7))
+        .await
+        .unwrap();
+    let stale = engine.apply(&hot, StockOp::Adjust(5), None).await.unwrap();
+    assert_eq!(stale.durable.wait().await, Err(DurabilityError::Conflict));
+    assert_eq!(db.stock("HOT"), (10, 10, 2));
+    engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn a_thousand_concurrent_reservations_sell_exactly_the_stock() {
+    let db = TestDb::new();
+    let names = ["C0", "C1", "C2", "C3", "C4"];
+    seed_products(&db, &names);
+    let engine = engine_on(&db).await;
+    for n in names {
+        durably(&engine, &sku(n), StockOp::SetOnHand(100)).await;
+    }
+    let attempts = (0..1000).map(|i| {
+        let engine = engine.clone();
+        let s = sku(names[i % names.len()]);
+        tokio::spawn(async move {
+            match engine.reserve(&s, 1).await {
+                Ok(applied) => applied.durable.wait().await.is_ok(),
+                Err(EngineError::Rejected(LedgerError::Insufficient { .. })) => false,
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        })
+    });
+    let outcomes: Vec<bool> = join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 500);
+    for n in names {
+        let (on_hand, reserved, version) = db.stock(n);
+        assert_eq!((on_hand, reserved), (100, 100), "{n}");
+        assert_eq!(on_hand, reserved + engine.ledger(&sku(n)).await.unwrap().available());
+        assert_eq!(version, 101);
+        assert_eq!(db.event_count(n), 101);
+    }
+    engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn multi_sku_reservations_are_all_or_nothing() {
+    let db = TestDb::new();
+    seed_products(&db, &["M1", "M2", "M3"]);
+    let engine = engine_on(&db).await;
+    durably(&engine, &sku("M1"), StockOp::SetOnHand(5)).await;
+    durably(&engine, &sku("M2"), StockOp::SetOnHand(1)).await;
+    durably(&engine, &sku("M3"), StockOp::SetOnHand(5)).await;
+
+    let lines = vec![(sku("M1"), 2), (sku("M2"), 3), (sku("M3"), 2)];
+    let failures = engine.reserve_all(&lines).await.unwrap_err();
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].sku, sku("M2"));
+    engine.flush().await.unwrap();
+    for n in ["M1", "M2", "M3"] {
+        assert_eq!(engine.ledger(&sku(n)).await.unwrap().level.reserved, 0, "{n}");
+        assert_eq!(db.stock(n).1, 0, "{n} reserved on disk");
+    }
+
+    let ok = engine
+        .reserve_all(&[(sku("M1"), 2), (sku("M2"), 1)])
+        .await
+        .expect("all lines fit");
+    for applied in ok {
+        applied.durable.wait().await.unwrap();
+    }
+    assert_eq!(db.stock("M1").1, 2);
+    assert_eq!(db.stock("M2").1, 1);
+    engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn a_crashed_actor_is_replaced_from_durable_state() {
+    let db = TestDb::new();
+    seed_products(&db, &["X"]);
+    let engine = engine_on(&db).await;
+    let x = sku("X");
+    durably(&engine, &x, StockOp::SetOnHand(20)).await;
+    durably(&engine, &x, StockOp::Reserve(3)).await;
+    // A change that is still on its way to disk when the actor dies must not be lost either.
+    let in_flight = engine.reserve(&x, 2).await.unwrap();
+    engine.fault_crash_actor(&x).await.unwrap();
+    assert_eq!(in_flight.durable.wait().await, Ok(()));
+
+    let after = engine.ledger(&x).await.expect("a new actor answers");
+    assert_eq!(after, Ledger::new(20, 5, 3));
+    assert_eq!(engine.sku_count(), 1, "the dead address was replaced, not added to");
+    let next = durably(&engine, &x, StockOp::Reserve(1)).await;
+    assert_eq!(next, Ledger::new(20, 6, 4));
+    assert_eq!(db.stock("X"), (20, 6, 4));
+    engine.shutdown().await;
+}
+
+#[actix_web::test]
+async fn unknown_skus_are_reported_not_invented() {
+    let db = TestDb::new();
+    let engine = engine_on(&db).await;
+    assert_eq!(
+        engine.reserve(&sku("GHOST"), 1).await.unwrap_err(),
+        EngineError::UnknownSku
+    );
+    assert_eq!(engine.sku_count(), 0);
+    // A product created after start is picked up on first use.
+    seed_products(&db, &["LATE"]);
+    let ledger = durably(&engine, &sku("LATE"), StockOp::SetOnHand(3)).await;
+    assert_eq!(ledger, Ledger::new(3, 0, 1));
+    engine.shutdown().await;
+}
