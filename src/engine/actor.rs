@@ -5,6 +5,7 @@
 //! only waiting it ever does is a resync after the store refused one of its writes, and then it
 //! pauses its own mailbox (`ctx.wait`) so no decision is taken on a ledger known to be wrong.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,12 +75,16 @@ pub struct Applied {
 pub(crate) struct Apply {
     pub op: StockOp,
     pub reason: Option<String>,
+    /// Set when the handler begins: tells the sender, if the actor dies, whether the operation
+    /// was never looked at (safe to retry elsewhere) or its outcome is unknown.
+    pub started: Arc<AtomicBool>,
 }
 
 impl Handler<Apply> for SkuActor {
     type Result = Result<Applied, EngineError>;
 
     fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        msg.started.store(true, Ordering::Release);
         let change = self.ledger.decide(msg.op)?;
         let (tx, rx) = oneshot::channel();
         self.persister

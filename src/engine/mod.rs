@@ -22,6 +22,7 @@ pub use persister::{Durability, DurabilityError, PersisterConfig, PersisterStats
 pub use store::{EventRecord, MemStore, RowOutcome, RowWrite, Store, StoreError};
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
@@ -153,16 +154,22 @@ impl Engine {
     /// The address of the SKU's actor, loading the SKU from the store on first use.
     async fn addr(&self, sku: &Sku) -> Result<Addr<SkuActor>, EngineError> {
         let known = self.inner.registry.get(sku).map(|a| a.value().clone());
-        let mut after_crash = false;
-        if let Some(addr) = known {
-            if addr.connected() {
-                return Ok(addr);
-            }
-            // The actor died (a panic): forget it and rebuild it from what is durable.
-            self.inner.registry.remove_if(sku, |_, a| *a == addr);
-            after_crash = true;
+        match known {
+            Some(addr) if addr.connected() => Ok(addr),
+            Some(dead) => self.replace(sku, &dead).await,
+            None => self.load_actor(sku, false).await,
+        }
+    }
+
+    /// The actor behind `dead` stopped (a panic): forget it and rebuild it from what is durable.
+    async fn replace(&self, sku: &Sku, dead: &Addr<SkuActor>) -> Result<Addr<SkuActor>, EngineError> {
+        if self.inner.registry.remove_if(sku, |_, a| a == dead).is_some() {
             tracing::warn!(%sku, "sku actor had stopped; reloading it from the store");
         }
+        self.load_actor(sku, true).await
+    }
+
+    async fn load_actor(&self, sku: &Sku, after_crash: bool) -> Result<Addr<SkuActor>, EngineError> {
         let store = Arc::clone(&self.inner.store);
         let persister = self.inner.persister.clone();
         let key = sku.clone();
@@ -190,16 +197,33 @@ impl Engine {
     }
 
     /// Applies one operation to one SKU through its actor.
+    ///
+    /// If the actor turns out to be dead and never started on this operation, the operation is
+    /// retried once on a fresh actor rebuilt from the store. If it died while handling it, the
+    /// outcome is unknown and `Unavailable` is returned (the operation is not repeated).
     pub async fn apply(
         &self,
         sku: &Sku,
         op: StockOp,
         reason: Option<String>,
     ) -> Result<Applied, EngineError> {
-        let addr = self.addr(sku).await?;
-        addr.send(Apply { op, reason })
-            .await
-            .map_err(|_| EngineError::Unavailable)?
+        let mut addr = self.addr(sku).await?;
+        for attempt in 0..2 {
+            let started = Arc::new(AtomicBool::new(false));
+            let msg = Apply {
+                op,
+                reason: reason.clone(),
+                started: Arc::clone(&started),
+            };
+            match addr.send(msg).await {
+                Ok(result) => return result,
+                Err(_) if attempt == 0 && !started.load(Ordering::Acquire) => {
+                    addr = self.replace(sku, &addr).await?;
+                }
+                Err(_) => break,
+            }
+        }
+        Err(EngineError::Unavailable)
     }
 
     /// Reserves `qty` units of one SKU.
@@ -237,9 +261,16 @@ impl Engine {
     /// The SKU's current in-memory ledger.
     pub async fn ledger(&self, sku: &Sku) -> Result<Ledger, EngineError> {
         let addr = self.addr(sku).await?;
-        addr.send(Snapshot)
-            .await
-            .map_err(|_| EngineError::Unavailable)
+        match addr.send(Snapshot).await {
+            Ok(ledger) => Ok(ledger),
+            // A read is safe to repeat on a fresh actor.
+            Err(_) => self
+                .replace(sku, &addr)
+                .await?
+                .send(Snapshot)
+                .await
+                .map_err(|_| EngineError::Unavailable),
+        }
     }
 
     /// Number of SKU actors currently registered.
