@@ -146,7 +146,10 @@ mod tests {
         let e = config(&[("DATABASE_URL", "mysql://x/y")]).unwrap_err();
         assert!(e.0.contains("postgres"));
         assert_eq!(
-            config(&[("ADMIN_TOKEN", "s3cret")]).unwrap().admin_token.as_deref(),
+            config(&[("ADMIN_TOKEN", "s3cret")])
+                .unwrap()
+                .admin_token
+                .as_deref(),
             Some("s3cret")
         );
     }

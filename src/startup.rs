@@ -23,7 +23,10 @@ pub enum StartupError {
     #[error("could not rebuild the stock engine from PostgreSQL: {0}")]
     Engine(String),
     #[error("cannot listen on {addr}: {source}. Is another process using it? Check HTTP_ADDR.")]
-    Listen { addr: String, source: std::io::Error },
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 fn redacted_db(url: &str) -> String {
@@ -60,29 +63,35 @@ impl Application {
         }
         let db_url = config.database_url.clone();
         let pool_size = config.db_pool_size;
-        let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
-            .await
-            .map_err(|e| StartupError::Engine(e.to_string()))?
-            .map_err(|source| StartupError::Database {
-                url: redacted_db(&config.database_url),
-                source,
-            })?;
-        let broker = Broker::connect(&config.amqp_url)
-            .await
-            .map_err(|source| StartupError::Broker {
-                url: crate::messaging::redact(&config.amqp_url),
-                source,
-            })?;
+        let pool =
+            tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
+                .await
+                .map_err(|e| StartupError::Engine(e.to_string()))?
+                .map_err(|source| StartupError::Database {
+                    url: redacted_db(&config.database_url),
+                    source,
+                })?;
+        let broker =
+            Broker::connect(&config.amqp_url)
+                .await
+                .map_err(|source| StartupError::Broker {
+                    url: crate::messaging::redact(&config.amqp_url),
+                    source,
+                })?;
         let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
         let engine = Engine::start(store, config.engine.clone())
             .await
             .map_err(|e| StartupError::Engine(e.to_string()))?;
-        tracing::info!(skus = engine.sku_count(), "stock engine rebuilt from PostgreSQL");
+        tracing::info!(
+            skus = engine.sku_count(),
+            "stock engine rebuilt from PostgreSQL"
+        );
 
-        let listener = TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
-            addr: config.http_addr.to_string(),
-            source,
-        })?;
+        let listener =
+            TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
+                addr: config.http_addr.to_string(),
+                source,
+            })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state = AppState {
             engine,

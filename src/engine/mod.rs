@@ -162,14 +162,27 @@ impl Engine {
     }
 
     /// The actor behind `dead` stopped (a panic): forget it and rebuild it from what is durable.
-    async fn replace(&self, sku: &Sku, dead: &Addr<SkuActor>) -> Result<Addr<SkuActor>, EngineError> {
-        if self.inner.registry.remove_if(sku, |_, a| a == dead).is_some() {
+    async fn replace(
+        &self,
+        sku: &Sku,
+        dead: &Addr<SkuActor>,
+    ) -> Result<Addr<SkuActor>, EngineError> {
+        if self
+            .inner
+            .registry
+            .remove_if(sku, |_, a| a == dead)
+            .is_some()
+        {
             tracing::warn!(%sku, "sku actor had stopped; reloading it from the store");
         }
         self.load_actor(sku, true).await
     }
 
-    async fn load_actor(&self, sku: &Sku, after_crash: bool) -> Result<Addr<SkuActor>, EngineError> {
+    async fn load_actor(
+        &self,
+        sku: &Sku,
+        after_crash: bool,
+    ) -> Result<Addr<SkuActor>, EngineError> {
         let store = Arc::clone(&self.inner.store);
         let persister = self.inner.persister.clone();
         let key = sku.clone();
@@ -233,7 +246,10 @@ impl Engine {
 
     /// Reserves every line or none (DESIGN.md rule 5): each line at its own actor, concurrently;
     /// if any fails, the lines that succeeded are released again. No actor ever waits on another.
-    pub async fn reserve_all(&self, lines: &[(Sku, i64)]) -> Result<Vec<Applied>, Vec<LineFailure>> {
+    pub async fn reserve_all(
+        &self,
+        lines: &[(Sku, i64)],
+    ) -> Result<Vec<Applied>, Vec<LineFailure>> {
         let results = join_all(lines.iter().map(|(sku, q)| self.reserve(sku, *q))).await;
         if results.iter().all(Result::is_ok) {
             return Ok(results.into_iter().flatten().collect());

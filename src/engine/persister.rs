@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 use super::store::{EventRecord, RowOutcome, RowWrite, Store};
 use crate::domain::{Sku, StockChange};
 
+/// A batch closes early when no change arrives for this long, even before `linger` is up.
+const IDLE_GAP: Duration = Duration::from_micros(200);
+
 /// The outcome of waiting for a change to be durable.
 pub type Durability = Result<(), DurabilityError>;
 
@@ -215,7 +218,9 @@ impl Persister {
                         if changes.is_empty() || now >= deadline {
                             None
                         } else {
-                            match rx.recv_timeout(deadline - now) {
+                            // Wait for company only while it keeps coming: a pause of
+                            // `IDLE_GAP` means the burst is over and the batch should go.
+                            match rx.recv_timeout((deadline - now).min(IDLE_GAP)) {
                                 Ok(msg) => Some(msg),
                                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                                     None
@@ -247,7 +252,9 @@ impl Persister {
             let rows: Vec<RowWrite> = round.iter().map(|g| g.row.clone()).collect();
             let outcomes = self.write_with_retry(&rows, stopping);
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            self.stats
+                .rows
+                .fetch_add(rows.len() as u64, Ordering::Relaxed);
             for (group, outcome) in round.into_iter().zip(outcomes) {
                 let n = group.tickets.len() as u64;
                 self.stats.changes.fetch_add(n, Ordering::Relaxed);
@@ -279,7 +286,11 @@ impl Persister {
                     return outcomes.into_iter().map(Some).collect();
                 }
                 Ok(outcomes) => {
-                    tracing::error!(rows = rows.len(), outcomes = outcomes.len(), "store answered a batch with the wrong number of outcomes");
+                    tracing::error!(
+                        rows = rows.len(),
+                        outcomes = outcomes.len(),
+                        "store answered a batch with the wrong number of outcomes"
+                    );
                     self.stats.failing.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
@@ -290,7 +301,10 @@ impl Persister {
             }
             attempt = attempt.saturating_add(1);
             if stopping && attempt >= 5 {
-                tracing::error!(rows = rows.len(), "giving up on a batch at shutdown; it was never reported durable");
+                tracing::error!(
+                    rows = rows.len(),
+                    "giving up on a batch at shutdown; it was never reported durable"
+                );
                 return vec![None; rows.len()];
             }
             let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(5)));
@@ -326,7 +340,9 @@ fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
         };
         if let Some(&(r, i)) = open.get(&c.sku) {
             if let Some(group) = rounds.get_mut(r).and_then(|round| round.get_mut(i)) {
-                if group.row.new_version == c.change.version_before && group.generation == c.generation {
+                if group.row.new_version == c.change.version_before
+                    && group.generation == c.generation
+                {
                     group.row.on_hand = group.row.on_hand.then(c.change.on_hand);
                     group.row.reserved_delta += c.change.reserved_delta;
                     group.row.new_version = after.version;
@@ -365,7 +381,12 @@ mod tests {
     use super::*;
     use crate::domain::{Ledger, OnHandEffect, StockOp};
 
-    fn change(sku: &str, ledger: &mut Ledger, op: StockOp, generation: u64) -> (Change, oneshot::Receiver<Durability>) {
+    fn change(
+        sku: &str,
+        ledger: &mut Ledger,
+        op: StockOp,
+        generation: u64,
+    ) -> (Change, oneshot::Receiver<Durability>) {
         let c = ledger.decide(op).unwrap();
         *ledger = c.after;
         let (tx, rx) = oneshot::channel();

@@ -29,7 +29,9 @@ impl FromRequest for Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
         ready(match (expected, given) {
-            (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {
+            (Some(expected), Some(given))
+                if constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
+            {
                 Ok(Admin)
             }
             _ => Err(ApiError::Unauthorized),

@@ -146,7 +146,9 @@ impl ResponseError for ApiError {
             tracing::error!(error = %e, "internal error");
         }
         let mut response = HttpResponse::build(self.status_code());
-        if let ApiError::Overloaded { retry_after, .. } | ApiError::Unavailable { retry_after, .. } = self {
+        if let ApiError::Overloaded { retry_after, .. }
+        | ApiError::Unavailable { retry_after, .. } = self
+        {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         if let ApiError::Unauthorized = self {

@@ -37,11 +37,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         "failing: the write-behind persister cannot write".to_owned()
     };
     let checks = json!({ "postgres": postgres, "rabbitmq": rabbitmq, "engine": engine });
-    let failing: Vec<&str> = [("postgres", &postgres), ("rabbitmq", &rabbitmq), ("engine", &engine)]
-        .into_iter()
-        .filter(|(_, v)| v.as_str() != "ok")
-        .map(|(k, _)| k)
-        .collect();
+    let failing: Vec<&str> = [
+        ("postgres", &postgres),
+        ("rabbitmq", &rabbitmq),
+        ("engine", &engine),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.as_str() != "ok")
+    .map(|(k, _)| k)
+    .collect();
     if failing.is_empty() {
         HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
     } else {

@@ -22,7 +22,10 @@ fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
     })
 }
 
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let ledger = state
         .engine

@@ -77,7 +77,10 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
 
 /// The answer for any path no route matches.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!("no such resource: {}", req.path())))
+    Err(ApiError::NotFound(format!(
+        "no such resource: {}",
+        req.path()
+    )))
 }
 
 async fn method_not_allowed() -> Result<HttpResponse, ApiError> {

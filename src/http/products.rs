@@ -36,7 +36,10 @@ async fn live_ledger(state: &AppState, sku: &Sku) -> Result<Ledger, ApiError> {
     }
 }
 
-pub async fn get(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let pool = state.pool.clone();
     let key = sku.clone();

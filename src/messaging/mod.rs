@@ -50,10 +50,7 @@ impl Broker {
                 if tx.is_closed() {
                     return; // every Broker handle is gone
                 }
-                let alive = tx
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|c| c.status().connected());
+                let alive = tx.borrow().as_ref().is_some_and(|c| c.status().connected());
                 if alive {
                     connected.store(true, Ordering::Relaxed);
                     delay = Duration::from_millis(200);
@@ -114,7 +111,12 @@ pub fn redact(url: &str) -> String {
     let rest = &url[scheme_end..];
     match (rest.find(':'), rest.find('@')) {
         (Some(colon), Some(at)) if colon < at => {
-            format!("{}{}:***{}", &url[..scheme_end], &rest[..colon], &rest[at..])
+            format!(
+                "{}{}:***{}",
+                &url[..scheme_end],
+                &rest[..colon],
+                &rest[at..]
+            )
         }
         _ => url.to_owned(),
     }

@@ -36,7 +36,10 @@ pub enum DbError {
 
 /// Folds a multi-line driver message into one line, for start-up errors and logs.
 fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl From<diesel::r2d2::PoolError> for DbError {
@@ -148,7 +151,10 @@ mod tests {
         );
         assert_eq!(
             split_database_url("postgresql://u:p@h/db?sslmode=disable").unwrap(),
-            ("postgresql://u:p@h/postgres?sslmode=disable".into(), "db".into())
+            (
+                "postgresql://u:p@h/postgres?sslmode=disable".into(),
+                "db".into()
+            )
         );
         assert!(split_database_url("postgres://h:5432").is_err());
         assert!(split_database_url("postgres://h:5432/").is_err());

@@ -58,7 +58,10 @@ SELECT e.sku FROM stock_events e
 JOIN unnest($1::text[], $2::int8[]) AS v(sku, version) ON e.sku = v.sku AND e.version = v.version";
 
 /// Writes the rows with one statement; returns the SKUs whose guard matched.
-fn update_rows(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<HashSet<String>, DieselError> {
+fn update_rows(
+    conn: &mut PgConnection,
+    rows: &[&RowWrite],
+) -> Result<HashSet<String>, DieselError> {
     let mut skus = Vec::with_capacity(rows.len());
     let mut set = Vec::with_capacity(rows.len());
     let mut on_hand = Vec::with_capacity(rows.len());
@@ -124,39 +127,45 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
 }
 
 fn is_check_violation(e: &DieselError) -> bool {
-    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, _))
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, _)
+    )
 }
 
-/// The batch's transaction. Returns the SKUs applied now, and those found applied by an earlier
-/// attempt whose commit was not confirmed.
+/// The batch's transaction. With `per_row` false, one statement writes every row (a `CHECK`
+/// violation then aborts the transaction, and the caller runs it again with `per_row`); with
+/// `per_row` true, each row is written under its own savepoint so only the offenders are refused.
+/// Returns the SKUs applied now, and those found applied by an earlier attempt whose commit was
+/// not confirmed.
 fn write_in_transaction(
     conn: &mut PgConnection,
     rows: &[RowWrite],
     retry: bool,
+    per_row: bool,
 ) -> Result<(HashSet<String>, HashSet<String>), DieselError> {
     let all: Vec<&RowWrite> = rows.iter().collect();
-    // A savepoint around the fast path: a CHECK violation only rolls back to it.
-    let applied = match conn.transaction(|conn| update_rows(conn, &all)) {
-        Ok(applied) => applied,
-        Err(e) if is_check_violation(&e) => {
-            // Memory was wrong somewhere in this batch: find the offending rows one by one.
-            let mut applied = HashSet::new();
-            for row in &all {
-                match conn.transaction(|conn| update_rows(conn, std::slice::from_ref(row))) {
-                    Ok(one) => applied.extend(one),
-                    Err(e) if is_check_violation(&e) => {}
-                    Err(e) => return Err(e),
-                }
+    let applied = if per_row {
+        let mut applied = HashSet::new();
+        for row in &all {
+            match conn.transaction(|conn| update_rows(conn, std::slice::from_ref(row))) {
+                Ok(one) => applied.extend(one),
+                Err(e) if is_check_violation(&e) => {}
+                Err(e) => return Err(e),
             }
-            applied
         }
-        Err(e) => return Err(e),
+        applied
+    } else {
+        update_rows(conn, &all)?
     };
     let mut earlier = HashSet::new();
     if retry && applied.len() < rows.len() {
         // An earlier attempt may have committed before its connection died: its change log rows
         // are the proof, written in the same transaction as the stock row.
-        let missing: Vec<&RowWrite> = rows.iter().filter(|r| !applied.contains(r.sku.as_str())).collect();
+        let missing: Vec<&RowWrite> = rows
+            .iter()
+            .filter(|r| !applied.contains(r.sku.as_str()))
+            .collect();
         let skus: Vec<&str> = missing.iter().map(|r| r.sku.as_str()).collect();
         let versions: Vec<i64> = missing.iter().map(|r| r.new_version).collect();
         earlier = diesel::sql_query(ALREADY_LOGGED)
@@ -167,7 +176,10 @@ fn write_in_transaction(
             .map(|r| r.sku)
             .collect();
     }
-    let logged: Vec<&RowWrite> = rows.iter().filter(|r| applied.contains(r.sku.as_str())).collect();
+    let logged: Vec<&RowWrite> = rows
+        .iter()
+        .filter(|r| applied.contains(r.sku.as_str()))
+        .collect();
     insert_events(conn, &logged)?;
     Ok((applied, earlier))
 }
@@ -194,7 +206,9 @@ impl Store for PgStore {
         for (sku, on_hand, reserved, version) in rows {
             match Sku::parse(&sku) {
                 Ok(sku) => out.push((sku, Ledger::new(on_hand, reserved, version))),
-                Err(e) => tracing::error!(%sku, error = %e, "skipping a stock row with an invalid sku"),
+                Err(e) => {
+                    tracing::error!(%sku, error = %e, "skipping a stock row with an invalid sku")
+                }
             }
         }
         Ok(out)
@@ -202,9 +216,15 @@ impl Store for PgStore {
 
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
         let mut conn = self.pool.get().map_err(db)?;
-        let (applied, earlier) = conn
-            .transaction(|conn| write_in_transaction(conn, rows, retry))
-            .map_err(db)?;
+        let (applied, earlier) =
+            match conn.transaction(|conn| write_in_transaction(conn, rows, retry, false)) {
+                Ok(done) => done,
+                // Memory was wrong somewhere in this batch: find the offending rows one by one.
+                Err(e) if is_check_violation(&e) => conn
+                    .transaction(|conn| write_in_transaction(conn, rows, retry, true))
+                    .map_err(db)?,
+                Err(e) => return Err(db(e)),
+            };
         Ok(rows
             .iter()
             .map(|r| {

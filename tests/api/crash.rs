@@ -50,7 +50,9 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     let db = TestDb::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = awc::Client::builder().timeout(Duration::from_secs(10)).finish();
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
     let auth = ("Authorization", format!("Bearer {ADMIN_TOKEN}"));
 
     let mut child = start_service(&db, port);
@@ -104,7 +106,10 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     }
     let acked = acked.load(Ordering::SeqCst);
     let unknown = unknown.load(Ordering::SeqCst);
-    assert!(acked >= 400, "the stream was running when the process died ({acked} acked)");
+    assert!(
+        acked >= 400,
+        "the stream was running when the process died ({acked} acked)"
+    );
 
     // Restart on the same database.
     let mut child = start_service(&db, port);
@@ -123,7 +128,10 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
 
     // Nothing half there: the stock row and its change log moved together.
     let (db_on_hand, _, version) = db.stock("KILL-1");
-    assert_eq!(db_on_hand, on_hand, "memory after restart equals the database");
+    assert_eq!(
+        db_on_hand, on_hand,
+        "memory after restart equals the database"
+    );
     assert_eq!(db.event_count("KILL-1"), version);
     use orderflow::persistence::schema::stock_events::dsl as ev;
     let logged: Option<i64> = ev::stock_events
@@ -132,6 +140,9 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
         .first(&mut db.conn())
         .expect("log");
     assert_eq!(logged, Some(on_hand));
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
 }

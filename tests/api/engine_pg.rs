@@ -25,7 +25,10 @@ async fn engine_on(db: &TestDb) -> Engine {
 
 /// Applies and waits until durable.
 async fn durably(engine: &Engine, s: &Sku, op: StockOp) -> Ledger {
-    let applied = engine.apply(s, op, Some("test".into())).await.expect("accepted");
+    let applied = engine
+        .apply(s, op, Some("test".into()))
+        .await
+        .expect("accepted");
     applied.durable.wait().await.expect("durable");
     applied.ledger
 }
@@ -132,9 +135,16 @@ async fn the_database_refuses_an_oversell_when_memory_is_wrong_and_the_engine_re
         .unwrap();
     let oversell = engine.reserve(&hot, 50).await.expect("memory accepts it");
     assert_eq!(oversell.ledger.available(), 950);
-    assert_eq!(oversell.durable.wait().await, Err(DurabilityError::Conflict));
+    assert_eq!(
+        oversell.durable.wait().await,
+        Err(DurabilityError::Conflict)
+    );
     assert_eq!(db.stock("HOT"), (10, 0, 1), "the database kept the truth");
-    assert_eq!(db.event_count("HOT"), 1, "no log row for the refused change");
+    assert_eq!(
+        db.event_count("HOT"),
+        1,
+        "no log row for the refused change"
+    );
 
     // The engine reloads the SKU and serves correctly again.
     let mut resynced = false;
@@ -194,7 +204,10 @@ async fn a_thousand_concurrent_reservations_sell_exactly_the_stock() {
     for n in names {
         let (on_hand, reserved, version) = db.stock(n);
         assert_eq!((on_hand, reserved), (100, 100), "{n}");
-        assert_eq!(on_hand, reserved + engine.ledger(&sku(n)).await.unwrap().available());
+        assert_eq!(
+            on_hand,
+            reserved + engine.ledger(&sku(n)).await.unwrap().available()
+        );
         assert_eq!(version, 101);
         assert_eq!(db.event_count(n), 101);
     }
@@ -216,7 +229,11 @@ async fn multi_sku_reservations_are_all_or_nothing() {
     assert_eq!(failures[0].sku, sku("M2"));
     engine.flush().await.unwrap();
     for n in ["M1", "M2", "M3"] {
-        assert_eq!(engine.ledger(&sku(n)).await.unwrap().level.reserved, 0, "{n}");
+        assert_eq!(
+            engine.ledger(&sku(n)).await.unwrap().level.reserved,
+            0,
+            "{n}"
+        );
         assert_eq!(db.stock(n).1, 0, "{n} reserved on disk");
     }
 
@@ -247,7 +264,11 @@ async fn a_crashed_actor_is_replaced_from_durable_state() {
 
     let after = engine.ledger(&x).await.expect("a new actor answers");
     assert_eq!(after, Ledger::new(20, 5, 3));
-    assert_eq!(engine.sku_count(), 1, "the dead address was replaced, not added to");
+    assert_eq!(
+        engine.sku_count(),
+        1,
+        "the dead address was replaced, not added to"
+    );
     let next = durably(&engine, &x, StockOp::Reserve(1)).await;
     assert_eq!(next, Ledger::new(20, 6, 4));
     assert_eq!(db.stock("X"), (20, 6, 4));

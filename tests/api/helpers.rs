@@ -21,7 +21,8 @@ pub fn pg_base() -> String {
 }
 
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 /// A database of this test's own, created and migrated; dropped (forcibly) when this is dropped.
@@ -71,8 +72,11 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let maintenance = format!("{}/postgres", pg_base());
         if let Ok(mut conn) = PgConnection::establish(&maintenance) {
-            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-                .execute(&mut conn);
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
         }
     }
 }
@@ -122,7 +126,9 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = config_for(&db.url, &amqp_url(), Some(ADMIN_TOKEN));
     tweak(&mut config);
-    let app = Application::build(config).await.expect("application starts");
+    let app = Application::build(config)
+        .await
+        .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
     let app_state = app.state.clone();
@@ -130,7 +136,9 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
     TestApp {
         address,
         db,
-        client: awc::Client::builder().timeout(Duration::from_secs(30)).finish(),
+        client: awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .finish(),
         app_state,
         server,
     }
@@ -165,11 +173,13 @@ impl TestApp {
     }
 
     pub async fn admin_put(&self, path: &str, body: Value) -> Reply {
-        self.send(self.admin(self.client.put(self.url(path))), Some(body)).await
+        self.send(self.admin(self.client.put(self.url(path))), Some(body))
+            .await
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> Reply {
-        self.send(self.admin(self.client.post(self.url(path))), Some(body)).await
+        self.send(self.admin(self.client.post(self.url(path))), Some(body))
+            .await
     }
 
     /// Creates a product through the API and sets its stock.
@@ -180,9 +190,17 @@ impl TestApp {
                 serde_json::json!({"name": format!("Product {sku}"), "category": "test", "tags": ["t"], "price_cents": 500}),
             )
             .await;
-        assert!(r.status == 201 || r.status == 200, "product: {} {}", r.status, r.body);
+        assert!(
+            r.status == 201 || r.status == 200,
+            "product: {} {}",
+            r.status,
+            r.body
+        );
         let r = self
-            .admin_put(&format!("/v1/inventory/{sku}"), serde_json::json!({ "on_hand": on_hand }))
+            .admin_put(
+                &format!("/v1/inventory/{sku}"),
+                serde_json::json!({ "on_hand": on_hand }),
+            )
             .await;
         assert_eq!(r.status, 200, "stock: {}", r.body);
     }
@@ -193,7 +211,12 @@ impl TestApp {
     }
 }
 
-pub async fn read(mut resp: awc::ClientResponse<impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin>) -> Reply {
+pub async fn read(
+    mut resp: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin,
+    >,
+) -> Reply {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -213,8 +236,16 @@ pub async fn read(mut resp: awc::ClientResponse<impl futures_util::Stream<Item =
 pub fn assert_error(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "body: {}", reply.body);
     assert_eq!(reply.body["error"]["code"], code, "body: {}", reply.body);
-    assert!(reply.body["error"]["message"].is_string(), "body: {}", reply.body);
-    assert!(reply.body["error"]["details"].is_object(), "body: {}", reply.body);
+    assert!(
+        reply.body["error"]["message"].is_string(),
+        "body: {}",
+        reply.body
+    );
+    assert!(
+        reply.body["error"]["details"].is_object(),
+        "body: {}",
+        reply.body
+    );
 }
 
 /// A TCP proxy in front of a dependency. `cut()` drops every open connection and refuses new
@@ -232,14 +263,18 @@ impl Proxy {
         let watcher = Arc::new(watcher);
         tokio::spawn(async move {
             loop {
-                let Ok((inbound, _)) = listener.accept().await else { return };
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if !*watcher.borrow() {
                     drop(inbound);
                     continue;
                 }
                 let mut cut = (*watcher).clone();
                 tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else { return };
+                    let Ok(outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
                     let (mut ri, mut wi) = inbound.into_split();
                     let (mut ro, mut wo) = outbound.into_split();
                     tokio::select! {

@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{amqp_url, assert_error, spawn_app, spawn_app_with, Proxy, TestDb, ADMIN_TOKEN};
+use crate::helpers::{
+    amqp_url, assert_error, spawn_app, spawn_app_with, Proxy, TestDb, ADMIN_TOKEN,
+};
 
 #[actix_web::test]
 async fn health_live_and_ready() {
@@ -66,7 +68,10 @@ async fn products_are_created_replaced_and_read_with_live_stock() {
     assert_eq!(created.body["sku"], "CUP-1");
     assert_eq!(created.body["currency"], "BRL");
     assert_eq!(created.body["tags"], json!(["coffee", "cup"]));
-    assert_eq!(created.body["stock"], json!({"on_hand": 0, "reserved": 0, "available": 0}));
+    assert_eq!(
+        created.body["stock"],
+        json!({"on_hand": 0, "reserved": 0, "available": 0})
+    );
 
     let mut changed = body;
     changed["price_cents"] = json!(1490);
@@ -74,11 +79,15 @@ async fn products_are_created_replaced_and_read_with_live_stock() {
     assert_eq!(replaced.status, 200);
     assert_eq!(replaced.body["price_cents"], 1490);
 
-    app.admin_put("/v1/inventory/CUP-1", json!({"on_hand": 12})).await;
+    app.admin_put("/v1/inventory/CUP-1", json!({"on_hand": 12}))
+        .await;
     let read = app.get("/v1/products/CUP-1").await;
     assert_eq!(read.status, 200);
     assert_eq!(read.body["attributes"], json!({"color": "white"}));
-    assert_eq!(read.body["stock"], json!({"on_hand": 12, "reserved": 0, "available": 12}));
+    assert_eq!(
+        read.body["stock"],
+        json!({"on_hand": 12, "reserved": 0, "available": 12})
+    );
     app.stop().await;
 }
 
@@ -86,23 +95,35 @@ async fn products_are_created_replaced_and_read_with_live_stock() {
 async fn inventory_writes_are_durable_when_answered() {
     let app = spawn_app().await;
     app.product_with_stock("INV-1", 10).await;
-    let set = app.admin_put("/v1/inventory/INV-1", json!({"on_hand": 40})).await;
+    let set = app
+        .admin_put("/v1/inventory/INV-1", json!({"on_hand": 40}))
+        .await;
     assert_eq!(set.status, 200);
     assert_eq!(
         set.body,
         json!({"sku": "INV-1", "on_hand": 40, "reserved": 0, "available": 40, "version": 2})
     );
-    assert_eq!(app.db.stock("INV-1"), (40, 0, 2), "durable before the answer");
+    assert_eq!(
+        app.db.stock("INV-1"),
+        (40, 0, 2),
+        "durable before the answer"
+    );
 
     let adj = app
-        .admin_post("/v1/inventory/INV-1/adjustments", json!({"delta": -15, "reason": "damaged"}))
+        .admin_post(
+            "/v1/inventory/INV-1/adjustments",
+            json!({"delta": -15, "reason": "damaged"}),
+        )
         .await;
     assert_eq!(adj.status, 200, "{}", adj.body);
     assert_eq!(adj.body["on_hand"], 25);
     assert_eq!(app.db.stock("INV-1"), (25, 0, 3));
 
     let too_much = app
-        .admin_post("/v1/inventory/INV-1/adjustments", json!({"delta": -26, "reason": "lost"}))
+        .admin_post(
+            "/v1/inventory/INV-1/adjustments",
+            json!({"delta": -26, "reason": "lost"}),
+        )
         .await;
     assert_error(&too_much, 422, "validation_failed");
     assert!(too_much.body["error"]["details"]["fields"]["delta"].is_array());
@@ -120,7 +141,10 @@ async fn admin_endpoints_need_the_token() {
     let app = spawn_app().await;
     let body = json!({"name": "x", "category": "c", "price_cents": 1});
     let none = app
-        .send(app.client.put(app.url("/v1/products/A1")), Some(body.clone()))
+        .send(
+            app.client.put(app.url("/v1/products/A1")),
+            Some(body.clone()),
+        )
         .await;
     assert_error(&none, 401, "unauthorized");
     let wrong = app
@@ -180,31 +204,66 @@ async fn bad_input_gets_the_error_body_never_a_500() {
         .await
         .unwrap();
     assert_error(&crate::helpers::read(garbage).await, 400, "bad_request");
-    assert_error(&app.admin_put("/v1/inventory/B-1", json!([1, 2])).await, 400, "bad_request");
-    assert_error(&app.admin_put("/v1/inventory/B-1", json!({"on_hand": "7"})).await, 400, "bad_request");
-    assert_error(&app.admin_put("/v1/inventory/B-1", json!({"on_hand": 1.5})).await, 400, "bad_request");
+    assert_error(
+        &app.admin_put("/v1/inventory/B-1", json!([1, 2])).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &app.admin_put("/v1/inventory/B-1", json!({"on_hand": "7"}))
+            .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &app.admin_put("/v1/inventory/B-1", json!({"on_hand": 1.5}))
+            .await,
+        400,
+        "bad_request",
+    );
 
     // Well-formed but invalid.
-    let r = app.admin_put("/v1/inventory/B-1", json!({"on_hand": -1})).await;
-    assert_error(&r, 422, "validation_failed");
-    assert_eq!(r.body["error"]["details"]["fields"]["on_hand"], json!(["must be >= 0"]));
-    let r = app.admin_put("/v1/inventory/B-1", json!({})).await;
-    assert_eq!(r.body["error"]["details"]["fields"]["on_hand"], json!(["is required"]));
     let r = app
-        .admin_post("/v1/inventory/B-1/adjustments", json!({"delta": 0, "reason": " "}))
+        .admin_put("/v1/inventory/B-1", json!({"on_hand": -1}))
+        .await;
+    assert_error(&r, 422, "validation_failed");
+    assert_eq!(
+        r.body["error"]["details"]["fields"]["on_hand"],
+        json!(["must be >= 0"])
+    );
+    let r = app.admin_put("/v1/inventory/B-1", json!({})).await;
+    assert_eq!(
+        r.body["error"]["details"]["fields"]["on_hand"],
+        json!(["is required"])
+    );
+    let r = app
+        .admin_post(
+            "/v1/inventory/B-1/adjustments",
+            json!({"delta": 0, "reason": " "}),
+        )
         .await;
     assert_error(&r, 422, "validation_failed");
     assert!(r.body["error"]["details"]["fields"]["delta"].is_array());
     assert!(r.body["error"]["details"]["fields"]["reason"].is_array());
     let r = app
-        .admin_put("/v1/products/B-2", json!({"name": "", "price_cents": -5, "currency": "real"}))
+        .admin_put(
+            "/v1/products/B-2",
+            json!({"name": "", "price_cents": -5, "currency": "real"}),
+        )
         .await;
     assert_error(&r, 422, "validation_failed");
     for field in ["name", "category", "price_cents", "currency"] {
-        assert!(r.body["error"]["details"]["fields"][field].is_array(), "{field}: {}", r.body);
+        assert!(
+            r.body["error"]["details"]["fields"][field].is_array(),
+            "{field}: {}",
+            r.body
+        );
     }
     let r = app
-        .admin_put(&format!("/v1/products/{}", "x".repeat(65)), json!({"name": "n", "category": "c", "price_cents": 1}))
+        .admin_put(
+            &format!("/v1/products/{}", "x".repeat(65)),
+            json!({"name": "n", "category": "c", "price_cents": 1}),
+        )
         .await;
     assert_error(&r, 422, "validation_failed");
     assert!(r.body["error"]["details"]["fields"]["sku"].is_array());
@@ -216,12 +275,22 @@ async fn bad_input_gets_the_error_body_never_a_500() {
         .send_body(r#"{"on_hand": 3}"#)
         .await
         .unwrap();
-    assert_error(&crate::helpers::read(text).await, 415, "unsupported_media_type");
+    assert_error(
+        &crate::helpers::read(text).await,
+        415,
+        "unsupported_media_type",
+    );
     let huge = json!({"name": "x".repeat(70 * 1024), "category": "c", "price_cents": 1});
-    assert_error(&app.admin_put("/v1/products/B-3", huge).await, 413, "payload_too_large");
+    assert_error(
+        &app.admin_put("/v1/products/B-3", huge).await,
+        413,
+        "payload_too_large",
+    );
 
     // Wrong method on a known path.
-    let r = app.send(app.client.delete(app.url("/v1/inventory/B-1")), None).await;
+    let r = app
+        .send(app.client.delete(app.url("/v1/inventory/B-1")), None)
+        .await;
     assert_error(&r, 405, "method_not_allowed");
 
     // Nothing above changed the stock.
