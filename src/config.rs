@@ -38,14 +38,9 @@ impl Config {
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        fn number<T: std::str::FromStr>(
-            key: &str,
-            raw: Option<String>,
-            default: T,
-            min: T,
-        ) -> Result<T, ConfigError>
+        fn number<T>(key: &str, raw: Option<String>, default: T, min: T) -> Result<T, ConfigError>
         where
-            T: PartialOrd + std::fmt::Display,
+            T: std::str::FromStr + PartialOrd + std::fmt::Display,
         {
             match raw {
                 None => Ok(default),

@@ -11,7 +11,7 @@
 //!   SKU's actor to resync from the store.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,12 +220,7 @@ impl Persister {
                         } else {
                             // Wait for company only while it keeps coming: a pause of
                             // `IDLE_GAP` means the burst is over and the batch should go.
-                            match rx.recv_timeout((deadline - now).min(IDLE_GAP)) {
-                                Ok(msg) => Some(msg),
-                                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                    None
-                                }
-                            }
+                            rx.recv_timeout((deadline - now).min(IDLE_GAP)).ok()
                         }
                     }
                 };
@@ -406,11 +401,12 @@ mod tests {
     fn coalesces_a_chain_into_one_row() {
         let mut a = Ledger::new(10, 0, 3);
         let mut b = Ledger::new(5, 0, 0);
-        let mut changes = Vec::new();
-        changes.push(change("A", &mut a, StockOp::Reserve(2), 0).0);
-        changes.push(change("B", &mut b, StockOp::Reserve(1), 0).0);
-        changes.push(change("A", &mut a, StockOp::Adjust(5), 0).0);
-        changes.push(change("A", &mut a, StockOp::CommitSale(1), 0).0);
+        let changes = vec![
+            change("A", &mut a, StockOp::Reserve(2), 0).0,
+            change("B", &mut b, StockOp::Reserve(1), 0).0,
+            change("A", &mut a, StockOp::Adjust(5), 0).0,
+            change("A", &mut a, StockOp::CommitSale(1), 0).0,
+        ];
         let rounds = coalesce(changes);
         assert_eq!(rounds.len(), 1);
         let row_a = &rounds[0][0].row;
