@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use orderflow::config::Config;
 use orderflow::startup::{self, Application};
 
-const USAGE: &str = "usage: orderflow [serve|migrate]
-  serve    run the API, the engine and the persister (default)
-  migrate  create the database if missing, run migrations, exit
+const USAGE: &str = "usage: orderflow [serve|migrate|healthcheck]
+  serve        run the API, the engine and the persister (default)
+  migrate      create the database if missing, run migrations, exit
+  healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (for containers)
 Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
 
 fn main() -> ExitCode {
@@ -16,7 +17,7 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    if !matches!(command.as_str(), "serve" | "migrate") {
+    if !matches!(command.as_str(), "serve" | "migrate" | "healthcheck") {
         eprintln!("orderflow: unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
     }
@@ -27,6 +28,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if command == "healthcheck" {
+        return healthcheck(config.http_addr);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&config.log_filter)
@@ -49,6 +53,40 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orderflow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 probe of `/health/ready`, so the runtime image needs no curl.
+fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let probe = || -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.write_all(b"GET /health/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head)?;
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    match probe() {
+        Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => {
+            ExitCode::SUCCESS
+        }
+        Ok(head) => {
+            eprintln!(
+                "orderflow: not ready: {}",
+                head.lines().next().unwrap_or("")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("orderflow: no answer from {target}: {e}");
             ExitCode::FAILURE
         }
     }
