@@ -81,12 +81,27 @@ pub struct PersisterStats {
     pub queued: AtomicI64,
     failing: AtomicBool,
     running: AtomicBool,
+    /// Wall-clock milliseconds when the write under way began; 0 when idle.
+    write_started_ms: AtomicU64,
+}
+
+/// A write taking longer than this counts as failing (the database is not answering).
+const STUCK_AFTER_MS: u64 = 1_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl PersisterStats {
-    /// True while the last write attempt failed on a database error.
+    /// True while the last write attempt failed on a database error, or the current one has
+    /// been waiting on the database for more than a second.
     pub fn is_failing(&self) -> bool {
+        let started = self.write_started_ms.load(Ordering::Relaxed);
         self.failing.load(Ordering::Relaxed)
+            || (started != 0 && now_ms().saturating_sub(started) > STUCK_AFTER_MS)
     }
 }
 
@@ -231,7 +246,11 @@ impl Persister {
             }
             let n = changes.len() as i64;
             if n > 0 {
+                self.stats
+                    .write_started_ms
+                    .store(now_ms(), Ordering::Relaxed);
                 self.write(changes, stopping);
+                self.stats.write_started_ms.store(0, Ordering::Relaxed);
                 self.stats.queued.fetch_sub(n, Ordering::Relaxed);
             }
             for flush in flushes {

@@ -124,7 +124,8 @@ pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
         .max_size(size)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(5))
-        .test_on_check_out(false)
+        // A connection that died with the database is found out and replaced on checkout.
+        .test_on_check_out(true)
         .build(manager)
         .map_err(|e| DbError::Connect(one_line(e)))
 }

@@ -290,3 +290,67 @@ async fn unknown_skus_are_reported_not_invented() {
     assert_eq!(ledger, Ledger::new(3, 0, 1));
     engine.shutdown().await;
 }
+
+#[actix_web::test]
+async fn a_database_outage_delays_durability_but_loses_nothing() {
+    use crate::helpers::Proxy;
+    use std::time::Duration;
+
+    let db = TestDb::new();
+    seed_products(&db, &["OUT"]);
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    assert_ne!(url, db.url, "the test database goes through the proxy");
+    // Blocking, and the proxy runs on this thread: build the pool elsewhere.
+    let pool = tokio::task::spawn_blocking(move || orderflow::persistence::connect_pool(&url, 4))
+        .await
+        .unwrap()
+        .expect("pool via proxy");
+    let store: Arc<dyn Store> = Arc::new(PgStore::new(pool));
+    let engine = Engine::start(
+        store,
+        EngineConfig {
+            shards: 2,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("engine");
+    let out = sku("OUT");
+    durably(&engine, &out, StockOp::SetOnHand(10)).await;
+
+    proxy.cut();
+    let reserved = engine
+        .reserve(&out, 3)
+        .await
+        .expect("memory decides without the database");
+    let mut durable = Box::pin(reserved.durable.wait());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), &mut durable)
+            .await
+            .is_err(),
+        "nothing is reported durable while the database is away"
+    );
+    let mut unhealthy = false;
+    for _ in 0..50 {
+        if !engine.is_healthy() {
+            unhealthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unhealthy, "the engine reports that it cannot write");
+    assert_eq!(db.stock("OUT"), (10, 0, 1));
+
+    proxy.restore();
+    let settled = tokio::time::timeout(Duration::from_secs(20), &mut durable).await;
+    assert_eq!(
+        settled,
+        Ok(Ok(())),
+        "the retried batch commits once the database is back"
+    );
+    assert_eq!(db.stock("OUT"), (10, 3, 2));
+    assert_eq!(db.event_count("OUT"), 2, "written once, not once per retry");
+    assert!(engine.is_healthy());
+    engine.shutdown().await;
+}
