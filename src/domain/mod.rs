@@ -6,6 +6,7 @@
 
 pub mod ledger;
 pub mod product;
+pub mod similarity;
 pub mod sku;
 pub mod validation;
 
