@@ -102,7 +102,16 @@ impl Config {
                 5_000,
                 1,
             )?),
-            engine: EngineConfig { shards, persister },
+            engine: EngineConfig {
+                shards,
+                persister,
+                feed_capacity: number(
+                    "STOCK_STREAM_BUFFER",
+                    get("STOCK_STREAM_BUFFER"),
+                    defaults.feed_capacity,
+                    16,
+                )?,
+            },
         })
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
@@ -86,6 +87,22 @@ impl Application {
             skus = engine.sku_count(),
             "stock engine rebuilt from PostgreSQL"
         );
+        let catalog = Catalog::new(engine.feed().board().clone());
+        let catalog_pool = pool.clone();
+        let products = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
+            let mut conn = catalog_pool.get()?;
+            persistence::products::list_all(&mut conn)
+        })
+        .await
+        .map_err(|e| StartupError::Engine(e.to_string()))?
+        .map_err(|source| StartupError::Database {
+            url: redacted_db(&config.database_url),
+            source,
+        })?;
+        for product in products {
+            catalog.upsert(product);
+        }
+        tracing::info!(products = catalog.len(), "catalog loaded");
 
         let listener =
             TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
@@ -95,6 +112,7 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state = AppState {
             engine,
+            catalog,
             pool,
             broker,
             config: Arc::new(config),

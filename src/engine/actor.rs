@@ -5,13 +5,14 @@
 //! only waiting it ever does is a resync after the store refused one of its writes, and then it
 //! pauses its own mailbox (`ctx.wait`) so no decision is taken on a ledger known to be wrong.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::feed::{StockEvent, StockFeed};
 use super::persister::{Change, Durability, DurabilityError, PersisterHandle, SubmitError};
 use super::store::Store;
 use super::EngineError;
@@ -25,6 +26,9 @@ pub struct SkuActor {
     generation: u64,
     persister: PersisterHandle,
     store: Arc<dyn Store>,
+    feed: StockFeed,
+    /// This SKU's cell on the availability board.
+    available: Arc<AtomicI64>,
 }
 
 impl SkuActor {
@@ -33,14 +37,30 @@ impl SkuActor {
         ledger: Ledger,
         persister: PersisterHandle,
         store: Arc<dyn Store>,
+        feed: StockFeed,
     ) -> SkuActor {
+        let available = feed.board.cell(&sku);
+        available.store(ledger.available(), Ordering::Relaxed);
         SkuActor {
             sku,
             ledger,
             generation: 0,
             persister,
             store,
+            feed,
+            available,
         }
+    }
+
+    /// Moves memory to `ledger` and tells the board and the stream; never waits.
+    fn set_ledger(&mut self, ledger: Ledger, kind: &'static str) {
+        self.ledger = ledger;
+        self.available.store(ledger.available(), Ordering::Relaxed);
+        // No subscriber is not an error; a slow one is told it lagged, on its side.
+        let _ = self
+            .feed
+            .events
+            .send(StockEvent::new(self.sku.clone(), kind, ledger));
     }
 }
 
@@ -100,7 +120,7 @@ impl Handler<Apply> for SkuActor {
                 SubmitError::Stopped => EngineError::Unavailable,
             })?;
         // Memory moves only once the change is on its way to disk.
-        self.ledger = change.after;
+        self.set_ledger(change.after, change.op.kind());
         Ok(Applied {
             ledger: self.ledger,
             durable: DurableTicket(rx),
@@ -163,7 +183,7 @@ impl Handler<Resync> for SkuActor {
         ctx.wait(reload.into_actor(self).map(|loaded, actor, _| {
             if let Some(ledger) = loaded {
                 tracing::info!(sku = %actor.sku, old = ?actor.ledger, new = ?ledger, "sku resynced from the store");
-                actor.ledger = ledger;
+                actor.set_ledger(ledger, "resync");
             }
             actor.generation += 1;
         }));
@@ -180,7 +200,7 @@ impl Handler<Corrupt> for SkuActor {
 
     fn handle(&mut self, msg: Corrupt, _: &mut Self::Context) {
         tracing::warn!(sku = %self.sku, wrong = ?msg.0, "fault injection: corrupting sku memory");
-        self.ledger = msg.0;
+        self.set_ledger(msg.0, "fault_injection");
     }
 }
 

@@ -14,10 +14,12 @@
 //! receives the new ledger and a [`DurableTicket`] that resolves once the change is committed.
 
 mod actor;
+mod feed;
 mod persister;
 mod store;
 
 pub use actor::{Applied, DurableTicket, SkuActor};
+pub use feed::{AvailabilityBoard, StockEvent, StockFeed};
 pub use persister::{Durability, DurabilityError, PersisterConfig, PersisterStats};
 pub use store::{EventRecord, MemStore, RowOutcome, RowWrite, Store, StoreError};
 
@@ -59,6 +61,8 @@ pub struct EngineConfig {
     /// Number of arbiter threads the SKU actors are spread over.
     pub shards: usize,
     pub persister: PersisterConfig,
+    /// Events a stock-stream reader may fall behind before it is told it missed some.
+    pub feed_capacity: usize,
 }
 
 impl Default for EngineConfig {
@@ -68,6 +72,7 @@ impl Default for EngineConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             persister: PersisterConfig::default(),
+            feed_capacity: 4096,
         }
     }
 }
@@ -81,6 +86,7 @@ struct Inner {
     owned: Mutex<Vec<Arbiter>>,
     persister: PersisterHandle,
     store: Arc<dyn Store>,
+    feed: StockFeed,
 }
 
 /// Handle to the running engine; cheap to clone.
@@ -122,6 +128,7 @@ impl Engine {
                 owned: Mutex::new(owned),
                 persister,
                 store: Arc::clone(&store),
+                feed: StockFeed::new(config.feed_capacity),
             }),
         };
         let all = tokio::task::spawn_blocking(move || store.load_all())
@@ -144,6 +151,7 @@ impl Engine {
             ledger,
             self.inner.persister.clone(),
             Arc::clone(&self.inner.store),
+            self.inner.feed.clone(),
         );
         match self.inner.arbiters.get(shard) {
             Some(arbiter) => SkuActor::start_in_arbiter(arbiter, move |_| actor),
@@ -287,6 +295,11 @@ impl Engine {
                 .await
                 .map_err(|_| EngineError::Unavailable),
         }
+    }
+
+    /// Live availability and stock events, as the actors publish them.
+    pub fn feed(&self) -> &StockFeed {
+        &self.inner.feed
     }
 
     /// Number of SKU actors currently registered.

@@ -6,6 +6,7 @@ pub mod error;
 mod health;
 mod inventory;
 mod products;
+mod stream;
 
 pub use error::ApiError;
 
@@ -15,6 +16,7 @@ use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::Sku;
 use crate::engine::Engine;
@@ -25,6 +27,7 @@ use crate::persistence::DbPool;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Engine,
+    pub catalog: Catalog,
     pub pool: DbPool,
     pub broker: Broker,
     pub config: Arc<Config>,
@@ -42,6 +45,9 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .error_handler(move |e, _req| json_error(e, limit).into()),
             )
             .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError::bad_request(format!("bad query string: {e}")).into()
+            }))
             .app_data(web::PathConfig::default().error_handler(|e: PathError, _| {
                 ApiError::NotFound(format!("no such resource: {e}")).into()
             }))
@@ -56,9 +62,24 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/v1/products")
+                    .route(web::get().to(products::list))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/products/{sku}/similar")
+                    .route(web::get().to(products::similar))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/v1/products/{sku}")
                     .route(web::get().to(products::get))
                     .route(web::put().to(products::put))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/inventory/stream")
+                    .route(web::get().to(stream::stock))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

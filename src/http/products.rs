@@ -1,6 +1,7 @@
 //! Catalog: `PUT /v1/products/{sku}` (admin) and `GET /v1/products/{sku}`.
 
 use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
@@ -41,16 +42,82 @@ pub async fn get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
-    let pool = state.pool.clone();
-    let key = sku.clone();
-    let product = web::block(move || {
-        let mut conn = pool.get()?;
-        products::get(&mut conn, &key)
-    })
-    .await??
-    .ok_or_else(|| ApiError::NotFound(format!("unknown sku {sku}")))?;
+    let product = state
+        .catalog
+        .get(&sku)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown sku {sku}")))?;
     let ledger = live_ledger(&state, &sku).await?;
     Ok(HttpResponse::Ok().json(body(&product, ledger)))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    category: Option<String>,
+    tag: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `limit` from a query string: 1..=max, `default` when absent.
+pub(super) fn parse_limit(
+    raw: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(default),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::field(
+                "limit",
+                format!("must be a whole number from 1 to {max}"),
+            )),
+        },
+    }
+}
+
+/// `GET /v1/products?category=&tag=&limit=&cursor=`: the catalog in SKU order, with live stock.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = parse_limit(query.limit.as_deref(), 20, 100)?;
+    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Some(
+            Sku::parse(c)
+                .map_err(|_| ApiError::field("cursor", "is not a cursor this API returned"))?,
+        ),
+    };
+    let category = query.category.as_deref().filter(|c| !c.is_empty());
+    let tag = query.tag.as_deref().filter(|t| !t.is_empty());
+    let page = state.catalog.list(category, tag, limit, after.as_ref());
+    let mut data = Vec::with_capacity(page.products.len());
+    for product in &page.products {
+        let ledger = live_ledger(&state, &product.sku).await?;
+        data.push(body(product, ledger));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": data, "next_cursor": page.next_cursor })))
+}
+
+#[derive(Deserialize)]
+pub struct SimilarQuery {
+    limit: Option<String>,
+}
+
+/// `GET /v1/products/{sku}/similar?limit=5`: similar products in stock now.
+pub async fn similar(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<SimilarQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let sku = path_sku(&path)?;
+    let limit = parse_limit(query.limit.as_deref(), 5, 50)?;
+    let suggestions = state
+        .catalog
+        .similar(&sku, limit)
+        .ok_or_else(|| ApiError::NotFound(format!("unknown sku {sku}")))?;
+    Ok(HttpResponse::Ok().json(json!({ "sku": sku, "suggestions": suggestions })))
 }
 
 pub async fn put(
@@ -68,6 +135,7 @@ pub async fn put(
         products::upsert(&mut conn, &stored)
     })
     .await??;
+    state.catalog.upsert(product.clone());
     let ledger = live_ledger(&state, &sku).await?;
     let response = if created {
         HttpResponse::Created()

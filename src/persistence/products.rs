@@ -90,3 +90,23 @@ pub fn get(conn: &mut PgConnection, sku: &Sku) -> Result<Option<Product>, DbErro
         .optional()?;
     Ok(row.and_then(ProductRow::into_product))
 }
+
+/// Every product, to fill the in-memory catalog on start.
+pub fn list_all(conn: &mut PgConnection) -> Result<Vec<Product>, DbError> {
+    let rows = products::table
+        .select((
+            products::sku,
+            products::name,
+            products::category,
+            products::tags,
+            products::price_cents,
+            products::currency,
+            products::attributes,
+        ))
+        .order(products::sku)
+        .load::<ProductRow>(conn)?;
+    Ok(rows
+        .into_iter()
+        .filter_map(ProductRow::into_product)
+        .collect())
+}
