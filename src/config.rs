@@ -18,6 +18,8 @@ pub struct Config {
     pub db_pool_size: u32,
     /// How long an admin stock write waits for its change to be durable before answering 503.
     pub durable_timeout: Duration,
+    /// Unacknowledged deliveries each consumer may hold (RabbitMQ prefetch).
+    pub consumer_prefetch: u16,
     pub engine: EngineConfig,
 }
 
@@ -102,6 +104,7 @@ impl Config {
                 5_000,
                 1,
             )?),
+            consumer_prefetch: number("CONSUMER_PREFETCH", get("CONSUMER_PREFETCH"), 256, 1)?,
             engine: EngineConfig {
                 shards,
                 persister,

@@ -7,11 +7,13 @@
 //! - [`http`]: the actix-web API.
 //! - [`startup`]: configuration and wiring of all of it.
 
+pub mod carts;
 pub mod catalog;
 pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod intake;
 pub mod messaging;
 pub mod persistence;
 pub mod startup;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+use crate::carts::CartService;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
+use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
 use crate::persistence::{self, DbError, PgStore};
 
@@ -72,13 +74,12 @@ impl Application {
                     url: redacted_db(&config.database_url),
                     source,
                 })?;
-        let broker =
-            Broker::connect(&config.amqp_url)
-                .await
-                .map_err(|source| StartupError::Broker {
-                    url: crate::messaging::redact(&config.amqp_url),
-                    source,
-                })?;
+        let broker = Broker::connect(&config.amqp_url, TopologyConfig::default())
+            .await
+            .map_err(|source| StartupError::Broker {
+                url: crate::messaging::redact(&config.amqp_url),
+                source,
+            })?;
         let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
         let engine = Engine::start(store, config.engine.clone())
             .await
@@ -110,9 +111,17 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let carts = CartService::new(pool.clone(), catalog.clone());
+        crate::intake::start(
+            &broker,
+            engine.clone(),
+            carts.clone(),
+            config.consumer_prefetch,
+        );
         let state = AppState {
             engine,
             catalog,
+            carts,
             pool,
             broker,
             config: Arc::new(config),

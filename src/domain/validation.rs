@@ -30,6 +30,19 @@ impl FieldErrors {
         self.0.is_empty()
     }
 
+    /// Every field with its messages.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// One line for logs and dead-letter reasons: `field: message; …`.
+    pub fn summary(&self) -> String {
+        self.iter()
+            .map(|(f, m)| format!("{f}: {}", m.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     pub fn get(&self, field: &str) -> Option<&[String]> {
         self.0.get(field).map(Vec::as_slice)
     }

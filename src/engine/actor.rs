@@ -95,6 +95,7 @@ pub struct Applied {
 pub(crate) struct Apply {
     pub op: StockOp,
     pub reason: Option<String>,
+    pub reference: Option<String>,
     /// Set when the handler begins: tells the sender, if the actor dies, whether the operation
     /// was never looked at (safe to retry elsewhere) or its outcome is unknown.
     pub started: Arc<AtomicBool>,
@@ -113,6 +114,7 @@ impl Handler<Apply> for SkuActor {
                 generation: self.generation,
                 change,
                 reason: msg.reason,
+                reference: msg.reference,
                 ticket: tx,
             })
             .map_err(|e| match e {

@@ -228,12 +228,27 @@ impl Engine {
         op: StockOp,
         reason: Option<String>,
     ) -> Result<Applied, EngineError> {
+        self.apply_with_ref(sku, op, reason, None).await
+    }
+
+    /// Like [`Engine::apply`], recording `reference` (a message id) with the change. The store
+    /// refuses a second change with the same reference for the same SKU (it resolves as a
+    /// conflict), which makes redelivered messages harmless; check [`Engine::change_applied`]
+    /// first to skip them cheaply.
+    pub async fn apply_with_ref(
+        &self,
+        sku: &Sku,
+        op: StockOp,
+        reason: Option<String>,
+        reference: Option<String>,
+    ) -> Result<Applied, EngineError> {
         let mut addr = self.addr(sku).await?;
         for attempt in 0..2 {
             let started = Arc::new(AtomicBool::new(false));
             let msg = Apply {
                 op,
                 reason: reason.clone(),
+                reference: reference.clone(),
                 started: Arc::clone(&started),
             };
             match addr.send(msg).await {
@@ -280,6 +295,17 @@ impl Engine {
             }
         }
         Err(failures)
+    }
+
+    /// Whether a change with this reference was committed for this SKU (blocking store call on a
+    /// blocking thread).
+    pub async fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, EngineError> {
+        let store = Arc::clone(&self.inner.store);
+        let (sku, reference) = (sku.clone(), reference.to_owned());
+        tokio::task::spawn_blocking(move || store.change_applied(&sku, &reference))
+            .await
+            .map_err(|e| EngineError::Store(e.to_string()))?
+            .map_err(|e| EngineError::Store(e.to_string()))
     }
 
     /// The SKU's current in-memory ledger.

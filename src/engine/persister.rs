@@ -61,6 +61,7 @@ pub(crate) struct Change {
     pub generation: u64,
     pub change: StockChange,
     pub reason: Option<String>,
+    pub reference: Option<String>,
     pub ticket: oneshot::Sender<Durability>,
 }
 
@@ -351,6 +352,7 @@ fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
             on_hand: after.level.on_hand,
             reserved: after.level.reserved,
             reason: c.reason,
+            reference: c.reference,
         };
         if let Some(&(r, i)) = open.get(&c.sku) {
             if let Some(group) = rounds.get_mut(r).and_then(|round| round.get_mut(i)) {
@@ -410,6 +412,7 @@ mod tests {
                 generation,
                 change: c,
                 reason: None,
+                reference: None,
                 ticket: tx,
             },
             rx,

@@ -22,6 +22,8 @@ pub struct EventRecord {
     pub on_hand: i64,
     pub reserved: i64,
     pub reason: Option<String>,
+    /// What caused it (a message id), unique per SKU: a redelivery cannot apply it twice.
+    pub reference: Option<String>,
 }
 
 /// All changes to one SKU inside a batch, coalesced into one version-guarded row write.
@@ -57,12 +59,15 @@ pub trait Store: Send + Sync + 'static {
     /// of this batch failed in a way that may have committed it, so a version mismatch has to be
     /// checked against the change log before it is called a conflict.
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError>;
+    /// Whether a change with this reference was already committed for this SKU.
+    fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError>;
 }
 
 /// A store in memory, with the same guards as the database. For benchmarks and tests.
 #[derive(Debug, Default)]
 pub struct MemStore {
     rows: Mutex<HashMap<Sku, Ledger>>,
+    references: Mutex<std::collections::HashSet<(Sku, String)>>,
 }
 
 impl MemStore {
@@ -92,6 +97,14 @@ impl Store for MemStore {
         Ok(self.lock().iter().map(|(s, l)| (s.clone(), *l)).collect())
     }
 
+    fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError> {
+        let refs = match self.references.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        Ok(refs.contains(&(sku.clone(), reference.to_owned())))
+    }
+
     fn write_batch(&self, rows: &[RowWrite], _retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
         let mut stored = self.lock();
         Ok(rows
@@ -109,6 +122,20 @@ impl Store for MemStore {
                 {
                     return RowOutcome::Conflict;
                 }
+                let mut refs = match self.references.lock() {
+                    Ok(r) => r,
+                    Err(p) => p.into_inner(),
+                };
+                let new_refs: Vec<(Sku, String)> = row
+                    .events
+                    .iter()
+                    .filter_map(|e| e.reference.clone())
+                    .map(|r| (row.sku.clone(), r))
+                    .collect();
+                if new_refs.iter().any(|r| refs.contains(r)) {
+                    return RowOutcome::Conflict;
+                }
+                refs.extend(new_refs);
                 *current = Ledger::new(on_hand, reserved, row.new_version);
                 RowOutcome::Applied
             })

@@ -2,6 +2,7 @@
 //! the outcome to a response. Every failure goes through [`ApiError`].
 
 mod auth;
+mod carts;
 pub mod error;
 mod health;
 mod inventory;
@@ -16,6 +17,7 @@ use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use crate::carts::CartService;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::domain::Sku;
@@ -28,6 +30,7 @@ use crate::persistence::DbPool;
 pub struct AppState {
     pub engine: Engine,
     pub catalog: Catalog,
+    pub carts: CartService,
     pub pool: DbPool,
     pub broker: Broker,
     pub config: Arc<Config>,
@@ -75,6 +78,21 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                 web::resource("/v1/products/{sku}")
                     .route(web::get().to(products::get))
                     .route(web::put().to(products::put))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/carts")
+                    .route(web::post().to(carts::create))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/carts/{cart_id}")
+                    .route(web::get().to(carts::get))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/carts/{cart_id}/items/{sku}")
+                    .route(web::put().to(carts::put_item))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

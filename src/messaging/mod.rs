@@ -1,70 +1,113 @@
 //! RabbitMQ: the broker connection, kept alive by a reconnect loop of our own (lapin's built-in
-//! recovery has open bugs), and its health for `/health/ready`.
+//! recovery has open bugs), the topology declared on every connect, publishing with publisher
+//! confirms, and consumers that survive broker restarts.
+
+pub mod consumer;
+pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
-use tokio::sync::watch;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::Confirmation;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::{watch, Mutex};
 
-/// A broker failure.
+use topology::TopologyConfig;
+
+/// A broker failure at connect time.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot connect to RabbitMQ: {0}")]
 pub struct BrokerError(pub String);
 
-/// The service's connection to RabbitMQ.
-#[derive(Clone)]
-pub struct Broker {
-    url: String,
-    connected: Arc<AtomicBool>,
-    connection: watch::Receiver<Option<Arc<Connection>>>,
+/// Why a publish was not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the broker is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the broker refused the message (queue full)")]
+    Rejected,
+    #[error("no queue is bound for the message")]
+    Unroutable,
+    #[error("the broker did not confirm in time")]
+    Timeout,
 }
 
-async fn connect_once(url: &str) -> Result<Connection, BrokerError> {
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Inner {
+    url: String,
+    topology: TopologyConfig,
+    connected: AtomicBool,
+    connection: watch::Receiver<Option<Arc<Connection>>>,
+    /// The confirm-mode channel publishes go through; replaced when its connection died.
+    publish_channel: Mutex<Option<Channel>>,
+}
+
+/// The service's connection to RabbitMQ; cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+async fn connect_once(url: &str, topology: &TopologyConfig) -> Result<Connection, BrokerError> {
     let props = ConnectionProperties::default().with_connection_name("orderflow".into());
-    match tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props)).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(BrokerError(e.to_string())),
-        Err(_) => Err(BrokerError("timed out after 5 s".into())),
-    }
+    let conn =
+        match tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(BrokerError(e.to_string())),
+            Err(_) => return Err(BrokerError("timed out after 5 s".into())),
+        };
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| BrokerError(format!("opening a channel: {e}")))?;
+    topology::declare(&channel, topology)
+        .await
+        .map_err(|e| BrokerError(format!("declaring the topology: {e}")))?;
+    let _ = channel.close(200, "topology declared".into()).await;
+    Ok(conn)
 }
 
 impl Broker {
-    /// Connects once (failing fast, so start-up can report it), then keeps the connection alive
-    /// in the background: when it drops, it reconnects with a capped backoff.
-    pub async fn connect(url: &str) -> Result<Broker, BrokerError> {
-        let first = connect_once(url).await?;
+    /// Connects once and declares the topology (failing fast, so start-up can report it), then
+    /// keeps the connection alive in the background: when it drops, it reconnects with a capped
+    /// backoff and declares the topology again.
+    pub async fn connect(url: &str, topology: TopologyConfig) -> Result<Broker, BrokerError> {
+        let first = connect_once(url, &topology).await?;
         let (tx, rx) = watch::channel(Some(Arc::new(first)));
-        let connected = Arc::new(AtomicBool::new(true));
         let broker = Broker {
-            url: url.to_owned(),
-            connected: Arc::clone(&connected),
-            connection: rx,
+            inner: Arc::new(Inner {
+                url: url.to_owned(),
+                topology,
+                connected: AtomicBool::new(true),
+                connection: rx,
+                publish_channel: Mutex::new(None),
+            }),
         };
-        let url = url.to_owned();
+        let weak = Arc::downgrade(&broker.inner);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if tx.is_closed() {
-                    return; // every Broker handle is gone
-                }
+                let Some(inner) = weak.upgrade() else { return };
                 let alive = tx.borrow().as_ref().is_some_and(|c| c.status().connected());
                 if alive {
-                    connected.store(true, Ordering::Relaxed);
+                    inner.connected.store(true, Ordering::Relaxed);
                     delay = Duration::from_millis(200);
                     continue;
                 }
-                connected.store(false, Ordering::Relaxed);
-                match connect_once(&url).await {
+                inner.connected.store(false, Ordering::Relaxed);
+                match connect_once(&inner.url, &inner.topology).await {
                     Ok(conn) => {
                         tracing::info!("reconnected to RabbitMQ");
                         let _ = tx.send(Some(Arc::new(conn)));
-                        connected.store(true, Ordering::Relaxed);
+                        inner.connected.store(true, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "RabbitMQ unreachable");
+                        drop(inner);
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
@@ -76,28 +119,101 @@ impl Broker {
 
     /// Whether the connection is up right now.
     pub fn is_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-            && self
-                .connection
-                .borrow()
-                .as_ref()
-                .is_some_and(|c| c.status().connected())
+        self.inner.connected.load(Ordering::Relaxed) && self.current().is_some()
     }
 
-    /// The broker URL (with credentials); for logs use [`Broker::redacted_url`].
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The live connection, if there is one now.
+    pub fn current(&self) -> Option<Arc<Connection>> {
+        self.inner
+            .connection
+            .borrow()
+            .as_ref()
+            .filter(|c| c.status().connected())
+            .cloned()
+    }
+
+    /// Waits until a live connection is there.
+    pub async fn wait_connection(&self) -> Arc<Connection> {
+        let mut rx = self.inner.connection.clone();
+        loop {
+            if let Some(conn) = self.current() {
+                return conn;
+            }
+            // Woken by a reconnect; polled as well in case the old one died silently.
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        }
+    }
+
+    async fn publish_channel(&self) -> Result<Channel, PublishError> {
+        let mut slot = self.inner.publish_channel.lock().await;
+        if let Some(ch) = slot.as_ref() {
+            if ch.status().connected() {
+                return Ok(ch.clone());
+            }
+        }
+        let conn = self
+            .current()
+            .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        *slot = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Publishes a persistent message and waits for the broker's confirm. Many publishes may be
+    /// in flight on the channel at once; each caller awaits only its own confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self.publish_channel().await?;
+        let properties = properties.with_delivery_mode(2);
+        let publish = async {
+            let confirm = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    payload,
+                    properties,
+                )
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            match confirm
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?
+            {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
+                Confirmation::Nack(_) => Err(PublishError::Rejected),
+                Confirmation::NotRequested => Ok(()),
+            }
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Timeout),
+        }
     }
 
     /// The URL with any password replaced by `***`.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact(&self.inner.url)
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let conn = self.connection.borrow().clone();
-        if let Some(conn) = conn {
+        if let Some(conn) = self.current() {
             let _ = conn.close(200, "orderflow shutting down".into()).await;
         }
     }

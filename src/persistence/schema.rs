@@ -34,8 +34,33 @@ diesel::table! {
         reserved -> Int8,
         reason -> Nullable<Text>,
         recorded_at -> Timestamptz,
+        #[sql_name = "ref"]
+        reference -> Nullable<Text>,
     }
 }
 
 diesel::joinable!(stock -> products (sku));
-diesel::allow_tables_to_appear_in_same_query!(products, stock, stock_events);
+diesel::allow_tables_to_appear_in_same_query!(products, stock, stock_events, carts, cart_items);
+
+diesel::table! {
+    carts (cart_id) {
+        cart_id -> Uuid,
+        customer_id -> Text,
+        status -> Text,
+        order_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    cart_items (cart_id, sku) {
+        cart_id -> Uuid,
+        sku -> Text,
+        quantity -> Int8,
+        added_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(cart_items -> carts (cart_id));

@@ -50,8 +50,8 @@ WHERE s.sku = v.sku AND s.version = v.expected_version
 RETURNING s.sku";
 
 const INSERT_EVENTS: &str = "
-INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason)
-SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[])";
+INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref)
+SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[], $8::text[])";
 
 const ALREADY_LOGGED: &str = "
 SELECT e.sku FROM stock_events e
@@ -103,6 +103,7 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
     let mut on_hand = Vec::with_capacity(n);
     let mut reserved = Vec::with_capacity(n);
     let mut reasons = Vec::with_capacity(n);
+    let mut references = Vec::with_capacity(n);
     for row in rows {
         for e in &row.events {
             skus.push(row.sku.as_str());
@@ -112,6 +113,7 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
             on_hand.push(e.on_hand);
             reserved.push(e.reserved);
             reasons.push(e.reason.as_deref());
+            references.push(e.reference.as_deref());
         }
     }
     diesel::sql_query(INSERT_EVENTS)
@@ -122,20 +124,27 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
         .bind::<Array<BigInt>, _>(on_hand)
         .bind::<Array<BigInt>, _>(reserved)
         .bind::<Array<Nullable<Text>>, _>(reasons)
+        .bind::<Array<Nullable<Text>>, _>(references)
         .execute(conn)?;
     Ok(())
 }
 
-fn is_check_violation(e: &DieselError) -> bool {
+/// The database refused a row on its own terms: a `CHECK` (stock would go negative) or the
+/// unique change reference (a redelivered message). Both are conflicts, not outages.
+fn is_refusal(e: &DieselError) -> bool {
     matches!(
         e,
-        DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, _)
+        DieselError::DatabaseError(
+            DatabaseErrorKind::CheckViolation | DatabaseErrorKind::UniqueViolation,
+            _
+        )
     )
 }
 
-/// The batch's transaction. With `per_row` false, one statement writes every row (a `CHECK`
-/// violation then aborts the transaction, and the caller runs it again with `per_row`); with
-/// `per_row` true, each row is written under its own savepoint so only the offenders are refused.
+/// The batch's transaction. With `per_row` false, one statement writes every row and one the
+/// change log (a refusal then aborts the transaction, and the caller runs it again with
+/// `per_row`); with `per_row` true, each row and its log go under their own savepoint so only
+/// the offenders are refused.
 /// Returns the SKUs applied now, and those found applied by an earlier attempt whose commit was
 /// not confirmed.
 fn write_in_transaction(
@@ -148,9 +157,17 @@ fn write_in_transaction(
     let applied = if per_row {
         let mut applied = HashSet::new();
         for row in &all {
-            match conn.transaction(|conn| update_rows(conn, std::slice::from_ref(row))) {
-                Ok(one) => applied.extend(one),
-                Err(e) if is_check_violation(&e) => {}
+            let one = std::slice::from_ref(row);
+            let written = conn.transaction(|conn| {
+                let updated = update_rows(conn, one)?;
+                if !updated.is_empty() {
+                    insert_events(conn, one)?;
+                }
+                Ok(updated)
+            });
+            match written {
+                Ok(updated) => applied.extend(updated),
+                Err(e) if is_refusal(&e) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -176,15 +193,30 @@ fn write_in_transaction(
             .map(|r| r.sku)
             .collect();
     }
-    let logged: Vec<&RowWrite> = rows
-        .iter()
-        .filter(|r| applied.contains(r.sku.as_str()))
-        .collect();
-    insert_events(conn, &logged)?;
+    if !per_row {
+        let logged: Vec<&RowWrite> = rows
+            .iter()
+            .filter(|r| applied.contains(r.sku.as_str()))
+            .collect();
+        insert_events(conn, &logged)?;
+    }
     Ok((applied, earlier))
 }
 
 impl Store for PgStore {
+    fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError> {
+        use super::schema::stock_events;
+        let mut conn = self.pool.get().map_err(db)?;
+        let found = stock_events::table
+            .filter(stock_events::sku.eq(sku.as_str()))
+            .filter(stock_events::reference.eq(reference))
+            .select(stock_events::version)
+            .first::<i64>(&mut conn)
+            .optional()
+            .map_err(db)?;
+        Ok(found.is_some())
+    }
+
     fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError> {
         let mut conn = self.pool.get().map_err(db)?;
         let row = stock::table
@@ -220,7 +252,7 @@ impl Store for PgStore {
             match conn.transaction(|conn| write_in_transaction(conn, rows, retry, false)) {
                 Ok(done) => done,
                 // Memory was wrong somewhere in this batch: find the offending rows one by one.
-                Err(e) if is_check_violation(&e) => conn
+                Err(e) if is_refusal(&e) => conn
                     .transaction(|conn| write_in_transaction(conn, rows, retry, true))
                     .map_err(db)?,
                 Err(e) => return Err(db(e)),

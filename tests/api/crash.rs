@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 use serde_json::json;
 
-use crate::helpers::{amqp_url, TestDb, ADMIN_TOKEN};
+use crate::helpers::{TestDb, TestVhost, ADMIN_TOKEN};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,11 +18,11 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn start_service(db: &TestDb, port: u16) -> Child {
+fn start_service(db: &TestDb, vhost: &TestVhost, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .arg("serve")
         .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", amqp_url())
+        .env("AMQP_URL", &vhost.url)
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("RUST_LOG", "warn")
@@ -48,6 +48,7 @@ async fn wait_ready(client: &awc::Client, base: &str) {
 #[actix_web::test]
 async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     let db = TestDb::new();
+    let vhost = TestVhost::new();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = awc::Client::builder()
@@ -55,7 +56,7 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
         .finish();
     let auth = ("Authorization", format!("Bearer {ADMIN_TOKEN}"));
 
-    let mut child = start_service(&db, port);
+    let mut child = start_service(&db, &vhost, port);
     wait_ready(&client, &base).await;
     let created = client
         .put(format!("{base}/v1/products/KILL-1"))
@@ -112,7 +113,7 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     );
 
     // Restart on the same database.
-    let mut child = start_service(&db, port);
+    let mut child = start_service(&db, &vhost, port);
     wait_ready(&client, &base).await;
     let mut resp = client
         .get(format!("{base}/v1/inventory/KILL-1"))

@@ -20,9 +20,46 @@ pub fn pg_base() -> String {
     std::env::var("TEST_PG_BASE").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+/// Host part of the machine's RabbitMQ, without a vhost.
+pub fn amqp_base() -> String {
+    std::env::var("TEST_AMQP_BASE").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A RabbitMQ vhost of this test's own (queue names are fixed by the API, so isolation is by
+/// vhost); deleted, with everything in it, when dropped.
+pub struct TestVhost {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestVhost {
+    pub fn new() -> TestVhost {
+        let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        let url = format!("{}/{}", amqp_base(), name);
+        TestVhost { name, url }
+    }
+}
+
+impl Drop for TestVhost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
 }
 
 /// A database of this test's own, created and migrated; dropped (forcibly) when this is dropped.
@@ -113,6 +150,7 @@ pub fn config_for(db_url: &str, amqp: &str, admin: Option<&str>) -> Config {
 pub struct TestApp {
     pub address: String,
     pub db: TestDb,
+    pub vhost: TestVhost,
     pub client: awc::Client,
     pub app_state: orderflow::http::AppState,
     server: actix_web::dev::ServerHandle,
@@ -124,7 +162,8 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = config_for(&db.url, &amqp_url(), Some(ADMIN_TOKEN));
+    let vhost = TestVhost::new();
+    let mut config = config_for(&db.url, &vhost.url, Some(ADMIN_TOKEN));
     tweak(&mut config);
     let app = Application::build(config)
         .await
@@ -136,6 +175,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
     TestApp {
         address,
         db,
+        vhost,
         client: awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish(),

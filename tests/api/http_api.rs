@@ -3,9 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
-    amqp_url, assert_error, spawn_app, spawn_app_with, Proxy, TestDb, ADMIN_TOKEN,
-};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, Proxy, TestDb, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn health_live_and_ready() {
@@ -25,8 +23,12 @@ async fn health_live_and_ready() {
 #[actix_web::test]
 async fn ready_names_the_broker_when_its_connection_is_cut() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let url = amqp_url().replace("127.0.0.1:5672", &proxy.addr.to_string());
-    let app = spawn_app_with(TestDb::new(), |c| c.amqp_url = url).await;
+    let proxied = proxy.addr.to_string();
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.amqp_url = c.amqp_url.replace("127.0.0.1:5672", &proxied)
+    })
+    .await;
+    assert!(app.vhost.url.contains("of_test_"));
     assert_eq!(app.get("/health/ready").await.status, 200);
 
     proxy.cut();

@@ -1,0 +1,179 @@
+//! Carts as a service: used by the HTTP API and by the `carts.events` consumer alike. Lines are
+//! stored in Postgres; prices, live availability and suggestions come from the catalog.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::catalog::{Catalog, Suggestion};
+use crate::domain::cart::{CustomerId, LineChange};
+use crate::domain::Sku;
+use crate::persistence::carts::{self, CartError, CartRecord};
+use crate::persistence::{DbError, DbPool};
+
+/// Suggestions shown under a line that cannot be served.
+const LINE_SUGGESTIONS: usize = 3;
+
+/// A cart line as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineView {
+    pub sku: Sku,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+    pub currency: String,
+    /// Whether the whole quantity could be reserved right now.
+    pub available_now: bool,
+    pub available: i64,
+    pub suggestions: Vec<Suggestion>,
+}
+
+/// A cart as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CartView {
+    pub cart_id: Uuid,
+    pub customer_id: String,
+    pub status: String,
+    pub order_id: Option<Uuid>,
+    pub items: Vec<LineView>,
+    pub total_cents: i64,
+    pub currency: String,
+}
+
+/// Why a cart operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CartServiceError {
+    #[error("unknown cart")]
+    UnknownCart,
+    #[error("unknown sku {0}")]
+    UnknownSku(Sku),
+    #[error("the cart already produced order {0}")]
+    Ordered(Uuid),
+    #[error("the cart belongs to another customer")]
+    WrongCustomer,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<CartError> for CartServiceError {
+    fn from(e: CartError) -> Self {
+        match e {
+            CartError::NotFound => CartServiceError::UnknownCart,
+            CartError::Ordered(o) => CartServiceError::Ordered(o),
+            CartError::WrongCustomer => CartServiceError::WrongCustomer,
+            CartError::Db(e) => CartServiceError::Db(e),
+        }
+    }
+}
+
+/// Carts over the database pool and the catalog.
+#[derive(Clone)]
+pub struct CartService {
+    pool: DbPool,
+    catalog: Catalog,
+}
+
+async fn blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
+    pool: &DbPool,
+    f: impl FnOnce(&mut diesel::PgConnection) -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(DbError::from)?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| E::from(DbError::Pool(e.to_string())))?
+}
+
+impl CartService {
+    pub fn new(pool: DbPool, catalog: Catalog) -> CartService {
+        CartService { pool, catalog }
+    }
+
+    /// Opens an empty cart.
+    pub async fn create(&self, customer: CustomerId) -> Result<CartView, CartServiceError> {
+        let record = blocking(&self.pool, move |c| carts::create(c, &customer)).await?;
+        Ok(self.view_of(record, Vec::new()))
+    }
+
+    /// The cart with its lines, priced and checked against live stock.
+    pub async fn get(&self, cart_id: Uuid) -> Result<CartView, CartServiceError> {
+        let (record, lines) = blocking(&self.pool, move |c| {
+            let record = carts::find(c, cart_id)?;
+            let lines = match record {
+                Some(_) => carts::lines(c, cart_id)?,
+                None => Vec::new(),
+            };
+            Ok::<_, DbError>((record, lines))
+        })
+        .await?;
+        let record = record.ok_or(CartServiceError::UnknownCart)?;
+        Ok(self.view_of(record, lines))
+    }
+
+    /// Sets or removes a line. With `customer`, a cart unknown so far is created for that
+    /// customer (events from other systems); without, it must exist (HTTP).
+    pub async fn change_line(
+        &self,
+        cart_id: Uuid,
+        sku: Sku,
+        change: LineChange,
+        customer: Option<CustomerId>,
+    ) -> Result<CartView, CartServiceError> {
+        if self.catalog.get(&sku).is_none() {
+            return Err(CartServiceError::UnknownSku(sku));
+        }
+        blocking(&self.pool, move |c| {
+            if let Some(customer) = &customer {
+                carts::ensure(c, cart_id, customer)?;
+            }
+            carts::change_line(c, cart_id, &sku, change)
+        })
+        .await?;
+        self.get(cart_id).await
+    }
+
+    fn view_of(&self, record: CartRecord, lines: Vec<(String, i64)>) -> CartView {
+        let mut items = Vec::with_capacity(lines.len());
+        let mut total = 0i64;
+        let mut currency = None;
+        for (raw, quantity) in lines {
+            let Ok(sku) = Sku::parse(&raw) else { continue };
+            let product = self.catalog.get(&sku);
+            let (name, price, cur) = product
+                .as_ref()
+                .map(|p| (p.name.clone(), p.price_cents, p.currency.clone()))
+                .unwrap_or_else(|| (String::new(), 0, "BRL".into()));
+            let available = self.catalog.available(&sku);
+            let available_now = available >= quantity;
+            let suggestions = if available_now {
+                Vec::new()
+            } else {
+                self.catalog
+                    .similar(&sku, LINE_SUGGESTIONS)
+                    .unwrap_or_default()
+            };
+            total = total.saturating_add(price.saturating_mul(quantity));
+            currency.get_or_insert_with(|| cur.clone());
+            items.push(LineView {
+                sku,
+                name,
+                quantity,
+                unit_price_cents: price,
+                currency: cur,
+                available_now,
+                available,
+                suggestions,
+            });
+        }
+        CartView {
+            cart_id: record.cart_id,
+            customer_id: record.customer_id,
+            status: record.status,
+            order_id: record.order_id,
+            items,
+            total_cents: total,
+            currency: currency.unwrap_or_else(|| "BRL".into()),
+        }
+    }
+}

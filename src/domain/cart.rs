@@ -1,0 +1,222 @@
+//! Carts: who owns one, and the validation of a change to one of its lines (from HTTP or from
+//! the `carts.events` queue — the same rules for both).
+
+use serde::Deserialize;
+
+use super::{FieldErrors, Sku};
+
+/// Most units of one SKU on one cart line or order line.
+pub const MAX_LINE_QUANTITY: i64 = 100;
+
+/// A customer id: 1 to 64 printable characters without spaces (UUIDs in practice).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub fn parse(raw: &str) -> Result<CustomerId, String> {
+        if raw.is_empty() || raw.chars().count() > 64 {
+            return Err("must be 1 to 64 characters".into());
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("must not contain spaces or control characters".into());
+        }
+        Ok(CustomerId(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What a change does to a cart line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineChange {
+    /// The line holds exactly this quantity (added or replaced).
+    Set(i64),
+    /// The line is removed.
+    Remove,
+}
+
+/// Body of `PUT /v1/carts/{cart_id}/items/{sku}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CartItemInput {
+    pub quantity: Option<i64>,
+    pub added_to_cart: Option<bool>,
+}
+
+impl CartItemInput {
+    pub fn validate(&self) -> Result<LineChange, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let change = match self.added_to_cart {
+            None => {
+                errors.add("added_to_cart", "is required");
+                LineChange::Remove
+            }
+            Some(false) => {
+                if let Some(q) = self.quantity {
+                    if q < 1 {
+                        errors.add("quantity", "must be >= 1");
+                    }
+                }
+                LineChange::Remove
+            }
+            Some(true) => match self.quantity {
+                None => {
+                    errors.add("quantity", "is required");
+                    LineChange::Remove
+                }
+                Some(q) if q < 1 => {
+                    errors.add("quantity", "must be >= 1");
+                    LineChange::Remove
+                }
+                Some(q) if q > MAX_LINE_QUANTITY => {
+                    errors.add("quantity", format!("must be at most {MAX_LINE_QUANTITY}"));
+                    LineChange::Remove
+                }
+                Some(q) => LineChange::Set(q),
+            },
+        };
+        errors.into_result(change)
+    }
+}
+
+/// A message on `carts.events`: `{"cart_id","customer_id","sku","quantity","added_to_cart"}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct CartEvent {
+    pub cart_id: Option<String>,
+    pub customer_id: Option<String>,
+    pub sku: Option<String>,
+    pub quantity: Option<i64>,
+    pub added_to_cart: Option<bool>,
+}
+
+/// A validated cart event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartLineUpdate {
+    pub cart_id: uuid::Uuid,
+    pub customer_id: CustomerId,
+    pub sku: Sku,
+    pub change: LineChange,
+}
+
+impl CartEvent {
+    pub fn validate(self) -> Result<CartLineUpdate, FieldErrors> {
+        let mut errors = FieldErrors::new();
+        let cart_id = match self.cart_id.as_deref().map(uuid::Uuid::parse_str) {
+            None => {
+                errors.add("cart_id", "is required");
+                None
+            }
+            Some(Err(_)) => {
+                errors.add("cart_id", "must be a UUID");
+                None
+            }
+            Some(Ok(id)) => Some(id),
+        };
+        let customer_id = match self.customer_id.as_deref().map(CustomerId::parse) {
+            None => {
+                errors.add("customer_id", "is required");
+                None
+            }
+            Some(Err(e)) => {
+                errors.add("customer_id", e);
+                None
+            }
+            Some(Ok(c)) => Some(c),
+        };
+        let sku = match self.sku.as_deref().map(Sku::parse) {
+            None => {
+                errors.add("sku", "is required");
+                None
+            }
+            Some(Err(e)) => {
+                errors.add("sku", e);
+                None
+            }
+            Some(Ok(s)) => Some(s),
+        };
+        let line = CartItemInput {
+            quantity: self.quantity,
+            added_to_cart: self.added_to_cart,
+        }
+        .validate();
+        let change = match line {
+            Ok(c) => Some(c),
+            Err(e) => {
+                for (field, messages) in e.iter() {
+                    for m in messages {
+                        errors.add(field, m.clone());
+                    }
+                }
+                None
+            }
+        };
+        match (cart_id, customer_id, sku, change) {
+            (Some(cart_id), Some(customer_id), Some(sku), Some(change)) if errors.is_empty() => {
+                Ok(CartLineUpdate {
+                    cart_id,
+                    customer_id,
+                    sku,
+                    change,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_changes() {
+        let set = CartItemInput {
+            quantity: Some(3),
+            added_to_cart: Some(true),
+        };
+        assert_eq!(set.validate(), Ok(LineChange::Set(3)));
+        let remove = CartItemInput {
+            quantity: None,
+            added_to_cart: Some(false),
+        };
+        assert_eq!(remove.validate(), Ok(LineChange::Remove));
+        for (q, added) in [
+            (Some(0), Some(true)),
+            (None, Some(true)),
+            (Some(101), Some(true)),
+            (Some(1), None),
+        ] {
+            let input = CartItemInput {
+                quantity: q,
+                added_to_cart: added,
+            };
+            assert!(input.validate().is_err(), "{q:?} {added:?}");
+        }
+    }
+
+    #[test]
+    fn events_are_validated_like_http() {
+        let ok = CartEvent {
+            cart_id: Some("6f0c1c2e-9a43-4a49-9a40-3e3f0c6b9a11".into()),
+            customer_id: Some("c-1".into()),
+            sku: Some("MUG-1".into()),
+            quantity: Some(2),
+            added_to_cart: Some(true),
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(ok.change, LineChange::Set(2));
+        let bad = CartEvent {
+            cart_id: Some("nope".into()),
+            quantity: Some(0),
+            added_to_cart: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
+        for f in ["cart_id", "customer_id", "sku", "quantity"] {
+            assert!(bad.get(f).is_some(), "{f}");
+        }
+    }
+}

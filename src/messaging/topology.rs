@@ -1,0 +1,146 @@
+//! The RabbitMQ topology of API.md, declared on every (re)connect: durable exchanges, quorum
+//! queues with a dead-letter exchange (at-least-once), a delivery limit for poison messages and
+//! `x-max-length` with `reject-publish` as the hard bound.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+pub const EXCHANGE_ORDERS: &str = "orders";
+pub const EXCHANGE_INVENTORY: &str = "inventory";
+pub const EXCHANGE_CARTS: &str = "carts";
+pub const EXCHANGE_ORDER_EVENTS: &str = "order.events";
+/// Where rejected messages go, routed by the name of the queue they came from.
+pub const EXCHANGE_DEAD_LETTER: &str = "orderflow.dead-letter";
+
+/// Header carrying why orderflow dead-lettered a message.
+pub const REASON_HEADER: &str = "x-orderflow-reason";
+
+/// A work queue and where it is bound.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSpec {
+    pub name: &'static str,
+    pub exchange: &'static str,
+    pub routing_key: &'static str,
+}
+
+impl QueueSpec {
+    /// The queue its dead letters land in.
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.name)
+    }
+}
+
+pub const CHECKOUT_QUEUE: QueueSpec = QueueSpec {
+    name: "orders.checkout",
+    exchange: EXCHANGE_ORDERS,
+    routing_key: "checkout",
+};
+pub const INVENTORY_QUEUE: QueueSpec = QueueSpec {
+    name: "inventory.updates",
+    exchange: EXCHANGE_INVENTORY,
+    routing_key: "stock.update",
+};
+pub const CARTS_QUEUE: QueueSpec = QueueSpec {
+    name: "carts.events",
+    exchange: EXCHANGE_CARTS,
+    routing_key: "cart.item",
+};
+
+pub const QUEUES: [QueueSpec; 3] = [CHECKOUT_QUEUE, INVENTORY_QUEUE, CARTS_QUEUE];
+
+/// Bounds of the work queues.
+#[derive(Debug, Clone)]
+pub struct TopologyConfig {
+    /// Messages a queue holds before publishes to it are refused (`reject-publish`).
+    pub max_length: i64,
+    /// Deliveries of one message before it is dead-lettered as poison.
+    pub delivery_limit: i64,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            max_length: 100_000,
+            delivery_limit: 5,
+        }
+    }
+}
+
+fn text(v: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(v.to_owned()))
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares every exchange, queue and binding. Idempotent.
+pub async fn declare(channel: &Channel, config: &TopologyConfig) -> lapin::Result<()> {
+    for (name, kind) in [
+        (EXCHANGE_ORDERS, ExchangeKind::Direct),
+        (EXCHANGE_INVENTORY, ExchangeKind::Direct),
+        (EXCHANGE_CARTS, ExchangeKind::Direct),
+        (EXCHANGE_ORDER_EVENTS, ExchangeKind::Topic),
+        (EXCHANGE_DEAD_LETTER, ExchangeKind::Direct),
+    ] {
+        channel
+            .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+            .await?;
+    }
+    for q in QUEUES {
+        let dead = q.dead_letter_queue();
+        let mut dead_args = FieldTable::default();
+        dead_args.insert("x-queue-type".into(), text("quorum"));
+        channel
+            .queue_declare(dead.as_str().into(), durable_queue(), dead_args)
+            .await?;
+        channel
+            .queue_bind(
+                dead.as_str().into(),
+                EXCHANGE_DEAD_LETTER.into(),
+                q.name.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), text("quorum"));
+        args.insert("x-dead-letter-exchange".into(), text(EXCHANGE_DEAD_LETTER));
+        args.insert("x-dead-letter-routing-key".into(), text(q.name));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+        args.insert(
+            "x-max-length".into(),
+            AMQPValue::LongLongInt(config.max_length),
+        );
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(config.delivery_limit),
+        );
+        channel
+            .queue_declare(q.name.into(), durable_queue(), args)
+            .await?;
+        channel
+            .queue_bind(
+                q.name.into(),
+                q.exchange.into(),
+                q.routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
