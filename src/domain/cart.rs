@@ -47,34 +47,24 @@ pub struct CartItemInput {
 impl CartItemInput {
     pub fn validate(&self) -> Result<LineChange, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let change = match self.added_to_cart {
-            None => {
+        match self.quantity {
+            Some(q) if q < 1 => errors.add("quantity", "must be >= 1"),
+            Some(q) if q > MAX_LINE_QUANTITY => {
+                errors.add("quantity", format!("must be at most {MAX_LINE_QUANTITY}"))
+            }
+            _ => {}
+        }
+        let change = match (self.added_to_cart, self.quantity) {
+            (None, _) => {
                 errors.add("added_to_cart", "is required");
                 LineChange::Remove
             }
-            Some(false) => {
-                if let Some(q) = self.quantity {
-                    if q < 1 {
-                        errors.add("quantity", "must be >= 1");
-                    }
-                }
+            (Some(false), _) => LineChange::Remove,
+            (Some(true), None) => {
+                errors.add("quantity", "is required");
                 LineChange::Remove
             }
-            Some(true) => match self.quantity {
-                None => {
-                    errors.add("quantity", "is required");
-                    LineChange::Remove
-                }
-                Some(q) if q < 1 => {
-                    errors.add("quantity", "must be >= 1");
-                    LineChange::Remove
-                }
-                Some(q) if q > MAX_LINE_QUANTITY => {
-                    errors.add("quantity", format!("must be at most {MAX_LINE_QUANTITY}"));
-                    LineChange::Remove
-                }
-                Some(q) => LineChange::Set(q),
-            },
+            (Some(true), Some(q)) => LineChange::Set(q),
         };
         errors.into_result(change)
     }

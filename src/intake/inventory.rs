@@ -3,7 +3,10 @@
 //! every other stock change. With an AMQP `message_id` the change is recorded with it, so a
 //! redelivered message is recognised and not applied twice.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
 
 use serde::Deserialize;
 
@@ -67,7 +70,45 @@ impl InventoryUpdate {
     }
 }
 
-pub async fn handle(engine: &Engine, message: Message) -> Outcome {
+/// References being processed right now: a second delivery of the same message (a producer's
+/// retry arriving while the first is still in flight) waits for the first to finish instead of
+/// racing it into the SKU's memory.
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<DashMap<String, ()>>);
+
+struct Claim {
+    set: InFlight,
+    reference: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.0.remove(&self.reference);
+    }
+}
+
+impl InFlight {
+    async fn claim(&self, reference: &str) -> Claim {
+        loop {
+            let fresh = match self.0.entry(reference.to_owned()) {
+                dashmap::Entry::Occupied(_) => false,
+                dashmap::Entry::Vacant(v) => {
+                    v.insert(());
+                    true
+                }
+            };
+            if fresh {
+                return Claim {
+                    set: self.clone(),
+                    reference: reference.to_owned(),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+pub async fn handle(engine: &Engine, in_flight: &InFlight, message: Message) -> Outcome {
     let update: InventoryUpdate = match parse(&message) {
         Ok(u) => u,
         Err(outcome) => return outcome,
@@ -82,6 +123,11 @@ pub async fn handle(engine: &Engine, message: Message) -> Outcome {
         .message_id
         .as_ref()
         .map(|id| format!("inventory:{id}"));
+    // Held until this delivery is settled; a duplicate in flight waits for it.
+    let _claim = match &reference {
+        Some(r) => Some(in_flight.claim(r).await),
+        None => None,
+    };
     let started = Instant::now();
     let mut pause = Duration::from_millis(50);
     loop {

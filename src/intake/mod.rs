@@ -27,9 +27,10 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(message: &Message) -> Result
 
 /// Starts the `inventory.updates` and `carts.events` consumers.
 pub fn start(broker: &Broker, engine: Engine, carts: CartService, prefetch: u16) {
+    let in_flight = inventory::InFlight::default();
     let inventory: Handler = Arc::new(move |m| {
-        let engine = engine.clone();
-        Box::pin(async move { inventory::handle(&engine, m).await })
+        let (engine, in_flight) = (engine.clone(), in_flight.clone());
+        Box::pin(async move { inventory::handle(&engine, &in_flight, m).await })
     });
     consumer::spawn(broker.clone(), INVENTORY_QUEUE, prefetch, inventory);
     let cart_handler: Handler = Arc::new(move |m| {

@@ -354,3 +354,41 @@ async fn a_database_outage_delays_durability_but_loses_nothing() {
     assert!(engine.is_healthy());
     engine.shutdown().await;
 }
+
+#[actix_web::test]
+async fn a_slow_stock_reader_never_slows_the_engine_and_is_told_what_it_missed() {
+    use orderflow::engine::MemStore;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let store = Arc::new(MemStore::new());
+    store.put(sku("FAST"), Ledger::new(1_000, 0, 0));
+    let store: Arc<dyn Store> = store;
+    let engine = Engine::start(
+        store,
+        EngineConfig {
+            shards: 1,
+            feed_capacity: 16,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut slow = engine.feed().subscribe();
+    let fast = sku("FAST");
+    // 100 changes while the reader reads nothing: none of them waits for it.
+    for _ in 0..100 {
+        engine
+            .reserve(&fast, 1)
+            .await
+            .expect("never blocked by the reader");
+    }
+    match slow.recv().await {
+        Err(RecvError::Lagged(missed)) => assert_eq!(missed, 84),
+        other => panic!("expected to be told about the gap, got {other:?}"),
+    }
+    // Then the newest 16, in order.
+    let versions: Vec<i64> = (0..16).map(|_| slow.try_recv().unwrap().version).collect();
+    assert_eq!(versions, (85..=100).collect::<Vec<_>>());
+    assert_eq!(engine.feed().board().available(&fast), 900);
+    engine.shutdown().await;
+}

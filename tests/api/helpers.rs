@@ -161,7 +161,18 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(db, |_| {}).await
 }
 
+/// `TEST_LOG=debug cargo test …` shows the service's logs.
+fn init_logs() {
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    init_logs();
     let vhost = TestVhost::new();
     let mut config = config_for(&db.url, &vhost.url, Some(ADMIN_TOKEN));
     tweak(&mut config);
@@ -334,5 +345,101 @@ impl Proxy {
 
     pub fn restore(&self) {
         let _ = self.open.send(true);
+    }
+}
+
+impl TestApp {
+    /// Publishes a JSON message into the app's vhost, confirmed by the broker.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &Value,
+        message_id: Option<&str>,
+    ) {
+        let mut props = lapin::BasicProperties::default();
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        self.app_state
+            .broker
+            .publish(exchange, routing_key, body.to_string().as_bytes(), props)
+            .await
+            .expect("published");
+    }
+
+    /// Waits (up to 10 s) for a message on a dead-letter queue; returns its body and the reason
+    /// orderflow gave.
+    pub async fn dead_letter(&self, queue: &str) -> (Value, String) {
+        use lapin::options::{BasicAckOptions, BasicGetOptions};
+        let conn = self.app_state.broker.wait_connection().await;
+        let channel = conn.create_channel().await.expect("channel");
+        for _ in 0..100 {
+            if let Some(msg) = channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .expect("basic_get")
+            {
+                let delivery = msg.delivery;
+                let reason = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .and_then(|h| {
+                        h.inner()
+                            .get(orderflow::messaging::topology::REASON_HEADER)
+                            .cloned()
+                    })
+                    .map(|v| match v {
+                        lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                        other => format!("{other:?}"),
+                    })
+                    .unwrap_or_default();
+                let body = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
+                delivery.ack(BasicAckOptions::default()).await.expect("ack");
+                return (body, reason);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("nothing arrived on {queue}");
+    }
+
+    /// Polls `path` until `ready(body)` holds (10 s at most).
+    pub async fn eventually(&self, path: &str, ready: impl Fn(&Reply) -> bool) -> Reply {
+        for _ in 0..100 {
+            let reply = self.get(path).await;
+            if ready(&reply) {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let last = self.get(path).await;
+        panic!(
+            "{path} never got there; last: {} {}",
+            last.status, last.body
+        );
+    }
+
+    /// Creates a product with these traits and stock through the API.
+    pub async fn product(&self, sku: &str, category: &str, tags: &[&str], price: i64, stock: i64) {
+        let r = self
+            .admin_put(
+                &format!("/v1/products/{sku}"),
+                serde_json::json!({"name": format!("Product {sku}"), "category": category, "tags": tags, "price_cents": price}),
+            )
+            .await;
+        assert!(
+            r.status == 201 || r.status == 200,
+            "product: {} {}",
+            r.status,
+            r.body
+        );
+        let r = self
+            .admin_put(
+                &format!("/v1/inventory/{sku}"),
+                serde_json::json!({ "on_hand": stock }),
+            )
+            .await;
+        assert_eq!(r.status, 200, "stock: {}", r.body);
     }
 }

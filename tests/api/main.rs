@@ -1,7 +1,10 @@
 //! Integration tests: one binary, one module per area. Every test gets its own database on the
 //! machine's real PostgreSQL (dropped afterwards) and talks to the real RabbitMQ.
 
+mod carts;
+mod catalog;
 mod crash;
 mod engine_pg;
 mod helpers;
 mod http_api;
+mod inventory_queue;

@@ -1,0 +1,179 @@
+//! Catalog listing, similar-product suggestions and the stock stream over HTTP.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, spawn_app};
+
+fn skus(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .map(|x| x["sku"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[actix_web::test]
+async fn products_are_listed_filtered_and_paged() {
+    let app = spawn_app().await;
+    app.product("K-1", "kitchen", &["coffee"], 1000, 3).await;
+    app.product("K-2", "kitchen", &["tea"], 1200, 0).await;
+    app.product("K-3", "Kitchen", &["coffee", "tea"], 900, 1)
+        .await;
+    app.product("G-1", "garden", &["coffee"], 5000, 2).await;
+
+    let page = app.get("/v1/products?category=kitchen&limit=2").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(skus(&page.body["data"]), ["K-1", "K-2"]);
+    assert_eq!(page.body["data"][0]["stock"]["available"], 3);
+    let cursor = page.body["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let next = app
+        .get(&format!(
+            "/v1/products?category=kitchen&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(skus(&next.body["data"]), ["K-3"]);
+    assert_eq!(next.body["next_cursor"], Value::Null);
+
+    let coffee = app.get("/v1/products?tag=coffee").await;
+    assert_eq!(skus(&coffee.body["data"]), ["G-1", "K-1", "K-3"]);
+    let both = app.get("/v1/products?category=kitchen&tag=tea").await;
+    assert_eq!(skus(&both.body["data"]), ["K-2", "K-3"]);
+    let all = app.get("/v1/products").await;
+    assert_eq!(all.body["data"].as_array().unwrap().len(), 4);
+
+    assert_error(
+        &app.get("/v1/products?limit=0").await,
+        422,
+        "validation_failed",
+    );
+    assert_error(
+        &app.get("/v1/products?limit=abc").await,
+        422,
+        "validation_failed",
+    );
+    assert_error(
+        &app.get("/v1/products?cursor=%20").await,
+        422,
+        "validation_failed",
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn similar_products_are_ranked_in_stock_and_follow_stock_changes() {
+    let app = spawn_app().await;
+    app.product("RUN-1", "shoes", &["running", "men"], 30000, 0)
+        .await;
+    app.product("RUN-2", "shoes", &["running", "men"], 31000, 4)
+        .await;
+    app.product("RUN-3", "shoes", &["running"], 45000, 4).await;
+    app.product("BOOT-1", "shoes", &["hiking"], 30000, 4).await;
+    app.product("RUN-4", "shoes", &["running", "men"], 29500, 0)
+        .await;
+    app.product("MUG-1", "kitchen", &[], 30000, 4).await;
+
+    let r = app.get("/v1/products/RUN-1/similar?limit=3").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sku"], "RUN-1");
+    assert_eq!(skus(&r.body["suggestions"]), ["RUN-2", "RUN-3", "BOOT-1"]);
+    let first = &r.body["suggestions"][0];
+    assert_eq!(first["available"], 4);
+    assert_eq!(first["price_cents"], 31000);
+    assert!(first["score"].as_f64().unwrap() > r.body["suggestions"][1]["score"].as_f64().unwrap());
+
+    // RUN-2 sells out and RUN-4 comes in: the suggestions follow at once.
+    app.admin_put("/v1/inventory/RUN-2", json!({"on_hand": 0}))
+        .await;
+    app.admin_put("/v1/inventory/RUN-4", json!({"on_hand": 2}))
+        .await;
+    let r = app.get("/v1/products/RUN-1/similar?limit=3").await;
+    assert_eq!(skus(&r.body["suggestions"]), ["RUN-4", "RUN-3", "BOOT-1"]);
+    assert!(!skus(&r.body["suggestions"]).contains(&"RUN-1".to_owned()));
+
+    // Default limit, unknown sku, bad limit.
+    assert_eq!(
+        app.get("/v1/products/RUN-1/similar").await.body["suggestions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_error(
+        &app.get("/v1/products/NOPE/similar").await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &app.get("/v1/products/RUN-1/similar?limit=-1").await,
+        422,
+        "validation_failed",
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_stock_stream_sends_every_change_in_order() {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    app.product("S-1", "c", &[], 100, 10).await;
+    let mut resp = app
+        .client
+        .get(app.url("/v1/inventory/stream"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers().get("content-type").unwrap(),
+        "text/event-stream"
+    );
+
+    app.admin_post(
+        "/v1/inventory/S-1/adjustments",
+        json!({"delta": 5, "reason": "r"}),
+    )
+    .await;
+    app.admin_put("/v1/inventory/S-1", json!({"on_hand": 3}))
+        .await;
+    app.admin_post(
+        "/v1/inventory/S-1/adjustments",
+        json!({"delta": -1, "reason": "r"}),
+    )
+    .await;
+
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while text.matches("event: stock").count() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), resp.next()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let events: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3, "{text}");
+    let seen: Vec<(i64, &str, i64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["version"].as_i64().unwrap(),
+                e["kind"].as_str().unwrap(),
+                e["on_hand"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [(2, "adjust", 15), (3, "set_on_hand", 3), (4, "adjust", 2)]
+    );
+    assert!(text.contains("id: S-1:2"));
+    assert_eq!(events[2]["available"], 2);
+    app.stop().await;
+}
