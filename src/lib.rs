@@ -10,6 +10,7 @@
 pub mod carts;
 pub mod catalog;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod http;

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use orderflow::config::Config;
 use orderflow::startup::{self, Application};
 
-const USAGE: &str = "usage: orderflow [serve|migrate|healthcheck]
+const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|healthcheck]
   serve        run the API, the engine and the persister (default)
   migrate      create the database if missing, run migrations, exit
+  demo-data    load N demo products with stock (default 3000); run it while the service is stopped
   healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (for containers)
 Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
 
@@ -17,7 +18,10 @@ fn main() -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    if !matches!(command.as_str(), "serve" | "migrate" | "healthcheck") {
+    if !matches!(
+        command.as_str(),
+        "serve" | "migrate" | "demo-data" | "healthcheck"
+    ) {
         eprintln!("orderflow: unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
     }
@@ -40,6 +44,23 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let outcome = actix_web::rt::System::new().block_on(async move {
+        if command == "demo-data" {
+            let n = match std::env::args().nth(2) {
+                None => 3000,
+                Some(raw) => raw
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        startup::StartupError::Engine(format!(
+                            "demo-data takes a number of products, not {raw:?}"
+                        ))
+                    })?,
+            };
+            let loaded = startup::load_demo_data(&config, n).await?;
+            println!("orderflow: loaded {loaded} demo products with stock");
+            return Ok(());
+        }
         if command == "migrate" {
             let applied = startup::migrate(&config).await?;
             println!("orderflow: database ready ({applied} migrations applied)");

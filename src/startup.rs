@@ -203,3 +203,55 @@ async fn shutdown_signal() {
 fn tracing_actix() -> actix_web::middleware::Logger {
     actix_web::middleware::Logger::new("%r %s %Dms").log_target("orderflow::http")
 }
+
+/// `orderflow demo-data [N]`: loads N demo products (default 3,000) with stock. Stock goes
+/// through an engine of its own, like every stock change, so run it while the service is
+/// stopped (or restart the service after it): two engines must not own the same SKUs.
+pub async fn load_demo_data(config: &Config, n: usize) -> Result<usize, StartupError> {
+    migrate(config).await?;
+    let url = config.database_url.clone();
+    let db_err = |source| StartupError::Database {
+        url: redacted_db(&config.database_url),
+        source,
+    };
+    let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&url, 4))
+        .await
+        .map_err(|e| StartupError::Engine(e.to_string()))?
+        .map_err(db_err)?;
+    let products = crate::demo::catalog(n);
+    let rows = products.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    let insert_pool = pool.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), DbError> {
+        let mut conn = insert_pool.get()?;
+        for product in &rows {
+            persistence::products::upsert(&mut conn, product)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StartupError::Engine(e.to_string()))?
+    .map_err(db_err)?;
+    let store: Arc<dyn Store> = Arc::new(PgStore::new(pool));
+    let engine = Engine::start(store, config.engine.clone())
+        .await
+        .map_err(|e| StartupError::Engine(e.to_string()))?;
+    let mut tickets = Vec::with_capacity(products.len());
+    for (product, stock) in &products {
+        let applied = engine
+            .apply(
+                &product.sku,
+                crate::domain::StockOp::SetOnHand(*stock),
+                Some("demo data".into()),
+            )
+            .await;
+        match applied {
+            Ok(a) => tickets.push(a.durable),
+            Err(e) => tracing::warn!(sku = %product.sku, error = %e, "demo stock not set"),
+        }
+    }
+    for ticket in tickets {
+        let _ = ticket.wait().await;
+    }
+    engine.shutdown().await;
+    Ok(products.len())
+}

@@ -1,0 +1,237 @@
+//! Demo data: a deterministic catalog of realistic products with stock, so a newcomer sees the
+//! service work (`orderflow demo-data`) and benchmarks have a large catalog to search.
+
+use crate::domain::{Product, Sku};
+
+struct CategorySpec {
+    name: &'static str,
+    code: &'static str,
+    nouns: &'static [&'static str],
+    adjectives: &'static [&'static str],
+    price_cents: (i64, i64),
+}
+
+const CATEGORIES: &[CategorySpec] = &[
+    CategorySpec {
+        name: "electronics",
+        code: "ELE",
+        nouns: &[
+            "Headphones",
+            "Speaker",
+            "Charger",
+            "Keyboard",
+            "Mouse",
+            "Monitor",
+            "Webcam",
+            "Earbuds",
+        ],
+        adjectives: &["Wireless", "Bluetooth", "USB-C", "Gaming", "Compact", "Pro"],
+        price_cents: (3_000, 150_000),
+    },
+    CategorySpec {
+        name: "kitchen",
+        code: "KIT",
+        nouns: &[
+            "Mug",
+            "Kettle",
+            "Frying Pan",
+            "Knife Set",
+            "Blender",
+            "Coffee Maker",
+            "Cutting Board",
+            "Toaster",
+        ],
+        adjectives: &[
+            "Ceramic",
+            "Stainless",
+            "Non-stick",
+            "Electric",
+            "Bamboo",
+            "Glass",
+        ],
+        price_cents: (1_500, 60_000),
+    },
+    CategorySpec {
+        name: "books",
+        code: "BOO",
+        nouns: &[
+            "Novel",
+            "Cookbook",
+            "Biography",
+            "Travel Guide",
+            "Atlas",
+            "Comic",
+        ],
+        adjectives: &[
+            "Illustrated",
+            "Hardcover",
+            "Paperback",
+            "Classic",
+            "Bestselling",
+        ],
+        price_cents: (2_000, 15_000),
+    },
+    CategorySpec {
+        name: "sports",
+        code: "SPO",
+        nouns: &[
+            "Running Shoes",
+            "Yoga Mat",
+            "Dumbbells",
+            "Football",
+            "Water Bottle",
+            "Tennis Racket",
+        ],
+        adjectives: &["Lightweight", "Pro", "Adjustable", "Training", "Outdoor"],
+        price_cents: (2_000, 80_000),
+    },
+    CategorySpec {
+        name: "fashion",
+        code: "FAS",
+        nouns: &["T-Shirt", "Jeans", "Jacket", "Sneakers", "Cap", "Backpack"],
+        adjectives: &[
+            "Cotton",
+            "Denim",
+            "Leather",
+            "Slim",
+            "Vintage",
+            "Waterproof",
+        ],
+        price_cents: (3_000, 40_000),
+    },
+    CategorySpec {
+        name: "toys",
+        code: "TOY",
+        nouns: &[
+            "Puzzle",
+            "Building Blocks",
+            "Doll",
+            "RC Car",
+            "Board Game",
+            "Plush",
+        ],
+        adjectives: &["Wooden", "Educational", "Giant", "Classic", "Family"],
+        price_cents: (1_500, 30_000),
+    },
+    CategorySpec {
+        name: "garden",
+        code: "GAR",
+        nouns: &[
+            "Hose",
+            "Shovel",
+            "Planter",
+            "Seed Kit",
+            "Lawn Mower",
+            "Gloves",
+        ],
+        adjectives: &["Heavy-duty", "Ergonomic", "Organic", "Electric", "Compact"],
+        price_cents: (1_000, 200_000),
+    },
+    CategorySpec {
+        name: "beauty",
+        code: "BEA",
+        nouns: &[
+            "Shampoo",
+            "Perfume",
+            "Face Cream",
+            "Lipstick",
+            "Hair Dryer",
+            "Nail Kit",
+        ],
+        adjectives: &["Organic", "Vegan", "Travel", "Professional", "Scented"],
+        price_cents: (1_500, 50_000),
+    },
+];
+
+const BRANDS: &[&str] = &[
+    "Acme", "Nimbus", "Orbita", "Pampa", "Solaris", "Tupi", "Vértice", "Zenith",
+];
+const COLORS: &[&str] = &["black", "white", "red", "blue", "green", "grey"];
+
+/// A small deterministic generator (SplitMix64), so the demo catalog is the same everywhere.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items.get(self.below(items.len())).copied().unwrap_or("")
+    }
+}
+
+/// `n` products spread over the categories, each with its stock (about one in ten sold out).
+pub fn catalog(n: usize) -> Vec<(Product, i64)> {
+    let mut rng = Rng(0x0D0E_F10A);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let Some(cat) = CATEGORIES.get(i % CATEGORIES.len()) else {
+            continue;
+        };
+        let noun = rng.pick(cat.nouns);
+        let adjective = rng.pick(cat.adjectives);
+        let brand = rng.pick(BRANDS);
+        let color = rng.pick(COLORS);
+        let (lo, hi) = cat.price_cents;
+        let price = lo + (rng.next() % (hi - lo).max(1) as u64) as i64;
+        // Prices end in 90 cents, like a shop's.
+        let price = (price / 100) * 100 + 90;
+        let Ok(sku) = Sku::parse(&format!("{}-{:06}", cat.code, i)) else {
+            continue;
+        };
+        let mut tags = vec![
+            adjective.to_lowercase(),
+            noun.to_lowercase(),
+            brand.to_lowercase(),
+        ];
+        tags.dedup();
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("brand".into(), brand.into());
+        attributes.insert("color".into(), color.into());
+        let stock = if rng.below(10) == 0 {
+            0
+        } else {
+            1 + rng.below(200) as i64
+        };
+        out.push((
+            Product {
+                sku,
+                name: format!("{brand} {adjective} {noun} ({color})"),
+                category: cat.name.into(),
+                tags,
+                price_cents: price,
+                currency: "BRL".into(),
+                attributes,
+            },
+            stock,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_catalog_is_deterministic_and_plausible() {
+        let a = super::catalog(100);
+        let b = super::catalog(100);
+        assert_eq!(a.len(), 100);
+        assert_eq!(a, b);
+        assert!(a
+            .iter()
+            .all(|(p, s)| p.price_cents > 0 && *s >= 0 && !p.tags.is_empty()));
+        assert!(a.iter().any(|(_, s)| *s == 0), "some sold out");
+        let categories: std::collections::HashSet<_> =
+            a.iter().map(|(p, _)| p.category.clone()).collect();
+        assert_eq!(categories.len(), 8);
+    }
+}
