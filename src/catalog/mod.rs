@@ -19,8 +19,8 @@ use crate::engine::AvailabilityBoard;
 
 /// How many ranked neighbours are kept per product.
 const RANKED_DEPTH: usize = 64;
-/// How many price neighbours on each side join the candidates.
-const PRICE_NEIGHBOURS: usize = 32;
+/// How many price neighbours on each side each group contributes to the candidates.
+const PER_GROUP: usize = 24;
 /// Most products looked at when the cached ranking has too few in stock.
 const FALLBACK_SCAN: usize = 4096;
 
@@ -34,74 +34,123 @@ pub struct Suggestion {
     pub score: f64,
 }
 
+type PriceIndex = BTreeSet<(i64, Sku)>;
+
 #[derive(Default)]
 struct Index {
     all: BTreeSet<Sku>,
     by_category: HashMap<String, BTreeSet<Sku>>,
     by_tag: HashMap<String, BTreeSet<Sku>>,
-    by_price: BTreeSet<(i64, Sku)>,
+    /// Price-ordered views, so candidates are the products nearest in price within each group
+    /// a shopper would look at — never a scan of a whole category.
+    price_all: PriceIndex,
+    price_by_category: HashMap<String, PriceIndex>,
+    price_by_tag: HashMap<String, PriceIndex>,
+    price_by_category_tag: HashMap<(String, String), PriceIndex>,
 }
 
 impl Index {
     fn insert(&mut self, p: &Product) {
+        let category = p.category.to_lowercase();
+        let entry = (p.price_cents, p.sku.clone());
         self.all.insert(p.sku.clone());
+        self.price_all.insert(entry.clone());
         self.by_category
-            .entry(p.category.to_lowercase())
+            .entry(category.clone())
             .or_default()
             .insert(p.sku.clone());
+        self.price_by_category
+            .entry(category.clone())
+            .or_default()
+            .insert(entry.clone());
         for tag in &p.tags {
-            self.by_tag
+            self.by_tag.entry(tag.clone()).or_default().insert(p.sku.clone());
+            self.price_by_tag
                 .entry(tag.clone())
                 .or_default()
-                .insert(p.sku.clone());
+                .insert(entry.clone());
+            self.price_by_category_tag
+                .entry((category.clone(), tag.clone()))
+                .or_default()
+                .insert(entry.clone());
         }
-        self.by_price.insert((p.price_cents, p.sku.clone()));
     }
 
     fn remove(&mut self, p: &Product) {
-        if let Some(set) = self.by_category.get_mut(&p.category.to_lowercase()) {
+        let category = p.category.to_lowercase();
+        let entry = (p.price_cents, p.sku.clone());
+        self.price_all.remove(&entry);
+        if let Some(set) = self.by_category.get_mut(&category) {
             set.remove(&p.sku);
+        }
+        if let Some(set) = self.price_by_category.get_mut(&category) {
+            set.remove(&entry);
         }
         for tag in &p.tags {
             if let Some(set) = self.by_tag.get_mut(tag) {
                 set.remove(&p.sku);
             }
-        }
-        self.by_price.remove(&(p.price_cents, p.sku.clone()));
-    }
-
-    /// Up to `n` SKUs on each side of `price`, nearest first, alternating sides.
-    fn price_neighbours(&self, price: i64, sku: &Sku, n: usize) -> Vec<Sku> {
-        let pivot = (price, sku.clone());
-        let mut below = self
-            .by_price
-            .range((Bound::Unbounded, Bound::Excluded(&pivot)))
-            .rev();
-        let mut above = self
-            .by_price
-            .range((Bound::Excluded(&pivot), Bound::Unbounded));
-        let mut out = Vec::with_capacity(2 * n);
-        let (mut b, mut a) = (below.next(), above.next());
-        while out.len() < 2 * n && (b.is_some() || a.is_some()) {
-            let take_below = match (b, a) {
-                (Some((pb, _)), Some((pa, _))) => price - pb <= pa - price,
-                (Some(_), None) => true,
-                _ => false,
-            };
-            if take_below {
-                if let Some((_, s)) = b {
-                    out.push(s.clone());
-                }
-                b = below.next();
-            } else {
-                if let Some((_, s)) = a {
-                    out.push(s.clone());
-                }
-                a = above.next();
+            if let Some(set) = self.price_by_tag.get_mut(tag) {
+                set.remove(&entry);
+            }
+            if let Some(set) = self
+                .price_by_category_tag
+                .get_mut(&(category.clone(), tag.clone()))
+            {
+                set.remove(&entry);
             }
         }
+    }
+
+    /// Candidates for `base`: the nearest in price within its category and tag, its category,
+    /// each tag, and the whole catalog.
+    fn candidates(&self, base: &Product) -> HashSet<Sku> {
+        let category = base.category.to_lowercase();
+        let mut out = HashSet::new();
+        let mut add = |set: Option<&PriceIndex>| {
+            if let Some(set) = set {
+                out.extend(price_neighbours(set, base.price_cents, &base.sku, PER_GROUP));
+            }
+        };
+        for tag in &base.tags {
+            add(self.price_by_category_tag.get(&(category.clone(), tag.clone())));
+            add(self.price_by_tag.get(tag));
+        }
+        add(self.price_by_category.get(&category));
+        add(Some(&self.price_all));
+        out.remove(&base.sku);
         out
     }
+}
+
+/// Up to `n` SKUs on each side of `price` in `set`, nearest first, alternating sides.
+fn price_neighbours(set: &PriceIndex, price: i64, sku: &Sku, n: usize) -> Vec<Sku> {
+    let pivot = (price, sku.clone());
+    let mut below = set
+        .range((Bound::Unbounded, Bound::Excluded(&pivot)))
+        .rev();
+    let mut above = set.range((Bound::Excluded(&pivot), Bound::Unbounded));
+    let mut out = Vec::with_capacity(2 * n);
+    let (mut b, mut a) = (below.next(), above.next());
+    while out.len() < 2 * n && (b.is_some() || a.is_some()) {
+        let take_below = match (b, a) {
+            (Some((pb, _)), Some((pa, _))) => price - pb <= pa - price,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_below {
+            if let Some((_, s)) = b {
+                out.push(s.clone());
+            }
+            b = below.next();
+        } else {
+            if let Some((_, s)) = a {
+                out.push(s.clone());
+            }
+            a = above.next();
+        }
+    }
+    out
 }
 
 /// A page of products.
@@ -225,21 +274,7 @@ impl Catalog {
         if let Some(r) = self.inner.ranked.get(&base.sku) {
             return Arc::clone(r.value());
         }
-        let candidates: HashSet<Sku> = {
-            let index = self.read_index();
-            let mut c = HashSet::new();
-            if let Some(set) = index.by_category.get(&base.category.to_lowercase()) {
-                c.extend(set.iter().cloned());
-            }
-            for tag in &base.tags {
-                if let Some(set) = index.by_tag.get(tag) {
-                    c.extend(set.iter().cloned());
-                }
-            }
-            c.extend(index.price_neighbours(base.price_cents, &base.sku, PRICE_NEIGHBOURS));
-            c.remove(&base.sku);
-            c
-        };
+        let candidates = self.read_index().candidates(base);
         let mut scored: Vec<(Sku, f64)> = candidates
             .into_iter()
             .filter_map(|sku| {
@@ -276,9 +311,12 @@ impl Catalog {
         // Too few of the nearest neighbours are in stock: widen to the whole catalog, walking
         // outwards by price, and rank what is found.
         let seen: HashSet<&Sku> = ranked.iter().map(|(s, _)| s).collect();
-        let wider =
-            self.read_index()
-                .price_neighbours(base.price_cents, &base.sku, FALLBACK_SCAN / 2);
+        let wider = price_neighbours(
+            &self.read_index().price_all,
+            base.price_cents,
+            &base.sku,
+            FALLBACK_SCAN / 2,
+        );
         let mut extra: Vec<(Sku, f64)> = wider
             .into_iter()
             .filter(|s| !seen.contains(s) && self.available(s) > 0)
