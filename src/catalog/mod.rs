@@ -64,7 +64,10 @@ impl Index {
             .or_default()
             .insert(entry.clone());
         for tag in &p.tags {
-            self.by_tag.entry(tag.clone()).or_default().insert(p.sku.clone());
+            self.by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(p.sku.clone());
             self.price_by_tag
                 .entry(tag.clone())
                 .or_default()
@@ -109,11 +112,18 @@ impl Index {
         let mut out = HashSet::new();
         let mut add = |set: Option<&PriceIndex>| {
             if let Some(set) = set {
-                out.extend(price_neighbours(set, base.price_cents, &base.sku, PER_GROUP));
+                out.extend(price_neighbours(
+                    set,
+                    base.price_cents,
+                    &base.sku,
+                    PER_GROUP,
+                ));
             }
         };
         for tag in &base.tags {
-            add(self.price_by_category_tag.get(&(category.clone(), tag.clone())));
+            add(self
+                .price_by_category_tag
+                .get(&(category.clone(), tag.clone())));
             add(self.price_by_tag.get(tag));
         }
         add(self.price_by_category.get(&category));
@@ -126,9 +136,7 @@ impl Index {
 /// Up to `n` SKUs on each side of `price` in `set`, nearest first, alternating sides.
 fn price_neighbours(set: &PriceIndex, price: i64, sku: &Sku, n: usize) -> Vec<Sku> {
     let pivot = (price, sku.clone());
-    let mut below = set
-        .range((Bound::Unbounded, Bound::Excluded(&pivot)))
-        .rev();
+    let mut below = set.range((Bound::Unbounded, Bound::Excluded(&pivot))).rev();
     let mut above = set.range((Bound::Excluded(&pivot), Bound::Unbounded));
     let mut out = Vec::with_capacity(2 * n);
     let (mut b, mut a) = (below.next(), above.next());

@@ -5,7 +5,10 @@
 //! be tested (and property-tested) without a runtime.
 
 pub mod cart;
+pub mod checkout;
+pub mod delivery;
 pub mod ledger;
+pub mod order;
 pub mod product;
 pub mod similarity;
 pub mod sku;
