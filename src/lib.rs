@@ -16,5 +16,6 @@ pub mod engine;
 pub mod http;
 pub mod intake;
 pub mod messaging;
+pub mod orders;
 pub mod persistence;
 pub mod startup;

@@ -14,6 +14,8 @@ use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
+use crate::orders::payment::SandboxGateway;
+use crate::orders::OrderService;
 use crate::persistence::{self, DbError, PgStore};
 
 /// Why the service could not start. Each reads as one line that says what to fix.
@@ -112,16 +114,30 @@ impl Application {
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let carts = CartService::new(pool.clone(), catalog.clone());
+        let orders = OrderService::start(
+            engine.clone(),
+            catalog.clone(),
+            pool.clone(),
+            broker.clone(),
+            Arc::new(SandboxGateway),
+        )
+        .await
+        .map_err(|source| StartupError::Database {
+            url: redacted_db(&config.database_url),
+            source,
+        })?;
         crate::intake::start(
             &broker,
             engine.clone(),
             carts.clone(),
+            orders.clone(),
             config.consumer_prefetch,
         );
         let state = AppState {
             engine,
             catalog,
             carts,
+            orders,
             pool,
             broker,
             config: Arc::new(config),

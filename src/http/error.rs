@@ -26,6 +26,13 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the request has invalid fields")]
     Validation(FieldErrors),
+    /// A 422 with its own code (`idempotency_mismatch`).
+    #[error("{message}")]
+    Unprocessable {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
     /// A 409 with its own code (`out_of_stock`, `not_cancellable`, `cart_checked_out`, …).
     #[error("{message}")]
     Conflict {
@@ -69,7 +76,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
-            ApiError::Conflict { code, .. } => code,
+            ApiError::Conflict { code, .. } | ApiError::Unprocessable { code, .. } => code,
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Unavailable { .. } => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -78,9 +85,9 @@ impl ApiError {
 
     fn details(&self) -> Value {
         match self {
-            ApiError::BadRequest { details, .. } | ApiError::Conflict { details, .. } => {
-                details.clone()
-            }
+            ApiError::BadRequest { details, .. }
+            | ApiError::Conflict { details, .. }
+            | ApiError::Unprocessable { details, .. } => details.clone(),
             ApiError::Validation(fields) => json!({ "fields": fields }),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
             _ => json!({}),
@@ -143,7 +150,9 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Overloaded { .. } | ApiError::Unavailable { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -6,6 +6,7 @@ mod carts;
 pub mod error;
 mod health;
 mod inventory;
+mod orders;
 mod products;
 mod stream;
 
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::domain::Sku;
 use crate::engine::Engine;
 use crate::messaging::Broker;
+use crate::orders::OrderService;
 use crate::persistence::DbPool;
 
 /// What every handler can reach.
@@ -31,6 +33,7 @@ pub struct AppState {
     pub engine: Engine,
     pub catalog: Catalog,
     pub carts: CartService,
+    pub orders: OrderService,
     pub pool: DbPool,
     pub broker: Broker,
     pub config: Arc<Config>,
@@ -93,6 +96,36 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(
                 web::resource("/v1/carts/{cart_id}/items/{sku}")
                     .route(web::put().to(carts::put_item))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/checkout")
+                    .route(web::post().to(orders::checkout))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/orders/{order_id}")
+                    .route(web::get().to(orders::get))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/orders/{order_id}/events")
+                    .route(web::get().to(orders::events))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/orders/{order_id}/cancel")
+                    .route(web::post().to(orders::cancel))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/customers/{customer_id}/orders")
+                    .route(web::get().to(orders::of_customer))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/customers/{customer_id}/notifications")
+                    .route(web::get().to(orders::notifications))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

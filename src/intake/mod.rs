@@ -12,8 +12,9 @@ use std::time::Duration;
 use crate::carts::CartService;
 use crate::engine::Engine;
 use crate::messaging::consumer::{self, Handler, Message, Outcome};
-use crate::messaging::topology::{CARTS_QUEUE, INVENTORY_QUEUE};
+use crate::messaging::topology::{CARTS_QUEUE, CHECKOUT_QUEUE, INVENTORY_QUEUE};
 use crate::messaging::Broker;
+use crate::orders::OrderService;
 
 /// How long a handler keeps retrying a transient failure (database away, engine saturated)
 /// before giving the delivery back to the queue.
@@ -25,8 +26,19 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(message: &Message) -> Result
         .map_err(|e| Outcome::DeadLetter(format!("body is not the expected JSON: {e}")))
 }
 
-/// Starts the `inventory.updates` and `carts.events` consumers.
-pub fn start(broker: &Broker, engine: Engine, carts: CartService, prefetch: u16) {
+/// Starts the `orders.checkout`, `inventory.updates` and `carts.events` consumers.
+pub fn start(
+    broker: &Broker,
+    engine: Engine,
+    carts: CartService,
+    orders: OrderService,
+    prefetch: u16,
+) {
+    let checkout: Handler = Arc::new(move |m| {
+        let orders = orders.clone();
+        Box::pin(async move { orders.process(m).await })
+    });
+    consumer::spawn(broker.clone(), CHECKOUT_QUEUE, prefetch, checkout);
     let in_flight = inventory::InFlight::default();
     let inventory: Handler = Arc::new(move |m| {
         let (engine, in_flight) = (engine.clone(), in_flight.clone());

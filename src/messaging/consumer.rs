@@ -21,6 +21,8 @@ use super::Broker;
 pub struct Message {
     pub data: Vec<u8>,
     pub message_id: Option<String>,
+    /// The producer's `app_id` property (orderflow's own HTTP intake says `orderflow-http`).
+    pub app_id: Option<String>,
     pub redelivered: bool,
 }
 
@@ -87,6 +89,7 @@ async fn consume(
                     .message_id()
                     .as_ref()
                     .map(|m| m.to_string()),
+                app_id: delivery.properties.app_id().as_ref().map(|m| m.to_string()),
                 redelivered: delivery.redelivered,
             };
             let outcome = handler(message).await;

@@ -174,6 +174,31 @@ impl Broker {
         payload: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
+        self.publish_with(exchange, routing_key, payload, properties, true)
+            .await
+    }
+
+    /// Publishes an event for whoever listens: confirmed, but a message no queue is bound for
+    /// is fine (`mandatory` off).
+    pub async fn publish_event(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+    ) -> Result<(), PublishError> {
+        let props = BasicProperties::default().with_content_type("application/json".into());
+        self.publish_with(exchange, routing_key, payload, props, false)
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), PublishError> {
         let channel = self.publish_channel().await?;
         let properties = properties.with_delivery_mode(2);
         let publish = async {
@@ -182,7 +207,7 @@ impl Broker {
                     exchange.into(),
                     routing_key.into(),
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory,
                         ..BasicPublishOptions::default()
                     },
                     payload,

@@ -139,6 +139,66 @@ pub fn change_line(
     })
 }
 
+/// Why a cart cannot become an order.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("unknown cart")]
+    NotFound,
+    #[error("the cart belongs to another customer")]
+    WrongCustomer,
+    #[error("the cart already produced order {0}")]
+    Ordered(Uuid),
+    #[error("the cart is empty")]
+    Empty,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for ClaimError {
+    fn from(e: diesel::result::Error) -> Self {
+        ClaimError::Db(DbError::Query(e))
+    }
+}
+
+/// Turns an open cart into `order_id`'s and returns its lines; idempotent for the same order.
+/// A cart produces one order only.
+pub fn claim(
+    conn: &mut PgConnection,
+    cart_id: Uuid,
+    customer: &str,
+    order_id: Uuid,
+) -> Result<Vec<(String, i64)>, ClaimError> {
+    conn.transaction(|conn| {
+        let cart: CartRecord = carts::table
+            .find(cart_id)
+            .select(COLUMNS)
+            .for_update()
+            .first(conn)
+            .optional()?
+            .ok_or(ClaimError::NotFound)?;
+        if cart.customer_id != customer {
+            return Err(ClaimError::WrongCustomer);
+        }
+        match cart.order_id {
+            Some(o) if o != order_id => return Err(ClaimError::Ordered(o)),
+            Some(_) => return Ok(lines(conn, cart_id)?),
+            None => {}
+        }
+        let found = lines(conn, cart_id)?;
+        if found.is_empty() {
+            return Err(ClaimError::Empty);
+        }
+        diesel::update(carts::table.find(cart_id))
+            .set((
+                carts::status.eq("ordered"),
+                carts::order_id.eq(Some(order_id)),
+                carts::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)?;
+        Ok(found)
+    })
+}
+
 /// A cart's lines, in the order they were added: `(sku, quantity)`.
 pub fn lines(conn: &mut PgConnection, cart_id: Uuid) -> Result<Vec<(String, i64)>, DbError> {
     Ok(cart_items::table

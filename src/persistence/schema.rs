@@ -40,7 +40,16 @@ diesel::table! {
 }
 
 diesel::joinable!(stock -> products (sku));
-diesel::allow_tables_to_appear_in_same_query!(products, stock, stock_events, carts, cart_items);
+diesel::allow_tables_to_appear_in_same_query!(
+    products,
+    stock,
+    stock_events,
+    carts,
+    cart_items,
+    orders,
+    order_history,
+    notifications
+);
 
 diesel::table! {
     carts (cart_id) {
@@ -64,3 +73,45 @@ diesel::table! {
 }
 
 diesel::joinable!(cart_items -> carts (cart_id));
+
+diesel::table! {
+    orders (order_id) {
+        order_id -> Uuid,
+        idempotency_key -> Text,
+        request_fingerprint -> Text,
+        customer_id -> Text,
+        cart_id -> Nullable<Uuid>,
+        origin -> Text,
+        status -> Text,
+        items -> Jsonb,
+        total_cents -> Int8,
+        currency -> Text,
+        delivery_method -> Text,
+        shipping_address -> Jsonb,
+        payment -> Jsonb,
+        delivery -> Nullable<Jsonb>,
+        rejection -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    order_history (order_id, status) {
+        order_id -> Uuid,
+        status -> Text,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> Uuid,
+        customer_id -> Text,
+        kind -> Text,
+        order_id -> Uuid,
+        message -> Text,
+        suggestions -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}

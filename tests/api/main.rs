@@ -3,6 +3,7 @@
 
 mod carts;
 mod catalog;
+mod checkout;
 mod crash;
 mod engine_pg;
 mod helpers;

@@ -1,0 +1,3 @@
+DROP TABLE notifications;
+DROP TABLE order_history;
+DROP TABLE orders;

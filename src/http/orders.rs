@@ -1,0 +1,219 @@
+//! Checkout and orders: `POST /v1/checkout`, `GET /v1/orders/{id}`, `GET /v1/orders/{id}/events`,
+//! `POST /v1/orders/{id}/cancel`, `GET /v1/customers/{id}/orders`,
+//! `GET /v1/customers/{id}/notifications`.
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::stream;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::domain::checkout::CheckoutInput;
+use crate::orders::{self, CancelError, IntakeError, IntakeOutcome, OrderEvent};
+
+const KEY_HEADER: &str = "Idempotency-Key";
+
+fn status_body(order_id: Uuid, status: &str) -> Value {
+    json!({
+        "order_id": order_id,
+        "status": status,
+        "status_url": format!("/v1/orders/{order_id}"),
+    })
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Mismatch(order_id) => ApiError::Unprocessable {
+                code: "idempotency_mismatch",
+                message: "this Idempotency-Key was already used with a different request".into(),
+                details: json!({ "order_id": order_id }),
+            },
+            IntakeError::Validation(fields) => ApiError::Validation(fields),
+            IntakeError::UnknownCart => ApiError::NotFound("unknown cart".into()),
+            IntakeError::CartOrdered(order) => ApiError::Conflict {
+                code: "cart_checked_out",
+                message: format!("the cart already produced order {order}"),
+                details: json!({ "order_id": order }),
+            },
+            IntakeError::OutOfStock(items) => ApiError::Conflict {
+                code: "out_of_stock",
+                message: "some items cannot be served; nothing was ordered".into(),
+                details: json!({ "items": items }),
+            },
+            IntakeError::Unavailable(message) => ApiError::unavailable(message, 2),
+            IntakeError::Overloaded => ApiError::Overloaded {
+                message: "the checkout queue is full; retry shortly".into(),
+                retry_after: 1,
+            },
+        }
+    }
+}
+
+/// `POST /v1/checkout`.
+pub async fn checkout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let key = req
+        .headers()
+        .get(KEY_HEADER)
+        .map(|v| v.to_str().map(str::trim).unwrap_or(""))
+        .ok_or_else(|| ApiError::field(KEY_HEADER, "is required"))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::field(
+            KEY_HEADER,
+            "must be 1 to 255 visible characters",
+        ));
+    }
+    let body = body.into_inner();
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let input: CheckoutInput = serde_json::from_value(body.clone())
+        .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
+    let checkout = input.validate(orders::today())?;
+    match state.orders.intake(key, &body, &checkout).await? {
+        IntakeOutcome::Accepted(order_id) => {
+            Ok(HttpResponse::Accepted().json(status_body(order_id, "received")))
+        }
+        IntakeOutcome::Existing(order_id, status) => {
+            Ok(HttpResponse::Ok().json(status_body(order_id, status.as_str())))
+        }
+    }
+}
+
+fn path_order(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("unknown order".into()))
+}
+
+/// `GET /v1/orders/{order_id}`.
+pub async fn get(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = path_order(&path)?;
+    let order = state
+        .orders
+        .get(order_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
+    Ok(HttpResponse::Ok().json(order.to_json()))
+}
+
+/// `POST /v1/orders/{order_id}/cancel`.
+pub async fn cancel(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = path_order(&path)?;
+    match state.orders.cancel(order_id).await {
+        Ok(order) => Ok(HttpResponse::Ok().json(order.to_json())),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound("unknown order".into())),
+        Err(CancelError::NotCancellable(status)) => Err(ApiError::Conflict {
+            code: "not_cancellable",
+            message: format!("an order that is {} cannot be cancelled", status.as_str()),
+            details: json!({ "status": status }),
+        }),
+        Err(CancelError::Unavailable(m)) => Err(ApiError::unavailable(m, 2)),
+    }
+}
+
+fn path_customer(raw: &str) -> Result<String, ApiError> {
+    crate::domain::cart::CustomerId::parse(raw)
+        .map(|c| c.as_str().to_owned())
+        .map_err(|_| ApiError::NotFound("unknown customer".into()))
+}
+
+/// `GET /v1/customers/{customer_id}/orders`.
+pub async fn of_customer(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = path_customer(&path)?;
+    let orders = state.orders.of_customer(customer).await?;
+    let data: Vec<Value> = orders.iter().map(|o| o.to_json()).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+}
+
+/// `GET /v1/customers/{customer_id}/notifications`.
+pub async fn notifications(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let customer = path_customer(&path)?;
+    let notes = state.orders.notifications(customer).await?;
+    Ok(HttpResponse::Ok().json(json!({ "data": notes })))
+}
+
+fn sse(event: &OrderEvent) -> Bytes {
+    let data = json!({ "order_id": event.order_id, "status": event.status, "at": event.at });
+    Bytes::from(format!("event: status\ndata: {data}\n\n"))
+}
+
+/// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
+/// decided status.
+pub async fn events(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = path_order(&path)?;
+    // Subscribe first, so nothing falls between the history read and the live stream.
+    let live = state.orders.subscribe();
+    let order = state
+        .orders
+        .get(order_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
+    let mut first = String::new();
+    for (status, at) in &order.history {
+        first.push_str(&String::from_utf8_lossy(&sse(&OrderEvent {
+            order_id,
+            status: *status,
+            at: *at,
+        })));
+    }
+    let done = order.status.is_decided();
+    let head = stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(first)) });
+    let body = futures_util::StreamExt::chain(head, order_stream(live, order_id, done));
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .streaming(body))
+}
+
+fn order_stream(
+    live: tokio::sync::broadcast::Receiver<OrderEvent>,
+    order_id: Uuid,
+    done: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
+    stream::unfold((live, done), move |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+                Ok(Ok(event)) if event.order_id == order_id => {
+                    let finished = event.status.is_decided();
+                    return Some((Ok(sse(&event)), (rx, finished)));
+                }
+                Ok(Ok(_)) => continue,
+                Ok(Err(RecvError::Lagged(n))) => {
+                    let note = format!(
+                        "event: lagged\ndata: {}\n\n",
+                        json!({ "missed": n, "hint": "re-read GET /v1/orders/{order_id}" })
+                    );
+                    return Some((Ok(Bytes::from(note)), (rx, false)));
+                }
+                Ok(Err(RecvError::Closed)) => return None,
+                Err(_) => return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, false))),
+            }
+        }
+    })
+}

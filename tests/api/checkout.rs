@@ -1,0 +1,566 @@
+//! The checkout pipeline end to end on the real broker and database.
+
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, spawn_app, Reply, TestApp};
+
+pub fn body(customer: &str, items: Value) -> Value {
+    json!({
+        "customer_id": customer,
+        "items": items,
+        "payment": {"method": "card", "card": {"number": "4242424242424242", "holder_name": "Ana Silva",
+                    "exp_month": 12, "exp_year": 2031, "cvv": "123"}},
+        "shipping_address": {"recipient": "Ana Silva", "street": "Av. Paulista", "number": "1000",
+                             "city": "São Paulo", "state": "SP", "postal_code": "01310-100", "country": "BR"},
+        "delivery_method": "express"
+    })
+}
+
+impl TestApp {
+    pub async fn checkout(&self, key: &str, body: &Value) -> Reply {
+        self.send(
+            self.client
+                .post(self.url("/v1/checkout"))
+                .insert_header(("Idempotency-Key", key)),
+            Some(body.clone()),
+        )
+        .await
+    }
+
+    /// Waits until the order reaches a decided status; returns it.
+    pub async fn decided(&self, order_id: &str) -> Value {
+        self.eventually(&format!("/v1/orders/{order_id}"), |r| {
+            r.status == 200
+                && matches!(
+                    r.body["status"].as_str(),
+                    Some("scheduled" | "rejected" | "failed" | "cancelled")
+                )
+        })
+        .await
+        .body
+    }
+}
+
+fn statuses(order: &Value) -> Vec<&str> {
+    order["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn happy_path_reaches_scheduled_with_history_events_and_notification() {
+    let app = spawn_app().await;
+    app.product("HP-1", "tea", &["green"], 1500, 10).await;
+    app.product("HP-2", "tea", &["black"], 2500, 10).await;
+    let r = app
+        .checkout(
+            "key-happy",
+            &body(
+                "cust-h",
+                json!([{"sku": "HP-1", "quantity": 2}, {"sku": "HP-2", "quantity": 1}]),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["status"], "received");
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["status_url"], format!("/v1/orders/{id}"));
+
+    let order = app.decided(&id).await;
+    assert_eq!(order["status"], "scheduled", "{order}");
+    assert_eq!(statuses(&order), ["received", "reserved", "scheduled"]);
+    assert_eq!(order["total_cents"], 5500);
+    assert_eq!(
+        order["items"][0],
+        json!({"sku": "HP-1", "quantity": 2, "unit_price_cents": 1500})
+    );
+    let delivery = &order["delivery"];
+    assert_eq!(delivery["carrier"], "Correios SEDEX");
+    assert!(delivery["tracking_code"]
+        .as_str()
+        .unwrap()
+        .starts_with("SX"));
+    assert!(delivery["scheduled_for"].as_str().unwrap().len() == 10);
+    assert_eq!(order["rejection"], Value::Null);
+    assert!(
+        order["payment"].to_string().contains("4242")
+            && !order["payment"].to_string().contains("4242424242424242")
+    );
+
+    assert_eq!(app.db.stock("HP-1"), (10, 2, 2));
+    assert_eq!(app.db.stock("HP-2"), (10, 1, 2));
+    let mine = app.get("/v1/customers/cust-h/orders").await;
+    assert_eq!(mine.body["data"][0]["order_id"], id);
+    let notes = app.get("/v1/customers/cust-h/notifications").await;
+    assert_eq!(notes.body["data"][0]["kind"], "order_scheduled");
+    assert_eq!(notes.body["data"][0]["order_id"], id);
+
+    // The event stream replays the history and ends at the decision.
+    let mut resp = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&resp.body().await.unwrap()).into_owned();
+    let streamed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, ["received", "reserved", "scheduled"]);
+
+    // Retrying the same key and body returns the same order.
+    let again = app
+        .checkout(
+            "key-happy",
+            &body(
+                "cust-h",
+                json!([{"sku": "HP-1", "quantity": 2}, {"sku": "HP-2", "quantity": 1}]),
+            ),
+        )
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["order_id"], id);
+    assert_eq!(again.body["status"], "scheduled");
+    let other = app
+        .checkout(
+            "key-happy",
+            &body("cust-h", json!([{"sku": "HP-1", "quantity": 1}])),
+        )
+        .await;
+    assert_error(&other, 422, "idempotency_mismatch");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn flash_sale_sells_exactly_the_stock_over_http_and_messages() {
+    let app = spawn_app().await;
+    app.product("FLASH", "phones", &["sale"], 99_900, 50).await;
+    app.product("ALT-1", "phones", &["sale"], 98_000, 5).await;
+    let line = json!([{"sku": "FLASH", "quantity": 1}]);
+    let http = (0..400).map(|i| {
+        let b = body(&format!("buyer-{i}"), line.clone());
+        let app = &app;
+        async move { app.checkout(&format!("flash-{i}"), &b).await }
+    });
+    let messages = (400..500).map(|i| {
+        let b = body(&format!("buyer-{i}"), line.clone());
+        let app = &app;
+        async move {
+            app.publish("orders", "checkout", &b, Some(&format!("flash-{i}")))
+                .await;
+        }
+    });
+    let (replies, _) = tokio::join!(join_all(http), join_all(messages));
+    let mut by_status: HashMap<u16, usize> = HashMap::new();
+    for r in &replies {
+        *by_status.entry(r.status).or_default() += 1;
+        if r.status == 409 {
+            assert_eq!(r.body["error"]["code"], "out_of_stock");
+            assert_eq!(r.body["error"]["details"]["items"][0]["sku"], "FLASH");
+        }
+    }
+    assert_eq!(
+        by_status.get(&202).copied().unwrap_or(0) + by_status.get(&409).copied().unwrap_or(0),
+        400,
+        "{by_status:?}"
+    );
+
+    // Every accepted order and every message reaches a decision.
+    let mut outcome: HashMap<String, usize> = HashMap::new();
+    for i in 0..500 {
+        let key = format!("flash-{i}");
+        let accepted_http = i < 400 && replies[i].status == 202;
+        if i < 400 && !accepted_http {
+            continue;
+        }
+        let id = orderflow::orders::order_id_for(&key).to_string();
+        let order = app.decided(&id).await;
+        *outcome
+            .entry(order["status"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        if order["status"] == "rejected" {
+            let reason = order["rejection"]["reason"].as_str().unwrap();
+            assert_eq!(
+                reason,
+                if i < 400 {
+                    "stock_conflict"
+                } else {
+                    "out_of_stock"
+                }
+            );
+            assert_eq!(order["rejection"]["items"][0]["requested"], 1);
+            assert_eq!(
+                order["rejection"]["items"][0]["suggestions"][0]["sku"],
+                "ALT-1"
+            );
+        }
+    }
+    assert_eq!(
+        outcome.get("scheduled").copied().unwrap_or(0),
+        50,
+        "{outcome:?}"
+    );
+    // Books balance: 50 units held for 50 scheduled orders, nothing else.
+    assert_eq!(app.db.stock("FLASH").0, 50);
+    assert_eq!(app.db.stock("FLASH").1, 50);
+    let inventory = app.get("/v1/inventory/FLASH").await;
+    assert_eq!(inventory.body["available"], 0);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_multi_line_order_short_on_one_line_reserves_nothing() {
+    let app = spawn_app().await;
+    app.product("ML-A", "c", &[], 100, 5).await;
+    app.product("ML-B", "c", &[], 100, 1).await;
+    // Over HTTP the engine already knows: 409 at once, no order.
+    let r = app
+        .checkout(
+            "ml-http",
+            &body(
+                "m-1",
+                json!([{"sku": "ML-A", "quantity": 2}, {"sku": "ML-B", "quantity": 3}]),
+            ),
+        )
+        .await;
+    assert_error(&r, 409, "out_of_stock");
+    let items = r.body["error"]["details"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["sku"], "ML-B");
+    assert_eq!(items[0]["requested"], 3);
+    assert_eq!(items[0]["available"], 1);
+    let missing = app
+        .get(&format!(
+            "/v1/orders/{}",
+            orderflow::orders::order_id_for("ml-http")
+        ))
+        .await;
+    assert_error(&missing, 404, "not_found");
+
+    // As a message (no fast path) the consumer reserves A, finds B short, releases A.
+    app.publish(
+        "orders",
+        "checkout",
+        &body(
+            "m-1",
+            json!([{"sku": "ML-A", "quantity": 2}, {"sku": "ML-B", "quantity": 3}]),
+        ),
+        Some("ml-msg"),
+    )
+    .await;
+    let order = app
+        .decided(&orderflow::orders::order_id_for("ml-msg").to_string())
+        .await;
+    assert_eq!(order["status"], "rejected");
+    assert_eq!(order["rejection"]["reason"], "out_of_stock");
+    assert_eq!(order["rejection"]["items"][0]["sku"], "ML-B");
+    assert_eq!(app.db.stock("ML-A").1, 0, "line A released");
+    assert_eq!(app.db.stock("ML-B").1, 0);
+    let notes = app.get("/v1/customers/m-1/notifications").await;
+    assert_eq!(notes.body["data"][0]["kind"], "out_of_stock");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn declined_payment_and_cancel_release_the_stock() {
+    let app = spawn_app().await;
+    app.product("PAY-1", "c", &[], 700, 4).await;
+    let mut declined = body("p-1", json!([{"sku": "PAY-1", "quantity": 3}]));
+    declined["payment"]["card"]["number"] = json!("4000000000000002");
+    let r = app.checkout("pay-declined", &declined).await;
+    assert_eq!(r.status, 202);
+    let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(order["status"], "failed");
+    assert_eq!(statuses(&order), ["received", "reserved", "failed"]);
+    assert_eq!(order["rejection"]["reason"], "payment_declined");
+    assert_eq!(app.db.stock("PAY-1"), (4, 0, 3), "reserved then released");
+
+    let mut pix = body("p-1", json!([{"sku": "PAY-1", "quantity": 4}]));
+    pix["payment"] = json!({"method": "pix"});
+    let r = app.checkout("pay-pix", &pix).await;
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.decided(&id).await["status"], "scheduled");
+    assert_eq!(app.db.stock("PAY-1").1, 4);
+
+    let cancelled = app
+        .send(
+            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
+    let again = app
+        .send(
+            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
+            None,
+        )
+        .await;
+    assert_error(&again, 409, "not_cancellable");
+    let kinds: Vec<String> = app.get("/v1/customers/p-1/notifications").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_owned())
+        .collect();
+    for k in ["payment_declined", "order_scheduled", "order_cancelled"] {
+        assert!(kinds.contains(&k.to_owned()), "{kinds:?}");
+    }
+    assert_error(
+        &app.send(
+            app.client
+                .post(app.url("/v1/orders/00000000-0000-4000-8000-000000000000/cancel")),
+            None,
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn retried_keys_and_duplicate_deliveries_make_one_order() {
+    let app = spawn_app().await;
+    app.product("DUP-1", "c", &[], 100, 100).await;
+    let b = body("d-1", json!([{"sku": "DUP-1", "quantity": 1}]));
+    let replies = join_all((0..16).map(|_| app.checkout("dup-key", &b))).await;
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert!(
+                r.status == 202 || r.status == 200,
+                "{} {}",
+                r.status,
+                r.body
+            );
+            r.body["order_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let id = ids.into_iter().next().unwrap();
+    assert_eq!(app.decided(&id).await["status"], "scheduled");
+
+    // The same message delivered three times.
+    let m = body("d-2", json!([{"sku": "DUP-1", "quantity": 2}]));
+    for _ in 0..3 {
+        app.publish("orders", "checkout", &m, Some("dup-msg")).await;
+    }
+    let mid = orderflow::orders::order_id_for("dup-msg").to_string();
+    assert_eq!(app.decided(&mid).await["status"], "scheduled");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        app.db.stock("DUP-1").1,
+        3,
+        "one unit for the first order, two for the second"
+    );
+    assert_eq!(
+        app.get("/v1/customers/d-2/orders").await.body["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn poison_messages_are_dead_lettered_and_the_service_keeps_serving() {
+    let app = spawn_app().await;
+    app.product("PSN-1", "c", &[], 100, 10).await;
+    app.app_state
+        .broker
+        .publish(
+            "orders",
+            "checkout",
+            b"{not json",
+            lapin::BasicProperties::default().with_message_id("p1".into()),
+        )
+        .await
+        .unwrap();
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("not JSON"), "{reason}");
+    let mut bad = body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}]));
+    bad["payment"]["card"]["number"] = json!("1234");
+    app.publish("orders", "checkout", &bad, Some("p2")).await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("payment.card.number"), "{reason}");
+    app.publish(
+        "orders",
+        "checkout",
+        &body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}])),
+        None,
+    )
+    .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("message_id"), "{reason}");
+    app.publish(
+        "orders",
+        "checkout",
+        &body("ps-1", json!([{"sku": "NOPE", "quantity": 1}])),
+        Some("p4"),
+    )
+    .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("unknown sku"), "{reason}");
+
+    let ok = app
+        .checkout(
+            "after-poison",
+            &body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(ok.status, 202);
+    assert_eq!(
+        app.decided(ok.body["order_id"].as_str().unwrap()).await["status"],
+        "scheduled"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn checkout_by_cart_makes_one_order_per_cart() {
+    let app = spawn_app().await;
+    app.product("CRT-1", "c", &[], 300, 10).await;
+    let cart = app
+        .send(
+            app.client.post(app.url("/v1/carts")),
+            Some(json!({"customer_id": "cc-1"})),
+        )
+        .await
+        .body["cart_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.send(
+        app.client
+            .put(app.url(&format!("/v1/carts/{cart}/items/CRT-1"))),
+        Some(json!({"quantity": 3, "added_to_cart": true})),
+    )
+    .await;
+    let mut by_cart = body("cc-1", json!(null));
+    by_cart.as_object_mut().unwrap().remove("items");
+    by_cart["cart_id"] = json!(cart);
+
+    // Someone else's cart is not found.
+    let mut stranger = by_cart.clone();
+    stranger["customer_id"] = json!("someone-else");
+    assert_error(
+        &app.checkout("cart-stranger", &stranger).await,
+        404,
+        "not_found",
+    );
+
+    let r = app.checkout("cart-1", &by_cart).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(order["status"], "scheduled");
+    assert_eq!(order["items"][0]["quantity"], 3);
+    assert_eq!(order["cart_id"], cart);
+    assert_eq!(app.db.stock("CRT-1").1, 3);
+
+    let cart_now = app.get(&format!("/v1/carts/{cart}")).await;
+    assert_eq!(cart_now.body["status"], "ordered");
+    assert_eq!(cart_now.body["order_id"], order["order_id"]);
+    // A second checkout of the same cart, with another key, is refused; the cart is frozen.
+    assert_error(
+        &app.checkout("cart-2", &by_cart).await,
+        409,
+        "cart_checked_out",
+    );
+    let frozen = app
+        .send(
+            app.client
+                .put(app.url(&format!("/v1/carts/{cart}/items/CRT-1"))),
+            Some(json!({"quantity": 1, "added_to_cart": true})),
+        )
+        .await;
+    assert_error(&frozen, 409, "cart_checked_out");
+    assert_eq!(app.db.stock("CRT-1").1, 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn checkout_validation_answers_422_with_every_field() {
+    let app = spawn_app().await;
+    app.product("V-1", "c", &[], 100, 10).await;
+    let good = body("v-1", json!([{"sku": "V-1", "quantity": 1}]));
+    let no_key = app
+        .send(app.client.post(app.url("/v1/checkout")), Some(good.clone()))
+        .await;
+    assert_error(&no_key, 422, "validation_failed");
+    assert!(no_key.body["error"]["details"]["fields"]["Idempotency-Key"].is_array());
+
+    let mut bad = good.clone();
+    bad["payment"]["card"]["number"] = json!("4242424242424241");
+    bad["payment"]["card"]["exp_year"] = json!(2020);
+    bad["shipping_address"]["postal_code"] = json!("12");
+    bad["delivery_method"] = json!("teleport");
+    bad["items"] = json!([{"sku": "V-1", "quantity": 0}, {"sku": "GHOST", "quantity": 1}]);
+    let r = app.checkout("v-bad", &bad).await;
+    assert_error(&r, 422, "validation_failed");
+    let fields = &r.body["error"]["details"]["fields"];
+    for f in [
+        "payment.card.number",
+        "payment.card.exp_year",
+        "shipping_address.postal_code",
+        "delivery_method",
+        "items.0.quantity",
+    ] {
+        assert!(fields[f].is_array(), "{f}: {fields}");
+    }
+    let mut unknown = good.clone();
+    unknown["items"] = json!([{"sku": "GHOST", "quantity": 1}]);
+    let r = app.checkout("v-unknown", &unknown).await;
+    assert!(
+        r.body["error"]["details"]["fields"]["items.0.sku"].is_array(),
+        "{}",
+        r.body
+    );
+    let mut boleto = good.clone();
+    boleto["payment"] = json!({"method": "boleto", "document": "111.111.111-11"});
+    assert!(
+        app.checkout("v-boleto", &boleto).await.body["error"]["details"]["fields"]
+            ["payment.document"]
+            .is_array()
+    );
+    let mut both = good.clone();
+    both["cart_id"] = json!("6f0c1c2e-9a43-4a49-9a40-3e3f0c6b9a11");
+    assert_error(
+        &app.checkout("v-both", &both).await,
+        422,
+        "validation_failed",
+    );
+    let mut wrong_type = good.clone();
+    wrong_type["items"][0]["quantity"] = json!("one");
+    assert_error(
+        &app.checkout("v-type", &wrong_type).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &app.checkout(&"k".repeat(256), &good).await,
+        422,
+        "validation_failed",
+    );
+    assert_eq!(
+        app.db.stock("V-1").1,
+        0,
+        "nothing was reserved by any of these"
+    );
+    app.stop().await;
+}
