@@ -31,10 +31,10 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "failing: not connected".to_owned()
     };
-    let engine = if state.engine.is_healthy() {
+    let engine = if state.engine.is_healthy() && !state.orders.writer_failing() {
         "ok".to_owned()
     } else {
-        "failing: the write-behind persister cannot write".to_owned()
+        "failing: the write-behind persister or the order writer cannot write".to_owned()
     };
     let checks = json!({ "postgres": postgres, "rabbitmq": rabbitmq, "engine": engine });
     let failing: Vec<&str> = [

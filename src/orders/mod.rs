@@ -276,7 +276,7 @@ impl OrderService {
         broker: Broker,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Result<OrderService, DbError> {
-        let booked = blocking(&pool, |c| order_store::booked_deliveries(c)).await?;
+        let booked = blocking(&pool, order_store::booked_deliveries).await?;
         let capacity = DashMap::new();
         for (method, day, n) in booked {
             if let (Some(m), Ok(d)) = (DeliveryMethod::parse(&method), day.parse::<NaiveDate>()) {
@@ -993,11 +993,7 @@ impl OrderService {
                     }
                 },
                 Err(EngineError::Rejected(LedgerError::Insufficient { available, .. })) => {
-                    if check_first {
-                        return Ok(LineOutcome::Short(available));
-                    }
-                    // A first attempt finding no stock: it is short.
-                    return Ok(LineOutcome::Short(available));
+                    return Ok(LineOutcome::Short(available))
                 }
                 Err(EngineError::Rejected(LedgerError::NotReserved { .. })) => {
                     return Ok(LineOutcome::Short(0))
