@@ -11,14 +11,14 @@ use serde_json::json;
 
 use crate::helpers::{TestDb, TestVhost, ADMIN_TOKEN};
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
 }
 
-fn start_service(db: &TestDb, vhost: &TestVhost, port: u16) -> Child {
+pub fn start_service(db: &TestDb, vhost: &TestVhost, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orderflow"))
         .arg("serve")
         .env("DATABASE_URL", &db.url)
@@ -32,7 +32,7 @@ fn start_service(db: &TestDb, vhost: &TestVhost, port: u16) -> Child {
         .expect("start orderflow")
 }
 
-async fn wait_ready(client: &awc::Client, base: &str) {
+pub async fn wait_ready(client: &awc::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(resp) = client.get(format!("{base}/health/ready")).send().await {

@@ -6,6 +6,7 @@ mod catalog;
 mod checkout;
 mod crash;
 mod engine_pg;
+mod faults;
 mod helpers;
 mod http_api;
 mod inventory_queue;
