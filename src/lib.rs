@@ -15,6 +15,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod loadgen;
 pub mod messaging;
 pub mod orders;
 pub mod persistence;

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use orderflow::config::Config;
 use orderflow::startup::{self, Application};
 
-const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|healthcheck]
+const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|loadgen [OPTIONS]|healthcheck]
   serve        run the API, the engine and the persister (default)
   migrate      create the database if missing, run migrations, exit
   demo-data    load N demo products with stock (default 3000); run it while the service is stopped
+  loadgen      drive a running service over HTTP and report throughput and latency (loadgen --help)
   healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (for containers)
 Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
 
@@ -20,10 +21,32 @@ fn main() -> ExitCode {
     }
     if !matches!(
         command.as_str(),
-        "serve" | "migrate" | "demo-data" | "healthcheck"
+        "serve" | "migrate" | "demo-data" | "loadgen" | "healthcheck"
     ) {
         eprintln!("orderflow: unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
+    }
+    if command == "loadgen" {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            println!("{}", orderflow::loadgen::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        let config = match orderflow::loadgen::LoadgenConfig::from_args(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("orderflow loadgen: {e}\n{}", orderflow::loadgen::USAGE);
+                return ExitCode::from(2);
+            }
+        };
+        let result = actix_web::rt::System::new().block_on(orderflow::loadgen::run(config));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("orderflow loadgen: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match Config::from_env() {
         Ok(c) => c,

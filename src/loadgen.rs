@@ -1,0 +1,437 @@
+//! `orderflow loadgen`: drives a running service over HTTP with N concurrent customers and a
+//! configurable share of orders on one hot SKU, times every decision through the `order.events`
+//! exchange, and ends with a consistency check (sold = stock taken, nothing undecided).
+//!
+//! Its requests go only to the URL it is given (a local service); its loops are bounded by
+//! `--orders` and by a deadline.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Load generator settings (`orderflow loadgen --help`).
+#[derive(Debug, Clone)]
+pub struct LoadgenConfig {
+    pub url: String,
+    pub amqp_url: String,
+    pub admin_token: Option<String>,
+    pub customers: usize,
+    pub orders: usize,
+    /// Share of orders (0..=1) on the one hot SKU; the rest spread uniformly over `skus`.
+    pub hot_share: f64,
+    pub skus: usize,
+    pub hot_stock: i64,
+    pub setup: bool,
+}
+
+pub const USAGE: &str = "usage: orderflow loadgen [--url URL] [--customers N] [--orders N] [--hot-share F] [--skus N] [--hot-stock N] [--no-setup]
+  --url         service to drive (default http://127.0.0.1:8080)
+  --customers   concurrent customers (default 64)
+  --orders      orders to send in all (default 20000)
+  --hot-share   share of orders on the hot SKU LG-HOT, 0..1 (default 1.0)
+  --skus        other SKUs, LG-00000.. (default 10000)
+  --hot-stock   stock of LG-HOT (default a quarter of the orders)
+  --no-setup    do not create the products and stock (they exist)
+ADMIN_TOKEN (setup) and AMQP_URL (decision timing via order.events) come from the environment.";
+
+impl LoadgenConfig {
+    pub fn from_args(args: &[String]) -> Result<LoadgenConfig, String> {
+        let mut c = LoadgenConfig {
+            url: "http://127.0.0.1:8080".into(),
+            amqp_url: std::env::var("AMQP_URL")
+                .unwrap_or_else(|_| crate::config::DEFAULT_AMQP_URL.into()),
+            admin_token: std::env::var("ADMIN_TOKEN").ok(),
+            customers: 64,
+            orders: 20_000,
+            hot_share: 1.0,
+            skus: 10_000,
+            hot_stock: -1,
+            setup: true,
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "--no-setup" {
+                c.setup = false;
+                continue;
+            }
+            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = |_| format!("{flag} {value:?} is not a number");
+            match flag.as_str() {
+                "--url" => c.url = value.trim_end_matches('/').to_owned(),
+                "--customers" => c.customers = value.parse().map_err(bad)?,
+                "--orders" => c.orders = value.parse().map_err(bad)?,
+                "--hot-share" => {
+                    c.hot_share = value
+                        .parse()
+                        .map_err(|_| format!("--hot-share {value:?} is not a number"))?
+                }
+                "--skus" => c.skus = value.parse().map_err(bad)?,
+                "--hot-stock" => {
+                    c.hot_stock = value
+                        .parse()
+                        .map_err(|_| format!("--hot-stock {value:?} is not a number"))?
+                }
+                other => return Err(format!("unknown option {other}")),
+            }
+        }
+        if c.customers == 0
+            || c.orders == 0
+            || !(0.0..=1.0).contains(&c.hot_share)
+            || (c.hot_share < 1.0 && c.skus == 0)
+        {
+            return Err("customers and orders must be > 0, hot-share in 0..1, skus > 0 unless hot-share is 1".into());
+        }
+        if c.hot_stock < 0 {
+            c.hot_stock = (c.orders / 4) as i64;
+        }
+        Ok(c)
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        percentile(&v, 0.50),
+        percentile(&v, 0.95),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+fn sku_name(i: usize) -> String {
+    format!("LG-{i:05}")
+}
+
+fn checkout_body(customer: usize, sku: &str) -> Value {
+    json!({
+        "customer_id": format!("lg-{customer}"),
+        "items": [{"sku": sku, "quantity": 1}],
+        "payment": {"method": "pix"},
+        "shipping_address": {"recipient": "Load Test", "street": "Rua do Teste", "number": "1",
+                             "city": "São Paulo", "state": "SP", "postal_code": "01001-000", "country": "BR"},
+        "delivery_method": "standard"
+    })
+}
+
+async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
+    let token = c
+        .admin_token
+        .clone()
+        .ok_or("setup needs ADMIN_TOKEN (or pass --no-setup)")?;
+    let auth = ("Authorization", format!("Bearer {token}"));
+    let mut products: Vec<(String, i64)> = vec![("LG-HOT".into(), c.hot_stock)];
+    if c.hot_share < 1.0 {
+        let per_sku = ((c.orders as f64 * (1.0 - c.hot_share)) / c.skus as f64).ceil() as i64 + 5;
+        products.extend((0..c.skus).map(|i| (sku_name(i), per_sku)));
+    }
+    let chunks: Vec<Vec<(String, i64)>> = products
+        .chunks(products.len().div_ceil(32).max(1))
+        .map(|c| c.to_vec())
+        .collect();
+    let results = join_all(chunks.into_iter().map(|chunk| {
+        let (client, auth, url) = (client.clone(), auth.clone(), c.url.clone());
+        async move {
+            for (sku, stock) in chunk {
+                let p = client
+                    .put(format!("{url}/v1/products/{sku}"))
+                    .insert_header(auth.clone())
+                    .send_json(&json!({"name": format!("Load {sku}"), "category": "loadgen", "tags": ["load"], "price_cents": 1990}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !p.status().is_success() {
+                    return Err(format!("PUT product {sku}: {}", p.status()));
+                }
+                let s = client
+                    .put(format!("{url}/v1/inventory/{sku}"))
+                    .insert_header(auth.clone())
+                    .send_json(&json!({"on_hand": stock}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !s.status().is_success() {
+                    return Err(format!("PUT inventory {sku}: {}", s.status()));
+                }
+            }
+            Ok::<(), String>(())
+        }
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// Decision times (by order id) as `order.events` announces them.
+async fn watch_decisions(
+    amqp_url: &str,
+    decided: Arc<DashMap<Uuid, (Instant, String)>>,
+) -> Result<(), String> {
+    let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("AMQP {amqp_url}: {e}"))?;
+    let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for key in ["order.scheduled", "order.rejected", "order.failed"] {
+        ch.queue_bind(
+            q.name().clone(),
+            "order.events".into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    let mut consumer = ch
+        .basic_consume(
+            q.name().clone(),
+            "loadgen".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _keep = conn;
+        while let Some(Ok(d)) = consumer.next().await {
+            let now = Instant::now();
+            if let Ok(order) = serde_json::from_slice::<Value>(&d.data) {
+                if let (Some(id), Some(status)) = (
+                    order["order_id"]
+                        .as_str()
+                        .and_then(|s| Uuid::parse_str(s).ok()),
+                    order["status"].as_str(),
+                ) {
+                    decided.entry(id).or_insert((now, status.to_owned()));
+                }
+            }
+            let _ = d.ack(BasicAckOptions::default()).await;
+        }
+    });
+    Ok(())
+}
+
+async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> Option<i64> {
+    let mut r = client
+        .get(format!("{url}/v1/inventory/{sku}"))
+        .send()
+        .await
+        .ok()?;
+    r.json::<Value>().await.ok()?["reserved"].as_i64()
+}
+
+/// Runs the load and prints the report.
+pub async fn run(c: LoadgenConfig) -> Result<(), String> {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connector(awc::Connector::new().limit(c.customers + 8))
+        .finish();
+    if c.setup {
+        let t = Instant::now();
+        setup(&client, &c).await?;
+        println!(
+            "setup: LG-HOT stock {} and {} other SKUs in {:.1} s",
+            c.hot_stock,
+            if c.hot_share < 1.0 { c.skus } else { 0 },
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
+    watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
+    let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
+    if c.hot_share < 1.0 {
+        skus_used.extend((0..c.skus).map(sku_name));
+    }
+    let mut before = HashMap::new();
+    for sku in &skus_used {
+        before.insert(
+            sku.clone(),
+            reserved_of(&client, &c.url, sku).await.unwrap_or(0),
+        );
+    }
+
+    let next = Rc::new(RefCell::new(0usize));
+    let intake_ms: Rc<RefCell<Vec<f64>>> = Rc::default();
+    let accepted: Rc<RefCell<Vec<(Uuid, Instant, String)>>> = Rc::default();
+    let statuses: Rc<RefCell<HashMap<u16, usize>>> = Rc::default();
+    let run_id = Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(600);
+    let workers = (0..c.customers).map(|w| {
+        let (client, c, next, intake_ms, accepted, statuses, run_id) = (
+            client.clone(),
+            c.clone(),
+            next.clone(),
+            intake_ms.clone(),
+            accepted.clone(),
+            statuses.clone(),
+            run_id.clone(),
+        );
+        async move {
+            let mut rng: u64 = 0x9E37_79B9 ^ (w as u64 + 1).wrapping_mul(0x5851_F42D_4C95_7F2D);
+            loop {
+                let i = {
+                    let mut n = next.borrow_mut();
+                    if *n >= c.orders || Instant::now() > deadline {
+                        return;
+                    }
+                    *n += 1;
+                    *n
+                };
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
+                let sku = if hot {
+                    "LG-HOT".to_owned()
+                } else {
+                    sku_name((rng >> 16) as usize % c.skus.max(1))
+                };
+                let key = format!("lg-{run_id}-{i}");
+                let t = Instant::now();
+                let sent = client
+                    .post(format!("{}/v1/checkout", c.url))
+                    .insert_header(("Idempotency-Key", key.as_str()))
+                    .send_json(&checkout_body(w, &sku))
+                    .await;
+                let ms = t.elapsed().as_secs_f64() * 1000.0;
+                intake_ms.borrow_mut().push(ms);
+                let code = match &sent {
+                    Ok(r) => r.status().as_u16(),
+                    Err(_) => 0,
+                };
+                *statuses.borrow_mut().entry(code).or_default() += 1;
+                if code == 202 {
+                    accepted.borrow_mut().push((
+                        crate::orders::order_id_for(&key),
+                        Instant::now(),
+                        sku,
+                    ));
+                } else if code == 503 || code == 0 {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    join_all(workers).await;
+    let sending = started.elapsed();
+    let accepted = accepted.borrow().clone();
+    let wait_until = Instant::now() + Duration::from_secs(60);
+    while accepted.iter().any(|(id, _, _)| !decided.contains_key(id)) && Instant::now() < wait_until
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut to_decision = Vec::with_capacity(accepted.len());
+    let mut undecided = 0usize;
+    let mut outcome: HashMap<String, usize> = HashMap::new();
+    let mut sold: HashMap<String, i64> = HashMap::new();
+    let mut last = started;
+    for (id, at, sku) in &accepted {
+        match decided.get(id) {
+            Some(d) => {
+                let (when, status) = d.value();
+                to_decision.push(when.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                *outcome.entry(status.clone()).or_default() += 1;
+                if status == "scheduled" {
+                    *sold.entry(sku.clone()).or_default() += 1;
+                }
+                last = last.max(*when);
+            }
+            None => undecided += 1,
+        }
+    }
+    let mut taken_ok = true;
+    let mut taken_total = 0i64;
+    for sku in &skus_used {
+        let after = reserved_of(&client, &c.url, sku).await.unwrap_or(-1);
+        let taken = after - before.get(sku).copied().unwrap_or(0);
+        taken_total += taken;
+        if taken != sold.get(sku).copied().unwrap_or(0) {
+            taken_ok = false;
+        }
+    }
+    let sold_total: i64 = sold.values().sum();
+    let decided_n = to_decision.len();
+    let span = last
+        .saturating_duration_since(started)
+        .as_secs_f64()
+        .max(1e-9);
+    println!(
+        "orders sent      {} in {:.2} s by {} customers, hot share {:.0}%",
+        intake_ms.borrow().len(),
+        sending.as_secs_f64(),
+        c.customers,
+        c.hot_share * 100.0
+    );
+    let mut codes: Vec<_> = statuses.borrow().iter().map(|(k, v)| (*k, *v)).collect();
+    codes.sort();
+    println!(
+        "intake answers   {}",
+        codes
+            .iter()
+            .map(|(k, v)| format!(
+                "{}: {v}",
+                if *k == 0 {
+                    "no answer".to_string()
+                } else {
+                    k.to_string()
+                }
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "accepted/s       {:.0}",
+        accepted.len() as f64 / sending.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "decided/s        {:.0}  ({decided_n} decided: {})",
+        decided_n as f64 / span,
+        outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("intake latency   {}", summary(intake_ms.borrow().clone()));
+    println!("accept→decided   {}", summary(to_decision));
+    println!(
+        "consistency      sold {sold_total} = stock taken {taken_total}: {}; undecided {undecided}: {}",
+        if taken_ok && sold_total == taken_total { "ok" } else { "MISMATCH" },
+        if undecided == 0 { "ok" } else { "NOT OK" }
+    );
+    if !(taken_ok && undecided == 0) {
+        return Err("consistency check failed".into());
+    }
+    Ok(())
+}
