@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -160,10 +160,12 @@ async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
                 if !p.status().is_success() {
                     return Err(format!("PUT product {sku}: {}", p.status()));
                 }
+                // On top of what earlier runs still hold reserved.
+                let held = reserved_of(&client, &url, &sku).await.unwrap_or(0);
                 let s = client
                     .put(format!("{url}/v1/inventory/{sku}"))
                     .insert_header(auth.clone())
-                    .send_json(&json!({"on_hand": stock}))
+                    .send_json(&json!({"on_hand": held + stock}))
                     .await
                     .map_err(|e| e.to_string())?;
                 if !s.status().is_success() {
@@ -235,7 +237,6 @@ async fn watch_decisions(
                     decided.entry(id).or_insert((now, status.to_owned()));
                 }
             }
-            let _ = d.ack(BasicAckOptions::default()).await;
         }
     });
     Ok(())
