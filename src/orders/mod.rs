@@ -583,7 +583,7 @@ impl OrderService {
                 _ => {
                     if redelivered && !fresh {
                         // The events of a decision made just before a crash may not have gone out.
-                        self.publish(&order).await;
+                        self.announce(&order);
                     }
                     return Ok(Outcome::Ack);
                 }
@@ -699,7 +699,7 @@ impl OrderService {
                 updated_at: now,
                 fingerprint: fp.to_owned(),
             };
-            self.publish(&order).await;
+            self.announce(&order);
             return Ok(Ok((order, true)));
         }
         self.inner.accepted.remove(&order_id);
@@ -808,46 +808,44 @@ impl OrderService {
         if rejection.is_some() {
             order.rejection = rejection;
         }
-        self.publish(order).await;
+        self.announce(order);
         if let Some(n) = notification {
             let body = json!({
                 "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
                 "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
             });
-            let key = format!("notification.{}", n.kind);
-            if let Err(e) = self
-                .inner
-                .broker
-                .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.to_string().as_bytes())
-                .await
-            {
-                tracing::warn!(order_id = %order.order_id, error = %e, "notification event not published");
-            }
+            self.emit(format!("notification.{}", n.kind), body.to_string(), order.order_id);
         }
         Ok(())
     }
 
     /// Announces the order's current status: in-process stream and `order.events`.
-    async fn publish(&self, order: &Order) {
+    fn announce(&self, order: &Order) {
         let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
         let _ = self.inner.events.send(OrderEvent {
             order_id: order.order_id,
             status: order.status,
             at,
         });
-        let key = format!("order.{}", order.status.as_str());
-        if let Err(e) = self
-            .inner
-            .broker
-            .publish_event(
-                EXCHANGE_ORDER_EVENTS,
-                &key,
-                order.to_json().to_string().as_bytes(),
-            )
-            .await
-        {
-            tracing::warn!(order_id = %order.order_id, error = %e, "order event not published");
-        }
+        self.emit(
+            format!("order.{}", order.status.as_str()),
+            order.to_json().to_string(),
+            order.order_id,
+        );
+    }
+
+    /// Publishes an event on `order.events`, confirmed, without making the order's next step
+    /// wait for the broker: the decision it reports is already durable.
+    fn emit(&self, key: String, body: String, order_id: Uuid) {
+        let broker = self.inner.broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker
+                .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.as_bytes())
+                .await
+            {
+                tracing::warn!(%order_id, %key, error = %e, "event not published");
+            }
+        });
     }
 
     // ---------------------------------------------------------------- stock
