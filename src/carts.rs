@@ -8,7 +8,7 @@ use crate::catalog::{Catalog, Suggestion};
 use crate::domain::cart::{CustomerId, LineChange};
 use crate::domain::Sku;
 use crate::persistence::carts::{self, CartError, CartRecord};
-use crate::persistence::{DbError, DbPool};
+use crate::persistence::{run_blocking, DbError, DbPool};
 
 /// Suggestions shown under a line that cannot be served.
 const LINE_SUGGESTIONS: usize = 3;
@@ -72,19 +72,6 @@ pub struct CartService {
     catalog: Catalog,
 }
 
-async fn blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
-    pool: &DbPool,
-    f: impl FnOnce(&mut diesel::PgConnection) -> Result<T, E> + Send + 'static,
-) -> Result<T, E> {
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(DbError::from)?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| E::from(DbError::Pool(e.to_string())))?
-}
-
 impl CartService {
     pub fn new(pool: DbPool, catalog: Catalog) -> CartService {
         CartService { pool, catalog }
@@ -92,13 +79,13 @@ impl CartService {
 
     /// Opens an empty cart.
     pub async fn create(&self, customer: CustomerId) -> Result<CartView, CartServiceError> {
-        let record = blocking(&self.pool, move |c| carts::create(c, &customer)).await?;
+        let record = run_blocking(&self.pool, move |c| carts::create(c, &customer)).await?;
         Ok(self.view_of(record, Vec::new()))
     }
 
     /// The cart with its lines, priced and checked against live stock.
     pub async fn get(&self, cart_id: Uuid) -> Result<CartView, CartServiceError> {
-        let (record, lines) = blocking(&self.pool, move |c| {
+        let (record, lines) = run_blocking(&self.pool, move |c| {
             let record = carts::find(c, cart_id)?;
             let lines = match record {
                 Some(_) => carts::lines(c, cart_id)?,
@@ -123,7 +110,7 @@ impl CartService {
         if self.catalog.get(&sku).is_none() {
             return Err(CartServiceError::UnknownSku(sku));
         }
-        blocking(&self.pool, move |c| {
+        run_blocking(&self.pool, move |c| {
             if let Some(customer) = &customer {
                 carts::ensure(c, cart_id, customer)?;
             }

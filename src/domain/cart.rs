@@ -103,28 +103,12 @@ impl CartEvent {
             }
             Some(Ok(id)) => Some(id),
         };
-        let customer_id = match self.customer_id.as_deref().map(CustomerId::parse) {
-            None => {
-                errors.add("customer_id", "is required");
-                None
-            }
-            Some(Err(e)) => {
-                errors.add("customer_id", e);
-                None
-            }
-            Some(Ok(c)) => Some(c),
-        };
-        let sku = match self.sku.as_deref().map(Sku::parse) {
-            None => {
-                errors.add("sku", "is required");
-                None
-            }
-            Some(Err(e)) => {
-                errors.add("sku", e);
-                None
-            }
-            Some(Ok(s)) => Some(s),
-        };
+        let customer_id = errors.required(
+            "customer_id",
+            self.customer_id.as_deref(),
+            CustomerId::parse,
+        );
+        let sku = errors.required("sku", self.sku.as_deref(), Sku::parse);
         let line = CartItemInput {
             quantity: self.quantity,
             added_to_cart: self.added_to_cart,

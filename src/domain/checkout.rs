@@ -243,17 +243,11 @@ impl CheckoutInput {
     /// Validates everything; `today` is `(year, month)` for the card expiry check.
     pub fn validate(&self, today: (i32, u32)) -> Result<Checkout, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let customer_id = match self.customer_id.as_deref().map(CustomerId::parse) {
-            None => {
-                errors.add("customer_id", "is required");
-                None
-            }
-            Some(Err(e)) => {
-                errors.add("customer_id", e);
-                None
-            }
-            Some(Ok(c)) => Some(c),
-        };
+        let customer_id = errors.required(
+            "customer_id",
+            self.customer_id.as_deref(),
+            CustomerId::parse,
+        );
         let lines = self.validate_lines(&mut errors);
         let payment = self.validate_payment(&mut errors, today);
         let address = self.validate_address(&mut errors);

@@ -47,6 +47,27 @@ impl FieldErrors {
         self.0.get(field).map(Vec::as_slice)
     }
 
+    /// Parses a required field with `parse`, recording "is required" or the parser's message
+    /// under `field` when it fails.
+    pub fn required<T>(
+        &mut self,
+        field: &str,
+        raw: Option<&str>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match raw.map(parse) {
+            None => {
+                self.add(field, "is required");
+                None
+            }
+            Some(Err(e)) => {
+                self.add(field, e);
+                None
+            }
+            Some(Ok(v)) => Some(v),
+        }
+    }
+
     /// `Ok(value)` when nothing was added, the errors otherwise.
     pub fn into_result<T>(self, value: T) -> Result<T, FieldErrors> {
         if self.is_empty() {

@@ -27,17 +27,7 @@ impl InventoryUpdate {
     /// The SKU, the operation and its reason, or every problem at once.
     pub fn validate(self) -> Result<(Sku, StockOp, Option<String>), FieldErrors> {
         let mut errors = FieldErrors::new();
-        let sku = match self.sku.as_deref().map(Sku::parse) {
-            None => {
-                errors.add("sku", "is required");
-                None
-            }
-            Some(Err(e)) => {
-                errors.add("sku", e);
-                None
-            }
-            Some(Ok(s)) => Some(s),
-        };
+        let sku = errors.required("sku", self.sku.as_deref(), Sku::parse);
         let reason = self
             .reason
             .map(|r| r.trim().to_owned())

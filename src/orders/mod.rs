@@ -39,7 +39,7 @@ use crate::persistence::carts::{self as cart_store, ClaimError};
 use crate::persistence::orders::{
     self as order_store, NewOrderRow, NotificationRow, OrderRecord, TransitionRow,
 };
-use crate::persistence::{DbError, DbPool};
+use crate::persistence::{run_blocking, DbError, DbPool};
 use payment::{Authorization, PaymentGateway};
 use writer::{OrderWriter, WriteError};
 
@@ -247,19 +247,6 @@ pub struct OrderService {
     inner: Arc<Inner>,
 }
 
-async fn blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
-    pool: &DbPool,
-    f: impl FnOnce(&mut diesel::PgConnection) -> Result<T, E> + Send + 'static,
-) -> Result<T, E> {
-    let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = pool.get().map_err(DbError::from)?;
-        f(&mut conn)
-    })
-    .await
-    .map_err(|e| E::from(DbError::Pool(e.to_string())))?
-}
-
 fn item_lines(items: &[OrderItem]) -> Vec<(Sku, i64)> {
     items
         .iter()
@@ -276,7 +263,7 @@ impl OrderService {
         broker: Broker,
         gateway: Arc<dyn PaymentGateway>,
     ) -> Result<OrderService, DbError> {
-        let booked = blocking(&pool, order_store::booked_deliveries).await?;
+        let booked = run_blocking(&pool, order_store::booked_deliveries).await?;
         let capacity = DashMap::new();
         for (method, day, n) in booked {
             if let (Some(m), Ok(d)) = (DeliveryMethod::parse(&method), day.parse::<NaiveDate>()) {
@@ -336,7 +323,7 @@ impl OrderService {
                 Err(IntakeError::Mismatch(order_id))
             };
         }
-        let existing = blocking(&self.inner.pool, move |c| order_store::find(c, order_id))
+        let existing = run_blocking(&self.inner.pool, move |c| order_store::find(c, order_id))
             .await
             .map_err(|e| IntakeError::Unavailable(format!("the database is unavailable: {e}")))?;
         if let Some(order) = existing {
@@ -390,7 +377,7 @@ impl OrderService {
             }
             LineSource::Cart(cart_id) => {
                 let cart_id = *cart_id;
-                let (cart, lines) = blocking(&self.inner.pool, move |c| {
+                let (cart, lines) = run_blocking(&self.inner.pool, move |c| {
                     let cart = cart_store::find(c, cart_id)?;
                     let lines = match cart {
                         Some(_) => cart_store::lines(c, cart_id)?,
@@ -617,7 +604,7 @@ impl OrderService {
             LineSource::Cart(id) => {
                 let (id, customer) = (*id, checkout.customer_id.as_str().to_owned());
                 cart_id = Some(id);
-                let claimed = blocking(&self.inner.pool, move |c| {
+                let claimed = run_blocking(&self.inner.pool, move |c| {
                     cart_store::claim(c, id, &customer, order_id)
                 })
                 .await;
@@ -814,7 +801,11 @@ impl OrderService {
                 "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
                 "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
             });
-            self.emit(format!("notification.{}", n.kind), body.to_string(), order.order_id);
+            self.emit(
+                format!("notification.{}", n.kind),
+                body.to_string(),
+                order.order_id,
+            );
         }
         Ok(())
     }
@@ -1041,7 +1032,7 @@ impl OrderService {
     // ---------------------------------------------------------------- reads and cancel
 
     async fn load(&self, order_id: Uuid) -> Result<Option<Order>, DbError> {
-        blocking(&self.inner.pool, move |c| {
+        run_blocking(&self.inner.pool, move |c| {
             let Some(rec) = order_store::find(c, order_id)? else {
                 return Ok(None);
             };
@@ -1058,7 +1049,7 @@ impl OrderService {
 
     /// A customer's orders, newest first.
     pub async fn of_customer(&self, customer_id: String) -> Result<Vec<Order>, DbError> {
-        blocking(&self.inner.pool, move |c| {
+        run_blocking(&self.inner.pool, move |c| {
             let records = order_store::by_customer(c, &customer_id, 100)?;
             let mut out = Vec::with_capacity(records.len());
             for rec in records {
@@ -1077,7 +1068,7 @@ impl OrderService {
         &self,
         customer_id: String,
     ) -> Result<Vec<order_store::NotificationRecord>, DbError> {
-        blocking(&self.inner.pool, move |c| {
+        run_blocking(&self.inner.pool, move |c| {
             order_store::notifications_of(c, &customer_id, 100)
         })
         .await

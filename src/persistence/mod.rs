@@ -132,6 +132,20 @@ pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
         .map_err(|e| DbError::Connect(one_line(e)))
 }
 
+/// Runs `f` with a pooled connection on a blocking thread (never on an async worker).
+pub async fn run_blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
+    pool: &DbPool,
+    f: impl FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    let pool = pool.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool.get().map_err(DbError::from)?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| E::from(DbError::Pool(e.to_string())))?
+}
+
 /// `SELECT 1` through the pool: the readiness check.
 pub fn ping(pool: &DbPool) -> Result<(), DbError> {
     let mut conn = pool.get_timeout(Duration::from_secs(2))?;
