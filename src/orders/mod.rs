@@ -344,16 +344,19 @@ impl OrderService {
             .with_app_id(HTTP_ORIGIN.into())
             .with_content_type("application/json".into());
         let payload = body.to_string();
-        match self
+        // Recorded before publishing: the consumer may create the order (and clear this entry)
+        // before the confirm even reaches us.
+        self.inner.accepted.insert(order_id, fp);
+        let published = self
             .inner
             .broker
             .publish(EXCHANGE_ORDERS, "checkout", payload.as_bytes(), props)
-            .await
-        {
-            Ok(()) => {
-                self.inner.accepted.insert(order_id, fp);
-                Ok(IntakeOutcome::Accepted(order_id))
-            }
+            .await;
+        if published.is_err() {
+            self.inner.accepted.remove(&order_id);
+        }
+        match published {
+            Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
             Err(PublishError::Rejected) => Err(IntakeError::Overloaded),
             Err(e) => Err(IntakeError::Unavailable(format!(
                 "the broker is unavailable: {e}"
