@@ -12,6 +12,7 @@
 //!   order is, and never decides it twice.
 
 pub mod payment;
+mod seen;
 pub mod writer;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -41,6 +42,7 @@ use crate::persistence::orders::{
 };
 use crate::persistence::{run_blocking, DbError, DbPool};
 use payment::{Authorization, PaymentGateway};
+use seen::SeenOrders;
 use writer::{OrderWriter, WriteError};
 
 /// `app_id` of checkouts published by orderflow's own HTTP intake.
@@ -239,6 +241,8 @@ struct Inner {
     /// Orders queued by intake whose row the consumer has not written yet: key fingerprints,
     /// so a retry with the same key is recognised before the order is in the database.
     accepted: DashMap<Uuid, String>,
+    /// Every order id in the database (a Bloom filter): intake skips its lookup on a sure "no".
+    seen: SeenOrders,
 }
 
 /// The order pipeline; cheap to clone.
@@ -270,6 +274,11 @@ impl OrderService {
                 capacity.insert((m, d), Arc::new(AtomicU32::new(n.max(0) as u32)));
             }
         }
+        let ids = run_blocking(&pool, order_store::all_ids).await?;
+        let seen = SeenOrders::with_capacity((ids.len() * 2).max(1 << 20));
+        for id in &ids {
+            seen.insert(id);
+        }
         let (events, _) = broadcast::channel(4096);
         Ok(OrderService {
             inner: Arc::new(Inner {
@@ -285,6 +294,7 @@ impl OrderService {
                     .collect(),
                 events,
                 accepted: DashMap::new(),
+                seen,
             }),
         })
     }
@@ -323,9 +333,16 @@ impl OrderService {
                 Err(IntakeError::Mismatch(order_id))
             };
         }
-        let existing = run_blocking(&self.inner.pool, move |c| order_store::find(c, order_id))
-            .await
-            .map_err(|e| IntakeError::Unavailable(format!("the database is unavailable: {e}")))?;
+        // A key never seen needs no database lookup; one that may have been asks.
+        let existing = if self.inner.seen.may_contain(&order_id) {
+            run_blocking(&self.inner.pool, move |c| order_store::find(c, order_id))
+                .await
+                .map_err(|e| {
+                    IntakeError::Unavailable(format!("the database is unavailable: {e}"))
+                })?
+        } else {
+            None
+        };
         if let Some(order) = existing {
             return if order.request_fingerprint == fp {
                 let status = OrderStatus::parse(&order.status).unwrap_or(OrderStatus::Received);
@@ -669,6 +686,7 @@ impl OrderService {
             at: now,
         };
         let created = self.write(|w| w.create(row.clone())).await?;
+        self.inner.seen.insert(&order_id);
         if created {
             self.inner.accepted.remove(&order_id);
             let order = Order {

@@ -264,3 +264,8 @@ pub fn booked_deliveries(conn: &mut PgConnection) -> Result<Vec<(String, String,
     .map(|b| (b.method, b.day, b.n))
     .collect())
 }
+
+/// Every order id, to fill intake's filter of known orders on start.
+pub fn all_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, DbError> {
+    Ok(orders::table.select(orders::order_id).load(conn)?)
+}
