@@ -524,8 +524,10 @@ impl OrderService {
                 OrderStatus::Received => {
                     let lines = item_lines(&order.items);
                     match self.reserve_all(order_id, &lines, !fresh).await? {
+                        // Reserved: go on to payment; `reserved` is recorded with the decision,
+                        // in the same write (a crash before it redoes the idempotent steps).
                         Ok(()) => {
-                            self.transition(&mut order, OrderStatus::Reserved, None, None)
+                            self.pay_and_decide(&mut order, checkout, fresh, Some(Utc::now()))
                                 .await?
                         }
                         Err(short) => {
@@ -537,6 +539,7 @@ impl OrderService {
                             let rejection = json!({ "reason": reason, "items": short });
                             self.transition(
                                 &mut order,
+                                None,
                                 OrderStatus::Rejected,
                                 None,
                                 Some(rejection),
@@ -546,46 +549,8 @@ impl OrderService {
                     }
                 }
                 OrderStatus::Reserved => {
-                    let auth = self
-                        .inner
-                        .gateway
-                        .authorize(
-                            order_id,
-                            order.total_cents,
-                            &order.currency,
-                            &checkout.payment,
-                        )
-                        .await
-                        .map_err(Transient)?;
-                    match auth {
-                        Authorization::Approved { .. } => {
-                            let method = checkout.delivery_method;
-                            let slot = self.book(method, order_id);
-                            let Some(slot) = slot else {
-                                return Err(Transient("no delivery capacity within a year".into()));
-                            };
-                            let delivery = serde_json::to_value(&slot).unwrap_or(Value::Null);
-                            let moved = self
-                                .transition(
-                                    &mut order,
-                                    OrderStatus::Scheduled,
-                                    Some(delivery),
-                                    None,
-                                )
-                                .await;
-                            if moved.is_err() || order.status != OrderStatus::Scheduled {
-                                self.unbook(method, slot.scheduled_for);
-                            }
-                            moved?;
-                        }
-                        Authorization::Declined { reason } => {
-                            self.release_all(order_id, &item_lines(&order.items), !fresh)
-                                .await?;
-                            let rejection = json!({ "reason": "payment_declined", "message": reason, "items": [] });
-                            self.transition(&mut order, OrderStatus::Failed, None, Some(rejection))
-                                .await?;
-                        }
-                    }
+                    self.pay_and_decide(&mut order, checkout, fresh, None)
+                        .await?
                 }
                 _ => {
                     if redelivered && !fresh {
@@ -594,6 +559,54 @@ impl OrderService {
                     }
                     return Ok(Outcome::Ack);
                 }
+            }
+        }
+    }
+
+    /// Authorizes the payment (outside every actor) and decides: `scheduled` with a delivery
+    /// slot, or `failed` with the stock released. `reserved_at` when the order is still
+    /// `received` in the database: `reserved` is then written with the decision.
+    async fn pay_and_decide(
+        &self,
+        order: &mut Order,
+        checkout: &Checkout,
+        fresh: bool,
+        reserved_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Transient> {
+        let via = reserved_at.map(|at| (OrderStatus::Reserved, at));
+        let auth = self
+            .inner
+            .gateway
+            .authorize(
+                order.order_id,
+                order.total_cents,
+                &order.currency,
+                &checkout.payment,
+            )
+            .await
+            .map_err(Transient)?;
+        match auth {
+            Authorization::Approved { .. } => {
+                let method = checkout.delivery_method;
+                let Some(slot) = self.book(method, order.order_id) else {
+                    return Err(Transient("no delivery capacity within a year".into()));
+                };
+                let delivery = serde_json::to_value(&slot).unwrap_or(Value::Null);
+                let moved = self
+                    .transition(order, via, OrderStatus::Scheduled, Some(delivery), None)
+                    .await;
+                if moved.is_err() || order.status != OrderStatus::Scheduled {
+                    self.unbook(method, slot.scheduled_for);
+                }
+                moved
+            }
+            Authorization::Declined { reason } => {
+                self.release_all(order.order_id, &item_lines(&order.items), !fresh)
+                    .await?;
+                let rejection =
+                    json!({ "reason": "payment_declined", "message": reason, "items": [] });
+                self.transition(order, via, OrderStatus::Failed, None, Some(rejection))
+                    .await
             }
         }
     }
@@ -751,11 +764,16 @@ impl OrderService {
     async fn transition(
         &self,
         order: &mut Order,
+        via: Option<(OrderStatus, DateTime<Utc>)>,
         to: OrderStatus,
         delivery: Option<Value>,
         rejection: Option<Value>,
     ) -> Result<(), Transient> {
-        if !order.status.can_become(to) {
+        let allowed = match via {
+            Some((step, _)) => order.status.can_become(step) && step.can_become(to),
+            None => order.status.can_become(to),
+        };
+        if !allowed {
             return Err(Transient(format!(
                 "{:?} cannot become {to:?}",
                 order.status
@@ -794,6 +812,8 @@ impl OrderService {
             delivery: delivery.clone(),
             rejection: rejection.clone(),
             at: now,
+            via_status: via.map(|(step, _)| step.as_str().to_owned()),
+            via_at: via.map(|(_, at)| at),
             notification: notification.clone(),
         };
         let moved = self.write(|w| w.transition(row.clone())).await?;
@@ -806,6 +826,11 @@ impl OrderService {
                 *order = o;
             }
             return Ok(());
+        }
+        if let Some((step, at)) = via {
+            order.status = step;
+            order.history.push((step, at));
+            self.announce(order);
         }
         order.status = to;
         order.updated_at = now;
@@ -1114,7 +1139,7 @@ impl OrderService {
                     .await
                     .map_err(|e| unavailable(e.0))?;
             }
-            self.transition(&mut order, OrderStatus::Cancelled, None, None)
+            self.transition(&mut order, None, OrderStatus::Cancelled, None, None)
                 .await
                 .map_err(|e| unavailable(e.0))?;
             if order.status == OrderStatus::Cancelled {

@@ -56,6 +56,10 @@ pub struct TransitionRow {
     pub delivery: Option<Value>,
     pub rejection: Option<Value>,
     pub at: DateTime<Utc>,
+    /// A status passed through on the way (recorded in the history, e.g. `reserved` on the way
+    /// from `received` to `scheduled`), so one write records both steps.
+    pub via_status: Option<String>,
+    pub via_at: Option<DateTime<Utc>>,
     #[serde(skip)]
     pub notification: Option<NotificationRow>,
 }
@@ -94,7 +98,7 @@ const TRANSITION: &str = "
 WITH x AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
         order_id uuid, from_status text, to_status text, delivery jsonb, rejection jsonb,
-        at timestamptz)
+        at timestamptz, via_status text, via_at timestamptz)
 ), up AS (
     UPDATE orders o SET
         status = x.to_status,
@@ -107,6 +111,9 @@ WITH x AS (
 ), hist AS (
     INSERT INTO order_history (order_id, status, at)
     SELECT order_id, status, at FROM up
+    UNION ALL
+    SELECT x.order_id, x.via_status, x.via_at FROM x JOIN up ON up.order_id = x.order_id
+    WHERE x.via_status IS NOT NULL
     ON CONFLICT DO NOTHING
 )
 SELECT order_id FROM up";
