@@ -20,6 +20,8 @@ pub struct Config {
     pub durable_timeout: Duration,
     /// Unacknowledged deliveries each consumer may hold (RabbitMQ prefetch).
     pub consumer_prefetch: u16,
+    /// How long the sandbox payment gateway takes to answer.
+    pub sandbox_payment_delay: Duration,
     pub engine: EngineConfig,
 }
 
@@ -105,6 +107,12 @@ impl Config {
                 1,
             )?),
             consumer_prefetch: number("CONSUMER_PREFETCH", get("CONSUMER_PREFETCH"), 256, 1)?,
+            sandbox_payment_delay: Duration::from_millis(number(
+                "SANDBOX_PAYMENT_DELAY_MS",
+                get("SANDBOX_PAYMENT_DELAY_MS"),
+                0,
+                0,
+            )?),
             engine: EngineConfig {
                 shards,
                 persister,

@@ -119,7 +119,9 @@ impl Application {
             catalog.clone(),
             pool.clone(),
             broker.clone(),
-            Arc::new(SandboxGateway),
+            Arc::new(SandboxGateway {
+                delay: config.sandbox_payment_delay,
+            }),
         )
         .await
         .map_err(|source| StartupError::Database {

@@ -49,6 +49,9 @@ use writer::{OrderWriter, WriteError};
 pub const HTTP_ORIGIN: &str = "orderflow-http";
 /// Suggestions offered per short line.
 const SUGGESTIONS: usize = 3;
+/// A payment answered within this is written together with `reserved`; a slower one gets
+/// `reserved` written (and visible) first.
+const RESERVED_VISIBLE_AFTER: Duration = Duration::from_millis(250);
 /// How long the consumer retries transient trouble before handing the delivery back.
 const RETRY_FOR: Duration = Duration::from_secs(30);
 const LOCK_STRIPES: usize = 1024;
@@ -573,18 +576,29 @@ impl OrderService {
         fresh: bool,
         reserved_at: Option<DateTime<Utc>>,
     ) -> Result<(), Transient> {
-        let via = reserved_at.map(|at| (OrderStatus::Reserved, at));
-        let auth = self
-            .inner
-            .gateway
-            .authorize(
-                order.order_id,
-                order.total_cents,
-                &order.currency,
-                &checkout.payment,
-            )
-            .await
-            .map_err(Transient)?;
+        let mut via = reserved_at.map(|at| (OrderStatus::Reserved, at));
+        let currency = order.currency.clone();
+        let authorize = self.inner.gateway.authorize(
+            order.order_id,
+            order.total_cents,
+            &currency,
+            &checkout.payment,
+        );
+        tokio::pin!(authorize);
+        let auth = if via.is_some() {
+            tokio::select! {
+                auth = &mut authorize => auth,
+                // A slow gateway: make `reserved` durable and visible now, decide later.
+                _ = tokio::time::sleep(RESERVED_VISIBLE_AFTER) => {
+                    self.transition(order, None, OrderStatus::Reserved, None, None).await?;
+                    via = None;
+                    authorize.await
+                }
+            }
+        } else {
+            authorize.await
+        }
+        .map_err(Transient)?;
         match auth {
             Authorization::Approved { .. } => {
                 let method = checkout.delivery_method;

@@ -26,9 +26,12 @@ pub trait PaymentGateway: Send + Sync + 'static {
 }
 
 /// Card `4242424242424242` (and any other valid card) is approved, `4000000000000002` is
-/// declined; pix and boleto are approved.
+/// declined; pix and boleto are approved. `delay` simulates a gateway's answer time
+/// (`SANDBOX_PAYMENT_DELAY_MS`).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SandboxGateway;
+pub struct SandboxGateway {
+    pub delay: std::time::Duration,
+}
 
 pub const DECLINED_CARD: &str = "4000000000000002";
 
@@ -41,6 +44,9 @@ impl PaymentGateway for SandboxGateway {
         payment: &'a Payment,
     ) -> Pin<Box<dyn Future<Output = Result<Authorization, String>> + Send + 'a>> {
         Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             Ok(match payment {
                 Payment::Card { number, .. } if number == DECLINED_CARD => {
                     Authorization::Declined {

@@ -563,3 +563,35 @@ async fn checkout_validation_answers_422_with_every_field() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.sandbox_payment_delay = std::time::Duration::from_millis(1500)
+    })
+    .await;
+    app.product("SLOW-1", "c", &[], 100, 5).await;
+    let r = app
+        .checkout(
+            "slow-1",
+            &body("s-1", json!([{"sku": "SLOW-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    let reserved = app
+        .eventually(&format!("/v1/orders/{id}"), |r| {
+            r.body["status"] == "reserved"
+        })
+        .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1400),
+        "reserved shown while the gateway thinks"
+    );
+    assert_eq!(statuses(&reserved.body), ["received", "reserved"]);
+    let order = app.decided(&id).await;
+    assert_eq!(order["status"], "scheduled");
+    assert_eq!(statuses(&order), ["received", "reserved", "scheduled"]);
+    app.stop().await;
+}
