@@ -913,12 +913,7 @@ impl OrderService {
         let release_ref = format!("order:{order_id}:release");
         if check_first {
             for (sku, _) in lines {
-                let released = self
-                    .inner
-                    .engine
-                    .change_applied(sku, &release_ref)
-                    .await
-                    .map_err(|e| Transient(e.to_string()))?;
+                let released = self.applied(sku, &release_ref).await?;
                 if released {
                     // An earlier attempt was already rejecting this order.
                     self.release_all(order_id, lines, true).await?;
@@ -956,6 +951,15 @@ impl OrderService {
         Ok(Err(short))
     }
 
+    /// Whether the stock change with this reference is committed for this SKU.
+    async fn applied(&self, sku: &Sku, reference: &str) -> Result<bool, Transient> {
+        self.inner
+            .engine
+            .change_applied(sku, reference)
+            .await
+            .map_err(|e| Transient(e.to_string()))
+    }
+
     async fn reserve_line(
         &self,
         order_id: Uuid,
@@ -980,12 +984,7 @@ impl OrderService {
         for (sku, q) in lines {
             if check_first {
                 // Only what was reserved is released.
-                let reserved = self
-                    .inner
-                    .engine
-                    .change_applied(sku, &reserve_ref)
-                    .await
-                    .map_err(|e| Transient(e.to_string()))?;
+                let reserved = self.applied(sku, &reserve_ref).await?;
                 if !reserved {
                     continue;
                 }
@@ -1017,12 +1016,7 @@ impl OrderService {
                 return Err(Transient(format!("stock change on {sku} did not settle")));
             }
             if check_first {
-                let done = self
-                    .inner
-                    .engine
-                    .change_applied(sku, &reference)
-                    .await
-                    .map_err(|e| Transient(e.to_string()))?;
+                let done = self.applied(sku, &reference).await?;
                 if done {
                     return Ok(LineOutcome::Reserved);
                 }

@@ -235,25 +235,7 @@ impl TestApp {
 
     /// Creates a product through the API and sets its stock.
     pub async fn product_with_stock(&self, sku: &str, on_hand: i64) {
-        let r = self
-            .admin_put(
-                &format!("/v1/products/{sku}"),
-                serde_json::json!({"name": format!("Product {sku}"), "category": "test", "tags": ["t"], "price_cents": 500}),
-            )
-            .await;
-        assert!(
-            r.status == 201 || r.status == 200,
-            "product: {} {}",
-            r.status,
-            r.body
-        );
-        let r = self
-            .admin_put(
-                &format!("/v1/inventory/{sku}"),
-                serde_json::json!({ "on_hand": on_hand }),
-            )
-            .await;
-        assert_eq!(r.status, 200, "stock: {}", r.body);
+        self.product(sku, "test", &["t"], 500, on_hand).await;
     }
 
     pub async fn stop(self) {
