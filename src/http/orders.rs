@@ -152,9 +152,9 @@ pub async fn notifications(
     Ok(HttpResponse::Ok().json(json!({ "data": notes })))
 }
 
-fn sse(event: &OrderEvent) -> Bytes {
+fn sse(event: &OrderEvent) -> String {
     let data = json!({ "order_id": event.order_id, "status": event.status, "at": event.at });
-    Bytes::from(format!("event: status\ndata: {data}\n\n"))
+    format!("event: status\ndata: {data}\n\n")
 }
 
 /// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
@@ -173,15 +173,17 @@ pub async fn events(
         .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
     let mut first = String::new();
     for (status, at) in &order.history {
-        first.push_str(&String::from_utf8_lossy(&sse(&OrderEvent {
+        first.push_str(&sse(&OrderEvent {
             order_id,
             status: *status,
             at: *at,
-        })));
+        }));
     }
     let done = order.status.is_decided();
+    // A change that happened between subscribing and reading is in the history already.
+    let replayed: Vec<_> = order.history.iter().map(|(s, _)| *s).collect();
     let head = stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(first)) });
-    let body = futures_util::StreamExt::chain(head, order_stream(live, order_id, done));
+    let body = futures_util::StreamExt::chain(head, order_stream(live, order_id, done, replayed));
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -192,27 +194,36 @@ fn order_stream(
     live: tokio::sync::broadcast::Receiver<OrderEvent>,
     order_id: Uuid,
     done: bool,
+    replayed: Vec<crate::domain::order::OrderStatus>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    stream::unfold((live, done), move |(mut rx, done)| async move {
-        if done {
-            return None;
-        }
-        loop {
-            match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
-                Ok(Ok(event)) if event.order_id == order_id => {
-                    let finished = event.status.is_decided();
-                    return Some((Ok(sse(&event)), (rx, finished)));
+    let replayed = std::sync::Arc::new(replayed);
+    stream::unfold((live, done), move |(mut rx, done)| {
+        let replayed = std::sync::Arc::clone(&replayed);
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
+                    Ok(Ok(event))
+                        if event.order_id == order_id && !replayed.contains(&event.status) =>
+                    {
+                        let finished = event.status.is_decided();
+                        return Some((Ok(Bytes::from(sse(&event))), (rx, finished)));
+                    }
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(RecvError::Lagged(n))) => {
+                        let note = format!(
+                            "event: lagged\ndata: {}\n\n",
+                            json!({ "missed": n, "hint": "re-read GET /v1/orders/{order_id}" })
+                        );
+                        return Some((Ok(Bytes::from(note)), (rx, false)));
+                    }
+                    Ok(Err(RecvError::Closed)) => return None,
+                    Err(_) => {
+                        return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, false)))
+                    }
                 }
-                Ok(Ok(_)) => continue,
-                Ok(Err(RecvError::Lagged(n))) => {
-                    let note = format!(
-                        "event: lagged\ndata: {}\n\n",
-                        json!({ "missed": n, "hint": "re-read GET /v1/orders/{order_id}" })
-                    );
-                    return Some((Ok(Bytes::from(note)), (rx, false)));
-                }
-                Ok(Err(RecvError::Closed)) => return None,
-                Err(_) => return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, false))),
             }
         }
     })
