@@ -22,6 +22,8 @@ pub struct Config {
     pub consumer_prefetch: u16,
     /// How long the sandbox payment gateway takes to answer.
     pub sandbox_payment_delay: Duration,
+    /// Checkouts waiting in `orders.checkout` beyond which intake sheds load (503 overloaded).
+    pub checkout_max_backlog: u64,
     pub engine: EngineConfig,
 }
 
@@ -107,6 +109,12 @@ impl Config {
                 1,
             )?),
             consumer_prefetch: number("CONSUMER_PREFETCH", get("CONSUMER_PREFETCH"), 256, 1)?,
+            checkout_max_backlog: number(
+                "CHECKOUT_MAX_BACKLOG",
+                get("CHECKOUT_MAX_BACKLOG"),
+                256,
+                1,
+            )?,
             sandbox_payment_delay: Duration::from_millis(number(
                 "SANDBOX_PAYMENT_DELAY_MS",
                 get("SANDBOX_PAYMENT_DELAY_MS"),

@@ -122,6 +122,7 @@ impl Application {
             Arc::new(SandboxGateway {
                 delay: config.sandbox_payment_delay,
             }),
+            config.checkout_max_backlog,
         )
         .await
         .map_err(|source| StartupError::Database {

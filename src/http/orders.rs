@@ -47,6 +47,15 @@ impl From<IntakeError> for ApiError {
                 details: json!({ "items": items }),
             },
             IntakeError::Unavailable(message) => ApiError::unavailable(message, 2),
+            IntakeError::Shedding {
+                backlog,
+                retry_after,
+            } => ApiError::Overloaded {
+                message: format!(
+                    "{backlog} checkouts are waiting to be processed; retry in {retry_after} s"
+                ),
+                retry_after,
+            },
             IntakeError::Overloaded => ApiError::Overloaded {
                 message: "the checkout queue is full; retry shortly".into(),
                 retry_after: 1,

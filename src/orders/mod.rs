@@ -11,6 +11,7 @@
 //!   status change is guarded by the status it leaves. A redelivered message resumes where the
 //!   order is, and never decides it twice.
 
+mod admission;
 pub mod payment;
 mod seen;
 pub mod writer;
@@ -41,6 +42,7 @@ use crate::persistence::orders::{
     self as order_store, NewOrderRow, NotificationRow, OrderRecord, TransitionRow,
 };
 use crate::persistence::{run_blocking, DbError, DbPool};
+use admission::Admission;
 use payment::{Authorization, PaymentGateway};
 use seen::SeenOrders;
 use writer::{OrderWriter, WriteError};
@@ -209,6 +211,8 @@ pub enum IntakeError {
     Unavailable(String),
     #[error("the checkout queue is full")]
     Overloaded,
+    #[error("{backlog} checkouts are waiting; retry in {retry_after} s")]
+    Shedding { backlog: u64, retry_after: u32 },
 }
 
 /// Why a cancel was refused.
@@ -246,6 +250,7 @@ struct Inner {
     accepted: DashMap<Uuid, String>,
     /// Every order id in the database (a Bloom filter): intake skips its lookup on a sure "no".
     seen: SeenOrders,
+    admission: Arc<Admission>,
 }
 
 /// The order pipeline; cheap to clone.
@@ -269,6 +274,7 @@ impl OrderService {
         pool: DbPool,
         broker: Broker,
         gateway: Arc<dyn PaymentGateway>,
+        max_backlog: u64,
     ) -> Result<OrderService, DbError> {
         let booked = run_blocking(&pool, order_store::booked_deliveries).await?;
         let capacity = DashMap::new();
@@ -283,6 +289,7 @@ impl OrderService {
             seen.insert(id);
         }
         let (events, _) = broadcast::channel(4096);
+        let admission = Admission::start(broker.clone(), max_backlog);
         Ok(OrderService {
             inner: Arc::new(Inner {
                 engine,
@@ -298,6 +305,7 @@ impl OrderService {
                 events,
                 accepted: DashMap::new(),
                 seen,
+                admission,
             }),
         })
     }
@@ -328,6 +336,12 @@ impl OrderService {
     ) -> Result<IntakeOutcome, IntakeError> {
         let order_id = order_id_for(key);
         let fp = fingerprint(body);
+        if let Some(retry_after) = self.inner.admission.shed() {
+            return Err(IntakeError::Shedding {
+                backlog: self.inner.admission.backlog(),
+                retry_after,
+            });
+        }
         let _guard = self.lock(order_id).lock().await;
         if let Some(known) = self.inner.accepted.get(&order_id) {
             return if *known == fp {
@@ -849,6 +863,9 @@ impl OrderService {
         order.status = to;
         order.updated_at = now;
         order.history.push((to, now));
+        if to.is_decided() {
+            self.inner.admission.record_decision();
+        }
         if delivery.is_some() {
             order.delivery = delivery;
         }

@@ -595,3 +595,48 @@ async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
     assert_eq!(statuses(&order), ["received", "reserved", "scheduled"]);
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn overload_turns_into_503_overloaded_with_retry_after() {
+    // One order at a time, each taking 300 ms at the gateway: the queue backs up at once.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.consumer_prefetch = 1;
+        c.sandbox_payment_delay = std::time::Duration::from_millis(300);
+        c.checkout_max_backlog = 3;
+    })
+    .await;
+    app.product("OV-1", "c", &[], 100, 1000).await;
+    let mut accepted = Vec::new();
+    let mut shed = None;
+    for i in 0..80 {
+        let r = app
+            .checkout(
+                &format!("ov-{i}"),
+                &body("ov", json!([{"sku": "OV-1", "quantity": 1}])),
+            )
+            .await;
+        match r.status {
+            202 => accepted.push(r.body["order_id"].as_str().unwrap().to_owned()),
+            503 => {
+                shed = Some(r);
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let shed = shed.expect("intake sheds load once the backlog passes the bound");
+    assert_error(&shed, 503, "overloaded");
+    let retry: u32 = shed.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert!(
+        accepted.len() >= 3,
+        "it accepted up to the bound first ({})",
+        accepted.len()
+    );
+    // What was accepted is still processed.
+    for id in &accepted {
+        assert_eq!(app.decided(id).await["status"], "scheduled");
+    }
+    app.stop().await;
+}
