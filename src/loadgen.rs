@@ -319,27 +319,40 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     sku_name((rng >> 16) as usize % c.skus.max(1))
                 };
                 let key = format!("lg-{run_id}-{i}");
-                let t = Instant::now();
-                let sent = client
-                    .post(format!("{}/v1/checkout", c.url))
-                    .insert_header(("Idempotency-Key", key.as_str()))
-                    .send_json(&checkout_body(w, &sku))
-                    .await;
-                let ms = t.elapsed().as_secs_f64() * 1000.0;
-                intake_ms.borrow_mut().push(ms);
-                let code = match &sent {
-                    Ok(r) => r.status().as_u16(),
-                    Err(_) => 0,
-                };
-                *statuses.borrow_mut().entry(code).or_default() += 1;
-                if code == 202 {
-                    accepted.borrow_mut().push((
-                        crate::orders::order_id_for(&key),
-                        Instant::now(),
-                        sku,
-                    ));
-                } else if code == 503 || code == 0 {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                // Like a real client: on 503, wait what Retry-After says and send it again.
+                for _attempt in 0..30 {
+                    let t = Instant::now();
+                    let sent = client
+                        .post(format!("{}/v1/checkout", c.url))
+                        .insert_header(("Idempotency-Key", key.as_str()))
+                        .send_json(&checkout_body(w, &sku))
+                        .await;
+                    intake_ms
+                        .borrow_mut()
+                        .push(t.elapsed().as_secs_f64() * 1000.0);
+                    let (code, retry_after) = match &sent {
+                        Ok(r) => (
+                            r.status().as_u16(),
+                            r.headers()
+                                .get("retry-after")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse::<u64>().ok()),
+                        ),
+                        Err(_) => (0, None),
+                    };
+                    *statuses.borrow_mut().entry(code).or_default() += 1;
+                    if code == 202 || code == 200 {
+                        accepted.borrow_mut().push((
+                            crate::orders::order_id_for(&key),
+                            Instant::now(),
+                            sku.clone(),
+                        ));
+                    }
+                    if code != 503 && code != 0 {
+                        break;
+                    }
+                    let wait = retry_after.map_or(Duration::from_millis(200), Duration::from_secs);
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
@@ -388,7 +401,8 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
         .as_secs_f64()
         .max(1e-9);
     println!(
-        "orders sent      {} in {:.2} s by {} customers, hot share {:.0}%",
+        "orders sent      {} ({} requests with retries) in {:.2} s by {} customers, hot share {:.0}%",
+        c.orders.min(*next.borrow()),
         intake_ms.borrow().len(),
         sending.as_secs_f64(),
         c.customers,
