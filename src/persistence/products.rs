@@ -73,24 +73,6 @@ pub fn upsert(conn: &mut PgConnection, product: &Product) -> Result<bool, DbErro
     })
 }
 
-/// One product, `None` when the SKU is not in the catalog.
-pub fn get(conn: &mut PgConnection, sku: &Sku) -> Result<Option<Product>, DbError> {
-    let row = products::table
-        .find(sku.as_str())
-        .select((
-            products::sku,
-            products::name,
-            products::category,
-            products::tags,
-            products::price_cents,
-            products::currency,
-            products::attributes,
-        ))
-        .first::<ProductRow>(conn)
-        .optional()?;
-    Ok(row.and_then(ProductRow::into_product))
-}
-
 /// Every product, to fill the in-memory catalog on start.
 pub fn list_all(conn: &mut PgConnection) -> Result<Vec<Product>, DbError> {
     let rows = products::table
