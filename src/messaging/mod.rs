@@ -231,11 +231,6 @@ impl Broker {
         }
     }
 
-    /// The URL with any password replaced by `***`.
-    pub fn redacted_url(&self) -> String {
-        redact(&self.inner.url)
-    }
-
     /// Closes the connection.
     pub async fn close(&self) {
         if let Some(conn) = self.current() {

@@ -1185,11 +1185,6 @@ impl OrderService {
         }
         Err(unavailable("the order kept changing; retry".into()))
     }
-
-    /// Summary of the orders currently known to be waiting in intake (for metrics).
-    pub fn pending_intake(&self) -> usize {
-        self.inner.accepted.len()
-    }
 }
 
 fn notification_message(kind: &str, order: &Order) -> String {
