@@ -85,16 +85,9 @@ impl CartService {
 
     /// The cart with its lines, priced and checked against live stock.
     pub async fn get(&self, cart_id: Uuid) -> Result<CartView, CartServiceError> {
-        let (record, lines) = run_blocking(&self.pool, move |c| {
-            let record = carts::find(c, cart_id)?;
-            let lines = match record {
-                Some(_) => carts::lines(c, cart_id)?,
-                None => Vec::new(),
-            };
-            Ok::<_, DbError>((record, lines))
-        })
-        .await?;
-        let record = record.ok_or(CartServiceError::UnknownCart)?;
+        let (record, lines) = run_blocking(&self.pool, move |c| carts::find_with_lines(c, cart_id))
+            .await?
+            .ok_or(CartServiceError::UnknownCart)?;
         Ok(self.view_of(record, lines))
     }
 

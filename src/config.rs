@@ -24,6 +24,17 @@ pub struct Config {
     pub sandbox_payment_delay: Duration,
     /// Checkouts waiting in `orders.checkout` beyond which intake sheds load (503 overloaded).
     pub checkout_max_backlog: u64,
+    /// How long a delivery retries transient trouble before it is handed back to its queue
+    /// (`RETRY_WINDOW_MS`).
+    pub retry_window: Duration,
+    /// Deliveries of one message before RabbitMQ dead-letters it as poison (`DELIVERY_LIMIT`;
+    /// an argument of the queues, so it applies to queues declared from then on).
+    pub delivery_limit: i64,
+    /// An order still `received`/`reserved` and untouched this long has lost its delivery and
+    /// is decided as `expired` (`ORDER_STALE_AFTER_MS`).
+    pub order_stale_after: Duration,
+    /// How often the sweeper looks for such orders (`SWEEP_EVERY_MS`).
+    pub sweep_every: Duration,
     pub engine: EngineConfig,
 }
 
@@ -115,6 +126,25 @@ impl Config {
                 256,
                 1,
             )?,
+            retry_window: Duration::from_millis(number(
+                "RETRY_WINDOW_MS",
+                get("RETRY_WINDOW_MS"),
+                30_000,
+                1,
+            )?),
+            delivery_limit: number("DELIVERY_LIMIT", get("DELIVERY_LIMIT"), 5, 1)?,
+            order_stale_after: Duration::from_millis(number(
+                "ORDER_STALE_AFTER_MS",
+                get("ORDER_STALE_AFTER_MS"),
+                600_000,
+                1,
+            )?),
+            sweep_every: Duration::from_millis(number(
+                "SWEEP_EVERY_MS",
+                get("SWEEP_EVERY_MS"),
+                30_000,
+                10,
+            )?),
             sandbox_payment_delay: Duration::from_millis(number(
                 "SANDBOX_PAYMENT_DELAY_MS",
                 get("SANDBOX_PAYMENT_DELAY_MS"),

@@ -7,6 +7,7 @@
 //! - [`http`]: the actix-web API.
 //! - [`startup`]: configuration and wiring of all of it.
 
+pub mod batch;
 pub mod carts;
 pub mod catalog;
 pub mod config;

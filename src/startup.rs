@@ -4,18 +4,23 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_web::dev::{Server, ServerHandle};
+use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::carts::CartService;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::domain::clock::SystemClock;
 use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
+use crate::intake::Consumers;
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
 use crate::orders::payment::SandboxGateway;
-use crate::orders::OrderService;
+use crate::orders::{OrderConfig, OrderParts, OrderService};
 use crate::persistence::{self, DbError, PgStore};
 
 /// Why the service could not start. Each reads as one line that says what to fix.
@@ -50,11 +55,31 @@ pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
         })
 }
 
-/// The running service: HTTP server, engine and broker connection.
+/// The running service: HTTP server, engine, consumers, sweeper and broker connection.
 pub struct Application {
     port: u16,
     server: Server,
     pub state: AppState,
+    stop: CancellationToken,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stopped: watch::Sender<bool>,
+}
+
+/// Stops a running [`Application`] from outside (tests, a supervisor) and waits until it is
+/// down.
+#[derive(Clone)]
+pub struct Stopper {
+    stop: CancellationToken,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Stopper {
+    /// Asks the application to stop and waits for the whole shutdown to finish.
+    pub async fn stop(&self) {
+        self.stop.cancel();
+        let mut stopped = self.stopped.clone();
+        let _ = stopped.wait_for(|done| *done).await;
+    }
 }
 
 impl Application {
@@ -68,15 +93,20 @@ impl Application {
         }
         let db_url = config.database_url.clone();
         let pool_size = config.db_pool_size;
+        let db_err = |source| StartupError::Database {
+            url: redacted_db(&config.database_url),
+            source,
+        };
         let pool =
             tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
                 .await
                 .map_err(|e| StartupError::Engine(e.to_string()))?
-                .map_err(|source| StartupError::Database {
-                    url: redacted_db(&config.database_url),
-                    source,
-                })?;
-        let broker = Broker::connect(&config.amqp_url, TopologyConfig::default())
+                .map_err(db_err)?;
+        let topology = TopologyConfig {
+            delivery_limit: config.delivery_limit,
+            ..TopologyConfig::default()
+        };
+        let broker = Broker::connect(&config.amqp_url, topology)
             .await
             .map_err(|source| StartupError::Broker {
                 url: crate::messaging::redact(&config.amqp_url),
@@ -91,17 +121,9 @@ impl Application {
             "stock engine rebuilt from PostgreSQL"
         );
         let catalog = Catalog::new(engine.feed().board().clone());
-        let catalog_pool = pool.clone();
-        let products = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
-            let mut conn = catalog_pool.get()?;
-            persistence::products::list_all(&mut conn)
-        })
-        .await
-        .map_err(|e| StartupError::Engine(e.to_string()))?
-        .map_err(|source| StartupError::Database {
-            url: redacted_db(&config.database_url),
-            source,
-        })?;
+        let products = persistence::run_blocking(&pool, persistence::products::list_all)
+            .await
+            .map_err(db_err)?;
         for product in products {
             catalog.upsert(product);
         }
@@ -114,28 +136,37 @@ impl Application {
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let carts = CartService::new(pool.clone(), catalog.clone());
-        let orders = OrderService::start(
-            engine.clone(),
-            catalog.clone(),
-            pool.clone(),
-            broker.clone(),
-            Arc::new(SandboxGateway {
+        let orders = OrderService::start(OrderParts {
+            engine: engine.clone(),
+            catalog: catalog.clone(),
+            pool: pool.clone(),
+            broker: broker.clone(),
+            gateway: Arc::new(SandboxGateway {
                 delay: config.sandbox_payment_delay,
             }),
-            config.checkout_max_backlog,
-        )
+            clock: Arc::new(SystemClock),
+            config: OrderConfig {
+                max_backlog: config.checkout_max_backlog,
+                retry_window: config.retry_window,
+                stale_after: config.order_stale_after,
+                sweep_every: config.sweep_every,
+            },
+        })
         .await
-        .map_err(|source| StartupError::Database {
-            url: redacted_db(&config.database_url),
-            source,
-        })?;
-        crate::intake::start(
+        .map_err(db_err)?;
+        let stop = CancellationToken::new();
+        let mut workers = crate::intake::start(
             &broker,
-            engine.clone(),
-            carts.clone(),
-            orders.clone(),
-            config.consumer_prefetch,
+            Consumers {
+                engine: engine.clone(),
+                carts: carts.clone(),
+                orders: orders.clone(),
+                prefetch: config.consumer_prefetch,
+                retry_window: config.retry_window,
+            },
+            &stop,
         );
+        workers.push(orders.spawn_sweeper(stop.clone()));
         let state = AppState {
             engine,
             catalog,
@@ -161,10 +192,14 @@ impl Application {
         })?
         .run();
         tracing::info!(port, "orderflow listening");
+        let (stopped, _) = watch::channel(false);
         Ok(Application {
             port,
             server,
             state,
+            stop,
+            workers,
+            stopped,
         })
     }
 
@@ -172,27 +207,57 @@ impl Application {
         self.port
     }
 
-    /// A handle that stops the HTTP server.
-    pub fn server_handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// A handle that stops the application and waits until it is down.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            stop: self.stop.clone(),
+            stopped: self.stopped.subscribe(),
+        }
     }
 
-    /// Serves until the server stops (or SIGINT/SIGTERM when `handle_signals`), then drains:
-    /// in-flight requests finish, the persister writes what it holds, the broker is closed.
+    /// Serves until stopped (a [`Stopper`], or SIGINT/SIGTERM when `handle_signals`), then shuts
+    /// down in order: the HTTP server finishes the requests in flight, the consumers stop
+    /// consuming and settle what they hold, the sweeper stops, the order writer and the stock
+    /// persister write what they hold, the broker connection is closed.
     pub async fn run_until_stopped(self, handle_signals: bool) -> std::io::Result<()> {
-        let handle = self.server.handle();
-        if handle_signals {
-            let handle = handle.clone();
-            actix_web::rt::spawn(async move {
-                shutdown_signal().await;
+        let Application {
+            server,
+            state,
+            stop,
+            workers,
+            stopped,
+            ..
+        } = self;
+        let handle = server.handle();
+        let mut server = actix_web::rt::spawn(server);
+        let result = tokio::select! {
+            served = &mut server => Some(served),
+            _ = stop.cancelled() => None,
+            _ = shutdown_signal(), if handle_signals => {
                 tracing::info!("shutdown signal received; draining");
+                None
+            }
+        };
+        stop.cancel();
+        let result = match result {
+            Some(served) => served,
+            None => {
                 handle.stop(true).await;
-            });
+                server.await
+            }
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        for worker in workers {
+            let _ = worker.await;
         }
-        let result = self.server.await;
-        self.state.engine.shutdown().await;
-        self.state.broker.close().await;
+        state.orders.shutdown().await;
+        state.engine.shutdown().await;
+        state.broker.close().await;
         tracing::info!("orderflow stopped");
+        let _ = stopped.send(true);
         result
     }
 }

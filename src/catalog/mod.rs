@@ -11,7 +11,6 @@ use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
-use serde::Serialize;
 
 use crate::domain::similarity;
 use crate::domain::{Product, Sku};
@@ -24,15 +23,7 @@ const PER_GROUP: usize = 24;
 /// Most products looked at when the cached ranking has too few in stock.
 const FALLBACK_SCAN: usize = 4096;
 
-/// A product offered instead of one that cannot be served.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Suggestion {
-    pub sku: Sku,
-    pub name: String,
-    pub price_cents: i64,
-    pub available: i64,
-    pub score: f64,
-}
+pub use crate::domain::similarity::Suggestion;
 
 type PriceIndex = BTreeSet<(i64, Sku)>;
 

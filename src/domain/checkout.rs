@@ -9,6 +9,8 @@ use super::{FieldErrors, Sku};
 
 /// Most lines in one order.
 pub const MAX_LINES: usize = 50;
+/// Longest name (recipient, card holder).
+const MAX_NAME: usize = 100;
 
 /// How an order is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -201,44 +203,6 @@ pub fn cnpj_valid(raw: &str) -> bool {
     d[12] == first && d[13] == second
 }
 
-fn required_text(
-    errors: &mut FieldErrors,
-    field: &str,
-    value: Option<&String>,
-    max: usize,
-) -> String {
-    match value.map(|v| v.trim()) {
-        None => {
-            errors.add(field, "is required");
-            String::new()
-        }
-        Some("") => {
-            errors.add(field, "must not be empty");
-            String::new()
-        }
-        Some(v) if v.chars().count() > max => {
-            errors.add(field, format!("must be at most {max} characters"));
-            v.to_owned()
-        }
-        Some(v) => v.to_owned(),
-    }
-}
-
-fn optional_text(
-    errors: &mut FieldErrors,
-    field: &str,
-    value: Option<&String>,
-    max: usize,
-) -> Option<String> {
-    let v = value
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())?;
-    if v.chars().count() > max {
-        errors.add(field, format!("must be at most {max} characters"));
-    }
-    Some(v)
-}
-
 impl CheckoutInput {
     /// Validates everything; `today` is `(year, month)` for the card expiry check.
     pub fn validate(&self, today: (i32, u32)) -> Result<Checkout, FieldErrors> {
@@ -402,11 +366,10 @@ impl CheckoutInput {
                 } else if !luhn_valid(&number) {
                     errors.add("payment.card.number", "is not a valid card number");
                 }
-                let holder = required_text(
-                    errors,
+                let holder = errors.text(
                     "payment.card.holder_name",
-                    card.holder_name.as_ref(),
-                    100,
+                    card.holder_name.as_deref(),
+                    MAX_NAME,
                 );
                 let month = card.exp_month.unwrap_or(0);
                 if card.exp_month.is_none() {
@@ -458,15 +421,17 @@ impl CheckoutInput {
         };
         let f = |name: &str| format!("shipping_address.{name}");
         let address = Address {
-            recipient: required_text(errors, &f("recipient"), a.recipient.as_ref(), 100),
-            street: required_text(errors, &f("street"), a.street.as_ref(), 200),
-            number: required_text(errors, &f("number"), a.number.as_ref(), 20),
-            complement: optional_text(errors, &f("complement"), a.complement.as_ref(), 100),
-            district: optional_text(errors, &f("district"), a.district.as_ref(), 100),
-            city: required_text(errors, &f("city"), a.city.as_ref(), 100),
-            state: required_text(errors, &f("state"), a.state.as_ref(), 50),
-            postal_code: required_text(errors, &f("postal_code"), a.postal_code.as_ref(), 20),
-            country: required_text(errors, &f("country"), a.country.as_ref(), 2).to_uppercase(),
+            recipient: errors.text(&f("recipient"), a.recipient.as_deref(), MAX_NAME),
+            street: errors.text(&f("street"), a.street.as_deref(), 200),
+            number: errors.text(&f("number"), a.number.as_deref(), 20),
+            complement: errors.optional_text(&f("complement"), a.complement.as_deref(), 100),
+            district: errors.optional_text(&f("district"), a.district.as_deref(), 100),
+            city: errors.text(&f("city"), a.city.as_deref(), 100),
+            state: errors.text(&f("state"), a.state.as_deref(), 50),
+            postal_code: errors.text(&f("postal_code"), a.postal_code.as_deref(), 20),
+            country: errors
+                .text(&f("country"), a.country.as_deref(), 2)
+                .to_uppercase(),
         };
         if !address.country.is_empty()
             && (address.country.len() != 2

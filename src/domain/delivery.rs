@@ -3,7 +3,7 @@
 //! day), a carrier and a tracking code.
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Weekday};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::checkout::DeliveryMethod;
 
@@ -63,7 +63,7 @@ pub fn rules(method: DeliveryMethod) -> MethodRules {
 }
 
 /// A booked delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliverySlot {
     pub scheduled_for: NaiveDate,
     pub window: Window,
@@ -71,7 +71,7 @@ pub struct DeliverySlot {
     pub tracking_code: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
     pub from: String,
     pub to: String,

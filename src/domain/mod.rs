@@ -6,8 +6,11 @@
 
 pub mod cart;
 pub mod checkout;
+pub mod clock;
 pub mod delivery;
+pub mod inventory;
 pub mod ledger;
+pub mod money;
 pub mod order;
 pub mod product;
 pub mod similarity;
@@ -17,4 +20,4 @@ pub mod validation;
 pub use ledger::{Ledger, LedgerError, OnHandEffect, StockChange, StockLevel, StockOp};
 pub use product::{Product, ProductInput};
 pub use sku::Sku;
-pub use validation::FieldErrors;
+pub use validation::{clean_text, parse_key, FieldErrors};

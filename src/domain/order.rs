@@ -7,7 +7,14 @@
 //! received | reserved | scheduled ──▶ cancelled (stock released)
 //! ```
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::checkout::{DeliveryMethod, Payment};
+use super::delivery::DeliverySlot;
+use super::similarity::Suggestion;
+use super::Sku;
 
 /// Where an order is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,19 +78,225 @@ impl OrderStatus {
         )
     }
 
+    /// Whether the order ended without its goods: whatever it reserved goes back on sale.
+    pub fn releases_stock(&self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Rejected | OrderStatus::Failed | OrderStatus::Cancelled
+        )
+    }
+
     /// The notification a customer gets on reaching this status, if any.
-    pub fn notification_kind(&self, reason: Option<&str>) -> Option<&'static str> {
-        match self {
-            OrderStatus::Scheduled => Some("order_scheduled"),
-            OrderStatus::Failed => Some("payment_declined"),
-            OrderStatus::Cancelled => Some("order_cancelled"),
-            OrderStatus::Rejected => Some(if reason == Some("stock_conflict") {
-                "stock_conflict"
-            } else {
-                "out_of_stock"
-            }),
+    pub fn notification_kind(&self, reason: Option<RejectionReason>) -> Option<&'static str> {
+        match (self, reason) {
+            (OrderStatus::Scheduled, _) => Some("order_scheduled"),
+            (OrderStatus::Failed, Some(RejectionReason::Expired)) => Some("order_expired"),
+            (OrderStatus::Failed, _) => Some("payment_declined"),
+            (OrderStatus::Cancelled, _) => Some("order_cancelled"),
+            (OrderStatus::Rejected, Some(RejectionReason::StockConflict)) => Some("stock_conflict"),
+            (OrderStatus::Rejected, Some(RejectionReason::Expired)) => Some("order_expired"),
+            (OrderStatus::Rejected, _) => Some("out_of_stock"),
             _ => None,
         }
+    }
+}
+
+/// Where an order came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// `POST /v1/checkout` (the engine's fast path already said the stock was there).
+    Http,
+    /// A message from another system on `orders.checkout`.
+    Queue,
+}
+
+impl Origin {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Http => "http",
+            Origin::Queue => "queue",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Origin> {
+        match raw {
+            "http" => Some(Origin::Http),
+            "queue" => Some(Origin::Queue),
+            _ => None,
+        }
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderItem {
+    pub sku: Sku,
+    pub quantity: i64,
+    pub unit_price_cents: i64,
+}
+
+/// A line that cannot be served, with what to offer instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShortLine {
+    pub sku: Sku,
+    pub requested: i64,
+    pub available: i64,
+    pub suggestions: Vec<Suggestion>,
+}
+
+/// Why an order ended without its goods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectionReason {
+    /// A line was short when the order was processed (queue orders: no fast path before).
+    OutOfStock,
+    /// The intake saw the stock, but concurrent orders took it before this one was processed.
+    StockConflict,
+    /// The cart had already produced an order, or was empty.
+    CartUnavailable,
+    /// The gateway declined the payment (status `failed`).
+    PaymentDeclined,
+    /// The order's delivery was lost (dead-lettered, or it never came back) and the order was
+    /// driven to a decision without it.
+    Expired,
+}
+
+impl RejectionReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectionReason::OutOfStock => "out_of_stock",
+            RejectionReason::StockConflict => "stock_conflict",
+            RejectionReason::CartUnavailable => "cart_unavailable",
+            RejectionReason::PaymentDeclined => "payment_declined",
+            RejectionReason::Expired => "expired",
+        }
+    }
+}
+
+/// `rejection` of a rejected or failed order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: RejectionReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub items: Vec<ShortLine>,
+}
+
+impl Rejection {
+    /// Lines short, with suggestions.
+    pub fn short(reason: RejectionReason, items: Vec<ShortLine>) -> Rejection {
+        Rejection {
+            reason,
+            message: None,
+            items,
+        }
+    }
+
+    /// A rejection with a message and no lines.
+    pub fn because(reason: RejectionReason, message: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            message: Some(message.into()),
+            items: Vec::new(),
+        }
+    }
+
+    /// Every suggestion of every line, for the customer's notification.
+    pub fn suggestions(&self) -> Vec<Suggestion> {
+        self.items
+            .iter()
+            .flat_map(|i| i.suggestions.iter().cloned())
+            .collect()
+    }
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: Uuid,
+    pub customer_id: String,
+    pub cart_id: Option<Uuid>,
+    pub origin: Origin,
+    pub status: OrderStatus,
+    pub items: Vec<OrderItem>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub delivery_method: DeliveryMethod,
+    /// Masked: never the full card number or the CVV.
+    pub payment: Payment,
+    pub delivery: Option<DeliverySlot>,
+    pub rejection: Option<Rejection>,
+    pub history: Vec<(OrderStatus, DateTime<Utc>)>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Fingerprint of the request that made it (idempotency).
+    pub fingerprint: String,
+    /// `false` while an order that ended without its stock may still hold reservations.
+    pub settled: bool,
+}
+
+impl Order {
+    /// `(sku, quantity)` of every line.
+    pub fn lines(&self) -> Vec<(Sku, i64)> {
+        self.items
+            .iter()
+            .map(|i| (i.sku.clone(), i.quantity))
+            .collect()
+    }
+}
+
+#[derive(Serialize)]
+struct HistoryEntry {
+    status: OrderStatus,
+    at: DateTime<Utc>,
+}
+
+/// The order as API.md shows it (`GET /v1/orders/{id}`, `order.events` bodies).
+impl Serialize for Order {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            order_id: Uuid,
+            customer_id: &'a str,
+            status: OrderStatus,
+            items: &'a [OrderItem],
+            total_cents: i64,
+            currency: &'a str,
+            delivery_method: DeliveryMethod,
+            delivery: &'a Option<DeliverySlot>,
+            rejection: &'a Option<Rejection>,
+            payment: &'a Payment,
+            cart_id: Option<Uuid>,
+            history: Vec<HistoryEntry>,
+            created_at: DateTime<Utc>,
+            updated_at: DateTime<Utc>,
+        }
+        View {
+            order_id: self.order_id,
+            customer_id: &self.customer_id,
+            status: self.status,
+            items: &self.items,
+            total_cents: self.total_cents,
+            currency: &self.currency,
+            delivery_method: self.delivery_method,
+            delivery: &self.delivery,
+            rejection: &self.rejection,
+            payment: &self.payment,
+            cart_id: self.cart_id,
+            history: self
+                .history
+                .iter()
+                .map(|(status, at)| HistoryEntry {
+                    status: *status,
+                    at: *at,
+                })
+                .collect(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+        .serialize(s)
     }
 }
 
@@ -125,12 +338,16 @@ mod tests {
     #[test]
     fn notifications_by_outcome() {
         assert_eq!(
-            Rejected.notification_kind(Some("stock_conflict")),
+            Rejected.notification_kind(Some(RejectionReason::StockConflict)),
             Some("stock_conflict")
         );
         assert_eq!(
-            Rejected.notification_kind(Some("out_of_stock")),
+            Rejected.notification_kind(Some(RejectionReason::OutOfStock)),
             Some("out_of_stock")
+        );
+        assert_eq!(
+            Failed.notification_kind(Some(RejectionReason::Expired)),
+            Some("order_expired")
         );
         assert_eq!(Scheduled.notification_kind(None), Some("order_scheduled"));
         assert_eq!(Failed.notification_kind(None), Some("payment_declined"));

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FieldErrors, Sku};
+use super::money::MAX_PRICE_CENTS;
+use super::{clean_text, FieldErrors, Sku};
 
 /// A product in the catalog. Stock lives in the engine, not here.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,22 +34,49 @@ const MAX_NAME: usize = 200;
 const MAX_CATEGORY: usize = 100;
 const MAX_TAGS: usize = 32;
 const MAX_TAG: usize = 50;
+/// Attributes: at most this many keys, keys and string values this long, this deep, and this
+/// many bytes once encoded.
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_KEY: usize = 64;
+const MAX_ATTRIBUTE_TEXT: usize = 500;
+const MAX_ATTRIBUTE_DEPTH: usize = 4;
+const MAX_ATTRIBUTE_BYTES: usize = 16 * 1024;
 
-fn text(errors: &mut FieldErrors, field: &str, value: Option<String>, max: usize) -> String {
-    match value.map(|v| v.trim().to_owned()) {
-        None => {
-            errors.add(field, "is required");
-            String::new()
+/// Checks one attribute value (recursively): storable strings and keys, bounded depth.
+fn check_value(errors: &mut FieldErrors, field: &str, value: &serde_json::Value, depth: usize) {
+    use serde_json::Value;
+    if depth > MAX_ATTRIBUTE_DEPTH {
+        errors.add(
+            field,
+            format!("nests deeper than {MAX_ATTRIBUTE_DEPTH} levels"),
+        );
+        return;
+    }
+    match value {
+        Value::String(text) => {
+            if text.chars().any(char::is_control) {
+                errors.add(field, "must not contain control characters");
+            } else if text.chars().count() > MAX_ATTRIBUTE_TEXT {
+                errors.add(
+                    field,
+                    format!("must be at most {MAX_ATTRIBUTE_TEXT} characters"),
+                );
+            }
         }
-        Some(v) if v.is_empty() => {
-            errors.add(field, "must not be empty");
-            v
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_value(errors, &format!("{field}.{i}"), item, depth + 1);
+            }
         }
-        Some(v) if v.chars().count() > max => {
-            errors.add(field, format!("must be at most {max} characters"));
-            v
+        Value::Object(map) => {
+            for (key, item) in map {
+                match clean_text(key, MAX_ATTRIBUTE_KEY) {
+                    Ok(_) => check_value(errors, &format!("{field}.{key}"), item, depth + 1),
+                    Err(e) => errors.add(field, format!("a key {e}")),
+                }
+            }
         }
-        Some(v) => v,
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -56,22 +84,22 @@ impl ProductInput {
     /// Checks every field and returns the product, or all that is wrong at once.
     pub fn validate(self, sku: Sku) -> Result<Product, FieldErrors> {
         let mut errors = FieldErrors::new();
-        let name = text(&mut errors, "name", self.name, MAX_NAME);
-        let category = text(&mut errors, "category", self.category, MAX_CATEGORY);
+        let name = errors.text("name", self.name.as_deref(), MAX_NAME);
+        let category = errors.text("category", self.category.as_deref(), MAX_CATEGORY);
         let mut tags = Vec::new();
         let raw_tags = self.tags.unwrap_or_default();
         if raw_tags.len() > MAX_TAGS {
             errors.add("tags", format!("at most {MAX_TAGS} tags"));
         }
-        for (i, tag) in raw_tags.into_iter().enumerate() {
-            let tag = tag.trim().to_lowercase();
-            if tag.is_empty() || tag.chars().count() > MAX_TAG {
-                errors.add(
-                    &format!("tags.{i}"),
-                    format!("must be 1 to {MAX_TAG} characters"),
-                );
-            } else if !tags.contains(&tag) {
-                tags.push(tag);
+        for (i, tag) in raw_tags.iter().enumerate() {
+            match clean_text(tag, MAX_TAG) {
+                Ok(tag) => {
+                    let tag = tag.to_lowercase();
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                Err(e) => errors.add(&format!("tags.{i}"), e),
             }
         }
         let price_cents = match self.price_cents {
@@ -79,8 +107,11 @@ impl ProductInput {
                 errors.add("price_cents", "is required");
                 0
             }
-            Some(p) if p < 0 => {
-                errors.add("price_cents", "must be >= 0");
+            Some(p) if !(0..=MAX_PRICE_CENTS).contains(&p) => {
+                errors.add(
+                    "price_cents",
+                    format!("must be from 0 to {MAX_PRICE_CENTS}"),
+                );
                 p
             }
             Some(p) => p,
@@ -92,7 +123,22 @@ impl ProductInput {
                 "must be an ISO-4217 code of three capital letters",
             );
         }
-        let attributes = self.attributes.unwrap_or_default();
+        let attributes = serde_json::Value::Object(self.attributes.unwrap_or_default());
+        check_value(&mut errors, "attributes", &attributes, 0);
+        if let serde_json::Value::Object(map) = &attributes {
+            if map.len() > MAX_ATTRIBUTES {
+                errors.add("attributes", format!("at most {MAX_ATTRIBUTES} keys"));
+            }
+        }
+        if attributes.to_string().len() > MAX_ATTRIBUTE_BYTES {
+            errors.add(
+                "attributes",
+                format!("must be at most {MAX_ATTRIBUTE_BYTES} bytes as JSON"),
+            );
+        }
+        let serde_json::Value::Object(attributes) = attributes else {
+            return Err(errors);
+        };
         errors.into_result(Product {
             sku,
             name,
@@ -143,6 +189,34 @@ mod tests {
         .unwrap_err();
         for field in ["name", "category", "tags.0", "price_cents", "currency"] {
             assert!(errors.get(field).is_some(), "{field} not reported");
+        }
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("color".into(), serde_json::json!("red\u{0}"));
+        attributes.insert(
+            "size".into(),
+            serde_json::json!({"nested": ["ok", "\u{1b}[31m"]}),
+        );
+        let errors = ProductInput {
+            name: Some("Mug\u{7}".into()),
+            category: Some("kitchen".into()),
+            tags: Some(vec!["a\u{0}".into()]),
+            price_cents: Some(MAX_PRICE_CENTS + 1),
+            attributes: Some(attributes),
+            ..Default::default()
+        }
+        .validate(sku())
+        .unwrap_err();
+        for field in [
+            "name",
+            "tags.0",
+            "price_cents",
+            "attributes.color",
+            "attributes.size.nested.1",
+        ] {
+            assert!(
+                errors.get(field).is_some(),
+                "{field} not reported: {errors:?}"
+            );
         }
     }
 }

@@ -1,7 +1,19 @@
 //! How similar two products are, as a shopper would judge it: same category first, then shared
 //! tags, then a close price, then matching attributes. A score in `[0, 1]`.
 
-use super::Product;
+use serde::{Deserialize, Serialize};
+
+use super::{Product, Sku};
+
+/// A product offered instead of one that cannot be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub sku: Sku,
+    pub name: String,
+    pub price_cents: i64,
+    pub available: i64,
+    pub score: f64,
+}
 
 /// Weight of each signal; they add up to 1.
 const CATEGORY: f64 = 0.45;

@@ -1,4 +1,10 @@
-//! Field-level validation errors, reported to clients as `details.fields`.
+//! Field-level validation: the errors reported to clients as `details.fields`, and the rules every
+//! text that may reach storage follows, whichever door it came through (HTTP or a queue).
+//!
+//! PostgreSQL refuses NUL in `text` and `jsonb`, and control characters in a name or an address
+//! are never meant (they are terminal escapes, log forgery, or garbage). So every stored text is
+//! trimmed, capped in length and free of control characters before anything else sees it
+//! (DESIGN.md rule 7): one bad record must be refused at the door, not inside a batch.
 
 use std::collections::BTreeMap;
 
@@ -6,6 +12,37 @@ use std::collections::BTreeMap;
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
 pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+/// Longest idempotency key / AMQP `message_id` accepted.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// Checks a text that will be stored: trimmed, not empty, at most `max` characters, and free of
+/// control characters (NUL included). Returns the trimmed text or what is wrong with it.
+pub fn clean_text(raw: &str, max: usize) -> Result<String, String> {
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// An idempotency key (`Idempotency-Key` header, AMQP `message_id`): 1 to 255 characters, no
+/// control characters. Not trimmed: a key is compared byte for byte.
+pub fn parse_key(raw: &str) -> Result<String, String> {
+    if raw.is_empty() || raw.chars().count() > MAX_KEY_LEN {
+        return Err(format!("must be 1 to {MAX_KEY_LEN} characters"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(raw.to_owned())
+}
 
 impl FieldErrors {
     pub fn new() -> Self {
@@ -33,6 +70,13 @@ impl FieldErrors {
     /// Every field with its messages.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// Adds every error of `other` (field paths unchanged).
+    pub fn extend(&mut self, other: FieldErrors) {
+        for (field, messages) in other.0 {
+            self.0.entry(field).or_default().extend(messages);
+        }
     }
 
     /// One line for logs and dead-letter reasons: `field: message; …`.
@@ -68,12 +112,82 @@ impl FieldErrors {
         }
     }
 
+    /// A required stored text ([`clean_text`]); an empty string (and the error) when it is not.
+    pub fn text(&mut self, field: &str, raw: Option<&str>, max: usize) -> String {
+        self.required(field, raw, |v| clean_text(v, max))
+            .unwrap_or_default()
+    }
+
+    /// An optional stored text: absent or blank is `None`, anything else must be clean.
+    pub fn optional_text(&mut self, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
+        let raw = raw.filter(|v| !v.trim().is_empty() || v.chars().any(char::is_control))?;
+        match clean_text(raw, max) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(field, e);
+                None
+            }
+        }
+    }
+
     /// `Ok(value)` when nothing was added, the errors otherwise.
     pub fn into_result<T>(self, value: T) -> Result<T, FieldErrors> {
         if self.is_empty() {
             Ok(value)
         } else {
             Err(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn control_characters_and_nul_are_refused() {
+        assert_eq!(
+            clean_text("  Rua Augusta ", 50).as_deref(),
+            Ok("Rua Augusta")
+        );
+        for bad in [
+            "Rua\u{0}Augusta",
+            "bell\u{7}",
+            "\u{1b}[31mred",
+            "tab\there",
+            "a\u{85}b",
+        ] {
+            assert!(clean_text(bad, 50).is_err(), "{bad:?}");
+        }
+        assert!(clean_text("   ", 50).is_err());
+        assert!(
+            clean_text("São Paulo — Centro", 18).is_ok(),
+            "counts characters"
+        );
+        assert!(clean_text(&"x".repeat(51), 50).is_err());
+        assert!(parse_key("k-1").is_ok());
+        assert!(parse_key("").is_err());
+        assert!(parse_key("a\u{0}b").is_err());
+        assert!(parse_key(&"k".repeat(256)).is_err());
+    }
+
+    proptest! {
+        /// Whatever comes in, what comes out is storable: no control character, within the cap,
+        /// trimmed and not empty.
+        #[test]
+        fn whatever_passes_is_storable(raw in any::<String>(), max in 1usize..40) {
+            if let Ok(text) = clean_text(&raw, max) {
+                prop_assert!(!text.chars().any(char::is_control));
+                prop_assert!(!text.contains('\0'));
+                prop_assert!(text.chars().count() <= max);
+                prop_assert_eq!(text.trim(), text.as_str());
+                prop_assert!(!text.is_empty());
+            }
+            if let Ok(key) = parse_key(&raw) {
+                prop_assert!(!key.chars().any(char::is_control));
+                prop_assert!((1..=MAX_KEY_LEN).contains(&key.chars().count()));
+            }
         }
     }
 }

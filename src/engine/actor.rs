@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
-use tokio::sync::oneshot;
-
 use super::feed::{StockEvent, StockFeed};
-use super::persister::{Change, Durability, DurabilityError, PersisterHandle, SubmitError};
+use super::persister::{Change, DurableTicket, PersisterHandle};
 use super::store::Store;
 use super::EngineError;
+use crate::batch::SubmitError;
 use crate::domain::{Ledger, Sku, StockOp};
+use actix::prelude::*;
 
 /// The actor owning one SKU.
 pub struct SkuActor {
@@ -52,8 +51,9 @@ impl SkuActor {
         }
     }
 
-    /// Moves memory to `ledger` and tells the board and the stream; never waits.
-    fn set_ledger(&mut self, ledger: Ledger, kind: &'static str) {
+    /// Moves memory to `ledger`, which the store holds (a resync): tells the board and the
+    /// stream too. Decided changes are announced by the persister once committed, not here.
+    fn set_committed(&mut self, ledger: Ledger, kind: &'static str) {
         self.ledger = ledger;
         self.available.store(ledger.available(), Ordering::Relaxed);
         // No subscriber is not an error; a slow one is told it lagged, on its side.
@@ -69,16 +69,6 @@ impl Actor for SkuActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
-    }
-}
-
-/// Resolves once the change it belongs to is committed to the store, or refused.
-#[derive(Debug)]
-pub struct DurableTicket(oneshot::Receiver<Durability>);
-
-impl DurableTicket {
-    pub async fn wait(self) -> Durability {
-        self.0.await.unwrap_or(Err(DurabilityError::Stopped))
     }
 }
 
@@ -107,25 +97,26 @@ impl Handler<Apply> for SkuActor {
     fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
         msg.started.store(true, Ordering::Release);
         let change = self.ledger.decide(msg.op)?;
-        let (tx, rx) = oneshot::channel();
-        self.persister
+        let durable = self
+            .persister
             .try_submit(Change {
                 sku: self.sku.clone(),
                 generation: self.generation,
                 change,
                 reason: msg.reason,
                 reference: msg.reference,
-                ticket: tx,
+                change_id: super::ids::change_id(),
             })
             .map_err(|e| match e {
                 SubmitError::Full => EngineError::Overloaded,
                 SubmitError::Stopped => EngineError::Unavailable,
             })?;
-        // Memory moves only once the change is on its way to disk.
-        self.set_ledger(change.after, change.op.kind());
+        // Memory moves only once the change is on its way to disk; readers hear of it once it
+        // is committed.
+        self.ledger = change.after;
         Ok(Applied {
             ledger: self.ledger,
-            durable: DurableTicket(rx),
+            durable,
         })
     }
 }
@@ -185,7 +176,7 @@ impl Handler<Resync> for SkuActor {
         ctx.wait(reload.into_actor(self).map(|loaded, actor, _| {
             if let Some(ledger) = loaded {
                 tracing::info!(sku = %actor.sku, old = ?actor.ledger, new = ?ledger, "sku resynced from the store");
-                actor.set_ledger(ledger, "resync");
+                actor.set_committed(ledger, "resync");
             }
             actor.generation += 1;
         }));
@@ -202,7 +193,7 @@ impl Handler<Corrupt> for SkuActor {
 
     fn handle(&mut self, msg: Corrupt, _: &mut Self::Context) {
         tracing::warn!(sku = %self.sku, wrong = ?msg.0, "fault injection: corrupting sku memory");
-        self.set_ledger(msg.0, "fault_injection");
+        self.ledger = msg.0;
     }
 }
 

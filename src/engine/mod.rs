@@ -15,12 +15,13 @@
 
 mod actor;
 mod feed;
+mod ids;
 mod persister;
 mod store;
 
-pub use actor::{Applied, DurableTicket, SkuActor};
+pub use actor::{Applied, SkuActor};
 pub use feed::{AvailabilityBoard, StockEvent, StockFeed};
-pub use persister::{Durability, DurabilityError, PersisterConfig, PersisterStats};
+pub use persister::{Durability, DurabilityError, DurableTicket, PersisterConfig, PersisterStats};
 pub use store::{EventRecord, MemStore, RowOutcome, RowWrite, Store, StoreError};
 
 use std::hash::{Hash, Hasher};
@@ -50,9 +51,9 @@ pub enum EngineError {
     /// The SKU's actor stopped (or the engine is shutting down); the outcome is unknown.
     #[error("the engine could not reach the sku's actor")]
     Unavailable,
-    /// Loading the SKU from the store failed.
-    #[error("store: {0}")]
-    Store(String),
+    /// Reading the SKU from the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Tuning of the engine.
@@ -109,9 +110,11 @@ impl Engine {
     pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, StoreError> {
         let registry: Arc<Registry> = Arc::new(DashMap::new());
         let conflict_registry = Arc::clone(&registry);
+        let feed = StockFeed::new(config.feed_capacity);
         let persister = persister::spawn(
             Arc::clone(&store),
             config.persister.clone(),
+            feed.clone(),
             Box::new(move |sku: &Sku, generation: u64| {
                 let addr = conflict_registry.get(sku).map(|a| a.value().clone());
                 if let Some(addr) = addr {
@@ -128,12 +131,12 @@ impl Engine {
                 owned: Mutex::new(owned),
                 persister,
                 store: Arc::clone(&store),
-                feed: StockFeed::new(config.feed_capacity),
+                feed,
             }),
         };
         let all = tokio::task::spawn_blocking(move || store.load_all())
             .await
-            .map_err(|e| StoreError::Database(e.to_string()))??;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         for (sku, ledger) in all {
             let addr = engine.spawn_actor(sku.clone(), ledger);
             engine.inner.registry.insert(sku, addr);
@@ -199,13 +202,12 @@ impl Engine {
                 // Whatever the dead actor sent must be settled before we read the row.
                 persister
                     .flush_blocking()
-                    .map_err(|_| StoreError::Database("persister stopped".into()))?;
+                    .map_err(|_| StoreError::Unavailable("persister stopped".into()))?;
             }
             store.load(&key)
         })
         .await
-        .map_err(|e| EngineError::Store(e.to_string()))?
-        .map_err(|e| EngineError::Store(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         let ledger = loaded.ok_or(EngineError::UnknownSku)?;
         let addr = self
             .inner
@@ -304,8 +306,8 @@ impl Engine {
         let (sku, reference) = (sku.clone(), reference.to_owned());
         tokio::task::spawn_blocking(move || store.change_applied(&sku, &reference))
             .await
-            .map_err(|e| EngineError::Store(e.to_string()))?
-            .map_err(|e| EngineError::Store(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(EngineError::Store)
     }
 
     /// The SKU's current in-memory ledger.

@@ -1,37 +1,42 @@
-//! The write-behind persister: one OS thread that takes committed-in-memory changes from the SKU
-//! actors, coalesces them per SKU, and writes each batch in one transaction.
+//! The write-behind persister: the shared [`crate::batch`] writer with a sink that takes
+//! committed-in-memory changes from the SKU actors, coalesces them per SKU, and writes each
+//! batch in one transaction.
 //!
-//! - Bounded queue: actors `try_send` and refuse the operation when it is full, so memory never
-//!   runs more than `queue_capacity` changes ahead of disk.
-//! - Batches are bounded by size (`max_batch`) and by time (`linger`: how long the first change of
-//!   a batch may wait for company).
-//! - A batch that fails on a database error is retried, in order, until it goes through: nothing
-//!   is reported durable before it is committed, and nothing behind it overtakes it.
-//! - A row the store refuses (version or `CHECK`) resolves its tickets as `Conflict` and asks the
-//!   SKU's actor to resync from the store.
+//! - Bounded queue: actors submit without blocking and refuse the operation when it is full, so
+//!   memory never runs more than `queue_capacity` changes ahead of disk.
+//! - Batches are bounded by size (`max_batch`) and by time (`linger`).
+//! - A batch that fails because the database is away is retried, in order, until it goes
+//!   through: nothing is reported durable before it is committed.
+//! - A row the store refuses as a conflict (version, `CHECK`, duplicate reference) resolves its
+//!   tickets as `Conflict`; a row it refuses for a data reason resolves them as `Refused` (a
+//!   permanent error for that caller alone). Either way the SKU's actor resyncs from the store.
+//! - Readers (the stock stream, the availability board) hear of a change only once it is
+//!   committed: a refused change is never shown.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::mpsc::{self, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
-
+use super::feed::{StockEvent, StockFeed};
 use super::store::{EventRecord, RowOutcome, RowWrite, Store};
-use crate::domain::{Sku, StockChange};
-
-/// A batch closes early when no change arrives for this long, even before `linger` is up.
-const IDLE_GAP: Duration = Duration::from_micros(200);
+use crate::batch::{
+    BatchConfig, BatchStats, BatchWriter, Refusal, Sink, SubmitError, Ticket, Transient, WriteError,
+};
+use crate::domain::{Ledger, Sku, StockChange};
 
 /// The outcome of waiting for a change to be durable.
 pub type Durability = Result<(), DurabilityError>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurabilityError {
     /// The store refused the change: memory was wrong. The SKU is being reloaded; the change
     /// did not happen.
     #[error("the store refused the change (stock conflict)")]
     Conflict,
+    /// The store refused the change for a data reason; retrying cannot help. The SKU is being
+    /// reloaded; the change did not happen.
+    #[error("the database refused the change: {0}")]
+    Refused(String),
     /// The persister stopped before the change was written; it may not have happened.
     #[error("the persister stopped before the change was written")]
     Stopped,
@@ -62,100 +67,92 @@ pub(crate) struct Change {
     pub change: StockChange,
     pub reason: Option<String>,
     pub reference: Option<String>,
-    pub ticket: oneshot::Sender<Durability>,
+    pub change_id: uuid::Uuid,
 }
 
-enum Msg {
-    Change(Change),
-    Flush(mpsc::Sender<()>),
-    Stop,
+/// What became of a change the store answered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    Applied,
+    Conflict,
 }
 
-/// Counters, readable from any thread.
+/// The sink's own counters.
 #[derive(Debug, Default)]
-pub struct PersisterStats {
-    pub batches: AtomicU64,
-    pub rows: AtomicU64,
-    pub changes: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub db_errors: AtomicU64,
-    pub queued: AtomicI64,
-    failing: AtomicBool,
-    running: AtomicBool,
-    /// Wall-clock milliseconds when the write under way began; 0 when idle.
-    write_started_ms: AtomicU64,
+struct Counters {
+    rows: AtomicU64,
+    conflicts: AtomicU64,
 }
 
-/// A write taking longer than this counts as failing (the database is not answering).
-const STUCK_AFTER_MS: u64 = 1_000;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// Counters of the persister, readable from any thread.
+#[derive(Debug)]
+pub struct PersisterStats {
+    counters: Arc<Counters>,
+    batch: Arc<BatchStats>,
 }
 
 impl PersisterStats {
     /// True while the last write attempt failed on a database error, or the current one has
     /// been waiting on the database for more than a second.
     pub fn is_failing(&self) -> bool {
-        let started = self.write_started_ms.load(Ordering::Relaxed);
-        self.failing.load(Ordering::Relaxed)
-            || (started != 0 && now_ms().saturating_sub(started) > STUCK_AFTER_MS)
+        self.batch.is_failing()
+    }
+
+    /// The shared writer's counters (batches, items, refusals, transient errors, backlog).
+    pub fn batches(&self) -> &BatchStats {
+        &self.batch
+    }
+
+    /// Row writes (one per SKU per batch round).
+    pub fn rows(&self) -> u64 {
+        self.counters.rows.load(Ordering::Relaxed)
+    }
+
+    /// Changes refused as conflicts.
+    pub fn conflicts(&self) -> u64 {
+        self.counters.conflicts.load(Ordering::Relaxed)
     }
 }
 
-/// Why a change could not be queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SubmitError {
-    Full,
-    Stopped,
-}
+/// Resolves once the change it belongs to is committed to the store, or refused.
+#[derive(Debug)]
+pub struct DurableTicket(Ticket<Written>);
 
-/// The sending side, held by every actor.
-#[derive(Clone)]
-pub(crate) struct PersisterHandle {
-    tx: SyncSender<Msg>,
-    stats: Arc<PersisterStats>,
-    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+impl DurableTicket {
+    pub async fn wait(self) -> Durability {
+        match self.0.wait().await {
+            Ok(Written::Applied) => Ok(()),
+            Ok(Written::Conflict) => Err(DurabilityError::Conflict),
+            Err(WriteError::Refused(why)) => Err(DurabilityError::Refused(why)),
+            Err(WriteError::Stopped) => Err(DurabilityError::Stopped),
+        }
+    }
 }
 
 pub(crate) type ConflictHook = Box<dyn Fn(&Sku, u64) + Send>;
 
+/// The sending side, held by every actor.
+#[derive(Clone)]
+pub(crate) struct PersisterHandle {
+    writer: BatchWriter<StockSink>,
+    stats: Arc<PersisterStats>,
+}
+
 impl PersisterHandle {
     /// Queues a change without blocking. On error nothing was queued.
-    pub fn try_submit(&self, change: Change) -> Result<(), SubmitError> {
-        match self.tx.try_send(Msg::Change(change)) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
-        }
+    pub fn try_submit(&self, change: Change) -> Result<DurableTicket, SubmitError> {
+        self.writer.submit(change).map(DurableTicket)
     }
 
     /// Blocks until everything queued before this call is settled. Blocking: call it from a
     /// blocking thread.
     pub fn flush_blocking(&self) -> Result<(), SubmitError> {
-        let (tx, rx) = mpsc::channel();
-        self.tx
-            .send(Msg::Flush(tx))
-            .map_err(|_| SubmitError::Stopped)?;
-        rx.recv().map_err(|_| SubmitError::Stopped)
+        self.writer.flush_blocking()
     }
 
     /// Writes what is queued, then stops the thread and waits for it.
     pub fn stop_blocking(&self) {
-        let _ = self.tx.send(Msg::Stop);
-        let handle = match self.thread.lock() {
-            Ok(mut t) => t.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+        self.writer.stop_blocking()
     }
 
     pub fn stats(&self) -> Arc<PersisterStats> {
@@ -163,7 +160,7 @@ impl PersisterHandle {
     }
 
     pub fn is_running(&self) -> bool {
-        self.stats.running.load(Ordering::Relaxed)
+        self.stats.batch.is_running()
     }
 }
 
@@ -171,160 +168,108 @@ impl PersisterHandle {
 pub(crate) fn spawn(
     store: Arc<dyn Store>,
     config: PersisterConfig,
+    feed: StockFeed,
     on_conflict: ConflictHook,
 ) -> PersisterHandle {
-    let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
-    let stats = Arc::new(PersisterStats::default());
-    stats.running.store(true, Ordering::Relaxed);
-    let thread_stats = Arc::clone(&stats);
-    let thread = std::thread::Builder::new()
-        .name("orderflow-persister".into())
-        .spawn(move || {
-            let mut persister = Persister {
-                store,
-                config,
-                on_conflict,
-                stats: Arc::clone(&thread_stats),
-            };
-            persister.run(rx);
-            thread_stats.running.store(false, Ordering::Relaxed);
-        });
-    let thread = match thread {
-        Ok(handle) => Some(handle),
-        Err(e) => {
-            tracing::error!(error = %e, "could not start the persister thread");
-            stats.running.store(false, Ordering::Relaxed);
-            None
-        }
+    let counters = Arc::new(Counters::default());
+    let sink = StockSink {
+        store,
+        feed,
+        on_conflict,
+        counters: Arc::clone(&counters),
     };
-    PersisterHandle {
-        tx,
-        stats,
-        thread: Arc::new(std::sync::Mutex::new(thread)),
-    }
+    let writer = BatchWriter::spawn(
+        sink,
+        BatchConfig {
+            name: "orderflow-persister",
+            max_batch: config.max_batch.max(1),
+            linger: config.linger,
+            idle_gap: Duration::from_micros(200),
+            capacity: config.queue_capacity.max(1),
+        },
+    );
+    let stats = Arc::new(PersisterStats {
+        counters,
+        batch: writer.stats(),
+    });
+    PersisterHandle { writer, stats }
 }
 
-struct Persister {
+struct StockSink {
     store: Arc<dyn Store>,
-    config: PersisterConfig,
+    feed: StockFeed,
     on_conflict: ConflictHook,
-    stats: Arc<PersisterStats>,
+    counters: Arc<Counters>,
 }
 
-impl Persister {
-    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
-        let mut stopping = false;
-        while !stopping {
-            let Ok(first) = rx.recv() else { break };
-            let mut changes = Vec::new();
-            let mut flushes = Vec::new();
-            let mut take = |msg: Msg, changes: &mut Vec<Change>| match msg {
-                Msg::Change(c) => changes.push(c),
-                Msg::Flush(tx) => flushes.push(tx),
-                Msg::Stop => stopping = true,
-            };
-            take(first, &mut changes);
-            let deadline = Instant::now() + self.config.linger;
-            while changes.len() < self.config.max_batch {
-                let next = match rx.try_recv() {
-                    Ok(msg) => Some(msg),
-                    Err(TryRecvError::Disconnected) => None,
-                    Err(TryRecvError::Empty) => {
-                        let now = Instant::now();
-                        if changes.is_empty() || now >= deadline {
-                            None
-                        } else {
-                            // Wait for company only while it keeps coming: a pause of
-                            // `IDLE_GAP` means the burst is over and the batch should go.
-                            rx.recv_timeout((deadline - now).min(IDLE_GAP)).ok()
-                        }
-                    }
-                };
-                match next {
-                    Some(msg) => take(msg, &mut changes),
-                    None => break,
-                }
-            }
-            let n = changes.len() as i64;
-            if n > 0 {
-                self.stats
-                    .write_started_ms
-                    .store(now_ms(), Ordering::Relaxed);
-                self.write(changes, stopping);
-                self.stats.write_started_ms.store(0, Ordering::Relaxed);
-                self.stats.queued.fetch_sub(n, Ordering::Relaxed);
-            }
-            for flush in flushes {
-                let _ = flush.send(());
-            }
-        }
-    }
+impl Sink for StockSink {
+    type Item = Change;
+    type Output = Written;
 
-    /// Writes a batch: splits it into rounds in which each SKU appears once with an unbroken
-    /// version chain, writes each round in one transaction, and settles every ticket.
-    fn write(&mut self, changes: Vec<Change>, stopping: bool) {
-        for round in coalesce(changes) {
+    fn write(
+        &mut self,
+        items: &[Change],
+        attempt: u32,
+    ) -> Result<Vec<Result<Written, Refusal>>, Transient> {
+        let mut results: Vec<Option<Result<Written, Refusal>>> = vec![None; items.len()];
+        let mut committed: Vec<(Sku, Vec<EventRecord>)> = Vec::new();
+        for round in coalesce(items) {
             let rows: Vec<RowWrite> = round.iter().map(|g| g.row.clone()).collect();
-            let outcomes = self.write_with_retry(&rows, stopping);
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
+            let outcomes = match self.store.write_batch(&rows, attempt > 0) {
+                Ok(outcomes) if outcomes.len() == rows.len() => outcomes,
+                Ok(_) => {
+                    vec![RowOutcome::Refused("internal: unmatched row outcomes".into()); rows.len()]
+                }
+                Err(e) if e.is_transient() => return Err(Transient(e.to_string())),
+                Err(e) => vec![RowOutcome::Refused(e.to_string()); rows.len()],
+            };
+            self.counters
                 .rows
                 .fetch_add(rows.len() as u64, Ordering::Relaxed);
             for (group, outcome) in round.into_iter().zip(outcomes) {
-                let n = group.tickets.len() as u64;
-                self.stats.changes.fetch_add(n, Ordering::Relaxed);
                 let result = match outcome {
-                    Some(RowOutcome::Applied) => Ok(()),
-                    Some(RowOutcome::Conflict) => {
-                        self.stats.conflicts.fetch_add(n, Ordering::Relaxed);
-                        tracing::warn!(sku = %group.row.sku, changes = n, "store refused a stock write; resyncing the sku");
-                        (self.on_conflict)(&group.row.sku, group.generation);
-                        Err(DurabilityError::Conflict)
+                    RowOutcome::Applied => {
+                        committed.push((group.row.sku.clone(), group.row.events));
+                        Ok(Written::Applied)
                     }
-                    None => Err(DurabilityError::Stopped),
+                    RowOutcome::Conflict => {
+                        self.counters
+                            .conflicts
+                            .fetch_add(group.members.len() as u64, Ordering::Relaxed);
+                        tracing::warn!(sku = %group.row.sku, changes = group.members.len(), "store refused a stock write; resyncing the sku");
+                        (self.on_conflict)(&group.row.sku, group.generation);
+                        Ok(Written::Conflict)
+                    }
+                    RowOutcome::Refused(why) => {
+                        tracing::error!(sku = %group.row.sku, changes = group.members.len(), reason = %why, "the database refused a stock write; resyncing the sku");
+                        (self.on_conflict)(&group.row.sku, group.generation);
+                        Err(Refusal(why))
+                    }
                 };
-                for ticket in group.tickets {
-                    let _ = ticket.send(result);
+                for i in group.members {
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(result.clone());
+                    }
                 }
             }
         }
-    }
-
-    /// Retries on database errors with a capped backoff. Gives up (`None` outcomes) only when
-    /// stopping and the database stays away.
-    fn write_with_retry(&mut self, rows: &[RowWrite], stopping: bool) -> Vec<Option<RowOutcome>> {
-        let mut attempt: u32 = 0;
-        loop {
-            match self.store.write_batch(rows, attempt > 0) {
-                Ok(outcomes) if outcomes.len() == rows.len() => {
-                    self.stats.failing.store(false, Ordering::Relaxed);
-                    return outcomes.into_iter().map(Some).collect();
-                }
-                Ok(outcomes) => {
-                    tracing::error!(
-                        rows = rows.len(),
-                        outcomes = outcomes.len(),
-                        "store answered a batch with the wrong number of outcomes"
-                    );
-                    self.stats.failing.store(true, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
-                    self.stats.failing.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, rows = rows.len(), "write-behind batch failed; retrying");
-                }
+        // Only now, with every round committed, do readers hear of the changes.
+        for (sku, events) in committed {
+            let cell = self.feed.board.cell(&sku);
+            for e in events {
+                let ledger = Ledger::new(e.on_hand, e.reserved, e.version);
+                cell.store(ledger.available(), Ordering::Relaxed);
+                // No subscriber is not an error; a slow one is told it lagged, on its side.
+                let _ = self
+                    .feed
+                    .events
+                    .send(StockEvent::new(sku.clone(), e.kind, ledger));
             }
-            attempt = attempt.saturating_add(1);
-            if stopping && attempt >= 5 {
-                tracing::error!(
-                    rows = rows.len(),
-                    "giving up on a batch at shutdown; it was never reported durable"
-                );
-                return vec![None; rows.len()];
-            }
-            let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(5)));
-            std::thread::sleep(backoff.min(Duration::from_secs(2)));
         }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Refusal("internal: change not in any round".into()))))
+            .collect())
     }
 }
 
@@ -332,18 +277,19 @@ impl Persister {
 struct Group {
     row: RowWrite,
     generation: u64,
-    tickets: Vec<oneshot::Sender<Durability>>,
+    /// Indexes of the changes it carries.
+    members: Vec<usize>,
 }
 
 /// Coalesces changes per SKU. A SKU's changes chain when each was decided on the version the
 /// previous one produced (and in the same actor generation); a break in the chain (a resync
 /// between them) starts a new group in the next round, so one round never writes a row twice.
-fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
+fn coalesce(changes: &[Change]) -> Vec<Vec<Group>> {
     use std::collections::HashMap;
     let mut rounds: Vec<Vec<Group>> = Vec::new();
     // sku -> (round, index) of its open group
-    let mut open: HashMap<Sku, (usize, usize)> = HashMap::new();
-    for c in changes {
+    let mut open: HashMap<&Sku, (usize, usize)> = HashMap::new();
+    for (index, c) in changes.iter().enumerate() {
         let after = c.change.after;
         let event = EventRecord {
             version: after.version,
@@ -351,8 +297,9 @@ fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
             quantity: c.change.op.quantity(),
             on_hand: after.level.on_hand,
             reserved: after.level.reserved,
-            reason: c.reason,
-            reference: c.reference,
+            reason: c.reason.clone(),
+            reference: c.reference.clone(),
+            change_id: c.change_id,
         };
         if let Some(&(r, i)) = open.get(&c.sku) {
             if let Some(group) = rounds.get_mut(r).and_then(|round| round.get_mut(i)) {
@@ -363,7 +310,7 @@ fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
                     group.row.reserved_delta += c.change.reserved_delta;
                     group.row.new_version = after.version;
                     group.row.events.push(event);
-                    group.tickets.push(c.ticket);
+                    group.members.push(index);
                     continue;
                 }
             }
@@ -382,10 +329,10 @@ fn coalesce(changes: Vec<Change>) -> Vec<Vec<Group>> {
                 events: vec![event],
             },
             generation: c.generation,
-            tickets: vec![c.ticket],
+            members: vec![index],
         };
         if let Some(round) = rounds.get_mut(round_index) {
-            open.insert(c.sku, (round_index, round.len()));
+            open.insert(&c.sku, (round_index, round.len()));
             round.push(group);
         }
     }
@@ -397,26 +344,17 @@ mod tests {
     use super::*;
     use crate::domain::{Ledger, OnHandEffect, StockOp};
 
-    fn change(
-        sku: &str,
-        ledger: &mut Ledger,
-        op: StockOp,
-        generation: u64,
-    ) -> (Change, oneshot::Receiver<Durability>) {
+    fn change(sku: &str, ledger: &mut Ledger, op: StockOp, generation: u64) -> Change {
         let c = ledger.decide(op).unwrap();
         *ledger = c.after;
-        let (tx, rx) = oneshot::channel();
-        (
-            Change {
-                sku: Sku::parse(sku).unwrap(),
-                generation,
-                change: c,
-                reason: None,
-                reference: None,
-                ticket: tx,
-            },
-            rx,
-        )
+        Change {
+            sku: Sku::parse(sku).unwrap(),
+            generation,
+            change: c,
+            reason: None,
+            reference: None,
+            change_id: super::super::ids::change_id(),
+        }
     }
 
     #[test]
@@ -424,12 +362,12 @@ mod tests {
         let mut a = Ledger::new(10, 0, 3);
         let mut b = Ledger::new(5, 0, 0);
         let changes = vec![
-            change("A", &mut a, StockOp::Reserve(2), 0).0,
-            change("B", &mut b, StockOp::Reserve(1), 0).0,
-            change("A", &mut a, StockOp::Adjust(5), 0).0,
-            change("A", &mut a, StockOp::CommitSale(1), 0).0,
+            change("A", &mut a, StockOp::Reserve(2), 0),
+            change("B", &mut b, StockOp::Reserve(1), 0),
+            change("A", &mut a, StockOp::Adjust(5), 0),
+            change("A", &mut a, StockOp::CommitSale(1), 0),
         ];
-        let rounds = coalesce(changes);
+        let rounds = coalesce(&changes);
         assert_eq!(rounds.len(), 1);
         let row_a = &rounds[0][0].row;
         assert_eq!(row_a.expected_version, 3);
@@ -437,7 +375,7 @@ mod tests {
         assert_eq!(row_a.on_hand, OnHandEffect::Delta(4));
         assert_eq!(row_a.reserved_delta, 1);
         assert_eq!(row_a.events.len(), 3);
-        assert_eq!(rounds[0][0].tickets.len(), 3);
+        assert_eq!(rounds[0][0].members, vec![0, 2, 3]);
         assert_eq!(rounds[0][1].row.sku.as_str(), "B");
     }
 
@@ -446,10 +384,10 @@ mod tests {
         let mut stale = Ledger::new(10, 0, 3);
         let mut fresh = Ledger::new(10, 0, 3);
         let changes = vec![
-            change("A", &mut stale, StockOp::Reserve(2), 0).0,
-            change("A", &mut fresh, StockOp::Reserve(1), 1).0,
+            change("A", &mut stale, StockOp::Reserve(2), 0),
+            change("A", &mut fresh, StockOp::Reserve(1), 1),
         ];
-        let rounds = coalesce(changes);
+        let rounds = coalesce(&changes);
         assert_eq!(rounds.len(), 2);
         assert_eq!(rounds[1][0].row.expected_version, 3);
         assert_eq!(rounds[1][0].generation, 1);

@@ -6,11 +6,21 @@ use std::sync::Mutex;
 
 use crate::domain::{Ledger, OnHandEffect, Sku};
 
-/// A failure talking to the store. The persister retries the batch; nothing is acknowledged.
+/// A failure talking to the store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(String),
+    /// The store is away (connection-class): the same call can succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the call for what it carries: it will refuse it again.
+    #[error("the database refused the request: {0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// One recorded stock change, stored in the change log with the row write it belongs to.
@@ -24,6 +34,8 @@ pub struct EventRecord {
     pub reason: Option<String>,
     /// What caused it (a message id), unique per SKU: a redelivery cannot apply it twice.
     pub reference: Option<String>,
+    /// Unique to this change: a retried batch recognises its own earlier commit by it.
+    pub change_id: uuid::Uuid,
 }
 
 /// All changes to one SKU inside a batch, coalesced into one version-guarded row write.
@@ -39,11 +51,14 @@ pub struct RowWrite {
 }
 
 /// What became of one row write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowOutcome {
     Applied,
-    /// The store refused it: another version was there, or a `CHECK` constraint failed.
+    /// Memory was wrong: another version was there, a `CHECK` constraint failed (stock would go
+    /// negative), or the change's reference is already recorded (a duplicate).
     Conflict,
+    /// The store refused the row for a data reason; retrying cannot help.
+    Refused(String),
 }
 
 /// Durable storage of SKU ledgers.
@@ -55,9 +70,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every SKU's ledger, to rebuild memory on start.
     fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError>;
     /// Writes the rows (each SKU at most once) in ONE transaction: a row whose version guard or
-    /// constraints fail is refused alone, the others commit. `retry` says that an earlier attempt
-    /// of this batch failed in a way that may have committed it, so a version mismatch has to be
-    /// checked against the change log before it is called a conflict.
+    /// constraints fail, or that the database refuses for a data reason, is refused alone and
+    /// the others commit. `Err` only when the store is away ([`StoreError::Unavailable`]): then
+    /// nothing is known and the batch is retried. `retry` says that an earlier attempt of this
+    /// batch failed in a way that may have committed it, so a version mismatch has to be checked
+    /// against the change log (by change id) before it is called a conflict.
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError>;
     /// Whether a change with this reference was already committed for this SKU.
     fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError>;

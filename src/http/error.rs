@@ -106,6 +106,9 @@ impl ApiError {
             EngineError::Unavailable => {
                 ApiError::unavailable("the stock engine is restarting this sku; retry", 1)
             }
+            EngineError::Store(e) if !e.is_transient() => ApiError::Validation(
+                FieldErrors::single(field, format!("the database refused it: {e}")),
+            ),
             EngineError::Store(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable", 5)
@@ -120,6 +123,10 @@ impl ApiError {
                 "the stored stock disagreed with memory; the sku was reloaded and the change not applied, retry",
                 1,
             ),
+            DurabilityError::Refused(why) => ApiError::Validation(FieldErrors::single(
+                "body",
+                format!("the database refused this change: {why}"),
+            )),
             DurabilityError::Stopped => ApiError::unavailable(
                 "the service is shutting down; the change may not have been applied",
                 5,
@@ -130,8 +137,17 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        tracing::warn!(error = %e, "database call failed");
-        ApiError::unavailable("the database is unavailable", 5)
+        if e.is_transient() {
+            tracing::warn!(error = %e, "database call failed");
+            ApiError::unavailable("the database is unavailable", 5)
+        } else {
+            // Input gets here only if a validator let it through: say so, as a 422 (API.md).
+            tracing::error!(error = %e, "the database refused a request");
+            ApiError::Validation(FieldErrors::single(
+                "body",
+                format!("the database refused this request: {e}"),
+            ))
+        }
     }
 }
 

@@ -3,14 +3,12 @@
 //! stock change, and answer only once the change is durable.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
 use super::{ok_json, path_sku, ApiError, AppState};
-use crate::domain::{FieldErrors, Ledger, Sku, StockOp};
-
-const MAX_REASON: usize = 200;
+use crate::domain::inventory::{StockUpdateInput, UpdateForm};
+use crate::domain::{Ledger, Sku, StockOp};
 
 fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
     json!({
@@ -33,17 +31,6 @@ pub async fn get(
         .await
         .map_err(|e| ApiError::from_engine(e, "sku"))?;
     Ok(ok_json(body(&sku, ledger)))
-}
-
-#[derive(Deserialize)]
-pub struct SetStock {
-    on_hand: Option<i64>,
-}
-
-#[derive(Deserialize)]
-pub struct Adjustment {
-    delta: Option<i64>,
-    reason: Option<String>,
 }
 
 /// Applies one operation and waits until it is durable.
@@ -74,40 +61,20 @@ pub async fn put(
     _admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    input: web::Json<SetStock>,
+    input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
-    let on_hand = match input.on_hand {
-        None => return Err(ApiError::field("on_hand", "is required")),
-        Some(v) if v < 0 => return Err(ApiError::field("on_hand", "must be >= 0")),
-        Some(v) => v,
-    };
-    apply_durably(&state, &sku, StockOp::SetOnHand(on_hand), None, "on_hand").await
+    let update = input.validate(UpdateForm::Count)?;
+    apply_durably(&state, &sku, update.op, update.reason, "on_hand").await
 }
 
 pub async fn adjust(
     _admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    input: web::Json<Adjustment>,
+    input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
-    let input = input.into_inner();
-    let mut errors = FieldErrors::new();
-    match input.delta {
-        None => errors.add("delta", "is required"),
-        Some(0) => errors.add("delta", "must not be zero"),
-        Some(_) => {}
-    }
-    let reason = input.reason.map(|r| r.trim().to_owned());
-    match &reason {
-        None => errors.add("reason", "is required"),
-        Some(r) if r.is_empty() => errors.add("reason", "must not be empty"),
-        Some(r) if r.chars().count() > MAX_REASON => {
-            errors.add("reason", format!("must be at most {MAX_REASON} characters"))
-        }
-        Some(_) => {}
-    }
-    let (delta, reason) = errors.into_result((input.delta.unwrap_or(0), reason))?;
-    apply_durably(&state, &sku, StockOp::Adjust(delta), reason, "delta").await
+    let update = input.validate(UpdateForm::Adjustment)?;
+    apply_durably(&state, &sku, update.op, update.reason, "delta").await
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::domain::checkout::CheckoutInput;
-use crate::orders::{self, CancelError, IntakeError, IntakeOutcome, OrderEvent};
+use crate::orders::{CancelError, IntakeError, IntakeOutcome, OrderEvent};
 
 const KEY_HEADER: &str = "Idempotency-Key";
 
@@ -87,7 +87,7 @@ pub async fn checkout(
     }
     let input: CheckoutInput = serde_json::from_value(body.clone())
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
-    let checkout = input.validate(orders::today())?;
+    let checkout = input.validate(state.orders.today())?;
     match state.orders.intake(key, &body, &checkout).await? {
         IntakeOutcome::Accepted(order_id) => {
             Ok(HttpResponse::Accepted().json(status_body(order_id, "received")))
@@ -113,7 +113,7 @@ pub async fn get(
         .get(order_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
-    Ok(HttpResponse::Ok().json(order.to_json()))
+    Ok(HttpResponse::Ok().json(&order))
 }
 
 /// `POST /v1/orders/{order_id}/cancel`.
@@ -123,7 +123,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     match state.orders.cancel(order_id).await {
-        Ok(order) => Ok(HttpResponse::Ok().json(order.to_json())),
+        Ok(order) => Ok(HttpResponse::Ok().json(&order)),
         Err(CancelError::NotFound) => Err(ApiError::NotFound("unknown order".into())),
         Err(CancelError::NotCancellable(status)) => Err(ApiError::Conflict {
             code: "not_cancellable",
@@ -147,8 +147,7 @@ pub async fn of_customer(
 ) -> Result<HttpResponse, ApiError> {
     let customer = path_customer(&path)?;
     let orders = state.orders.of_customer(customer).await?;
-    let data: Vec<Value> = orders.iter().map(|o| o.to_json()).collect();
-    Ok(HttpResponse::Ok().json(json!({ "data": data })))
+    Ok(HttpResponse::Ok().json(json!({ "data": orders })))
 }
 
 /// `GET /v1/customers/{customer_id}/notifications`.

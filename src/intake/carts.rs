@@ -1,14 +1,14 @@
 //! `carts.events`: `{"cart_id","customer_id","sku","quantity","added_to_cart"}` from other
 //! systems, applied like `PUT /v1/carts/{cart_id}/items/{sku}` (setting a line is idempotent).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{parse, RETRY_FOR};
+use super::parse;
 use crate::carts::{CartService, CartServiceError};
 use crate::domain::cart::CartEvent;
 use crate::messaging::consumer::{Message, Outcome};
 
-pub async fn handle(carts: &CartService, message: Message) -> Outcome {
+pub async fn handle(carts: &CartService, message: Message, retry_window: Duration) -> Outcome {
     let event: CartEvent = match parse(&message) {
         Ok(e) => e,
         Err(outcome) => return outcome,
@@ -31,12 +31,12 @@ pub async fn handle(carts: &CartService, message: Message) -> Outcome {
             .await;
         match result {
             Ok(_) => return Outcome::Ack,
-            Err(CartServiceError::Db(e)) => {
-                if started.elapsed() > RETRY_FOR {
-                    return Outcome::Requeue;
+            Err(CartServiceError::Db(e)) if e.is_transient() => {
+                if started.elapsed() > retry_window {
+                    return Outcome::Retry;
                 }
                 tracing::warn!(error = %e, "cart event waits for the database");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Outcome::DeadLetter(format!("cart event refused: {e}")),
         }

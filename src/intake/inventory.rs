@@ -1,7 +1,8 @@
 //! `inventory.updates`: `{"sku","on_hand"}` or `{"sku","delta","reason"}` from warehouse
 //! systems, validated like the HTTP admin endpoints and applied through the SKU's actor like
-//! every other stock change. With an AMQP `message_id` the change is recorded with it, so a
-//! redelivered message is recognised and not applied twice.
+//! every other stock change. The AMQP `message_id` is recorded with the change, so a redelivered
+//! message is recognised and not applied twice; a delta without one is refused (dead-lettered),
+//! because a redelivery of it could not be told from a second delta.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,52 +11,33 @@ use dashmap::DashMap;
 
 use serde::Deserialize;
 
-use super::{parse, RETRY_FOR};
-use crate::domain::{FieldErrors, Sku, StockOp};
+use super::parse;
+use crate::domain::inventory::{StockUpdate, StockUpdateInput, UpdateForm};
+use crate::domain::{parse_key, FieldErrors, Sku, StockOp};
 use crate::engine::{DurabilityError, Engine, EngineError};
 use crate::messaging::consumer::{Message, Outcome};
 
+/// A message on `inventory.updates`: `{"sku","on_hand"}` or `{"sku","delta","reason"}`.
 #[derive(Debug, Default, Deserialize)]
-pub struct InventoryUpdate {
+pub struct InventoryMessage {
     pub sku: Option<String>,
-    pub on_hand: Option<i64>,
-    pub delta: Option<i64>,
-    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub update: StockUpdateInput,
 }
 
-impl InventoryUpdate {
-    /// The SKU, the operation and its reason, or every problem at once.
-    pub fn validate(self) -> Result<(Sku, StockOp, Option<String>), FieldErrors> {
+impl InventoryMessage {
+    /// The SKU and the update, or every problem at once (the same rules as the HTTP API).
+    pub fn validate(&self) -> Result<(Sku, StockUpdate), FieldErrors> {
         let mut errors = FieldErrors::new();
         let sku = errors.required("sku", self.sku.as_deref(), Sku::parse);
-        let reason = self
-            .reason
-            .map(|r| r.trim().to_owned())
-            .filter(|r| !r.is_empty());
-        let op = match (self.on_hand, self.delta) {
-            (Some(_), Some(_)) | (None, None) => {
-                errors.add("on_hand", "give exactly one of on_hand and delta");
-                None
-            }
-            (Some(v), None) if v < 0 => {
-                errors.add("on_hand", "must be >= 0");
-                None
-            }
-            (Some(v), None) => Some(StockOp::SetOnHand(v)),
-            (None, Some(0)) => {
-                errors.add("delta", "must not be zero");
-                None
-            }
-            (None, Some(d)) => {
-                if reason.is_none() {
-                    errors.add("reason", "is required with delta");
+        match (sku, self.update.validate(UpdateForm::Either)) {
+            (Some(sku), Ok(update)) => Ok((sku, update)),
+            (_, result) => {
+                if let Err(more) = result {
+                    errors.extend(more);
                 }
-                Some(StockOp::Adjust(d))
+                Err(errors)
             }
-        };
-        match (sku, op) {
-            (Some(sku), Some(op)) if errors.is_empty() => Ok((sku, op, reason)),
-            _ => Err(errors),
         }
     }
 }
@@ -98,21 +80,32 @@ impl InFlight {
     }
 }
 
-pub async fn handle(engine: &Engine, in_flight: &InFlight, message: Message) -> Outcome {
-    let update: InventoryUpdate = match parse(&message) {
+pub async fn handle(
+    engine: &Engine,
+    in_flight: &InFlight,
+    message: Message,
+    retry_window: Duration,
+) -> Outcome {
+    let update: InventoryMessage = match parse(&message) {
         Ok(u) => u,
         Err(outcome) => return outcome,
     };
-    let (sku, op, reason) = match update.validate() {
+    let (sku, StockUpdate { op, reason }) = match update.validate() {
         Ok(v) => v,
         Err(fields) => {
             return Outcome::DeadLetter(format!("invalid stock update: {}", fields.summary()))
         }
     };
-    let reference = message
-        .message_id
-        .as_ref()
-        .map(|id| format!("inventory:{id}"));
+    let reference = match message.message_id.as_deref().map(parse_key) {
+        Some(Ok(id)) => Some(format!("inventory:{id}")),
+        Some(Err(e)) => return Outcome::DeadLetter(format!("message_id {e}")),
+        None if matches!(op, StockOp::Adjust(_)) => {
+            return Outcome::DeadLetter(
+                "a delta needs a message_id: without one a redelivery would apply it twice".into(),
+            )
+        }
+        None => None, // a count: applying it again gives the same stock
+    };
     // Held until this delivery is settled; a duplicate in flight waits for it.
     let _claim = match &reference {
         Some(r) => Some(in_flight.claim(r).await),
@@ -121,13 +114,16 @@ pub async fn handle(engine: &Engine, in_flight: &InFlight, message: Message) -> 
     let started = Instant::now();
     let mut pause = Duration::from_millis(50);
     loop {
-        if started.elapsed() > RETRY_FOR {
-            return Outcome::Requeue;
+        if started.elapsed() > retry_window {
+            return Outcome::Retry;
         }
         if let Some(r) = &reference {
             match engine.change_applied(&sku, r).await {
                 Ok(true) => return Outcome::Ack, // a redelivery of a change already made
                 Ok(false) => {}
+                Err(EngineError::Store(e)) if !e.is_transient() => {
+                    return Outcome::DeadLetter(format!("stock update refused: {e}"))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "stock update waits for the database");
                     tokio::time::sleep(pause).await;
@@ -144,6 +140,11 @@ pub async fn handle(engine: &Engine, in_flight: &InFlight, message: Message) -> 
                 Ok(()) => return Outcome::Ack,
                 // Memory was wrong or this was a duplicate: the SKU resyncs; look again.
                 Err(DurabilityError::Conflict) => {}
+                Err(DurabilityError::Refused(why)) => {
+                    return Outcome::DeadLetter(format!(
+                        "stock update refused by the database: {why}"
+                    ))
+                }
                 Err(DurabilityError::Stopped) => return Outcome::Requeue,
             },
             Err(EngineError::Rejected(e)) => {
@@ -151,6 +152,9 @@ pub async fn handle(engine: &Engine, in_flight: &InFlight, message: Message) -> 
             }
             Err(EngineError::UnknownSku) => {
                 return Outcome::DeadLetter(format!("unknown sku {sku}"))
+            }
+            Err(EngineError::Store(e)) if !e.is_transient() => {
+                return Outcome::DeadLetter(format!("stock update refused: {e}"))
             }
             Err(e) => tracing::warn!(%sku, error = %e, "stock update retrying"),
         }

@@ -1,13 +1,18 @@
 //! Intake: the handlers behind the RabbitMQ consumers. Each parses and validates a message with
 //! the same rules as the HTTP API, hands it to the engine or a service, and says when the
 //! delivery may be acknowledged — only once its outcome is durable (DESIGN.md rule 1). A message
-//! that can never be processed is dead-lettered with its reason, never dropped.
+//! that can never be processed is dead-lettered with its reason, never dropped; one that met
+//! transient trouble for its whole retry window is handed back without using up its delivery
+//! limit (rule 8).
 
 pub mod carts;
 pub mod inventory;
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::carts::CartService;
 use crate::engine::Engine;
@@ -16,38 +21,70 @@ use crate::messaging::topology::{CARTS_QUEUE, CHECKOUT_QUEUE, INVENTORY_QUEUE};
 use crate::messaging::Broker;
 use crate::orders::OrderService;
 
-/// How long a handler keeps retrying a transient failure (database away, engine saturated)
-/// before giving the delivery back to the queue.
-pub(crate) const RETRY_FOR: Duration = Duration::from_secs(30);
-
 /// Parses a JSON body, or says why it is not one.
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(message: &Message) -> Result<T, Outcome> {
     serde_json::from_slice(&message.data)
         .map_err(|e| Outcome::DeadLetter(format!("body is not the expected JSON: {e}")))
 }
 
-/// Starts the `orders.checkout`, `inventory.updates` and `carts.events` consumers.
+/// What the consumers need.
+pub struct Consumers {
+    pub engine: Engine,
+    pub carts: CartService,
+    pub orders: OrderService,
+    pub prefetch: u16,
+    /// How long a handler retries transient trouble before handing the delivery back.
+    pub retry_window: Duration,
+}
+
+/// Starts the `orders.checkout`, `inventory.updates` and `carts.events` consumers. They run
+/// until `stop` is cancelled; the handles resolve once every delivery in flight is settled.
 pub fn start(
     broker: &Broker,
-    engine: Engine,
-    carts: CartService,
-    orders: OrderService,
-    prefetch: u16,
-) {
+    consumers: Consumers,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let Consumers {
+        engine,
+        carts,
+        orders,
+        prefetch,
+        retry_window,
+    } = consumers;
     let checkout: Handler = Arc::new(move |m| {
         let orders = orders.clone();
         Box::pin(async move { orders.process(m).await })
     });
-    consumer::spawn(broker.clone(), CHECKOUT_QUEUE, prefetch, checkout);
     let in_flight = inventory::InFlight::default();
     let inventory: Handler = Arc::new(move |m| {
         let (engine, in_flight) = (engine.clone(), in_flight.clone());
-        Box::pin(async move { inventory::handle(&engine, &in_flight, m).await })
+        Box::pin(async move { inventory::handle(&engine, &in_flight, m, retry_window).await })
     });
-    consumer::spawn(broker.clone(), INVENTORY_QUEUE, prefetch, inventory);
     let cart_handler: Handler = Arc::new(move |m| {
         let carts = carts.clone();
-        Box::pin(async move { carts::handle(&carts, m).await })
+        Box::pin(async move { carts::handle(&carts, m, retry_window).await })
     });
-    consumer::spawn(broker.clone(), CARTS_QUEUE, prefetch, cart_handler);
+    vec![
+        consumer::spawn(
+            broker.clone(),
+            CHECKOUT_QUEUE,
+            prefetch,
+            checkout,
+            stop.clone(),
+        ),
+        consumer::spawn(
+            broker.clone(),
+            INVENTORY_QUEUE,
+            prefetch,
+            inventory,
+            stop.clone(),
+        ),
+        consumer::spawn(
+            broker.clone(),
+            CARTS_QUEUE,
+            prefetch,
+            cart_handler,
+            stop.clone(),
+        ),
+    ]
 }

@@ -1,7 +1,17 @@
-//! A consumer that survives broker restarts: it waits for a live connection, opens a channel
-//! with its prefetch, consumes, and starts over when the channel or connection dies. Every
-//! delivery is handled concurrently (up to the prefetch) and acknowledged only after its handler
-//! says the outcome is durable (DESIGN.md rule 1).
+//! A consumer that survives broker restarts and stops cleanly.
+//!
+//! - It waits for a live connection, opens a channel with its prefetch, consumes, and starts
+//!   over when the channel or connection dies.
+//! - Deliveries are handled concurrently, at most `prefetch` at a time *in all*: a permit is
+//!   taken before a delivery is handled and given back when it is settled, so tasks still
+//!   finishing on a dead channel count against the new one (never more work in flight than the
+//!   prefetch says).
+//! - A delivery is acknowledged only after its handler says the outcome is durable (DESIGN.md
+//!   rule 1). `DeadLetter` moves it, with the reason, to the dead-letter queue. `Retry` (the
+//!   handler met transient trouble for its whole retry window) hands it back as a fresh copy at
+//!   the tail of the queue — the broker's delivery limit counts returns, and a message that
+//!   failed because a dependency was away must not use it up (rule 8).
+//! - `stop` cancels consuming, lets every delivery in flight finish and settle, then returns.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,11 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::BasicProperties;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::topology::{QueueSpec, EXCHANGE_DEAD_LETTER, REASON_HEADER};
+use super::topology::{QueueSpec, EXCHANGE_DEAD_LETTER, HANDBACK_HEADER, REASON_HEADER};
 use super::Broker;
 
 /// A delivery as a handler sees it.
@@ -23,7 +38,22 @@ pub struct Message {
     pub message_id: Option<String>,
     /// The producer's `app_id` property (orderflow's own HTTP intake says `orderflow-http`).
     pub app_id: Option<String>,
+    /// The producer's `timestamp` property (seconds since the epoch), when it set one.
+    pub timestamp: Option<u64>,
     pub redelivered: bool,
+}
+
+impl Message {
+    fn of(delivery: &Delivery) -> Message {
+        let props = &delivery.properties;
+        Message {
+            data: delivery.data.clone(),
+            message_id: props.message_id().as_ref().map(|m| m.to_string()),
+            app_id: props.app_id().as_ref().map(|m| m.to_string()),
+            timestamp: *props.timestamp(),
+            redelivered: delivery.redelivered,
+        }
+    }
 }
 
 /// What to do with a delivery once handled.
@@ -33,110 +63,211 @@ pub enum Outcome {
     Ack,
     /// Cannot ever be processed: move it to the dead-letter queue with this reason, then ack.
     DeadLetter(String),
-    /// Not now (shutting down): give it back to the queue.
+    /// A dependency stayed away for the whole retry window: hand it back to the queue as a
+    /// fresh copy, without using up its delivery limit.
+    Retry,
+    /// Give it back to the queue as it is (its delivery count goes up).
     Requeue,
 }
 
 pub type Handler =
     Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
-/// Starts consuming `queue` in the background, forever.
-pub fn spawn(broker: Broker, queue: QueueSpec, prefetch: u16, handler: Handler) {
+/// Consumes `queue` in the background until `stop` is cancelled; the handle resolves once every
+/// delivery in flight is settled.
+pub fn spawn(
+    broker: Broker,
+    queue: QueueSpec,
+    prefetch: u16,
+    handler: Handler,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
+        let tracker = TaskTracker::new();
+        let consumer = Consumer {
+            broker: broker.clone(),
+            queue,
+            prefetch,
+            handler,
+            permits,
+            tracker: tracker.clone(),
+            stop: stop.clone(),
+        };
         loop {
-            let conn = broker.wait_connection().await;
-            match consume(&broker, &conn, queue, prefetch, &handler).await {
-                Ok(()) => tracing::warn!(queue = queue.name, "consumer stream ended; restarting"),
+            let conn = tokio::select! {
+                conn = broker.wait_connection() => conn,
+                _ = stop.cancelled() => break,
+            };
+            match consumer.consume(&conn).await {
+                Ok(Ended::Stopped) => break,
+                Ok(Ended::Closed) => {
+                    tracing::warn!(queue = queue.name, "consumer stream ended; restarting")
+                }
                 Err(e) => {
                     tracing::warn!(queue = queue.name, error = %e, "consumer failed; restarting")
                 }
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.cancelled() => break,
+            }
         }
-    });
+        tracker.close();
+        tracker.wait().await;
+        tracing::info!(queue = queue.name, "consumer stopped");
+    })
 }
 
-async fn consume(
-    broker: &Broker,
-    conn: &lapin::Connection,
+enum Ended {
+    /// Asked to stop; everything in flight is settled.
+    Stopped,
+    /// The channel or connection went away.
+    Closed,
+}
+
+struct Consumer {
+    broker: Broker,
     queue: QueueSpec,
     prefetch: u16,
-    handler: &Handler,
-) -> lapin::Result<()> {
-    let channel = conn.create_channel().await?;
-    // Re-applied on every reconnect: prefetch belongs to the channel.
-    channel
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await?;
-    let mut deliveries = channel
-        .basic_consume(
-            queue.name.into(),
-            format!("orderflow-{}", queue.name).as_str().into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(queue = queue.name, prefetch, "consuming");
-    while let Some(delivery) = deliveries.next().await {
-        let delivery = delivery?;
-        let handler = Arc::clone(handler);
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            let message = Message {
-                data: delivery.data.clone(),
-                message_id: delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|m| m.to_string()),
-                app_id: delivery.properties.app_id().as_ref().map(|m| m.to_string()),
-                redelivered: delivery.redelivered,
+    handler: Handler,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Consumer {
+    async fn consume(&self, conn: &lapin::Connection) -> lapin::Result<Ended> {
+        let queue = self.queue;
+        let channel = conn.create_channel().await?;
+        // Re-applied on every reconnect: prefetch belongs to the channel.
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("orderflow-{}-{}", queue.name, uuid::Uuid::new_v4().simple());
+        let mut deliveries = channel
+            .basic_consume(
+                queue.name.into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::info!(queue = queue.name, prefetch = self.prefetch, "consuming");
+        loop {
+            let next = tokio::select! {
+                next = deliveries.next() => next,
+                _ = self.stop.cancelled() => break,
             };
-            let outcome = handler(message).await;
-            let settled = match outcome {
-                Outcome::Ack => delivery.ack(BasicAckOptions::default()).await,
-                Outcome::DeadLetter(reason) => {
-                    tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
-                    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-                    headers.insert(
-                        REASON_HEADER.into(),
-                        AMQPValue::LongString(LongString::from(reason)),
-                    );
-                    let mut props = BasicProperties::default().with_headers(headers);
-                    if let Some(id) = delivery.properties.message_id() {
-                        props = props.with_message_id(id.clone());
-                    }
-                    match broker
-                        .publish(EXCHANGE_DEAD_LETTER, queue.name, &delivery.data, props)
-                        .await
-                    {
-                        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                        Err(e) => {
-                            // Keep it: it comes back, and the delivery limit still applies.
-                            tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
-                            delivery
-                                .nack(BasicNackOptions {
-                                    requeue: true,
-                                    ..BasicNackOptions::default()
-                                })
-                                .await
-                        }
-                    }
-                }
-                Outcome::Requeue => {
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await
-                }
+            let Some(delivery) = next else {
+                return Ok(Ended::Closed);
             };
-            if let Err(e) = settled {
-                // The channel died: the broker redelivers it to the next consumer.
-                tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");
-            }
-        });
+            let delivery = delivery?;
+            let permit = tokio::select! {
+                permit = Arc::clone(&self.permits).acquire_owned() => permit,
+                // Not started: it goes back to the queue with the channel.
+                _ = self.stop.cancelled() => break,
+            };
+            let Ok(permit) = permit else { break };
+            let handler = Arc::clone(&self.handler);
+            let broker = self.broker.clone();
+            self.tracker.spawn(async move {
+                let outcome = handler(Message::of(&delivery)).await;
+                settle(&broker, queue, &delivery, outcome).await;
+                drop(permit);
+            });
+        }
+        // Stop: no new deliveries; those in flight finish and are settled on this channel.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        let _ = channel.close(200, "orderflow stopping".into()).await;
+        Ok(Ended::Stopped)
     }
-    Ok(())
+}
+
+/// Acknowledges, dead-letters, hands back or requeues a delivery as its outcome says.
+async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome: Outcome) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    let settled = match outcome {
+        Outcome::Ack => {
+            #[cfg(feature = "fault-injection")]
+            fault_abort_before_ack(queue);
+            delivery.ack(BasicAckOptions::default()).await
+        }
+        Outcome::DeadLetter(reason) => {
+            tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            headers.insert(
+                REASON_HEADER.into(),
+                AMQPValue::LongString(LongString::from(reason)),
+            );
+            let props = delivery.properties.clone().with_headers(headers);
+            match broker
+                .publish(EXCHANGE_DEAD_LETTER, queue.name, &delivery.data, props)
+                .await
+            {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    // Keep it: it comes back, and the delivery limit still applies.
+                    tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
+                    delivery.nack(requeue).await
+                }
+            }
+        }
+        Outcome::Retry => {
+            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            let handbacks = match headers.inner().get(HANDBACK_HEADER) {
+                Some(AMQPValue::LongLongInt(n)) => *n,
+                _ => 0,
+            };
+            headers.insert(
+                HANDBACK_HEADER.into(),
+                AMQPValue::LongLongInt(handbacks.saturating_add(1)),
+            );
+            let props = delivery.properties.clone().with_headers(headers);
+            match broker
+                .publish(queue.exchange, queue.routing_key, &delivery.data, props)
+                .await
+            {
+                // The copy is durable: the original can go.
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(e) => {
+                    tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; requeueing");
+                    delivery.nack(requeue).await
+                }
+            }
+        }
+        Outcome::Requeue => delivery.nack(requeue).await,
+    };
+    if let Err(e) = settled {
+        // The channel died: the broker redelivers it to the next consumer.
+        tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");
+    }
+}
+
+/// Fault injection (tests only): `ORDERFLOW_FAULT_ABORT_BEFORE_ACK=N` kills the process after the
+/// N-th outcome of `orders.checkout` is durable and before it is acknowledged.
+#[cfg(feature = "fault-injection")]
+fn fault_abort_before_ack(queue: QueueSpec) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ACKS: AtomicU64 = AtomicU64::new(0);
+    if queue.name != super::topology::CHECKOUT_QUEUE.name {
+        return;
+    }
+    let Some(limit) = std::env::var("ORDERFLOW_FAULT_ABORT_BEFORE_ACK")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    if ACKS.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
+        eprintln!("fault injection: aborting after a commit, before its ack");
+        std::process::abort();
+    }
 }

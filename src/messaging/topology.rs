@@ -15,6 +15,10 @@ pub const EXCHANGE_DEAD_LETTER: &str = "orderflow.dead-letter";
 
 /// Header carrying why orderflow dead-lettered a message.
 pub const REASON_HEADER: &str = "x-orderflow-reason";
+/// Header counting how often a message was handed back after transient trouble.
+pub const HANDBACK_HEADER: &str = "x-orderflow-handbacks";
+/// Header counting how often an operator replayed a dead letter.
+pub const REPLAY_HEADER: &str = "x-orderflow-replays";
 
 /// A work queue and where it is bound.
 #[derive(Debug, Clone, Copy)]

@@ -1,147 +1,147 @@
-//! The order writer: one thread that batches order creations and status changes (with their
-//! history rows and notifications) into one transaction per batch, like the stock persister
-//! does for stock. A caller awaits its ticket to know the write is durable.
+//! The order writer: the shared [`crate::batch`] writer with a sink that records idempotency
+//! keys, order creations, status changes (with their history rows and notifications) and
+//! settlements, one transaction per batch. A caller awaits its ticket to know the write is
+//! durable.
+//!
+//! The batch is a bulkhead (DESIGN.md rule 7): the whole batch goes in a handful of statements;
+//! if the database refuses it for what one row carries, every item is written again under a
+//! savepoint of its own, so only the offender fails (with a permanent error) and the rest
+//! commits. Only connection-class errors are retried, by the writer, with backoff.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use diesel::Connection;
+use uuid::Uuid;
 
-use crate::persistence::orders::{self, NewOrderRow, TransitionRow};
-use crate::persistence::DbPool;
+use crate::batch::{BatchConfig, BatchWriter, Refusal, Sink, Transient};
+use crate::persistence::orders::{self, KeyRow, KeyState, NewOrderRow, TransitionRow};
+use crate::persistence::{DbError, DbPool};
 
-enum Msg {
-    Create(NewOrderRow, oneshot::Sender<bool>),
-    Transition(TransitionRow, oneshot::Sender<bool>),
+/// One write of the order pipeline.
+#[derive(Debug, Clone)]
+pub enum OrderWrite {
+    /// Record an idempotency key before its checkout is published.
+    Key(KeyRow),
+    /// Create an order unless it exists.
+    Create(NewOrderRow),
+    /// Move an order, if it is still in `from_status`.
+    Transition(TransitionRow),
+    /// Every reservation of this order is released.
+    Settle(Uuid),
 }
 
-/// Why a write was not made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
-    #[error("the order writer is saturated")]
-    Full,
-    #[error("the order writer stopped")]
-    Stopped,
+/// What a write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderWritten {
+    Key(KeyState),
+    /// `true` when the order was created now (not found already there).
+    Created(bool),
+    /// `true` when the order moved now (it was still in `from_status`).
+    Moved(bool),
+    Settled,
 }
 
-/// Handle to the writer thread; cheap to clone.
-#[derive(Clone)]
-pub struct OrderWriter {
-    tx: SyncSender<Msg>,
-    failing: Arc<AtomicBool>,
+pub type OrderWriter = BatchWriter<OrderSink>;
+
+/// Starts the order writer thread.
+pub fn spawn(pool: DbPool, capacity: usize) -> OrderWriter {
+    BatchWriter::spawn(
+        OrderSink { pool },
+        BatchConfig {
+            name: "orderflow-order-writer",
+            max_batch: 1024,
+            linger: Duration::from_millis(2),
+            idle_gap: Duration::from_micros(300),
+            capacity: capacity.max(16),
+        },
+    )
 }
 
-const MAX_BATCH: usize = 1024;
-const LINGER: Duration = Duration::from_millis(2);
-const IDLE_GAP: Duration = Duration::from_micros(300);
+/// Writes order batches to Postgres.
+pub struct OrderSink {
+    pool: DbPool,
+}
 
-impl OrderWriter {
-    pub fn spawn(pool: DbPool, capacity: usize) -> OrderWriter {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(16));
-        let failing = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&failing);
-        let spawned = std::thread::Builder::new()
-            .name("orderflow-order-writer".into())
-            .spawn(move || run(pool, rx, flag));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "could not start the order writer");
+type Results = Vec<Result<OrderWritten, Refusal>>;
+
+impl Sink for OrderSink {
+    type Item = OrderWrite;
+    type Output = OrderWritten;
+
+    fn write(&mut self, items: &[OrderWrite], _attempt: u32) -> Result<Results, Transient> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|e| Transient(DbError::from(e).to_string()))?;
+        match conn.transaction(|conn| write_all(conn, items)) {
+            Ok(results) => Ok(results.into_iter().map(Ok).collect()),
+            Err(e) if e.is_transient() => Err(Transient(e.to_string())),
+            // One row (or more) the database will not take: isolate it.
+            Err(_) => conn
+                .transaction(|conn| write_each(conn, items))
+                .map_err(|e: DbError| Transient(e.to_string())),
         }
-        OrderWriter { tx, failing }
-    }
-
-    fn send(&self, msg: Msg) -> Result<(), WriteError> {
-        match self.tx.try_send(msg) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(WriteError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(WriteError::Stopped),
-        }
-    }
-
-    /// Queues the creation of an order (unless it exists); the receiver resolves, once the
-    /// batch is committed, to whether it was created now.
-    pub fn create(&self, row: NewOrderRow) -> Result<oneshot::Receiver<bool>, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Msg::Create(row, tx))?;
-        Ok(rx)
-    }
-
-    /// Queues a status change, applied only if the order is still in `from_status`; the
-    /// receiver resolves, once committed, to whether it moved.
-    pub fn transition(&self, row: TransitionRow) -> Result<oneshot::Receiver<bool>, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Msg::Transition(row, tx))?;
-        Ok(rx)
-    }
-
-    /// True while the last batch failed on a database error.
-    pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
     }
 }
 
-fn run(pool: DbPool, rx: mpsc::Receiver<Msg>, failing: Arc<AtomicBool>) {
-    loop {
-        let Ok(first) = rx.recv() else { return };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(TryRecvError::Disconnected) => break,
-                Err(TryRecvError::Empty) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        break;
-                    }
-                    match rx.recv_timeout((deadline - now).min(IDLE_GAP)) {
-                        Ok(m) => batch.push(m),
-                        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+/// The whole batch with one statement per kind of write.
+fn write_all(
+    conn: &mut diesel::PgConnection,
+    items: &[OrderWrite],
+) -> Result<Vec<OrderWritten>, DbError> {
+    let mut keys = Vec::new();
+    let mut creates = Vec::new();
+    let mut transitions = Vec::new();
+    let mut settles = Vec::new();
+    for item in items {
+        match item {
+            OrderWrite::Key(k) => keys.push(k.clone()),
+            OrderWrite::Create(c) => creates.push(c.clone()),
+            OrderWrite::Transition(t) => transitions.push(t.clone()),
+            OrderWrite::Settle(id) => settles.push(*id),
+        }
+    }
+    let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
+    let created = orders::create_orders(conn, &creates)?;
+    let moved = orders::apply_transitions(conn, &transitions)?;
+    orders::settle(conn, &settles)?;
+    Ok(items
+        .iter()
+        .map(|item| match item {
+            OrderWrite::Key(_) => OrderWritten::Key(key_states.next().unwrap_or(KeyState::New)),
+            OrderWrite::Create(c) => OrderWritten::Created(created.contains(&c.order_id)),
+            OrderWrite::Transition(t) => OrderWritten::Moved(moved.contains(&t.order_id)),
+            OrderWrite::Settle(_) => OrderWritten::Settled,
+        })
+        .collect())
+}
+
+/// The bulkhead: every item under its own savepoint. `Err` only for a transient error.
+fn write_each(conn: &mut diesel::PgConnection, items: &[OrderWrite]) -> Result<Results, DbError> {
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let one = std::slice::from_ref(item);
+        match conn.transaction(|conn| write_all(conn, one)) {
+            Ok(mut written) => results.push(
+                written
+                    .pop()
+                    .ok_or_else(|| Refusal("internal: no result".into())),
+            ),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, write = ?kind(item), "the database refused an order write");
+                results.push(Err(Refusal(e.to_string())));
             }
         }
-        let mut creates = Vec::new();
-        let mut create_tickets = Vec::new();
-        let mut transitions = Vec::new();
-        let mut transition_tickets = Vec::new();
-        for m in batch {
-            match m {
-                Msg::Create(row, t) => {
-                    creates.push(row);
-                    create_tickets.push(t);
-                }
-                Msg::Transition(row, t) => {
-                    transitions.push(row);
-                    transition_tickets.push(t);
-                }
-            }
-        }
-        let mut attempt: u32 = 0;
-        let (created, moved) = loop {
-            let result = pool
-                .get()
-                .map_err(crate::persistence::DbError::from)
-                .and_then(|mut conn| orders::write_batch(&mut conn, &creates, &transitions));
-            match result {
-                Ok(done) => {
-                    failing.store(false, Ordering::Relaxed);
-                    break done;
-                }
-                Err(e) => {
-                    failing.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, "order batch failed; retrying");
-                    attempt = attempt.saturating_add(1);
-                    std::thread::sleep(Duration::from_millis(50 * u64::from(attempt.min(40))));
-                }
-            }
-        };
-        for (row, ticket) in creates.iter().zip(create_tickets) {
-            let _ = ticket.send(created.contains(&row.order_id));
-        }
-        for (row, ticket) in transitions.iter().zip(transition_tickets) {
-            let _ = ticket.send(moved.contains(&row.order_id));
-        }
+    }
+    Ok(results)
+}
+
+fn kind(item: &OrderWrite) -> (&'static str, Uuid) {
+    match item {
+        OrderWrite::Key(k) => ("key", k.order_id),
+        OrderWrite::Create(c) => ("create", c.order_id),
+        OrderWrite::Transition(t) => ("transition", t.order_id),
+        OrderWrite::Settle(id) => ("settle", *id),
     }
 }

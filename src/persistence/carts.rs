@@ -89,6 +89,21 @@ pub fn find(conn: &mut PgConnection, cart_id: Uuid) -> Result<Option<CartRecord>
         .optional()?)
 }
 
+/// A cart with its lines: `(sku, quantity)` in the order they were added.
+pub type CartWithLines = (CartRecord, Vec<(String, i64)>);
+
+/// The cart with its lines, if it exists.
+pub fn find_with_lines(
+    conn: &mut PgConnection,
+    cart_id: Uuid,
+) -> Result<Option<CartWithLines>, DbError> {
+    let Some(cart) = find(conn, cart_id)? else {
+        return Ok(None);
+    };
+    let lines = lines(conn, cart_id)?;
+    Ok(Some((cart, lines)))
+}
+
 /// Sets or removes one line of an open cart, in one transaction with the cart row locked.
 pub fn change_line(
     conn: &mut PgConnection,

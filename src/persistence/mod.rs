@@ -37,11 +37,73 @@ pub enum DbError {
 }
 
 /// Folds a multi-line driver message into one line, for start-up errors and logs.
-fn one_line(e: impl std::fmt::Display) -> String {
+pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
     e.to_string()
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+impl DbError {
+    /// Whether retrying can help: the database (or the way to it) is away, as opposed to a
+    /// request it refused (DESIGN.md rule 8).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connect(_) | DbError::Pool(_) => true,
+            DbError::Query(e) => classify(e) == ErrorClass::Transient,
+            DbError::Migration(_) => false,
+        }
+    }
+}
+
+/// How a failed statement is handled (DESIGN.md rules 7 and 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The connection failed or the server is not serving (SQLSTATE classes 08, 57P, 53, and
+    /// serialization failures and deadlocks): the same statement can succeed later. Retry.
+    Transient,
+    /// The database refused the statement for what it carries (data, SQLSTATE classes 22 and
+    /// 23, or anything else it will refuse again). Never retry it.
+    Refused,
+}
+
+/// Messages of transient errors that diesel does not give a kind of their own (it exposes no
+/// SQLSTATE): deadlocks, cancelled statements, a server shutting down or starting.
+const TRANSIENT_MESSAGES: [&str; 9] = [
+    "deadlock detected",
+    "canceling statement due to",
+    "could not serialize",
+    "terminating connection",
+    "the database system is",
+    "server closed the connection",
+    "no connection to the server",
+    "could not connect",
+    "too many clients",
+];
+
+/// Classifies a diesel error; see [`ErrorClass`].
+pub fn classify(e: &diesel::result::Error) -> ErrorClass {
+    use diesel::result::{DatabaseErrorKind as Kind, Error};
+    match e {
+        Error::DatabaseError(
+            Kind::ClosedConnection
+            | Kind::UnableToSendCommand
+            | Kind::SerializationFailure
+            | Kind::ReadOnlyTransaction,
+            _,
+        ) => ErrorClass::Transient,
+        Error::DatabaseError(_, info)
+            if TRANSIENT_MESSAGES
+                .iter()
+                .any(|m| info.message().contains(m)) =>
+        {
+            ErrorClass::Transient
+        }
+        Error::BrokenTransactionManager | Error::RollbackErrorOnCommit { .. } => {
+            ErrorClass::Transient
+        }
+        _ => ErrorClass::Refused,
+    }
 }
 
 impl From<diesel::r2d2::PoolError> for DbError {

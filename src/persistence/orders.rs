@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use super::schema::{notifications, order_history, orders};
 use super::DbError;
+use crate::domain::checkout::{DeliveryMethod, Payment};
+use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection};
 
 /// A new order as first stored (normally `received`).
 #[derive(Debug, Clone, Serialize)]
@@ -60,8 +62,30 @@ pub struct TransitionRow {
     /// from `received` to `scheduled`), so one write records both steps.
     pub via_status: Option<String>,
     pub via_at: Option<DateTime<Utc>>,
+    /// `false` when the order ends without its stock and may still hold reservations.
+    pub settled: bool,
     #[serde(skip)]
     pub notification: Option<NotificationRow>,
+}
+
+/// An idempotency key intake is about to use.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRow {
+    pub order_id: Uuid,
+    pub idempotency_key: String,
+    pub fingerprint: String,
+}
+
+/// What the database knew of a key before it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Recorded now: never seen before.
+    New,
+    /// Seen before, with this fingerprint; `status` of its order if the order exists.
+    Known {
+        fingerprint: String,
+        status: Option<String>,
+    },
 }
 
 #[derive(QueryableByName)]
@@ -85,11 +109,17 @@ WITH x AS (
         items, total_cents, currency, delivery_method, shipping_address, payment, delivery,
         rejection, at, at
     FROM x
+    WHERE NOT EXISTS (SELECT 1 FROM checkout_keys k
+                      WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id, status, created_at
 ), hist AS (
     INSERT INTO order_history (order_id, status, at)
     SELECT order_id, status, created_at FROM ins
+    ON CONFLICT DO NOTHING
+), keys AS (
+    INSERT INTO checkout_keys (order_id, idempotency_key, fingerprint)
+    SELECT order_id, idempotency_key, request_fingerprint FROM x
     ON CONFLICT DO NOTHING
 )
 SELECT order_id FROM ins";
@@ -98,12 +128,13 @@ const TRANSITION: &str = "
 WITH x AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
         order_id uuid, from_status text, to_status text, delivery jsonb, rejection jsonb,
-        at timestamptz, via_status text, via_at timestamptz)
+        at timestamptz, via_status text, via_at timestamptz, settled bool)
 ), up AS (
     UPDATE orders o SET
         status = x.to_status,
         delivery = COALESCE(x.delivery, o.delivery),
         rejection = COALESCE(x.rejection, o.rejection),
+        settled = x.settled,
         updated_at = x.at
     FROM x
     WHERE o.order_id = x.order_id AND o.status = x.from_status
@@ -125,51 +156,116 @@ SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
     created_at timestamptz)
 ON CONFLICT (id) DO NOTHING";
 
-fn json<T: Serialize>(rows: &[T]) -> Result<Value, DbError> {
-    serde_json::to_value(rows).map_err(|e| DbError::Pool(format!("serializing a batch: {e}")))
+const KEYS: &str = "
+WITH x AS (
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, idempotency_key text, fingerprint text)
+), ins AS (
+    INSERT INTO checkout_keys (order_id, idempotency_key, fingerprint)
+    SELECT order_id, idempotency_key, fingerprint FROM x
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING order_id
+)
+SELECT x.order_id, (ins.order_id IS NOT NULL) AS inserted, k.fingerprint, o.status
+FROM x
+LEFT JOIN ins ON ins.order_id = x.order_id
+LEFT JOIN checkout_keys k ON k.order_id = x.order_id
+LEFT JOIN orders o ON o.order_id = x.order_id";
+
+const SETTLE: &str = "UPDATE orders SET settled = true WHERE order_id = ANY($1)";
+
+fn json<T: Serialize>(rows: &[T]) -> Value {
+    // Plain structs of strings, numbers and JSON values: serializing them cannot fail.
+    serde_json::to_value(rows).unwrap_or(Value::Null)
 }
 
-/// Writes one batch in one transaction. Returns the orders created now and the transitions
-/// applied now (the others found their order elsewhere: already there, or no longer in
-/// `from_status`).
-pub fn write_batch(
+/// Records idempotency keys (those already there are left as they are) and says, for each, what
+/// was known of it before.
+pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeyState>, DbError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        order_id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        inserted: bool,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        fingerprint: Option<String>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        status: Option<String>,
+    }
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: std::collections::HashMap<Uuid, Found> = diesel::sql_query(KEYS)
+        .bind::<Jsonb, _>(json(keys))
+        .load::<Found>(conn)?
+        .into_iter()
+        .map(|f| (f.order_id, f))
+        .collect();
+    Ok(keys
+        .iter()
+        .map(|k| match found.get(&k.order_id) {
+            Some(f) if !f.inserted => KeyState::Known {
+                fingerprint: f.fingerprint.clone().unwrap_or_default(),
+                status: f.status.clone(),
+            },
+            _ => KeyState::New,
+        })
+        .collect())
+}
+
+/// Creates the orders that do not exist yet (and whose key is not another request's); returns
+/// those created now.
+pub fn create_orders(
     conn: &mut PgConnection,
     creates: &[NewOrderRow],
+) -> Result<HashSet<Uuid>, DbError> {
+    if creates.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(diesel::sql_query(CREATE)
+        .bind::<Jsonb, _>(json(creates))
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.order_id)
+        .collect())
+}
+
+/// Applies the status changes whose order is still in `from_status`, with their history and
+/// notifications; returns the orders moved now.
+pub fn apply_transitions(
+    conn: &mut PgConnection,
     transitions: &[TransitionRow],
-) -> Result<(HashSet<Uuid>, HashSet<Uuid>), DbError> {
-    conn.transaction(|conn| {
-        let created: HashSet<Uuid> = if creates.is_empty() {
-            HashSet::new()
-        } else {
-            diesel::sql_query(CREATE)
-                .bind::<Jsonb, _>(json(creates)?)
-                .load::<Id>(conn)?
-                .into_iter()
-                .map(|r| r.order_id)
-                .collect()
-        };
-        let moved: HashSet<Uuid> = if transitions.is_empty() {
-            HashSet::new()
-        } else {
-            diesel::sql_query(TRANSITION)
-                .bind::<Jsonb, _>(json(transitions)?)
-                .load::<Id>(conn)?
-                .into_iter()
-                .map(|r| r.order_id)
-                .collect()
-        };
-        let notes: Vec<&NotificationRow> = transitions
-            .iter()
-            .filter(|t| moved.contains(&t.order_id))
-            .filter_map(|t| t.notification.as_ref())
-            .collect();
-        if !notes.is_empty() {
-            diesel::sql_query(NOTIFY)
-                .bind::<Jsonb, _>(json(&notes)?)
-                .execute(conn)?;
-        }
-        Ok((created, moved))
-    })
+) -> Result<HashSet<Uuid>, DbError> {
+    if transitions.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let moved: HashSet<Uuid> = diesel::sql_query(TRANSITION)
+        .bind::<Jsonb, _>(json(transitions))
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.order_id)
+        .collect();
+    let notes: Vec<&NotificationRow> = transitions
+        .iter()
+        .filter(|t| moved.contains(&t.order_id))
+        .filter_map(|t| t.notification.as_ref())
+        .collect();
+    if !notes.is_empty() {
+        diesel::sql_query(NOTIFY)
+            .bind::<Jsonb, _>(json(&notes))
+            .execute(conn)?;
+    }
+    Ok(moved)
+}
+
+/// Marks orders whose stock is all released.
+pub fn settle(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), DbError> {
+    if !order_ids.is_empty() {
+        diesel::sql_query(SETTLE)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(order_ids)
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 /// An order as stored.
@@ -192,6 +288,50 @@ pub struct OrderRecord {
     pub rejection: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub settled: bool,
+}
+
+impl OrderRecord {
+    /// The typed order, or why the stored row cannot be read as one.
+    pub fn into_order(self, history: Vec<(String, DateTime<Utc>)>) -> Result<Order, String> {
+        let field =
+            |name: &str, e: serde_json::Error| format!("order {}: {name}: {e}", self.order_id);
+        Ok(Order {
+            order_id: self.order_id,
+            customer_id: self.customer_id.clone(),
+            cart_id: self.cart_id,
+            origin: Origin::parse(&self.origin)
+                .ok_or_else(|| format!("origin {:?}", self.origin))?,
+            status: OrderStatus::parse(&self.status)
+                .ok_or_else(|| format!("status {:?}", self.status))?,
+            items: serde_json::from_value::<Vec<OrderItem>>(self.items.clone())
+                .map_err(|e| field("items", e))?,
+            total_cents: self.total_cents,
+            currency: self.currency.clone(),
+            delivery_method: DeliveryMethod::parse(&self.delivery_method)
+                .ok_or_else(|| format!("delivery_method {:?}", self.delivery_method))?,
+            payment: serde_json::from_value::<Payment>(self.payment.clone())
+                .map_err(|e| field("payment", e))?,
+            delivery: match self.delivery.clone() {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(serde_json::from_value(v).map_err(|e| field("delivery", e))?),
+            },
+            rejection: match self.rejection.clone() {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    serde_json::from_value::<Rejection>(v).map_err(|e| field("rejection", e))?,
+                ),
+            },
+            history: history
+                .into_iter()
+                .filter_map(|(s, at)| Some((OrderStatus::parse(&s)?, at)))
+                .collect(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            fingerprint: self.request_fingerprint,
+            settled: self.settled,
+        })
+    }
 }
 
 pub fn find(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderRecord>, DbError> {
@@ -272,7 +412,34 @@ pub fn booked_deliveries(conn: &mut PgConnection) -> Result<Vec<(String, String,
     .collect())
 }
 
-/// Every order id, to fill intake's filter of known orders on start.
-pub fn all_ids(conn: &mut PgConnection) -> Result<Vec<Uuid>, DbError> {
-    Ok(orders::table.select(orders::order_id).load(conn)?)
+/// Orders still `received`/`reserved` and untouched since `before`: candidates whose delivery
+/// may be gone.
+pub fn open_since(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, DbError> {
+    Ok(orders::table
+        .filter(orders::status.eq_any(["received", "reserved"]))
+        .filter(orders::updated_at.lt(before))
+        .order(orders::updated_at)
+        .limit(limit)
+        .select(orders::order_id)
+        .load(conn)?)
+}
+
+/// Orders that ended without their stock and may still hold reservations, untouched since
+/// `before`.
+pub fn unsettled_since(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Uuid>, DbError> {
+    Ok(orders::table
+        .filter(orders::settled.eq(false))
+        .filter(orders::updated_at.lt(before))
+        .order(orders::updated_at)
+        .limit(limit)
+        .select(orders::order_id)
+        .load(conn)?)
 }

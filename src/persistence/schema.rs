@@ -36,6 +36,7 @@ diesel::table! {
         recorded_at -> Timestamptz,
         #[sql_name = "ref"]
         reference -> Nullable<Text>,
+        change_id -> Nullable<Uuid>,
     }
 }
 
@@ -47,6 +48,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     carts,
     cart_items,
     orders,
+    checkout_keys,
     order_history,
     notifications
 );
@@ -93,6 +95,16 @@ diesel::table! {
         rejection -> Nullable<Jsonb>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        settled -> Bool,
+    }
+}
+
+diesel::table! {
+    checkout_keys (order_id) {
+        order_id -> Uuid,
+        idempotency_key -> Text,
+        fingerprint -> Text,
+        created_at -> Timestamptz,
     }
 }
 

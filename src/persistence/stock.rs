@@ -28,8 +28,17 @@ impl PgStore {
     }
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+/// A store error from a diesel error: transient (retry) or refused (do not).
+fn db(e: DieselError) -> StoreError {
+    match super::classify(&e) {
+        super::ErrorClass::Transient => StoreError::Unavailable(super::one_line(&e)),
+        super::ErrorClass::Refused => StoreError::Refused(super::one_line(&e)),
+    }
+}
+
+/// The pool could not give a connection: the database is away.
+fn pool(e: diesel::r2d2::PoolError) -> StoreError {
+    StoreError::Unavailable(super::one_line(e))
 }
 
 #[derive(QueryableByName)]
@@ -50,12 +59,15 @@ WHERE s.sku = v.sku AND s.version = v.expected_version
 RETURNING s.sku";
 
 const INSERT_EVENTS: &str = "
-INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref)
-SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[], $8::text[])";
+INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref, change_id)
+SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[], $8::text[], $9::uuid[])";
 
+/// Rows whose last change is already in the log — by its change id, not merely its version: a
+/// different change at the same version is not ours.
 const ALREADY_LOGGED: &str = "
 SELECT e.sku FROM stock_events e
-JOIN unnest($1::text[], $2::int8[]) AS v(sku, version) ON e.sku = v.sku AND e.version = v.version";
+JOIN unnest($1::text[], $2::int8[], $3::uuid[]) AS v(sku, version, change_id)
+  ON e.sku = v.sku AND e.version = v.version AND e.change_id = v.change_id";
 
 /// Writes the rows with one statement; returns the SKUs whose guard matched.
 fn update_rows(
@@ -104,6 +116,7 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
     let mut reserved = Vec::with_capacity(n);
     let mut reasons = Vec::with_capacity(n);
     let mut references = Vec::with_capacity(n);
+    let mut change_ids = Vec::with_capacity(n);
     for row in rows {
         for e in &row.events {
             skus.push(row.sku.as_str());
@@ -114,6 +127,7 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
             reserved.push(e.reserved);
             reasons.push(e.reason.as_deref());
             references.push(e.reference.as_deref());
+            change_ids.push(e.change_id);
         }
     }
     diesel::sql_query(INSERT_EVENTS)
@@ -125,13 +139,15 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
         .bind::<Array<BigInt>, _>(reserved)
         .bind::<Array<Nullable<Text>>, _>(reasons)
         .bind::<Array<Nullable<Text>>, _>(references)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(change_ids)
         .execute(conn)?;
     Ok(())
 }
 
 /// The database refused a row on its own terms: a `CHECK` (stock would go negative) or the
-/// unique change reference (a redelivered message). Both are conflicts, not outages.
-fn is_refusal(e: &DieselError) -> bool {
+/// unique change reference (a redelivered message). Both are conflicts (memory was wrong or the
+/// change is already in), not outages and not bad data.
+fn is_conflict(e: &DieselError) -> bool {
     matches!(
         e,
         DieselError::DatabaseError(
@@ -141,72 +157,108 @@ fn is_refusal(e: &DieselError) -> bool {
     )
 }
 
-/// The batch's transaction. With `per_row` false, one statement writes every row and one the
-/// change log (a refusal then aborts the transaction, and the caller runs it again with
-/// `per_row`); with `per_row` true, each row and its log go under their own savepoint so only
-/// the offenders are refused.
-/// Returns the SKUs applied now, and those found applied by an earlier attempt whose commit was
-/// not confirmed.
-fn write_in_transaction(
+/// The rows among `missing` whose last change an earlier attempt committed (its connection died
+/// before the commit was confirmed): the change log, written in the same transaction as the stock
+/// row, holds its change id.
+fn committed_earlier(
+    conn: &mut PgConnection,
+    missing: &[&RowWrite],
+) -> Result<HashSet<String>, DieselError> {
+    if missing.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut skus = Vec::with_capacity(missing.len());
+    let mut versions = Vec::with_capacity(missing.len());
+    let mut ids = Vec::with_capacity(missing.len());
+    for row in missing {
+        if let Some(last) = row.events.last() {
+            skus.push(row.sku.as_str());
+            versions.push(row.new_version);
+            ids.push(last.change_id);
+        }
+    }
+    Ok(diesel::sql_query(ALREADY_LOGGED)
+        .bind::<Array<Text>, _>(skus)
+        .bind::<Array<BigInt>, _>(versions)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+        .load::<SkuRow>(conn)?
+        .into_iter()
+        .map(|r| r.sku)
+        .collect())
+}
+
+/// The fast path: every row with one statement, the change log with another. Any refusal aborts
+/// the transaction (the caller then isolates the offenders with [`write_each`]).
+fn write_all(
     conn: &mut PgConnection,
     rows: &[RowWrite],
     retry: bool,
-    per_row: bool,
-) -> Result<(HashSet<String>, HashSet<String>), DieselError> {
+) -> Result<Vec<RowOutcome>, DieselError> {
     let all: Vec<&RowWrite> = rows.iter().collect();
-    let applied = if per_row {
-        let mut applied = HashSet::new();
-        for row in &all {
-            let one = std::slice::from_ref(row);
-            let written = conn.transaction(|conn| {
-                let updated = update_rows(conn, one)?;
-                if !updated.is_empty() {
-                    insert_events(conn, one)?;
-                }
-                Ok(updated)
-            });
-            match written {
-                Ok(updated) => applied.extend(updated),
-                Err(e) if is_refusal(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        applied
-    } else {
-        update_rows(conn, &all)?
-    };
-    let mut earlier = HashSet::new();
-    if retry && applied.len() < rows.len() {
-        // An earlier attempt may have committed before its connection died: its change log rows
-        // are the proof, written in the same transaction as the stock row.
+    let applied = update_rows(conn, &all)?;
+    let earlier = if retry {
         let missing: Vec<&RowWrite> = rows
             .iter()
             .filter(|r| !applied.contains(r.sku.as_str()))
             .collect();
-        let skus: Vec<&str> = missing.iter().map(|r| r.sku.as_str()).collect();
-        let versions: Vec<i64> = missing.iter().map(|r| r.new_version).collect();
-        earlier = diesel::sql_query(ALREADY_LOGGED)
-            .bind::<Array<Text>, _>(skus)
-            .bind::<Array<BigInt>, _>(versions)
-            .load::<SkuRow>(conn)?
-            .into_iter()
-            .map(|r| r.sku)
-            .collect();
+        committed_earlier(conn, &missing)?
+    } else {
+        HashSet::new()
+    };
+    let logged: Vec<&RowWrite> = rows
+        .iter()
+        .filter(|r| applied.contains(r.sku.as_str()))
+        .collect();
+    insert_events(conn, &logged)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            if applied.contains(r.sku.as_str()) || earlier.contains(r.sku.as_str()) {
+                RowOutcome::Applied
+            } else {
+                RowOutcome::Conflict
+            }
+        })
+        .collect())
+}
+
+/// The bulkhead: each row and its log under a savepoint of its own, so a row the database
+/// refuses fails alone. A transient error aborts the whole batch (it is retried).
+fn write_each(
+    conn: &mut PgConnection,
+    rows: &[RowWrite],
+    retry: bool,
+) -> Result<Vec<RowOutcome>, DieselError> {
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let one = [row];
+        let written = conn.transaction(|conn| {
+            let updated = update_rows(conn, &one)?;
+            if !updated.is_empty() {
+                insert_events(conn, &one)?;
+            }
+            Ok(!updated.is_empty())
+        });
+        let outcome = match written {
+            Ok(true) => RowOutcome::Applied,
+            Ok(false) if retry && !committed_earlier(conn, &one)?.is_empty() => RowOutcome::Applied,
+            Ok(false) => RowOutcome::Conflict,
+            Err(e) if is_conflict(&e) => RowOutcome::Conflict,
+            Err(e) if super::classify(&e) == super::ErrorClass::Transient => return Err(e),
+            Err(e) => {
+                tracing::error!(sku = %row.sku, error = %super::one_line(&e), "the database refused a stock row");
+                RowOutcome::Refused(super::one_line(&e))
+            }
+        };
+        outcomes.push(outcome);
     }
-    if !per_row {
-        let logged: Vec<&RowWrite> = rows
-            .iter()
-            .filter(|r| applied.contains(r.sku.as_str()))
-            .collect();
-        insert_events(conn, &logged)?;
-    }
-    Ok((applied, earlier))
+    Ok(outcomes)
 }
 
 impl Store for PgStore {
     fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError> {
         use super::schema::stock_events;
-        let mut conn = self.pool.get().map_err(db)?;
+        let mut conn = self.pool.get().map_err(pool)?;
         let found = stock_events::table
             .filter(stock_events::sku.eq(sku.as_str()))
             .filter(stock_events::reference.eq(reference))
@@ -218,7 +270,7 @@ impl Store for PgStore {
     }
 
     fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError> {
-        let mut conn = self.pool.get().map_err(db)?;
+        let mut conn = self.pool.get().map_err(pool)?;
         let row = stock::table
             .find(sku.as_str())
             .select((stock::on_hand, stock::reserved, stock::version))
@@ -229,7 +281,7 @@ impl Store for PgStore {
     }
 
     fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError> {
-        let mut conn = self.pool.get().map_err(db)?;
+        let mut conn = self.pool.get().map_err(pool)?;
         let rows = stock::table
             .select((stock::sku, stock::on_hand, stock::reserved, stock::version))
             .load::<(String, i64, i64, i64)>(&mut conn)
@@ -247,25 +299,16 @@ impl Store for PgStore {
     }
 
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
-        let mut conn = self.pool.get().map_err(db)?;
-        let (applied, earlier) =
-            match conn.transaction(|conn| write_in_transaction(conn, rows, retry, false)) {
-                Ok(done) => done,
-                // Memory was wrong somewhere in this batch: find the offending rows one by one.
-                Err(e) if is_refusal(&e) => conn
-                    .transaction(|conn| write_in_transaction(conn, rows, retry, true))
-                    .map_err(db)?,
-                Err(e) => return Err(db(e)),
-            };
-        Ok(rows
-            .iter()
-            .map(|r| {
-                if applied.contains(r.sku.as_str()) || earlier.contains(r.sku.as_str()) {
-                    RowOutcome::Applied
-                } else {
-                    RowOutcome::Conflict
-                }
-            })
-            .collect())
+        let mut conn = self.pool.get().map_err(pool)?;
+        match conn.transaction(|conn| write_all(conn, rows, retry)) {
+            Ok(outcomes) => Ok(outcomes),
+            Err(e) if super::classify(&e) == super::ErrorClass::Transient => {
+                Err(StoreError::Unavailable(super::one_line(&e)))
+            }
+            // Some row was refused (memory was wrong, or bad data): find it, write the others.
+            Err(_) => conn
+                .transaction(|conn| write_each(conn, rows, retry))
+                .map_err(db),
+        }
     }
 }

@@ -303,13 +303,26 @@ async fn declined_payment_and_cancel_release_the_stock() {
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
+    // Cancelling again answers the cancelled order (a retried request) and releases nothing twice.
     let again = app
         .send(
             app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
             None,
         )
         .await;
-    assert_error(&again, 409, "not_cancellable");
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["status"], "cancelled");
+    assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
+    // A failed order is past the point of no return.
+    let failed_id = order["order_id"].as_str().unwrap();
+    let refused = app
+        .send(
+            app.client
+                .post(app.url(&format!("/v1/orders/{failed_id}/cancel"))),
+            None,
+        )
+        .await;
+    assert_error(&refused, 409, "not_cancellable");
     let kinds: Vec<String> = app.get("/v1/customers/p-1/notifications").await.body["data"]
         .as_array()
         .unwrap()

@@ -382,6 +382,8 @@ async fn a_slow_stock_reader_never_slows_the_engine_and_is_told_what_it_missed()
             .await
             .expect("never blocked by the reader");
     }
+    // Readers hear of changes once committed.
+    engine.flush().await.unwrap();
     match slow.recv().await {
         Err(RecvError::Lagged(missed)) => assert_eq!(missed, 84),
         other => panic!("expected to be told about the gap, got {other:?}"),

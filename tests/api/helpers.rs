@@ -153,7 +153,7 @@ pub struct TestApp {
     pub vhost: TestVhost,
     pub client: awc::Client,
     pub app_state: orderflow::http::AppState,
-    server: actix_web::dev::ServerHandle,
+    stopper: orderflow::startup::Stopper,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -180,7 +180,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
         .await
         .expect("application starts");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let server = app.server_handle();
+    let stopper = app.stopper();
     let app_state = app.state.clone();
     actix_web::rt::spawn(app.run_until_stopped(false));
     TestApp {
@@ -191,7 +191,7 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
             .timeout(Duration::from_secs(30))
             .finish(),
         app_state,
-        server,
+        stopper,
     }
 }
 
@@ -238,9 +238,9 @@ impl TestApp {
         self.product(sku, "test", &["t"], 500, on_hand).await;
     }
 
+    /// Shuts the application down in order (as SIGTERM would) and waits until it is down.
     pub async fn stop(self) {
-        self.server.stop(true).await;
-        self.app_state.engine.shutdown().await;
+        self.stopper.stop().await;
     }
 }
 

@@ -70,11 +70,21 @@ async fn warehouse_updates_apply_once_and_bad_ones_are_dead_lettered() {
         "inventory",
         "stock.update",
         &json!({"sku": "W-1", "delta": -100, "reason": "x"}),
-        None,
+        Some("wh-5"),
     )
     .await;
     let (_, reason) = app.dead_letter("inventory.updates.dead").await;
     assert!(reason.contains("refused"), "{reason}");
+    // A delta without a message_id could not be told from its redelivery: refused.
+    app.publish(
+        "inventory",
+        "stock.update",
+        &json!({"sku": "W-1", "delta": 1, "reason": "x"}),
+        None,
+    )
+    .await;
+    let (_, reason) = app.dead_letter("inventory.updates.dead").await;
+    assert!(reason.contains("needs a message_id"), "{reason}");
     assert_eq!(app.db.stock("W-1"), (44, 0, 4));
     app.stop().await;
 }

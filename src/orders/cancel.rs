@@ -1,0 +1,106 @@
+//! Cancelling an order (`POST /v1/orders/{id}/cancel`).
+//!
+//! The cancel is recorded first (`cancelled`, not yet settled), then the stock is released line
+//! by line (by reference, so whatever the order holds — even a `received` order whose
+//! reservation already committed), then the order is settled. A failure between the steps
+//! leaves a cancelled order that a retry of the cancel, a redelivery or the sweeper finishes;
+//! never a live order with part of its stock back on sale.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::transitions::Move;
+use super::{Deadline, OrderService, StepError};
+use crate::domain::order::{Order, OrderStatus};
+
+/// How long a cancel may take before it answers 503 (the order stays consistent).
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a cancel was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("unknown order")]
+    NotFound,
+    #[error("an order that is {0:?} cannot be cancelled")]
+    NotCancellable(OrderStatus),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<crate::persistence::DbError> for CancelError {
+    fn from(e: crate::persistence::DbError) -> Self {
+        CancelError::Unavailable(e.to_string())
+    }
+}
+
+impl From<StepError> for CancelError {
+    fn from(e: StepError) -> Self {
+        CancelError::Unavailable(e.to_string())
+    }
+}
+
+impl OrderService {
+    /// Cancels an order that is received, reserved or scheduled; its stock is released. Asking
+    /// again for a cancelled order answers it (and finishes its releases if they were cut short).
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel(&self, order_id: Uuid) -> Result<Order, CancelError> {
+        let deadline = Deadline::after(CANCEL_TIMEOUT);
+        let _guard = deadline
+            .bound(self.lock(order_id).lock())
+            .await
+            .map_err(|_| CancelError::Unavailable("the order is being processed; retry".into()))?;
+        let mut order = deadline
+            .bound(self.get(order_id))
+            .await??
+            .ok_or(CancelError::NotFound)?;
+        if order.status != OrderStatus::Cancelled {
+            if !order.status.can_become(OrderStatus::Cancelled) {
+                return Err(CancelError::NotCancellable(order.status));
+            }
+            let slot = order.delivery.clone();
+            let was = order.status;
+            self.transition(
+                &mut order,
+                Move {
+                    settled: false,
+                    ..Move::to(OrderStatus::Cancelled)
+                },
+                &deadline,
+            )
+            .await?;
+            if order.status != OrderStatus::Cancelled {
+                return Err(CancelError::Unavailable("the order changed; retry".into()));
+            }
+            if let (OrderStatus::Scheduled, Some(slot)) = (was, slot) {
+                self.inner
+                    .capacity
+                    .unbook(order.delivery_method, slot.scheduled_for);
+            }
+        }
+        if !order.settled {
+            if let Err(e) = self.release_order(&mut order, &deadline).await {
+                // The cancel stands; the releases are finished by a retry or by the sweeper.
+                tracing::warn!(%order_id, error = %e, "cancelled; its stock will be released later");
+            }
+        }
+        Ok(order)
+    }
+
+    /// Releases whatever an order that ended without its goods still holds, and settles it.
+    pub(super) async fn release_order(
+        &self,
+        order: &mut Order,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        // A reservation a handed-back delivery left in the persister's queue is settled first,
+        // so the references read next are the last word.
+        deadline
+            .bound(self.inner.engine.flush())
+            .await?
+            .map_err(|e| StepError::Transient(e.to_string()))?;
+        self.release_all(order.order_id, &order.lines(), true, deadline)
+            .await?;
+        self.settle(order, deadline).await
+    }
+}

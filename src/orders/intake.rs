@@ -1,0 +1,216 @@
+//! HTTP intake of checkouts (`POST /v1/checkout`): admission, the idempotency key, the lines,
+//! the fast path, the publish. Answers 202 only once the broker confirmed the checkout.
+//!
+//! The key is recorded in PostgreSQL (batched by the order writer) before the checkout is
+//! published, with the fingerprint of its request: the same key with another body is refused
+//! (422 `idempotency_mismatch`) across restarts and after a publish that timed out. The same key
+//! with the same body before its order exists is published again — harmless, the consumer is
+//! idempotent — so a checkout whose publish was lost is not lost.
+
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::writer::{OrderWrite, OrderWritten};
+use super::{fingerprint, order_id_for, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use crate::domain::checkout::{Checkout, LineSource};
+use crate::domain::money::total_cents;
+use crate::domain::order::{OrderStatus, ShortLine};
+use crate::domain::{FieldErrors, Sku};
+use crate::messaging::topology::EXCHANGE_ORDERS;
+use crate::messaging::PublishError;
+use crate::persistence::carts as cart_store;
+use crate::persistence::orders::{KeyRow, KeyState};
+use crate::persistence::run_blocking;
+
+/// How long intake waits on the database before answering 503.
+const INTAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What intake did with a checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntakeOutcome {
+    /// Queued now (or by an earlier request with the same key, still on its way): 202.
+    Accepted(Uuid),
+    /// The key's order exists already: 200 with its status.
+    Existing(Uuid, OrderStatus),
+}
+
+/// Why intake refused a checkout.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("the idempotency key was used with a different request")]
+    Mismatch(Uuid),
+    #[error("invalid request")]
+    Validation(FieldErrors),
+    #[error("unknown cart")]
+    UnknownCart,
+    #[error("the cart already produced order {0}")]
+    CartOrdered(Uuid),
+    #[error("some items are out of stock")]
+    OutOfStock(Vec<ShortLine>),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the checkout queue is full")]
+    Overloaded,
+    #[error("{backlog} checkouts are waiting; retry in {retry_after} s")]
+    Shedding { backlog: u64, retry_after: u32 },
+}
+
+impl From<StepError> for IntakeError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Transient(why) => {
+                IntakeError::Unavailable(format!("the database is unavailable: {why}"))
+            }
+            StepError::Refused(why) => {
+                IntakeError::Validation(FieldErrors::single("body", format!("refused: {why}")))
+            }
+        }
+    }
+}
+
+impl OrderService {
+    /// Validated checkout from `POST /v1/checkout`: the idempotency checks, the fast path, and
+    /// the publish. Returns only once the broker confirmed (or refused) it.
+    #[tracing::instrument(skip_all, fields(order_id))]
+    pub async fn intake(
+        &self,
+        key: &str,
+        body: &serde_json::Value,
+        checkout: &Checkout,
+    ) -> Result<IntakeOutcome, IntakeError> {
+        let order_id = order_id_for(key);
+        tracing::Span::current().record("order_id", tracing::field::display(order_id));
+        let fp = fingerprint(body);
+        if let Some(retry_after) = self.inner.admission.shed() {
+            return Err(IntakeError::Shedding {
+                backlog: self.inner.admission.backlog(),
+                retry_after,
+            });
+        }
+        let deadline = Deadline::after(INTAKE_TIMEOUT);
+        let _guard = deadline.bound(self.lock(order_id).lock()).await?;
+        if let Some(known) = self.inner.published.get(&order_id) {
+            return if *known == fp {
+                Ok(IntakeOutcome::Accepted(order_id))
+            } else {
+                Err(IntakeError::Mismatch(order_id))
+            };
+        }
+        let recorded = self
+            .write(
+                OrderWrite::Key(KeyRow {
+                    order_id,
+                    idempotency_key: key.to_owned(),
+                    fingerprint: fp.clone(),
+                }),
+                &deadline,
+            )
+            .await?;
+        match recorded {
+            OrderWritten::Key(KeyState::Known {
+                fingerprint,
+                status,
+            }) => {
+                if fingerprint != fp {
+                    return Err(IntakeError::Mismatch(order_id));
+                }
+                if let Some(status) = status.as_deref().and_then(OrderStatus::parse) {
+                    return Ok(IntakeOutcome::Existing(order_id, status));
+                }
+                // Known, no order yet: its publish may have been lost; it goes out again.
+            }
+            OrderWritten::Key(KeyState::New) => {}
+            other => {
+                return Err(StepError::Refused(format!("internal: {other:?}")).into());
+            }
+        }
+        let lines = self.intake_lines(checkout, &deadline).await?;
+        let prices = lines.iter().map(|(sku, q)| {
+            let price = self.inner.catalog.get(sku).map_or(0, |p| p.price_cents);
+            (price, *q)
+        });
+        if total_cents(prices).is_none() {
+            return Err(IntakeError::Validation(FieldErrors::single(
+                "items",
+                "the order total does not fit in a 64-bit number of cents",
+            )));
+        }
+        let short = self.short_lines(&lines);
+        if !short.is_empty() {
+            return Err(IntakeError::OutOfStock(short));
+        }
+        let stamped = u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0);
+        let props = lapin::BasicProperties::default()
+            .with_message_id(key.into())
+            .with_app_id(HTTP_ORIGIN.into())
+            .with_content_type("application/json".into())
+            .with_timestamp(stamped);
+        let payload = body.to_string();
+        // Recorded before publishing: the consumer may create the order (and clear this entry)
+        // before the confirm even reaches us.
+        self.inner.published.insert(order_id, fp);
+        let published = self
+            .inner
+            .broker
+            .publish(EXCHANGE_ORDERS, "checkout", payload.as_bytes(), props)
+            .await;
+        if published.is_err() {
+            self.inner.published.remove(&order_id);
+        }
+        match published {
+            Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
+            Err(PublishError::Rejected) => Err(IntakeError::Overloaded),
+            Err(e) => Err(IntakeError::Unavailable(format!(
+                "the broker is unavailable: {e}"
+            ))),
+        }
+    }
+
+    /// The lines a checkout asks for, checked against the catalog (and the cart).
+    async fn intake_lines(
+        &self,
+        checkout: &Checkout,
+        deadline: &Deadline,
+    ) -> Result<Vec<(Sku, i64)>, IntakeError> {
+        match &checkout.lines {
+            LineSource::Items(items) => {
+                let mut errors = FieldErrors::new();
+                for (i, (sku, _)) in items.iter().enumerate() {
+                    if self.inner.catalog.get(sku).is_none() {
+                        errors.add(&format!("items.{i}.sku"), "unknown sku");
+                    }
+                }
+                errors
+                    .into_result(items.clone())
+                    .map_err(IntakeError::Validation)
+            }
+            LineSource::Cart(cart_id) => {
+                let cart_id = *cart_id;
+                let found = deadline
+                    .bound(run_blocking(&self.inner.pool, move |c| {
+                        cart_store::find_with_lines(c, cart_id)
+                    }))
+                    .await?
+                    .map_err(StepError::from)?;
+                let (cart, lines) = found.ok_or(IntakeError::UnknownCart)?;
+                if cart.customer_id != checkout.customer_id.as_str() {
+                    return Err(IntakeError::UnknownCart);
+                }
+                if let Some(order) = cart.order_id {
+                    return Err(IntakeError::CartOrdered(order));
+                }
+                if lines.is_empty() {
+                    return Err(IntakeError::Validation(FieldErrors::single(
+                        "cart_id",
+                        "the cart is empty",
+                    )));
+                }
+                Ok(lines
+                    .into_iter()
+                    .filter_map(|(s, q)| Some((Sku::parse(&s).ok()?, q)))
+                    .collect())
+            }
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The `orders.checkout` consumer: from a delivery to a decided, durable order.
+//!
+//! ```text
+//!  delivery ─parse/validate─▶ create (or find) the order ─▶ received ─reserve all─▶ pay ─▶ scheduled
+//!                                                              │            └──declined──▶ failed
+//!                                                              └─short──▶ rejected
+//!  failed / rejected / cancelled with stock still held ─release─▶ settled
+//! ```
+//!
+//! Each pass of [`OrderService::run`] looks at where the order is and takes the next step, so
+//! a redelivery resumes where the last attempt stopped. Transient trouble is retried within the
+//! retry window, then the delivery is handed back (without using up its delivery limit);
+//! anything that can never succeed is dead-lettered with the reason.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::payment::Authorization;
+use super::reservations::Reservation;
+use super::transitions::Move;
+use super::writer::{OrderWrite, OrderWritten};
+use super::{fingerprint, order_id_for, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use crate::domain::checkout::{Checkout, CheckoutInput, LineSource};
+use crate::domain::clock;
+use crate::domain::money::total_cents;
+use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection, RejectionReason};
+use crate::domain::{parse_key, Sku};
+use crate::messaging::consumer::{Message, Outcome};
+use crate::persistence::carts::{self as cart_store, ClaimError};
+use crate::persistence::orders::NewOrderRow;
+use crate::persistence::run_blocking;
+
+/// A payment answered within this is written together with `reserved`; a slower one gets
+/// `reserved` written (and visible) first.
+const RESERVED_VISIBLE_AFTER: Duration = Duration::from_millis(250);
+
+/// Where processing starts: the order, or why the message can never make one.
+enum Start {
+    Order { order: Box<Order>, fresh: bool },
+    Refuse(String),
+}
+
+/// What one delivery carries, once validated.
+struct Request<'a> {
+    checkout: &'a Checkout,
+    key: &'a str,
+    fingerprint: &'a str,
+    origin: Origin,
+    redelivered: bool,
+}
+
+impl OrderService {
+    /// Handles one delivery of `orders.checkout`.
+    #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or("")))]
+    pub async fn process(&self, message: Message) -> Outcome {
+        let body: serde_json::Value = match serde_json::from_slice(&message.data) {
+            Ok(v) => v,
+            Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
+        };
+        let input: CheckoutInput = match serde_json::from_value(body.clone()) {
+            Ok(i) => i,
+            Err(e) => return Outcome::DeadLetter(format!("body is not a checkout: {e}")),
+        };
+        let key = match message.message_id.as_deref().map(parse_key) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                return Outcome::DeadLetter(format!("message_id (the idempotency key) {e}"))
+            }
+            None => {
+                return Outcome::DeadLetter(
+                    "message_id (the idempotency key, 1 to 255 characters) is required".into(),
+                )
+            }
+        };
+        // Validity is judged once, when the checkout was accepted: the publisher's timestamp
+        // (orderflow's intake always sets it), else now.
+        let judged_at = message
+            .timestamp
+            .and_then(|t| DateTime::<Utc>::from_timestamp(i64::try_from(t).ok()?, 0))
+            .unwrap_or_else(|| self.inner.clock.now());
+        let checkout = match input.validate(clock::year_month(judged_at)) {
+            Ok(c) => c,
+            Err(fields) => {
+                return Outcome::DeadLetter(format!("invalid checkout: {}", fields.summary()))
+            }
+        };
+        let origin = if message.app_id.as_deref() == Some(HTTP_ORIGIN) {
+            Origin::Http
+        } else {
+            Origin::Queue
+        };
+        let order_id = order_id_for(&key);
+        let fp = fingerprint(&body);
+        let request = Request {
+            checkout: &checkout,
+            key: &key,
+            fingerprint: &fp,
+            origin,
+            redelivered: message.redelivered,
+        };
+        let deadline = Deadline::after(self.inner.config.retry_window);
+        let _guard = self.lock(order_id).lock().await;
+        loop {
+            match self.run(&request, order_id, &deadline).await {
+                Ok(Some(reason)) | Err(StepError::Refused(reason)) => {
+                    self.inner.published.remove(&order_id);
+                    tracing::warn!(%order_id, %reason, "checkout cannot be processed");
+                    return Outcome::DeadLetter(reason);
+                }
+                Ok(None) => return Outcome::Ack,
+                Err(StepError::Transient(e)) => {
+                    if deadline.passed() {
+                        tracing::warn!(%order_id, error = %e, "order processing handed back to the queue");
+                        return Outcome::Retry;
+                    }
+                    tracing::warn!(%order_id, error = %e, "order processing retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Takes the order to a decision. `Ok(Some(reason))` when the message can never make one.
+    async fn run(
+        &self,
+        request: &Request<'_>,
+        order_id: uuid::Uuid,
+        deadline: &Deadline,
+    ) -> Result<Option<String>, StepError> {
+        let (mut order, fresh) = match self.create_or_load(request, order_id, deadline).await? {
+            Start::Order { order, fresh } => (*order, fresh),
+            Start::Refuse(reason) => return Ok(Some(reason)),
+        };
+        // Lines this attempt knows it holds (a fresh order reserved nothing before).
+        let mut held: Option<Vec<(Sku, i64)>> = None;
+        loop {
+            match order.status {
+                OrderStatus::Received => {
+                    let lines = order.lines();
+                    match self.reserve_all(order_id, &lines, !fresh, deadline).await? {
+                        // Reserved: go on to payment; `reserved` is recorded with the decision,
+                        // in the same write (a crash before it redoes the idempotent steps).
+                        Reservation::All => {
+                            held = fresh.then(|| lines.clone());
+                            let reserved_at = self.inner.clock.now();
+                            self.pay_and_decide(
+                                &mut order,
+                                request.checkout,
+                                Some(reserved_at),
+                                deadline,
+                            )
+                            .await?
+                        }
+                        Reservation::Short { short, held: kept } => {
+                            let reason = match order.origin {
+                                Origin::Http => RejectionReason::StockConflict,
+                                Origin::Queue => RejectionReason::OutOfStock,
+                            };
+                            let settled = fresh && kept.is_empty();
+                            held = fresh.then_some(kept);
+                            // The decision first; the lines it kept are released after.
+                            self.transition(
+                                &mut order,
+                                Move {
+                                    rejection: Some(Rejection::short(reason, short)),
+                                    settled,
+                                    ..Move::to(OrderStatus::Rejected)
+                                },
+                                deadline,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                OrderStatus::Reserved => {
+                    self.pay_and_decide(&mut order, request.checkout, None, deadline)
+                        .await?
+                }
+                status if status.releases_stock() && !order.settled => {
+                    match held.take() {
+                        Some(lines) => self.release_all(order_id, &lines, false, deadline).await?,
+                        None => {
+                            self.release_all(order_id, &order.lines(), true, deadline)
+                                .await?
+                        }
+                    }
+                    self.settle(&mut order, deadline).await?;
+                }
+                _ => {
+                    if request.redelivered && !fresh {
+                        // The events of a decision made just before a crash may not have gone out.
+                        self.announce(&order);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Authorizes the payment (outside every actor) and decides: `scheduled` with a delivery
+    /// slot, or `failed` (stock released after, by the caller's next pass). `reserved_at` when
+    /// the order is still `received` in the database: `reserved` is then written with the
+    /// decision.
+    async fn pay_and_decide(
+        &self,
+        order: &mut Order,
+        checkout: &Checkout,
+        reserved_at: Option<DateTime<Utc>>,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        let mut via = reserved_at.map(|at| (OrderStatus::Reserved, at));
+        let currency = order.currency.clone();
+        let authorize = self.inner.gateway.authorize(
+            order.order_id,
+            order.total_cents,
+            &currency,
+            &checkout.payment,
+        );
+        tokio::pin!(authorize);
+        let auth = if via.is_some() {
+            tokio::select! {
+                auth = &mut authorize => auth,
+                // A slow gateway: make `reserved` durable and visible now, decide later.
+                _ = tokio::time::sleep(RESERVED_VISIBLE_AFTER) => {
+                    self.transition(order, Move::to(OrderStatus::Reserved), deadline).await?;
+                    via = None;
+                    if order.status != OrderStatus::Reserved {
+                        return Ok(()); // it moved meanwhile; the caller looks again
+                    }
+                    authorize.await
+                }
+            }
+        } else {
+            authorize.await
+        }
+        .map_err(StepError::Transient)?;
+        match auth {
+            Authorization::Approved { .. } => {
+                let method = checkout.delivery_method;
+                let Some(slot) =
+                    self.inner
+                        .capacity
+                        .book(method, order.order_id, self.inner.clock.now())
+                else {
+                    return Err(StepError::Transient(
+                        "no delivery capacity within a year".into(),
+                    ));
+                };
+                let moved = self
+                    .transition(
+                        order,
+                        Move {
+                            via,
+                            delivery: Some(slot.clone()),
+                            ..Move::to(OrderStatus::Scheduled)
+                        },
+                        deadline,
+                    )
+                    .await;
+                if moved.is_err() || order.delivery.as_ref() != Some(&slot) {
+                    // Not booked with this slot (the write failed, or another attempt won).
+                    self.inner.capacity.unbook(method, slot.scheduled_for);
+                }
+                moved
+            }
+            Authorization::Declined { reason } => {
+                self.transition(
+                    order,
+                    Move {
+                        via,
+                        rejection: Some(Rejection::because(
+                            RejectionReason::PaymentDeclined,
+                            reason,
+                        )),
+                        settled: false,
+                        ..Move::to(OrderStatus::Failed)
+                    },
+                    deadline,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Creates the order (or finds it).
+    async fn create_or_load(
+        &self,
+        request: &Request<'_>,
+        order_id: uuid::Uuid,
+        deadline: &Deadline,
+    ) -> Result<Start, StepError> {
+        let checkout = request.checkout;
+        // Lines: from the request, or claimed from the cart (one order per cart).
+        let mut status = OrderStatus::Received;
+        let mut rejection = None;
+        let mut cart_id = None;
+        let lines: Vec<(Sku, i64)> = match &checkout.lines {
+            LineSource::Items(items) => {
+                if let Some((sku, _)) = items
+                    .iter()
+                    .find(|(s, _)| self.inner.catalog.get(s).is_none())
+                {
+                    return Ok(Start::Refuse(format!("unknown sku {sku}")));
+                }
+                items.clone()
+            }
+            LineSource::Cart(id) => {
+                let (id, customer) = (*id, checkout.customer_id.as_str().to_owned());
+                cart_id = Some(id);
+                let claimed = deadline
+                    .bound(run_blocking(&self.inner.pool, move |c| {
+                        cart_store::claim(c, id, &customer, order_id)
+                    }))
+                    .await?;
+                match claimed {
+                    Ok(lines) => lines
+                        .into_iter()
+                        .filter_map(|(s, q)| Some((Sku::parse(&s).ok()?, q)))
+                        .collect(),
+                    Err(ClaimError::Db(e)) => return Err(e.into()),
+                    Err(ClaimError::NotFound) | Err(ClaimError::WrongCustomer) => {
+                        return Ok(Start::Refuse(format!(
+                            "unknown cart {id} for this customer"
+                        )))
+                    }
+                    Err(e @ (ClaimError::Ordered(_) | ClaimError::Empty)) => {
+                        // Accepted, but the cart cannot serve it: the order is decided as rejected.
+                        status = OrderStatus::Rejected;
+                        rejection = Some(Rejection::because(
+                            RejectionReason::CartUnavailable,
+                            e.to_string(),
+                        ));
+                        Vec::new()
+                    }
+                }
+            }
+        };
+        let items: Vec<OrderItem> = lines
+            .iter()
+            .map(|(sku, q)| OrderItem {
+                sku: sku.clone(),
+                quantity: *q,
+                unit_price_cents: self.inner.catalog.get(sku).map_or(0, |p| p.price_cents),
+            })
+            .collect();
+        let Some(total) = total_cents(items.iter().map(|i| (i.unit_price_cents, i.quantity)))
+        else {
+            return Ok(Start::Refuse(
+                "the order total does not fit in a 64-bit number of cents".into(),
+            ));
+        };
+        let currency = lines
+            .first()
+            .and_then(|(s, _)| self.inner.catalog.get(s))
+            .map_or_else(|| "BRL".to_owned(), |p| p.currency.clone());
+        let now = self.inner.clock.now();
+        let order = Order {
+            order_id,
+            customer_id: checkout.customer_id.as_str().to_owned(),
+            cart_id,
+            origin: request.origin,
+            status,
+            items,
+            total_cents: total,
+            currency,
+            delivery_method: checkout.delivery_method,
+            payment: checkout.payment.clone(),
+            delivery: None,
+            rejection,
+            history: vec![(status, now)],
+            created_at: now,
+            updated_at: now,
+            fingerprint: request.fingerprint.to_owned(),
+            settled: true,
+        };
+        let row = NewOrderRow {
+            order_id,
+            idempotency_key: request.key.to_owned(),
+            request_fingerprint: request.fingerprint.to_owned(),
+            customer_id: order.customer_id.clone(),
+            cart_id,
+            origin: order.origin.as_str().to_owned(),
+            status: status.as_str().to_owned(),
+            items: serde_json::to_value(&order.items).unwrap_or_default(),
+            total_cents: total,
+            currency: order.currency.clone(),
+            delivery_method: checkout.delivery_method.as_str().to_owned(),
+            shipping_address: serde_json::to_value(&checkout.address).unwrap_or_default(),
+            payment: serde_json::to_value(&checkout.payment).unwrap_or_default(),
+            delivery: None,
+            rejection: order
+                .rejection
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok()),
+            at: now,
+        };
+        let created = match self.write(OrderWrite::Create(row), deadline).await? {
+            OrderWritten::Created(created) => created,
+            other => return Err(StepError::Refused(format!("internal: {other:?}"))),
+        };
+        self.inner.published.remove(&order_id);
+        if created {
+            self.announce(&order);
+            return Ok(Start::Order {
+                order: Box::new(order),
+                fresh: true,
+            });
+        }
+        match deadline.bound(self.get(order_id)).await?? {
+            Some(existing) if existing.fingerprint == request.fingerprint => Ok(Start::Order {
+                order: Box::new(existing),
+                fresh: false,
+            }),
+            Some(_) | None => Ok(Start::Refuse(format!(
+                "idempotency key reused with a different request (order {order_id})"
+            ))),
+        }
+    }
+}

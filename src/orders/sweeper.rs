@@ -1,0 +1,130 @@
+//! The sweeper: nothing is left undecided (DESIGN.md rule 8). On start and periodically it
+//!
+//! - finishes orders that ended without their goods (rejected, failed, cancelled) but may still
+//!   hold stock (`settled = false`): their releases are completed;
+//! - decides orders still `received`/`reserved` untouched for `stale_after`: their delivery is
+//!   gone (dead-lettered, or lost before it could be handed back). Without the request (the card
+//!   number is never stored) they cannot be paid, so they end `rejected`/`failed` with reason
+//!   `expired`, their reservations released, the customer notified. A late redelivery finds
+//!   them decided and is acknowledged.
+//!
+//! An order being processed in this process right now (its lock held) is skipped this round.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::transitions::Move;
+use super::{Deadline, OrderService, StepError};
+use crate::domain::order::{OrderStatus, Rejection, RejectionReason};
+use crate::persistence::orders as order_store;
+use crate::persistence::run_blocking;
+
+/// Orders looked at per kind per round.
+const BATCH: i64 = 500;
+/// A settled-late order is left alone this long (its own consumer is probably finishing it).
+const UNSETTLED_GRACE: Duration = Duration::from_secs(2);
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Orders whose releases were completed.
+    pub settled: usize,
+    /// Orders decided as `expired`.
+    pub expired: usize,
+}
+
+impl OrderService {
+    /// Runs the sweeper until `stop` is cancelled: once now, then every `sweep_every`.
+    pub fn spawn_sweeper(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match service.sweep().await {
+                    Ok(report) if report != SweepReport::default() => {
+                        tracing::info!(
+                            settled = report.settled,
+                            expired = report.expired,
+                            "sweeper finished orders"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sweeper round failed; next round retries")
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(service.inner.config.sweep_every) => {}
+                }
+            }
+        })
+    }
+
+    /// One round of the sweeper.
+    pub async fn sweep(&self) -> Result<SweepReport, StepError> {
+        let mut report = SweepReport::default();
+        let now = Utc::now();
+        let grace = chrono::Duration::from_std(UNSETTLED_GRACE).unwrap_or_default();
+        let unsettled = run_blocking(&self.inner.pool, move |c| {
+            order_store::unsettled_since(c, now - grace, BATCH)
+        })
+        .await?;
+        for order_id in unsettled {
+            if self.finish(order_id, false).await? {
+                report.settled += 1;
+            }
+        }
+        let stale = chrono::Duration::from_std(self.inner.config.stale_after).unwrap_or_default();
+        let open = run_blocking(&self.inner.pool, move |c| {
+            order_store::open_since(c, now - stale, BATCH)
+        })
+        .await?;
+        for order_id in open {
+            if self.finish(order_id, true).await? {
+                report.expired += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Finishes one order unless it is busy. `expire`: decide it if it is still open.
+    async fn finish(&self, order_id: Uuid, expire: bool) -> Result<bool, StepError> {
+        let Ok(_guard) = self.lock(order_id).try_lock() else {
+            return Ok(false); // being processed right now
+        };
+        let deadline = Deadline::after(self.inner.config.retry_window);
+        let Some(mut order) = deadline.bound(self.get(order_id)).await?? else {
+            return Ok(false);
+        };
+        if expire {
+            let step = match order.status {
+                OrderStatus::Received => OrderStatus::Rejected,
+                OrderStatus::Reserved => OrderStatus::Failed,
+                _ => return Ok(false), // decided meanwhile
+            };
+            tracing::warn!(%order_id, status = ?order.status, "order lost its delivery; deciding it as expired");
+            self.transition(
+                &mut order,
+                Move {
+                    rejection: Some(Rejection::because(
+                        RejectionReason::Expired,
+                        "the order could not be processed in time and was closed",
+                    )),
+                    settled: false,
+                    ..Move::to(step)
+                },
+                &deadline,
+            )
+            .await?;
+            self.inner.published.remove(&order_id);
+        }
+        if order.status.releases_stock() && !order.settled {
+            self.release_order(&mut order, &deadline).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}

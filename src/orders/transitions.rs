@@ -1,0 +1,209 @@
+//! Status changes: each guarded by the status it leaves (so an order is never decided twice),
+//! written with its history row and the customer's notification in one write, then announced —
+//! on the in-process stream and as events on `order.events`.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::writer::{OrderWrite, OrderWritten};
+use super::{Deadline, OrderEvent, OrderService, StepError};
+use crate::domain::delivery::DeliverySlot;
+use crate::domain::order::{Order, OrderStatus, Rejection};
+use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
+use crate::persistence::orders::{NotificationRow, TransitionRow};
+
+/// A status change to make.
+#[derive(Debug, Clone)]
+pub(super) struct Move {
+    pub to: OrderStatus,
+    /// A status passed through on the way, recorded in the history by the same write (e.g.
+    /// `reserved` on the way from `received` to `scheduled`).
+    pub via: Option<(OrderStatus, DateTime<Utc>)>,
+    pub delivery: Option<DeliverySlot>,
+    pub rejection: Option<Rejection>,
+    /// `false` when the order ends without its stock and may still hold reservations: whoever
+    /// finds it so releases them and settles it.
+    pub settled: bool,
+}
+
+impl Move {
+    pub fn to(to: OrderStatus) -> Move {
+        Move {
+            to,
+            via: None,
+            delivery: None,
+            rejection: None,
+            settled: true,
+        }
+    }
+}
+
+fn notification_message(kind: &str, order_id: Uuid) -> String {
+    match kind {
+        "order_scheduled" => format!("Your order {order_id} is confirmed and scheduled for delivery."),
+        "payment_declined" => format!("The payment for order {order_id} was declined; nothing was charged and the items were released."),
+        "order_cancelled" => format!("Your order {order_id} was cancelled."),
+        "order_expired" => format!("Sorry: order {order_id} could not be completed and was closed; nothing was charged and the items were released."),
+        "stock_conflict" => format!("Sorry: other customers took the last units of some items in order {order_id} just before it was processed. Here are similar products in stock."),
+        _ => format!("Some items in order {order_id} are out of stock. Here are similar products in stock."),
+    }
+}
+
+impl OrderService {
+    /// Moves the order (guarded by its current status), records history and notification,
+    /// publishes the events. If the order had moved meanwhile, `order` is reloaded instead.
+    pub(super) async fn transition(
+        &self,
+        order: &mut Order,
+        step: Move,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        let allowed = match step.via {
+            Some((through, _)) => order.status.can_become(through) && through.can_become(step.to),
+            None => order.status.can_become(step.to),
+        };
+        if !allowed {
+            // A bug, not an outage: retrying would ask the same.
+            return Err(StepError::Refused(format!(
+                "{:?} cannot become {:?}",
+                order.status, step.to
+            )));
+        }
+        let now = self.inner.clock.now();
+        let reason = step.rejection.as_ref().map(|r| r.reason);
+        let notification = step
+            .to
+            .notification_kind(reason)
+            .map(|kind| NotificationRow {
+                id: Uuid::new_v5(&order.order_id, kind.as_bytes()),
+                customer_id: order.customer_id.clone(),
+                kind: kind.to_owned(),
+                order_id: order.order_id,
+                message: notification_message(kind, order.order_id),
+                suggestions: serde_json::to_value(
+                    step.rejection
+                        .as_ref()
+                        .map(Rejection::suggestions)
+                        .unwrap_or_default(),
+                )
+                .unwrap_or_default(),
+                created_at: now,
+            });
+        let row = TransitionRow {
+            order_id: order.order_id,
+            from_status: order.status.as_str().to_owned(),
+            to_status: step.to.as_str().to_owned(),
+            delivery: step
+                .delivery
+                .as_ref()
+                .and_then(|d| serde_json::to_value(d).ok()),
+            rejection: step
+                .rejection
+                .as_ref()
+                .and_then(|r| serde_json::to_value(r).ok()),
+            at: now,
+            via_status: step.via.map(|(s, _)| s.as_str().to_owned()),
+            via_at: step.via.map(|(_, at)| at),
+            settled: step.settled,
+            notification: notification.clone(),
+        };
+        let moved = match self.write(OrderWrite::Transition(row), deadline).await? {
+            OrderWritten::Moved(moved) => moved,
+            other => return Err(StepError::Refused(format!("internal: {other:?}"))),
+        };
+        if !moved {
+            *order = self.reload(order.order_id, deadline).await?;
+            return Ok(());
+        }
+        if let Some((through, at)) = step.via {
+            order.status = through;
+            order.history.push((through, at));
+            self.announce(order);
+        }
+        order.status = step.to;
+        order.updated_at = now;
+        order.history.push((step.to, now));
+        order.settled = step.settled;
+        if step.to.is_decided() {
+            self.inner.admission.record_decision();
+        }
+        if step.delivery.is_some() {
+            order.delivery = step.delivery;
+        }
+        if step.rejection.is_some() {
+            order.rejection = step.rejection;
+        }
+        self.announce(order);
+        if let Some(n) = notification {
+            let body = json!({
+                "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
+                "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
+            });
+            self.emit(
+                format!("notification.{}", n.kind),
+                body.to_string(),
+                order.order_id,
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that every reservation of this order is released.
+    pub(super) async fn settle(
+        &self,
+        order: &mut Order,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        self.write(OrderWrite::Settle(order.order_id), deadline)
+            .await?;
+        order.settled = true;
+        Ok(())
+    }
+
+    /// The order as stored now.
+    pub(super) async fn reload(
+        &self,
+        order_id: Uuid,
+        deadline: &Deadline,
+    ) -> Result<Order, StepError> {
+        deadline
+            .bound(self.get(order_id))
+            .await??
+            .ok_or_else(|| StepError::Refused(format!("order {order_id} is gone")))
+    }
+
+    /// Announces the order's current status: in-process stream and `order.events`.
+    pub(super) fn announce(&self, order: &Order) {
+        let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
+        let _ = self.inner.events.send(OrderEvent {
+            order_id: order.order_id,
+            status: order.status,
+            at,
+        });
+        match serde_json::to_string(order) {
+            Ok(body) => self.emit(
+                format!("order.{}", order.status.as_str()),
+                body,
+                order.order_id,
+            ),
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "order not serializable")
+            }
+        }
+    }
+
+    /// Publishes an event on `order.events`, confirmed, without making the order's next step
+    /// wait for the broker: the decision it reports is already durable.
+    fn emit(&self, key: String, body: String, order_id: Uuid) {
+        let broker = self.inner.broker.clone();
+        tokio::spawn(async move {
+            if let Err(e) = broker
+                .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.as_bytes())
+                .await
+            {
+                tracing::warn!(%order_id, %key, error = %e, "event not published");
+            }
+        });
+    }
+}
