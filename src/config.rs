@@ -11,6 +11,9 @@ pub struct Config {
     pub database_url: String,
     pub amqp_url: String,
     pub http_addr: SocketAddr,
+    /// When set, the port actually bound is written to this file once listening (`PORT_FILE`;
+    /// with `HTTP_ADDR` port 0, how a supervisor or a test learns it).
+    pub port_file: Option<std::path::PathBuf>,
     pub admin_token: Option<String>,
     pub log_filter: String,
     /// Largest accepted request body.
@@ -109,6 +112,7 @@ impl Config {
             database_url,
             amqp_url,
             http_addr,
+            port_file: get("PORT_FILE").map(std::path::PathBuf::from),
             admin_token: get("ADMIN_TOKEN"),
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,

@@ -11,6 +11,8 @@ const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|loadgen [OPTI
   demo-data    load N demo products with stock (default 3000); run it while the service is stopped
   loadgen      drive a running service over HTTP and report throughput and latency (loadgen --help)
   healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (for containers)
+  dead-letters list <queue>    show the dead letters of a queue and why (they stay)
+  dead-letters replay <queue>  re-publish them to their queue; removes only what the broker confirmed
 Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
 
 fn main() -> ExitCode {
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
     }
     if !matches!(
         command.as_str(),
-        "serve" | "migrate" | "demo-data" | "loadgen" | "healthcheck"
+        "serve" | "migrate" | "demo-data" | "loadgen" | "healthcheck" | "dead-letters"
     ) {
         eprintln!("orderflow: unknown command {command:?}\n{USAGE}");
         return ExitCode::from(2);
@@ -57,6 +59,9 @@ fn main() -> ExitCode {
     };
     if command == "healthcheck" {
         return healthcheck(config.http_addr);
+    }
+    if command == "dead-letters" {
+        return dead_letters(&config);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -98,6 +103,77 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orderflow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `orderflow dead-letters list|replay <queue>`.
+fn dead_letters(config: &Config) -> ExitCode {
+    use orderflow::messaging::dead_letters::{self, queue_named};
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (action, queue) = match args.as_slice() {
+        [action, queue] if action == "list" || action == "replay" => match queue_named(queue) {
+            Some(q) => (action.as_str(), q),
+            None => {
+                eprintln!("orderflow dead-letters: unknown queue {queue:?} (orders.checkout, inventory.updates, carts.events)");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: orderflow dead-letters list|replay <queue>");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = actix_web::rt::System::new().block_on(async {
+        let broker = orderflow::messaging::Broker::connect(
+            &config.amqp_url,
+            orderflow::messaging::topology::TopologyConfig {
+                delivery_limit: config.delivery_limit,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let result = if action == "list" {
+            let letters = dead_letters::list(&broker, queue).await?;
+            println!(
+                "{} dead letter(s) in {}",
+                letters.len(),
+                queue.dead_letter_queue()
+            );
+            for (i, l) in letters.iter().enumerate() {
+                let body: String = l.body.chars().take(200).collect();
+                println!(
+                    "{}. message_id={} reason={}\n   {}",
+                    i + 1,
+                    l.message_id.as_deref().unwrap_or("-"),
+                    if l.reason.is_empty() {
+                        "(delivery limit reached)"
+                    } else {
+                        &l.reason
+                    },
+                    body
+                );
+            }
+            Ok(())
+        } else {
+            let report = dead_letters::replay(&broker, queue).await?;
+            println!(
+                "replayed {} dead letter(s) to {}; {} kept (not confirmed)",
+                report.replayed, queue.name, report.kept
+            );
+            Ok(())
+        };
+        broker.close().await;
+        result
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(orderflow::messaging::BrokerError(e)) => {
+            eprintln!(
+                "orderflow dead-letters: RabbitMQ at {} is not usable ({e}). Check AMQP_URL.",
+                orderflow::messaging::redact(&config.amqp_url)
+            );
             ExitCode::FAILURE
         }
     }

@@ -192,6 +192,16 @@ impl Application {
         })?
         .run();
         tracing::info!(port, "orderflow listening");
+        if let Some(path) = &state.config.port_file {
+            // Written whole under a temporary name, then renamed: a reader never sees half.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, port.to_string())
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|source| StartupError::Listen {
+                    addr: format!("PORT_FILE {}", path.display()),
+                    source,
+                })?;
+        }
         let (stopped, _) = watch::channel(false);
         Ok(Application {
             port,

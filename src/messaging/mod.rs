@@ -3,6 +3,7 @@
 //! confirms, and consumers that survive broker restarts.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,9 +200,12 @@ impl Broker {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        let channel = self.publish_channel().await?;
         let properties = properties.with_delivery_mode(2);
+        // Everything, the channel included, inside the time-out: a connection that stalls
+        // (a network partition, a broker blocking publishers under a memory alarm) gets a clear
+        // "not confirmed" in bounded time, never a hang.
         let publish = async {
+            let channel = self.publish_channel().await?;
             let confirm = channel
                 .basic_publish(
                     exchange.into(),

@@ -1,7 +1,6 @@
 //! The service process SIGKILLed in the middle of a stream of writes: after a restart every
 //! change that was reported durable is there, and nothing is half there.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,55 +8,18 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 use serde_json::json;
 
-use crate::helpers::{TestDb, TestVhost, ADMIN_TOKEN};
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub fn start_service(db: &TestDb, vhost: &TestVhost, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .arg("serve")
-        .env("DATABASE_URL", &db.url)
-        .env("AMQP_URL", &vhost.url)
-        .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start orderflow")
-}
-
-pub async fn wait_ready(client: &awc::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(resp) = client.get(format!("{base}/health/ready")).send().await {
-            if resp.status().as_u16() == 200 {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("orderflow at {base} did not become ready");
-}
+use crate::helpers::{http_client, Service, TestDb, TestVhost, ADMIN_TOKEN};
 
 #[actix_web::test]
 async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     let db = TestDb::new();
     let vhost = TestVhost::new();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
+    let client = http_client();
     let auth = ("Authorization", format!("Bearer {ADMIN_TOKEN}"));
 
-    let mut child = start_service(&db, &vhost, port);
-    wait_ready(&client, &base).await;
+    let mut service = Service::start(&db.url, &vhost.url, &[]);
+    service.ready(&client).await;
+    let base = service.base.clone();
     let created = client
         .put(format!("{base}/v1/products/KILL-1"))
         .insert_header(auth.clone())
@@ -99,8 +61,7 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     while acked.load(Ordering::SeqCst) < 400 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
-    let _ = child.wait();
+    service.kill();
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.await;
@@ -113,10 +74,10 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
     );
 
     // Restart on the same database.
-    let mut child = start_service(&db, &vhost, port);
-    wait_ready(&client, &base).await;
+    let service = Service::start(&db.url, &vhost.url, &[]);
+    service.ready(&client).await;
     let mut resp = client
-        .get(format!("{base}/v1/inventory/KILL-1"))
+        .get(service.url("/v1/inventory/KILL-1"))
         .send()
         .await
         .expect("read stock");
@@ -141,9 +102,4 @@ async fn sigkill_mid_stream_loses_nothing_that_was_reported_durable() {
         .first(&mut db.conn())
         .expect("log");
     assert_eq!(logged, Some(on_hand));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
 }

@@ -298,10 +298,9 @@ async fn a_database_outage_delays_durability_but_loses_nothing() {
 
     let db = TestDb::new();
     seed_products(&db, &["OUT"]);
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let url = db.url.replace("127.0.0.1:5432", &proxy.addr.to_string());
+    let proxy = Proxy::start(crate::helpers::pg_addr());
+    let url = proxy.pg_url(&db.url);
     assert_ne!(url, db.url, "the test database goes through the proxy");
-    // Blocking, and the proxy runs on this thread: build the pool elsewhere.
     let pool = tokio::task::spawn_blocking(move || orderflow::persistence::connect_pool(&url, 4))
         .await
         .unwrap()

@@ -2,7 +2,6 @@
 //! a connection to a dependency without touching the shared service.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -62,6 +61,43 @@ impl Drop for TestVhost {
     }
 }
 
+/// `(ready, unacknowledged)` messages of a queue in a vhost, as the broker counts them.
+pub fn queue_depth(vhost: &TestVhost, queue: &str) -> (u64, u64) {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_queues",
+            "-p",
+            &vhost.name,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("run rabbitmqctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.first() == Some(&queue) && cols.len() == 3 {
+            return (cols[1].parse().unwrap_or(0), cols[2].parse().unwrap_or(0));
+        }
+    }
+    panic!("no queue {queue} in {}: {text}", vhost.name);
+}
+
+/// Waits (up to 20 s; the broker's counts lag by a few seconds) until a queue holds `expected`
+/// `(ready, unacknowledged)` messages; the last counts otherwise.
+pub async fn settle_depth(vhost: &TestVhost, queue: &str, expected: (u64, u64)) -> (u64, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let depth = queue_depth(vhost, queue);
+        if depth == expected || std::time::Instant::now() > deadline {
+            return depth;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// A database of this test's own, created and migrated; dropped (forcibly) when this is dropped.
 pub struct TestDb {
     pub name: String,
@@ -77,7 +113,7 @@ impl TestDb {
     }
 
     pub fn pool(&self) -> DbPool {
-        persistence::connect_pool(&self.url, 8).expect("pool")
+        persistence::connect_pool(&self.url, 3).expect("pool")
     }
 
     pub fn conn(&self) -> PgConnection {
@@ -143,6 +179,8 @@ pub fn config_for(db_url: &str, amqp: &str, admin: Option<&str>) -> Config {
     config.admin_token = admin.map(str::to_owned);
     config.engine.shards = 2;
     config.durable_timeout = Duration::from_secs(5);
+    // Many tests run at once against one PostgreSQL (100 connections): small pools.
+    config.db_pool_size = 4;
     config
 }
 
@@ -281,52 +319,385 @@ pub fn assert_error(reply: &Reply, status: u16, code: &str) {
     );
 }
 
-/// A TCP proxy in front of a dependency. `cut()` drops every open connection and refuses new
-/// ones; `restore()` lets them through again.
+/// What a [`Proxy`] does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards both ways.
+    Open,
+    /// Closes every connection and refuses new ones (a dependency that went down).
+    Cut,
+    /// Keeps every connection open but forwards nothing, either way (a silent drop: a network
+    /// partition, or a broker under a memory alarm). Only heartbeats and timeouts notice.
+    Stall,
+}
+
+/// A TCP proxy in front of a dependency, on a thread and runtime of its own (so a test blocking
+/// its own runtime never stalls the traffic). The shared service is never touched.
 pub struct Proxy {
     pub addr: SocketAddr,
-    open: watch::Sender<bool>,
+    mode: watch::Sender<ProxyMode>,
+}
+
+/// `host:port` of a `scheme://user@host:port` base URL, as written.
+fn host_port(base: &str) -> String {
+    let rest = base.split("://").nth(1).unwrap_or(base);
+    let host_port = rest.rsplit('@').next().unwrap_or(rest);
+    host_port.split('/').next().unwrap_or(host_port).to_owned()
+}
+
+/// Host and port of a `scheme://user@host:port` base URL.
+fn addr_of(base: &str) -> SocketAddr {
+    std::net::ToSocketAddrs::to_socket_addrs(host_port(base).as_str())
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("no address in {base:?}"))
+}
+
+/// The machine's PostgreSQL (from `TEST_PG_BASE`).
+pub fn pg_addr() -> SocketAddr {
+    addr_of(&pg_base())
+}
+
+/// The machine's RabbitMQ (from `TEST_AMQP_BASE`).
+pub fn amqp_addr() -> SocketAddr {
+    addr_of(&amqp_base())
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<ProxyMode>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Wait while stalled; stop when cut.
+        loop {
+            let now = *mode.borrow_and_update();
+            match now {
+                ProxyMode::Open => break,
+                ProxyMode::Cut => return,
+                ProxyMode::Stall => {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            changed = mode.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+        };
+        // Bytes read before a stall are held until it ends (or dropped on a cut).
+        loop {
+            let now = *mode.borrow_and_update();
+            match now {
+                ProxyMode::Open => break,
+                ProxyMode::Cut => return,
+                ProxyMode::Stall => {
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
-    pub async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    pub fn start(target: SocketAddr) -> Proxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().unwrap();
-        let (open, watcher) = watch::channel(true);
-        let watcher = Arc::new(watcher);
-        tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !*watcher.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut = (*watcher).clone();
-                tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(target).await else {
-                        return;
-                    };
-                    let (mut ri, mut wi) = inbound.into_split();
-                    let (mut ro, mut wo) = outbound.into_split();
-                    tokio::select! {
-                        _ = tokio::io::copy(&mut ri, &mut wo) => {},
-                        _ = tokio::io::copy(&mut ro, &mut wi) => {},
-                        _ = async { while cut.changed().await.is_ok() { if !*cut.borrow() { break; } } } => {},
+        let (mode, watcher) = watch::channel(ProxyMode::Open);
+        std::thread::Builder::new()
+            .name(format!("proxy-{addr}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("proxy runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(listener).expect("proxy listener");
+                    loop {
+                        let accepted = tokio::select! {
+                            a = listener.accept() => a,
+                            _ = async { let mut w = watcher.clone(); while w.changed().await.is_ok() {} } => return,
+                        };
+                        let Ok((inbound, _)) = accepted else { return };
+                        if *watcher.borrow() == ProxyMode::Cut {
+                            drop(inbound);
+                            continue;
+                        }
+                        let watcher = watcher.clone();
+                        tokio::spawn(async move {
+                            let Ok(outbound) = TcpStream::connect(target).await else {
+                                return;
+                            };
+                            let (ri, wi) = inbound.into_split();
+                            let (ro, wo) = outbound.into_split();
+                            tokio::select! {
+                                _ = pump(ri, wo, watcher.clone()) => {},
+                                _ = pump(ro, wi, watcher.clone()) => {},
+                            }
+                        });
                     }
                 });
-            }
-        });
-        Proxy { addr, open }
+            })
+            .expect("proxy thread");
+        Proxy { addr, mode }
     }
 
+    /// `url` (of the machine's PostgreSQL) through this proxy.
+    pub fn pg_url(&self, url: &str) -> String {
+        url.replacen(&host_port(&pg_base()), &self.addr.to_string(), 1)
+    }
+
+    /// `url` (of the machine's RabbitMQ) through this proxy.
+    pub fn amqp_url(&self, url: &str) -> String {
+        url.replacen(&host_port(&amqp_base()), &self.addr.to_string(), 1)
+    }
+
+    /// Closes every connection and refuses new ones.
     pub fn cut(&self) {
-        let _ = self.open.send(false);
+        let _ = self.mode.send(ProxyMode::Cut);
     }
 
+    /// Stops forwarding without closing anything.
+    pub fn stall(&self) {
+        let _ = self.mode.send(ProxyMode::Stall);
+    }
+
+    /// Forwards again.
     pub fn restore(&self) {
-        let _ = self.open.send(true);
+        let _ = self.mode.send(ProxyMode::Open);
+    }
+}
+
+/// An `orderflow serve` child process on a port of its own choosing (port 0, reported through
+/// `PORT_FILE`), killed when dropped — a failing test leaves no process behind.
+pub struct Service {
+    child: Option<std::process::Child>,
+    pub port: u16,
+    pub base: String,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("orderflow-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Service {
+    /// Starts `orderflow serve` on this database and vhost (URLs may point at proxies), with
+    /// extra environment, and waits until it listens.
+    pub fn start(db_url: &str, amqp_url: &str, env: &[(&str, &str)]) -> Service {
+        let dir = TempDir::new();
+        let port_file = dir.0.join("port");
+        let log = std::fs::File::create(dir.0.join("log")).expect("log file");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("AMQP_URL", amqp_url)
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("PORT_FILE", &port_file)
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("DB_POOL_SIZE", "6")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start orderflow");
+        let mut service = Service {
+            child: Some(child),
+            port: 0,
+            base: String::new(),
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(raw) = std::fs::read_to_string(&port_file) {
+                if let Ok(port) = raw.trim().parse::<u16>() {
+                    service.port = port;
+                    service.base = format!("http://127.0.0.1:{port}");
+                    return service;
+                }
+            }
+            if let Some(child) = service.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "orderflow exited before listening ({status}): {}",
+                        service.log()
+                    );
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "orderflow never listened: {}",
+                service.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the process wrote to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait (up to 60 s) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "orderflow did not exit within 60 s of SIGTERM: {}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 60 s) until `/health/ready` answers 200.
+    pub async fn ready(&self, client: &awc::Client) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(resp) = client.get(self.url("/health/ready")).send().await {
+                if resp.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "orderflow at {} did not become ready: {}",
+            self.base,
+            self.log()
+        );
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A client for child processes.
+pub fn http_client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+/// One SQL value, through psql-free diesel.
+pub fn sql_i64(db: &TestDb, query: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct One {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    diesel::sql_query(query)
+        .get_result::<One>(&mut db.conn())
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+        .n
+}
+
+impl TestDb {
+    /// The books balance: every SKU's reserved units are exactly what the orders holding stock
+    /// (`reserved`, `scheduled`) hold; no order is left undecided or unsettled.
+    pub fn assert_books_balance(&self) {
+        let off = sql_i64(
+            self,
+            "WITH held AS (
+               SELECT i->>'sku' AS sku, sum((i->>'quantity')::bigint) AS q
+               FROM orders o, jsonb_array_elements(o.items) i
+               WHERE o.status IN ('reserved', 'scheduled') GROUP BY 1)
+             SELECT count(*) AS n FROM stock s LEFT JOIN held h USING (sku)
+             WHERE s.reserved <> coalesce(h.q, 0)",
+        );
+        if off > 0 {
+            let out = std::process::Command::new("psql")
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-Atc",
+                    "SELECT s.sku, s.on_hand, s.reserved FROM stock s ORDER BY 1 LIMIT 20",
+                    &self.name,
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            panic!("{off} sku(s) hold reservations no order accounts for:\n{out}");
+        }
+        assert_eq!(
+            sql_i64(
+                self,
+                "SELECT count(*) AS n FROM orders WHERE status IN ('received', 'reserved')"
+            ),
+            0,
+            "orders left undecided"
+        );
+        assert_eq!(
+            sql_i64(self, "SELECT count(*) AS n FROM orders WHERE NOT settled"),
+            0,
+            "orders that ended with stock still held"
+        );
     }
 }
 

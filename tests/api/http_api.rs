@@ -22,12 +22,8 @@ async fn health_live_and_ready() {
 
 #[actix_web::test]
 async fn ready_names_the_broker_when_its_connection_is_cut() {
-    let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
-    let proxied = proxy.addr.to_string();
-    let app = spawn_app_with(TestDb::new(), |c| {
-        c.amqp_url = c.amqp_url.replace("127.0.0.1:5672", &proxied)
-    })
-    .await;
+    let proxy = Proxy::start(crate::helpers::amqp_addr());
+    let app = spawn_app_with(TestDb::new(), |c| c.amqp_url = proxy.amqp_url(&c.amqp_url)).await;
     assert!(app.vhost.url.contains("of_test_"));
     assert_eq!(app.get("/health/ready").await.status, 200);
 

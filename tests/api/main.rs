@@ -10,3 +10,4 @@ mod faults;
 mod helpers;
 mod http_api;
 mod inventory_queue;
+mod load;

@@ -1,0 +1,154 @@
+//! The operator's view of dead letters (`orderflow dead-letters list|replay <queue>`): what is in
+//! `<queue>.dead` and why, and a replay that re-publishes each dead letter to its queue with
+//! publisher confirms and removes only what the broker confirmed.
+//!
+//! Both take the messages present when they start (a replayed message that is dead-lettered
+//! again is not replayed twice in one run). `list` returns every message to the dead-letter
+//! queue untouched.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+
+use super::topology::{QueueSpec, QUEUES, REASON_HEADER, REPLAY_HEADER};
+use super::{Broker, BrokerError};
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub message_id: Option<String>,
+    /// Why orderflow dead-lettered it (empty when the broker did: delivery limit).
+    pub reason: String,
+    /// The body, as text (lossy).
+    pub body: String,
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    /// Re-published (confirmed) and removed from the dead-letter queue.
+    pub replayed: usize,
+    /// Left in the dead-letter queue because the broker did not confirm the re-publish.
+    pub kept: usize,
+}
+
+/// The work queue named `name` (or whose dead-letter queue is named `name`).
+pub fn queue_named(name: &str) -> Option<QueueSpec> {
+    let name = name.strip_suffix(".dead").unwrap_or(name);
+    QUEUES.into_iter().find(|q| q.name == name)
+}
+
+fn text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn channel_and_count(
+    broker: &Broker,
+    queue: QueueSpec,
+) -> Result<(lapin::Channel, u32), BrokerError> {
+    let conn = broker
+        .current()
+        .ok_or_else(|| BrokerError("not connected".into()))?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| BrokerError(e.to_string()))?;
+    let dead = queue.dead_letter_queue();
+    let declared = channel
+        .queue_declare(
+            dead.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| BrokerError(e.to_string()))?;
+    Ok((channel, declared.message_count()))
+}
+
+/// The dead letters of `queue`, oldest first; they stay where they are.
+pub async fn list(broker: &Broker, queue: QueueSpec) -> Result<Vec<DeadLetter>, BrokerError> {
+    let (channel, count) = channel_and_count(broker, queue).await?;
+    let dead = queue.dead_letter_queue();
+    let mut letters = Vec::new();
+    for _ in 0..count {
+        let got = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| BrokerError(e.to_string()))?;
+        let Some(message) = got else { break };
+        let props = &message.delivery.properties;
+        letters.push(DeadLetter {
+            message_id: props.message_id().as_ref().map(|m| m.to_string()),
+            reason: props
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get(REASON_HEADER).map(text))
+                .unwrap_or_default(),
+            body: String::from_utf8_lossy(&message.delivery.data).into_owned(),
+        });
+    }
+    // Every message goes back, untouched.
+    let _ = channel.close(200, "listed".into()).await;
+    Ok(letters)
+}
+
+/// Re-publishes the dead letters of `queue` to it, each removed only once the broker confirmed
+/// its copy. Stops at the first copy not confirmed (that one and the rest stay).
+pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, BrokerError> {
+    let (channel, count) = channel_and_count(broker, queue).await?;
+    let dead = queue.dead_letter_queue();
+    let mut report = Replayed::default();
+    for _ in 0..count {
+        let got = channel
+            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| BrokerError(e.to_string()))?;
+        let Some(message) = got else { break };
+        let delivery = message.delivery;
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        let replays = match headers.inner().get(REPLAY_HEADER) {
+            Some(AMQPValue::LongLongInt(n)) => *n,
+            _ => 0,
+        };
+        let mut kept = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if k.as_str() != REASON_HEADER {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        headers = kept;
+        headers.insert(REPLAY_HEADER.into(), AMQPValue::LongLongInt(replays + 1));
+        let props = delivery.properties.clone().with_headers(headers);
+        match broker
+            .publish(queue.exchange, queue.routing_key, &delivery.data, props)
+            .await
+        {
+            Ok(()) => {
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(|e| BrokerError(e.to_string()))?;
+                report.replayed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a replay was not confirmed; it stays a dead letter");
+                let _ = delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+                report.kept = count as usize - report.replayed;
+                break;
+            }
+        }
+    }
+    let _ = channel.close(200, "replayed".into()).await;
+    Ok(report)
+}
