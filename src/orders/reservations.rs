@@ -158,6 +158,11 @@ impl OrderService {
                 }
             }
         }
+        #[cfg(feature = "fault-injection")]
+        if !lines.is_empty() && std::env::var_os("ORDERFLOW_FAULT_ABORT_AFTER_RELEASE").is_some() {
+            eprintln!("fault injection: aborting after releasing order {order_id}");
+            std::process::abort();
+        }
         Ok(())
     }
 

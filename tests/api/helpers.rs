@@ -210,8 +210,16 @@ fn init_logs() {
 }
 
 pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(db, TestVhost::new(), tweak).await
+}
+
+/// The application on a given database and vhost.
+pub async fn spawn_app_on(
+    db: TestDb,
+    vhost: TestVhost,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     init_logs();
-    let vhost = TestVhost::new();
     let mut config = config_for(&db.url, &vhost.url, Some(ADMIN_TOKEN));
     tweak(&mut config);
     let app = Application::build(config)
@@ -279,6 +287,12 @@ impl TestApp {
     /// Shuts the application down in order (as SIGTERM would) and waits until it is down.
     pub async fn stop(self) {
         self.stopper.stop().await;
+    }
+
+    /// Stops the application but keeps its database and vhost (for a restart on them).
+    pub async fn stop_keeping_db(self) -> TestApp {
+        self.stopper.stop().await;
+        self
     }
 }
 

@@ -8,6 +8,7 @@ mod crash;
 mod engine_pg;
 mod faults;
 mod helpers;
+mod hostile;
 mod http_api;
 mod inventory_queue;
 mod load;
