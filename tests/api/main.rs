@@ -12,3 +12,4 @@ mod hostile;
 mod http_api;
 mod inventory_queue;
 mod load;
+mod regressions;
