@@ -207,6 +207,9 @@ struct Inner {
     /// written yet: a retry with the same key is answered without publishing again.
     published: DashMap<Uuid, String>,
     admission: Arc<Admission>,
+    /// Deliveries of `orders.checkout` being processed now, and the most there ever were.
+    processing: std::sync::atomic::AtomicUsize,
+    processing_peak: std::sync::atomic::AtomicUsize,
     #[cfg(feature = "fault-injection")]
     faults: faults::Faults,
 }
@@ -251,6 +254,8 @@ impl OrderService {
                 events,
                 published: DashMap::new(),
                 admission,
+                processing: Default::default(),
+                processing_peak: Default::default(),
                 #[cfg(feature = "fault-injection")]
                 faults: faults::Faults::default(),
             }),
@@ -275,6 +280,20 @@ impl OrderService {
     /// `(year, month)` now, for card expiry at the door.
     pub fn today(&self) -> (i32, u32) {
         crate::domain::clock::year_month(self.inner.clock.now())
+    }
+
+    /// Deliveries being processed now.
+    pub fn processing(&self) -> usize {
+        self.inner
+            .processing
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The most deliveries ever processed at once (bounded by the prefetch).
+    pub fn processing_peak(&self) -> usize {
+        self.inner
+            .processing_peak
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &OrderConfig {
