@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area. Every test gets its own database on the
 //! machine's real PostgreSQL (dropped afterwards) and talks to the real RabbitMQ.
 
+mod bulkheads;
 mod carts;
 mod catalog;
 mod checkout;
