@@ -65,6 +65,9 @@ pub struct Application {
     stopped: watch::Sender<bool>,
 }
 
+/// The longest a shutdown step may take before shutdown goes on without it.
+const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Stops a running [`Application`] from outside (tests, a supervisor) and waits until it is
 /// down.
 #[derive(Clone)]
@@ -260,12 +263,23 @@ impl Application {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
+        tracing::info!("HTTP server stopped; stopping the consumers and the sweeper");
         for worker in workers {
-            let _ = worker.await;
+            // Bounded: a worker that cannot finish is logged, and shutdown goes on (what it held
+            // goes back to its queue with the connection).
+            if tokio::time::timeout(SHUTDOWN_STEP, worker).await.is_err() {
+                tracing::error!("a consumer did not finish within {SHUTDOWN_STEP:?}; going on");
+            }
         }
+        tracing::info!("consumers stopped; flushing the order writer and the persister");
         state.orders.shutdown().await;
         state.engine.shutdown().await;
-        state.broker.close().await;
+        if tokio::time::timeout(SHUTDOWN_STEP, state.broker.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the broker did not confirm the close; leaving it");
+        }
         tracing::info!("orderflow stopped");
         let _ = stopped.send(true);
         result

@@ -366,6 +366,36 @@ mod tests {
             prop_assert_eq!(reserved_delta, l.level.reserved);
         }
 
+        /// Liveness: every decision equals that of a plain reference model (counts in `i128`, the
+        /// rules written out once more), so a ledger that refuses what it should grant — or
+        /// grants what it should refuse — fails.
+        #[test]
+        fn every_decision_matches_a_reference_model(start in 0i64..50, ops in prop::collection::vec(op(), 0..200)) {
+            let mut l = Ledger::new(start, 0, 0);
+            let (mut on_hand, mut reserved) = (i128::from(start), 0i128);
+            for op in ops {
+                let q = i128::from(op.quantity());
+                let expected: Option<(i128, i128)> = match op {
+                    StockOp::Reserve(_) if q >= 1 && q <= on_hand - reserved => Some((on_hand, reserved + q)),
+                    StockOp::Release(_) if q >= 1 && q <= reserved => Some((on_hand, reserved - q)),
+                    StockOp::CommitSale(_) if q >= 1 && q <= reserved => Some((on_hand - q, reserved - q)),
+                    StockOp::SetOnHand(_) if q >= 0 && q >= reserved => Some((q, reserved)),
+                    StockOp::Adjust(_) if q != 0 && on_hand + q >= reserved => Some((on_hand + q, reserved)),
+                    _ => None,
+                };
+                match (l.decide(op), expected) {
+                    (Ok(change), Some((h, r))) => {
+                        prop_assert_eq!((i128::from(change.after.level.on_hand), i128::from(change.after.level.reserved)), (h, r), "{:?}", op);
+                        l = change.after;
+                        on_hand = h;
+                        reserved = r;
+                    }
+                    (Err(_), None) => {}
+                    (got, want) => prop_assert!(false, "{:?} on {:?}: got {:?}, the model says {:?}", op, l, got, want),
+                }
+            }
+        }
+
         /// Reservations never oversell: the units granted never exceed the stock.
         #[test]
         fn reservations_never_exceed_stock(stock in 0i64..100, asks in prop::collection::vec(1i64..10, 0..100)) {

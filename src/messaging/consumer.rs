@@ -178,12 +178,14 @@ impl Consumer {
             });
         }
         // Stop: no new deliveries; those in flight finish and are settled on this channel.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+        let step = Duration::from_secs(5);
+        let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
+        if tokio::time::timeout(step, cancel).await.is_err() {
+            tracing::warn!(queue = queue.name, "the broker did not confirm the cancel");
+        }
         self.tracker.close();
         self.tracker.wait().await;
-        let _ = channel.close(200, "orderflow stopping".into()).await;
+        let _ = tokio::time::timeout(step, channel.close(200, "orderflow stopping".into())).await;
         Ok(Ended::Stopped)
     }
 }

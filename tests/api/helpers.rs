@@ -286,12 +286,14 @@ impl TestApp {
 
     /// Shuts the application down in order (as SIGTERM would) and waits until it is down.
     pub async fn stop(self) {
-        self.stopper.stop().await;
+        self.stop_keeping_db().await;
     }
 
     /// Stops the application but keeps its database and vhost (for a restart on them).
     pub async fn stop_keeping_db(self) -> TestApp {
-        self.stopper.stop().await;
+        tokio::time::timeout(Duration::from_secs(120), self.stopper.stop())
+            .await
+            .expect("the application shut down within 2 minutes");
         self
     }
 }
