@@ -212,6 +212,24 @@ async fn flash_sale_sells_exactly_the_stock_over_http_and_messages() {
         50,
         "{outcome:?}"
     );
+    // Every outcome counted: the fast path refused some at the door, every order that got in
+    // was scheduled or rejected, nothing else.
+    assert!(
+        by_status.get(&409).copied().unwrap_or(0) > 0,
+        "{by_status:?}"
+    );
+    let accepted_http = by_status.get(&202).copied().unwrap_or(0);
+    assert_eq!(
+        outcome.values().sum::<usize>(),
+        accepted_http + 100,
+        "every accepted checkout and every message decided: {outcome:?}"
+    );
+    assert_eq!(
+        outcome.get("scheduled").copied().unwrap_or(0)
+            + outcome.get("rejected").copied().unwrap_or(0),
+        accepted_http + 100,
+        "{outcome:?}"
+    );
     // Books balance: 50 units held for 50 scheduled orders, nothing else.
     assert_eq!(app.db.stock("FLASH").0, 50);
     assert_eq!(app.db.stock("FLASH").1, 50);
@@ -374,11 +392,23 @@ async fn retried_keys_and_duplicate_deliveries_make_one_order() {
     }
     let mid = orderflow::orders::order_id_for("dup-msg").to_string();
     assert_eq!(app.decided(&mid).await["status"], "scheduled");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Every copy settled (none waiting, none held), then: the stock was taken once, by one
+    // recorded reservation.
+    assert_eq!(
+        crate::helpers::settle_depth(&app.vhost, "orders.checkout", (0, 0)).await,
+        (0, 0)
+    );
     assert_eq!(
         app.db.stock("DUP-1").1,
         3,
         "one unit for the first order, two for the second"
+    );
+    assert_eq!(
+        crate::helpers::sql_i64(
+            &app.db,
+            &format!("SELECT count(*) AS n FROM stock_events WHERE ref = 'order:{mid}:reserve'")
+        ),
+        1
     );
     assert_eq!(
         app.get("/v1/customers/d-2/orders").await.body["data"]
@@ -579,6 +609,7 @@ async fn checkout_validation_answers_422_with_every_field() {
 
 #[actix_web::test]
 async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
+    use futures_util::StreamExt;
     let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
         c.sandbox_payment_delay = std::time::Duration::from_millis(1500)
     })
@@ -592,20 +623,93 @@ async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
         .await;
     assert_eq!(r.status, 202);
     let id = r.body["order_id"].as_str().unwrap().to_owned();
-    let started = std::time::Instant::now();
-    let reserved = app
-        .eventually(&format!("/v1/orders/{id}"), |r| {
-            r.body["status"] == "reserved"
-        })
+    // Follow the order's events (once the consumer made the order): `reserved` comes first, and
+    // while it is the latest, the order reads as reserved — the decision comes after.
+    app.eventually(&format!("/v1/orders/{id}"), |r| r.status == 200)
         .await;
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(1400),
-        "reserved shown while the gateway thinks"
-    );
-    assert_eq!(statuses(&reserved.body), ["received", "reserved"]);
+    let mut events = app
+        .client
+        .get(app.url(&format!("/v1/orders/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let mut read_while_reserved = None;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !text.contains("\"scheduled\"") {
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        match tokio::time::timeout(std::time::Duration::from_millis(500), events.next()).await {
+            Ok(Some(Ok(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            Ok(None) | Ok(Some(Err(_))) => break,
+            Err(_) => {}
+        }
+        if read_while_reserved.is_none()
+            && text.contains("\"reserved\"")
+            && !text.contains("\"scheduled\"")
+        {
+            read_while_reserved = Some(app.get(&format!("/v1/orders/{id}")).await.body);
+        }
+    }
+    let streamed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(streamed, ["received", "reserved", "scheduled"]);
+    let seen = read_while_reserved.expect("reserved was streamed before the decision");
+    assert_eq!(seen["status"], "reserved", "{seen}");
+    assert_eq!(statuses(&seen), ["received", "reserved"]);
     let order = app.decided(&id).await;
-    assert_eq!(order["status"], "scheduled");
     assert_eq!(statuses(&order), ["received", "reserved", "scheduled"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_accepted_checkout_that_loses_the_last_unit_is_rejected_as_stock_conflict() {
+    // One consumer, busy with a slow payment, while two checkouts for the last unit are both
+    // accepted (the stock is there when each arrives): the first gets it, the second cannot.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.consumer_prefetch = 1;
+        c.sandbox_payment_delay = std::time::Duration::from_millis(1500);
+    })
+    .await;
+    app.product("SC-BUSY", "c", &[], 100, 10).await;
+    app.product("SC-LAST", "c", &["t"], 100, 1).await;
+    app.product("SC-ALT", "c", &["t"], 110, 5).await;
+    let busy = app
+        .checkout(
+            "sc-busy",
+            &body("sc", json!([{"sku": "SC-BUSY", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(busy.status, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let line = json!([{"sku": "SC-LAST", "quantity": 1}]);
+    let first = app.checkout("sc-first", &body("sc-1", line.clone())).await;
+    let second = app.checkout("sc-second", &body("sc-2", line)).await;
+    assert_eq!(
+        (first.status, second.status),
+        (202, 202),
+        "both accepted at the door"
+    );
+    let first = app.decided(first.body["order_id"].as_str().unwrap()).await;
+    let second = app.decided(second.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "scheduled");
+    assert_eq!(second["status"], "rejected");
+    assert_eq!(second["rejection"]["reason"], "stock_conflict");
+    assert_eq!(second["rejection"]["items"][0]["available"], 0);
+    assert_eq!(
+        second["rejection"]["items"][0]["suggestions"][0]["sku"],
+        "SC-ALT"
+    );
+    let notes = app.get("/v1/customers/sc-2/notifications").await;
+    assert_eq!(notes.body["data"][0]["kind"], "stock_conflict");
+    assert_eq!(app.db.stock("SC-LAST"), (1, 1, 2));
     app.stop().await;
 }
 

@@ -176,7 +176,7 @@ async fn the_database_refuses_an_oversell_when_memory_is_wrong_and_the_engine_re
 }
 
 #[actix_web::test]
-async fn a_thousand_concurrent_reservations_sell_exactly_the_stock() {
+async fn a_thousand_concurrent_reservations_sell_exactly_the_stock_across_a_restart() {
     let db = TestDb::new();
     let names = ["C0", "C1", "C2", "C3", "C4"];
     seed_products(&db, &names);
@@ -184,23 +184,40 @@ async fn a_thousand_concurrent_reservations_sell_exactly_the_stock() {
     for n in names {
         durably(&engine, &sku(n), StockOp::SetOnHand(100)).await;
     }
-    let attempts = (0..1000).map(|i| {
-        let engine = engine.clone();
-        let s = sku(names[i % names.len()]);
-        tokio::spawn(async move {
-            match engine.reserve(&s, 1).await {
-                Ok(applied) => applied.durable.wait().await.is_ok(),
-                Err(EngineError::Rejected(LedgerError::Insufficient { .. })) => false,
-                Err(e) => panic!("unexpected error {e:?}"),
-            }
-        })
-    });
-    let outcomes: Vec<bool> = join_all(attempts)
+    let race = |engine: Engine, range: std::ops::Range<usize>| {
+        let attempts = range.map(move |i| {
+            let engine = engine.clone();
+            let s = sku(names[i % names.len()]);
+            tokio::spawn(async move {
+                match engine.reserve(&s, 1).await {
+                    Ok(applied) => applied.durable.wait().await.is_ok(),
+                    Err(EngineError::Rejected(LedgerError::Insufficient { .. })) => false,
+                    Err(e) => panic!("unexpected error {e:?}"),
+                }
+            })
+        });
+        join_all(attempts)
+    };
+    // 400 buyers, a restart (memory rebuilt from the database), then 600 more.
+    let first: Vec<bool> = race(engine.clone(), 0..400)
         .await
         .into_iter()
         .map(|r| r.expect("task"))
         .collect();
-    assert_eq!(outcomes.iter().filter(|ok| **ok).count(), 500);
+    engine.shutdown().await;
+    let engine = engine_on(&db).await;
+    let second: Vec<bool> = race(engine.clone(), 400..1000)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let granted = first.iter().chain(&second).filter(|ok| **ok).count();
+    assert_eq!(
+        first.iter().filter(|ok| **ok).count(),
+        400,
+        "all fit before the restart"
+    );
+    assert_eq!(granted, 500, "exactly the stock, across the restart");
     for n in names {
         let (on_hand, reserved, version) = db.stock(n);
         assert_eq!((on_hand, reserved), (100, 100), "{n}");

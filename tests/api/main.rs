@@ -5,6 +5,7 @@ mod bulkheads;
 mod carts;
 mod catalog;
 mod checkout;
+mod contract;
 mod crash;
 mod engine_pg;
 mod faults;

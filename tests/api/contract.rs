@@ -1,0 +1,463 @@
+//! Behaviour the README and API.md state, each shown by a test (issue 10): what a client can get
+//! wrong at checkout, every payment and delivery method end to end, cancel from each status, the
+//! events other systems receive, the queues as declared, the stock stream's `lagged`, start-up
+//! failures.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::{json, Value};
+
+use crate::checkout::body;
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestDb};
+
+#[actix_web::test]
+async fn checkout_refuses_what_a_client_can_get_wrong_with_the_error_body() {
+    let app = spawn_app_with(TestDb::new(), |c| c.max_body_bytes = 4096).await;
+    app.product("CW-1", "c", &[], 100, 10).await;
+    let good = body("cw", json!([{"sku": "CW-1", "quantity": 1}]));
+    // An empty (or blank) Idempotency-Key.
+    for key in ["", "   "] {
+        let r = app
+            .send(
+                app.client
+                    .post(app.url("/v1/checkout"))
+                    .insert_header(("Idempotency-Key", key)),
+                Some(good.clone()),
+            )
+            .await;
+        assert_error(&r, 422, "validation_failed");
+        assert!(r.body["error"]["details"]["fields"]["Idempotency-Key"].is_array());
+    }
+    // A body over the limit: 413.
+    let mut big = good.clone();
+    big["shipping_address"]["complement"] = json!("x".repeat(8000));
+    let r = app.checkout("cw-big", &big).await;
+    assert_error(&r, 413, "payload_too_large");
+    // Not JSON: 415.
+    let resp = app
+        .client
+        .post(app.url("/v1/checkout"))
+        .insert_header(("Idempotency-Key", "cw-text"))
+        .insert_header(("Content-Type", "text/plain"))
+        .send_body(good.to_string())
+        .await
+        .unwrap();
+    assert_error(
+        &crate::helpers::read(resp).await,
+        415,
+        "unsupported_media_type",
+    );
+    // Broken JSON: 400.
+    let resp = app
+        .client
+        .post(app.url("/v1/checkout"))
+        .insert_header(("Idempotency-Key", "cw-broken"))
+        .insert_header(("Content-Type", "application/json"))
+        .send_body("{\"customer_id\": ")
+        .await
+        .unwrap();
+    assert_error(&crate::helpers::read(resp).await, 400, "bad_request");
+    assert_eq!(app.db.stock("CW-1").1, 0);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn every_payment_and_delivery_method_ends_scheduled_with_its_carrier() {
+    let app = spawn_app().await;
+    app.product("PM-1", "c", &[], 1000, 100).await;
+    let line = json!([{"sku": "PM-1", "quantity": 1}]);
+    let cases = [
+        ("standard", json!({"method": "pix"}), "Correios PAC", "PC"),
+        (
+            "express",
+            json!({"method": "boleto", "document": "529.982.247-25"}),
+            "Correios SEDEX",
+            "SX",
+        ),
+        (
+            "same_day",
+            json!({"method": "boleto", "document": "11.222.333/0001-81"}),
+            "Loggi",
+            "LG",
+        ),
+        (
+            "pickup",
+            json!({"method": "card", "card": {"number": "4242424242424242", "holder_name": "Ana",
+                          "exp_month": 12, "exp_year": 2031, "cvv": "123"}}),
+            "Store pickup",
+            "PK",
+        ),
+    ];
+    for (method, payment, carrier, prefix) in cases {
+        let mut b = body("pm", line.clone());
+        b["delivery_method"] = json!(method);
+        b["payment"] = payment.clone();
+        let r = app.checkout(&format!("pm-{method}"), &b).await;
+        assert_eq!(r.status, 202, "{method}: {}", r.body);
+        let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
+        assert_eq!(order["status"], "scheduled", "{method}: {order}");
+        assert_eq!(order["delivery_method"], method);
+        assert_eq!(order["delivery"]["carrier"], carrier);
+        assert!(order["delivery"]["tracking_code"]
+            .as_str()
+            .unwrap()
+            .starts_with(prefix));
+        assert_eq!(order["payment"]["method"], payment["method"]);
+        if payment["method"] == "boleto" {
+            let digits: String = payment["document"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect();
+            assert_eq!(order["payment"]["document"], digits);
+        }
+        assert!(
+            !order.to_string().contains("4242424242424242"),
+            "never the full card number"
+        );
+        assert!(!order.to_string().contains("\"cvv\""), "never the cvv");
+    }
+    assert_eq!(app.db.stock("PM-1").1, 4);
+    app.db.assert_books_balance();
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn cancel_from_received_and_reserved_releases_and_rejected_or_failed_are_final() {
+    let app = spawn_app().await;
+    app.product("CX-1", "c", &[], 100, 3).await;
+    let cancel = |id: String| {
+        let app = &app;
+        async move {
+            app.send(
+                app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
+                None,
+            )
+            .await
+        }
+    };
+    for (key, status) in [("cx-received", "received"), ("cx-reserved", "reserved")] {
+        let r = app
+            .checkout(key, &body("cx", json!([{"sku": "CX-1", "quantity": 1}])))
+            .await;
+        let id = r.body["order_id"].as_str().unwrap().to_owned();
+        assert_eq!(app.decided(&id).await["status"], "scheduled");
+        // The order as it stands while the pipeline works on it (its stock already held).
+        let mut conn = app.db.conn();
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!(
+                "UPDATE orders SET status = '{status}', delivery = NULL WHERE order_id = '{id}'"
+            )),
+            &mut conn,
+        )
+        .unwrap();
+        let r = cancel(id.clone()).await;
+        assert_eq!(r.status, 200, "{status}: {}", r.body);
+        assert_eq!(r.body["status"], "cancelled");
+    }
+    assert_eq!(app.db.stock("CX-1").1, 0, "both released");
+    // A rejected order (out of stock, from a queue) and a failed one (declined) are final.
+    app.publish(
+        "orders",
+        "checkout",
+        &body("cx", json!([{"sku": "CX-1", "quantity": 9}])),
+        Some("cx-rejected"),
+    )
+    .await;
+    let rejected = crate::load::decided(
+        &app.client,
+        &app.address,
+        "cx-rejected",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(rejected["status"], "rejected");
+    assert_error(
+        &cancel(rejected["order_id"].as_str().unwrap().to_owned()).await,
+        409,
+        "not_cancellable",
+    );
+    let mut declined = body("cx", json!([{"sku": "CX-1", "quantity": 1}]));
+    declined["payment"]["card"]["number"] = json!("4000000000000002");
+    let r = app.checkout("cx-failed", &declined).await;
+    let failed = app.decided(r.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_error(
+        &cancel(failed["order_id"].as_str().unwrap().to_owned()).await,
+        409,
+        "not_cancellable",
+    );
+    app.db.assert_books_balance();
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettered() {
+    let app = spawn_app().await;
+    app.product("MI-1", "c", &[], 100, 10).await;
+    app.publish(
+        "orders",
+        "checkout",
+        &body("mi", json!([{"sku": "MI-1", "quantity": 1}])),
+        Some("mi-key"),
+    )
+    .await;
+    let first =
+        crate::load::decided(&app.client, &app.address, "mi-key", Duration::from_secs(20)).await;
+    assert_eq!(first["status"], "scheduled");
+    app.publish(
+        "orders",
+        "checkout",
+        &body("mi", json!([{"sku": "MI-1", "quantity": 5}])),
+        Some("mi-key"),
+    )
+    .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("idempotency key reused"), "{reason}");
+    assert_eq!(
+        app.db.stock("MI-1").1,
+        1,
+        "the second body reserved nothing"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
+    let app = spawn_app().await;
+    app.product("EV-1", "c", &[], 100, 10).await;
+    let conn = app.app_state.broker.wait_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for key in ["order.*", "notification.*"] {
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                "order.events".into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut events = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "ev".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let r = app
+        .checkout("ev-1", &body("ev", json!([{"sku": "EV-1", "quantity": 1}])))
+        .await;
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !seen
+        .iter()
+        .any(|(k, _)| k == "notification.order_scheduled")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events so far: {seen:?}"
+        );
+        if let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(500), events.next()).await
+        {
+            seen.push((
+                d.routing_key.to_string(),
+                serde_json::from_slice(&d.data).unwrap(),
+            ));
+        }
+    }
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    for key in [
+        "order.received",
+        "order.reserved",
+        "order.scheduled",
+        "notification.order_scheduled",
+    ] {
+        assert!(keys.contains(&key), "{key} in {keys:?}");
+    }
+    let (_, scheduled) = seen.iter().find(|(k, _)| k == "order.scheduled").unwrap();
+    assert_eq!(scheduled["order_id"], id);
+    assert_eq!(scheduled["status"], "scheduled");
+    assert!(
+        scheduled["delivery"]["tracking_code"].is_string(),
+        "the order JSON: {scheduled}"
+    );
+    let (_, note) = seen
+        .iter()
+        .find(|(k, _)| k == "notification.order_scheduled")
+        .unwrap();
+    assert_eq!(note["kind"], "order_scheduled");
+    assert_eq!(note["order_id"], id);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_queues_are_declared_as_documented() {
+    let app = spawn_app_with(TestDb::new(), |c| c.delivery_limit = 7).await;
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_queues",
+            "-p",
+            &app.vhost.name,
+            "name",
+            "arguments",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for queue in ["orders.checkout", "inventory.updates", "carts.events"] {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(queue))
+            .unwrap_or_else(|| panic!("{queue} declared: {text}"));
+        for arg in [
+            r#"{"x-queue-type","quorum"}"#,
+            r#"{"x-delivery-limit",7}"#,
+            r#"{"x-max-length",100000}"#,
+            r#"{"x-overflow","reject-publish"}"#,
+            r#"{"x-dead-letter-exchange","orderflow.dead-letter"}"#,
+            r#"{"x-dead-letter-strategy","at-least-once"}"#,
+        ] {
+            assert!(line.contains(arg), "{queue} has {arg}: {line}");
+        }
+        let dead = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(format!("{queue}.dead").as_str()))
+            .unwrap_or_else(|| panic!("{queue}.dead declared: {text}"));
+        assert!(dead.contains("quorum"), "{dead}");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stock_stream_reader_that_falls_behind_is_told_how_many_it_missed() {
+    let app = spawn_app_with(TestDb::new(), |c| c.engine.feed_capacity = 16).await;
+    app.product("LAG-1", "c", &[], 100, 10).await;
+    let mut resp = app
+        .client
+        .get(app.url("/v1/inventory/stream"))
+        .send()
+        .await
+        .unwrap();
+    // 200 changes committed in a burst: far more than the 16 a reader may fall behind.
+    let sku = orderflow::domain::Sku::parse("LAG-1").unwrap();
+    let engine = &app.app_state.engine;
+    let mut tickets = Vec::new();
+    for _ in 0..200 {
+        let applied = engine
+            .apply(
+                &sku,
+                orderflow::domain::StockOp::Adjust(1),
+                Some("burst".into()),
+            )
+            .await
+            .unwrap();
+        tickets.push(applied.durable);
+    }
+    for t in tickets {
+        t.wait().await.unwrap();
+    }
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !text.contains("event: lagged") && std::time::Instant::now() < deadline {
+        if let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_millis(500), resp.next()).await
+        {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    let lagged = text
+        .split("event: lagged\ndata: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .unwrap_or_else(|| panic!("no lagged event in {text}"));
+    assert!(lagged["missed"].as_u64().unwrap() > 0, "{lagged}");
+    app.stop().await;
+}
+
+#[test]
+fn start_up_failures_exit_non_zero_with_one_line_naming_the_setting() {
+    let run = |env: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        command
+            .arg("serve")
+            .env("RUST_LOG", "off")
+            .env("HTTP_ADDR", "127.0.0.1:0");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().expect("run orderflow");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        )
+    };
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let db = crate::helpers::pg_base();
+    for (env, setting, code) in [
+        (
+            vec![(
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:{closed}/x"),
+            )],
+            "DATABASE_URL",
+            1,
+        ),
+        (
+            vec![
+                ("DATABASE_URL", format!("{db}/of_startup_probe")),
+                (
+                    "AMQP_URL",
+                    format!("amqp://guest:guest@127.0.0.1:{closed}/%2f"),
+                ),
+            ],
+            "AMQP_URL",
+            1,
+        ),
+        (vec![("HTTP_ADDR", "nowhere".to_owned())], "HTTP_ADDR", 2),
+        (vec![("DB_POOL_SIZE", "zero".to_owned())], "DB_POOL_SIZE", 2),
+    ] {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, stderr) = run(&env);
+        assert_eq!(status, Some(code), "{setting}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(setting), "names {setting}: {stderr}");
+    }
+    let maintenance = format!("{db}/postgres");
+    if let Ok(mut conn) = <diesel::PgConnection as diesel::Connection>::establish(&maintenance) {
+        let _ = diesel::RunQueryDsl::execute(
+            diesel::sql_query("DROP DATABASE IF EXISTS of_startup_probe WITH (FORCE)"),
+            &mut conn,
+        );
+    }
+}
