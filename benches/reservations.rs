@@ -351,8 +351,13 @@ fn baseline_case(c: &mut Criterion, clients: u64) {
         })
     });
     group.finish();
-    let taken = HUGE_STOCK - db.value("SELECT available AS v FROM baseline_stock WHERE sku = 'HOT'");
-    assert_eq!(taken, made.load(Ordering::Relaxed) as i64, "{name}: every order counted");
+    let taken =
+        HUGE_STOCK - db.value("SELECT available AS v FROM baseline_stock WHERE sku = 'HOT'");
+    assert_eq!(
+        taken,
+        made.load(Ordering::Relaxed) as i64,
+        "{name}: every order counted"
+    );
     println!("{name}: {connections} connections for {clients} clients");
     latencies.report(&name);
 }

@@ -104,7 +104,7 @@ async fn card_validity_is_judged_when_the_checkout_was_accepted_not_when_it_is_c
 
 #[actix_web::test]
 async fn a_cancel_cut_short_between_lines_is_cancelled_and_finished_later() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(TestDb::new(), |c| c.sweep_every = Duration::from_secs(3600)).await;
     app.product("CA-A", "c", &[], 100, 10).await;
     app.product("CA-B", "c", &[], 100, 10).await;
     let lines = json!([{"sku": "CA-A", "quantity": 1}, {"sku": "CA-B", "quantity": 2}]);
@@ -353,5 +353,116 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
         decided(&app.client, &app.address, key, Duration::from_secs(10)).await;
     }
     app.db.assert_books_balance();
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_released() {
+    // The sweep is run by hand here; the periodic one stays out of the way.
+    let app = spawn_app_with(TestDb::new(), |c| c.sweep_every = Duration::from_secs(3600)).await;
+    app.product("SW-1", "c", &[], 100, 10).await;
+    let mut ids = Vec::new();
+    for (key, status) in [("sw-received", "received"), ("sw-reserved", "reserved")] {
+        let r = app
+            .checkout(key, &body("sw", json!([{"sku": "SW-1", "quantity": 2}])))
+            .await;
+        let id = r.body["order_id"].as_str().unwrap().to_owned();
+        assert_eq!(app.decided(&id).await["status"], "scheduled");
+        // Its delivery was lost long ago (dead-lettered, or lost before a hand-back existed).
+        exec(&app.db, &format!(
+            "UPDATE orders SET status = '{status}', delivery = NULL, updated_at = now() - interval '1 hour' WHERE order_id = '{id}'"
+        ));
+        exec(
+            &app.db,
+            &format!("DELETE FROM order_history WHERE order_id = '{id}' AND status = 'scheduled'"),
+        );
+        ids.push(id);
+    }
+    assert_eq!(app.db.stock("SW-1").1, 4);
+    let report = app.app_state.orders.sweep().await.expect("sweep");
+    assert_eq!(report.expired, 2, "{report:?}");
+    for (id, status) in ids.iter().zip(["rejected", "failed"]) {
+        let order = app.get(&format!("/v1/orders/{id}")).await.body;
+        assert_eq!(order["status"], status, "{order}");
+        assert_eq!(order["rejection"]["reason"], "expired");
+    }
+    assert_eq!(app.db.stock("SW-1").1, 0, "their stock is back on sale");
+    let kinds: Vec<String> = app.get("/v1/customers/sw/notifications").await.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(kinds.contains(&"order_expired".to_owned()), "{kinds:?}");
+    // A second round finds nothing to do.
+    assert_eq!(
+        app.app_state.orders.sweep().await.unwrap(),
+        Default::default()
+    );
+    app.db.assert_books_balance();
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_operator_lists_dead_letters_and_replays_them_once_they_can_succeed() {
+    let app = spawn_app().await;
+    app.product("DL-OK", "c", &[], 100, 10).await;
+    // A checkout for a product that does not exist yet: dead-lettered with the reason.
+    app.publish(
+        "orders",
+        "checkout",
+        &body("dl", json!([{"sku": "DL-LATE", "quantity": 1}])),
+        Some("dl-1"),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::helpers::queue_depth(&app.vhost, "orders.checkout.dead").0 == 0 {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Run on a blocking thread: the application shares this test's runtime.
+    let cli = |args: &[&str]| {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let url = app.vhost.url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+                    .args(&args)
+                    .env("AMQP_URL", &url)
+                    .env("RUST_LOG", "off")
+                    .output()
+                    .expect("run orderflow");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (code, listed) = cli(&["dead-letters", "list", "orders.checkout"]).await;
+    assert_eq!(code, Some(0), "{listed}");
+    assert!(listed.contains("message_id=dl-1"), "{listed}");
+    assert!(listed.contains("unknown sku DL-LATE"), "{listed}");
+    let (code, listed_again) = cli(&["dead-letters", "list", "orders.checkout"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        listed_again.contains("message_id=dl-1"),
+        "listing leaves them where they are"
+    );
+    assert_eq!(cli(&["dead-letters", "list", "nope"]).await.0, Some(2));
+    // The product exists now: the replay makes the order.
+    app.product("DL-LATE", "c", &[], 100, 10).await;
+    let (code, replayed) = cli(&["dead-letters", "replay", "orders.checkout"]).await;
+    assert_eq!(code, Some(0), "{replayed}");
+    assert!(replayed.contains("replayed 1"), "{replayed}");
+    let order = decided(&app.client, &app.address, "dl-1", Duration::from_secs(20)).await;
+    assert_eq!(order["status"], "scheduled");
+    assert_eq!(
+        crate::helpers::settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,
+        (0, 0),
+        "removed once the broker confirmed its copy"
+    );
     app.stop().await;
 }
