@@ -6,7 +6,7 @@
 //! - Nothing is reported written before the sink says it is committed.
 //! - A batch is a bulkhead: the sink refuses a row the database will not take (a data error)
 //!   on its own ticket, and the rest of the batch commits.
-//! - Only a [`Transient`] failure (the database is away) is retried, with a capped backoff, in
+//! - Only a [`SinkError::Transient`] failure (the database is away) is retried, with a capped backoff, in
 //!   order: nothing behind a failing batch overtakes it. A permanent refusal is never retried.
 //! - The queue is bounded: `submit` never blocks and says `Full` instead.
 //!
@@ -28,10 +28,16 @@ use tokio::sync::oneshot;
 #[error("{0}")]
 pub struct Refusal(pub String);
 
-/// The whole batch failed because a dependency is away (connection-class): retry it.
+/// Why a whole batch was not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Transient(pub String);
+pub enum SinkError {
+    /// A dependency is away (connection-class): retry the batch.
+    #[error("{0}")]
+    Transient(String),
+    /// This instance no longer holds the lease: nothing was written, nothing will be.
+    #[error("fenced: another instance is active")]
+    Fenced,
+}
 
 /// Writes batches. Every method blocks; it runs on the writer's own thread.
 pub trait Sink: Send + 'static {
@@ -40,15 +46,16 @@ pub trait Sink: Send + 'static {
 
     /// Writes `items` in one transaction and returns one result per item, in order: `Ok` when
     /// committed, `Err(Refusal)` for an item the database refused (the others still commit).
-    /// `Err(Transient)` when nothing can be said (the connection failed): the batch is retried
+    /// `Err(SinkError::Transient)` when nothing can be said (the connection failed): the batch is retried
     /// whole, with `attempt` counting the earlier failures, so a sink can check whether a
-    /// failed attempt did commit after all.
+    /// failed attempt did commit after all. `Err(Fenced)`: nothing was written and the batch is
+    /// not retried.
     #[allow(clippy::type_complexity)]
     fn write(
         &mut self,
         items: &[Self::Item],
         attempt: u32,
-    ) -> Result<Vec<Result<Self::Output, Refusal>>, Transient>;
+    ) -> Result<Vec<Result<Self::Output, Refusal>>, SinkError>;
 }
 
 /// Why an item was not written.
@@ -60,6 +67,9 @@ pub enum WriteError {
     /// The writer stopped before writing it; it may or may not have been written.
     #[error("the writer stopped before the write was confirmed")]
     Stopped,
+    /// Another instance took over: it was not written, and this instance must stop acting.
+    #[error("fenced: another instance is active")]
+    Fenced,
 }
 
 /// Why an item could not be queued; nothing was queued.
@@ -103,6 +113,8 @@ pub struct BatchStats {
     pub refused: AtomicU64,
     /// Failed attempts (transient).
     pub db_errors: AtomicU64,
+    /// Batches refused because this instance no longer holds the lease.
+    pub fenced: AtomicU64,
     /// Items queued and not yet settled.
     pub queued: AtomicI64,
     failing: AtomicBool,
@@ -321,7 +333,11 @@ impl<S: Sink> Writer<S> {
                         .map(|_| Err(WriteError::Refused("internal: unmatched results".into())))
                         .collect();
                 }
-                Err(Transient(e)) => {
+                Err(SinkError::Fenced) => {
+                    self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    break items.iter().map(|_| Err(WriteError::Fenced)).collect();
+                }
+                Err(SinkError::Transient(e)) => {
                     self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
                     self.stats.failing.store(true, Ordering::Relaxed);
                     tracing::warn!(writer = self.config.name, error = %e, attempt, items = items.len(), "batch failed on a transient error; retrying");
@@ -371,10 +387,10 @@ mod tests {
             &mut self,
             items: &[i64],
             _attempt: u32,
-        ) -> Result<Vec<Result<usize, Refusal>>, Transient> {
+        ) -> Result<Vec<Result<usize, Refusal>>, SinkError> {
             self.calls += 1;
             if self.calls <= self.fail_first {
-                return Err(Transient("database away".into()));
+                return Err(SinkError::Transient("database away".into()));
             }
             let mut written = self.written.lock().unwrap();
             Ok(items

@@ -38,6 +38,9 @@ pub struct Config {
     pub order_stale_after: Duration,
     /// How often the sweeper looks for such orders (`SWEEP_EVERY_MS`).
     pub sweep_every: Duration,
+    /// The lease that makes one instance active (`LEASE_TTL_MS`, `LEASE_RENEW_MS`,
+    /// `LEASE_RETRY_MS`).
+    pub lease: crate::lease::LeaseConfig,
     pub engine: EngineConfig,
 }
 
@@ -149,6 +152,31 @@ impl Config {
                 30_000,
                 10,
             )?),
+            lease: {
+                let d = crate::lease::LeaseConfig::default();
+                let ms =
+                    |key: &str, default: Duration, min: u64| -> Result<Duration, ConfigError> {
+                        Ok(Duration::from_millis(number(
+                            key,
+                            get(key),
+                            default.as_millis() as u64,
+                            min,
+                        )?))
+                    };
+                let lease = crate::lease::LeaseConfig {
+                    ttl: ms("LEASE_TTL_MS", d.ttl, 500)?,
+                    renew_every: ms("LEASE_RENEW_MS", d.renew_every, 50)?,
+                    retry_every: ms("LEASE_RETRY_MS", d.retry_every, 50)?,
+                };
+                if lease.renew_every * 2 > lease.ttl {
+                    return Err(ConfigError(format!(
+                        "LEASE_RENEW_MS={} must be at most half of LEASE_TTL_MS={}",
+                        lease.renew_every.as_millis(),
+                        lease.ttl.as_millis()
+                    )));
+                }
+                lease
+            },
             sandbox_payment_delay: Duration::from_millis(number(
                 "SANDBOX_PAYMENT_DELAY_MS",
                 get("SANDBOX_PAYMENT_DELAY_MS"),

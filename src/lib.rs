@@ -7,6 +7,7 @@
 //! - [`http`]: the actix-web API.
 //! - [`startup`]: configuration and wiring of all of it.
 
+pub mod active;
 pub mod batch;
 pub mod carts;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod lease;
 pub mod loadgen;
 pub mod messaging;
 pub mod orders;

@@ -10,18 +10,17 @@ use actix_web::{web, App, HttpServer};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::carts::CartService;
-use crate::catalog::Catalog;
+use crate::active::ActiveParts;
 use crate::config::Config;
-use crate::domain::clock::SystemClock;
 use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
-use crate::intake::Consumers;
+use crate::lease::{FenceGuard, Leadership, Role};
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
-use crate::orders::payment::SandboxGateway;
-use crate::orders::{OrderConfig, OrderParts, OrderService};
 use crate::persistence::{self, DbError, PgStore};
+
+/// The longest a shutdown step may take before shutdown goes on without it.
+const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Why the service could not start. Each reads as one line that says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -55,18 +54,15 @@ pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
         })
 }
 
-/// The running service: HTTP server, engine, consumers, sweeper and broker connection.
+/// The running service: the HTTP server, the broker connection, the lease, and — while this
+/// instance holds the lease — the active parts ([`ActiveParts`]).
 pub struct Application {
     port: u16,
     server: Server,
     pub state: AppState,
     stop: CancellationToken,
-    workers: Vec<tokio::task::JoinHandle<()>>,
     stopped: watch::Sender<bool>,
 }
-
-/// The longest a shutdown step may take before shutdown goes on without it.
-const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Stops a running [`Application`] from outside (tests, a supervisor) and waits until it is
 /// down.
@@ -86,9 +82,10 @@ impl Stopper {
 }
 
 impl Application {
-    /// Prepares the database, connects to the broker, rebuilds the engine from Postgres, and
-    /// binds the HTTP listener (`HTTP_ADDR` port 0 picks a free port). Nothing is served before
-    /// memory equals what is durable (DESIGN.md rule 6).
+    /// Prepares the database, connects to the broker, binds the HTTP listener (`HTTP_ADDR` port 0
+    /// picks a free port) and starts competing for the lease. The instance serves as a standby
+    /// (503 to everything but health) until it holds the lease; then it rebuilds the engine from
+    /// PostgreSQL and starts consuming (DESIGN.md rules 4 and 6).
     pub async fn build(config: Config) -> Result<Application, StartupError> {
         let applied = migrate(&config).await?;
         if applied > 0 {
@@ -115,70 +112,14 @@ impl Application {
                 url: crate::messaging::redact(&config.amqp_url),
                 source,
             })?;
-        let store: Arc<dyn Store> = Arc::new(PgStore::new(pool.clone()));
-        let engine = Engine::start(store, config.engine.clone())
-            .await
-            .map_err(|e| StartupError::Engine(e.to_string()))?;
-        tracing::info!(
-            skus = engine.sku_count(),
-            "stock engine rebuilt from PostgreSQL"
-        );
-        let catalog = Catalog::new(engine.feed().board().clone());
-        let products = persistence::run_blocking(&pool, persistence::products::list_all)
-            .await
-            .map_err(db_err)?;
-        for product in products {
-            catalog.upsert(product);
-        }
-        tracing::info!(products = catalog.len(), "catalog loaded");
-
         let listener =
             TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
                 addr: config.http_addr.to_string(),
                 source,
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-        let carts = CartService::new(pool.clone(), catalog.clone());
-        let orders = OrderService::start(OrderParts {
-            engine: engine.clone(),
-            catalog: catalog.clone(),
-            pool: pool.clone(),
-            broker: broker.clone(),
-            gateway: Arc::new(SandboxGateway {
-                delay: config.sandbox_payment_delay,
-            }),
-            clock: Arc::new(SystemClock),
-            config: OrderConfig {
-                max_backlog: config.checkout_max_backlog,
-                retry_window: config.retry_window,
-                stale_after: config.order_stale_after,
-                sweep_every: config.sweep_every,
-            },
-        })
-        .await
-        .map_err(db_err)?;
-        let stop = CancellationToken::new();
-        let mut workers = crate::intake::start(
-            &broker,
-            Consumers {
-                engine: engine.clone(),
-                carts: carts.clone(),
-                orders: orders.clone(),
-                prefetch: config.consumer_prefetch,
-                retry_window: config.retry_window,
-            },
-            &stop,
-        );
-        workers.push(orders.spawn_sweeper(stop.clone()));
-        let state = AppState {
-            engine,
-            catalog,
-            carts,
-            orders,
-            pool,
-            broker,
-            config: Arc::new(config),
-        };
+        let leadership = Leadership::start(&config.database_url, config.lease.clone());
+        let state = AppState::new(pool, broker, Arc::new(config), leadership);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -210,8 +151,7 @@ impl Application {
             port,
             server,
             state,
-            stop,
-            workers,
+            stop: CancellationToken::new(),
             stopped,
         })
     }
@@ -228,21 +168,22 @@ impl Application {
         }
     }
 
-    /// Serves until stopped (a [`Stopper`], or SIGINT/SIGTERM when `handle_signals`), then shuts
-    /// down in order: the HTTP server finishes the requests in flight, the consumers stop
-    /// consuming and settle what they hold, the sweeper stops, the order writer and the stock
-    /// persister write what they hold, the broker connection is closed.
+    /// Serves until stopped (a [`Stopper`], or SIGINT/SIGTERM when `handle_signals`), following
+    /// the lease: active parts are started when it is taken and dropped when it is lost. Then
+    /// shuts down in order: the HTTP server finishes the requests in flight, the active parts
+    /// stop (consumers settle what they hold, both writers flush), the lease is released (a
+    /// standby takes over at once), the broker connection is closed.
     pub async fn run_until_stopped(self, handle_signals: bool) -> std::io::Result<()> {
         let Application {
             server,
             state,
             stop,
-            workers,
             stopped,
             ..
         } = self;
         let handle = server.handle();
         let mut server = actix_web::rt::spawn(server);
+        let roles = actix_web::rt::spawn(follow_the_lease(state.clone(), stop.clone()));
         let result = tokio::select! {
             served = &mut server => Some(served),
             _ = stop.cancelled() => None,
@@ -263,17 +204,12 @@ impl Application {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e.to_string())),
         };
-        tracing::info!("HTTP server stopped; stopping the consumers and the sweeper");
-        for worker in workers {
-            // Bounded: a worker that cannot finish is logged, and shutdown goes on (what it held
-            // goes back to its queue with the connection).
-            if tokio::time::timeout(SHUTDOWN_STEP, worker).await.is_err() {
-                tracing::error!("a consumer did not finish within {SHUTDOWN_STEP:?}; going on");
-            }
+        tracing::info!("HTTP server stopped");
+        let _ = roles.await;
+        if let Some(active) = state.take_active() {
+            active.stop().await;
         }
-        tracing::info!("consumers stopped; flushing the order writer and the persister");
-        state.orders.shutdown().await;
-        state.engine.shutdown().await;
+        state.leadership.release().await;
         if tokio::time::timeout(SHUTDOWN_STEP, state.broker.close())
             .await
             .is_err()
@@ -283,6 +219,63 @@ impl Application {
         tracing::info!("orderflow stopped");
         let _ = stopped.send(true);
         result
+    }
+}
+
+/// Starts the active parts when this instance takes the lease, drops them when it loses it,
+/// until `stop`.
+async fn follow_the_lease(state: AppState, stop: CancellationToken) {
+    let mut roles = state.leadership.watch();
+    loop {
+        let role = *roles.borrow_and_update();
+        let current = state.active().map(|a| a.epoch);
+        match (role, current) {
+            (Role::Active { epoch }, Some(now)) if now == epoch => {}
+            (Role::Active { epoch }, _) => {
+                if let Some(old) = state.take_active() {
+                    old.abandon().await;
+                }
+                let fence = state
+                    .leadership
+                    .fence()
+                    .filter(|f| f.epoch == epoch)
+                    .map(|fence| {
+                        let leadership = state.leadership.clone();
+                        FenceGuard::new(fence, Arc::new(move || leadership.demote()))
+                    });
+                match ActiveParts::start(
+                    epoch,
+                    fence,
+                    state.pool.clone(),
+                    state.broker.clone(),
+                    Arc::clone(&state.config),
+                )
+                .await
+                {
+                    Ok(parts) => {
+                        if state.leadership.role() == (Role::Active { epoch }) {
+                            state.set_active(parts);
+                        } else {
+                            parts.abandon().await; // lost meanwhile
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(epoch, error = %e, "could not become active; stepping down");
+                        state.leadership.demote();
+                    }
+                }
+            }
+            (Role::Standby, Some(_)) => {
+                if let Some(old) = state.take_active() {
+                    old.abandon().await;
+                }
+            }
+            (Role::Standby, None) => {}
+        }
+        tokio::select! {
+            changed = roles.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

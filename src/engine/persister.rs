@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::feed::{StockEvent, StockFeed};
-use super::store::{EventRecord, RowOutcome, RowWrite, Store};
+use super::store::{EventRecord, RowOutcome, RowWrite, Store, StoreError};
 use crate::batch::{
-    BatchConfig, BatchStats, BatchWriter, Refusal, Sink, SubmitError, Ticket, Transient, WriteError,
+    BatchConfig, BatchStats, BatchWriter, Refusal, Sink, SinkError, SubmitError, Ticket, WriteError,
 };
 use crate::domain::{Ledger, Sku, StockChange};
 
@@ -40,6 +40,9 @@ pub enum DurabilityError {
     /// The persister stopped before the change was written; it may not have happened.
     #[error("the persister stopped before the change was written")]
     Stopped,
+    /// Another instance took over: the change was not written, and this instance stops acting.
+    #[error("fenced: another instance is active")]
+    Fenced,
 }
 
 /// Persister tuning.
@@ -125,6 +128,7 @@ impl DurableTicket {
             Ok(Written::Conflict) => Err(DurabilityError::Conflict),
             Err(WriteError::Refused(why)) => Err(DurabilityError::Refused(why)),
             Err(WriteError::Stopped) => Err(DurabilityError::Stopped),
+            Err(WriteError::Fenced) => Err(DurabilityError::Fenced),
         }
     }
 }
@@ -210,7 +214,7 @@ impl Sink for StockSink {
         &mut self,
         items: &[Change],
         attempt: u32,
-    ) -> Result<Vec<Result<Written, Refusal>>, Transient> {
+    ) -> Result<Vec<Result<Written, Refusal>>, SinkError> {
         let mut results: Vec<Option<Result<Written, Refusal>>> = vec![None; items.len()];
         let mut committed: Vec<(Sku, Vec<EventRecord>)> = Vec::new();
         for round in coalesce(items) {
@@ -220,7 +224,8 @@ impl Sink for StockSink {
                 Ok(_) => {
                     vec![RowOutcome::Refused("internal: unmatched row outcomes".into()); rows.len()]
                 }
-                Err(e) if e.is_transient() => return Err(Transient(e.to_string())),
+                Err(StoreError::Fenced) => return Err(SinkError::Fenced),
+                Err(e) if e.is_transient() => return Err(SinkError::Transient(e.to_string())),
                 Err(e) => vec![RowOutcome::Refused(e.to_string()); rows.len()],
             };
             self.counters

@@ -15,6 +15,9 @@ pub enum StoreError {
     /// The store refused the call for what it carries: it will refuse it again.
     #[error("the database refused the request: {0}")]
     Refused(String),
+    /// This instance no longer holds the lease: nothing was written.
+    #[error("fenced: another instance is active")]
+    Fenced,
 }
 
 impl StoreError {

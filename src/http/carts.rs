@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{path_sku, ApiError, AppState};
+use super::{path_sku, Active, ApiError};
 use crate::carts::CartServiceError;
 use crate::domain::cart::{CartItemInput, CustomerId};
 
@@ -33,10 +33,7 @@ pub struct NewCart {
     customer_id: Option<String>,
 }
 
-pub async fn create(
-    state: web::Data<AppState>,
-    body: web::Json<NewCart>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn create(state: Active, body: web::Json<NewCart>) -> Result<HttpResponse, ApiError> {
     let customer = match body.customer_id.as_deref() {
         None => return Err(ApiError::field("customer_id", "is required")),
         Some(raw) => CustomerId::parse(raw).map_err(|e| ApiError::field("customer_id", e))?,
@@ -45,16 +42,13 @@ pub async fn create(
     Ok(HttpResponse::Created().json(cart))
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let cart_id = path_cart(&path)?;
     Ok(HttpResponse::Ok().json(state.carts.get(cart_id).await?))
 }
 
 pub async fn put_item(
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<(String, String)>,
     body: web::Json<CartItemInput>,
 ) -> Result<HttpResponse, ApiError> {

@@ -127,6 +127,10 @@ impl ApiError {
                 "body",
                 format!("the database refused this change: {why}"),
             )),
+            DurabilityError::Fenced => ApiError::unavailable(
+                "this instance is no longer the active one; retry (the load balancer routes to the active one)",
+                1,
+            ),
             DurabilityError::Stopped => ApiError::unavailable(
                 "the service is shutting down; the change may not have been applied",
                 5,

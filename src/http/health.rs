@@ -6,13 +6,16 @@ use actix_web::{http::header, web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
+use crate::lease::Role;
 use crate::persistence;
 
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Real checks: a `SELECT 1` through the pool, the broker connection, and the engine's persister.
+/// Real checks: a `SELECT 1` through the pool, the broker connection, and — on the active
+/// instance — the engine's persister and the order writer. A standby answers 503 with
+/// `"role": "standby"`, so a load balancer routes to the active one.
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let postgres = match tokio::time::timeout(
@@ -31,10 +34,21 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     } else {
         "failing: not connected".to_owned()
     };
-    let engine = if state.engine.is_healthy() && !state.orders.writer_failing() {
-        "ok".to_owned()
-    } else {
-        "failing: the write-behind persister or the order writer cannot write".to_owned()
+    let role = state.leadership.role();
+    let active = state.active();
+    let (role_name, epoch) = match (role, &active) {
+        (Role::Active { epoch }, Some(parts)) if parts.epoch == epoch => ("active", Some(epoch)),
+        (Role::Active { .. }, _) => ("starting", None),
+        (Role::Standby, _) => ("standby", None),
+    };
+    let engine = match &active {
+        Some(parts) if parts.engine.is_healthy() && !parts.orders.writer_failing() => {
+            "ok".to_owned()
+        }
+        Some(_) => {
+            "failing: the write-behind persister or the order writer cannot write".to_owned()
+        }
+        None => format!("not running: this instance is {role_name}"),
     };
     let checks = json!({ "postgres": postgres, "rabbitmq": rabbitmq, "engine": engine });
     let failing: Vec<&str> = [
@@ -46,18 +60,30 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .filter(|(_, v)| v.as_str() != "ok")
     .map(|(k, _)| k)
     .collect();
-    if failing.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready", "checks": checks }))
+    if failing.is_empty() && role_name == "active" {
+        HttpResponse::Ok().json(json!({
+            "status": "ready", "role": "active", "epoch": epoch, "checks": checks
+        }))
     } else {
+        let message = if role_name == "active" {
+            format!("not ready: {}", failing.join(", "))
+        } else {
+            format!("not ready: this instance is {role_name}")
+        };
         HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "5"))
+            .insert_header((
+                header::RETRY_AFTER,
+                if role_name == "active" { "5" } else { "1" },
+            ))
             .json(json!({
                 "status": "not_ready",
+                "role": role_name,
+                "epoch": epoch,
                 "checks": checks,
                 "error": {
                     "code": "unavailable",
-                    "message": format!("not ready: {}", failing.join(", ")),
-                    "details": { "checks": checks },
+                    "message": message,
+                    "details": { "checks": checks, "role": role_name },
                 }
             }))
     }

@@ -6,7 +6,8 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::auth::Admin;
-use super::{ok_json, path_sku, ApiError, AppState};
+use super::{ok_json, path_sku, Active, ApiError};
+use crate::active::ActiveParts;
 use crate::domain::inventory::{StockUpdateInput, UpdateForm};
 use crate::domain::{Ledger, Sku, StockOp};
 
@@ -20,10 +21,7 @@ fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
     })
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let ledger = state
         .engine
@@ -35,7 +33,7 @@ pub async fn get(
 
 /// Applies one operation and waits until it is durable.
 async fn apply_durably(
-    state: &AppState,
+    state: &ActiveParts,
     sku: &Sku,
     op: StockOp,
     reason: Option<String>,
@@ -59,7 +57,7 @@ async fn apply_durably(
 
 pub async fn put(
     _admin: Admin,
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<String>,
     input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
@@ -70,7 +68,7 @@ pub async fn put(
 
 pub async fn adjust(
     _admin: Admin,
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<String>,
     input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {

@@ -18,25 +18,90 @@ use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::carts::CartService;
-use crate::catalog::Catalog;
+use std::sync::RwLock;
+
+use actix_web::dev::Payload;
+use actix_web::FromRequest;
+
+use crate::active::ActiveParts;
 use crate::config::Config;
 use crate::domain::Sku;
-use crate::engine::Engine;
+use crate::lease::Leadership;
 use crate::messaging::Broker;
-use crate::orders::OrderService;
 use crate::persistence::DbPool;
 
-/// What every handler can reach.
+/// What every handler can reach: what an instance has whatever its role, and the active parts
+/// while it holds the lease.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Engine,
-    pub catalog: Catalog,
-    pub carts: CartService,
-    pub orders: OrderService,
     pub pool: DbPool,
     pub broker: Broker,
     pub config: Arc<Config>,
+    pub leadership: Leadership,
+    active: Arc<RwLock<Option<Arc<ActiveParts>>>>,
+}
+
+impl AppState {
+    pub fn new(pool: DbPool, broker: Broker, config: Arc<Config>, leadership: Leadership) -> Self {
+        AppState {
+            pool,
+            broker,
+            config,
+            leadership,
+            active: Arc::default(),
+        }
+    }
+
+    /// The active parts, while this instance is the active one.
+    pub fn active(&self) -> Option<Arc<ActiveParts>> {
+        match self.active.read() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_active(&self, parts: Arc<ActiveParts>) {
+        match self.active.write() {
+            Ok(mut slot) => *slot = Some(parts),
+            Err(poisoned) => *poisoned.into_inner() = Some(parts),
+        }
+    }
+
+    pub(crate) fn take_active(&self) -> Option<Arc<ActiveParts>> {
+        match self.active.write() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+}
+
+/// The active parts, in a handler's arguments: a standby answers 503 `unavailable` with
+/// `Retry-After` (a load balancer sends the request to the active instance).
+pub struct Active(pub Arc<ActiveParts>);
+
+impl std::ops::Deref for Active {
+    type Target = ActiveParts;
+
+    fn deref(&self) -> &ActiveParts {
+        &self.0
+    }
+}
+
+impl FromRequest for Active {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Active, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let active = req
+            .app_data::<web::Data<AppState>>()
+            .and_then(|s| s.active());
+        std::future::ready(active.map(Active).ok_or_else(|| {
+            ApiError::unavailable(
+                "this instance is a standby (another instance is active, or none is yet); retry",
+                1,
+            )
+        }))
+    }
 }
 
 /// Registers every route, with the JSON and path error handlers that turn extractor failures

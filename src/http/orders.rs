@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{Active, ApiError};
 use crate::domain::checkout::CheckoutInput;
 use crate::orders::{CancelError, IntakeError, IntakeOutcome, OrderEvent};
 
@@ -66,7 +66,7 @@ impl From<IntakeError> for ApiError {
 
 /// `POST /v1/checkout`.
 pub async fn checkout(
-    state: web::Data<AppState>,
+    state: Active,
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
@@ -103,10 +103,7 @@ fn path_order(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /v1/orders/{order_id}`.
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     let order = state
         .orders
@@ -117,10 +114,7 @@ pub async fn get(
 }
 
 /// `POST /v1/orders/{order_id}/cancel`.
-pub async fn cancel(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     match state.orders.cancel(order_id).await {
         Ok(order) => Ok(HttpResponse::Ok().json(&order)),
@@ -141,10 +135,7 @@ fn path_customer(raw: &str) -> Result<String, ApiError> {
 }
 
 /// `GET /v1/customers/{customer_id}/orders`.
-pub async fn of_customer(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn of_customer(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let customer = path_customer(&path)?;
     let orders = state.orders.of_customer(customer).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": orders })))
@@ -152,7 +143,7 @@ pub async fn of_customer(
 
 /// `GET /v1/customers/{customer_id}/notifications`.
 pub async fn notifications(
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let customer = path_customer(&path)?;
@@ -167,10 +158,7 @@ fn sse(event: &OrderEvent) -> String {
 
 /// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
 /// decided status.
-pub async fn events(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn events(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     // Subscribe first, so nothing falls between the history read and the live stream.
     let live = state.orders.subscribe();

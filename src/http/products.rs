@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
-use super::{path_sku, ApiError, AppState};
+use super::{path_sku, Active, ApiError};
+use crate::active::ActiveParts;
 use crate::domain::{Ledger, Product, ProductInput, Sku};
 use crate::engine::EngineError;
 use crate::persistence::products;
@@ -28,7 +29,7 @@ fn body(product: &Product, ledger: Ledger) -> serde_json::Value {
 }
 
 /// Live stock from the SKU's actor.
-async fn live_ledger(state: &AppState, sku: &Sku) -> Result<Ledger, ApiError> {
+async fn live_ledger(state: &ActiveParts, sku: &Sku) -> Result<Ledger, ApiError> {
     match state.engine.ledger(sku).await {
         Ok(ledger) => Ok(ledger),
         // Created a moment ago and not yet visible: it has no stock yet.
@@ -37,10 +38,7 @@ async fn live_ledger(state: &AppState, sku: &Sku) -> Result<Ledger, ApiError> {
     }
 }
 
-pub async fn get(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let product = state
         .catalog
@@ -77,10 +75,7 @@ pub(super) fn parse_limit(
 }
 
 /// `GET /v1/products?category=&tag=&limit=&cursor=`: the catalog in SKU order, with live stock.
-pub async fn list(
-    state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: Active, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = parse_limit(query.limit.as_deref(), 20, 100)?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
@@ -107,7 +102,7 @@ pub struct SimilarQuery {
 
 /// `GET /v1/products/{sku}/similar?limit=5`: similar products in stock now.
 pub async fn similar(
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<String>,
     query: web::Query<SimilarQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -122,7 +117,7 @@ pub async fn similar(
 
 pub async fn put(
     _admin: Admin,
-    state: web::Data<AppState>,
+    state: Active,
     path: web::Path<String>,
     input: web::Json<ProductInput>,
 ) -> Result<HttpResponse, ApiError> {

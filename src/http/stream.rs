@@ -8,13 +8,13 @@
 use std::time::Duration;
 
 use actix_web::http::header;
-use actix_web::web::{self, Bytes};
+use actix_web::web::Bytes;
 use actix_web::HttpResponse;
 use futures_util::stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::AppState;
+use super::Active;
 use crate::engine::StockEvent;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -27,7 +27,7 @@ fn frame(event: &StockEvent) -> Bytes {
     ))
 }
 
-pub async fn stock(state: web::Data<AppState>) -> HttpResponse {
+pub async fn stock(state: Active) -> HttpResponse {
     let receiver = state.engine.feed().subscribe();
     let hello = Bytes::from_static(b": orderflow stock stream\nretry: 2000\n\n");
     let events = stream::unfold(receiver, |mut rx| async move {

@@ -146,6 +146,7 @@ pub async fn handle(
                     ))
                 }
                 Err(DurabilityError::Stopped) => return Outcome::Requeue,
+                Err(DurabilityError::Fenced) => return Outcome::Abandon,
             },
             Err(EngineError::Rejected(e)) => {
                 return Outcome::DeadLetter(format!("stock update refused for {sku}: {e}"))

@@ -12,11 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::carts::CartService;
 use crate::engine::Engine;
-use crate::messaging::consumer::{self, Handler, Message, Outcome};
+use crate::messaging::consumer::{self, Handler, Message, Outcome, Stopping};
 use crate::messaging::topology::{CARTS_QUEUE, CHECKOUT_QUEUE, INVENTORY_QUEUE};
 use crate::messaging::Broker;
 use crate::orders::OrderService;
@@ -38,12 +37,8 @@ pub struct Consumers {
 }
 
 /// Starts the `orders.checkout`, `inventory.updates` and `carts.events` consumers. They run
-/// until `stop` is cancelled; the handles resolve once every delivery in flight is settled.
-pub fn start(
-    broker: &Broker,
-    consumers: Consumers,
-    stop: &CancellationToken,
-) -> Vec<JoinHandle<()>> {
+/// until stopped; the handles resolve once every delivery in flight is settled.
+pub fn start(broker: &Broker, consumers: Consumers, stopping: &Stopping) -> Vec<JoinHandle<()>> {
     let Consumers {
         engine,
         carts,
@@ -70,21 +65,21 @@ pub fn start(
             CHECKOUT_QUEUE,
             prefetch,
             checkout,
-            stop.clone(),
+            stopping.clone(),
         ),
         consumer::spawn(
             broker.clone(),
             INVENTORY_QUEUE,
             prefetch,
             inventory,
-            stop.clone(),
+            stopping.clone(),
         ),
         consumer::spawn(
             broker.clone(),
             CARTS_QUEUE,
             prefetch,
             cart_handler,
-            stop.clone(),
+            stopping.clone(),
         ),
     ]
 }

@@ -68,20 +68,34 @@ pub enum Outcome {
     Retry,
     /// Give it back to the queue as it is (its delivery count goes up).
     Requeue,
+    /// Leave it unsettled: this instance stepped down, and the delivery goes back to the queue
+    /// when its channel closes.
+    Abandon,
 }
 
 pub type Handler =
     Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = Outcome> + Send>> + Send + Sync>;
 
-/// Consumes `queue` in the background until `stop` is cancelled; the handle resolves once every
-/// delivery in flight is settled.
+/// How a consumer is stopped.
+#[derive(Clone, Default)]
+pub struct Stopping {
+    /// Stop consuming; deliveries in flight finish and are settled first.
+    pub stop: CancellationToken,
+    /// With `stop`: do not wait — close the channel now, so what is in flight goes back to the
+    /// queue (this instance lost the lease).
+    pub abandon: CancellationToken,
+}
+
+/// Consumes `queue` in the background until stopped; the handle resolves once every delivery in
+/// flight is settled (or, abandoning, once the channel is closed).
 pub fn spawn(
     broker: Broker,
     queue: QueueSpec,
     prefetch: u16,
     handler: Handler,
-    stop: CancellationToken,
+    stopping: Stopping,
 ) -> tokio::task::JoinHandle<()> {
+    let stop = stopping.stop.clone();
     tokio::spawn(async move {
         let permits = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
         let tracker = TaskTracker::new();
@@ -93,6 +107,7 @@ pub fn spawn(
             permits,
             tracker: tracker.clone(),
             stop: stop.clone(),
+            abandon: stopping.abandon.clone(),
         };
         loop {
             let conn = tokio::select! {
@@ -114,7 +129,9 @@ pub fn spawn(
             }
         }
         tracker.close();
-        tracker.wait().await;
+        if !stopping.abandon.is_cancelled() {
+            tracker.wait().await;
+        }
         tracing::info!(queue = queue.name, "consumer stopped");
     })
 }
@@ -134,6 +151,7 @@ struct Consumer {
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     stop: CancellationToken,
+    abandon: CancellationToken,
 }
 
 impl Consumer {
@@ -177,8 +195,15 @@ impl Consumer {
                 drop(permit);
             });
         }
-        // Stop: no new deliveries; those in flight finish and are settled on this channel.
         let step = Duration::from_secs(5);
+        if self.abandon.is_cancelled() {
+            // Stepping down: what this channel holds goes back to the queue now.
+            let _ =
+                tokio::time::timeout(step, channel.close(200, "orderflow stepping down".into()))
+                    .await;
+            return Ok(Ended::Stopped);
+        }
+        // Stop: no new deliveries; those in flight finish and are settled on this channel.
         let cancel = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default());
         if tokio::time::timeout(step, cancel).await.is_err() {
             tracing::warn!(queue = queue.name, "the broker did not confirm the cancel");
@@ -246,6 +271,7 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
             }
         }
         Outcome::Requeue => delivery.nack(requeue).await,
+        Outcome::Abandon => Ok(true),
     };
     if let Err(e) = settled {
         // The channel died: the broker redelivers it to the next consumer.

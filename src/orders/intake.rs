@@ -65,6 +65,9 @@ impl From<StepError> for IntakeError {
             StepError::Refused(why) => {
                 IntakeError::Validation(FieldErrors::single("body", format!("refused: {why}")))
             }
+            StepError::Fenced => {
+                IntakeError::Unavailable("this instance is no longer the active one".into())
+            }
         }
     }
 }

@@ -148,6 +148,10 @@ pub enum StepError {
     /// The database refused what the step carries: retrying cannot help.
     #[error("{0}")]
     Refused(String),
+    /// Another instance holds the lease now: this one must stop acting (the delivery goes back
+    /// to the queue with its channel, untouched).
+    #[error("fenced: another instance is active")]
+    Fenced,
 }
 
 impl From<DbError> for StepError {
@@ -165,6 +169,7 @@ impl From<WriteError> for StepError {
         match e {
             WriteError::Refused(why) => StepError::Refused(why),
             WriteError::Stopped => StepError::Transient("the order writer stopped".into()),
+            WriteError::Fenced => StepError::Fenced,
         }
     }
 }
@@ -229,6 +234,8 @@ pub struct OrderParts {
     pub gateway: Arc<dyn PaymentGateway>,
     pub clock: Arc<dyn Clock>,
     pub config: OrderConfig,
+    /// The lease this instance holds (its writers check it); `None` outside a leased instance.
+    pub fence: Option<crate::lease::FenceGuard>,
 }
 
 impl OrderService {
@@ -239,7 +246,7 @@ impl OrderService {
         let admission = Admission::start(parts.broker.clone(), parts.config.max_backlog);
         Ok(OrderService {
             inner: Arc::new(Inner {
-                writer: writer::spawn(parts.pool.clone(), 65_536),
+                writer: writer::spawn(parts.pool.clone(), 65_536, parts.fence),
                 engine: parts.engine,
                 catalog: parts.catalog,
                 pool: parts.pool,

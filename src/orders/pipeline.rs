@@ -109,6 +109,7 @@ impl OrderService {
                     return Outcome::DeadLetter(reason);
                 }
                 Ok(None) => return Outcome::Ack,
+                Err(StepError::Fenced) => return Outcome::Abandon,
                 Err(StepError::Transient(e)) => {
                     if deadline.passed() {
                         tracing::warn!(%order_id, error = %e, "order processing handed back to the queue");

@@ -209,6 +209,7 @@ impl OrderService {
                     // Memory was wrong, or this reference is already in: look, then retry.
                     Err(DurabilityError::Conflict) => check_first = true,
                     Err(DurabilityError::Refused(why)) => return Err(StepError::Refused(why)),
+                    Err(DurabilityError::Fenced) => return Err(StepError::Fenced),
                     Err(DurabilityError::Stopped) => {
                         return Err(StepError::Transient("the engine is stopping".into()))
                     }

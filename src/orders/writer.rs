@@ -13,7 +13,8 @@ use std::time::Duration;
 use diesel::Connection;
 use uuid::Uuid;
 
-use crate::batch::{BatchConfig, BatchWriter, Refusal, Sink, Transient};
+use crate::batch::{BatchConfig, BatchWriter, Refusal, Sink, SinkError};
+use crate::lease::FenceGuard;
 use crate::persistence::orders::{self, KeyRow, KeyState, NewOrderRow, TransitionRow};
 use crate::persistence::{DbError, DbPool};
 
@@ -43,10 +44,10 @@ pub enum OrderWritten {
 
 pub type OrderWriter = BatchWriter<OrderSink>;
 
-/// Starts the order writer thread.
-pub fn spawn(pool: DbPool, capacity: usize) -> OrderWriter {
+/// Starts the order writer thread; with a fence, every batch checks the lease first.
+pub fn spawn(pool: DbPool, capacity: usize, fence: Option<FenceGuard>) -> OrderWriter {
     BatchWriter::spawn(
-        OrderSink { pool },
+        OrderSink { pool, fence },
         BatchConfig {
             name: "orderflow-order-writer",
             max_batch: 1024,
@@ -60,6 +61,7 @@ pub fn spawn(pool: DbPool, capacity: usize) -> OrderWriter {
 /// Writes order batches to Postgres.
 pub struct OrderSink {
     pool: DbPool,
+    fence: Option<FenceGuard>,
 }
 
 type Results = Vec<Result<OrderWritten, Refusal>>;
@@ -68,18 +70,42 @@ impl Sink for OrderSink {
     type Item = OrderWrite;
     type Output = OrderWritten;
 
-    fn write(&mut self, items: &[OrderWrite], _attempt: u32) -> Result<Results, Transient> {
+    fn write(&mut self, items: &[OrderWrite], _attempt: u32) -> Result<Results, SinkError> {
         let mut conn = self
             .pool
             .get()
-            .map_err(|e| Transient(DbError::from(e).to_string()))?;
-        match conn.transaction(|conn| write_all(conn, items)) {
+            .map_err(|e| SinkError::Transient(DbError::from(e).to_string()))?;
+        let fenced = std::cell::Cell::new(false);
+        // First, in the same transaction: is this instance still the one that may write?
+        let check = |conn: &mut diesel::PgConnection| -> Result<(), DbError> {
+            match &self.fence {
+                Some(guard) if !guard.check(conn)? => {
+                    fenced.set(true);
+                    Err(DbError::Query(diesel::result::Error::RollbackTransaction))
+                }
+                _ => Ok(()),
+            }
+        };
+        let first = conn.transaction(|conn| {
+            check(conn)?;
+            write_all(conn, items)
+        });
+        match first {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
-            Err(e) if e.is_transient() => Err(Transient(e.to_string())),
+            Err(_) if fenced.get() => Err(SinkError::Fenced),
+            Err(e) if e.is_transient() => Err(SinkError::Transient(e.to_string())),
             // One row (or more) the database will not take: isolate it.
-            Err(_) => conn
-                .transaction(|conn| write_each(conn, items))
-                .map_err(|e: DbError| Transient(e.to_string())),
+            Err(_) => {
+                let each = conn.transaction(|conn| {
+                    check(conn)?;
+                    write_each(conn, items)
+                });
+                match each {
+                    Ok(results) => Ok(results),
+                    Err(_) if fenced.get() => Err(SinkError::Fenced),
+                    Err(e) => Err(SinkError::Transient(e.to_string())),
+                }
+            }
         }
     }
 }

@@ -15,16 +15,28 @@ use super::schema::stock;
 use super::DbPool;
 use crate::domain::{Ledger, OnHandEffect, Sku};
 use crate::engine::{RowOutcome, RowWrite, Store, StoreError};
+use crate::lease::FenceGuard;
 
 /// The engine's store on Postgres.
 #[derive(Clone)]
 pub struct PgStore {
     pool: DbPool,
+    /// Checked in every write transaction when this store belongs to a leased instance.
+    fence: Option<FenceGuard>,
 }
 
 impl PgStore {
     pub fn new(pool: DbPool) -> PgStore {
-        PgStore { pool }
+        PgStore { pool, fence: None }
+    }
+
+    /// A store whose every write checks, in its transaction, that this instance still holds the
+    /// lease (and commits nothing when it does not).
+    pub fn fenced(pool: DbPool, fence: FenceGuard) -> PgStore {
+        PgStore {
+            pool,
+            fence: Some(fence),
+        }
     }
 }
 
@@ -300,15 +312,38 @@ impl Store for PgStore {
 
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
         let mut conn = self.pool.get().map_err(pool)?;
-        match conn.transaction(|conn| write_all(conn, rows, retry)) {
+        let fenced = std::cell::Cell::new(false);
+        // First, in the same transaction: is this instance still the one that may write?
+        let check = |conn: &mut PgConnection| -> Result<(), DieselError> {
+            match &self.fence {
+                Some(guard) if !guard.check(conn)? => {
+                    fenced.set(true);
+                    Err(DieselError::RollbackTransaction)
+                }
+                _ => Ok(()),
+            }
+        };
+        let first = conn.transaction(|conn| {
+            check(conn)?;
+            write_all(conn, rows, retry)
+        });
+        match first {
             Ok(outcomes) => Ok(outcomes),
+            Err(_) if fenced.get() => Err(StoreError::Fenced),
             Err(e) if super::classify(&e) == super::ErrorClass::Transient => {
                 Err(StoreError::Unavailable(super::one_line(&e)))
             }
             // Some row was refused (memory was wrong, or bad data): find it, write the others.
-            Err(_) => conn
-                .transaction(|conn| write_each(conn, rows, retry))
-                .map_err(db),
+            Err(_) => {
+                let each = conn.transaction(|conn| {
+                    check(conn)?;
+                    write_each(conn, rows, retry)
+                });
+                match each {
+                    Err(_) if fenced.get() => Err(StoreError::Fenced),
+                    other => other.map_err(db),
+                }
+            }
         }
     }
 }

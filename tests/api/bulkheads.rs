@@ -173,7 +173,7 @@ async fn an_order_write_the_database_refuses_fails_alone_and_its_batch_commits()
     use orderflow::orders::writer::{self, OrderWrite, OrderWritten};
     let db = TestDb::new();
     let proxy = Proxy::start(pg_addr());
-    let writer = writer::spawn(pool_through(&proxy, &db).await, 1024);
+    let writer = writer::spawn(pool_through(&proxy, &db).await, 1024, None);
     proxy.cut();
     let first = writer
         .submit(OrderWrite::Create(new_order("first", "Rua A")))

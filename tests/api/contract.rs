@@ -367,7 +367,7 @@ async fn a_stock_stream_reader_that_falls_behind_is_told_how_many_it_missed() {
         .unwrap();
     // 200 changes committed in a burst: far more than the 16 a reader may fall behind.
     let sku = orderflow::domain::Sku::parse("LAG-1").unwrap();
-    let engine = &app.app_state.engine;
+    let engine = &app.active().engine;
     let mut tickets = Vec::new();
     for _ in 0..200 {
         let applied = engine

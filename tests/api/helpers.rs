@@ -229,6 +229,15 @@ pub async fn spawn_app_on(
     let stopper = app.stopper();
     let app_state = app.state.clone();
     actix_web::rt::spawn(app.run_until_stopped(false));
+    // The single instance takes the lease and becomes active within moments.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app_state.active().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the application never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     TestApp {
         address,
         db,
@@ -249,6 +258,11 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// The active parts (engine, catalog, carts, orders) of this instance.
+    pub fn active(&self) -> std::sync::Arc<orderflow::active::ActiveParts> {
+        self.app_state.active().expect("the instance is active")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -13,9 +13,12 @@ async fn health_live_and_ready() {
     assert_eq!(live.body, json!({"status": "ok"}));
     let ready = app.get("/health/ready").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
+    let epoch = ready.body["epoch"].as_i64().expect("an epoch");
+    assert!(epoch >= 1);
     assert_eq!(
         ready.body,
-        json!({"status": "ready", "checks": {"postgres": "ok", "rabbitmq": "ok", "engine": "ok"}})
+        json!({"status": "ready", "role": "active", "epoch": epoch,
+               "checks": {"postgres": "ok", "rabbitmq": "ok", "engine": "ok"}})
     );
     app.stop().await;
 }

@@ -117,7 +117,7 @@ async fn a_cancel_cut_short_between_lines_is_cancelled_and_finished_later() {
     }
     assert_eq!((app.db.stock("CA-A").1, app.db.stock("CA-B").1), (2, 4));
     // The database "blips" when the second line is released.
-    let orders = &app.app_state.orders;
+    let orders = &app.active().orders;
     orders.fault_fail_releases_of(Some(orderflow::domain::Sku::parse("CA-B").unwrap()));
     for id in &ids {
         let r = app
@@ -343,7 +343,7 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
         "at most the prefetch of orders in flight, saw {peak}"
     );
     // Deliveries of the dead channel still being processed count against the new one.
-    let processing_peak = app.app_state.orders.processing_peak();
+    let processing_peak = app.active().orders.processing_peak();
     assert!(
         processing_peak <= 4,
         "at most the prefetch of deliveries in process, saw {processing_peak}"
@@ -379,7 +379,7 @@ async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_releas
         ids.push(id);
     }
     assert_eq!(app.db.stock("SW-1").1, 4);
-    let report = app.app_state.orders.sweep().await.expect("sweep");
+    let report = app.active().orders.sweep().await.expect("sweep");
     assert_eq!(report.expired, 2, "{report:?}");
     for (id, status) in ids.iter().zip(["rejected", "failed"]) {
         let order = app.get(&format!("/v1/orders/{id}")).await.body;
@@ -396,7 +396,7 @@ async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_releas
     assert!(kinds.contains(&"order_expired".to_owned()), "{kinds:?}");
     // A second round finds nothing to do.
     assert_eq!(
-        app.app_state.orders.sweep().await.unwrap(),
+        app.active().orders.sweep().await.unwrap(),
         Default::default()
     );
     app.db.assert_books_balance();
