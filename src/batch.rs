@@ -119,6 +119,9 @@ pub struct BatchStats {
     pub queued: AtomicI64,
     failing: AtomicBool,
     running: AtomicBool,
+    /// Set by `stop_blocking`: batches already taken stop retrying, and once one is given up
+    /// the rest are too (the database is away and the process is going).
+    stopping: AtomicBool,
     /// Wall-clock milliseconds when the write under way began; 0 when idle.
     write_started_ms: AtomicU64,
 }
@@ -192,6 +195,7 @@ impl<S: Sink> BatchWriter<S> {
                     sink,
                     config,
                     stats: Arc::clone(&thread_stats),
+                    given_up: false,
                 };
                 writer.run(rx);
                 thread_stats.running.store(false, Ordering::Relaxed);
@@ -234,9 +238,13 @@ impl<S: Sink> BatchWriter<S> {
         rx.recv().map_err(|_| SubmitError::Stopped)
     }
 
-    /// Writes what is queued, then stops the thread and waits for it. Blocking.
+    /// Writes what is queued, then stops the thread and waits for it. Blocking. With the
+    /// database away, a batch is tried a few more times and then given up (its callers are told
+    /// `Stopped`; nothing was reported written).
     pub fn stop_blocking(&self) {
-        let _ = self.tx.send(Msg::Stop);
+        self.stats.stopping.store(true, Ordering::Release);
+        // Never blocks on a full queue: the flag alone ends the thread once the queue is drained.
+        let _ = self.tx.try_send(Msg::Stop);
         let handle = match self.thread.lock() {
             Ok(mut t) => t.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -255,13 +263,24 @@ struct Writer<S: Sink> {
     sink: S,
     config: BatchConfig,
     stats: Arc<BatchStats>,
+    given_up: bool,
 }
 
 impl<S: Sink> Writer<S> {
     fn run(&mut self, rx: mpsc::Receiver<Msg<S::Item, S::Output>>) {
         let mut stopping = false;
         while !stopping {
-            let Ok(first) = rx.recv() else { break };
+            let first = if self.stats.stopping.load(Ordering::Acquire) {
+                match rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break, // stopping and nothing left
+                }
+            } else {
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                }
+            };
             let mut jobs = Vec::new();
             let mut flushes = Vec::new();
             let mut take =
@@ -308,6 +327,13 @@ impl<S: Sink> Writer<S> {
     }
 
     fn write(&mut self, jobs: Vec<Job<S::Item, S::Output>>, stopping: bool) {
+        if self.given_up {
+            // Stopping, and an earlier batch found the database away: give these up too.
+            for job in jobs {
+                let _ = job.ticket.send(Err(WriteError::Stopped));
+            }
+            return;
+        }
         let (items, tickets): (Vec<S::Item>, Vec<_>) =
             jobs.into_iter().map(|j| (j.item, j.ticket)).unzip();
         let mut attempt: u32 = 0;
@@ -344,7 +370,9 @@ impl<S: Sink> Writer<S> {
                 }
             }
             attempt = attempt.saturating_add(1);
+            let stopping = stopping || self.stats.stopping.load(Ordering::Acquire);
             if stopping && attempt >= ATTEMPTS_WHEN_STOPPING {
+                self.given_up = true;
                 tracing::error!(
                     writer = self.config.name,
                     items = items.len(),

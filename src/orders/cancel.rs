@@ -95,10 +95,7 @@ impl OrderService {
     ) -> Result<(), StepError> {
         // A reservation a handed-back delivery left in the persister's queue is settled first,
         // so the references read next are the last word.
-        deadline
-            .bound(self.inner.engine.flush())
-            .await?
-            .map_err(|e| StepError::Transient(e.to_string()))?;
+        self.flush_stock(deadline).await?;
         self.release_all(order.order_id, &order.lines(), true, deadline)
             .await?;
         self.settle(order, deadline).await

@@ -215,6 +215,11 @@ struct Inner {
     /// Deliveries of `orders.checkout` being processed now, and the most there ever were.
     processing: std::sync::atomic::AtomicUsize,
     processing_peak: std::sync::atomic::AtomicUsize,
+    /// Since when the database and the broker have answered without a break (the sweeper
+    /// decides an order "lost" only after it has been untouched for `stale_after` of that).
+    healthy_since: std::sync::Mutex<Instant>,
+    /// Transient write failures seen by the last sweep (both writers).
+    seen_db_errors: std::sync::atomic::AtomicU64,
     #[cfg(feature = "fault-injection")]
     faults: faults::Faults,
 }
@@ -263,6 +268,8 @@ impl OrderService {
                 admission,
                 processing: Default::default(),
                 processing_peak: Default::default(),
+                healthy_since: std::sync::Mutex::new(Instant::now()),
+                seen_db_errors: Default::default(),
                 #[cfg(feature = "fault-injection")]
                 faults: faults::Faults::default(),
             }),

@@ -178,16 +178,14 @@ impl OrderService {
                     self.pay_and_decide(&mut order, request.checkout, None, deadline)
                         .await?
                 }
-                status if status.releases_stock() && !order.settled => {
-                    match held.take() {
-                        Some(lines) => self.release_all(order_id, &lines, false, deadline).await?,
-                        None => {
-                            self.release_all(order_id, &order.lines(), true, deadline)
-                                .await?
-                        }
+                status if status.releases_stock() && !order.settled => match held.take() {
+                    Some(lines) => {
+                        self.release_all(order_id, &lines, false, deadline).await?;
+                        self.settle(&mut order, deadline).await?;
                     }
-                    self.settle(&mut order, deadline).await?;
-                }
+                    // Not known from this attempt: look at what is recorded (after a flush).
+                    None => self.release_order(&mut order, deadline).await?,
+                },
                 _ => {
                     if request.redelivered && !fresh {
                         // The events of a decision made just before a crash may not have gone out.
@@ -259,8 +257,10 @@ impl OrderService {
                         deadline,
                     )
                     .await;
-                if moved.is_err() || order.delivery.as_ref() != Some(&slot) {
-                    // Not booked with this slot (the write failed, or another attempt won).
+                if moved.is_ok() && order.delivery.as_ref() != Some(&slot) {
+                    // Another attempt won with another slot: this one is free again. (When the
+                    // write failed it may still commit later; the place stays booked — a day
+                    // is under-filled by one rather than over-filled.)
                     self.inner.capacity.unbook(method, slot.scheduled_for);
                 }
                 moved

@@ -60,6 +60,9 @@ impl OrderService {
         deadline: &Deadline,
     ) -> Result<Reservation, StepError> {
         if check_first {
+            // A change an earlier attempt left in the persister's queue is settled first, so the
+            // references read next are the last word (and memory holds nothing they do not).
+            self.flush_stock(deadline).await?;
             for (sku, _) in lines {
                 if self.applied(sku, &release_ref(order_id), deadline).await? {
                     return Ok(Reservation::Short {
@@ -96,6 +99,14 @@ impl OrderService {
         } else {
             Ok(Reservation::Short { short, held })
         }
+    }
+
+    /// Waits until every stock change submitted so far is committed or refused.
+    pub(super) async fn flush_stock(&self, deadline: &Deadline) -> Result<(), StepError> {
+        deadline
+            .bound(self.inner.engine.flush())
+            .await?
+            .map_err(|e| StepError::Transient(e.to_string()))
     }
 
     /// Lines the engine already knows it cannot serve, with suggestions.

@@ -2,8 +2,10 @@
 //!
 //! - finishes orders that ended without their goods (rejected, failed, cancelled) but may still
 //!   hold stock (`settled = false`): their releases are completed;
-//! - decides orders still `received`/`reserved` untouched for `stale_after`: their delivery is
-//!   gone (dead-lettered, or lost before it could be handed back). Without the request (the card
+//! - decides orders still `received`/`reserved` untouched for `stale_after` — once the
+//!   database and the broker have also worked without a break for `stale_after` (so deliveries
+//!   waiting out an outage are not mistaken for lost ones): their delivery is gone
+//!   (dead-lettered, or lost before it could be handed back). Without the request (the card
 //!   number is never stored) they cannot be paid, so they end `rejected`/`failed` with reason
 //!   `expired`, their reservations released, the customer notified. A late redelivery finds
 //!   them decided and is acknowledged.
@@ -63,7 +65,43 @@ impl OrderService {
         })
     }
 
-    /// One round of the sweeper.
+    /// Whether the database and the broker have worked without a break for `stale_after`:
+    /// only then can an order untouched for that long be taken to have lost its delivery (during
+    /// an outage, deliveries wait and retry without touching their orders).
+    fn healthy_long_enough(&self, failed: bool) -> bool {
+        use std::sync::atomic::Ordering;
+        let errors = self
+            .inner
+            .writer
+            .stats()
+            .db_errors
+            .load(Ordering::Relaxed)
+            .saturating_add(
+                self.inner
+                    .engine
+                    .persister_stats()
+                    .batches()
+                    .db_errors
+                    .load(Ordering::Relaxed),
+            );
+        let previous = self.inner.seen_db_errors.swap(errors, Ordering::Relaxed);
+        let unhealthy = failed
+            || errors != previous
+            || !self.inner.broker.is_connected()
+            || self.writer_failing()
+            || !self.inner.engine.is_healthy();
+        let mut since = match self.inner.healthy_since.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        if unhealthy {
+            *since = std::time::Instant::now();
+        }
+        since.elapsed() >= self.inner.config.stale_after
+    }
+
+    /// One round of the sweeper. An order it cannot finish is logged and left for the next
+    /// round; it never holds up the others.
     pub async fn sweep(&self) -> Result<SweepReport, StepError> {
         let mut report = SweepReport::default();
         let now = Utc::now();
@@ -71,11 +109,25 @@ impl OrderService {
         let unsettled = run_blocking(&self.inner.pool, move |c| {
             order_store::unsettled_since(c, now - grace, BATCH)
         })
-        .await?;
-        for order_id in unsettled {
-            if self.finish(order_id, false).await? {
-                report.settled += 1;
+        .await;
+        let unsettled = match unsettled {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.healthy_long_enough(true);
+                return Err(e.into());
             }
+        };
+        for order_id in unsettled {
+            match self.finish(order_id, false).await {
+                Ok(true) => report.settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%order_id, error = %e, "sweeper could not settle an order; next round")
+                }
+            }
+        }
+        if !self.healthy_long_enough(false) {
+            return Ok(report);
         }
         let stale = chrono::Duration::from_std(self.inner.config.stale_after).unwrap_or_default();
         let open = run_blocking(&self.inner.pool, move |c| {
@@ -83,8 +135,12 @@ impl OrderService {
         })
         .await?;
         for order_id in open {
-            if self.finish(order_id, true).await? {
-                report.expired += 1;
+            match self.finish(order_id, true).await {
+                Ok(true) => report.expired += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%order_id, error = %e, "sweeper could not decide an order; next round")
+                }
             }
         }
         Ok(report)

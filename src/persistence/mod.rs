@@ -68,8 +68,10 @@ pub enum ErrorClass {
 }
 
 /// Messages of transient errors that diesel does not give a kind of their own (it exposes no
-/// SQLSTATE): deadlocks, cancelled statements, a server shutting down or starting.
-const TRANSIENT_MESSAGES: [&str; 9] = [
+/// SQLSTATE): deadlocks, cancelled statements, a server shutting down or starting, and the
+/// server's resources running out (classes 53 and 58: disk full, out of memory, I/O) — the
+/// same statement succeeds once an operator made room.
+const TRANSIENT_MESSAGES: [&str; 17] = [
     "deadlock detected",
     "canceling statement due to",
     "could not serialize",
@@ -79,6 +81,14 @@ const TRANSIENT_MESSAGES: [&str; 9] = [
     "no connection to the server",
     "could not connect",
     "too many clients",
+    "No space left on device",
+    "could not extend file",
+    "could not write",
+    "could not fsync",
+    "out of memory",
+    "Out of memory",
+    "I/O error",
+    "remaining connection slots",
 ];
 
 /// Classifies a diesel error; see [`ErrorClass`].

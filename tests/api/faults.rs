@@ -229,15 +229,34 @@ async fn postgres_cut_for_five_seconds_during_load_loses_nothing() {
 
 #[actix_web::test]
 async fn a_postgres_outage_longer_than_every_retry_dead_letters_nothing() {
-    // Retry window × delivery limit = 0.6 s; the outage lasts 4 s.
+    // Retry window × delivery limit = 0.6 s; the outage lasts 4 s. Orders untouched for 2 s
+    // count as lost — but only once the database has worked for 2 s again: the ones waiting
+    // out the outage are not expired.
     let proxy = Proxy::start(pg_addr());
     let app = spawn_app_with(TestDb::new(), |c| {
         c.database_url = proxy.pg_url(&c.database_url);
         c.retry_window = Duration::from_millis(300);
         c.delivery_limit = 2;
+        c.order_stale_after = Duration::from_secs(2);
+        c.sweep_every = Duration::from_millis(500);
+        c.sandbox_payment_delay = Duration::from_millis(800);
     })
     .await;
     app.product("LO-1", "c", &[], 100, 1000).await;
+    // Orders in the middle of their processing when the database goes away.
+    for i in 0..10 {
+        app.publish(
+            "orders",
+            "checkout",
+            &body("lo", json!([{"sku": "LO-1", "quantity": 1}])),
+            Some(&format!("early-{i}")),
+        )
+        .await;
+    }
+    until(Duration::from_secs(10), "orders reserved, waiting for payment", || {
+        sql_i64(&app.db, "SELECT count(*) AS n FROM orders WHERE status = 'reserved'") > 0
+    })
+    .await;
     proxy.cut();
     for i in 0..60 {
         app.publish(
@@ -250,23 +269,19 @@ async fn a_postgres_outage_longer_than_every_retry_dead_letters_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     proxy.restore();
-    for i in 0..60 {
-        let order = decided(
-            &app.client,
-            &app.address,
-            &format!("long-{i}"),
-            Duration::from_secs(60),
-        )
-        .await;
-        assert_eq!(order["status"], "scheduled", "{order}");
+    let keys = (0..60)
+        .map(|i| format!("long-{i}"))
+        .chain((0..10).map(|i| format!("early-{i}")));
+    for key in keys {
+        let order = decided(&app.client, &app.address, &key, Duration::from_secs(60)).await;
+        assert_eq!(order["status"], "scheduled", "{key} waited out the outage: {order}");
     }
-    let (ready, unacked) = queue_depth(&app.vhost, "orders.checkout.dead");
     assert_eq!(
-        (ready, unacked),
+        settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,
         (0, 0),
         "nothing accepted was dead-lettered"
     );
-    assert_eq!(app.db.stock("LO-1"), (1000, 60, 61));
+    assert_eq!(app.db.stock("LO-1"), (1000, 70, 71));
     app.db.assert_books_balance();
     app.stop().await;
 }

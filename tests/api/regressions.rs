@@ -359,7 +359,11 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
 #[actix_web::test]
 async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_released() {
     // The sweep is run by hand here; the periodic one stays out of the way.
-    let app = spawn_app_with(TestDb::new(), |c| c.sweep_every = Duration::from_secs(3600)).await;
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.sweep_every = Duration::from_secs(3600);
+        c.order_stale_after = Duration::from_secs(1);
+    })
+    .await;
     app.product("SW-1", "c", &[], 100, 10).await;
     let mut ids = Vec::new();
     for (key, status) in [("sw-received", "received"), ("sw-reserved", "reserved")] {
@@ -379,6 +383,8 @@ async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_releas
         ids.push(id);
     }
     assert_eq!(app.db.stock("SW-1").1, 4);
+    // Only once the database and the broker have worked for `stale_after` without a break.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let report = app.active().orders.sweep().await.expect("sweep");
     assert_eq!(report.expired, 2, "{report:?}");
     for (id, status) in ids.iter().zip(["rejected", "failed"]) {
