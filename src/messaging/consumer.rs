@@ -56,6 +56,9 @@ impl Message {
     }
 }
 
+/// How often a hand-back copy is tried (2 s apart) before the original is requeued instead.
+const HANDBACK_ATTEMPTS: u32 = 60;
+
 /// What to do with a delivery once handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -258,15 +261,31 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
                 AMQPValue::LongLongInt(handbacks.saturating_add(1)),
             );
             let props = delivery.properties.clone().with_headers(headers);
-            match broker
-                .publish(queue.exchange, queue.routing_key, &delivery.data, props)
-                .await
-            {
-                // The copy is durable: the original can go.
-                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                Err(e) => {
-                    tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; requeueing");
-                    delivery.nack(requeue).await
+            // The copy must go out before the original goes: a full queue (reject-publish) or a
+            // broker blip is waited out here, holding the delivery, rather than requeueing it —
+            // a requeue would count against its delivery limit.
+            let mut attempt = 0u32;
+            loop {
+                match broker
+                    .publish(
+                        queue.exchange,
+                        queue.routing_key,
+                        &delivery.data,
+                        props.clone(),
+                    )
+                    .await
+                {
+                    // The copy is durable: the original can go.
+                    Ok(()) => break delivery.ack(BasicAckOptions::default()).await,
+                    Err(e) if attempt < HANDBACK_ATTEMPTS => {
+                        attempt += 1;
+                        tracing::warn!(queue = queue.name, error = %e, attempt, "could not hand a message back yet");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; requeueing");
+                        break delivery.nack(requeue).await;
+                    }
                 }
             }
         }

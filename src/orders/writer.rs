@@ -88,7 +88,7 @@ impl Sink for OrderSink {
         };
         let first = conn.transaction(|conn| {
             check(conn)?;
-            write_all(conn, items)
+            write_rounds(conn, items)
         });
         match first {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
@@ -108,6 +108,39 @@ impl Sink for OrderSink {
             }
         }
     }
+}
+
+/// The whole batch, in rounds: one statement per kind of write per round, and an order at most
+/// once per round — two writes for one order (a timed-out caller's and a retry's) are applied
+/// one after the other, each guarded by the state the first left, never merged.
+fn write_rounds(
+    conn: &mut diesel::PgConnection,
+    items: &[OrderWrite],
+) -> Result<Vec<OrderWritten>, DbError> {
+    use std::collections::HashMap;
+    let mut round_of: Vec<usize> = Vec::with_capacity(items.len());
+    let mut next_round: HashMap<Uuid, usize> = HashMap::new();
+    for item in items {
+        let slot = next_round.entry(kind(item).1).or_insert(0);
+        round_of.push(*slot);
+        *slot += 1;
+    }
+    let rounds = round_of.iter().copied().max().map_or(0, |r| r + 1);
+    if rounds <= 1 {
+        return write_all(conn, items);
+    }
+    let mut results: Vec<Option<OrderWritten>> = vec![None; items.len()];
+    for round in 0..rounds {
+        let picked: Vec<usize> = (0..items.len()).filter(|i| round_of[*i] == round).collect();
+        let batch: Vec<OrderWrite> = picked.iter().map(|i| items[*i].clone()).collect();
+        for (i, written) in picked.into_iter().zip(write_all(conn, &batch)?) {
+            results[i] = Some(written);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(OrderWritten::Settled))
+        .collect())
 }
 
 /// The whole batch with one statement per kind of write.

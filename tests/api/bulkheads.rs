@@ -336,3 +336,65 @@ async fn readers_are_never_shown_a_change_the_database_refused() {
     assert_eq!(engine.feed().board().available(&show), 10);
     engine.shutdown().await;
 }
+
+#[actix_web::test]
+async fn two_writes_for_one_order_in_one_batch_are_applied_one_after_the_other() {
+    use orderflow::orders::writer::{self, OrderWrite, OrderWritten};
+    use orderflow::persistence::orders::TransitionRow;
+    let db = TestDb::new();
+    let proxy = Proxy::start(pg_addr());
+    let writer = writer::spawn(pool_through(&proxy, &db).await, 1024, None);
+    let row = new_order("twice", "Rua A");
+    let id = row.order_id;
+    let created = writer.submit(OrderWrite::Create(row)).unwrap();
+    assert_eq!(
+        within(created.wait()).await,
+        Ok(OrderWritten::Created(true))
+    );
+    let transition = |to: &str| TransitionRow {
+        order_id: id,
+        from_status: "received".into(),
+        to_status: to.into(),
+        delivery: None,
+        rejection: None,
+        at: Utc::now(),
+        via_status: None,
+        via_at: None,
+        settled: true,
+        notification: None,
+    };
+    // Both queue up behind a batch the outage holds, and are written in one batch.
+    proxy.cut();
+    let hold = writer
+        .submit(OrderWrite::Create(new_order("hold", "Rua B")))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cancel = writer
+        .submit(OrderWrite::Transition(transition("cancelled")))
+        .unwrap();
+    let reject = writer
+        .submit(OrderWrite::Transition(transition("rejected")))
+        .unwrap();
+    proxy.restore();
+    within(hold.wait()).await.unwrap();
+    let (cancel, reject) = (within(cancel.wait()).await, within(reject.wait()).await);
+    assert_eq!(
+        (cancel, reject),
+        (
+            Ok(OrderWritten::Moved(true)),
+            Ok(OrderWritten::Moved(false))
+        ),
+        "the first wins; the second finds the order moved"
+    );
+    assert_eq!(
+        sql_i64(
+            &db,
+            &format!("SELECT count(*) AS n FROM order_history WHERE order_id = '{id}'")
+        ),
+        2,
+        "received and cancelled, nothing of the loser"
+    );
+    tokio::task::spawn_blocking(move || writer.stop_blocking())
+        .await
+        .unwrap();
+}

@@ -253,9 +253,16 @@ async fn a_postgres_outage_longer_than_every_retry_dead_letters_nothing() {
         )
         .await;
     }
-    until(Duration::from_secs(10), "orders reserved, waiting for payment", || {
-        sql_i64(&app.db, "SELECT count(*) AS n FROM orders WHERE status = 'reserved'") > 0
-    })
+    until(
+        Duration::from_secs(10),
+        "orders reserved, waiting for payment",
+        || {
+            sql_i64(
+                &app.db,
+                "SELECT count(*) AS n FROM orders WHERE status = 'reserved'",
+            ) > 0
+        },
+    )
     .await;
     proxy.cut();
     for i in 0..60 {
@@ -274,7 +281,10 @@ async fn a_postgres_outage_longer_than_every_retry_dead_letters_nothing() {
         .chain((0..10).map(|i| format!("early-{i}")));
     for key in keys {
         let order = decided(&app.client, &app.address, &key, Duration::from_secs(60)).await;
-        assert_eq!(order["status"], "scheduled", "{key} waited out the outage: {order}");
+        assert_eq!(
+            order["status"], "scheduled",
+            "{key} waited out the outage: {order}"
+        );
     }
     assert_eq!(
         settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,
