@@ -547,7 +547,10 @@ impl Service {
         let dir = TempDir::new();
         let port_file = dir.0.join("port");
         let log = std::fs::File::create(dir.0.join("log")).expect("log file");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"));
+        // `ORDERFLOW_BIN` runs another build (a release binary for measurements).
+        let binary = std::env::var("ORDERFLOW_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_orderflow").to_owned());
+        let mut command = std::process::Command::new(binary);
         command
             .arg("serve")
             .env("DATABASE_URL", db_url)
@@ -639,6 +642,19 @@ impl Service {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `/health/ready`: the status and the body (`None` when nothing answers).
+    pub async fn readiness(&self, client: &awc::Client) -> Option<(u16, Value)> {
+        let mut resp = client
+            .get(self.url("/health/ready"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?;
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.ok()?;
+        Some((status, body))
     }
 
     /// Waits (up to 60 s) until `/health/ready` answers 200.

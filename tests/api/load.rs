@@ -45,14 +45,28 @@ impl Load {
         prefix: &str,
         skus: &[&str],
     ) -> Load {
+        Load::start_many(client, &[base.to_owned()], workers, prefix, skus)
+    }
+
+    /// Like [`Load::start`] over several instances behind a (client-side) load balancer: a
+    /// request that finds no one (connection refused) or a standby (503) goes to the next
+    /// instance, as a load balancer routing by `/health/ready` would send it; only the answer of
+    /// an instance that took it counts.
+    pub fn start_many(
+        client: &awc::Client,
+        bases: &[String],
+        workers: usize,
+        prefix: &str,
+        skus: &[&str],
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let tally: Arc<Mutex<Tally>> = Arc::default();
         let skus: Vec<String> = skus.iter().map(|s| s.to_string()).collect();
         let workers = (0..workers)
             .map(|w| {
-                let (client, base, stop, tally, skus) = (
+                let (client, bases, stop, tally, skus) = (
                     client.clone(),
-                    base.to_owned(),
+                    bases.to_vec(),
                     stop.clone(),
                     tally.clone(),
                     skus.clone(),
@@ -64,21 +78,38 @@ impl Load {
                         n += 1;
                         let sku = skus[(w + n) % skus.len()].clone();
                         let key = format!("{prefix}-{w}-{n}");
-                        let sent = client
-                            .post(format!("{base}/v1/checkout"))
-                            .timeout(Duration::from_secs(15))
-                            .insert_header(("Idempotency-Key", key.as_str()))
-                            .send_json(&body(
-                                &format!("{prefix}-c{w}"),
-                                json!([{"sku": sku, "quantity": 1}]),
-                            ))
-                            .await;
+                        let body = body(
+                            &format!("{prefix}-c{w}"),
+                            json!([{"sku": sku, "quantity": 1}]),
+                        );
+                        let mut target = w % bases.len();
+                        let mut sent;
+                        let mut tries = 0;
+                        loop {
+                            tries += 1;
+                            sent = client
+                                .post(format!("{}/v1/checkout", bases[target]))
+                                .timeout(Duration::from_secs(15))
+                                .insert_header(("Idempotency-Key", key.as_str()))
+                                .send_json(&body)
+                                .await
+                                .map(|r| r.status().as_u16());
+                            let elsewhere = match &sent {
+                                Err(awc::error::SendRequestError::Connect(_)) => true,
+                                Ok(503) => bases.len() > 1,
+                                _ => false,
+                            };
+                            if !elsewhere || tries > 200 {
+                                break;
+                            }
+                            target = (target + 1) % bases.len();
+                            tokio::time::sleep(Duration::from_millis(25)).await;
+                        }
                         let s = Sent { key, sku };
                         let failed = {
                             let mut t = tally.lock().unwrap();
                             match sent {
-                                Ok(r) => {
-                                    let status = r.status().as_u16();
+                                Ok(status) => {
                                     *t.statuses.entry(status).or_default() += 1;
                                     match status {
                                         200 | 202 => t.accepted.push(s),

@@ -9,6 +9,7 @@ mod contract;
 mod crash;
 mod engine_pg;
 mod faults;
+mod ha;
 mod helpers;
 mod hostile;
 mod http_api;
