@@ -96,7 +96,7 @@ async fn kill_9_of_the_active_instance_hands_its_work_to_a_standby() {
     let vhost = TestVhost::new();
     let client = http_client();
     let env = [("SANDBOX_PAYMENT_DELAY_MS", "200")];
-    let mut instances = vec![
+    let mut instances = [
         Service::start(&db.url, &vhost.url, &env),
         Service::start(&db.url, &vhost.url, &env),
         Service::start(&db.url, &vhost.url, &env),
