@@ -10,7 +10,8 @@ const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|loadgen [OPTI
   migrate      create the database if missing, run migrations, exit
   demo-data    load N demo products with stock (default 3000); run it while the service is stopped
   loadgen      drive a running service over HTTP and report throughput and latency (loadgen --help)
-  healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (for containers)
+  healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200
+               (--live: /health/live, for container health: a standby is alive, not ready)
   dead-letters list <queue>    show the dead letters of a queue and why (they stay)
   dead-letters replay <queue>  re-publish them to their queue; removes only what the broker confirmed
 Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
@@ -58,7 +59,15 @@ fn main() -> ExitCode {
         }
     };
     if command == "healthcheck" {
-        return healthcheck(config.http_addr);
+        let live = std::env::args().nth(2).as_deref() == Some("--live");
+        return healthcheck(
+            config.http_addr,
+            if live {
+                "/health/live"
+            } else {
+                "/health/ready"
+            },
+        );
     }
     if command == "dead-letters" {
         return dead_letters(&config);
@@ -179,8 +188,9 @@ fn dead_letters(config: &Config) -> ExitCode {
     }
 }
 
-/// A minimal HTTP/1.0 probe of `/health/ready`, so the runtime image needs no curl.
-fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
+/// A minimal HTTP/1.0 probe of `/health/ready` (or `/health/live`), so the runtime image needs
+/// no curl.
+fn healthcheck(addr: std::net::SocketAddr, path: &str) -> ExitCode {
     use std::io::{Read, Write};
     use std::time::Duration;
     let mut target = addr;
@@ -190,7 +200,7 @@ fn healthcheck(addr: std::net::SocketAddr) -> ExitCode {
     let probe = || -> std::io::Result<String> {
         let mut stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        stream.write_all(b"GET /health/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut head = [0u8; 64];
         let n = stream.read(&mut head)?;
         Ok(String::from_utf8_lossy(&head[..n]).into_owned())

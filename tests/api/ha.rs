@@ -332,3 +332,83 @@ async fn a_stale_instance_commits_nothing_once_another_took_the_lease() {
         .unwrap();
     engine.shutdown().await;
 }
+
+/// The failover time the README reports: SIGKILL of the active instance → the first order
+/// decided by the new one, with 100,000 SKUs to rebuild. A measurement, not a check of a speed
+/// (run it on a release build: `cargo build --release && ORDERFLOW_BIN=target/release/orderflow
+/// cargo test --test api failover_time -- --ignored --nocapture`).
+#[actix_web::test]
+#[ignore = "a measurement; see the doc comment for how to run it"]
+async fn failover_time_with_100k_skus() {
+    let db = TestDb::new();
+    let vhost = TestVhost::new();
+    let client = http_client();
+    let mut conn = db.conn();
+    for sql in [
+        "INSERT INTO products (sku, name, category, tags, price_cents)
+         SELECT 'F-' || g, 'Product ' || g, 'cat-' || (g % 50), ARRAY['t' || (g % 200)], 1000 + g % 5000
+         FROM generate_series(1, 100000) g",
+        "INSERT INTO stock (sku, on_hand) SELECT sku, 1000000 FROM products",
+    ] {
+        diesel::RunQueryDsl::execute(diesel::sql_query(sql), &mut conn).expect(sql);
+    }
+    let mut instances = [
+        Service::start(&db.url, &vhost.url, &[]),
+        Service::start(&db.url, &vhost.url, &[]),
+    ];
+    let (active, _) = the_active(
+        &client,
+        &instances.iter().collect::<Vec<_>>(),
+        Duration::from_secs(120),
+    )
+    .await;
+    let survivor = 1 - active;
+    let bases: Vec<String> = instances.iter().map(|s| s.base.clone()).collect();
+    let skus: Vec<String> = (1..=100).map(|i| format!("F-{}", i * 997)).collect();
+    let sku_refs: Vec<&str> = skus.iter().map(String::as_str).collect();
+    let load = Load::start_many(&client, &bases, 4, "fo", &sku_refs);
+    load.until_accepted(200).await;
+    let killed_at = Instant::now();
+    instances[active].kill();
+    // The first checkout the new active instance accepts, and when it is decided.
+    let mut n = 0;
+    let key = loop {
+        n += 1;
+        let key = format!("fo-probe-{n}");
+        let resp = client
+            .post(instances[survivor].url("/v1/checkout"))
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .send_json(&crate::checkout::body(
+                "fo",
+                serde_json::json!([{"sku": "F-1", "quantity": 1}]),
+            ))
+            .await;
+        if matches!(resp.map(|r| r.status().as_u16()), Ok(202)) {
+            break key;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let accepted_after = killed_at.elapsed();
+    crate::load::decided(
+        &client,
+        &instances[survivor].base,
+        &key,
+        Duration::from_secs(60),
+    )
+    .await;
+    let decided_after = killed_at.elapsed();
+    eprintln!(
+        "failover with 100,000 SKUs: first checkout accepted by the new active instance {accepted_after:?} \
+         after SIGKILL, decided {decided_after:?} after"
+    );
+    let tally = load.stop().await;
+    verify(
+        &client,
+        &instances[survivor].base,
+        &db,
+        &tally,
+        ("F-997", 1_000_000),
+        &["F-997"],
+    )
+    .await;
+}
