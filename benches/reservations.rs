@@ -307,7 +307,14 @@ fn baseline_case(c: &mut Criterion, clients: u64) {
         .execute(&mut db.conn())
         .expect("checkpoint");
     let connections = (clients as u32).min(connection_cap(&db));
-    let pool = persistence::connect_pool(&db.url, connections).expect("pool");
+    // No `SELECT 1` on checkout (the service's pool tests connections; a benchmark of the
+    // baseline should not pay for that on every order).
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(connections)
+        .min_idle(Some(connections))
+        .test_on_check_out(false)
+        .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(&db.url))
+        .expect("pool");
     let latencies = Arc::new(Latencies::default());
     let made = Arc::new(AtomicU64::new(0));
     let name = format!("baseline/hot_sku/{clients}");
