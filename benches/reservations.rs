@@ -313,7 +313,9 @@ fn baseline_case(c: &mut Criterion, clients: u64) {
         .max_size(connections)
         .min_idle(Some(connections))
         .test_on_check_out(false)
-        .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(&db.url))
+        .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(
+            &db.url,
+        ))
         .expect("pool");
     let latencies = Arc::new(Latencies::default());
     let made = Arc::new(AtomicU64::new(0));
