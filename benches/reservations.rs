@@ -20,6 +20,8 @@
 //! and drops its own databases. `BENCH_CONCURRENCY` (default 64) clients in (a)–(d); (c) and (d)
 //! run again at 256 clients to show how they scale.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,6 +5,12 @@
 //! A background thread changes the availability of random SKUs the whole time, as the SKU
 //! actors would. Compare with `reservations/memory/*` (the engine's own rate).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "../src/tools/demo.rs"]
+#[allow(dead_code)]
+mod demo;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +25,7 @@ const PRODUCTS: usize = 100_000;
 fn suggestions(c: &mut Criterion) {
     let board = AvailabilityBoard::default();
     let catalog = Catalog::new(board.clone());
-    let products = orderflow::demo::catalog(PRODUCTS);
+    let products = demo::catalog(PRODUCTS);
     let skus: Arc<Vec<Sku>> = Arc::new(products.iter().map(|(p, _)| p.sku.clone()).collect());
     for (product, stock) in products {
         board.cell(&product.sku).store(stock, Ordering::Relaxed);

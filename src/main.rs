@@ -1,112 +1,202 @@
-//! `orderflow [serve|migrate]`: thin entry point; everything lives in the library.
+//! `orderflow`: the command line. Everything the service is lives in the library; the operator's
+//! tools (the load generator, the demo catalog) live here, outside its public surface.
+
+mod tools;
 
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
 use orderflow::config::Config;
 use orderflow::startup::{self, Application};
 
-const USAGE: &str = "usage: orderflow [serve|migrate|demo-data [N]|loadgen [OPTIONS]|healthcheck]
-  serve        run the API, the engine and the persister (default)
-  migrate      create the database if missing, run migrations, exit
-  demo-data    load N demo products with stock (default 3000); run it while the service is stopped
-  loadgen      drive a running service over HTTP and report throughput and latency (loadgen --help)
-  healthcheck  exit 0 when the service on HTTP_ADDR answers /health/ready with 200
-               (--live: /health/live, for container health: a standby is alive, not ready)
-  dead-letters list <queue>    show the dead letters of a queue and why (they stay)
-  dead-letters replay <queue>  re-publish them to their queue; removes only what the broker confirmed
-Configuration comes from the environment: DATABASE_URL, AMQP_URL, HTTP_ADDR, ADMIN_TOKEN, RUST_LOG (see README).";
+/// An order-flow and inventory engine for online marketplaces.
+///
+/// Configuration comes from the environment (see the README); the flags below override it.
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The settings every command shares, each a flag that mirrors its environment variable.
+#[derive(Debug, clap::Args)]
+struct Settings {
+    /// PostgreSQL; created if missing and migrated on start.
+    #[arg(long, global = true, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// RabbitMQ; the vhost in the URL is honoured.
+    #[arg(long, global = true, env = "AMQP_URL")]
+    amqp_url: Option<String>,
+    /// Listen address (port 0 picks a free port).
+    #[arg(long, global = true, env = "HTTP_ADDR")]
+    http_addr: Option<String>,
+    /// Bearer token of the admin endpoints.
+    #[arg(long, global = true, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Tracing filter.
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log: Option<String>,
+    /// Log format: `text` or `json` (one JSON object a line, for log collectors).
+    #[arg(long, global = true, env = "LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the consumers, the engine and the persister (the default).
+    Serve,
+    /// Create the database if missing, run the migrations, exit.
+    Migrate,
+    /// Load N demo products with stock (run it while the service is stopped).
+    DemoData {
+        /// How many products.
+        #[arg(default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        n: u32,
+    },
+    /// Drive a running service over HTTP and report throughput and latency.
+    Loadgen(tools::loadgen::LoadgenConfig),
+    /// Exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (container health).
+    Healthcheck {
+        /// Probe /health/live instead: a standby is alive, not ready.
+        #[arg(long)]
+        live: bool,
+    },
+    /// An operator's view of a queue's dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterAction {
+    /// Show each dead letter of `<queue>.dead` and why (they stay where they are).
+    List {
+        /// orders.checkout, inventory.updates or carts.events.
+        queue: String,
+    },
+    /// Re-publish them to their queue with confirms; remove only what the broker confirmed.
+    Replay {
+        /// orders.checkout, inventory.updates or carts.events.
+        queue: String,
+    },
+}
+
+impl Settings {
+    /// The configuration: flags first, then the environment, then the defaults.
+    fn config(&self) -> Result<Config, orderflow::config::ConfigError> {
+        let flags = [
+            ("DATABASE_URL", &self.database_url),
+            ("AMQP_URL", &self.amqp_url),
+            ("HTTP_ADDR", &self.http_addr),
+            ("ADMIN_TOKEN", &self.admin_token),
+            ("RUST_LOG", &self.log),
+        ];
+        Config::from_lookup(|key| {
+            flags
+                .iter()
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| (*v).clone())
+                .or_else(|| std::env::var(key).ok())
+        })
+    }
+}
 
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    if matches!(command.as_str(), "-h" | "--help" | "help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if !matches!(
-        command.as_str(),
-        "serve" | "migrate" | "demo-data" | "loadgen" | "healthcheck" | "dead-letters"
-    ) {
-        eprintln!("orderflow: unknown command {command:?}\n{USAGE}");
-        return ExitCode::from(2);
-    }
-    if command == "loadgen" {
-        let args: Vec<String> = std::env::args().skip(2).collect();
-        if args.iter().any(|a| a == "--help" || a == "-h") {
-            println!("{}", orderflow::loadgen::USAGE);
-            return ExitCode::SUCCESS;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit(); // --help and --version: printed, exit 0
+            }
+            // A usage error: what is wrong, the usage line, exit 2.
+            let _ = e.print();
+            eprintln!(
+                "\n{}",
+                <Cli as clap::CommandFactory>::command().render_usage()
+            );
+            return ExitCode::from(2);
         }
-        let config = match orderflow::loadgen::LoadgenConfig::from_args(&args) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("orderflow loadgen: {e}\n{}", orderflow::loadgen::USAGE);
-                return ExitCode::from(2);
-            }
-        };
-        let result = actix_web::rt::System::new().block_on(orderflow::loadgen::run(config));
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("orderflow loadgen: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    let config = match Config::from_env() {
+    };
+    let command = cli.command.unwrap_or(Command::Serve);
+    let config = match cli.settings.config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("orderflow: {e}");
             return ExitCode::from(2);
         }
     };
-    if command == "healthcheck" {
-        let live = std::env::args().nth(2).as_deref() == Some("--live");
-        return healthcheck(
+    match command {
+        Command::Healthcheck { live } => healthcheck(
             config.http_addr,
             if live {
                 "/health/live"
             } else {
                 "/health/ready"
             },
-        );
+        ),
+        Command::DeadLetters { action } => dead_letters(&config, action),
+        Command::Loadgen(mut load) => {
+            load.amqp_url = config.amqp_url.clone();
+            load.admin_token = config.admin_token.clone();
+            if let Err(e) = load.check() {
+                eprintln!("orderflow loadgen: {e}");
+                return ExitCode::from(2);
+            }
+            match actix_web::rt::System::new().block_on(tools::loadgen::run(load)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("orderflow loadgen: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => {
+            init_tracing(&config, cli.settings.log_format.as_deref());
+            run(config, command)
+        }
     }
-    if command == "dead-letters" {
-        return dead_letters(&config);
+}
+
+fn init_tracing(config: &Config, format: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == Some("json") {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+}
+
+/// `serve`, `migrate` and `demo-data`: they need the runtime and the database.
+fn run(config: Config, command: Command) -> ExitCode {
     let outcome = actix_web::rt::System::new().block_on(async move {
-        if command == "demo-data" {
-            let n = match std::env::args().nth(2) {
-                None => 3000,
-                Some(raw) => raw
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        startup::StartupError::Engine(format!(
-                            "demo-data takes a number of products, not {raw:?}"
-                        ))
-                    })?,
-            };
-            let loaded = startup::load_demo_data(&config, n).await?;
-            println!("orderflow: loaded {loaded} demo products with stock");
-            return Ok(());
+        match command {
+            Command::DemoData { n } => {
+                let loaded = tools::demo::load(&config, n as usize).await?;
+                println!("orderflow: loaded {loaded} demo products with stock");
+            }
+            Command::Migrate => {
+                let applied = startup::migrate(&config).await?;
+                println!("orderflow: database ready ({applied} migrations applied)");
+            }
+            _ => {
+                let app = Application::build(config).await?;
+                app.run_until_stopped(true)
+                    .await
+                    .map_err(|source| startup::StartupError::Serve { source })?;
+            }
         }
-        if command == "migrate" {
-            let applied = startup::migrate(&config).await?;
-            println!("orderflow: database ready ({applied} migrations applied)");
-            return Ok(());
-        }
-        let app = Application::build(config).await?;
-        app.run_until_stopped(true)
-            .await
-            .map_err(|e| startup::StartupError::Engine(format!("server failed: {e}")))
+        Ok::<(), startup::StartupError>(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,21 +208,16 @@ fn main() -> ExitCode {
 }
 
 /// `orderflow dead-letters list|replay <queue>`.
-fn dead_letters(config: &Config) -> ExitCode {
+fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
     use orderflow::messaging::dead_letters::{self, queue_named};
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    let (action, queue) = match args.as_slice() {
-        [action, queue] if action == "list" || action == "replay" => match queue_named(queue) {
-            Some(q) => (action.as_str(), q),
-            None => {
-                eprintln!("orderflow dead-letters: unknown queue {queue:?} (orders.checkout, inventory.updates, carts.events)");
-                return ExitCode::from(2);
-            }
-        },
-        _ => {
-            eprintln!("usage: orderflow dead-letters list|replay <queue>");
-            return ExitCode::from(2);
-        }
+    let (action, name) = match &action {
+        DeadLetterAction::List { queue } => ("list", queue),
+        DeadLetterAction::Replay { queue } => ("replay", queue),
+    };
+    let Some(queue) = queue_named(name) else {
+        eprintln!("orderflow dead-letters: unknown queue {name:?} (orders.checkout, inventory.updates, carts.events)");
+        eprintln!("usage: orderflow dead-letters list|replay <queue>");
+        return ExitCode::from(2);
     };
     let outcome = actix_web::rt::System::new().block_on(async {
         let broker = orderflow::messaging::Broker::connect(
@@ -203,7 +288,7 @@ fn healthcheck(addr: std::net::SocketAddr, path: &str) -> ExitCode {
         stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
         let mut head = [0u8; 64];
         let n = stream.read(&mut head)?;
-        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+        Ok(String::from_utf8_lossy(head.get(..n).unwrap_or_default()).into_owned())
     };
     match probe() {
         Ok(head) if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") => {

@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::active::ActiveParts;
 use crate::config::Config;
-use crate::engine::{Engine, Store};
 use crate::http::{self, AppState};
 use crate::lease::{FenceGuard, Leadership, Role};
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
-use crate::persistence::{self, DbError, PgStore};
+use crate::persistence::{self, DbError};
 
 /// The longest a shutdown step may take before shutdown goes on without it.
 const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(45);
@@ -30,7 +29,11 @@ pub enum StartupError {
     #[error("RabbitMQ at {url} is not reachable ({source}). Is it running? Check AMQP_URL.")]
     Broker { url: String, source: BrokerError },
     #[error("could not rebuild the stock engine from PostgreSQL: {0}")]
-    Engine(String),
+    Engine(#[source] crate::engine::StoreError),
+    #[error("an internal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the server failed: {source}")]
+    Serve { source: std::io::Error },
     #[error("cannot listen on {addr}: {source}. Is another process using it? Check HTTP_ADDR.")]
     Listen {
         addr: String,
@@ -46,8 +49,7 @@ fn redacted_db(url: &str) -> String {
 pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
     let url = config.database_url.clone();
     tokio::task::spawn_blocking(move || persistence::prepare_database(&url))
-        .await
-        .map_err(|e| StartupError::Engine(e.to_string()))?
+        .await?
         .map_err(|source| StartupError::Database {
             url: redacted_db(&config.database_url),
             source,
@@ -99,8 +101,7 @@ impl Application {
         };
         let pool =
             tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
-                .await
-                .map_err(|e| StartupError::Engine(e.to_string()))?
+                .await?
                 .map_err(db_err)?;
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
@@ -303,56 +304,4 @@ async fn shutdown_signal() {
 
 fn tracing_actix() -> actix_web::middleware::Logger {
     actix_web::middleware::Logger::new("%r %s %Dms").log_target("orderflow::http")
-}
-
-/// `orderflow demo-data [N]`: loads N demo products (default 3,000) with stock. Stock goes
-/// through an engine of its own, like every stock change, so run it while the service is
-/// stopped (or restart the service after it): two engines must not own the same SKUs.
-pub async fn load_demo_data(config: &Config, n: usize) -> Result<usize, StartupError> {
-    migrate(config).await?;
-    let url = config.database_url.clone();
-    let db_err = |source| StartupError::Database {
-        url: redacted_db(&config.database_url),
-        source,
-    };
-    let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&url, 4))
-        .await
-        .map_err(|e| StartupError::Engine(e.to_string()))?
-        .map_err(db_err)?;
-    let products = crate::demo::catalog(n);
-    let rows = products.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    let insert_pool = pool.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), DbError> {
-        let mut conn = insert_pool.get()?;
-        for product in &rows {
-            persistence::products::upsert(&mut conn, product)?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| StartupError::Engine(e.to_string()))?
-    .map_err(db_err)?;
-    let store: Arc<dyn Store> = Arc::new(PgStore::new(pool));
-    let engine = Engine::start(store, config.engine.clone())
-        .await
-        .map_err(|e| StartupError::Engine(e.to_string()))?;
-    let mut tickets = Vec::with_capacity(products.len());
-    for (product, stock) in &products {
-        let applied = engine
-            .apply(
-                &product.sku,
-                crate::domain::StockOp::SetOnHand(*stock),
-                Some("demo data".into()),
-            )
-            .await;
-        match applied {
-            Ok(a) => tickets.push(a.durable),
-            Err(e) => tracing::warn!(sku = %product.sku, error = %e, "demo stock not set"),
-        }
-    }
-    for ticket in tickets {
-        let _ = ticket.wait().await;
-    }
-    engine.shutdown().await;
-    Ok(products.len())
 }

@@ -181,26 +181,40 @@ fn check_digit(digits: &[u32], weights: &[u32]) -> u32 {
     }
 }
 
-/// A valid CPF (11 digits, punctuation allowed, not all equal, both check digits right).
-pub fn cpf_valid(raw: &str) -> bool {
-    let d = digits_of(raw);
-    if d.len() != 11 || d.iter().all(|x| *x == d[0]) {
+/// Both check digits of a CPF or CNPJ: the first over all but the last two digits with `w1`,
+/// the second over all but the last with `w2`; not all digits equal.
+fn check_digits_ok<const N: usize>(d: [u32; N], w1: &[u32], w2: &[u32]) -> bool {
+    if d.iter().all(|x| Some(x) == d.first()) {
         return false;
     }
-    let first = check_digit(&d[..9], &[10, 9, 8, 7, 6, 5, 4, 3, 2]);
-    let second = check_digit(&d[..10], &[11, 10, 9, 8, 7, 6, 5, 4, 3, 2]);
-    d[9] == first && d[10] == second
+    // `zip` stops at the weights: w1 covers N − 2 digits, w2 covers N − 1.
+    let first = check_digit(&d, w1);
+    let second = check_digit(&d, w2);
+    d.get(N - 2) == Some(&first) && d.get(N - 1) == Some(&second)
+}
+
+/// A valid CPF (11 digits, punctuation allowed, not all equal, both check digits right).
+pub fn cpf_valid(raw: &str) -> bool {
+    match <[u32; 11]>::try_from(digits_of(raw)) {
+        Ok(d) => check_digits_ok(
+            d,
+            &[10, 9, 8, 7, 6, 5, 4, 3, 2],
+            &[11, 10, 9, 8, 7, 6, 5, 4, 3, 2],
+        ),
+        Err(_) => false,
+    }
 }
 
 /// A valid CNPJ (14 digits, punctuation allowed, not all equal, both check digits right).
 pub fn cnpj_valid(raw: &str) -> bool {
-    let d = digits_of(raw);
-    if d.len() != 14 || d.iter().all(|x| *x == d[0]) {
-        return false;
+    match <[u32; 14]>::try_from(digits_of(raw)) {
+        Ok(d) => check_digits_ok(
+            d,
+            &[5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2],
+            &[6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2],
+        ),
+        Err(_) => false,
     }
-    let first = check_digit(&d[..12], &[5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2]);
-    let second = check_digit(&d[..13], &[6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2]);
-    d[12] == first && d[13] == second
 }
 
 impl CheckoutInput {

@@ -207,6 +207,8 @@ struct Inner {
     config: OrderConfig,
     capacity: Capacity,
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Never used while `locks` holds `LOCK_STRIPES` locks; there so a lookup cannot panic.
+    spare_lock: tokio::sync::Mutex<()>,
     events: broadcast::Sender<OrderEvent>,
     /// Checkouts this process published (key fingerprints) whose order the consumer has not
     /// written yet: a retry with the same key is answered without publishing again.
@@ -263,6 +265,7 @@ impl OrderService {
                 locks: (0..LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                spare_lock: tokio::sync::Mutex::new(()),
                 events,
                 published: DashMap::new(),
                 admission,
@@ -278,7 +281,7 @@ impl OrderService {
 
     fn lock(&self, order_id: Uuid) -> &tokio::sync::Mutex<()> {
         let i = (order_id.as_u128() % LOCK_STRIPES as u128) as usize;
-        &self.inner.locks[i % self.inner.locks.len().max(1)]
+        self.inner.locks.get(i).unwrap_or(&self.inner.spare_lock)
     }
 
     /// Status changes as they happen.

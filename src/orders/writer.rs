@@ -131,10 +131,14 @@ fn write_rounds(
     }
     let mut results: Vec<Option<OrderWritten>> = vec![None; items.len()];
     for round in 0..rounds {
-        let picked: Vec<usize> = (0..items.len()).filter(|i| round_of[*i] == round).collect();
-        let batch: Vec<OrderWrite> = picked.iter().map(|i| items[*i].clone()).collect();
-        for (i, written) in picked.into_iter().zip(write_all(conn, &batch)?) {
-            results[i] = Some(written);
+        let (slots, batch): (Vec<&mut Option<OrderWritten>>, Vec<OrderWrite>) = results
+            .iter_mut()
+            .zip(items.iter().zip(&round_of))
+            .filter(|(_, (_, r))| **r == round)
+            .map(|(slot, (item, _))| (slot, item.clone()))
+            .unzip();
+        for (slot, written) in slots.into_iter().zip(write_all(conn, &batch)?) {
+            *slot = Some(written);
         }
     }
     Ok(results

@@ -461,3 +461,60 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_setting() {
         );
     }
 }
+
+#[test]
+fn the_command_line_explains_itself_and_refuses_usage_errors_with_2() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(args)
+            .output()
+            .expect("run orderflow");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["demo-data", "--help"],
+        &["loadgen", "--help"],
+        &["healthcheck", "--help"],
+        &["dead-letters", "--help"],
+        &["dead-letters", "list", "--help"],
+        &["dead-letters", "replay", "--help"],
+    ] {
+        let (code, out, _) = run(args);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(out.contains("Usage: orderflow"), "{args:?}: {out}");
+    }
+    let (_, top, _) = run(&["--help"]);
+    for command in [
+        "serve",
+        "migrate",
+        "demo-data",
+        "loadgen",
+        "healthcheck",
+        "dead-letters",
+    ] {
+        assert!(top.contains(command), "{command} listed: {top}");
+    }
+    assert!(
+        top.contains("[env: DATABASE_URL"),
+        "flags mirror the environment: {top}"
+    );
+    for args in [
+        &["demo-data", "x"][..],
+        &["nonsense"],
+        &["dead-letters", "list"],
+    ] {
+        let (code, _, err) = run(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("Usage: orderflow") || err.contains("usage:"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area. Every test gets its own database on the
 //! machine's real PostgreSQL (dropped afterwards) and talks to the real RabbitMQ.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod bulkheads;
 mod carts;
 mod catalog;

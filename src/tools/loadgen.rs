@@ -19,82 +19,51 @@ use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Load generator settings (`orderflow loadgen --help`).
-#[derive(Debug, Clone)]
+/// `orderflow loadgen`: drive a running service over HTTP and report throughput and latency.
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadgenConfig {
+    /// Service to drive.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// RabbitMQ, for timing decisions through `order.events` (the global `--amqp-url`).
+    #[arg(skip)]
     pub amqp_url: String,
+    /// Admin token, to create the products and their stock (the global `--admin-token`).
+    #[arg(skip)]
     pub admin_token: Option<String>,
-    pub customers: usize,
-    pub orders: usize,
-    /// Share of orders (0..=1) on the one hot SKU; the rest spread uniformly over `skus`.
+    /// Concurrent customers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub customers: u32,
+    /// Orders to send in all.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub orders: u32,
+    /// Share of orders (0..=1) on the one hot SKU LG-HOT; the rest spread uniformly over `--skus`.
+    #[arg(long, default_value_t = 1.0)]
     pub hot_share: f64,
+    /// Other SKUs, LG-00000…
+    #[arg(long, default_value_t = 10_000)]
     pub skus: usize,
-    pub hot_stock: i64,
+    /// Stock of LG-HOT (default: a quarter of the orders).
+    #[arg(long)]
+    pub hot_stock: Option<i64>,
+    /// Do not create the products and stock (they exist).
+    #[arg(long = "no-setup", action = clap::ArgAction::SetFalse)]
     pub setup: bool,
 }
 
-pub const USAGE: &str = "usage: orderflow loadgen [--url URL] [--customers N] [--orders N] [--hot-share F] [--skus N] [--hot-stock N] [--no-setup]
-  --url         service to drive (default http://127.0.0.1:8080)
-  --customers   concurrent customers (default 64)
-  --orders      orders to send in all (default 20000)
-  --hot-share   share of orders on the hot SKU LG-HOT, 0..1 (default 1.0)
-  --skus        other SKUs, LG-00000.. (default 10000)
-  --hot-stock   stock of LG-HOT (default a quarter of the orders)
-  --no-setup    do not create the products and stock (they exist)
-ADMIN_TOKEN (setup) and AMQP_URL (decision timing via order.events) come from the environment.";
-
 impl LoadgenConfig {
-    pub fn from_args(args: &[String]) -> Result<LoadgenConfig, String> {
-        let mut c = LoadgenConfig {
-            url: "http://127.0.0.1:8080".into(),
-            amqp_url: std::env::var("AMQP_URL")
-                .unwrap_or_else(|_| crate::config::DEFAULT_AMQP_URL.into()),
-            admin_token: std::env::var("ADMIN_TOKEN").ok(),
-            customers: 64,
-            orders: 20_000,
-            hot_share: 1.0,
-            skus: 10_000,
-            hot_stock: -1,
-            setup: true,
-        };
-        let mut it = args.iter();
-        while let Some(flag) = it.next() {
-            if flag == "--no-setup" {
-                c.setup = false;
-                continue;
-            }
-            let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            let bad = |_| format!("{flag} {value:?} is not a number");
-            match flag.as_str() {
-                "--url" => c.url = value.trim_end_matches('/').to_owned(),
-                "--customers" => c.customers = value.parse().map_err(bad)?,
-                "--orders" => c.orders = value.parse().map_err(bad)?,
-                "--hot-share" => {
-                    c.hot_share = value
-                        .parse()
-                        .map_err(|_| format!("--hot-share {value:?} is not a number"))?
-                }
-                "--skus" => c.skus = value.parse().map_err(bad)?,
-                "--hot-stock" => {
-                    c.hot_stock = value
-                        .parse()
-                        .map_err(|_| format!("--hot-stock {value:?} is not a number"))?
-                }
-                other => return Err(format!("unknown option {other}")),
-            }
+    /// Checks what clap cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.hot_share) || (self.hot_share < 1.0 && self.skus == 0) {
+            return Err(
+                "--hot-share must be in 0..1, and --skus > 0 unless --hot-share is 1".into(),
+            );
         }
-        if c.customers == 0
-            || c.orders == 0
-            || !(0.0..=1.0).contains(&c.hot_share)
-            || (c.hot_share < 1.0 && c.skus == 0)
-        {
-            return Err("customers and orders must be > 0, hot-share in 0..1, skus > 0 unless hot-share is 1".into());
-        }
-        if c.hot_stock < 0 {
-            c.hot_stock = (c.orders / 4) as i64;
-        }
-        Ok(c)
+        Ok(())
+    }
+
+    fn hot_stock(&self) -> i64 {
+        self.hot_stock.unwrap_or(i64::from(self.orders / 4))
     }
 }
 
@@ -103,7 +72,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
+    sorted.get(i).or(sorted.last()).copied().unwrap_or(f64::NAN)
 }
 
 fn summary(mut v: Vec<f64>) -> String {
@@ -138,7 +107,7 @@ async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
         .clone()
         .ok_or("setup needs ADMIN_TOKEN (or pass --no-setup)")?;
     let auth = ("Authorization", format!("Bearer {token}"));
-    let mut products: Vec<(String, i64)> = vec![("LG-HOT".into(), c.hot_stock)];
+    let mut products: Vec<(String, i64)> = vec![("LG-HOT".into(), c.hot_stock())];
     if c.hot_share < 1.0 {
         let per_sku = ((c.orders as f64 * (1.0 - c.hot_share)) / c.skus as f64).ceil() as i64 + 5;
         products.extend((0..c.skus).map(|i| (sku_name(i), per_sku)));
@@ -229,10 +198,11 @@ async fn watch_decisions(
             let now = Instant::now();
             if let Ok(order) = serde_json::from_slice::<Value>(&d.data) {
                 if let (Some(id), Some(status)) = (
-                    order["order_id"]
-                        .as_str()
+                    order
+                        .get("order_id")
+                        .and_then(Value::as_str)
                         .and_then(|s| Uuid::parse_str(s).ok()),
-                    order["status"].as_str(),
+                    order.get("status").and_then(Value::as_str),
                 ) {
                     decided.entry(id).or_insert((now, status.to_owned()));
                 }
@@ -248,21 +218,21 @@ async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> Option<i64> 
         .send()
         .await
         .ok()?;
-    r.json::<Value>().await.ok()?["reserved"].as_i64()
+    r.json::<Value>().await.ok()?.get("reserved")?.as_i64()
 }
 
 /// Runs the load and prints the report.
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
-        .connector(awc::Connector::new().limit(c.customers + 8))
+        .connector(awc::Connector::new().limit(c.customers as usize + 8))
         .finish();
     if c.setup {
         let t = Instant::now();
         setup(&client, &c).await?;
         println!(
             "setup: LG-HOT stock {} and {} other SKUs in {:.1} s",
-            c.hot_stock,
+            c.hot_stock(),
             if c.hot_share < 1.0 { c.skus } else { 0 },
             t.elapsed().as_secs_f64()
         );
@@ -288,7 +258,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let run_id = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(600);
-    let workers = (0..c.customers).map(|w| {
+    let workers = (0..c.customers as usize).map(|w| {
         let (client, c, next, intake_ms, accepted, statuses, run_id) = (
             client.clone(),
             c.clone(),
@@ -303,7 +273,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
             loop {
                 let i = {
                     let mut n = next.borrow_mut();
-                    if *n >= c.orders || Instant::now() > deadline {
+                    if *n >= c.orders as usize || Instant::now() > deadline {
                         return;
                     }
                     *n += 1;
@@ -343,7 +313,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     *statuses.borrow_mut().entry(code).or_default() += 1;
                     if code == 202 || code == 200 {
                         accepted.borrow_mut().push((
-                            crate::orders::order_id_for(&key),
+                            orderflow::orders::order_id_for(&key),
                             Instant::now(),
                             sku.clone(),
                         ));
@@ -402,7 +372,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
         .max(1e-9);
     println!(
         "orders sent      {} ({} requests with retries) in {:.2} s by {} customers, hot share {:.0}%",
-        c.orders.min(*next.borrow()),
+        (c.orders as usize).min(*next.borrow()),
         intake_ms.borrow().len(),
         sending.as_secs_f64(),
         c.customers,

@@ -1,7 +1,7 @@
 //! Demo data: a deterministic catalog of realistic products with stock, so a newcomer sees the
 //! service work (`orderflow demo-data`) and benchmarks have a large catalog to search.
 
-use crate::domain::{Product, Sku};
+use orderflow::domain::{Product, Sku};
 
 struct CategorySpec {
     name: &'static str,
@@ -216,6 +216,63 @@ pub fn catalog(n: usize) -> Vec<(Product, i64)> {
         ));
     }
     out
+}
+
+/// `orderflow demo-data [N]`: loads N demo products (default 3,000) with stock. Stock goes
+/// through an engine of its own, like every stock change, so run it while the service is
+/// stopped (or restart the service after it): two engines must not own the same SKUs.
+pub async fn load(
+    config: &orderflow::config::Config,
+    n: usize,
+) -> Result<usize, orderflow::startup::StartupError> {
+    use std::sync::Arc;
+
+    use orderflow::engine::{Engine, Store};
+    use orderflow::persistence::{self, DbError, PgStore};
+    use orderflow::startup::{migrate, StartupError};
+
+    migrate(config).await?;
+    let url = config.database_url.clone();
+    let db_err = |source| StartupError::Database {
+        url: orderflow::messaging::redact(&config.database_url),
+        source,
+    };
+    let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&url, 4))
+        .await?
+        .map_err(db_err)?;
+    let products = catalog(n);
+    let rows = products.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    persistence::run_blocking(&pool, move |conn| -> Result<(), DbError> {
+        for product in &rows {
+            persistence::products::upsert(conn, product)?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(db_err)?;
+    let store: Arc<dyn Store> = Arc::new(PgStore::new(pool));
+    let engine = Engine::start(store, config.engine.clone())
+        .await
+        .map_err(StartupError::Engine)?;
+    let mut tickets = Vec::with_capacity(products.len());
+    for (product, stock) in &products {
+        let applied = engine
+            .apply(
+                &product.sku,
+                orderflow::domain::StockOp::SetOnHand(*stock),
+                Some("demo data".into()),
+            )
+            .await;
+        match applied {
+            Ok(a) => tickets.push(a.durable),
+            Err(e) => tracing::warn!(sku = %product.sku, error = %e, "demo stock not set"),
+        }
+    }
+    for ticket in tickets {
+        let _ = ticket.wait().await;
+    }
+    engine.shutdown().await;
+    Ok(products.len())
 }
 
 #[cfg(test)]

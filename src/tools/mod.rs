@@ -1,0 +1,4 @@
+//! The operator's tools, part of the binary only: the load generator and the demo catalog.
+
+pub mod demo;
+pub mod loadgen;
