@@ -10,9 +10,9 @@ use tokio::task::JoinHandle;
 use crate::carts::CartService;
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::consumers::Consumers;
 use crate::domain::clock::SystemClock;
 use crate::engine::{Engine, Store};
-use crate::intake::Consumers;
 use crate::lease::FenceGuard;
 use crate::messaging::consumer::Stopping;
 use crate::messaging::Broker;
@@ -85,7 +85,7 @@ impl ActiveParts {
         .await
         .map_err(|e| format!("could not start the order pipeline: {e}"))?;
         let stopping = Stopping::default();
-        let mut workers = crate::intake::start(
+        let mut workers = crate::consumers::start(
             &broker,
             Consumers {
                 engine: engine.clone(),

@@ -1,21 +1,28 @@
 //! orderflow: an order-flow and inventory engine for online marketplaces.
 //!
-//! - [`domain`]: the pure core (ledger, products, validation).
-//! - [`engine`]: one actix actor per SKU and the write-behind persister.
-//! - [`persistence`]: Postgres through diesel and r2d2 (schema, migrations, the engine's store).
-//! - [`messaging`]: the RabbitMQ connection.
+//! - [`domain`]: the pure core — ledger, products, carts, checkout validation, the order model
+//!   and its state machine, delivery scheduling, money, stored-text rules.
+//! - [`engine`]: one actix actor per SKU, and the write-behind persister.
+//! - [`batch`]: the batching writer the persister and the order writer share.
+//! - [`persistence`]: PostgreSQL through diesel and r2d2 (schema, migrations, error classes,
+//!   the engine's store, products, carts, orders).
+//! - [`catalog`]: the in-memory catalog and the suggestion engine.
+//! - [`carts`], [`orders`]: the services — carts, and the checkout pipeline.
+//! - [`messaging`]: RabbitMQ — the connection, topology, confirmed publishing, consumers, dead
+//!   letters; [`consumers`]: the handlers behind the queues.
+//! - [`lease`], [`active`]: one active instance at a time, and what runs only on it.
 //! - [`http`]: the actix-web API.
-//! - [`startup`]: configuration and wiring of all of it.
+//! - [`config`], [`startup`]: configuration and the wiring of all of it.
 
 pub mod active;
 pub mod batch;
 pub mod carts;
 pub mod catalog;
 pub mod config;
+pub mod consumers;
 pub mod domain;
 pub mod engine;
 pub mod http;
-pub mod intake;
 pub mod lease;
 pub mod messaging;
 pub mod orders;

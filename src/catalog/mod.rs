@@ -6,151 +6,20 @@
 //! changes); each request then only filters that ranking by the live availability cells the SKU
 //! actors keep up to date — a handful of atomic loads.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
-use crate::domain::similarity;
 use crate::domain::{Product, Sku};
 use crate::engine::AvailabilityBoard;
+use index::Index;
 
-/// How many ranked neighbours are kept per product.
-const RANKED_DEPTH: usize = 64;
-/// How many price neighbours on each side each group contributes to the candidates.
-const PER_GROUP: usize = 24;
-/// Most products looked at when the cached ranking has too few in stock.
-const FALLBACK_SCAN: usize = 4096;
+mod index;
+mod suggest;
 
 pub use crate::domain::similarity::Suggestion;
-
-type PriceIndex = BTreeSet<(i64, Sku)>;
-
-#[derive(Default)]
-struct Index {
-    all: BTreeSet<Sku>,
-    by_category: HashMap<String, BTreeSet<Sku>>,
-    by_tag: HashMap<String, BTreeSet<Sku>>,
-    /// Price-ordered views, so candidates are the products nearest in price within each group
-    /// a shopper would look at — never a scan of a whole category.
-    price_all: PriceIndex,
-    price_by_category: HashMap<String, PriceIndex>,
-    price_by_tag: HashMap<String, PriceIndex>,
-    price_by_category_tag: HashMap<(String, String), PriceIndex>,
-}
-
-impl Index {
-    fn insert(&mut self, p: &Product) {
-        let category = p.category.to_lowercase();
-        let entry = (p.price_cents, p.sku.clone());
-        self.all.insert(p.sku.clone());
-        self.price_all.insert(entry.clone());
-        self.by_category
-            .entry(category.clone())
-            .or_default()
-            .insert(p.sku.clone());
-        self.price_by_category
-            .entry(category.clone())
-            .or_default()
-            .insert(entry.clone());
-        for tag in &p.tags {
-            self.by_tag
-                .entry(tag.clone())
-                .or_default()
-                .insert(p.sku.clone());
-            self.price_by_tag
-                .entry(tag.clone())
-                .or_default()
-                .insert(entry.clone());
-            self.price_by_category_tag
-                .entry((category.clone(), tag.clone()))
-                .or_default()
-                .insert(entry.clone());
-        }
-    }
-
-    fn remove(&mut self, p: &Product) {
-        let category = p.category.to_lowercase();
-        let entry = (p.price_cents, p.sku.clone());
-        self.price_all.remove(&entry);
-        if let Some(set) = self.by_category.get_mut(&category) {
-            set.remove(&p.sku);
-        }
-        if let Some(set) = self.price_by_category.get_mut(&category) {
-            set.remove(&entry);
-        }
-        for tag in &p.tags {
-            if let Some(set) = self.by_tag.get_mut(tag) {
-                set.remove(&p.sku);
-            }
-            if let Some(set) = self.price_by_tag.get_mut(tag) {
-                set.remove(&entry);
-            }
-            if let Some(set) = self
-                .price_by_category_tag
-                .get_mut(&(category.clone(), tag.clone()))
-            {
-                set.remove(&entry);
-            }
-        }
-    }
-
-    /// Candidates for `base`: the nearest in price within its category and tag, its category,
-    /// each tag, and the whole catalog.
-    fn candidates(&self, base: &Product) -> HashSet<Sku> {
-        let category = base.category.to_lowercase();
-        let mut out = HashSet::new();
-        let mut add = |set: Option<&PriceIndex>| {
-            if let Some(set) = set {
-                out.extend(price_neighbours(
-                    set,
-                    base.price_cents,
-                    &base.sku,
-                    PER_GROUP,
-                ));
-            }
-        };
-        for tag in &base.tags {
-            add(self
-                .price_by_category_tag
-                .get(&(category.clone(), tag.clone())));
-            add(self.price_by_tag.get(tag));
-        }
-        add(self.price_by_category.get(&category));
-        add(Some(&self.price_all));
-        out.remove(&base.sku);
-        out
-    }
-}
-
-/// Up to `n` SKUs on each side of `price` in `set`, nearest first, alternating sides.
-fn price_neighbours(set: &PriceIndex, price: i64, sku: &Sku, n: usize) -> Vec<Sku> {
-    let pivot = (price, sku.clone());
-    let mut below = set.range((Bound::Unbounded, Bound::Excluded(&pivot))).rev();
-    let mut above = set.range((Bound::Excluded(&pivot), Bound::Unbounded));
-    let mut out = Vec::with_capacity(2 * n);
-    let (mut b, mut a) = (below.next(), above.next());
-    while out.len() < 2 * n && (b.is_some() || a.is_some()) {
-        let take_below = match (b, a) {
-            (Some((pb, _)), Some((pa, _))) => price - pb <= pa - price,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        if take_below {
-            if let Some((_, s)) = b {
-                out.push(s.clone());
-            }
-            b = below.next();
-        } else {
-            if let Some((_, s)) = a {
-                out.push(s.clone());
-            }
-            a = above.next();
-        }
-    }
-    out
-}
 
 /// A page of products.
 pub struct Page {
@@ -267,94 +136,6 @@ impl Catalog {
             next_cursor,
         }
     }
-
-    /// The stock-independent ranking of a product's neighbours, cached.
-    fn ranking(&self, base: &Product) -> Arc<Vec<(Sku, f64)>> {
-        if let Some(r) = self.inner.ranked.get(&base.sku) {
-            return Arc::clone(r.value());
-        }
-        let candidates = self.read_index().candidates(base);
-        let mut scored: Vec<(Sku, f64)> = candidates
-            .into_iter()
-            .filter_map(|sku| {
-                let p = self.get(&sku)?;
-                Some((sku, similarity::score(base, &p)))
-            })
-            .collect();
-        sort_ranked(&mut scored);
-        scored.truncate(RANKED_DEPTH);
-        let ranked = Arc::new(scored);
-        self.inner
-            .ranked
-            .insert(base.sku.clone(), Arc::clone(&ranked));
-        ranked
-    }
-
-    /// Up to `limit` products similar to `sku` with stock now, best first; `None` for an
-    /// unknown SKU. Never the product itself, never one with nothing available.
-    pub fn similar(&self, sku: &Sku, limit: usize) -> Option<Vec<Suggestion>> {
-        let base = self.get(sku)?;
-        let mut out = Vec::with_capacity(limit);
-        if limit == 0 {
-            return Some(out);
-        }
-        let ranked = self.ranking(&base);
-        for (candidate, score) in ranked.iter() {
-            if let Some(s) = self.suggestion(candidate, *score) {
-                out.push(s);
-                if out.len() == limit {
-                    return Some(out);
-                }
-            }
-        }
-        // Too few of the nearest neighbours are in stock: widen to the whole catalog, walking
-        // outwards by price, and rank what is found.
-        let seen: HashSet<&Sku> = ranked.iter().map(|(s, _)| s).collect();
-        let wider = price_neighbours(
-            &self.read_index().price_all,
-            base.price_cents,
-            &base.sku,
-            FALLBACK_SCAN / 2,
-        );
-        let mut extra: Vec<(Sku, f64)> = wider
-            .into_iter()
-            .filter(|s| !seen.contains(s) && self.available(s) > 0)
-            .filter_map(|s| {
-                let p = self.get(&s)?;
-                Some((s, similarity::score(&base, &p)))
-            })
-            .collect();
-        sort_ranked(&mut extra);
-        for (candidate, score) in extra {
-            if out.len() == limit {
-                break;
-            }
-            if let Some(s) = self.suggestion(&candidate, score) {
-                out.push(s);
-            }
-        }
-        Some(out)
-    }
-
-    fn suggestion(&self, sku: &Sku, score: f64) -> Option<Suggestion> {
-        let available = self.available(sku);
-        if available <= 0 {
-            return None;
-        }
-        let p = self.get(sku)?;
-        Some(Suggestion {
-            sku: sku.clone(),
-            name: p.name.clone(),
-            price_cents: p.price_cents,
-            available,
-            score: (score * 1000.0).round() / 1000.0,
-        })
-    }
-}
-
-/// Best score first; SKU order breaks ties so rankings are stable.
-fn sort_ranked(v: &mut [(Sku, f64)]) {
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
 }
 
 #[cfg(test)]

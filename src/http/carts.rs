@@ -5,24 +5,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{path_sku, Active, ApiError};
-use crate::carts::CartServiceError;
 use crate::domain::cart::{CartItemInput, CustomerId};
-
-impl From<CartServiceError> for ApiError {
-    fn from(e: CartServiceError) -> Self {
-        match e {
-            CartServiceError::UnknownCart => ApiError::NotFound("unknown cart".into()),
-            CartServiceError::UnknownSku(sku) => ApiError::NotFound(format!("unknown sku {sku}")),
-            CartServiceError::Ordered(order) => ApiError::Conflict {
-                code: "cart_checked_out",
-                message: format!("the cart already produced order {order}"),
-                details: serde_json::json!({ "order_id": order }),
-            },
-            CartServiceError::WrongCustomer => ApiError::NotFound("unknown cart".into()),
-            CartServiceError::Db(e) => e.into(),
-        }
-    }
-}
 
 fn path_cart(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("unknown cart".into()))

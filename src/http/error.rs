@@ -5,8 +5,10 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
+use crate::carts::CartServiceError;
 use crate::domain::FieldErrors;
 use crate::engine::{DurabilityError, EngineError};
+use crate::orders::{CancelError, IntakeError};
 use crate::persistence::DbError;
 
 /// An error answer of the HTTP API.
@@ -158,6 +160,80 @@ impl From<DbError> for ApiError {
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
         ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Mismatch(order_id) => ApiError::Unprocessable {
+                code: "idempotency_mismatch",
+                message: "this Idempotency-Key was already used with a different request".into(),
+                details: json!({ "order_id": order_id }),
+            },
+            IntakeError::Validation(fields) => ApiError::Validation(fields),
+            IntakeError::UnknownCart => ApiError::NotFound("unknown cart".into()),
+            IntakeError::CartOrdered(order) => ApiError::Conflict {
+                code: "cart_checked_out",
+                message: format!("the cart already produced order {order}"),
+                details: json!({ "order_id": order }),
+            },
+            IntakeError::OutOfStock(items) => ApiError::Conflict {
+                code: "out_of_stock",
+                message: "some items cannot be served; nothing was ordered".into(),
+                details: json!({ "items": items }),
+            },
+            IntakeError::Unavailable(message) => ApiError::unavailable(message, 2),
+            IntakeError::Shedding {
+                backlog,
+                retry_after,
+            } => ApiError::Overloaded {
+                message: format!(
+                    "{backlog} checkouts are waiting to be processed; retry in {retry_after} s"
+                ),
+                retry_after,
+            },
+            IntakeError::Overloaded => ApiError::Overloaded {
+                message: "the checkout queue is full; retry shortly".into(),
+                retry_after: 1,
+            },
+        }
+    }
+}
+
+impl From<CartServiceError> for ApiError {
+    fn from(e: CartServiceError) -> Self {
+        match e {
+            CartServiceError::UnknownCart => ApiError::NotFound("unknown cart".into()),
+            CartServiceError::UnknownSku(sku) => ApiError::NotFound(format!("unknown sku {sku}")),
+            CartServiceError::Ordered(order) => ApiError::Conflict {
+                code: "cart_checked_out",
+                message: format!("the cart already produced order {order}"),
+                details: serde_json::json!({ "order_id": order }),
+            },
+            CartServiceError::WrongCustomer => ApiError::NotFound("unknown cart".into()),
+            CartServiceError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(fields: FieldErrors) -> Self {
+        ApiError::Validation(fields)
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound => ApiError::NotFound("unknown order".into()),
+            CancelError::NotCancellable(status) => ApiError::Conflict {
+                code: "not_cancellable",
+                message: format!("an order that is {} cannot be cancelled", status.as_str()),
+                details: json!({ "status": status }),
+            },
+            CancelError::Unavailable(m) => ApiError::unavailable(m, 2),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Active, ApiError};
 use crate::domain::checkout::CheckoutInput;
-use crate::orders::{CancelError, IntakeError, IntakeOutcome, OrderEvent};
+use crate::orders::{IntakeOutcome, OrderEvent};
 
 const KEY_HEADER: &str = "Idempotency-Key";
 
@@ -24,44 +24,6 @@ fn status_body(order_id: Uuid, status: &str) -> Value {
         "status": status,
         "status_url": format!("/v1/orders/{order_id}"),
     })
-}
-
-impl From<IntakeError> for ApiError {
-    fn from(e: IntakeError) -> Self {
-        match e {
-            IntakeError::Mismatch(order_id) => ApiError::Unprocessable {
-                code: "idempotency_mismatch",
-                message: "this Idempotency-Key was already used with a different request".into(),
-                details: json!({ "order_id": order_id }),
-            },
-            IntakeError::Validation(fields) => ApiError::Validation(fields),
-            IntakeError::UnknownCart => ApiError::NotFound("unknown cart".into()),
-            IntakeError::CartOrdered(order) => ApiError::Conflict {
-                code: "cart_checked_out",
-                message: format!("the cart already produced order {order}"),
-                details: json!({ "order_id": order }),
-            },
-            IntakeError::OutOfStock(items) => ApiError::Conflict {
-                code: "out_of_stock",
-                message: "some items cannot be served; nothing was ordered".into(),
-                details: json!({ "items": items }),
-            },
-            IntakeError::Unavailable(message) => ApiError::unavailable(message, 2),
-            IntakeError::Shedding {
-                backlog,
-                retry_after,
-            } => ApiError::Overloaded {
-                message: format!(
-                    "{backlog} checkouts are waiting to be processed; retry in {retry_after} s"
-                ),
-                retry_after,
-            },
-            IntakeError::Overloaded => ApiError::Overloaded {
-                message: "the checkout queue is full; retry shortly".into(),
-                retry_after: 1,
-            },
-        }
-    }
 }
 
 /// `POST /v1/checkout`.
@@ -116,16 +78,7 @@ pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse,
 /// `POST /v1/orders/{order_id}/cancel`.
 pub async fn cancel(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
-    match state.orders.cancel(order_id).await {
-        Ok(order) => Ok(HttpResponse::Ok().json(&order)),
-        Err(CancelError::NotFound) => Err(ApiError::NotFound("unknown order".into())),
-        Err(CancelError::NotCancellable(status)) => Err(ApiError::Conflict {
-            code: "not_cancellable",
-            message: format!("an order that is {} cannot be cancelled", status.as_str()),
-            details: json!({ "status": status }),
-        }),
-        Err(CancelError::Unavailable(m)) => Err(ApiError::unavailable(m, 2)),
-    }
+    Ok(HttpResponse::Ok().json(&state.orders.cancel(order_id).await?))
 }
 
 fn path_customer(raw: &str) -> Result<String, ApiError> {

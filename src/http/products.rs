@@ -140,9 +140,3 @@ pub async fn put(
     .json(body(&product, ledger));
     Ok(response)
 }
-
-impl From<crate::domain::FieldErrors> for ApiError {
-    fn from(fields: crate::domain::FieldErrors) -> Self {
-        ApiError::Validation(fields)
-    }
-}

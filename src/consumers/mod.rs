@@ -1,4 +1,5 @@
-//! Intake: the handlers behind the RabbitMQ consumers. Each parses and validates a message with
+//! The queue consumers: the handlers behind `orders.checkout`, `inventory.updates` and
+//! `carts.events`. Each parses and validates a message with
 //! the same rules as the HTTP API, hands it to the engine or a service, and says when the
 //! delivery may be acknowledged — only once its outcome is durable (DESIGN.md rule 1). A message
 //! that can never be processed is dead-lettered with its reason, never dropped; one that met
