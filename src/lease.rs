@@ -324,8 +324,7 @@ impl Leadership {
     pub async fn release(&self) {
         let (done, wait) = mpsc::channel();
         if self.control.send(Control::Stop(done)).is_ok() {
-            let _ = tokio::task::spawn_blocking(move || wait.recv_timeout(Duration::from_secs(5)))
-                .await;
+            let _ = crate::blocking::run(move || wait.recv_timeout(Duration::from_secs(5))).await;
         }
         let _ = self.role_tx.send(Role::Standby);
     }

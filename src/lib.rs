@@ -3,7 +3,8 @@
 //! - [`domain`]: the pure core — ledger, products, carts, checkout validation, the order model
 //!   and its state machine, delivery scheduling, money, stored-text rules.
 //! - [`engine`]: one actix actor per SKU, and the write-behind persister.
-//! - [`batch`]: the batching writer the persister and the order writer share.
+//! - [`batch`]: the batching writer the persister and the order writer share; [`blocking`]: the
+//!   one way into blocking code.
 //! - [`persistence`]: PostgreSQL through diesel and r2d2 (schema, migrations, error classes,
 //!   the engine's store, products, carts, orders).
 //! - [`catalog`]: the in-memory catalog and the suggestion engine.
@@ -16,6 +17,7 @@
 
 pub mod active;
 pub mod batch;
+pub mod blocking;
 pub mod carts;
 pub mod catalog;
 pub mod config;

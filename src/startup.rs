@@ -48,7 +48,7 @@ fn redacted_db(url: &str) -> String {
 /// Creates the database if missing and runs the migrations (`orderflow migrate`).
 pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
     let url = config.database_url.clone();
-    tokio::task::spawn_blocking(move || persistence::prepare_database(&url))
+    crate::blocking::run(move || persistence::prepare_database(&url))
         .await?
         .map_err(|source| StartupError::Database {
             url: redacted_db(&config.database_url),
@@ -99,10 +99,9 @@ impl Application {
             url: redacted_db(&config.database_url),
             source,
         };
-        let pool =
-            tokio::task::spawn_blocking(move || persistence::connect_pool(&db_url, pool_size))
-                .await?
-                .map_err(db_err)?;
+        let pool = crate::blocking::run(move || persistence::connect_pool(&db_url, pool_size))
+            .await?
+            .map_err(db_err)?;
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
             ..TopologyConfig::default()
@@ -302,6 +301,8 @@ async fn shutdown_signal() {
     }
 }
 
-fn tracing_actix() -> actix_web::middleware::Logger {
-    actix_web::middleware::Logger::new("%r %s %Dms").log_target("orderflow::http")
+/// Request logging through tracing: one span per request (method, route, status, latency,
+/// request id) that the handlers' own logs nest in.
+fn tracing_actix() -> tracing_actix_web::TracingLogger<tracing_actix_web::DefaultRootSpanBuilder> {
+    tracing_actix_web::TracingLogger::default()
 }

@@ -156,7 +156,7 @@ impl Handler<Resync> for SkuActor {
             loop {
                 let (store, persister, key) = (Arc::clone(&store), persister.clone(), sku.clone());
                 // Settle everything in flight first, so the row read is the last word.
-                let loaded = tokio::task::spawn_blocking(move || {
+                let loaded = crate::blocking::run(move || {
                     persister
                         .flush_blocking()
                         .map_err(|_| "persister stopped".to_owned())?;
@@ -184,10 +184,12 @@ impl Handler<Resync> for SkuActor {
 }
 
 /// Fault injection: replace memory with a wrong ledger.
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Corrupt(pub Ledger);
 
+#[cfg(feature = "fault-injection")]
 impl Handler<Corrupt> for SkuActor {
     type Result = ();
 
@@ -198,10 +200,12 @@ impl Handler<Corrupt> for SkuActor {
 }
 
 /// Fault injection: panic inside the actor.
+#[cfg(feature = "fault-injection")]
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Crash;
 
+#[cfg(feature = "fault-injection")]
 impl Handler<Crash> for SkuActor {
     type Result = ();
 

@@ -33,7 +33,9 @@ use dashmap::DashMap;
 use futures_util::future::join_all;
 
 use crate::domain::{Ledger, LedgerError, Sku, StockOp};
-use actor::{Apply, Corrupt, Crash, Resync, Snapshot};
+use actor::{Apply, Resync, Snapshot};
+#[cfg(feature = "fault-injection")]
+use actor::{Corrupt, Crash};
 use persister::PersisterHandle;
 
 /// Why the engine could not carry out an operation.
@@ -134,7 +136,7 @@ impl Engine {
                 feed,
             }),
         };
-        let all = tokio::task::spawn_blocking(move || store.load_all())
+        let all = crate::blocking::run(move || store.load_all())
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))??;
         for (sku, ledger) in all {
@@ -197,7 +199,7 @@ impl Engine {
         let store = Arc::clone(&self.inner.store);
         let persister = self.inner.persister.clone();
         let key = sku.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
+        let loaded = crate::blocking::run(move || {
             if after_crash {
                 // Whatever the dead actor sent must be settled before we read the row.
                 persister
@@ -237,6 +239,7 @@ impl Engine {
     /// refuses a second change with the same reference for the same SKU (it resolves as a
     /// conflict), which makes redelivered messages harmless; check [`Engine::change_applied`]
     /// first to skip them cheaply.
+    #[tracing::instrument(level = "debug", skip(self, reason, reference), fields(sku = %sku, op = ?op))]
     pub async fn apply_with_ref(
         &self,
         sku: &Sku,
@@ -304,7 +307,7 @@ impl Engine {
     pub async fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, EngineError> {
         let store = Arc::clone(&self.inner.store);
         let (sku, reference) = (sku.clone(), reference.to_owned());
-        tokio::task::spawn_blocking(move || store.change_applied(&sku, &reference))
+        crate::blocking::run(move || store.change_applied(&sku, &reference))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .map_err(EngineError::Store)
@@ -348,7 +351,7 @@ impl Engine {
     /// Blocks until every change submitted so far is settled (committed or refused).
     pub async fn flush(&self) -> Result<(), EngineError> {
         let persister = self.inner.persister.clone();
-        tokio::task::spawn_blocking(move || persister.flush_blocking())
+        crate::blocking::run(move || persister.flush_blocking())
             .await
             .map_err(|_| EngineError::Unavailable)?
             .map_err(|_| EngineError::Unavailable)
@@ -357,7 +360,7 @@ impl Engine {
     /// Drains the persister, then stops the arbiters. Changes submitted before are written.
     pub async fn shutdown(&self) {
         let persister = self.inner.persister.clone();
-        let _ = tokio::task::spawn_blocking(move || persister.stop_blocking()).await;
+        let _ = crate::blocking::run(move || persister.stop_blocking()).await;
         let owned = match self.inner.owned.lock() {
             Ok(mut owned) => std::mem::take(&mut *owned),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
@@ -370,7 +373,7 @@ impl Engine {
 
     /// Fault injection for tests: overwrite the actor's memory with a wrong ledger, bypassing
     /// the ledger rules, to prove that the database refuses what memory gets wrong.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub async fn fault_corrupt_memory(&self, sku: &Sku, ledger: Ledger) -> Result<(), EngineError> {
         let addr = self.addr(sku).await?;
         addr.send(Corrupt(ledger))
@@ -379,7 +382,7 @@ impl Engine {
     }
 
     /// Fault injection for tests: make the SKU's actor panic.
-    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub async fn fault_crash_actor(&self, sku: &Sku) -> Result<(), EngineError> {
         let addr = self.addr(sku).await?;
         // The actor dies handling this, so the reply never comes.

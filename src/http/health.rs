@@ -20,7 +20,7 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let postgres = match tokio::time::timeout(
         Duration::from_secs(3),
-        web::block(move || persistence::ping(&pool)),
+        crate::blocking::run(move || persistence::ping(&pool)),
     )
     .await
     {

@@ -34,10 +34,10 @@ use crate::persistence::DbPool;
 /// while it holds the lease.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: DbPool,
-    pub broker: Broker,
-    pub config: Arc<Config>,
-    pub leadership: Leadership,
+    pub(crate) pool: DbPool,
+    pub(crate) broker: Broker,
+    pub(crate) config: Arc<Config>,
+    pub(crate) leadership: Leadership,
     active: Arc<RwLock<Option<Arc<ActiveParts>>>>,
 }
 
@@ -50,6 +50,20 @@ impl AppState {
             leadership,
             active: Arc::default(),
         }
+    }
+
+    /// The broker connection (every instance has one).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// This instance's side of the lease.
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
     }
 
     /// The active parts, while this instance is the active one.

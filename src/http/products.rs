@@ -125,11 +125,9 @@ pub async fn put(
     let product = input.into_inner().validate(sku.clone())?;
     let pool = state.pool.clone();
     let stored = product.clone();
-    let created = web::block(move || {
-        let mut conn = pool.get()?;
-        products::upsert(&mut conn, &stored)
-    })
-    .await??;
+    let created =
+        crate::persistence::run_blocking(&pool, move |conn| products::upsert(conn, &stored))
+            .await?;
     state.catalog.upsert(product.clone());
     let ledger = live_ledger(&state, &sku).await?;
     let response = if created {

@@ -343,7 +343,7 @@ impl OrderService {
     /// Writes what the order writer holds and stops it (shutdown, after the consumers stopped).
     pub async fn shutdown(&self) {
         let writer = self.inner.writer.clone();
-        let _ = tokio::task::spawn_blocking(move || writer.stop_blocking()).await;
+        let _ = crate::blocking::run(move || writer.stop_blocking()).await;
     }
 }
 

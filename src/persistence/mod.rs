@@ -210,7 +210,7 @@ pub async fn run_blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
     f: impl FnOnce(&mut PgConnection) -> Result<T, E> + Send + 'static,
 ) -> Result<T, E> {
     let pool = pool.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::blocking::run(move || {
         let mut conn = pool.get().map_err(DbError::from)?;
         f(&mut conn)
     })

@@ -237,7 +237,7 @@ pub async fn load(
         url: orderflow::messaging::redact(&config.database_url),
         source,
     };
-    let pool = tokio::task::spawn_blocking(move || persistence::connect_pool(&url, 4))
+    let pool = orderflow::blocking::run(move || persistence::connect_pool(&url, 4))
         .await?
         .map_err(db_err)?;
     let products = catalog(n);

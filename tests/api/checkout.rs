@@ -425,7 +425,7 @@ async fn poison_messages_are_dead_lettered_and_the_service_keeps_serving() {
     let app = spawn_app().await;
     app.product("PSN-1", "c", &[], 100, 10).await;
     app.app_state
-        .broker
+        .broker()
         .publish(
             "orders",
             "checkout",

@@ -230,7 +230,7 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
 async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
     let app = spawn_app().await;
     app.product("EV-1", "c", &[], 100, 10).await;
-    let conn = app.app_state.broker.wait_connection().await;
+    let conn = app.app_state.broker().wait_connection().await;
     let channel = conn.create_channel().await.unwrap();
     let queue = channel
         .queue_declare(

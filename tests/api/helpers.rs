@@ -761,7 +761,7 @@ impl TestApp {
             props = props.with_message_id(id.into());
         }
         self.app_state
-            .broker
+            .broker()
             .publish(exchange, routing_key, body.to_string().as_bytes(), props)
             .await
             .expect("published");
@@ -771,7 +771,7 @@ impl TestApp {
     /// orderflow gave.
     pub async fn dead_letter(&self, queue: &str) -> (Value, String) {
         use lapin::options::{BasicAckOptions, BasicGetOptions};
-        let conn = self.app_state.broker.wait_connection().await;
+        let conn = self.app_state.broker().wait_connection().await;
         let channel = conn.create_channel().await.expect("channel");
         for _ in 0..100 {
             if let Some(msg) = channel

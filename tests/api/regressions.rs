@@ -76,7 +76,7 @@ async fn card_validity_is_judged_when_the_checkout_was_accepted_not_when_it_is_c
         .with_app_id(orderflow::orders::HTTP_ORIGIN.into())
         .with_timestamp(accepted_at.timestamp() as u64);
     app.app_state
-        .broker
+        .broker()
         .publish("orders", "checkout", b.to_string().as_bytes(), props)
         .await
         .unwrap();
