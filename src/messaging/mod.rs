@@ -245,20 +245,17 @@ impl Broker {
 
 /// Replaces the password of `scheme://user:password@host` with `***`.
 pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    match (rest.find(':'), rest.find('@')) {
-        (Some(colon), Some(at)) if colon < at => {
-            format!(
-                "{}{}:***{}",
-                &url[..scheme_end],
-                &rest[..colon],
-                &rest[at..]
-            )
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
         }
-        _ => url.to_owned(),
+        Ok(_) => url.to_owned(),
+        // Not a URL: it may still hold a secret; show only what precedes an `@`.
+        Err(_) => match url.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => url.to_owned(),
+        },
     }
 }
 
@@ -271,5 +268,14 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(super::redact("amqp://h/v"), "amqp://h/v");
+        // Percent-encoded passwords (an `@` or `:` inside) and IPv6 hosts.
+        assert_eq!(
+            super::redact("amqp://user:p%40ss%3Aword@[::1]:5672/vh"),
+            "amqp://user:***@[::1]:5672/vh"
+        );
+        assert_eq!(
+            super::redact("postgres://u:s3cr%2Ft@db.example:5432/orderflow?sslmode=require"),
+            "postgres://u:***@db.example:5432/orderflow?sslmode=require"
+        );
     }
 }

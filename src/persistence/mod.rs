@@ -122,26 +122,56 @@ impl From<diesel::r2d2::PoolError> for DbError {
     }
 }
 
-/// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name).
+/// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name),
+/// with a real URL parser: percent-encoded passwords, IPv6 hosts and query parameters are kept
+/// as they are; the name is percent-decoded.
 pub fn split_database_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or_else(|| format!("DATABASE_URL={url:?} must start with postgres://"))?;
-    let scheme_len = url.len() - rest.len();
-    let slash = rest
-        .find('/')
-        .ok_or_else(|| format!("DATABASE_URL={url:?} names no database (…/dbname)"))?;
-    let after = &rest[slash + 1..];
-    let (name, query) = match after.find('?') {
-        Some(q) => (&after[..q], &after[q..]),
-        None => (after, ""),
-    };
-    if name.is_empty() {
-        return Err(format!("DATABASE_URL={url:?} names no database (…/dbname)"));
+    let mut parsed = url::Url::parse(url).map_err(|e| {
+        format!(
+            "DATABASE_URL={:?} is not a URL ({e})",
+            crate::messaging::redact(url)
+        )
+    })?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "DATABASE_URL={:?} must start with postgres://",
+            crate::messaging::redact(url)
+        ));
     }
-    let maintenance = format!("{}postgres{}", &url[..scheme_len + slash + 1], query);
-    Ok((maintenance, name.to_owned()))
+    let raw_name = parsed.path().trim_start_matches('/').to_owned();
+    let name = percent_decode(&raw_name);
+    if name.is_empty() || name.contains('/') {
+        return Err(format!(
+            "DATABASE_URL={:?} names no database (…/dbname)",
+            crate::messaging::redact(url)
+        ));
+    }
+    parsed.set_path("/postgres");
+    Ok((parsed.to_string(), name))
+}
+
+/// `%xx` escapes decoded (a database name in a URL path).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Creates the database named in `url` if it does not exist yet.
@@ -248,5 +278,12 @@ mod tests {
         assert!(split_database_url("postgres://h:5432").is_err());
         assert!(split_database_url("postgres://h:5432/").is_err());
         assert!(split_database_url("mysql://h/db").is_err());
+        assert_eq!(
+            split_database_url("postgres://u:p%40ss@[::1]:5432/my%20db").unwrap(),
+            (
+                "postgres://u:p%40ss@[::1]:5432/postgres".into(),
+                "my db".into()
+            )
+        );
     }
 }
