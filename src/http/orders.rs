@@ -2,16 +2,12 @@
 //! `POST /v1/orders/{id}/cancel`, `GET /v1/customers/{id}/orders`,
 //! `GET /v1/customers/{id}/notifications`.
 
-use std::time::Duration;
-
-use actix_web::http::header;
-use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse};
-use futures_util::stream;
+use actix_web::web;
+use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
+use super::stream::Step;
 use super::{Active, ApiError};
 use crate::domain::checkout::CheckoutInput;
 use crate::orders::{IntakeOutcome, OrderEvent};
@@ -104,14 +100,16 @@ pub async fn notifications(
     Ok(HttpResponse::Ok().json(json!({ "data": notes })))
 }
 
-fn sse(event: &OrderEvent) -> String {
+fn status_event(event: &OrderEvent) -> actix_web_lab::sse::Event {
     let data = json!({ "order_id": event.order_id, "status": event.status, "at": event.at });
-    format!("event: status\ndata: {data}\n\n")
+    actix_web_lab::sse::Data::new(data.to_string())
+        .event("status")
+        .into()
 }
 
 /// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
 /// decided status.
-pub async fn events(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn events(state: Active, path: web::Path<String>) -> Result<impl Responder, ApiError> {
     let order_id = path_order(&path)?;
     // Subscribe first, so nothing falls between the history read and the live stream.
     let live = state.orders.subscribe();
@@ -120,60 +118,32 @@ pub async fn events(state: Active, path: web::Path<String>) -> Result<HttpRespon
         .get(order_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
-    let mut first = String::new();
-    for (status, at) in &order.history {
-        first.push_str(&sse(&OrderEvent {
-            order_id,
-            status: *status,
-            at: *at,
-        }));
-    }
-    let done = order.status.is_decided();
+    let first = order
+        .history
+        .iter()
+        .map(|(status, at)| {
+            status_event(&OrderEvent {
+                order_id,
+                status: *status,
+                at: *at,
+            })
+        })
+        .collect();
     // A change that happened between subscribing and reading is in the history already.
     let replayed: Vec<_> = order.history.iter().map(|(s, _)| *s).collect();
-    let head = stream::once(async move { Ok::<_, actix_web::Error>(Bytes::from(first)) });
-    let body = futures_util::StreamExt::chain(head, order_stream(live, order_id, done, replayed));
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .streaming(body))
-}
-
-fn order_stream(
-    live: tokio::sync::broadcast::Receiver<OrderEvent>,
-    order_id: Uuid,
-    done: bool,
-    replayed: Vec<crate::domain::order::OrderStatus>,
-) -> impl futures_util::Stream<Item = Result<Bytes, actix_web::Error>> {
-    let replayed = std::sync::Arc::new(replayed);
-    stream::unfold((live, done), move |(mut rx, done)| {
-        let replayed = std::sync::Arc::clone(&replayed);
-        async move {
-            if done {
-                return None;
+    Ok(super::stream::events(
+        first,
+        live,
+        order.status.is_decided(),
+        format!("re-read GET /v1/orders/{order_id}"),
+        move |event: &OrderEvent| {
+            if event.order_id != order_id || replayed.contains(&event.status) {
+                Step::Skip
+            } else if event.status.is_decided() {
+                Step::Last(status_event(event))
+            } else {
+                Step::Send(status_event(event))
             }
-            loop {
-                match tokio::time::timeout(Duration::from_secs(15), rx.recv()).await {
-                    Ok(Ok(event))
-                        if event.order_id == order_id && !replayed.contains(&event.status) =>
-                    {
-                        let finished = event.status.is_decided();
-                        return Some((Ok(Bytes::from(sse(&event))), (rx, finished)));
-                    }
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(RecvError::Lagged(n))) => {
-                        let note = format!(
-                            "event: lagged\ndata: {}\n\n",
-                            json!({ "missed": n, "hint": "re-read GET /v1/orders/{order_id}" })
-                        );
-                        return Some((Ok(Bytes::from(note)), (rx, false)));
-                    }
-                    Ok(Err(RecvError::Closed)) => return None,
-                    Err(_) => {
-                        return Some((Ok(Bytes::from_static(b": keepalive\n\n")), (rx, false)))
-                    }
-                }
-            }
-        }
-    })
+        },
+    ))
 }

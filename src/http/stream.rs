@@ -1,54 +1,99 @@
-//! `GET /v1/inventory/stream`: server-sent events, one per stock change, fed by the SKU actors.
-//!
-//! The actors publish into a bounded broadcast and never wait for readers. A reader that falls
-//! more than `STOCK_STREAM_BUFFER` events behind is not dropped silently: it receives an
-//! `event: lagged` with the number of events it missed (and should re-read the SKUs it cares
-//! about with `GET /v1/inventory/{sku}`), then continues with the oldest event still buffered.
+//! Server-sent events (through `actix-web-lab`'s `Sse`): `GET /v1/inventory/stream`, and the
+//! shared shape of every stream here — a broadcast read without ever slowing its writer. A
+//! reader that falls more than the broadcast's capacity behind is not dropped silently: it gets
+//! an `event: lagged` with the number it missed (and should re-read what it cares about), then
+//! continues with the oldest event still buffered. Idle streams get a keep-alive comment.
 
 use std::time::Duration;
 
-use actix_web::http::header;
-use actix_web::web::Bytes;
-use actix_web::HttpResponse;
-use futures_util::stream;
+use actix_web_lab::sse::{self, Sse};
+use futures_util::stream::{self, Stream};
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::Active;
 use crate::engine::StockEvent;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-fn frame(event: &StockEvent) -> Bytes {
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
-    Bytes::from(format!(
-        "id: {}:{}\nevent: stock\ndata: {data}\n\n",
-        event.sku, event.version
-    ))
+/// What to do with one message of the broadcast.
+pub(super) enum Step {
+    /// Not for this reader.
+    Skip,
+    /// Send this event.
+    Send(sse::Event),
+    /// Send this event, then end the stream.
+    Last(sse::Event),
 }
 
-pub async fn stock(state: Active) -> HttpResponse {
-    let receiver = state.engine.feed().subscribe();
-    let hello = Bytes::from_static(b": orderflow stock stream\nretry: 2000\n\n");
-    let events = stream::unfold(receiver, |mut rx| async move {
-        let chunk = match tokio::time::timeout(KEEPALIVE, rx.recv()).await {
-            Ok(Ok(event)) => frame(&event),
-            Ok(Err(RecvError::Lagged(missed))) => Bytes::from(format!(
-                "event: lagged\ndata: {}\n\n",
-                json!({ "missed": missed, "hint": "re-read GET /v1/inventory/{sku}" })
-            )),
-            Ok(Err(RecvError::Closed)) => return None,
-            Err(_) => Bytes::from_static(b": keepalive\n\n"),
-        };
-        Some((Ok::<_, actix_web::Error>(chunk), rx))
+type Events = std::pin::Pin<Box<dyn Stream<Item = sse::Event>>>;
+
+/// `first` (a replay), then every broadcast message `step` lets through, with `lagged` notes
+/// saying `hint` when the reader fell behind. Ends when `step` says `Last`, or at once when
+/// `finished`.
+pub(super) fn events<T: Clone + 'static>(
+    first: Vec<sse::Event>,
+    receiver: broadcast::Receiver<T>,
+    finished: bool,
+    hint: String,
+    step: impl Fn(&T) -> Step + 'static,
+) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>> {
+    let (step, hint) = (std::rc::Rc::new(step), std::rc::Rc::new(hint));
+    let live = stream::unfold((receiver, finished), move |(mut rx, done)| {
+        let (step, hint) = (std::rc::Rc::clone(&step), std::rc::Rc::clone(&hint));
+        async move {
+            if done {
+                return None;
+            }
+            let (event, last) = next_event(&mut rx, &*step, &hint).await?;
+            Some((event, (rx, last)))
+        }
     });
-    let body = futures_util::StreamExt::chain(
-        stream::once(async move { Ok::<_, actix_web::Error>(hello) }),
-        events,
-    );
-    HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body)
+    let replay: Events = Box::pin(stream::iter(first));
+    let body = futures_util::StreamExt::chain(replay, live);
+    Sse::from_infallible_stream(body).with_keep_alive(KEEPALIVE)
+}
+
+/// The next event for this reader (and whether it is the last), or `None` when the writer is gone.
+async fn next_event<T: Clone>(
+    rx: &mut broadcast::Receiver<T>,
+    step: &impl Fn(&T) -> Step,
+    hint: &str,
+) -> Option<(sse::Event, bool)> {
+    loop {
+        match rx.recv().await {
+            Ok(message) => match step(&message) {
+                Step::Skip => continue,
+                Step::Send(event) => return Some((event, false)),
+                Step::Last(event) => return Some((event, true)),
+            },
+            Err(RecvError::Lagged(missed)) => {
+                let note = sse::Data::new(json!({ "missed": missed, "hint": hint }).to_string())
+                    .event("lagged");
+                return Some((note.into(), false));
+            }
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// One stock change as an event (`id: {sku}:{version}`, `event: stock`).
+fn stock_event(event: &StockEvent) -> sse::Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    sse::Data::new(data)
+        .event("stock")
+        .id(format!("{}:{}", event.sku, event.version))
+        .into()
+}
+
+/// `GET /v1/inventory/stream`: one event per committed stock change.
+pub async fn stock(state: Active) -> impl actix_web::Responder {
+    events(
+        vec![sse::Event::Comment("orderflow stock stream".into())],
+        state.engine.feed().subscribe(),
+        false,
+        "re-read GET /v1/inventory/{sku}".into(),
+        |event| Step::Send(stock_event(event)),
+    )
+    .with_retry_duration(Duration::from_secs(2))
 }
