@@ -8,6 +8,7 @@ pub mod cart;
 pub mod checkout;
 pub mod clock;
 pub mod delivery;
+pub mod documents;
 pub mod inventory;
 pub mod ledger;
 pub mod money;
