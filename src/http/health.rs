@@ -9,6 +9,7 @@ use super::AppState;
 use crate::lease::Role;
 use crate::persistence;
 
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process runs", body = Object)))]
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
@@ -16,6 +17,7 @@ pub async fn live() -> HttpResponse {
 /// Real checks: a `SELECT 1` through the pool, the broker connection, and — on the active
 /// instance — the engine's persister and the order writer. A standby answers 503 with
 /// `"role": "standby"`, so a load balancer routes to the active one.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Active and every check ok: role, epoch, checks", body = Object), (status = 503, description = "A check failing, or a standby (`role`)", body = Object)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let postgres = match tokio::time::timeout(

@@ -6,6 +6,8 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::auth::Admin;
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
 use super::{ok_json, path_sku, Active, ApiError};
 use crate::active::ActiveParts;
 use crate::domain::inventory::{StockUpdateInput, UpdateForm};
@@ -21,6 +23,7 @@ fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "sku, on_hand, reserved, available, version", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let ledger = state
@@ -55,6 +58,7 @@ async fn apply_durably(
     }
 }
 
+#[utoipa::path(put, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "on_hand"), security(("admin" = [])), responses((status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,
@@ -66,6 +70,7 @@ pub async fn put(
     apply_durably(&state, &sku, update.op, update.reason, "on_hand").await
 }
 
+#[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "delta, reason"), security(("admin" = [])), responses((status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn adjust(
     _admin: Admin,
     state: Active,

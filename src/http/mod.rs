@@ -6,6 +6,7 @@ mod carts;
 pub mod error;
 mod health;
 mod inventory;
+pub mod openapi;
 mod orders;
 mod products;
 mod stream;
@@ -118,6 +119,46 @@ impl FromRequest for Active {
     }
 }
 
+/// Declares the routes once: `ROUTES` (what the OpenAPI test compares with the document) and
+/// `register` (what the app serves) come from the same list, so they cannot drift apart.
+macro_rules! api_routes {
+    ($( $path:literal => { $( $method:ident : $handler:path ),+ $(,)? } ),* $(,)?) => {
+        /// Every `(method, path)` the app registers.
+        pub const ROUTES: &[(&str, &str)] = &[ $( $( (stringify!($method), $path), )+ )* ];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(
+                cfg.service(
+                    web::resource($path)
+                        $( .route(web::$method().to($handler)) )+
+                        .default_service(web::to(method_not_allowed)),
+                );
+            )*
+        }
+    };
+}
+
+api_routes! {
+    "/health/live" => { get: health::live },
+    "/health/ready" => { get: health::ready },
+    "/openapi.json" => { get: openapi::document },
+    "/v1/products" => { get: products::list },
+    "/v1/products/{sku}/similar" => { get: products::similar },
+    "/v1/products/{sku}" => { get: products::get, put: products::put },
+    "/v1/carts" => { post: carts::create },
+    "/v1/carts/{cart_id}" => { get: carts::get },
+    "/v1/carts/{cart_id}/items/{sku}" => { put: carts::put_item },
+    "/v1/checkout" => { post: orders::checkout },
+    "/v1/orders/{order_id}" => { get: orders::get },
+    "/v1/orders/{order_id}/events" => { get: orders::events },
+    "/v1/orders/{order_id}/cancel" => { post: orders::cancel },
+    "/v1/customers/{customer_id}/orders" => { get: orders::of_customer },
+    "/v1/customers/{customer_id}/notifications" => { get: orders::notifications },
+    "/v1/inventory/stream" => { get: stream::stock },
+    "/v1/inventory/{sku}" => { get: inventory::get, put: inventory::put },
+    "/v1/inventory/{sku}/adjustments" => { post: inventory::adjust },
+}
+
 /// Registers every route, with the JSON and path error handlers that turn extractor failures
 /// into the API's error body.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -136,93 +177,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             .app_data(web::PathConfig::default().error_handler(|e: PathError, _| {
                 ApiError::NotFound(format!("no such resource: {e}")).into()
             }))
-            .service(
-                web::resource("/health/live")
-                    .route(web::get().to(health::live))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/health/ready")
-                    .route(web::get().to(health::ready))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/products")
-                    .route(web::get().to(products::list))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/products/{sku}/similar")
-                    .route(web::get().to(products::similar))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/products/{sku}")
-                    .route(web::get().to(products::get))
-                    .route(web::put().to(products::put))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/carts")
-                    .route(web::post().to(carts::create))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/carts/{cart_id}")
-                    .route(web::get().to(carts::get))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/carts/{cart_id}/items/{sku}")
-                    .route(web::put().to(carts::put_item))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/checkout")
-                    .route(web::post().to(orders::checkout))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/orders/{order_id}")
-                    .route(web::get().to(orders::get))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/orders/{order_id}/events")
-                    .route(web::get().to(orders::events))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/orders/{order_id}/cancel")
-                    .route(web::post().to(orders::cancel))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/customers/{customer_id}/orders")
-                    .route(web::get().to(orders::of_customer))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/customers/{customer_id}/notifications")
-                    .route(web::get().to(orders::notifications))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/inventory/stream")
-                    .route(web::get().to(stream::stock))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/inventory/{sku}")
-                    .route(web::get().to(inventory::get))
-                    .route(web::put().to(inventory::put))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/inventory/{sku}/adjustments")
-                    .route(web::post().to(inventory::adjust))
-                    .default_service(web::to(method_not_allowed)),
-            );
+            .configure(register);
     }
 }
 

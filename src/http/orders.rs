@@ -7,6 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
 use super::stream::Step;
 use super::{Active, ApiError};
 use crate::domain::checkout::CheckoutInput;
@@ -23,6 +25,7 @@ fn status_body(order_id: Uuid, status: &str) -> Value {
 }
 
 /// `POST /v1/checkout`.
+#[utoipa::path(post, path = "/v1/checkout", tag = "orders", params(("Idempotency-Key" = String, Header, description = "1 to 255 characters")), request_body(content = Object, description = "customer_id, cart_id or items, payment, shipping_address, delivery_method"), responses((status = 200, description = "The key's order exists", body = Object), (status = 202, description = "Queued (broker confirmed): order_id, status, status_url", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 409, description = "Out of stock at the door (`out_of_stock`, with suggestions)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed or `idempotency_mismatch`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn checkout(
     state: Active,
     req: HttpRequest,
@@ -61,6 +64,7 @@ fn path_order(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /v1/orders/{order_id}`.
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "The order with its history", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     let order = state
@@ -72,6 +76,7 @@ pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse,
 }
 
 /// `POST /v1/orders/{order_id}/cancel`.
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn cancel(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let order_id = path_order(&path)?;
     Ok(HttpResponse::Ok().json(&state.orders.cancel(order_id).await?))
@@ -84,6 +89,7 @@ fn path_customer(raw: &str) -> Result<String, ApiError> {
 }
 
 /// `GET /v1/customers/{customer_id}/orders`.
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/orders", tag = "orders", params(("customer_id" = String, Path)), responses((status = 200, description = "The customer's orders, newest first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn of_customer(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let customer = path_customer(&path)?;
     let orders = state.orders.of_customer(customer).await?;
@@ -91,6 +97,7 @@ pub async fn of_customer(state: Active, path: web::Path<String>) -> Result<HttpR
 }
 
 /// `GET /v1/customers/{customer_id}/notifications`.
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", params(("customer_id" = String, Path)), responses((status = 200, description = "The customer's notifications, newest first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn notifications(
     state: Active,
     path: web::Path<String>,
@@ -109,6 +116,7 @@ fn status_event(event: &OrderEvent) -> actix_web_lab::sse::Event {
 
 /// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
 /// decided status.
+#[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "Server-sent events of status changes, ending at a decision", content_type = "text/event-stream"), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn events(state: Active, path: web::Path<String>) -> Result<impl Responder, ApiError> {
     let order_id = path_order(&path)?;
     // Subscribe first, so nothing falls between the history read and the live stream.

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::Admin;
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
 use super::{path_sku, Active, ApiError};
 use crate::active::ActiveParts;
 use crate::domain::{Ledger, Product, ProductInput, Sku};
@@ -38,6 +40,7 @@ async fn live_ledger(state: &ActiveParts, sku: &Sku) -> Result<Ledger, ApiError>
     }
 }
 
+#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "The product with live stock", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let product = state
@@ -75,6 +78,7 @@ pub(super) fn parse_limit(
 }
 
 /// `GET /v1/products?category=&tag=&limit=&cursor=`: the catalog in SKU order, with live stock.
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(("category" = Option<String>, Query), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "A page of products with live stock and `next_cursor`", body = Object), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn list(state: Active, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = parse_limit(query.limit.as_deref(), 20, 100)?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -101,6 +105,7 @@ pub struct SimilarQuery {
 }
 
 /// `GET /v1/products/{sku}/similar?limit=5`: similar products in stock now.
+#[utoipa::path(get, path = "/v1/products/{sku}/similar", tag = "catalog", params(("sku" = String, Path, description = "SKU code"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "Similar products in stock, best first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn similar(
     state: Active,
     path: web::Path<String>,
@@ -115,6 +120,7 @@ pub async fn similar(
     Ok(HttpResponse::Ok().json(json!({ "sku": sku, "suggestions": suggestions })))
 }
 
+#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "name, category, tags, price_cents, currency?, attributes?"), security(("admin" = [])), responses((status = 200, description = "Replaced", body = Object), (status = 201, description = "Created", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,

@@ -11,6 +11,8 @@ use futures_util::stream::{self, Stream};
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
 use super::Active;
 use crate::engine::StockEvent;
 
@@ -87,6 +89,7 @@ fn stock_event(event: &StockEvent) -> sse::Event {
 }
 
 /// `GET /v1/inventory/stream`: one event per committed stock change.
+#[utoipa::path(get, path = "/v1/inventory/stream", tag = "inventory", responses((status = 200, description = "Server-sent events, one per committed stock change; `lagged` when a reader falls behind", content_type = "text/event-stream"), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn stock(state: Active) -> impl actix_web::Responder {
     events(
         vec![sse::Event::Comment("orderflow stock stream".into())],

@@ -518,3 +518,54 @@ fn the_command_line_explains_itself_and_refuses_usage_errors_with_2() {
         );
     }
 }
+
+#[test]
+fn every_route_the_app_registers_is_in_the_openapi_document_and_nothing_else() {
+    use std::collections::BTreeSet;
+    use utoipa::OpenApi;
+    let doc = serde_json::to_value(orderflow::http::openapi::ApiDoc::openapi()).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                documented.insert((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    let registered: BTreeSet<(String, String)> = orderflow::http::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        registered.difference(&documented).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "registered but not documented"
+    );
+    assert_eq!(
+        documented.difference(&registered).collect::<Vec<_>>(),
+        Vec::<&(String, String)>::new(),
+        "documented but not registered"
+    );
+    // Every documented answer of an error status carries the error body.
+    let text = doc.to_string();
+    assert!(text.contains("#/components/schemas/ErrorBody"));
+}
+
+#[actix_web::test]
+async fn the_openapi_document_is_served() {
+    let app = spawn_app().await;
+    let r = app.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body["paths"]["/v1/checkout"]["post"].is_object(),
+        "{}",
+        r.body
+    );
+    assert!(r.body["components"]["securitySchemes"]["admin"].is_object());
+    app.stop().await;
+}
