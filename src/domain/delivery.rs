@@ -132,12 +132,8 @@ pub fn schedule(
 
 /// A carrier-style tracking code (`SX123456789BR`), derived from the order so it is stable.
 pub fn tracking_code(prefix: &str, method: DeliveryMethod, order_key: &str) -> String {
-    // FNV-1a over the key: stable across runs and machines.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in order_key.bytes().chain(method.as_str().bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    // Stable across runs and machines.
+    let h = super::fnv1a(order_key.bytes().chain(method.as_str().bytes()));
     format!("{prefix}{:09}BR", h % 1_000_000_000)
 }
 

@@ -18,6 +18,14 @@ pub mod similarity;
 pub mod sku;
 pub mod validation;
 
+/// FNV-1a over bytes: a stable 64-bit hash (the same on every run and machine), for fingerprints
+/// and tracking codes — not for anything that must resist an attacker.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 pub use ledger::{Ledger, LedgerError, OnHandEffect, StockChange, StockLevel, StockOp};
 pub use product::{Product, ProductInput};
 pub use sku::Sku;

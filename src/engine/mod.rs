@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use futures_util::future::join_all;
 
 use crate::domain::{Ledger, LedgerError, Sku, StockOp};
 use actor::{Apply, Resync, Snapshot};
@@ -96,14 +95,6 @@ struct Inner {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
-}
-
-/// A line that could not be reserved in an all-or-nothing reservation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineFailure {
-    pub sku: Sku,
-    pub requested: i64,
-    pub error: EngineError,
 }
 
 impl Engine {
@@ -270,36 +261,6 @@ impl Engine {
     /// Reserves `qty` units of one SKU.
     pub async fn reserve(&self, sku: &Sku, qty: i64) -> Result<Applied, EngineError> {
         self.apply(sku, StockOp::Reserve(qty), None).await
-    }
-
-    /// Reserves every line or none (DESIGN.md rule 5): each line at its own actor, concurrently;
-    /// if any fails, the lines that succeeded are released again. No actor ever waits on another.
-    pub async fn reserve_all(
-        &self,
-        lines: &[(Sku, i64)],
-    ) -> Result<Vec<Applied>, Vec<LineFailure>> {
-        let results = join_all(lines.iter().map(|(sku, q)| self.reserve(sku, *q))).await;
-        if results.iter().all(Result::is_ok) {
-            return Ok(results.into_iter().flatten().collect());
-        }
-        let mut failures = Vec::new();
-        let mut compensations = Vec::new();
-        for ((sku, qty), result) in lines.iter().zip(results) {
-            match result {
-                Ok(_) => compensations.push(self.apply(sku, StockOp::Release(*qty), None)),
-                Err(error) => failures.push(LineFailure {
-                    sku: sku.clone(),
-                    requested: *qty,
-                    error,
-                }),
-            }
-        }
-        for (result, (sku, _)) in join_all(compensations).await.into_iter().zip(lines) {
-            if let Err(e) = result {
-                tracing::error!(%sku, error = %e, "could not release a reservation while compensating");
-            }
-        }
-        Err(failures)
     }
 
     /// Whether a change with this reference was committed for this SKU (blocking store call on a

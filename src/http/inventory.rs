@@ -65,9 +65,7 @@ pub async fn put(
     path: web::Path<String>,
     input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let sku = path_sku(&path)?;
-    let update = input.validate(UpdateForm::Count)?;
-    apply_durably(&state, &sku, update.op, update.reason, "on_hand").await
+    update(&state, &path, &input, UpdateForm::Count, "on_hand").await
 }
 
 #[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "delta, reason"), security(("admin" = [])), responses((status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
@@ -77,7 +75,18 @@ pub async fn adjust(
     path: web::Path<String>,
     input: web::Json<StockUpdateInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let sku = path_sku(&path)?;
-    let update = input.validate(UpdateForm::Adjustment)?;
-    apply_durably(&state, &sku, update.op, update.reason, "delta").await
+    update(&state, &path, &input, UpdateForm::Adjustment, "delta").await
+}
+
+/// A stock update of the given form on the SKU in the path, answered once durable.
+async fn update(
+    state: &ActiveParts,
+    path: &str,
+    input: &StockUpdateInput,
+    form: UpdateForm,
+    field: &str,
+) -> Result<HttpResponse, ApiError> {
+    let sku = path_sku(path)?;
+    let update = input.validate(form)?;
+    apply_durably(state, &sku, update.op, update.reason, field).await
 }

@@ -71,18 +71,28 @@ async fn channel_and_count(
     Ok((channel, declared.message_count()))
 }
 
+/// The next dead letter (unacknowledged: it goes back if the channel closes without an ack).
+async fn next(
+    channel: &lapin::Channel,
+    dead: &str,
+) -> Result<Option<lapin::message::Delivery>, BrokerError> {
+    Ok(channel
+        .basic_get(dead.into(), BasicGetOptions { no_ack: false })
+        .await
+        .map_err(|e| BrokerError(e.to_string()))?
+        .map(|m| m.delivery))
+}
+
 /// The dead letters of `queue`, oldest first; they stay where they are.
 pub async fn list(broker: &Broker, queue: QueueSpec) -> Result<Vec<DeadLetter>, BrokerError> {
     let (channel, count) = channel_and_count(broker, queue).await?;
     let dead = queue.dead_letter_queue();
     let mut letters = Vec::new();
     for _ in 0..count {
-        let got = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .map_err(|e| BrokerError(e.to_string()))?;
-        let Some(message) = got else { break };
-        let props = &message.delivery.properties;
+        let Some(delivery) = next(&channel, &dead).await? else {
+            break;
+        };
+        let props = &delivery.properties;
         letters.push(DeadLetter {
             message_id: props.message_id().as_ref().map(|m| m.to_string()),
             reason: props
@@ -90,7 +100,7 @@ pub async fn list(broker: &Broker, queue: QueueSpec) -> Result<Vec<DeadLetter>, 
                 .as_ref()
                 .and_then(|h| h.inner().get(REASON_HEADER).map(text))
                 .unwrap_or_default(),
-            body: String::from_utf8_lossy(&message.delivery.data).into_owned(),
+            body: String::from_utf8_lossy(&delivery.data).into_owned(),
         });
     }
     // Every message goes back, untouched.
@@ -105,12 +115,9 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
     let dead = queue.dead_letter_queue();
     let mut report = Replayed::default();
     for _ in 0..count {
-        let got = channel
-            .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .map_err(|e| BrokerError(e.to_string()))?;
-        let Some(message) = got else { break };
-        let delivery = message.delivery;
+        let Some(delivery) = next(&channel, &dead).await? else {
+            break;
+        };
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         let replays = match headers.inner().get(REPLAY_HEADER) {
             Some(AMQPValue::LongLongInt(n)) => *n,

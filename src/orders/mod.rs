@@ -75,13 +75,10 @@ pub fn order_id_for(key: &str) -> Uuid {
 /// `serde_json::Value` keeps object keys sorted (the crate is built without `preserve_order`) and
 /// writes numbers and strings one way; [`canonical_json`] spells that out.
 pub fn fingerprint(body: &serde_json::Value) -> String {
-    let canonical = canonical_json(body);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in canonical.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!(
+        "{:016x}",
+        crate::domain::fnv1a(canonical_json(body).bytes())
+    )
 }
 
 /// JSON with object keys in sorted order and no whitespace, whatever order they came in.

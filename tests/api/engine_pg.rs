@@ -232,41 +232,6 @@ async fn a_thousand_concurrent_reservations_sell_exactly_the_stock_across_a_rest
 }
 
 #[actix_web::test]
-async fn multi_sku_reservations_are_all_or_nothing() {
-    let db = TestDb::new();
-    seed_products(&db, &["M1", "M2", "M3"]);
-    let engine = engine_on(&db).await;
-    durably(&engine, &sku("M1"), StockOp::SetOnHand(5)).await;
-    durably(&engine, &sku("M2"), StockOp::SetOnHand(1)).await;
-    durably(&engine, &sku("M3"), StockOp::SetOnHand(5)).await;
-
-    let lines = vec![(sku("M1"), 2), (sku("M2"), 3), (sku("M3"), 2)];
-    let failures = engine.reserve_all(&lines).await.unwrap_err();
-    assert_eq!(failures.len(), 1);
-    assert_eq!(failures[0].sku, sku("M2"));
-    engine.flush().await.unwrap();
-    for n in ["M1", "M2", "M3"] {
-        assert_eq!(
-            engine.ledger(&sku(n)).await.unwrap().level.reserved,
-            0,
-            "{n}"
-        );
-        assert_eq!(db.stock(n).1, 0, "{n} reserved on disk");
-    }
-
-    let ok = engine
-        .reserve_all(&[(sku("M1"), 2), (sku("M2"), 1)])
-        .await
-        .expect("all lines fit");
-    for applied in ok {
-        applied.durable.wait().await.unwrap();
-    }
-    assert_eq!(db.stock("M1").1, 2);
-    assert_eq!(db.stock("M2").1, 1);
-    engine.shutdown().await;
-}
-
-#[actix_web::test]
 async fn a_crashed_actor_is_replaced_from_durable_state() {
     let db = TestDb::new();
     seed_products(&db, &["X"]);
