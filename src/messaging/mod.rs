@@ -243,6 +243,21 @@ impl Broker {
     }
 }
 
+/// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Replaces the password of `scheme://user:password@host` with `***`.
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {

@@ -36,7 +36,7 @@ impl From<crate::persistence::DbError> for CancelError {
 
 impl From<StepError> for CancelError {
     fn from(e: StepError) -> Self {
-        CancelError::Unavailable(e.to_string())
+        CancelError::Unavailable(crate::messaging::error_chain(&e))
     }
 }
 

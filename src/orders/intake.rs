@@ -59,12 +59,14 @@ pub enum IntakeError {
 impl From<StepError> for IntakeError {
     fn from(e: StepError) -> Self {
         match e {
-            StepError::Transient(why) => {
-                IntakeError::Unavailable(format!("the database is unavailable: {why}"))
-            }
-            StepError::Refused(why) => {
-                IntakeError::Validation(FieldErrors::single("body", format!("refused: {why}")))
-            }
+            StepError::Transient(why) => IntakeError::Unavailable(format!(
+                "the database is unavailable: {}",
+                crate::messaging::error_chain(&why)
+            )),
+            StepError::Refused(why) => IntakeError::Validation(FieldErrors::single(
+                "body",
+                format!("refused: {}", crate::messaging::error_chain(&why)),
+            )),
             StepError::Fenced => {
                 IntakeError::Unavailable("this instance is no longer the active one".into())
             }
@@ -125,7 +127,7 @@ impl OrderService {
             }
             OrderWritten::Key(KeyState::New) => {}
             other => {
-                return Err(StepError::Refused(format!("internal: {other:?}")).into());
+                return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
             }
         }
         let lines = self.intake_lines(checkout, &deadline).await?;

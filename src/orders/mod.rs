@@ -136,15 +136,53 @@ impl Default for OrderConfig {
     }
 }
 
+/// What went wrong in a step: a message, and the error that caused it (kept as the source, so a
+/// log shows the whole chain).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Cause {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A cause with the error behind it.
+    pub fn of(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            message: message.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Cause {
+        Cause {
+            message,
+            source: None,
+        }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Cause {
+        Cause::from(message.to_owned())
+    }
+}
+
 /// Why a step of the pipeline could not finish.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StepError {
     /// A dependency is away: the step can succeed later (DESIGN.md rule 8).
-    #[error("{0}")]
-    Transient(String),
+    #[error(transparent)]
+    Transient(Cause),
     /// The database refused what the step carries: retrying cannot help.
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(Cause),
     /// Another instance holds the lease now: this one must stop acting (the delivery goes back
     /// to the queue with its channel, untouched).
     #[error("fenced: another instance is active")]
@@ -154,9 +192,9 @@ pub enum StepError {
 impl From<DbError> for StepError {
     fn from(e: DbError) -> Self {
         if e.is_transient() {
-            StepError::Transient(e.to_string())
+            StepError::Transient(Cause::of("the database is away", e))
         } else {
-            StepError::Refused(e.to_string())
+            StepError::Refused(Cause::of("the database refused it", e))
         }
     }
 }
@@ -164,7 +202,7 @@ impl From<DbError> for StepError {
 impl From<WriteError> for StepError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::Refused(why) => StepError::Refused(why),
+            WriteError::Refused(why) => StepError::Refused(why.into()),
             WriteError::Stopped => StepError::Transient("the order writer stopped".into()),
             WriteError::Fenced => StepError::Fenced,
         }

@@ -103,14 +103,14 @@ impl OrderService {
         let _guard = self.lock(order_id).lock().await;
         loop {
             match self.run(&request, order_id, &deadline).await {
-                Ok(Some(reason)) | Err(StepError::Refused(reason)) => {
-                    self.inner.published.remove(&order_id);
-                    tracing::warn!(%order_id, %reason, "checkout cannot be processed");
-                    return Outcome::DeadLetter(reason);
+                Ok(Some(reason)) => return self.dead_letter(order_id, reason),
+                Err(StepError::Refused(cause)) => {
+                    return self.dead_letter(order_id, crate::messaging::error_chain(&cause))
                 }
                 Ok(None) => return Outcome::Ack,
                 Err(StepError::Fenced) => return Outcome::Abandon,
-                Err(StepError::Transient(e)) => {
+                Err(StepError::Transient(cause)) => {
+                    let e = crate::messaging::error_chain(&cause);
                     if deadline.passed() {
                         tracing::warn!(%order_id, error = %e, "order processing handed back to the queue");
                         return Outcome::Retry;
@@ -120,6 +120,13 @@ impl OrderService {
                 }
             }
         }
+    }
+
+    /// The message can never make an order: dead-letter it with the reason.
+    fn dead_letter(&self, order_id: uuid::Uuid, reason: String) -> Outcome {
+        self.inner.published.remove(&order_id);
+        tracing::warn!(%order_id, %reason, "checkout cannot be processed");
+        Outcome::DeadLetter(reason)
     }
 
     /// Takes the order to a decision. `Ok(Some(reason))` when the message can never make one.
@@ -233,7 +240,7 @@ impl OrderService {
         } else {
             authorize.await
         }
-        .map_err(StepError::Transient)?;
+        .map_err(|e| StepError::Transient(e.into()))?;
         match auth {
             Authorization::Approved { .. } => {
                 let method = checkout.delivery_method;
@@ -398,7 +405,7 @@ impl OrderService {
         };
         let created = match self.write(OrderWrite::Create(row), deadline).await? {
             OrderWritten::Created(created) => created,
-            other => return Err(StepError::Refused(format!("internal: {other:?}"))),
+            other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
         };
         self.inner.published.remove(&order_id);
         if created {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use uuid::Uuid;
 
-use super::{Deadline, OrderService, StepError, SUGGESTIONS};
+use super::{Cause, Deadline, OrderService, StepError, SUGGESTIONS};
 use crate::domain::order::ShortLine;
 use crate::domain::{LedgerError, Sku, StockOp};
 use crate::engine::{DurabilityError, EngineError};
@@ -42,8 +42,10 @@ fn release_ref(order_id: Uuid) -> String {
 impl From<EngineError> for StepError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Store(s) if !s.is_transient() => StepError::Refused(s.to_string()),
-            other => StepError::Transient(other.to_string()),
+            EngineError::Store(s) if !s.is_transient() => {
+                StepError::Refused(Cause::of("the database refused it", s))
+            }
+            other => StepError::Transient(Cause::of("the stock engine could not answer", other)),
         }
     }
 }
@@ -106,7 +108,7 @@ impl OrderService {
         deadline
             .bound(self.inner.engine.flush())
             .await?
-            .map_err(|e| StepError::Transient(e.to_string()))
+            .map_err(|e| StepError::Transient(Cause::of("the stock engine could not flush", e)))
     }
 
     /// Lines the engine already knows it cannot serve, with suggestions.
@@ -151,9 +153,9 @@ impl OrderService {
                     .map(|f| f.as_ref() == Some(sku))
                     .unwrap_or(false);
                 if fail {
-                    return Err(StepError::Transient(format!(
-                        "fault injection: release of {sku}"
-                    )));
+                    return Err(StepError::Transient(
+                        format!("fault injection: release of {sku}").into(),
+                    ));
                 }
             }
             if check_first && !self.applied(sku, &reserved, deadline).await? {
@@ -200,9 +202,9 @@ impl OrderService {
     ) -> Result<Line, StepError> {
         loop {
             if deadline.passed() {
-                return Err(StepError::Transient(format!(
-                    "stock change on {sku} did not settle"
-                )));
+                return Err(StepError::Transient(
+                    format!("stock change on {sku} did not settle").into(),
+                ));
             }
             if check_first && self.applied(sku, reference, deadline).await? {
                 return Ok(Line::Done);
@@ -219,7 +221,9 @@ impl OrderService {
                     Ok(()) => return Ok(Line::Done),
                     // Memory was wrong, or this reference is already in: look, then retry.
                     Err(DurabilityError::Conflict) => check_first = true,
-                    Err(DurabilityError::Refused(why)) => return Err(StepError::Refused(why)),
+                    Err(DurabilityError::Refused(why)) => {
+                        return Err(StepError::Refused(why.into()))
+                    }
                     Err(DurabilityError::Fenced) => return Err(StepError::Fenced),
                     Err(DurabilityError::Stopped) => {
                         return Err(StepError::Transient("the engine is stopping".into()))
@@ -232,7 +236,9 @@ impl OrderService {
                     return Ok(Line::Short(0))
                 }
                 Err(EngineError::Rejected(e)) => {
-                    return Err(StepError::Refused(format!("stock change refused: {e}")))
+                    return Err(StepError::Refused(
+                        format!("stock change refused: {e}").into(),
+                    ))
                 }
                 Err(EngineError::UnknownSku) => return Ok(Line::Short(0)),
                 Err(EngineError::Overloaded) => tokio::time::sleep(Duration::from_millis(2)).await,

@@ -65,10 +65,9 @@ impl OrderService {
         };
         if !allowed {
             // A bug, not an outage: retrying would ask the same.
-            return Err(StepError::Refused(format!(
-                "{:?} cannot become {:?}",
-                order.status, step.to
-            )));
+            return Err(StepError::Refused(
+                format!("{:?} cannot become {:?}", order.status, step.to).into(),
+            ));
         }
         let now = self.inner.clock.now();
         let reason = step.rejection.as_ref().map(|r| r.reason);
@@ -110,7 +109,7 @@ impl OrderService {
         };
         let moved = match self.write(OrderWrite::Transition(row), deadline).await? {
             OrderWritten::Moved(moved) => moved,
-            other => return Err(StepError::Refused(format!("internal: {other:?}"))),
+            other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
         };
         if !moved {
             *order = self.reload(order.order_id, deadline).await?;
@@ -170,7 +169,7 @@ impl OrderService {
         deadline
             .bound(self.get(order_id))
             .await??
-            .ok_or_else(|| StepError::Refused(format!("order {order_id} is gone")))
+            .ok_or_else(|| StepError::Refused(format!("order {order_id} is gone").into()))
     }
 
     /// Announces the order's current status: in-process stream and `order.events`.
