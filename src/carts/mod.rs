@@ -39,29 +39,25 @@ pub struct CartView {
     pub currency: String,
 }
 
-/// Why a cart operation failed.
+/// Why a cart operation failed: the cart store's reasons, or a SKU the catalog does not know.
 #[derive(Debug, thiserror::Error)]
 pub enum CartServiceError {
-    #[error("unknown cart")]
-    UnknownCart,
     #[error("unknown sku {0}")]
     UnknownSku(Sku),
-    #[error("the cart already produced order {0}")]
-    Ordered(Uuid),
-    #[error("the cart belongs to another customer")]
-    WrongCustomer,
     #[error(transparent)]
-    Db(#[from] DbError),
+    Cart(#[from] CartError),
 }
 
-impl From<CartError> for CartServiceError {
-    fn from(e: CartError) -> Self {
-        match e {
-            CartError::NotFound => CartServiceError::UnknownCart,
-            CartError::Ordered(o) => CartServiceError::Ordered(o),
-            CartError::WrongCustomer => CartServiceError::WrongCustomer,
-            CartError::Db(e) => CartServiceError::Db(e),
-        }
+impl From<DbError> for CartServiceError {
+    fn from(e: DbError) -> Self {
+        CartServiceError::Cart(CartError::Db(e))
+    }
+}
+
+impl CartServiceError {
+    /// The database is away: the operation can succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, CartServiceError::Cart(CartError::Db(e)) if e.is_transient())
     }
 }
 
@@ -87,7 +83,7 @@ impl CartService {
     pub async fn get(&self, cart_id: Uuid) -> Result<CartView, CartServiceError> {
         let (record, lines) = run_blocking(&self.pool, move |c| carts::find_with_lines(c, cart_id))
             .await?
-            .ok_or(CartServiceError::UnknownCart)?;
+            .ok_or(CartError::NotFound)?;
         Ok(self.view_of(record, lines))
     }
 

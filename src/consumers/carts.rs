@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::parse;
-use crate::carts::{CartService, CartServiceError};
+use crate::carts::CartService;
 use crate::domain::cart::CartEvent;
 use crate::messaging::consumer::{Message, Outcome};
 
@@ -31,7 +31,7 @@ pub async fn handle(carts: &CartService, message: Message, retry_window: Duratio
             .await;
         match result {
             Ok(_) => return Outcome::Ack,
-            Err(CartServiceError::Db(e)) if e.is_transient() => {
+            Err(e) if e.is_transient() => {
                 if started.elapsed() > retry_window {
                     return Outcome::Retry;
                 }

@@ -9,6 +9,7 @@ use crate::carts::CartServiceError;
 use crate::domain::FieldErrors;
 use crate::engine::{DurabilityError, EngineError};
 use crate::orders::{CancelError, IntakeError};
+use crate::persistence::carts::CartError;
 use crate::persistence::DbError;
 
 /// An error answer of the HTTP API.
@@ -204,15 +205,30 @@ impl From<IntakeError> for ApiError {
 impl From<CartServiceError> for ApiError {
     fn from(e: CartServiceError) -> Self {
         match e {
-            CartServiceError::UnknownCart => ApiError::NotFound("unknown cart".into()),
             CartServiceError::UnknownSku(sku) => ApiError::NotFound(format!("unknown sku {sku}")),
-            CartServiceError::Ordered(order) => ApiError::Conflict {
+            CartServiceError::Cart(e) => e.into(),
+        }
+    }
+}
+
+impl From<CartError> for ApiError {
+    fn from(e: CartError) -> Self {
+        match e {
+            // Another customer's cart is not shown to exist.
+            CartError::NotFound | CartError::WrongCustomer => {
+                ApiError::NotFound("unknown cart".into())
+            }
+            CartError::Ordered(order) => ApiError::Conflict {
                 code: "cart_checked_out",
                 message: format!("the cart already produced order {order}"),
                 details: serde_json::json!({ "order_id": order }),
             },
-            CartServiceError::WrongCustomer => ApiError::NotFound("unknown cart".into()),
-            CartServiceError::Db(e) => e.into(),
+            CartError::Empty => ApiError::Conflict {
+                code: "cart_empty",
+                message: "the cart is empty".into(),
+                details: Value::Null,
+            },
+            CartError::Db(e) => e.into(),
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::domain::money::total_cents;
 use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection, RejectionReason};
 use crate::domain::{parse_key, Sku};
 use crate::messaging::consumer::{Message, Outcome};
-use crate::persistence::carts::{self as cart_store, ClaimError};
+use crate::persistence::carts::{self as cart_store, CartError};
 use crate::persistence::orders::NewOrderRow;
 use crate::persistence::run_blocking;
 
@@ -326,13 +326,13 @@ impl OrderService {
                         .into_iter()
                         .filter_map(|(s, q)| Some((Sku::parse(&s).ok()?, q)))
                         .collect(),
-                    Err(ClaimError::Db(e)) => return Err(e.into()),
-                    Err(ClaimError::NotFound) | Err(ClaimError::WrongCustomer) => {
+                    Err(CartError::Db(e)) => return Err(e.into()),
+                    Err(CartError::NotFound) | Err(CartError::WrongCustomer) => {
                         return Ok(Start::Refuse(format!(
                             "unknown cart {id} for this customer"
                         )))
                     }
-                    Err(e @ (ClaimError::Ordered(_) | ClaimError::Empty)) => {
+                    Err(e @ (CartError::Ordered(_) | CartError::Empty)) => {
                         // Accepted, but the cart cannot serve it: the order is decided as rejected.
                         status = OrderStatus::Rejected;
                         rejection = Some(Rejection::because(

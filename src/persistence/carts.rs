@@ -18,7 +18,7 @@ pub struct CartRecord {
     pub order_id: Option<Uuid>,
 }
 
-/// Why a cart change was refused.
+/// Why a cart change, or claiming a cart for an order, was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CartError {
     #[error("unknown cart")]
@@ -27,6 +27,9 @@ pub enum CartError {
     Ordered(Uuid),
     #[error("the cart belongs to another customer")]
     WrongCustomer,
+    /// Only when the cart is claimed for an order.
+    #[error("the cart is empty")]
+    Empty,
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -104,6 +107,17 @@ pub fn find_with_lines(
     Ok(Some((cart, lines)))
 }
 
+/// The cart row, locked until the transaction ends.
+fn lock(conn: &mut PgConnection, cart_id: Uuid) -> Result<CartRecord, CartError> {
+    carts::table
+        .find(cart_id)
+        .select(COLUMNS)
+        .for_update()
+        .first(conn)
+        .optional()?
+        .ok_or(CartError::NotFound)
+}
+
 /// Sets or removes one line of an open cart, in one transaction with the cart row locked.
 pub fn change_line(
     conn: &mut PgConnection,
@@ -112,13 +126,7 @@ pub fn change_line(
     change: LineChange,
 ) -> Result<(), CartError> {
     conn.transaction(|conn| {
-        let cart: CartRecord = carts::table
-            .find(cart_id)
-            .select(COLUMNS)
-            .for_update()
-            .first(conn)
-            .optional()?
-            .ok_or(CartError::NotFound)?;
+        let cart = lock(conn, cart_id)?;
         if let Some(order) = cart.order_id {
             return Err(CartError::Ordered(order));
         }
@@ -154,27 +162,6 @@ pub fn change_line(
     })
 }
 
-/// Why a cart cannot become an order.
-#[derive(Debug, thiserror::Error)]
-pub enum ClaimError {
-    #[error("unknown cart")]
-    NotFound,
-    #[error("the cart belongs to another customer")]
-    WrongCustomer,
-    #[error("the cart already produced order {0}")]
-    Ordered(Uuid),
-    #[error("the cart is empty")]
-    Empty,
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
-impl From<diesel::result::Error> for ClaimError {
-    fn from(e: diesel::result::Error) -> Self {
-        ClaimError::Db(DbError::Query(e))
-    }
-}
-
 /// Turns an open cart into `order_id`'s and returns its lines; idempotent for the same order.
 /// A cart produces one order only.
 pub fn claim(
@@ -182,26 +169,20 @@ pub fn claim(
     cart_id: Uuid,
     customer: &str,
     order_id: Uuid,
-) -> Result<Vec<(String, i64)>, ClaimError> {
+) -> Result<Vec<(String, i64)>, CartError> {
     conn.transaction(|conn| {
-        let cart: CartRecord = carts::table
-            .find(cart_id)
-            .select(COLUMNS)
-            .for_update()
-            .first(conn)
-            .optional()?
-            .ok_or(ClaimError::NotFound)?;
+        let cart = lock(conn, cart_id)?;
         if cart.customer_id != customer {
-            return Err(ClaimError::WrongCustomer);
+            return Err(CartError::WrongCustomer);
         }
         match cart.order_id {
-            Some(o) if o != order_id => return Err(ClaimError::Ordered(o)),
+            Some(o) if o != order_id => return Err(CartError::Ordered(o)),
             Some(_) => return Ok(lines(conn, cart_id)?),
             None => {}
         }
         let found = lines(conn, cart_id)?;
         if found.is_empty() {
-            return Err(ClaimError::Empty);
+            return Err(CartError::Empty);
         }
         diesel::update(carts::table.find(cart_id))
             .set((
