@@ -75,7 +75,6 @@ impl ActiveParts {
             }),
             clock: Arc::new(SystemClock),
             config: OrderConfig {
-                max_backlog: config.checkout_max_backlog,
                 retry_window: config.retry_window,
                 stale_after: config.order_stale_after,
                 sweep_every: config.sweep_every,

@@ -25,8 +25,9 @@ pub struct Config {
     pub consumer_prefetch: u16,
     /// How long the sandbox payment gateway takes to answer.
     pub sandbox_payment_delay: Duration,
-    /// Checkouts waiting in `orders.checkout` beyond which intake sheds load (503 overloaded).
-    pub checkout_max_backlog: u64,
+    /// The wait an admitted checkout may expect, accept → decided (`ADMISSION_TARGET_MS`):
+    /// past it, intake sheds load (503 overloaded with Retry-After).
+    pub admission_target: Duration,
     /// How long a delivery retries transient trouble before it is handed back to its queue
     /// (`RETRY_WINDOW_MS`).
     pub retry_window: Duration,
@@ -127,12 +128,12 @@ impl Config {
                 1,
             )?),
             consumer_prefetch: number("CONSUMER_PREFETCH", get("CONSUMER_PREFETCH"), 256, 1)?,
-            checkout_max_backlog: number(
-                "CHECKOUT_MAX_BACKLOG",
-                get("CHECKOUT_MAX_BACKLOG"),
-                256,
-                1,
-            )?,
+            admission_target: Duration::from_millis(number(
+                "ADMISSION_TARGET_MS",
+                get("ADMISSION_TARGET_MS"),
+                1_000,
+                10,
+            )?),
             retry_window: Duration::from_millis(number(
                 "RETRY_WINDOW_MS",
                 get("RETRY_WINDOW_MS"),

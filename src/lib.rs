@@ -27,6 +27,7 @@ pub mod engine;
 pub mod http;
 pub mod lease;
 pub mod messaging;
+pub mod monitor;
 pub mod orders;
 pub mod persistence;
 pub mod startup;

@@ -147,7 +147,13 @@ fn main() -> ExitCode {
                 eprintln!("orderflow loadgen: {e}");
                 return ExitCode::from(2);
             }
-            match actix_web::rt::System::new().block_on(tools::loadgen::run(load)) {
+            let run = async move {
+                match load.open_loop() {
+                    Some(phases) => tools::openloop::run(load, phases).await,
+                    None => tools::loadgen::run(load).await,
+                }
+            };
+            match actix_web::rt::System::new().block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("orderflow loadgen: {e}");

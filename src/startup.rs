@@ -16,6 +16,8 @@ use crate::http::{self, AppState};
 use crate::lease::{FenceGuard, Leadership, Role};
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
+use crate::monitor::admission::AdmissionConfig;
+use crate::monitor::sampler;
 use crate::persistence::{self, DbError};
 
 /// The longest a shutdown step may take before shutdown goes on without it.
@@ -118,6 +120,11 @@ impl Application {
                 source,
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        crate::monitor::prometheus::install();
+        broker.monitor().configure(AdmissionConfig {
+            target: config.admission_target,
+            ..AdmissionConfig::default()
+        });
         let leadership = Leadership::start(&config.database_url, config.lease.clone());
         let state = AppState::new(pool, broker, Arc::new(config), leadership);
         let app_state = state.clone();
@@ -182,6 +189,12 @@ impl Application {
             ..
         } = self;
         let handle = server.handle();
+        let watched = state.clone();
+        let sampler = sampler::spawn(sampler::Sources {
+            broker: state.broker.clone(),
+            pool: state.pool.clone(),
+            active: Box::new(move || watched.active()),
+        });
         let mut server = actix_web::rt::spawn(server);
         let roles = actix_web::rt::spawn(follow_the_lease(state.clone(), stop.clone()));
         let result = tokio::select! {
@@ -216,6 +229,7 @@ impl Application {
         {
             tracing::warn!("the broker did not confirm the close; leaving it");
         }
+        sampler.abort();
         tracing::info!("orderflow stopped");
         let _ = stopped.send(true);
         result

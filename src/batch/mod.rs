@@ -316,8 +316,13 @@ impl<S: Sink> Writer<S> {
                 self.stats
                     .write_started_ms
                     .store(now_ms(), Ordering::Relaxed);
+                let started = std::time::Instant::now();
                 self.write(jobs, stopping);
                 self.stats.write_started_ms.store(0, Ordering::Relaxed);
+                let writer = self.config.name;
+                metrics::histogram!("orderflow_batch_rows", "writer" => writer).record(n as f64);
+                metrics::histogram!("orderflow_batch_commit_seconds", "writer" => writer)
+                    .record(started.elapsed().as_secs_f64());
                 self.stats.queued.fetch_sub(n, Ordering::Relaxed);
             }
             for flush in flushes {

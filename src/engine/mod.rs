@@ -89,6 +89,8 @@ struct Inner {
     persister: PersisterHandle,
     store: Arc<dyn Store>,
     feed: StockFeed,
+    /// Requests sent to actors and not yet answered (their mailboxes' depth, summed).
+    in_flight: std::sync::atomic::AtomicI64,
 }
 
 /// Handle to the running engine; cheap to clone.
@@ -125,6 +127,7 @@ impl Engine {
                 persister,
                 store: Arc::clone(&store),
                 feed,
+                in_flight: std::sync::atomic::AtomicI64::new(0),
             }),
         };
         let all = crate::blocking::run(move || store.load_all())
@@ -247,7 +250,10 @@ impl Engine {
                 reference: reference.clone(),
                 started: Arc::clone(&started),
             };
-            match addr.send(msg).await {
+            self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+            let sent = addr.send(msg).await;
+            self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            match sent {
                 Ok(result) => return result,
                 Err(_) if attempt == 0 && !started.load(Ordering::Acquire) => {
                     addr = self.replace(sku, &addr).await?;
@@ -292,6 +298,11 @@ impl Engine {
     /// Live availability and stock events, as the actors publish them.
     pub fn feed(&self) -> &StockFeed {
         &self.inner.feed
+    }
+
+    /// Requests sent to SKU actors and not yet answered.
+    pub fn requests_in_flight(&self) -> i64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     /// Number of SKU actors currently registered.

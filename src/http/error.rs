@@ -188,15 +188,16 @@ impl From<IntakeError> for ApiError {
             IntakeError::Shedding {
                 backlog,
                 retry_after,
+                reason,
             } => ApiError::Overloaded {
                 message: format!(
-                    "{backlog} checkouts are waiting to be processed; retry in {retry_after} s"
+                    "{backlog} checkouts are waiting to be processed ({reason}); retry in {retry_after} s"
                 ),
                 retry_after,
             },
-            IntakeError::Overloaded => ApiError::Overloaded {
+            IntakeError::Overloaded { retry_after } => ApiError::Overloaded {
                 message: "the checkout queue is full; retry shortly".into(),
-                retry_after: 1,
+                retry_after,
             },
         }
     }

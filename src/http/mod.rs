@@ -6,6 +6,7 @@ mod carts;
 pub mod error;
 mod health;
 mod inventory;
+mod monitor;
 pub mod openapi;
 mod orders;
 mod products;
@@ -142,6 +143,12 @@ api_routes! {
     "/health/live" => { get: health::live },
     "/health/ready" => { get: health::ready },
     "/openapi.json" => { get: openapi::document },
+    "/metrics" => { get: monitor::metrics },
+    "/v1/queues" => { get: monitor::queues },
+    "/v1/monitor/stream" => { get: monitor::stream },
+    "/v1/monitor/dead-letters" => { get: monitor::dead_letters },
+    "/dashboard" => { get: monitor::dashboard },
+    "/dashboard/{file}" => { get: monitor::dashboard_file },
     "/v1/products" => { get: products::list },
     "/v1/products/{sku}/similar" => { get: products::similar },
     "/v1/products/{sku}" => { get: products::get, put: products::put },

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{carts, health, inventory, orders, products, stream};
+use super::{carts, health, inventory, monitor, orders, products, stream};
 
 /// Every error answer: `{"error": {"code", "message", "details"}}`.
 #[derive(ToSchema)]
@@ -53,6 +53,12 @@ impl Modify for AdminToken {
         health::live,
         health::ready,
         document,
+        monitor::metrics,
+        monitor::queues,
+        monitor::stream,
+        monitor::dead_letters,
+        monitor::dashboard,
+        monitor::dashboard_file,
         products::list,
         products::similar,
         products::get,

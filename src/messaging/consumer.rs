@@ -28,8 +28,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::topology::{QueueSpec, EXCHANGE_DEAD_LETTER, HANDBACK_HEADER, REASON_HEADER};
+use super::topology::{
+    QueueSpec, ACCEPTED_HEADER, EXCHANGE_DEAD_LETTER, HANDBACK_HEADER, REASON_HEADER,
+};
 use super::Broker;
+use crate::monitor::Settled;
 
 /// A delivery as a handler sees it.
 #[derive(Debug, Clone)]
@@ -41,6 +44,10 @@ pub struct Message {
     /// The producer's `timestamp` property (seconds since the epoch), when it set one.
     pub timestamp: Option<u64>,
     pub redelivered: bool,
+    /// When orderflow's intake accepted it (wall-clock ms), if it came that way.
+    pub accepted_ms: Option<i64>,
+    /// When the delivery arrived.
+    pub consumed: std::time::Instant,
 }
 
 impl Message {
@@ -52,8 +59,31 @@ impl Message {
             app_id: props.app_id().as_ref().map(|m| m.to_string()),
             timestamp: *props.timestamp(),
             redelivered: delivery.redelivered,
+            accepted_ms: accepted_ms(delivery),
+            consumed: std::time::Instant::now(),
         }
     }
+}
+
+/// Intake's accept stamp, from its header.
+fn accepted_ms(delivery: &Delivery) -> Option<i64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(ACCEPTED_HEADER)? {
+        AMQPValue::LongLongInt(ms) => Some(*ms),
+        _ => None,
+    }
+}
+
+/// How long a delivery waited in the queue: from intake's accept stamp, else from the
+/// publisher's timestamp (whole seconds).
+fn queue_wait(message: &Message) -> Option<Duration> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let published = message
+        .accepted_ms
+        .or_else(|| i64::try_from(message.timestamp?).ok()?.checked_mul(1000))?;
+    u64::try_from(now.saturating_sub(published))
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// How often a hand-back copy is tried (2 s apart) before the original is requeued instead.
@@ -192,8 +222,14 @@ impl Consumer {
             let Ok(permit) = permit else { break };
             let handler = Arc::clone(&self.handler);
             let broker = self.broker.clone();
+            let message = Message::of(&delivery);
+            self.broker.monitor().record_delivery(
+                queue.name,
+                message.redelivered,
+                queue_wait(&message),
+            );
             self.tracker.spawn(async move {
-                let outcome = handler(Message::of(&delivery)).await;
+                let outcome = handler(message).await;
                 settle(&broker, queue, &delivery, outcome).await;
                 drop(permit);
             });
@@ -224,15 +260,25 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
         requeue: true,
         ..BasicNackOptions::default()
     };
+    let mut how = Settled::Requeued;
     let settled = match outcome {
         Outcome::Ack => {
             #[cfg(feature = "fault-injection")]
             fault_abort_before_ack(queue);
+            how = Settled::Acked;
             delivery.ack(BasicAckOptions::default()).await
         }
         Outcome::DeadLetter(reason) => {
             tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+            let message_id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string());
+            broker
+                .monitor()
+                .record_dead_letter(queue.name, message_id, &reason);
             headers.insert(
                 REASON_HEADER.into(),
                 AMQPValue::LongString(LongString::from(reason)),
@@ -242,7 +288,10 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
                 .publish(EXCHANGE_DEAD_LETTER, queue.name, &delivery.data, props)
                 .await
             {
-                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Ok(()) => {
+                    how = Settled::DeadLettered;
+                    delivery.ack(BasicAckOptions::default()).await
+                }
                 Err(e) => {
                     // Keep it: it comes back, and the delivery limit still applies.
                     tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
@@ -276,7 +325,10 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
                     .await
                 {
                     // The copy is durable: the original can go.
-                    Ok(()) => break delivery.ack(BasicAckOptions::default()).await,
+                    Ok(()) => {
+                        how = Settled::HandedBack;
+                        break delivery.ack(BasicAckOptions::default()).await;
+                    }
                     Err(e) if attempt < HANDBACK_ATTEMPTS => {
                         attempt += 1;
                         tracing::warn!(queue = queue.name, error = %e, attempt, "could not hand a message back yet");
@@ -290,8 +342,12 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
             }
         }
         Outcome::Requeue => delivery.nack(requeue).await,
-        Outcome::Abandon => Ok(true),
+        Outcome::Abandon => {
+            how = Settled::Abandoned;
+            Ok(true)
+        }
     };
+    broker.monitor().record_settled(queue.name, how);
     if let Err(e) = settled {
         // The channel died: the broker redelivers it to the next consumer.
         tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");

@@ -15,6 +15,7 @@ use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::{watch, Mutex};
 
+use crate::monitor::{Monitor, PublishOutcome};
 use topology::TopologyConfig;
 
 /// A broker failure at connect time.
@@ -44,6 +45,7 @@ struct Inner {
     connection: watch::Receiver<Option<Arc<Connection>>>,
     /// The confirm-mode channel publishes go through; replaced when its connection died.
     publish_channel: Mutex<Option<Channel>>,
+    monitor: Arc<Monitor>,
 }
 
 /// The service's connection to RabbitMQ; cheap to clone.
@@ -85,6 +87,7 @@ impl Broker {
                 connected: AtomicBool::new(true),
                 connection: rx,
                 publish_channel: Mutex::new(None),
+                monitor: Arc::new(Monitor::new()),
             }),
         };
         let weak = Arc::downgrade(&broker.inner);
@@ -116,6 +119,12 @@ impl Broker {
             }
         });
         Ok(broker)
+    }
+
+    /// What this connection's traffic (and the service around it) looks like: counters,
+    /// depths, latencies, admission.
+    pub fn monitor(&self) -> &Arc<Monitor> {
+        &self.inner.monitor
     }
 
     /// Whether the connection is up right now.
@@ -229,10 +238,20 @@ impl Broker {
                 Confirmation::NotRequested => Ok(()),
             }
         };
-        match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
+        let result = match tokio::time::timeout(CONFIRM_TIMEOUT, publish).await {
             Ok(result) => result,
             Err(_) => Err(PublishError::Timeout),
-        }
+        };
+        let outcome = match &result {
+            Ok(()) => PublishOutcome::Confirmed,
+            Err(PublishError::Rejected) => PublishOutcome::Rejected,
+            Err(PublishError::Timeout) => PublishOutcome::TimedOut,
+            Err(_) => PublishOutcome::Failed,
+        };
+        self.inner
+            .monitor
+            .record_publish(exchange, routing_key, outcome);
+        result
     }
 
     /// Closes the connection.

@@ -17,6 +17,9 @@ pub const EXCHANGE_DEAD_LETTER: &str = "orderflow.dead-letter";
 pub const REASON_HEADER: &str = "x-orderflow-reason";
 /// Header counting how often a message was handed back after transient trouble.
 pub const HANDBACK_HEADER: &str = "x-orderflow-handbacks";
+/// Header with the wall-clock milliseconds when orderflow's intake accepted a checkout (for the
+/// queue-wait and accept → decided measurements).
+pub const ACCEPTED_HEADER: &str = "x-orderflow-accepted-ms";
 /// Header counting how often an operator replayed a dead letter.
 pub const REPLAY_HEADER: &str = "x-orderflow-replays";
 

@@ -17,11 +17,23 @@ use crate::domain::checkout::{Checkout, LineSource};
 use crate::domain::money::total_cents;
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
-use crate::messaging::topology::EXCHANGE_ORDERS;
+use crate::messaging::topology::{ACCEPTED_HEADER, EXCHANGE_ORDERS};
 use crate::messaging::PublishError;
+use crate::monitor::admission;
 use crate::persistence::carts as cart_store;
 use crate::persistence::orders::{KeyRow, KeyState};
 use crate::persistence::run_blocking;
+
+/// The accept stamp intake puts on a checkout (wall-clock ms), for the queue-wait and
+/// accept → decided measurements.
+fn accept_stamp() -> lapin::types::FieldTable {
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        ACCEPTED_HEADER.into(),
+        lapin::types::AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
+    headers
+}
 
 /// How long intake waits on the database before answering 503.
 const INTAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,10 +62,17 @@ pub enum IntakeError {
     OutOfStock(Vec<ShortLine>),
     #[error("{0}")]
     Unavailable(String),
+    /// The broker refused the publish (`reject-publish`: the queue is at its hard bound).
     #[error("the checkout queue is full")]
-    Overloaded,
-    #[error("{backlog} checkouts are waiting; retry in {retry_after} s")]
-    Shedding { backlog: u64, retry_after: u32 },
+    Overloaded { retry_after: u32 },
+    /// Admission control: the wait a checkout can expect is over the budget, or the broker is
+    /// blocked or stalled.
+    #[error("{backlog} checkouts are waiting ({reason}); retry in {retry_after} s")]
+    Shedding {
+        backlog: u64,
+        retry_after: u32,
+        reason: &'static str,
+    },
 }
 
 impl From<StepError> for IntakeError {
@@ -87,10 +106,12 @@ impl OrderService {
         let order_id = order_id_for(key);
         tracing::Span::current().record("order_id", tracing::field::display(order_id));
         let fp = fingerprint(body);
-        if let Some(retry_after) = self.inner.admission.shed() {
+        let monitor = self.inner.broker.monitor();
+        if let Err((reason, retry_after)) = monitor.admit() {
             return Err(IntakeError::Shedding {
-                backlog: self.inner.admission.backlog(),
+                backlog: monitor.checkout_backlog(),
                 retry_after,
+                reason: reason.as_str(),
             });
         }
         let deadline = Deadline::after(INTAKE_TIMEOUT);
@@ -150,7 +171,8 @@ impl OrderService {
             .with_message_id(key.into())
             .with_app_id(HTTP_ORIGIN.into())
             .with_content_type("application/json".into())
-            .with_timestamp(stamped);
+            .with_timestamp(stamped)
+            .with_headers(accept_stamp());
         let payload = body.to_string();
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.
@@ -165,7 +187,15 @@ impl OrderService {
         }
         match published {
             Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
-            Err(PublishError::Rejected) => Err(IntakeError::Overloaded),
+            Err(PublishError::Rejected) => {
+                self.inner.broker.monitor().record_rejected_by_broker();
+                Err(IntakeError::Overloaded {
+                    retry_after: admission::jittered(
+                        admission::BROKER_RETRY_AFTER_S,
+                        fastrand::f64(),
+                    ),
+                })
+            }
             Err(e) => Err(IntakeError::Unavailable(format!(
                 "the broker is unavailable: {e}"
             ))),

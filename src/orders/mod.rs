@@ -19,7 +19,6 @@
 //! released (`settled = false` until it is), so a crash in between never changes a decision. A
 //! redelivered message resumes where the order is, and never decides it twice.
 
-mod admission;
 mod cancel;
 mod capacity;
 mod intake;
@@ -52,7 +51,6 @@ use crate::domain::order::OrderStatus;
 use crate::engine::Engine;
 use crate::messaging::Broker;
 use crate::persistence::{DbError, DbPool};
-use admission::Admission;
 use capacity::Capacity;
 use payment::PaymentGateway;
 use writer::{OrderWrite, OrderWriter, OrderWritten};
@@ -113,8 +111,6 @@ pub struct OrderEvent {
 /// Tuning of the order pipeline.
 #[derive(Debug, Clone)]
 pub struct OrderConfig {
-    /// Checkouts waiting in `orders.checkout` beyond which intake sheds load.
-    pub max_backlog: u64,
     /// How long a delivery keeps retrying transient trouble (database or broker away) before
     /// it is handed back to the queue — without using up the delivery limit.
     pub retry_window: Duration,
@@ -128,7 +124,6 @@ pub struct OrderConfig {
 impl Default for OrderConfig {
     fn default() -> Self {
         OrderConfig {
-            max_backlog: 256,
             retry_window: Duration::from_secs(30),
             stale_after: Duration::from_secs(600),
             sweep_every: Duration::from_secs(30),
@@ -248,7 +243,6 @@ struct Inner {
     /// Checkouts this process published (key fingerprints) whose order the consumer has not
     /// written yet: a retry with the same key is answered without publishing again.
     published: DashMap<Uuid, String>,
-    admission: Arc<Admission>,
     /// Deliveries of `orders.checkout` being processed now, and the most there ever were.
     processing: std::sync::atomic::AtomicUsize,
     processing_peak: std::sync::atomic::AtomicUsize,
@@ -285,7 +279,6 @@ impl OrderService {
     pub async fn start(parts: OrderParts) -> Result<OrderService, DbError> {
         let capacity = Capacity::load(&parts.pool).await?;
         let (events, _) = broadcast::channel(4096);
-        let admission = Admission::start(parts.broker.clone(), parts.config.max_backlog);
         Ok(OrderService {
             inner: Arc::new(Inner {
                 writer: writer::spawn(parts.pool.clone(), 65_536, parts.fence),
@@ -303,7 +296,6 @@ impl OrderService {
                 spare_lock: tokio::sync::Mutex::new(()),
                 events,
                 published: DashMap::new(),
-                admission,
                 processing: Default::default(),
                 processing_peak: Default::default(),
                 healthy_since: std::sync::Mutex::new(Instant::now()),
@@ -322,6 +314,16 @@ impl OrderService {
     /// Status changes as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<OrderEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Orders queued in the order writer and not yet committed (memory ahead of disk).
+    pub fn writer_backlog(&self) -> i64 {
+        self.inner
+            .writer
+            .stats()
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .max(0)
     }
 
     /// Whether the order writer cannot write right now.

@@ -90,6 +90,7 @@ impl OrderService {
         } else {
             Origin::Queue
         };
+        let (accepted_ms, consumed) = (message.accepted_ms, message.consumed);
         let order_id = order_id_for(&key);
         let fp = fingerprint(&body);
         let request = Request {
@@ -107,7 +108,13 @@ impl OrderService {
                 Err(StepError::Refused(cause)) => {
                     return self.dead_letter(order_id, crate::messaging::error_chain(&cause))
                 }
-                Ok(None) => return Outcome::Ack,
+                Ok(None) => {
+                    self.inner
+                        .broker
+                        .monitor()
+                        .record_processed(accepted_ms, consumed);
+                    return Outcome::Ack;
+                }
                 Err(StepError::Fenced) => return Outcome::Abandon,
                 Err(StepError::Transient(cause)) => {
                     let e = crate::messaging::error_chain(&cause);

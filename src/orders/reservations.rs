@@ -75,6 +75,9 @@ impl OrderService {
             }
         }
         let reference = reserve_ref(order_id);
+        for (sku, _) in lines {
+            self.inner.broker.monitor().record_reservation(sku.as_str());
+        }
         let results = join_all(lines.iter().map(|(sku, q)| {
             self.stock_change(sku, StockOp::Reserve(*q), &reference, check_first, deadline)
         }))

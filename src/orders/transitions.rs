@@ -125,7 +125,10 @@ impl OrderService {
         order.history.push((step.to, now));
         order.settled = step.settled;
         if step.to.is_decided() {
-            self.inner.admission.record_decision();
+            self.inner.broker.monitor().record_decision(
+                step.to.as_str(),
+                step.rejection.as_ref().map(|r| r.reason.as_str()),
+            );
         }
         if step.delivery.is_some() {
             order.delivery = step.delivery;

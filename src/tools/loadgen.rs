@@ -46,6 +46,17 @@ pub struct LoadgenConfig {
     /// Stock of LG-HOT (default: a quarter of the orders).
     #[arg(long)]
     pub hot_stock: Option<i64>,
+    /// Open loop: checkouts arrive at this rate (per second) whatever the service answers,
+    /// for `--duration` seconds; `--orders` and `--customers` then do not pace the run.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: seconds at `--rate`.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Open loop: further phases after the first, `RATE:SECONDS` (e.g. `--then 500:15` to see
+    /// admission reopen when the rate drops under capacity).
+    #[arg(long, value_parser = super::openloop::parse_phase)]
+    pub then: Vec<super::openloop::Phase>,
     /// Do not create the products and stock (they exist).
     #[arg(long = "no-setup", action = clap::ArgAction::SetFalse)]
     pub setup: bool,
@@ -54,12 +65,26 @@ pub struct LoadgenConfig {
 impl LoadgenConfig {
     /// Checks what clap cannot.
     pub fn check(&self) -> Result<(), String> {
+        if let Some(rate) = self.rate {
+            super::openloop::parse_phase(&format!("{rate}:{}", self.duration))?;
+        }
         if !(0.0..=1.0).contains(&self.hot_share) || (self.hot_share < 1.0 && self.skus == 0) {
             return Err(
                 "--hot-share must be in 0..1, and --skus > 0 unless --hot-share is 1".into(),
             );
         }
         Ok(())
+    }
+
+    /// The open-loop phases, when `--rate` asks for one.
+    pub fn open_loop(&self) -> Option<Vec<super::openloop::Phase>> {
+        let rate = self.rate?;
+        let mut phases = vec![super::openloop::Phase {
+            rate,
+            seconds: self.duration,
+        }];
+        phases.extend(self.then.iter().copied());
+        Some(phases)
     }
 
     fn hot_stock(&self) -> i64 {
@@ -86,11 +111,11 @@ fn summary(mut v: Vec<f64>) -> String {
     )
 }
 
-fn sku_name(i: usize) -> String {
+pub(super) fn sku_name(i: usize) -> String {
     format!("LG-{i:05}")
 }
 
-fn checkout_body(customer: usize, sku: &str) -> Value {
+pub(super) fn checkout_body(customer: usize, sku: &str) -> Value {
     json!({
         "customer_id": format!("lg-{customer}"),
         "items": [{"sku": sku, "quantity": 1}],
@@ -101,7 +126,7 @@ fn checkout_body(customer: usize, sku: &str) -> Value {
     })
 }
 
-async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
+pub(super) async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
     let token = c
         .admin_token
         .clone()
@@ -149,7 +174,7 @@ async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
 }
 
 /// Decision times (by order id) as `order.events` announces them.
-async fn watch_decisions(
+pub(super) async fn watch_decisions(
     amqp_url: &str,
     decided: Arc<DashMap<Uuid, (Instant, String)>>,
 ) -> Result<(), String> {
@@ -212,7 +237,7 @@ async fn watch_decisions(
     Ok(())
 }
 
-async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> Option<i64> {
+pub(super) async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> Option<i64> {
     let mut r = client
         .get(format!("{url}/v1/inventory/{sku}"))
         .send()

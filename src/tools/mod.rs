@@ -2,3 +2,4 @@
 
 pub mod demo;
 pub mod loadgen;
+pub mod openloop;

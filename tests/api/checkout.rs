@@ -719,7 +719,7 @@ async fn overload_turns_into_503_overloaded_with_retry_after() {
     let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
         c.consumer_prefetch = 1;
         c.sandbox_payment_delay = std::time::Duration::from_millis(300);
-        c.checkout_max_backlog = 3;
+        c.admission_target = std::time::Duration::from_millis(1000);
     })
     .await;
     app.product("OV-1", "c", &[], 100, 1000).await;

@@ -1,0 +1,113 @@
+//! What an operator watches: `GET /metrics` (Prometheus text), `GET /v1/queues` (depths, rates,
+//! admission), the live feed `GET /v1/monitor/stream` (a snapshot every half second over SSE),
+//! the recent dead letters (admin), and `GET /dashboard` — one page served from `web/` with
+//! its vendored chart library (no build step).
+
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+use actix_web_lab::sse::{self, Sse};
+use futures_util::stream::{self, Stream};
+use serde_json::json;
+
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
+use super::{auth::Admin, ApiError, AppState};
+use crate::monitor::Snapshot;
+
+const DASHBOARD_HTML: &str = include_str!("../../web/dashboard.html");
+const DASHBOARD_JS: &str = include_str!("../../web/dashboard.js");
+const UPLOT_JS: &str = include_str!("../../web/vendor/uplot.min.js");
+const UPLOT_CSS: &str = include_str!("../../web/vendor/uplot.min.css");
+
+/// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition (version 0.0.4)", content_type = "text/plain"), (status = 503, description = "No metrics recorder in this process", body = ErrorBody)))]
+pub async fn metrics() -> Result<HttpResponse, ApiError> {
+    let handle = crate::monitor::prometheus::handle()
+        .ok_or_else(|| ApiError::unavailable("no metrics recorder in this process", 60))?;
+    Ok(HttpResponse::Ok()
+        .insert_header((
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ))
+        .body(handle.render()))
+}
+
+/// The `/v1/queues` body: API.md's fields first, then the monitor's extras.
+fn queues_body(snapshot: &Snapshot, state: &AppState) -> serde_json::Value {
+    let admission = state.broker.monitor().admission_state();
+    json!({
+        "queues": snapshot.queues,
+        "admission": admission,
+        "admitted_per_s": snapshot.admitted_per_s,
+        "shed_per_s": snapshot.shed_per_s,
+        "decided_per_s": snapshot.decided_per_s,
+        "latency": snapshot.latency,
+        "memory_ahead_of_disk": snapshot.memory_ahead_of_disk,
+        "broker": snapshot.broker,
+        "sampled_at": snapshot.at,
+    })
+}
+
+/// `GET /v1/queues`: each queue's depth (read from the broker at least every second), rates over
+/// the last 5 s, consumers, and the admission state with its reason.
+#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, drain_per_s", body = Object)))]
+pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
+    let snapshot = state.broker.monitor().snapshot();
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(queues_body(&snapshot, &state))
+}
+
+/// `GET /v1/monitor/stream`: the monitor's snapshot every half second, as SSE `snapshot` events
+/// (what the dashboard draws).
+#[utoipa::path(get, path = "/v1/monitor/stream", tag = "operations", responses((status = 200, description = "text/event-stream of `snapshot` events: queues, admission, rates, latency percentiles, memory ahead of disk, hottest SKUs", content_type = "text/event-stream")))]
+pub async fn stream(
+    state: web::Data<AppState>,
+) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>> {
+    let receiver = state.broker.monitor().subscribe();
+    let body = stream::unfold((receiver, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let snapshot = rx.borrow_and_update().clone();
+        let data = serde_json::to_string(&*snapshot).unwrap_or_else(|_| "{}".into());
+        let event = sse::Data::new(data).event("snapshot").into();
+        Some((Ok(event), (rx, false)))
+    });
+    Sse::from_stream(body).with_keep_alive(Duration::from_secs(15))
+}
+
+/// `GET /v1/monitor/dead-letters` (admin): the dead letters this instance wrote recently, newest
+/// first, with their reasons.
+#[utoipa::path(get, path = "/v1/monitor/dead-letters", tag = "operations", security(("admin" = [])), responses((status = 200, description = "`data`: queue, message_id, reason, at", body = Object), (status = 401, description = "Admin token missing or wrong", body = ErrorBody)))]
+pub async fn dead_letters(_admin: Admin, state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "data": state.broker.monitor().recent_dead_letters() }))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+/// `GET /dashboard`: the page an operator watches during a sale.
+#[utoipa::path(get, path = "/dashboard", tag = "operations", responses((status = 200, description = "HTML page: live charts of queue depth, admitted/shed/decided per second, latency percentiles, memory ahead of disk; admission state; hottest SKUs; recent dead letters (with the admin token)", content_type = "text/html")))]
+pub async fn dashboard() -> HttpResponse {
+    asset("text/html; charset=utf-8", DASHBOARD_HTML)
+}
+
+/// `GET /dashboard/{file}`: the page's script and its chart library.
+#[utoipa::path(get, path = "/dashboard/{file}", tag = "operations", params(("file" = String, Path, description = "dashboard.js, uplot.min.js or uplot.min.css")), responses((status = 200, description = "The file"), (status = 404, description = "No such file", body = ErrorBody)))]
+pub async fn dashboard_file(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    match file.as_str() {
+        "dashboard.js" => Ok(asset("text/javascript; charset=utf-8", DASHBOARD_JS)),
+        "uplot.min.js" => Ok(asset("text/javascript; charset=utf-8", UPLOT_JS)),
+        "uplot.min.css" => Ok(asset("text/css; charset=utf-8", UPLOT_CSS)),
+        _ => Err(ApiError::NotFound("no such file".into())),
+    }
+}

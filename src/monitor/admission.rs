@@ -1,0 +1,368 @@
+//! Admission by wait budget: a checkout is admitted while the wait it can expect — the backlog
+//! ahead of it divided by the measured drain rate, plus the current decision latency — stays
+//! inside a target. Past it, intake answers 503 `overloaded` with an honest, jittered
+//! `Retry-After` (the time until the backlog drains back to where admission reopens).
+//!
+//! Pure arithmetic on observations, no clock or I/O of its own: the sampler and intake feed it,
+//! the unit tests below drive it.
+
+use std::time::{Duration, Instant};
+
+/// The wait budget and the bounds of the controller.
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// What an admitted checkout may expect to wait, accept → decided (`ADMISSION_TARGET_MS`).
+    pub target: Duration,
+    /// The drain rate assumed before one was measured (decisions per second).
+    pub initial_drain_per_s: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            target: Duration::from_millis(1000),
+            initial_drain_per_s: 200.0,
+        }
+    }
+}
+
+/// Admission starts shedding when the expected wait passes this share of the target: the margin
+/// is what the tail of the latency distribution needs to stay under the target.
+pub const SHED_AT: f64 = 0.8;
+/// …and reopens when it falls under this share (hysteresis: between the two, the state stays).
+pub const REOPEN_AT: f64 = 0.5;
+/// The shortest a shedding episode lasts, so one lucky sample cannot make it flap.
+pub const MIN_SHED: Duration = Duration::from_millis(500);
+/// Retry-After never says more than this.
+pub const MAX_RETRY_AFTER_S: u32 = 60;
+/// What a blocked or stalled broker asks clients to wait.
+pub const BROKER_RETRY_AFTER_S: u32 = 2;
+
+/// The broker connection as the monitor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerHealth {
+    Ok,
+    /// The broker said `connection.blocked` (a memory or disk alarm): publishes would hang.
+    Blocked,
+    /// Connected, but the queue cannot be read or publishes are not confirmed in time.
+    Stalled,
+}
+
+/// Why admission sheds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShedReason {
+    /// The expected wait is over the budget.
+    WaitBudget,
+    BrokerBlocked,
+    BrokerStalled,
+}
+
+impl ShedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedReason::WaitBudget => "wait_budget",
+            ShedReason::BrokerBlocked => "broker_blocked",
+            ShedReason::BrokerStalled => "broker_stalled",
+        }
+    }
+}
+
+/// What the controller is told at each decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    /// Checkouts accepted and not yet decided: ready in the queue plus in flight.
+    pub backlog: u64,
+    /// Measured decisions per second (the [`DrainEstimator`]'s figure; 0 when none yet).
+    pub drain_per_s: f64,
+    /// How long a decision takes once its message is consumed (recent).
+    pub decision_latency: Duration,
+    pub broker: BrokerHealth,
+}
+
+/// Admit, or shed with a Retry-After (whole seconds, before jitter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Admit,
+    Shed {
+        reason: ShedReason,
+        retry_after_s: u32,
+    },
+}
+
+/// The admission state machine: open, or shedding since a moment for a reason.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    config: AdmissionConfig,
+    shedding: Option<(Instant, ShedReason)>,
+}
+
+impl Controller {
+    pub fn new(config: AdmissionConfig) -> Controller {
+        Controller {
+            config,
+            shedding: None,
+        }
+    }
+
+    pub fn config(&self) -> &AdmissionConfig {
+        &self.config
+    }
+
+    /// The drain rate used: the measured one, or the configured guess before any.
+    pub fn drain(&self, o: &Observation) -> f64 {
+        if o.drain_per_s > 0.0 {
+            o.drain_per_s
+        } else {
+            self.config.initial_drain_per_s.max(1.0)
+        }
+    }
+
+    /// backlog ÷ drain rate + decision latency.
+    pub fn expected_wait(&self, o: &Observation) -> Duration {
+        let queued = o.backlog as f64 / self.drain(o);
+        Duration::from_secs_f64(queued.min(86_400.0)) + o.decision_latency
+    }
+
+    /// Seconds until the backlog drains to where admission reopens (at least 1).
+    pub fn retry_after(&self, o: &Observation) -> u32 {
+        let drain = self.drain(o);
+        let reopen_backlog = (self.config.target.as_secs_f64() * REOPEN_AT
+            - o.decision_latency.as_secs_f64())
+        .max(0.0)
+            * drain;
+        let excess = (o.backlog as f64 - reopen_backlog).max(0.0);
+        let seconds = (excess / drain).ceil();
+        (seconds as u32).clamp(1, MAX_RETRY_AFTER_S)
+    }
+
+    /// The state after this observation, and what to do with the checkout that asked.
+    pub fn decide(&mut self, o: &Observation, now: Instant) -> Verdict {
+        let broker = match o.broker {
+            BrokerHealth::Ok => None,
+            BrokerHealth::Blocked => Some(ShedReason::BrokerBlocked),
+            BrokerHealth::Stalled => Some(ShedReason::BrokerStalled),
+        };
+        if let Some(reason) = broker {
+            // At once, whatever the backlog: a publish now would hang or be lost to a time-out.
+            if self.shedding.map(|(_, r)| r) != Some(reason) {
+                self.shedding = Some((now, reason));
+            }
+            return Verdict::Shed {
+                reason,
+                retry_after_s: BROKER_RETRY_AFTER_S.max(self.retry_after(o)),
+            };
+        }
+        let wait = self.expected_wait(o).as_secs_f64();
+        let target = self.config.target.as_secs_f64();
+        self.shedding = match self.shedding {
+            None if wait > target * SHED_AT => Some((now, ShedReason::WaitBudget)),
+            None => None,
+            Some((since, _)) if wait < target * REOPEN_AT && now >= since + MIN_SHED => None,
+            // A broker episode that ended becomes a wait-budget one until the backlog is down.
+            Some((since, _)) => Some((since, ShedReason::WaitBudget)),
+        };
+        match self.shedding {
+            None => Verdict::Admit,
+            Some((_, reason)) => Verdict::Shed {
+                reason,
+                retry_after_s: self.retry_after(o),
+            },
+        }
+    }
+
+    /// `Some(reason)` while shedding.
+    pub fn shedding(&self) -> Option<ShedReason> {
+        self.shedding.map(|(_, r)| r)
+    }
+}
+
+/// Spreads clients that were shed together: `base` plus up to half of it again (at least one
+/// second of spread), chosen by `unit` in `[0, 1)`.
+pub fn jittered(base: u32, unit: f64) -> u32 {
+    let spread = (base / 2).max(1);
+    let extra = (unit.clamp(0.0, 0.999_999) * f64::from(spread + 1)).floor() as u32;
+    base.saturating_add(extra).min(MAX_RETRY_AFTER_S + spread)
+}
+
+/// Measures how fast checkouts are decided while there is a backlog to decide.
+///
+/// A queue that runs empty shows the arrival rate, not the capacity: readings taken while the
+/// backlog was empty can only raise the estimate; readings taken while busy move it both ways
+/// (an exponentially weighted mean, so one slow interval does not halve it).
+#[derive(Debug, Clone, Default)]
+pub struct DrainEstimator {
+    rate: f64,
+    last: Option<(Instant, u64, u64)>,
+}
+
+/// Weight of a new busy reading.
+const DRAIN_WEIGHT: f64 = 0.4;
+
+impl DrainEstimator {
+    /// Records the decided counter and the backlog at `now`.
+    pub fn observe(&mut self, now: Instant, decided_total: u64, backlog: u64) {
+        if let Some((then, decided_then, backlog_then)) = self.last {
+            let dt = now.saturating_duration_since(then).as_secs_f64();
+            if dt < 0.05 {
+                return;
+            }
+            let reading = decided_total.saturating_sub(decided_then) as f64 / dt;
+            if backlog_then > 0 && backlog > 0 {
+                self.rate = if self.rate == 0.0 {
+                    reading
+                } else {
+                    self.rate + DRAIN_WEIGHT * (reading - self.rate)
+                };
+            } else {
+                self.rate = self.rate.max(reading);
+            }
+        }
+        self.last = Some((now, decided_total, backlog));
+    }
+
+    /// Decisions per second; 0 until measured.
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(backlog: u64, drain: f64) -> Observation {
+        Observation {
+            backlog,
+            drain_per_s: drain,
+            decision_latency: Duration::from_millis(100),
+            broker: BrokerHealth::Ok,
+        }
+    }
+
+    fn controller() -> Controller {
+        Controller::new(AdmissionConfig::default())
+    }
+
+    #[test]
+    fn expected_wait_is_backlog_over_drain_plus_latency() {
+        let c = controller();
+        assert_eq!(
+            c.expected_wait(&obs(500, 1000.0)),
+            Duration::from_millis(600)
+        );
+        // No measurement yet: the configured guess (200/s).
+        assert_eq!(c.expected_wait(&obs(100, 0.0)), Duration::from_millis(600));
+    }
+
+    #[test]
+    fn sheds_past_the_budget_and_reopens_only_well_under_it() {
+        let mut c = controller();
+        let t0 = Instant::now();
+        // 1000/s, 100 ms latency: shed above 700 queued (0.8 s), reopen under 400 (0.5 s).
+        assert_eq!(c.decide(&obs(690, 1000.0), t0), Verdict::Admit);
+        assert!(matches!(
+            c.decide(&obs(710, 1000.0), t0),
+            Verdict::Shed {
+                reason: ShedReason::WaitBudget,
+                ..
+            }
+        ));
+        // Inside the band, and later: still shedding (no flapping at the edge).
+        let later = t0 + Duration::from_secs(2);
+        assert!(matches!(
+            c.decide(&obs(500, 1000.0), later),
+            Verdict::Shed { .. }
+        ));
+        assert!(matches!(
+            c.decide(&obs(690, 1000.0), later),
+            Verdict::Shed { .. }
+        ));
+        assert_eq!(c.decide(&obs(390, 1000.0), later), Verdict::Admit);
+        assert_eq!(c.shedding(), None);
+    }
+
+    #[test]
+    fn a_shedding_episode_lasts_at_least_min_shed() {
+        let mut c = controller();
+        let t0 = Instant::now();
+        assert!(matches!(
+            c.decide(&obs(5000, 1000.0), t0),
+            Verdict::Shed { .. }
+        ));
+        let soon = t0 + MIN_SHED / 2;
+        assert!(matches!(
+            c.decide(&obs(0, 1000.0), soon),
+            Verdict::Shed { .. }
+        ));
+        assert_eq!(c.decide(&obs(0, 1000.0), t0 + MIN_SHED), Verdict::Admit);
+    }
+
+    #[test]
+    fn retry_after_is_the_time_to_drain_to_the_reopening_point() {
+        let c = controller();
+        // Reopens at (0.5 s - 0.1 s) × 1000/s = 400 queued; 5400 queued → 5 s.
+        assert_eq!(c.retry_after(&obs(5400, 1000.0)), 5);
+        // Rounded up, never under a second, never over the cap.
+        assert_eq!(c.retry_after(&obs(5401, 1000.0)), 6);
+        assert_eq!(c.retry_after(&obs(401, 1000.0)), 1);
+        assert_eq!(c.retry_after(&obs(10_000_000, 10.0)), MAX_RETRY_AFTER_S);
+    }
+
+    #[test]
+    fn a_blocked_or_stalled_broker_sheds_at_once() {
+        let mut c = controller();
+        let t0 = Instant::now();
+        let mut o = obs(0, 1000.0);
+        o.broker = BrokerHealth::Blocked;
+        assert_eq!(
+            c.decide(&o, t0),
+            Verdict::Shed {
+                reason: ShedReason::BrokerBlocked,
+                retry_after_s: BROKER_RETRY_AFTER_S
+            }
+        );
+        o.broker = BrokerHealth::Stalled;
+        assert!(matches!(
+            c.decide(&o, t0),
+            Verdict::Shed {
+                reason: ShedReason::BrokerStalled,
+                ..
+            }
+        ));
+        // Healthy again with nothing queued: open once the minimum episode is over.
+        o.broker = BrokerHealth::Ok;
+        assert_eq!(c.decide(&o, t0 + MIN_SHED), Verdict::Admit);
+    }
+
+    #[test]
+    fn jitter_spreads_within_half_the_base_and_at_least_a_second() {
+        assert_eq!(jittered(1, 0.0), 1);
+        assert_eq!(jittered(1, 0.99), 2);
+        assert_eq!(jittered(10, 0.0), 10);
+        assert_eq!(jittered(10, 0.99), 15);
+        let seen: std::collections::BTreeSet<u32> = (0..100)
+            .map(|i| jittered(4, f64::from(i) / 100.0))
+            .collect();
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![4, 5, 6]);
+    }
+
+    #[test]
+    fn the_drain_estimate_follows_busy_readings_and_ignores_idle_lows() {
+        let mut d = DrainEstimator::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        d.observe(t0, 0, 100);
+        d.observe(t0 + s, 1000, 100);
+        assert_eq!(d.rate(), 1000.0);
+        // Busy and slower: moves part of the way down.
+        d.observe(t0 + 2 * s, 1500, 100);
+        assert!((d.rate() - 800.0).abs() < 1e-9, "{}", d.rate());
+        // The queue ran empty: 10/s is the arrival rate, not the capacity.
+        d.observe(t0 + 3 * s, 1510, 0);
+        assert!((d.rate() - 800.0).abs() < 1e-9);
+        // An idle reading above the estimate raises it.
+        d.observe(t0 + 4 * s, 2510, 0);
+        assert_eq!(d.rate(), 1000.0);
+    }
+}

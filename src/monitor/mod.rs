@@ -1,0 +1,570 @@
+//! The service watching itself: counters per queue (published, confirmed, delivered, acked,
+//! redelivered, dead-lettered, handed back), the queue depths the sampler reads from the broker,
+//! accept → decided and decision latencies, admission by wait budget, the hottest SKUs and the
+//! recent dead letters. One per broker connection, so one per application (tests run several in
+//! one process): the parts that count — publisher, consumers, intake, pipeline — reach it with
+//! `broker.monitor()`. It also feeds the process's `metrics` facade (`/metrics`).
+//!
+//! - [`admission`]: the controller (pure).
+//! - [`sampler`]: the background loop reading the broker every half second and publishing a
+//!   [`Snapshot`] for `/v1/queues`, the dashboard and the gauges.
+//! - [`prometheus`]: the exporter behind `GET /metrics`.
+
+pub mod admission;
+pub mod prometheus;
+pub mod sampler;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::messaging::topology::{QueueSpec, QUEUES};
+use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator, Observation, Verdict};
+
+pub use sampler::Snapshot;
+
+/// Counters of one work queue, as this process saw them.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    pub published: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub delivered: AtomicU64,
+    pub acked: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub handed_back: AtomicU64,
+    pub requeued: AtomicU64,
+    /// Delivered to this process and not settled yet (its share of `unacked`).
+    pub in_flight: AtomicI64,
+}
+
+/// What the sampler last read of the checkout queue, to estimate the backlog between samples.
+#[derive(Debug, Default)]
+struct Baseline {
+    ready: AtomicU64,
+    published: AtomicU64,
+    delivered: AtomicU64,
+}
+
+/// A dead letter this process wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterSeen {
+    pub queue: &'static str,
+    pub message_id: Option<String>,
+    pub reason: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+const RECENT_DEAD_LETTERS: usize = 50;
+/// Latency windows: one histogram per second, this many kept.
+const LATENCY_SECONDS: usize = 10;
+
+/// Rolling per-second latency histograms (microseconds).
+struct Latencies {
+    windows: VecDeque<(u64, Histogram<u64>)>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            windows: VecDeque::with_capacity(LATENCY_SECONDS + 1),
+        }
+    }
+
+    fn record(&mut self, second: u64, value: Duration) {
+        let micros = u64::try_from(value.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 3_600_000_000);
+        if self.windows.back().is_none_or(|(s, _)| *s != second) {
+            let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2) else {
+                return;
+            };
+            self.windows.push_back((second, h));
+            while self.windows.len() > LATENCY_SECONDS {
+                self.windows.pop_front();
+            }
+        }
+        if let Some((_, h)) = self.windows.back_mut() {
+            h.saturating_record(micros);
+        }
+    }
+
+    /// Percentiles over the windows of the last `seconds` (ending at `now_second`).
+    fn summary(&self, now_second: u64, seconds: u64) -> LatencySummary {
+        let mut merged: Option<Histogram<u64>> = None;
+        for (s, h) in &self.windows {
+            if *s + seconds <= now_second {
+                continue;
+            }
+            match merged.as_mut() {
+                None => merged = Some(h.clone()),
+                Some(m) => {
+                    let _ = m.add(h);
+                }
+            }
+        }
+        let Some(h) = merged.filter(|h| !h.is_empty()) else {
+            return LatencySummary::default();
+        };
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p95_ms: ms(h.value_at_quantile(0.95)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// Latency percentiles over a recent window.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Admission state as answered at the last decision.
+#[derive(Debug, Clone, Copy, Default)]
+struct AdmissionCounters {
+    admitted: u64,
+    shed: u64,
+}
+
+/// The process's monitor (see the module docs).
+pub struct Monitor {
+    started: Instant,
+    queues: Vec<(QueueSpec, QueueCounters)>,
+    checkout: Baseline,
+    decided: AtomicU64,
+    accept_to_decided: Mutex<Latencies>,
+    decision: Mutex<Latencies>,
+    controller: Mutex<Controller>,
+    drain: Mutex<DrainEstimator>,
+    admission: Mutex<AdmissionCounters>,
+    broker_connected: AtomicBool,
+    broker_blocked: AtomicBool,
+    /// Wall-clock ms of the last successful read of the checkout queue (0: never).
+    last_sample_ms: AtomicI64,
+    publish_timeouts: AtomicU64,
+    reservations: DashMap<String, (u64, u64)>,
+    dead_letters: Mutex<VecDeque<DeadLetterSeen>>,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How long the checkout queue may go unread (while connected) before the broker counts as
+/// stalled.
+const STALLED_AFTER_MS: i64 = 3_000;
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor::new()
+    }
+}
+
+impl Monitor {
+    pub fn new() -> Monitor {
+        let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
+        Monitor {
+            started: Instant::now(),
+            queues: QUEUES
+                .iter()
+                .map(|q| (*q, QueueCounters::default()))
+                .collect(),
+            checkout: Baseline::default(),
+            decided: AtomicU64::new(0),
+            accept_to_decided: Mutex::new(Latencies::new()),
+            decision: Mutex::new(Latencies::new()),
+            controller: Mutex::new(Controller::new(AdmissionConfig::default())),
+            drain: Mutex::new(DrainEstimator::default()),
+            admission: Mutex::new(AdmissionCounters::default()),
+            broker_connected: AtomicBool::new(false),
+            broker_blocked: AtomicBool::new(false),
+            last_sample_ms: AtomicI64::new(0),
+            publish_timeouts: AtomicU64::new(0),
+            reservations: DashMap::new(),
+            dead_letters: Mutex::new(VecDeque::with_capacity(RECENT_DEAD_LETTERS)),
+            snapshots,
+        }
+    }
+
+    /// Sets the wait budget (at startup).
+    pub fn configure(&self, config: AdmissionConfig) {
+        *lock(&self.controller) = Controller::new(config);
+    }
+
+    /// The counters of a work queue, by name (`None` for a queue orderflow does not own).
+    pub fn queue(&self, name: &str) -> Option<&QueueCounters> {
+        self.queues
+            .iter()
+            .find(|(q, _)| q.name == name)
+            .map(|(_, c)| c)
+    }
+
+    /// The work queue a publish to `exchange` with `routing_key` lands in.
+    pub fn queue_of_publish(&self, exchange: &str, routing_key: &str) -> Option<&QueueCounters> {
+        self.queues
+            .iter()
+            .find(|(q, _)| q.exchange == exchange && q.routing_key == routing_key)
+            .map(|(_, c)| c)
+    }
+
+    pub(crate) fn queues(&self) -> &[(QueueSpec, QueueCounters)] {
+        &self.queues
+    }
+
+    fn seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// A checkout was decided (confirmed, rejected, failed or cancelled).
+    pub fn record_decision(&self, status: &str, reason: Option<&str>) {
+        self.decided.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(
+            "orderflow_orders_decided_total",
+            "status" => status.to_owned(),
+            "reason" => reason.unwrap_or("none").to_owned()
+        )
+        .increment(1);
+    }
+
+    pub fn decided(&self) -> u64 {
+        self.decided.load(Ordering::Relaxed)
+    }
+
+    /// A checkout message was taken to its outcome: `accepted_ms` is when intake accepted it
+    /// (wall clock), `consumed` when its delivery arrived.
+    pub fn record_processed(&self, accepted_ms: Option<i64>, consumed: Instant) {
+        let second = self.seconds();
+        let took = consumed.elapsed();
+        lock(&self.decision).record(second, took);
+        metrics::histogram!("orderflow_checkout_processing_seconds").record(took.as_secs_f64());
+        if let Some(accepted) = accepted_ms {
+            let ms = now_ms().saturating_sub(accepted).max(0);
+            let latency = Duration::from_millis(ms.unsigned_abs());
+            lock(&self.accept_to_decided).record(second, latency);
+            metrics::histogram!("orderflow_checkout_accept_to_decided_seconds")
+                .record(latency.as_secs_f64());
+        }
+    }
+
+    /// accept → decided percentiles over the last `seconds`.
+    pub fn accept_to_decided(&self, seconds: u64) -> LatencySummary {
+        lock(&self.accept_to_decided).summary(self.seconds(), seconds)
+    }
+
+    /// consume → decided percentiles over the last `seconds`.
+    pub fn decision_latency(&self, seconds: u64) -> LatencySummary {
+        lock(&self.decision).summary(self.seconds(), seconds)
+    }
+
+    /// A delivery arrived: `waited` since it was published, when known.
+    pub fn record_delivery(&self, queue: &str, redelivered: bool, waited: Option<Duration>) {
+        if let Some(c) = self.queue(queue) {
+            c.delivered.fetch_add(1, Ordering::Relaxed);
+            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            if redelivered {
+                c.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        metrics::counter!("orderflow_queue_delivered_total", "queue" => queue.to_owned())
+            .increment(1);
+        if redelivered {
+            metrics::counter!("orderflow_queue_redelivered_total", "queue" => queue.to_owned())
+                .increment(1);
+        }
+        if let Some(w) = waited {
+            metrics::histogram!("orderflow_queue_wait_seconds", "queue" => queue.to_owned())
+                .record(w.as_secs_f64());
+        }
+    }
+
+    /// A delivery was settled: `how` is `acked`, `dead_lettered`, `handed_back` or `requeued`.
+    pub fn record_settled(&self, queue: &str, how: Settled) {
+        if let Some(c) = self.queue(queue) {
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let counter = match how {
+                Settled::Acked => &c.acked,
+                Settled::DeadLettered => &c.dead_lettered,
+                Settled::HandedBack => &c.handed_back,
+                Settled::Requeued => &c.requeued,
+                Settled::Abandoned => return,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let name = match how {
+            Settled::Acked => "orderflow_queue_acked_total",
+            Settled::DeadLettered => "orderflow_queue_dead_lettered_total",
+            Settled::HandedBack => "orderflow_queue_handed_back_total",
+            Settled::Requeued => "orderflow_queue_requeued_total",
+            Settled::Abandoned => return,
+        };
+        metrics::counter!(name, "queue" => queue.to_owned()).increment(1);
+    }
+
+    /// A dead letter was written (kept for the dashboard).
+    pub fn record_dead_letter(
+        &self,
+        queue: &'static str,
+        message_id: Option<String>,
+        reason: &str,
+    ) {
+        let mut recent = lock(&self.dead_letters);
+        if recent.len() >= RECENT_DEAD_LETTERS {
+            recent.pop_front();
+        }
+        recent.push_back(DeadLetterSeen {
+            queue,
+            message_id,
+            reason: reason.chars().take(500).collect(),
+            at: chrono::Utc::now(),
+        });
+    }
+
+    /// The dead letters this process wrote, newest first.
+    pub fn recent_dead_letters(&self) -> Vec<DeadLetterSeen> {
+        lock(&self.dead_letters).iter().rev().cloned().collect()
+    }
+
+    /// A publish to a work queue was sent (`confirmed`: the broker confirmed it).
+    pub fn record_publish(&self, exchange: &str, routing_key: &str, outcome: PublishOutcome) {
+        let Some((spec, c)) = self
+            .queues
+            .iter()
+            .find(|(q, _)| q.exchange == exchange && q.routing_key == routing_key)
+        else {
+            return;
+        };
+        let queue = spec.name;
+        c.published.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("orderflow_queue_published_total", "queue" => queue).increment(1);
+        match outcome {
+            PublishOutcome::Confirmed => {
+                c.confirmed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("orderflow_queue_confirmed_total", "queue" => queue).increment(1);
+            }
+            PublishOutcome::Rejected => {
+                metrics::counter!("orderflow_queue_publish_rejected_total", "queue" => queue)
+                    .increment(1);
+            }
+            PublishOutcome::TimedOut => {
+                self.publish_timeouts.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("orderflow_queue_publish_timeouts_total", "queue" => queue)
+                    .increment(1);
+            }
+            PublishOutcome::Failed => {}
+        }
+    }
+
+    /// A reservation of `sku` succeeded (the hottest SKUs on the dashboard).
+    pub fn record_reservation(&self, sku: &str) {
+        if let Some(mut entry) = self.reservations.get_mut(sku) {
+            entry.0 += 1;
+            return;
+        }
+        self.reservations.entry(sku.to_owned()).or_insert((0, 0)).0 += 1;
+    }
+
+    /// The SKUs with the most reservations since the last call, and how many.
+    pub(crate) fn take_hottest(&self, n: usize) -> Vec<(String, u64)> {
+        let mut hot: Vec<(String, u64)> = Vec::new();
+        for mut entry in self.reservations.iter_mut() {
+            let (total, seen) = *entry.value();
+            entry.value_mut().1 = total;
+            let delta = total - seen;
+            if delta > 0 {
+                hot.push((entry.key().clone(), delta));
+            }
+        }
+        hot.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        hot.truncate(n);
+        hot
+    }
+
+    /// The broker connection's state (the sampler sets it).
+    pub(crate) fn set_broker(&self, connected: bool, blocked: bool) {
+        self.broker_connected.store(connected, Ordering::Relaxed);
+        self.broker_blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// The checkout queue was read: `ready` messages now.
+    pub(crate) fn set_checkout_ready(&self, ready: u64) {
+        let c = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name);
+        self.checkout.ready.store(ready, Ordering::Relaxed);
+        if let Some(c) = c {
+            self.checkout
+                .published
+                .store(c.published.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.checkout
+                .delivered
+                .store(c.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.last_sample_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Checkouts accepted and not yet decided, now: the last read of the queue, corrected by
+    /// what this process published and was delivered since, plus what is in flight here.
+    pub fn checkout_backlog(&self) -> u64 {
+        let Some(c) = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name) else {
+            return 0;
+        };
+        let published = c.published.load(Ordering::Relaxed);
+        let delivered = c.delivered.load(Ordering::Relaxed);
+        let ready = self.checkout.ready.load(Ordering::Relaxed) as i64
+            + published.saturating_sub(self.checkout.published.load(Ordering::Relaxed)) as i64
+            - delivered.saturating_sub(self.checkout.delivered.load(Ordering::Relaxed)) as i64;
+        let in_flight = c.in_flight.load(Ordering::Relaxed);
+        u64::try_from(ready.max(0) + in_flight.max(0)).unwrap_or(0)
+    }
+
+    fn broker_health(&self) -> BrokerHealth {
+        if self.broker_blocked.load(Ordering::Relaxed) {
+            return BrokerHealth::Blocked;
+        }
+        let last = self.last_sample_ms.load(Ordering::Relaxed);
+        if self.broker_connected.load(Ordering::Relaxed)
+            && last != 0
+            && now_ms().saturating_sub(last) > STALLED_AFTER_MS
+        {
+            return BrokerHealth::Stalled;
+        }
+        BrokerHealth::Ok
+    }
+
+    /// Feeds the drain estimator (the sampler calls it).
+    pub(crate) fn observe_drain(&self, now: Instant) {
+        let backlog = self.checkout_backlog();
+        lock(&self.drain).observe(now, self.decided(), backlog);
+    }
+
+    pub fn drain_per_s(&self) -> f64 {
+        lock(&self.drain).rate()
+    }
+
+    fn observation(&self) -> Observation {
+        // The median of the last 5 s: the typical decision, not one slow payment.
+        let latency = self.decision_latency(5);
+        Observation {
+            backlog: self.checkout_backlog(),
+            drain_per_s: self.drain_per_s(),
+            decision_latency: Duration::from_secs_f64(latency.p50_ms.max(0.0) / 1000.0),
+            broker: self.broker_health(),
+        }
+    }
+
+    /// Admit this checkout, or shed it: `Err((reason, retry_after_s))`, jittered.
+    pub fn admit(&self) -> Result<(), (admission::ShedReason, u32)> {
+        let o = self.observation();
+        let verdict = lock(&self.controller).decide(&o, Instant::now());
+        match verdict {
+            Verdict::Admit => {
+                lock(&self.admission).admitted += 1;
+                metrics::counter!("orderflow_checkouts_admitted_total").increment(1);
+                Ok(())
+            }
+            Verdict::Shed {
+                reason,
+                retry_after_s,
+            } => {
+                lock(&self.admission).shed += 1;
+                metrics::counter!("orderflow_checkouts_shed_total", "reason" => reason.as_str())
+                    .increment(1);
+                Err((reason, admission::jittered(retry_after_s, fastrand::f64())))
+            }
+        }
+    }
+
+    /// A checkout refused by the broker itself (`reject-publish`, the hard stop).
+    pub fn record_rejected_by_broker(&self) {
+        lock(&self.admission).shed += 1;
+        metrics::counter!("orderflow_checkouts_shed_total", "reason" => "queue_full").increment(1);
+    }
+
+    /// `(admitted, shed)` so far.
+    pub fn admission_counts(&self) -> (u64, u64) {
+        let c = *lock(&self.admission);
+        (c.admitted, c.shed)
+    }
+
+    /// The admission state now, re-evaluated (as a checkout arriving now would see it).
+    pub fn admission_state(&self) -> AdmissionView {
+        let o = self.observation();
+        let c = lock(&self.controller);
+        let expected = c.expected_wait(&o);
+        AdmissionView {
+            state: if c.shedding().is_some() {
+                "shedding"
+            } else {
+                "open"
+            },
+            reason: c.shedding().map(|r| r.as_str()),
+            expected_wait_ms: expected.as_secs_f64() * 1000.0,
+            target_ms: c.config().target.as_secs_f64() * 1000.0,
+            backlog: o.backlog,
+            drain_per_s: c.drain(&o),
+        }
+    }
+
+    /// The latest snapshot (the sampler publishes one every half second).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// Snapshots as they are published.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.subscribe()
+    }
+
+    pub(crate) fn publish_snapshot(&self, snapshot: Snapshot) {
+        self.snapshots.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// How a delivery was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Acked,
+    DeadLettered,
+    HandedBack,
+    Requeued,
+    /// Left to go back with the channel (stepping down).
+    Abandoned,
+}
+
+/// How a publish ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Confirmed,
+    /// The broker refused it (`reject-publish`: the queue is full).
+    Rejected,
+    TimedOut,
+    Failed,
+}
+
+/// Admission as `/v1/queues` and the dashboard show it.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AdmissionView {
+    pub state: &'static str,
+    pub reason: Option<&'static str>,
+    pub expected_wait_ms: f64,
+    pub target_ms: f64,
+    pub backlog: u64,
+    pub drain_per_s: f64,
+}

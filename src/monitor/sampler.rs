@@ -1,0 +1,383 @@
+//! The queue monitor: every half second it reads each queue's depth and consumers from the broker
+//! (a passive declare on a channel of its own — never the management API, never on a request
+//! path), computes rates over a short window from the process's counters, feeds the admission
+//! controller's drain estimate, sets the gauges, and publishes a [`Snapshot`] for `/v1/queues`
+//! and the dashboard's live feed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde::Serialize;
+
+use super::{AdmissionView, LatencySummary, Monitor};
+use crate::active::ActiveParts;
+use crate::domain::Sku;
+use crate::messaging::topology::CHECKOUT_QUEUE;
+use crate::messaging::Broker;
+use crate::persistence::DbPool;
+
+/// How often the broker is read.
+pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+/// Rates are averaged over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// A passive declare that takes longer than this counts as a failed read.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Hottest SKUs shown.
+const HOT_SKUS: usize = 8;
+
+/// One queue as `/v1/queues` shows it (API.md), with the extra rates.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct QueueView {
+    pub name: &'static str,
+    /// Ready in the broker (last read); `null` when it could not be read.
+    pub ready: Option<u64>,
+    /// Delivered to this instance and not settled.
+    pub unacked: u64,
+    pub consumers: Option<u32>,
+    /// Per second over the last 5 s.
+    pub publish_rate: f64,
+    pub confirm_rate: f64,
+    pub deliver_rate: f64,
+    pub ack_rate: f64,
+    pub redeliver_rate: f64,
+    pub dead_letter_rate: f64,
+    /// Its dead-letter queue's depth.
+    pub dead_letters: Option<u64>,
+}
+
+/// A SKU reserved often in the last interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct HotSku {
+    pub sku: String,
+    pub reservations_per_s: f64,
+    pub available: i64,
+    pub on_hand: Option<i64>,
+    pub reserved: Option<i64>,
+}
+
+/// Everything the monitor knows at one moment.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Snapshot {
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
+    pub role: &'static str,
+    pub queues: Vec<QueueView>,
+    pub admission: AdmissionView,
+    pub admitted_per_s: f64,
+    pub shed_per_s: f64,
+    pub decided_per_s: f64,
+    /// accept → decided over the last 10 s.
+    pub latency: LatencySummary,
+    /// Items queued in each write-behind writer: memory ahead of disk.
+    pub memory_ahead_of_disk: Vec<WriterBacklog>,
+    pub hot_skus: Vec<HotSku>,
+    pub broker: BrokerView,
+    pub db_pool: PoolView,
+    pub engine: EngineView,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct WriterBacklog {
+    pub writer: &'static str,
+    pub rows: i64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct BrokerView {
+    pub connected: bool,
+    pub blocked: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct PoolView {
+    pub in_use: u32,
+    pub idle: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct EngineView {
+    pub actors: usize,
+    pub requests_in_flight: i64,
+}
+
+/// Counter readings at one sample, for rates.
+#[derive(Clone)]
+struct Reading {
+    at: Instant,
+    queues: Vec<[u64; 6]>,
+    decided: u64,
+    admitted: u64,
+    shed: u64,
+}
+
+fn reading(m: &Monitor, now: Instant) -> Reading {
+    let (admitted, shed) = m.admission_counts();
+    Reading {
+        at: now,
+        queues: m
+            .queues()
+            .iter()
+            .map(|(_, c)| {
+                [
+                    c.published.load(Ordering::Relaxed),
+                    c.confirmed.load(Ordering::Relaxed),
+                    c.delivered.load(Ordering::Relaxed),
+                    c.acked.load(Ordering::Relaxed),
+                    c.redelivered.load(Ordering::Relaxed),
+                    c.dead_lettered.load(Ordering::Relaxed),
+                ]
+            })
+            .collect(),
+        decided: m.decided(),
+        admitted,
+        shed,
+    }
+}
+
+fn rate(now: u64, then: u64, seconds: f64) -> f64 {
+    if seconds <= 0.0 {
+        return 0.0;
+    }
+    now.saturating_sub(then) as f64 / seconds
+}
+
+/// What the sampler reads besides the broker.
+pub struct Sources {
+    pub broker: Broker,
+    pub pool: DbPool,
+    /// The active parts, while this instance holds the lease.
+    pub active: Box<dyn Fn() -> Option<Arc<ActiveParts>> + Send + Sync>,
+}
+
+/// Starts the sampler; it runs for the life of the process.
+pub fn spawn(sources: Sources) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut channel: Option<lapin::Channel> = None;
+        let mut history: VecDeque<Reading> = VecDeque::new();
+        let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let snapshot = sample(&sources, &mut channel, &mut history).await;
+            sources.broker.monitor().publish_snapshot(snapshot);
+            if let Some(handle) = super::prometheus::handle() {
+                handle.run_upkeep();
+            }
+        }
+    })
+}
+
+/// `(ready, consumers)` of a queue, on the sampler's channel.
+async fn read_queue(channel: &lapin::Channel, name: &str) -> Result<(u64, u32), String> {
+    let declare = channel.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    );
+    match tokio::time::timeout(READ_TIMEOUT, declare).await {
+        Ok(Ok(q)) => Ok((u64::from(q.message_count()), q.consumer_count())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+async fn read_opt(channel: Option<&lapin::Channel>, name: &str) -> Option<(u64, u32)> {
+    read_queue(channel?, name).await.ok()
+}
+
+async fn sample(
+    sources: &Sources,
+    channel: &mut Option<lapin::Channel>,
+    history: &mut VecDeque<Reading>,
+) -> Snapshot {
+    let m = sources.broker.monitor();
+    let now = Instant::now();
+    let connection = sources.broker.current();
+    let connected = connection.as_ref().is_some_and(|c| c.status().connected());
+    let blocked = connection.as_ref().is_some_and(|c| c.status().blocked());
+    m.set_broker(connected, blocked);
+    metrics::gauge!("orderflow_broker_connected").set(f64::from(u8::from(connected)));
+    metrics::gauge!("orderflow_broker_blocked").set(f64::from(u8::from(blocked)));
+
+    if channel.as_ref().is_none_or(|c| !c.status().connected()) {
+        *channel = match connection {
+            Some(conn) if connected => conn.create_channel().await.ok(),
+            _ => None,
+        };
+    }
+    let mut depths = Vec::new();
+    for (spec, _) in m.queues() {
+        let work = read_opt(channel.as_ref(), spec.name).await;
+        let dead = read_opt(channel.as_ref(), &spec.dead_letter_queue()).await;
+        if work.is_none() {
+            // A failed passive declare closes the channel: open a new one next time.
+            *channel = None;
+        }
+        depths.push((work, dead));
+    }
+    if let Some(Some((ready, _))) = m
+        .queues()
+        .iter()
+        .zip(&depths)
+        .find(|((spec, _), _)| spec.name == CHECKOUT_QUEUE.name)
+        .map(|(_, (work, _))| *work)
+    {
+        m.set_checkout_ready(ready);
+    }
+    m.observe_drain(now);
+
+    let current = reading(m, now);
+    history.push_back(current.clone());
+    while history
+        .front()
+        .is_some_and(|r| now.duration_since(r.at) > RATE_WINDOW)
+    {
+        history.pop_front();
+    }
+    let oldest = history.front().cloned().unwrap_or_else(|| current.clone());
+    let seconds = now.duration_since(oldest.at).as_secs_f64();
+
+    let mut queues = Vec::new();
+    for (i, ((spec, counters), (work, dead))) in m.queues().iter().zip(&depths).enumerate() {
+        let (Some(c), Some(o)) = (current.queues.get(i), oldest.queues.get(i)) else {
+            continue;
+        };
+        let r = |k: usize| {
+            rate(
+                c.get(k).copied().unwrap_or(0),
+                o.get(k).copied().unwrap_or(0),
+                seconds,
+            )
+        };
+        let unacked = counters
+            .in_flight
+            .load(Ordering::Relaxed)
+            .max(0)
+            .unsigned_abs();
+        let view = QueueView {
+            name: spec.name,
+            ready: work.map(|(r, _)| r),
+            unacked,
+            consumers: work.map(|(_, c)| c),
+            publish_rate: r(0),
+            confirm_rate: r(1),
+            deliver_rate: r(2),
+            ack_rate: r(3),
+            redeliver_rate: r(4),
+            dead_letter_rate: r(5),
+            dead_letters: dead.map(|(r, _)| r),
+        };
+        if let Some(ready) = view.ready {
+            metrics::gauge!("orderflow_queue_ready_messages", "queue" => spec.name)
+                .set(ready as f64);
+        }
+        if let Some(consumers) = view.consumers {
+            metrics::gauge!("orderflow_queue_consumers", "queue" => spec.name)
+                .set(f64::from(consumers));
+        }
+        if let Some(dead) = view.dead_letters {
+            metrics::gauge!("orderflow_queue_ready_messages", "queue" => spec.dead_letter_queue())
+                .set(dead as f64);
+        }
+        metrics::gauge!("orderflow_queue_unacked_messages", "queue" => spec.name)
+            .set(unacked as f64);
+        queues.push(view);
+    }
+
+    let admission = m.admission_state();
+    metrics::gauge!("orderflow_admission_shedding")
+        .set(f64::from(u8::from(admission.state == "shedding")));
+    metrics::gauge!("orderflow_admission_expected_wait_seconds")
+        .set(admission.expected_wait_ms / 1000.0);
+    metrics::gauge!("orderflow_admission_drain_per_second").set(m.drain_per_s());
+    metrics::gauge!("orderflow_checkout_backlog").set(admission.backlog as f64);
+
+    let pool_state = sources.pool.state();
+    let db_pool = PoolView {
+        in_use: pool_state
+            .connections
+            .saturating_sub(pool_state.idle_connections),
+        idle: pool_state.idle_connections,
+    };
+    metrics::gauge!("orderflow_db_pool_connections", "state" => "in_use")
+        .set(f64::from(db_pool.in_use));
+    metrics::gauge!("orderflow_db_pool_connections", "state" => "idle")
+        .set(f64::from(db_pool.idle));
+
+    let active = (sources.active)();
+    let memory_ahead_of_disk: Vec<WriterBacklog> = match active.as_ref() {
+        Some(parts) => vec![
+            WriterBacklog {
+                writer: "stock",
+                rows: parts
+                    .engine
+                    .persister_stats()
+                    .batches()
+                    .queued
+                    .load(Ordering::Relaxed)
+                    .max(0),
+            },
+            WriterBacklog {
+                writer: "orders",
+                rows: parts.orders.writer_backlog(),
+            },
+        ],
+        None => Vec::new(),
+    };
+    for w in &memory_ahead_of_disk {
+        metrics::gauge!("orderflow_batch_backlog_rows", "writer" => w.writer).set(w.rows as f64);
+    }
+    let hottest = m.take_hottest(HOT_SKUS);
+    let interval = SAMPLE_EVERY.as_secs_f64();
+    let mut hot_skus = Vec::new();
+    let mut engine = EngineView::default();
+    if let Some(parts) = active.as_ref() {
+        engine = EngineView {
+            actors: parts.engine.sku_count(),
+            requests_in_flight: parts.engine.requests_in_flight(),
+        };
+        for (name, count) in hottest {
+            let Ok(sku) = Sku::parse(&name) else { continue };
+            let ledger =
+                tokio::time::timeout(Duration::from_millis(200), parts.engine.ledger(&sku))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            hot_skus.push(HotSku {
+                available: parts.engine.feed().board().available(&sku),
+                on_hand: ledger.map(|l| l.level.on_hand),
+                reserved: ledger.map(|l| l.level.reserved),
+                sku: name,
+                reservations_per_s: count as f64 / interval,
+            });
+        }
+    }
+    metrics::gauge!("orderflow_engine_actors").set(engine.actors as f64);
+    metrics::gauge!("orderflow_engine_requests_in_flight").set(engine.requests_in_flight as f64);
+
+    Snapshot {
+        at: Some(chrono::Utc::now()),
+        role: if active.is_some() {
+            "active"
+        } else {
+            "standby"
+        },
+        queues,
+        admission,
+        admitted_per_s: rate(current.admitted, oldest.admitted, seconds),
+        shed_per_s: rate(current.shed, oldest.shed, seconds),
+        decided_per_s: rate(current.decided, oldest.decided, seconds),
+        latency: m.accept_to_decided(10),
+        memory_ahead_of_disk,
+        hot_skus,
+        broker: BrokerView { connected, blocked },
+        db_pool,
+        engine,
+    }
+}

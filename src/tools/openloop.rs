@@ -1,0 +1,416 @@
+//! `orderflow loadgen --rate N --duration S [--then RATE:SECONDS …]`: an open-loop load. Checkouts
+//! arrive at a fixed rate whatever the service answers — a closed loop (N customers each waiting
+//! for the last answer) slows down with the service and hides overload. A 503 is retried after
+//! its `Retry-After`, like a polite client (each retry is more offered load). Each phase reports
+//! offered, admitted, shed and decided per second, accept → decided percentiles (an HDR
+//! histogram, from the 202 to the `order.events` announcement), the checkout queue's peak depth
+//! and — after an overloaded phase — how long admission took to reopen. The run ends with the
+//! consistency check: every accepted order decided, sold = stock taken.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use hdrhistogram::Histogram;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::loadgen::{checkout_body, reserved_of, setup, sku_name, watch_decisions, LoadgenConfig};
+
+/// One stretch of constant arrival rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phase {
+    pub rate: f64,
+    pub seconds: f64,
+}
+
+/// `RATE:SECONDS`, e.g. `500:15`.
+pub fn parse_phase(s: &str) -> Result<Phase, String> {
+    let (rate, seconds) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected RATE:SECONDS"))?;
+    let rate: f64 = rate.parse().map_err(|_| format!("{s:?}: bad rate"))?;
+    let seconds: f64 = seconds.parse().map_err(|_| format!("{s:?}: bad seconds"))?;
+    if !(rate > 0.0 && rate <= 100_000.0 && seconds > 0.0 && seconds <= 3600.0) {
+        return Err(format!("{s:?}: rate in (0, 100000], seconds in (0, 3600]"));
+    }
+    Ok(Phase { rate, seconds })
+}
+
+/// Attempts per checkout (the first and the retries after 503).
+const ATTEMPTS: u32 = 10;
+
+#[derive(Default)]
+struct PhaseStats {
+    offered: u64,
+    requests: u64,
+    admitted: u64,
+    shed: u64,
+    shed_without_retry_after: u64,
+    other: BTreeMap<u16, u64>,
+    peak_depth: u64,
+    /// Seconds from the phase's start until admission was seen open again (if it was shedding
+    /// when the phase began).
+    reopened_after: Option<f64>,
+    shedding_at_start: bool,
+}
+
+struct Shared {
+    phases: Vec<PhaseStats>,
+    /// (order id, phase, accepted at, sku)
+    accepted: Vec<(Uuid, usize, Instant, String)>,
+    in_flight: u64,
+    peak_in_flight: u64,
+}
+
+/// Reads the checkout queue's depth and the admission state from `/v1/queues`.
+async fn queue_state(client: &awc::Client, url: &str) -> Option<(u64, bool)> {
+    let mut r = client.get(format!("{url}/v1/queues")).send().await.ok()?;
+    let body: Value = r.json().limit(1 << 20).await.ok()?;
+    let checkout = body
+        .get("queues")?
+        .as_array()?
+        .iter()
+        .find(|q| q.get("name").and_then(Value::as_str) == Some("orders.checkout"))?;
+    let count = |field: &str| checkout.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let shedding = body.pointer("/admission/state").and_then(Value::as_str) == Some("shedding");
+    Some((count("ready") + count("unacked"), shedding))
+}
+
+/// Sends one checkout, retrying 503s after Retry-After; records what happened.
+async fn one_checkout(
+    client: awc::Client,
+    url: String,
+    shared: Rc<RefCell<Shared>>,
+    phase_of: Rc<dyn Fn() -> usize>,
+    key: String,
+    customer: usize,
+    sku: String,
+) {
+    let body = checkout_body(customer, &sku);
+    for _ in 0..ATTEMPTS {
+        shared.borrow_mut().in_flight += 1;
+        {
+            let mut s = shared.borrow_mut();
+            s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
+        }
+        let sent = client
+            .post(format!("{url}/v1/checkout"))
+            .insert_header(("Idempotency-Key", key.as_str()))
+            .send_json(&body)
+            .await;
+        let phase = phase_of();
+        let (code, retry_after) = match &sent {
+            Ok(r) => (
+                r.status().as_u16(),
+                r.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok()),
+            ),
+            Err(_) => (0, None),
+        };
+        let again = {
+            let mut s = shared.borrow_mut();
+            s.in_flight -= 1;
+            let Some(stats) = s.phases.get_mut(phase) else {
+                return;
+            };
+            stats.requests += 1;
+            match code {
+                202 | 200 => {
+                    stats.admitted += 1;
+                    let id = orderflow::orders::order_id_for(&key);
+                    s.accepted.push((id, phase, Instant::now(), sku.clone()));
+                    false
+                }
+                503 => {
+                    stats.shed += 1;
+                    if retry_after.is_none() {
+                        stats.shed_without_retry_after += 1;
+                    }
+                    true
+                }
+                other => {
+                    *stats.other.entry(other).or_default() += 1;
+                    // No answer at all: try again; any other answer is final.
+                    other == 0
+                }
+            }
+        };
+        if !again {
+            return;
+        }
+        let wait = retry_after.map_or(Duration::from_millis(500), Duration::from_secs);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// Runs the phases and prints the report.
+pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
+    let total: f64 = phases.iter().map(|p| p.rate * p.seconds).sum();
+    let mut c = c;
+    c.orders = (total.ceil() as u32).max(1);
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connector(awc::Connector::new().limit(c.customers as usize))
+        .finish();
+    if c.setup {
+        setup(&client, &c).await?;
+    }
+    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
+    watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
+    let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
+    if c.hot_share < 1.0 {
+        skus_used.extend((0..c.skus).map(sku_name));
+    }
+    let mut before = HashMap::new();
+    for sku in &skus_used {
+        before.insert(
+            sku.clone(),
+            reserved_of(&client, &c.url, sku).await.unwrap_or(0),
+        );
+    }
+
+    let shared = Rc::new(RefCell::new(Shared {
+        phases: phases.iter().map(|_| PhaseStats::default()).collect(),
+        accepted: Vec::new(),
+        in_flight: 0,
+        peak_in_flight: 0,
+    }));
+    let current = Rc::new(std::cell::Cell::new(0usize));
+    let phase_of: Rc<dyn Fn() -> usize> = {
+        let current = Rc::clone(&current);
+        Rc::new(move || current.get())
+    };
+    let done = Rc::new(std::cell::Cell::new(false));
+    // The queue watcher: peak depth per phase, and when admission reopened.
+    let watcher = {
+        let (client, url, shared, current, done) = (
+            client.clone(),
+            c.url.clone(),
+            Rc::clone(&shared),
+            Rc::clone(&current),
+            Rc::clone(&done),
+        );
+        let starts: Rc<RefCell<Vec<Instant>>> = Rc::default();
+        let starts_w = Rc::clone(&starts);
+        let handle = actix_web::rt::spawn(async move {
+            while !done.get() {
+                if let Some((depth, shedding)) = queue_state(&client, &url).await {
+                    let phase = current.get();
+                    let started = starts_w.borrow().get(phase).copied();
+                    let mut s = shared.borrow_mut();
+                    if let Some(stats) = s.phases.get_mut(phase) {
+                        stats.peak_depth = stats.peak_depth.max(depth);
+                        if stats.shedding_at_start && !shedding && stats.reopened_after.is_none() {
+                            stats.reopened_after = started.map(|t| t.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        (handle, starts)
+    };
+
+    let run_id = Uuid::new_v4().simple().to_string();
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut n = 0u64;
+    let started = Instant::now();
+    let mut phase_starts = Vec::new();
+    for (i, phase) in phases.iter().enumerate() {
+        current.set(i);
+        let start = Instant::now();
+        phase_starts.push(start);
+        watcher.1.borrow_mut().push(start);
+        let shedding = queue_state(&client, &c.url).await.is_some_and(|(_, s)| s);
+        if let Some(stats) = shared.borrow_mut().phases.get_mut(i) {
+            stats.shedding_at_start = shedding;
+        }
+        let count = (phase.rate * phase.seconds).round() as u64;
+        for k in 0..count {
+            let due = start + Duration::from_secs_f64(k as f64 / phase.rate);
+            tokio::time::sleep_until(due.into()).await;
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
+            let sku = if hot {
+                "LG-HOT".to_owned()
+            } else {
+                sku_name((rng >> 16) as usize % c.skus.max(1))
+            };
+            n += 1;
+            if let Some(stats) = shared.borrow_mut().phases.get_mut(i) {
+                stats.offered += 1;
+            }
+            actix_web::rt::spawn(one_checkout(
+                client.clone(),
+                c.url.clone(),
+                Rc::clone(&shared),
+                Rc::clone(&phase_of),
+                format!("ol-{run_id}-{n}"),
+                (rng >> 40) as usize % 100_000,
+                sku,
+            ));
+        }
+    }
+    let sending = started.elapsed();
+    // Retries still pending finish (at most ATTEMPTS × Retry-After), then everything accepted
+    // must be decided.
+    let settle_until = Instant::now() + Duration::from_secs(120);
+    while shared.borrow().in_flight > 0 && Instant::now() < settle_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wait_until = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pending = shared
+            .borrow()
+            .accepted
+            .iter()
+            .filter(|(id, ..)| !decided.contains_key(id))
+            .count();
+        if pending == 0 || Instant::now() > wait_until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    done.set(true);
+    let _ = watcher.0.await;
+
+    let s = {
+        let mut b = shared.borrow_mut();
+        Shared {
+            phases: std::mem::take(&mut b.phases),
+            accepted: std::mem::take(&mut b.accepted),
+            in_flight: b.in_flight,
+            peak_in_flight: b.peak_in_flight,
+        }
+    };
+    // 1 µs … 1 h, 3 significant digits.
+    let proto: Histogram<u64> =
+        Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| e.to_string())?;
+    let mut latency: Vec<Histogram<u64>> = phases.iter().map(|_| proto.clone()).collect();
+    let mut all = proto.clone();
+    let mut decided_in: Vec<u64> = vec![0; phases.len()];
+    let mut undecided = 0u64;
+    let mut sold: HashMap<String, i64> = HashMap::new();
+    let mut outcome: BTreeMap<String, u64> = BTreeMap::new();
+    for (id, phase, at, sku) in &s.accepted {
+        let Some(d) = decided.get(id) else {
+            undecided += 1;
+            continue;
+        };
+        let (when, status) = d.value();
+        let micros = u64::try_from(when.saturating_duration_since(*at).as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if let Some(h) = latency.get_mut(*phase) {
+            h.saturating_record(micros);
+        }
+        all.saturating_record(micros);
+        if let Some(count) = decided_in.get_mut(*phase) {
+            *count += 1;
+        }
+        *outcome.entry(status.clone()).or_default() += 1;
+        if status == "scheduled" {
+            *sold.entry(sku.clone()).or_default() += 1;
+        }
+    }
+    println!(
+        "open loop: {} phases, {:.1} s of arrivals, {} checkouts offered, hot share {:.0}%, peak requests in flight {}",
+        phases.len(),
+        sending.as_secs_f64(),
+        n,
+        c.hot_share * 100.0,
+        s.peak_in_flight
+    );
+    for (i, (phase, stats)) in phases.iter().zip(&s.phases).enumerate() {
+        let h = latency.get(i).cloned().unwrap_or_else(|| proto.clone());
+        let secs = phase.seconds;
+        println!(
+            "phase {} @ {:.0}/s for {:.0} s: offered {:.0}/s, requests {:.0}/s, admitted {:.0}/s, shed {:.0}/s (503 without Retry-After: {}), other answers {:?}",
+            i + 1,
+            phase.rate,
+            secs,
+            stats.offered as f64 / secs,
+            stats.requests as f64 / secs,
+            stats.admitted as f64 / secs,
+            stats.shed as f64 / secs,
+            stats.shed_without_retry_after,
+            stats.other
+        );
+        println!(
+            "  decided {} of {} admitted; accept→decided p50 {:.0} ms  p95 {:.0} ms  p99 {:.0} ms  max {:.0} ms; queue peak depth {}{}",
+            decided_in.get(i).copied().unwrap_or(0),
+            stats.admitted,
+            ms(h.value_at_quantile(0.50)),
+            ms(h.value_at_quantile(0.95)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+            stats.peak_depth,
+            match (stats.shedding_at_start, stats.reopened_after) {
+                (true, Some(t)) => format!("; shedding when it began, admission reopened after {t:.1} s"),
+                (true, None) => "; shedding when it began, admission did NOT reopen".into(),
+                _ => String::new(),
+            }
+        );
+    }
+    let decided_total: u64 = decided_in.iter().sum();
+    println!(
+        "all: decided {} ({}), accept→decided p99 {:.0} ms max {:.0} ms",
+        decided_total,
+        outcome
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ms(all.value_at_quantile(0.99)),
+        ms(all.max())
+    );
+    let mut taken_total = 0i64;
+    let mut taken_ok = true;
+    for sku in &skus_used {
+        let after = reserved_of(&client, &c.url, sku).await.unwrap_or(-1);
+        let taken = after - before.get(sku).copied().unwrap_or(0);
+        taken_total += taken;
+        taken_ok &= taken == sold.get(sku).copied().unwrap_or(0);
+    }
+    let sold_total: i64 = sold.values().sum();
+    println!(
+        "consistency      sold {sold_total} = stock taken {taken_total}: {}; accepted and undecided {undecided}: {}",
+        if taken_ok { "ok" } else { "MISMATCH" },
+        if undecided == 0 { "ok" } else { "NOT OK" }
+    );
+    if !taken_ok || undecided > 0 {
+        return Err("consistency check failed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_parse_and_bad_ones_are_refused() {
+        assert_eq!(
+            parse_phase("500:15"),
+            Ok(Phase {
+                rate: 500.0,
+                seconds: 15.0
+            })
+        );
+        for bad in ["500", "x:1", "1:x", "0:10", "10:0", "1e9:1", "-1:1"] {
+            assert!(parse_phase(bad).is_err(), "{bad}");
+        }
+    }
+}
