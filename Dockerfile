@@ -18,6 +18,8 @@ RUN mkdir -p src \
  && rm -rf src
 COPY src src
 COPY migrations migrations
+# The dashboard's page and chart library, compiled into the binary.
+COPY web web
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin orderflow \
  && strip target/release/orderflow

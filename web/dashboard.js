@@ -12,7 +12,7 @@
     p50: [], p95: [], p99: [], target: [], stock: [], orders: [],
   };
   // What a test (or a curious operator in the console) can read.
-  const state = { snapshots: 0, episodes: [], last: null };
+  const state = { snapshots: 0, episodes: [], last: null, charts: null };
   window.orderflowDashboard = state;
 
   function chart(el, title, lines) {
@@ -26,7 +26,7 @@
     }, [[]].concat(lines.map(() => [])), el);
   }
 
-  const charts = {
+  const charts = state.charts = {
     depth: chart($("chart-depth"), "depth", [["ready", "#0969da"], ["unacked (here)", "#8250df"]]),
     flow: chart($("chart-flow"), "flow", [["admitted/s", "#1a7f37"], ["shed/s", "#cf222e"], ["decided/s", "#0969da"]]),
     latency: chart($("chart-latency"), "latency", [["p50", "#1a7f37"], ["p95", "#9a6700"], ["p99", "#cf222e"], ["target", "#59636e", [6, 4]]]),

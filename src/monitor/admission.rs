@@ -1,6 +1,9 @@
 //! Admission by wait budget: a checkout is admitted while the wait it can expect — the backlog
 //! ahead of it divided by the measured drain rate, plus the current decision latency — stays
-//! inside a target. Past it, intake answers 503 `overloaded` with an honest, jittered
+//! inside a target. The decision latency is read ahead, not behind: the checkouts already in
+//! flight (prefetched and being processed) will take `in_flight ÷ drain` to clear, which is
+//! known now, while the measured latency only shows it once they finish; the measured median
+//! is the floor (one decision's own time when little is in flight). Past it, intake answers 503 `overloaded` with an honest, jittered
 //! `Retry-After` (the time until the backlog drains back to where admission reopens).
 //!
 //! Pure arithmetic on observations, no clock or I/O of its own: the sampler and intake feed it,
@@ -28,11 +31,11 @@ impl Default for AdmissionConfig {
 
 /// Admission starts shedding when the expected wait passes this share of the target: the margin
 /// is what the tail of the latency distribution needs to stay under the target.
-pub const SHED_AT: f64 = 0.8;
+pub const SHED_AT: f64 = 0.5;
 /// …and reopens when it falls under this share (hysteresis: between the two, the state stays).
-pub const REOPEN_AT: f64 = 0.5;
+pub const REOPEN_AT: f64 = 0.3;
 /// The shortest a shedding episode lasts, so one lucky sample cannot make it flap.
-pub const MIN_SHED: Duration = Duration::from_millis(500);
+pub const MIN_SHED: Duration = Duration::from_secs(1);
 /// Retry-After never says more than this.
 pub const MAX_RETRY_AFTER_S: u32 = 60;
 /// What a blocked or stalled broker asks clients to wait.
@@ -71,11 +74,13 @@ impl ShedReason {
 /// What the controller is told at each decision.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
-    /// Checkouts accepted and not yet decided: ready in the queue plus in flight.
+    /// Checkouts waiting in the queue.
     pub backlog: u64,
+    /// Checkouts delivered and being processed.
+    pub in_flight: u64,
     /// Measured decisions per second (the [`DrainEstimator`]'s figure; 0 when none yet).
     pub drain_per_s: f64,
-    /// How long a decision takes once its message is consumed (recent).
+    /// How long a decision takes once its message is consumed (recent median).
     pub decision_latency: Duration,
     pub broker: BrokerHealth,
 }
@@ -118,17 +123,24 @@ impl Controller {
         }
     }
 
+    /// The decision latency a checkout arriving now will see: what is in flight must clear
+    /// first, and a decision takes at least its measured median.
+    pub fn decision_latency(&self, o: &Observation) -> Duration {
+        let clearing = Duration::from_secs_f64((o.in_flight as f64 / self.drain(o)).min(86_400.0));
+        clearing.max(o.decision_latency)
+    }
+
     /// backlog ÷ drain rate + decision latency.
     pub fn expected_wait(&self, o: &Observation) -> Duration {
         let queued = o.backlog as f64 / self.drain(o);
-        Duration::from_secs_f64(queued.min(86_400.0)) + o.decision_latency
+        Duration::from_secs_f64(queued.min(86_400.0)) + self.decision_latency(o)
     }
 
     /// Seconds until the backlog drains to where admission reopens (at least 1).
     pub fn retry_after(&self, o: &Observation) -> u32 {
         let drain = self.drain(o);
         let reopen_backlog = (self.config.target.as_secs_f64() * REOPEN_AT
-            - o.decision_latency.as_secs_f64())
+            - self.decision_latency(o).as_secs_f64())
         .max(0.0)
             * drain;
         let excess = (o.backlog as f64 - reopen_backlog).max(0.0);
@@ -187,9 +199,9 @@ pub fn jittered(base: u32, unit: f64) -> u32 {
 
 /// Measures how fast checkouts are decided while there is a backlog to decide.
 ///
-/// A queue that runs empty shows the arrival rate, not the capacity: readings taken while the
-/// backlog was empty can only raise the estimate; readings taken while busy move it both ways
-/// (an exponentially weighted mean, so one slow interval does not halve it).
+/// A queue that runs empty shows the arrival rate, not the capacity: only readings taken while
+/// checkouts were waiting (at both ends of the interval) count, as an exponentially weighted
+/// mean (one slow interval does not halve it, one burst does not double it).
 #[derive(Debug, Clone, Default)]
 pub struct DrainEstimator {
     rate: f64,
@@ -214,8 +226,6 @@ impl DrainEstimator {
                 } else {
                     self.rate + DRAIN_WEIGHT * (reading - self.rate)
                 };
-            } else {
-                self.rate = self.rate.max(reading);
             }
         }
         self.last = Some((now, decided_total, backlog));
@@ -234,6 +244,7 @@ mod tests {
     fn obs(backlog: u64, drain: f64) -> Observation {
         Observation {
             backlog,
+            in_flight: 0,
             drain_per_s: drain,
             decision_latency: Duration::from_millis(100),
             broker: BrokerHealth::Ok,
@@ -253,16 +264,20 @@ mod tests {
         );
         // No measurement yet: the configured guess (200/s).
         assert_eq!(c.expected_wait(&obs(100, 0.0)), Duration::from_millis(600));
+        // 300 in flight at 1000/s clear in 300 ms, more than the measured 100 ms.
+        let mut o = obs(500, 1000.0);
+        o.in_flight = 300;
+        assert_eq!(c.expected_wait(&o), Duration::from_millis(800));
     }
 
     #[test]
     fn sheds_past_the_budget_and_reopens_only_well_under_it() {
         let mut c = controller();
         let t0 = Instant::now();
-        // 1000/s, 100 ms latency: shed above 700 queued (0.8 s), reopen under 400 (0.5 s).
-        assert_eq!(c.decide(&obs(690, 1000.0), t0), Verdict::Admit);
+        // 1000/s, 100 ms latency: shed above 400 queued (0.5 s), reopen under 200 (0.3 s).
+        assert_eq!(c.decide(&obs(390, 1000.0), t0), Verdict::Admit);
         assert!(matches!(
-            c.decide(&obs(710, 1000.0), t0),
+            c.decide(&obs(410, 1000.0), t0),
             Verdict::Shed {
                 reason: ShedReason::WaitBudget,
                 ..
@@ -271,14 +286,14 @@ mod tests {
         // Inside the band, and later: still shedding (no flapping at the edge).
         let later = t0 + Duration::from_secs(2);
         assert!(matches!(
-            c.decide(&obs(500, 1000.0), later),
+            c.decide(&obs(210, 1000.0), later),
             Verdict::Shed { .. }
         ));
         assert!(matches!(
-            c.decide(&obs(690, 1000.0), later),
+            c.decide(&obs(390, 1000.0), later),
             Verdict::Shed { .. }
         ));
-        assert_eq!(c.decide(&obs(390, 1000.0), later), Verdict::Admit);
+        assert_eq!(c.decide(&obs(190, 1000.0), later), Verdict::Admit);
         assert_eq!(c.shedding(), None);
     }
 
@@ -301,11 +316,11 @@ mod tests {
     #[test]
     fn retry_after_is_the_time_to_drain_to_the_reopening_point() {
         let c = controller();
-        // Reopens at (0.5 s - 0.1 s) × 1000/s = 400 queued; 5400 queued → 5 s.
-        assert_eq!(c.retry_after(&obs(5400, 1000.0)), 5);
+        // Reopens at (0.3 s - 0.1 s) × 1000/s = 200 queued; 5200 queued → 5 s.
+        assert_eq!(c.retry_after(&obs(5200, 1000.0)), 5);
         // Rounded up, never under a second, never over the cap.
-        assert_eq!(c.retry_after(&obs(5401, 1000.0)), 6);
-        assert_eq!(c.retry_after(&obs(401, 1000.0)), 1);
+        assert_eq!(c.retry_after(&obs(5201, 1000.0)), 6);
+        assert_eq!(c.retry_after(&obs(201, 1000.0)), 1);
         assert_eq!(c.retry_after(&obs(10_000_000, 10.0)), MAX_RETRY_AFTER_S);
     }
 
@@ -348,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn the_drain_estimate_follows_busy_readings_and_ignores_idle_lows() {
+    fn the_drain_estimate_follows_busy_readings_and_ignores_idle_ones() {
         let mut d = DrainEstimator::default();
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
@@ -361,8 +376,11 @@ mod tests {
         // The queue ran empty: 10/s is the arrival rate, not the capacity.
         d.observe(t0 + 3 * s, 1510, 0);
         assert!((d.rate() - 800.0).abs() < 1e-9);
-        // An idle reading above the estimate raises it.
-        d.observe(t0 + 4 * s, 2510, 0);
-        assert_eq!(d.rate(), 1000.0);
+        // Nor is a burst drained from an empty start (decisions piled up behind a stall).
+        d.observe(t0 + 4 * s, 4510, 10);
+        assert!((d.rate() - 800.0).abs() < 1e-9);
+        // Busy again: counts.
+        d.observe(t0 + 5 * s, 5310, 10);
+        assert!((d.rate() - 800.0).abs() < 1e-9);
     }
 }

@@ -116,6 +116,7 @@ impl Latencies {
         LatencySummary {
             count: h.len(),
             p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
             p95_ms: ms(h.value_at_quantile(0.95)),
             p99_ms: ms(h.value_at_quantile(0.99)),
             max_ms: ms(h.max()),
@@ -128,6 +129,7 @@ impl Latencies {
 pub struct LatencySummary {
     pub count: u64,
     pub p50_ms: f64,
+    pub p90_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -146,6 +148,9 @@ pub struct Monitor {
     queues: Vec<(QueueSpec, QueueCounters)>,
     checkout: Baseline,
     decided: AtomicU64,
+    /// The median decision latency of the last 5 s, in µs (the sampler refreshes it: merging
+    /// histograms is too dear for every checkout).
+    decision_p50_us: AtomicU64,
     accept_to_decided: Mutex<Latencies>,
     decision: Mutex<Latencies>,
     controller: Mutex<Controller>,
@@ -190,6 +195,7 @@ impl Monitor {
                 .collect(),
             checkout: Baseline::default(),
             decided: AtomicU64::new(0),
+            decision_p50_us: AtomicU64::new(0),
             accept_to_decided: Mutex::new(Latencies::new()),
             decision: Mutex::new(Latencies::new()),
             controller: Mutex::new(Controller::new(AdmissionConfig::default())),
@@ -419,8 +425,9 @@ impl Monitor {
         self.last_sample_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Checkouts accepted and not yet decided, now: the last read of the queue, corrected by
-    /// what this process published and was delivered since, plus what is in flight here.
+    /// Checkouts waiting in the queue now: the last read of the queue, corrected by what this
+    /// process published and was delivered since. (What is in flight here is not waiting: its
+    /// time is the decision latency.)
     pub fn checkout_backlog(&self) -> u64 {
         let Some(c) = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name) else {
             return 0;
@@ -430,8 +437,7 @@ impl Monitor {
         let ready = self.checkout.ready.load(Ordering::Relaxed) as i64
             + published.saturating_sub(self.checkout.published.load(Ordering::Relaxed)) as i64
             - delivered.saturating_sub(self.checkout.delivered.load(Ordering::Relaxed)) as i64;
-        let in_flight = c.in_flight.load(Ordering::Relaxed);
-        u64::try_from(ready.max(0) + in_flight.max(0)).unwrap_or(0)
+        u64::try_from(ready.max(0)).unwrap_or(0)
     }
 
     fn broker_health(&self) -> BrokerHealth {
@@ -448,10 +454,28 @@ impl Monitor {
         BrokerHealth::Ok
     }
 
-    /// Feeds the drain estimator (the sampler calls it).
+    /// Checkouts delivered to this process and not yet settled.
+    pub fn checkout_in_flight(&self) -> u64 {
+        self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name)
+            .map_or(0, |c| {
+                c.in_flight.load(Ordering::Relaxed).max(0).unsigned_abs()
+            })
+    }
+
+    /// Refreshes the decision latency admission uses: the median of the last 5 s, one
+    /// decision's own time (what is in flight is added by the controller, ahead of the
+    /// measurement). The sampler calls it.
+    pub(crate) fn refresh_decision_latency(&self) {
+        let p50 = self.decision_latency(5).p50_ms.max(0.0);
+        self.decision_p50_us
+            .store((p50 * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Feeds the drain estimator (the sampler calls it): busy while anything is waiting or in
+    /// flight.
     pub(crate) fn observe_drain(&self, now: Instant) {
-        let backlog = self.checkout_backlog();
-        lock(&self.drain).observe(now, self.decided(), backlog);
+        let undecided = self.checkout_backlog() + self.checkout_in_flight();
+        lock(&self.drain).observe(now, self.decided(), undecided);
     }
 
     pub fn drain_per_s(&self) -> f64 {
@@ -459,12 +483,11 @@ impl Monitor {
     }
 
     fn observation(&self) -> Observation {
-        // The median of the last 5 s: the typical decision, not one slow payment.
-        let latency = self.decision_latency(5);
         Observation {
             backlog: self.checkout_backlog(),
+            in_flight: self.checkout_in_flight(),
             drain_per_s: self.drain_per_s(),
-            decision_latency: Duration::from_secs_f64(latency.p50_ms.max(0.0) / 1000.0),
+            decision_latency: Duration::from_micros(self.decision_p50_us.load(Ordering::Relaxed)),
             broker: self.broker_health(),
         }
     }
@@ -491,6 +514,13 @@ impl Monitor {
         }
     }
 
+    /// Moves the admission state on with what is observed now (the sampler calls it, so a
+    /// stalled broker shows as shedding before any checkout arrives).
+    pub(crate) fn evaluate(&self) {
+        let o = self.observation();
+        let _ = lock(&self.controller).decide(&o, Instant::now());
+    }
+
     /// A checkout refused by the broker itself (`reject-publish`, the hard stop).
     pub fn record_rejected_by_broker(&self) {
         lock(&self.admission).shed += 1;
@@ -509,6 +539,7 @@ impl Monitor {
         let c = lock(&self.controller);
         let expected = c.expected_wait(&o);
         AdmissionView {
+            in_flight: o.in_flight,
             state: if c.shedding().is_some() {
                 "shedding"
             } else {
@@ -566,5 +597,6 @@ pub struct AdmissionView {
     pub expected_wait_ms: f64,
     pub target_ms: f64,
     pub backlog: u64,
+    pub in_flight: u64,
     pub drain_per_s: f64,
 }

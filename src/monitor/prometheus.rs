@@ -59,7 +59,7 @@ fn describe() {
     describe_gauge!(
         "orderflow_admission_expected_wait_seconds",
         Unit::Seconds,
-        "Expected accept-to-decided wait of a checkout arriving now (backlog / drain rate + decision latency)."
+        "Expected accept-to-decided wait of a checkout arriving now (queued / drain rate + max(in flight / drain rate, median decision latency))."
     );
     describe_gauge!(
         "orderflow_admission_drain_per_second",
@@ -67,7 +67,7 @@ fn describe() {
     );
     describe_gauge!(
         "orderflow_checkout_backlog",
-        "Checkouts accepted and not yet decided (ready in the queue plus in flight here)."
+        "Checkouts waiting in orders.checkout (the last read, corrected by what this instance published and consumed since)."
     );
     describe_gauge!(
         "orderflow_queue_ready_messages",

@@ -25,7 +25,7 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// Rates are averaged over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// A passive declare that takes longer than this counts as a failed read.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Hottest SKUs shown.
 const HOT_SKUS: usize = 8;
 
@@ -207,14 +207,22 @@ async fn sample(
 
     if channel.as_ref().is_none_or(|c| !c.status().connected()) {
         *channel = match connection {
-            Some(conn) if connected => conn.create_channel().await.ok(),
+            // Bounded: on a stalled connection the open would never be answered.
+            Some(conn) if connected => tokio::time::timeout(READ_TIMEOUT, conn.create_channel())
+                .await
+                .ok()
+                .and_then(Result::ok),
             _ => None,
         };
     }
     let mut depths = Vec::new();
     for (spec, _) in m.queues() {
         let work = read_opt(channel.as_ref(), spec.name).await;
-        let dead = read_opt(channel.as_ref(), &spec.dead_letter_queue()).await;
+        // After a failed read the channel is closed: the rest wait for the next round.
+        let dead = match work {
+            Some(_) => read_opt(channel.as_ref(), &spec.dead_letter_queue()).await,
+            None => None,
+        };
         if work.is_none() {
             // A failed passive declare closes the channel: open a new one next time.
             *channel = None;
@@ -231,6 +239,9 @@ async fn sample(
         m.set_checkout_ready(ready);
     }
     m.observe_drain(now);
+    m.refresh_decision_latency();
+    // The state follows the broker and the backlog even when no checkout arrives to ask.
+    m.evaluate();
 
     let current = reading(m, now);
     history.push_back(current.clone());

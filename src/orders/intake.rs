@@ -106,6 +106,17 @@ impl OrderService {
         let order_id = order_id_for(key);
         tracing::Span::current().record("order_id", tracing::field::display(order_id));
         let fp = fingerprint(body);
+        let deadline = Deadline::after(INTAKE_TIMEOUT);
+        let _guard = deadline.bound(self.lock(order_id).lock()).await?;
+        // A repeat of a checkout still in the queue gets its 202 again, shedding or not.
+        if let Some(known) = self.inner.published.get(&order_id) {
+            return if *known == fp {
+                Ok(IntakeOutcome::Accepted(order_id))
+            } else {
+                Err(IntakeError::Mismatch(order_id))
+            };
+        }
+        // Admission before anything costs a database round trip.
         let monitor = self.inner.broker.monitor();
         if let Err((reason, retry_after)) = monitor.admit() {
             return Err(IntakeError::Shedding {
@@ -113,15 +124,6 @@ impl OrderService {
                 retry_after,
                 reason: reason.as_str(),
             });
-        }
-        let deadline = Deadline::after(INTAKE_TIMEOUT);
-        let _guard = deadline.bound(self.lock(order_id).lock()).await?;
-        if let Some(known) = self.inner.published.get(&order_id) {
-            return if *known == fp {
-                Ok(IntakeOutcome::Accepted(order_id))
-            } else {
-                Err(IntakeError::Mismatch(order_id))
-            };
         }
         let recorded = self
             .write(

@@ -46,6 +46,9 @@ const ATTEMPTS: u32 = 10;
 #[derive(Default)]
 struct PhaseStats {
     offered: u64,
+    /// Arrivals not sent because `--customers` requests were already in flight (the client's
+    /// own limit: queueing them in the client would hide the overload it measures).
+    client_dropped: u64,
     requests: u64,
     admitted: u64,
     shed: u64,
@@ -62,6 +65,10 @@ struct Shared {
     phases: Vec<PhaseStats>,
     /// (order id, phase, accepted at, sku)
     accepted: Vec<(Uuid, usize, Instant, String)>,
+    /// Every checkout offered: (order id, sku).
+    offered: Vec<(Uuid, String)>,
+    /// Every answer, when it came: (at, status; 0 = none).
+    answers: Vec<(Instant, u16)>,
     in_flight: u64,
     peak_in_flight: u64,
 }
@@ -85,7 +92,7 @@ async fn one_checkout(
     client: awc::Client,
     url: String,
     shared: Rc<RefCell<Shared>>,
-    phase_of: Rc<dyn Fn() -> usize>,
+    phase: usize,
     key: String,
     customer: usize,
     sku: String,
@@ -102,7 +109,6 @@ async fn one_checkout(
             .insert_header(("Idempotency-Key", key.as_str()))
             .send_json(&body)
             .await;
-        let phase = phase_of();
         let (code, retry_after) = match &sent {
             Ok(r) => (
                 r.status().as_u16(),
@@ -116,6 +122,7 @@ async fn one_checkout(
         let again = {
             let mut s = shared.borrow_mut();
             s.in_flight -= 1;
+            s.answers.push((Instant::now(), code));
             let Some(stats) = s.phases.get_mut(phase) else {
                 return;
             };
@@ -135,9 +142,10 @@ async fn one_checkout(
                     true
                 }
                 other => {
+                    // Final: another answer (409 out of stock), or none within the client's
+                    // time-out (retrying it would only add load the client cannot carry).
                     *stats.other.entry(other).or_default() += 1;
-                    // No answer at all: try again; any other answer is final.
-                    other == 0
+                    false
                 }
             }
         };
@@ -182,14 +190,12 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let shared = Rc::new(RefCell::new(Shared {
         phases: phases.iter().map(|_| PhaseStats::default()).collect(),
         accepted: Vec::new(),
+        offered: Vec::new(),
+        answers: Vec::new(),
         in_flight: 0,
         peak_in_flight: 0,
     }));
     let current = Rc::new(std::cell::Cell::new(0usize));
-    let phase_of: Rc<dyn Fn() -> usize> = {
-        let current = Rc::clone(&current);
-        Rc::new(move || current.get())
-    };
     let done = Rc::new(std::cell::Cell::new(false));
     // The queue watcher: peak depth per phase, and when admission reopened.
     let watcher = {
@@ -249,15 +255,27 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
                 sku_name((rng >> 16) as usize % c.skus.max(1))
             };
             n += 1;
-            if let Some(stats) = shared.borrow_mut().phases.get_mut(i) {
-                stats.offered += 1;
+            let key = format!("ol-{run_id}-{n}");
+            {
+                let mut s = shared.borrow_mut();
+                if s.in_flight >= u64::from(c.customers) {
+                    if let Some(stats) = s.phases.get_mut(i) {
+                        stats.client_dropped += 1;
+                    }
+                    continue;
+                }
+                s.offered
+                    .push((orderflow::orders::order_id_for(&key), sku.clone()));
+                if let Some(stats) = s.phases.get_mut(i) {
+                    stats.offered += 1;
+                }
             }
             actix_web::rt::spawn(one_checkout(
                 client.clone(),
                 c.url.clone(),
                 Rc::clone(&shared),
-                Rc::clone(&phase_of),
-                format!("ol-{run_id}-{n}"),
+                i,
+                key,
                 (rng >> 40) as usize % 100_000,
                 sku,
             ));
@@ -283,6 +301,16 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Checkouts accepted without the client hearing it (its answer timed out) are decided too:
+    // the queue runs empty first.
+    let mut empty = 0;
+    while empty < 3 && Instant::now() < wait_until + Duration::from_secs(60) {
+        empty = match queue_state(&client, &c.url).await {
+            Some((0, _)) => empty + 1,
+            _ => 0,
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     done.set(true);
     let _ = watcher.0.await;
 
@@ -291,6 +319,8 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         Shared {
             phases: std::mem::take(&mut b.phases),
             accepted: std::mem::take(&mut b.accepted),
+            offered: std::mem::take(&mut b.offered),
+            answers: std::mem::take(&mut b.answers),
             in_flight: b.in_flight,
             peak_in_flight: b.peak_in_flight,
         }
@@ -304,7 +334,21 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut undecided = 0u64;
     let mut sold: HashMap<String, i64> = HashMap::new();
     let mut outcome: BTreeMap<String, u64> = BTreeMap::new();
-    for (id, phase, at, sku) in &s.accepted {
+    // What was sold, from the decisions themselves: a checkout whose 202 never arrived (a
+    // time-out, then a 503 on every retry) may still have been accepted.
+    let seen: std::collections::HashSet<Uuid> = s.accepted.iter().map(|a| a.0).collect();
+    let mut unseen_accepts = 0u64;
+    for (id, sku) in &s.offered {
+        if let Some(d) = decided.get(id) {
+            if d.value().1 == "scheduled" {
+                *sold.entry(sku.clone()).or_default() += 1;
+            }
+            if !seen.contains(id) {
+                unseen_accepts += 1;
+            }
+        }
+    }
+    for (id, phase, at, _sku) in &s.accepted {
         let Some(d) = decided.get(id) else {
             undecided += 1;
             continue;
@@ -321,9 +365,6 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
             *count += 1;
         }
         *outcome.entry(status.clone()).or_default() += 1;
-        if status == "scheduled" {
-            *sold.entry(sku.clone()).or_default() += 1;
-        }
     }
     println!(
         "open loop: {} phases, {:.1} s of arrivals, {} checkouts offered, hot share {:.0}%, peak requests in flight {}",
@@ -333,18 +374,56 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         c.hot_share * 100.0,
         s.peak_in_flight
     );
+    let decisions: Vec<Instant> = s
+        .offered
+        .iter()
+        .filter_map(|(id, _)| decided.get(id).map(|d| d.value().0))
+        .collect();
     for (i, (phase, stats)) in phases.iter().zip(&s.phases).enumerate() {
         let h = latency.get(i).cloned().unwrap_or_else(|| proto.clone());
         let secs = phase.seconds;
+        // Wall-clock rates while the phase ran (retries of earlier arrivals included).
+        let from = phase_starts.get(i).copied().unwrap_or(started);
+        let to = phase_starts
+            .get(i + 1)
+            .copied()
+            .unwrap_or(started + sending);
+        let window = to.saturating_duration_since(from).as_secs_f64().max(1e-9);
+        let within = |t: &Instant| *t >= from && *t < to;
+        let count = |codes: &[u16]| {
+            s.answers
+                .iter()
+                .filter(|(t, c)| within(t) && codes.contains(c))
+                .count() as f64
+                / window
+        };
+        let decided_rate = decisions.iter().filter(|t| within(t)).count() as f64 / window;
+        let last_shed = s
+            .answers
+            .iter()
+            .filter(|(t, c)| within(t) && *c == 503)
+            .map(|(t, _)| t.saturating_duration_since(from).as_secs_f64())
+            .fold(None, |a: Option<f64>, t| Some(a.map_or(t, |a| a.max(t))));
         println!(
-            "phase {} @ {:.0}/s for {:.0} s: offered {:.0}/s, requests {:.0}/s, admitted {:.0}/s, shed {:.0}/s (503 without Retry-After: {}), other answers {:?}",
+            "phase {} while it ran: 202 {:.0}/s, 503 {:.0}/s, 409 {:.0}/s, no answer {:.0}/s, decided {:.0}/s; last 503 {}",
             i + 1,
+            count(&[202, 200]),
+            count(&[503]),
+            count(&[409]),
+            count(&[0]),
+            decided_rate,
+            last_shed.map_or("none".into(), |t| format!("{t:.1} s after the phase began"))
+        );
+        println!(
+            "  its arrivals @ {:.0}/s for {:.0} s: offered {:.0}/s ({} not sent: {} requests already in flight); over their retries: requests {}, admitted {}, shed {} (503 without Retry-After: {}), other answers {:?}",
             phase.rate,
             secs,
             stats.offered as f64 / secs,
-            stats.requests as f64 / secs,
-            stats.admitted as f64 / secs,
-            stats.shed as f64 / secs,
+            stats.client_dropped,
+            c.customers,
+            stats.requests,
+            stats.admitted,
+            stats.shed,
             stats.shed_without_retry_after,
             stats.other
         );
@@ -376,15 +455,26 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         ms(all.value_at_quantile(0.99)),
         ms(all.max())
     );
+    // A rejected order's decision is announced before its held stock is released (decisions
+    // are written first): the books balance once the releases are through.
     let mut taken_total = 0i64;
-    let mut taken_ok = true;
-    for sku in &skus_used {
-        let after = reserved_of(&client, &c.url, sku).await.unwrap_or(-1);
-        let taken = after - before.get(sku).copied().unwrap_or(0);
-        taken_total += taken;
-        taken_ok &= taken == sold.get(sku).copied().unwrap_or(0);
+    let mut taken_ok = false;
+    for _ in 0..20 {
+        taken_total = 0;
+        taken_ok = true;
+        for sku in &skus_used {
+            let after = reserved_of(&client, &c.url, sku).await.unwrap_or(-1);
+            let taken = after - before.get(sku).copied().unwrap_or(0);
+            taken_total += taken;
+            taken_ok &= taken == sold.get(sku).copied().unwrap_or(0);
+        }
+        if taken_ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let sold_total: i64 = sold.values().sum();
+    println!("decided without a 202 seen by this client (its answer timed out): {unseen_accepts}");
     println!(
         "consistency      sold {sold_total} = stock taken {taken_total}: {}; accepted and undecided {undecided}: {}",
         if taken_ok { "ok" } else { "MISMATCH" },

@@ -857,6 +857,16 @@ impl TestApp {
             .expect("published");
     }
 
+    /// Publishes raw bytes to `orders.checkout` (a producer that sends garbage).
+    pub async fn publish_checkout_raw(&self, data: &[u8], message_id: &str) {
+        let props = lapin::BasicProperties::default().with_message_id(message_id.into());
+        self.app_state
+            .broker()
+            .publish("orders", "checkout", data, props)
+            .await
+            .expect("published");
+    }
+
     /// Waits (up to 10 s) for a message on a dead-letter queue; returns its body and the reason
     /// orderflow gave.
     pub async fn dead_letter(&self, queue: &str) -> (Value, String) {

@@ -17,4 +17,5 @@ mod hostile;
 mod http_api;
 mod inventory_queue;
 mod load;
+mod monitor;
 mod regressions;

@@ -1,0 +1,488 @@
+//! Watching the queues: `/metrics` read by a Prometheus text parser, `/v1/queues` against what
+//! the broker and the pipeline did, admission shedding on a stalled broker and reopening, the
+//! live feed, and the dashboard in a real headless browser.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::checkout::body;
+use crate::helpers::{amqp_addr, assert_error, spawn_app, spawn_app_with, Proxy, TestApp, TestDb};
+
+/// Polls `/v1/queues` until `ok` holds (or panics after `within`).
+async fn queues_until(
+    app: &TestApp,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = app.get("/v1/queues").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if ok(&r.body) {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}; last /v1/queues: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn queue<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {body}"))
+}
+
+#[actix_web::test]
+async fn metrics_are_valid_prometheus_text_with_every_family_described() {
+    let app = spawn_app().await;
+    app.product("MX-1", "c", &[], 100, 100).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = app
+            .checkout(
+                &format!("mx-{i}"),
+                &body("mx", json!([{"sku": "MX-1", "quantity": 1}])),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        ids.push(r.body["order_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.decided(id).await;
+    }
+    // A message that can never be processed: dead-lettered, and counted.
+    app.publish_checkout_raw(b"not json", "mx-poison").await;
+    // Gauges are set by the sampler (every half second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let mut resp = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = String::from_utf8(resp.body().limit(8 << 20).await.unwrap().to_vec()).unwrap();
+
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a Prometheus text parser reads it");
+    assert!(!scrape.samples.is_empty());
+
+    // Every family has HELP (the parser's docs) and TYPE (no sample is untyped).
+    let typed: HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for sample in &scrape.samples {
+        // A histogram's _sum and _count belong to the family without the suffix.
+        let family = ["_sum", "_count"]
+            .iter()
+            .find_map(|s| sample.metric.strip_suffix(s))
+            .filter(|f| typed.contains(f))
+            .unwrap_or(&sample.metric);
+        assert!(scrape.docs.contains_key(family), "{family} has no HELP");
+        assert!(typed.contains(family), "{family} has no TYPE");
+        // (The parser reads a histogram's _sum and _count as loose samples.)
+        assert!(
+            family != sample.metric || !matches!(sample.value, prometheus_parse::Value::Untyped(_)),
+            "{} is untyped",
+            sample.metric
+        );
+        assert!(sample.metric.starts_with("orderflow_"), "{}", sample.metric);
+    }
+
+    // Histograms are consistent: cumulative buckets never decrease, +Inf equals _count.
+    let counts: HashMap<String, f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            if !name.contains("_count") {
+                return None;
+            }
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect();
+    let mut histograms = 0;
+    for sample in &scrape.samples {
+        if let prometheus_parse::Value::Histogram(buckets) = &sample.value {
+            histograms += 1;
+            let mut last = 0.0;
+            let mut bounds = Vec::new();
+            for b in buckets {
+                assert!(b.count >= last, "{}: buckets decrease", sample.metric);
+                last = b.count;
+                bounds.push(b.less_than);
+            }
+            assert!(
+                bounds.windows(2).all(|w| w[0] < w[1]),
+                "{}: bounds out of order",
+                sample.metric
+            );
+            assert_eq!(
+                bounds.last(),
+                Some(&f64::INFINITY),
+                "{}: no +Inf bucket",
+                sample.metric
+            );
+            let labels = sample.labels.to_string();
+            let key = if labels.is_empty() {
+                format!("{}_count", sample.metric)
+            } else {
+                format!("{}_count{{{labels}}}", sample.metric)
+            };
+            if let Some(count) = counts.get(&key) {
+                assert_eq!(
+                    *count, last,
+                    "{}: +Inf bucket is not the count",
+                    sample.metric
+                );
+            }
+        }
+    }
+    assert!(histograms >= 3, "latency and batch histograms are exported");
+
+    // And the figures follow what happened (the recorder is the process's: other tests in this
+    // binary add to it, so at least).
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => *v,
+                prometheus_parse::Value::Histogram(b) => b.last().map_or(0.0, |b| b.count),
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert!(value("orderflow_checkouts_admitted_total", &[]) >= 5.0);
+    assert!(
+        value(
+            "orderflow_queue_delivered_total",
+            &[("queue", "orders.checkout")]
+        ) >= 6.0
+    );
+    assert!(
+        value(
+            "orderflow_queue_dead_lettered_total",
+            &[("queue", "orders.checkout")]
+        ) >= 1.0
+    );
+    assert!(value("orderflow_orders_decided_total", &[("status", "scheduled")]) >= 5.0);
+    assert!(value("orderflow_checkout_accept_to_decided_seconds", &[]) >= 5.0);
+    assert!(value("orderflow_batch_rows", &[]) >= 1.0);
+    for family in [
+        "orderflow_queue_ready_messages",
+        "orderflow_queue_consumers",
+        "orderflow_db_pool_connections",
+        "orderflow_engine_actors",
+        "orderflow_broker_connected",
+        "orderflow_broker_blocked",
+        "orderflow_admission_shedding",
+        "orderflow_batch_backlog_rows",
+    ] {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric == family),
+            "{family} missing"
+        );
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn queues_shows_depths_rates_consumers_admission_and_recent_dead_letters() {
+    let app = spawn_app().await;
+    app.product("QS-1", "c", &[], 100, 100).await;
+    let first = app.get("/v1/queues").await;
+    assert_eq!(first.status, 200);
+    let names: Vec<&str> = first.body["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["orders.checkout", "inventory.updates", "carts.events"]
+    );
+    assert_eq!(first.body["admission"]["state"], "open");
+    assert_eq!(first.body["admission"]["reason"], Value::Null);
+    for q in first.body["queues"].as_array().unwrap() {
+        for field in [
+            "ready",
+            "unacked",
+            "consumers",
+            "publish_rate",
+            "deliver_rate",
+            "ack_rate",
+        ] {
+            assert!(q.get(field).is_some(), "{field} in {q}");
+        }
+    }
+    // The consumer is seen by the broker.
+    queues_until(
+        &app,
+        Duration::from_secs(5),
+        "the checkout consumer is counted",
+        |b| queue(b, "orders.checkout")["consumers"] == 1,
+    )
+    .await;
+
+    for i in 0..12 {
+        let r = app
+            .checkout(
+                &format!("qs-{i}"),
+                &body("qs", json!([{"sku": "QS-1", "quantity": 1}])),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    app.publish_checkout_raw(b"{\"half\": ", "qs-poison").await;
+    let seen = queues_until(
+        &app,
+        Duration::from_secs(10),
+        "the rates show the traffic",
+        |b| {
+            let q = queue(b, "orders.checkout");
+            q["publish_rate"].as_f64().unwrap() > 0.0
+                && q["ack_rate"].as_f64().unwrap() > 0.0
+                && q["dead_letters"].as_u64() == Some(1)
+        },
+    )
+    .await;
+    let q = queue(&seen, "orders.checkout");
+    // 12 publishes over a 5 s window at most: at least 2.4/s, and never more than were sent.
+    let publish = q["publish_rate"].as_f64().unwrap();
+    assert!((2.0..=13.0).contains(&publish), "publish rate {publish}");
+
+    // The dead letter, with its reason, for the admin only.
+    let anonymous = app.get("/v1/monitor/dead-letters").await;
+    assert_error(&anonymous, 401, "unauthorized");
+    let recent = app
+        .send(
+            app.admin(app.client.get(app.url("/v1/monitor/dead-letters"))),
+            None,
+        )
+        .await;
+    assert_eq!(recent.status, 200);
+    let letter = &recent.body["data"][0];
+    assert_eq!(letter["queue"], "orders.checkout");
+    assert_eq!(letter["message_id"], "qs-poison");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("not JSON"),
+        "{letter}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stalled_broker_sheds_checkouts_at_once_and_admission_reopens_when_it_answers() {
+    let proxy = Proxy::start(amqp_addr());
+    let app = spawn_app_with(TestDb::new(), |c| {
+        // Heartbeats far apart: the connection stays "connected" through the stall.
+        c.amqp_url = format!("{}?heartbeat=60", proxy.amqp_url(&c.amqp_url));
+    })
+    .await;
+    app.product("SB-1", "c", &[], 100, 100).await;
+    let ok = app
+        .checkout(
+            "sb-before",
+            &body("sb", json!([{"sku": "SB-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+    proxy.stall();
+    queues_until(
+        &app,
+        Duration::from_secs(10),
+        "admission sheds on the stalled broker",
+        |b| b["admission"]["state"] == "shedding" && b["admission"]["reason"] == "broker_stalled",
+    )
+    .await;
+    let started = Instant::now();
+    let shed = app
+        .checkout(
+            "sb-during",
+            &body("sb", json!([{"sku": "SB-1", "quantity": 1}])),
+        )
+        .await;
+    assert_error(&shed, 503, "overloaded");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shed at once, not after a publish time-out"
+    );
+    let retry: u32 = shed.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=4).contains(&retry), "Retry-After {retry}");
+    assert!(shed.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("broker_stalled"));
+
+    proxy.restore();
+    queues_until(&app, Duration::from_secs(10), "admission reopens", |b| {
+        b["admission"]["state"] == "open"
+    })
+    .await;
+    let after = app
+        .checkout(
+            "sb-during",
+            &body("sb", json!([{"sku": "SB-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(after.status, 202, "{}", after.body);
+    assert_eq!(
+        app.decided(after.body["order_id"].as_str().unwrap()).await["status"],
+        "scheduled"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_live_feed_streams_snapshots() {
+    let app = spawn_app().await;
+    let mut resp = app
+        .client
+        .get(app.url("/v1/monitor/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text.matches("event: snapshot").count() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three snapshots within 10 s: {text}"
+        );
+        let chunk = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures_util::StreamExt::next(&mut resp),
+        )
+        .await
+        .expect("a snapshot within 5 s")
+        .expect("the stream stays open")
+        .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let data = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    let snapshot: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(snapshot["role"], "active");
+    assert_eq!(snapshot["queues"].as_array().unwrap().len(), 3);
+    assert_eq!(snapshot["admission"]["state"], "open");
+    app.stop().await;
+}
+
+/// Where the browser test's pieces are: node, playwright-core (`npm ci` in tests/browser) and
+/// Debian's chromium. `None` when one is missing.
+fn browser_kit() -> Option<(std::path::PathBuf, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let node_ok = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (node_ok
+        && dir.join("node_modules/playwright-core").exists()
+        && std::path::Path::new(&chromium).exists())
+    .then_some((dir, chromium))
+}
+
+#[actix_web::test]
+async fn the_dashboard_in_a_real_browser_follows_traffic_and_shows_shedding() {
+    let Some((dir, chromium)) = browser_kit() else {
+        // .ci/run installs the kit and sets ORDERFLOW_BROWSER_TESTS=required.
+        assert!(
+            std::env::var("ORDERFLOW_BROWSER_TESTS").as_deref() != Ok("required"),
+            "the browser test is required here, but node, tests/browser/node_modules or chromium is missing"
+        );
+        eprintln!("skipped: no node + playwright-core + chromium (see .ci/run)");
+        return;
+    };
+    // Slow decisions, two at a time: ~10/s, so 40/s offered overloads it within seconds.
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.consumer_prefetch = 2;
+        c.sandbox_payment_delay = Duration::from_millis(200);
+    })
+    .await;
+    app.product("DB-HOT", "c", &[], 100, 100_000).await;
+    app.publish_checkout_raw(b"<html>not a checkout</html>", "db-poison")
+        .await;
+    let screenshot = std::env::var("ORDERFLOW_DASHBOARD_SCREENSHOT").ok();
+    let mut command = std::process::Command::new("node");
+    command
+        .current_dir(&dir)
+        .arg("dashboard.mjs")
+        .arg(&app.address)
+        .arg(crate::helpers::ADMIN_TOKEN)
+        .env("CHROMIUM", chromium)
+        .stdout(std::process::Stdio::piped());
+    if let Some(path) = &screenshot {
+        command.arg(path);
+    }
+    let child = command.spawn().expect("node starts");
+    let browser = std::thread::spawn(move || child.wait_with_output());
+    // Traffic until the browser is done (at most a minute).
+    let started = Instant::now();
+    let mut sent = 0u32;
+    let mut shed = 0u32;
+    while !browser.is_finished() && started.elapsed() < Duration::from_secs(90) {
+        let r = app
+            .checkout(
+                &format!("db-{sent}"),
+                &body("db", json!([{"sku": "DB-HOT", "quantity": 1}])),
+            )
+            .await;
+        match r.status {
+            202 => {}
+            503 => {
+                assert_error(&r, 503, "overloaded");
+                assert!(r.retry_after.is_some());
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let output = browser.join().unwrap().expect("node ran");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "the browser test failed: {report}");
+    let report: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert!(shed > 0, "the traffic was shed at some point ({sent} sent)");
+    assert!(
+        report["deadLetter"].as_str().unwrap().contains("not JSON"),
+        "{report}"
+    );
+    app.stop().await;
+}
