@@ -178,7 +178,11 @@ pub(super) async fn watch_decisions(
     amqp_url: &str,
     decided: Arc<DashMap<Uuid, (Instant, String)>>,
 ) -> Result<(), String> {
-    let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+    // No heartbeats: a load generator saturating its own thread must not lose this connection
+    // (and every decision after it) to a missed heartbeat.
+    let mut url = url::Url::parse(amqp_url).map_err(|e| format!("AMQP URL: {e}"))?;
+    url.query_pairs_mut().append_pair("heartbeat", "0");
+    let conn = lapin::Connection::connect(url.as_str(), lapin::ConnectionProperties::default())
         .await
         .map_err(|e| format!("AMQP {amqp_url}: {e}"))?;
     let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
