@@ -148,10 +148,11 @@
   token.value = sessionStorage.getItem("orderflow-admin-token") || "";
   token.addEventListener("change", () => { sessionStorage.setItem("orderflow-admin-token", token.value); deadLetters(); });
   async function deadLetters() {
-    if (!token.value) { $("dl-status").textContent = "enter the admin token to see them"; return; }
+    const table = $("dead-letters").tBodies[0];
+    if (!token.value) { table.replaceChildren(); $("dl-status").textContent = "enter the admin token to see them"; return; }
     try {
       const r = await fetch("/v1/monitor/dead-letters", { headers: { Authorization: "Bearer " + token.value } });
-      if (r.status === 401) { $("dl-status").textContent = "token refused"; return; }
+      if (r.status === 401) { table.replaceChildren(); $("dl-status").textContent = "token refused"; return; }
       const body = await r.json();
       $("dl-status").textContent = body.data.length + " recent";
       rows($("dead-letters").tBodies[0], body.data, (d) => [

@@ -250,9 +250,18 @@ impl Engine {
                 reference: reference.clone(),
                 started: Arc::clone(&started),
             };
-            self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-            let sent = addr.send(msg).await;
-            self.inner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let sent = {
+                // Counted until answered — or until this future is dropped (a caller gone).
+                struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
+                impl Drop for Counted<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+                let _counted = Counted(&self.inner.in_flight);
+                addr.send(msg).await
+            };
             match sent {
                 Ok(result) => return result,
                 Err(_) if attempt == 0 && !started.load(Ordering::Acquire) => {

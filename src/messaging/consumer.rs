@@ -223,12 +223,13 @@ impl Consumer {
             let handler = Arc::clone(&self.handler);
             let broker = self.broker.clone();
             let message = Message::of(&delivery);
-            self.broker.monitor().record_delivery(
+            let in_flight = self.broker.monitor().record_delivery(
                 queue.name,
                 message.redelivered,
                 queue_wait(&message),
             );
             self.tracker.spawn(async move {
+                let _in_flight = in_flight;
                 let outcome = handler(message).await;
                 settle(&broker, queue, &delivery, outcome).await;
                 drop(permit);
@@ -271,17 +272,9 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
         Outcome::DeadLetter(reason) => {
             tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            let message_id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|m| m.to_string());
-            broker
-                .monitor()
-                .record_dead_letter(queue.name, message_id, &reason);
             headers.insert(
                 REASON_HEADER.into(),
-                AMQPValue::LongString(LongString::from(reason)),
+                AMQPValue::LongString(LongString::from(reason.clone())),
             );
             let props = delivery.properties.clone().with_headers(headers);
             match broker
@@ -290,6 +283,14 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
             {
                 Ok(()) => {
                     how = Settled::DeadLettered;
+                    let message_id = delivery
+                        .properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.to_string());
+                    broker
+                        .monitor()
+                        .record_dead_letter(queue.name, message_id, &reason);
                     delivery.ack(BasicAckOptions::default()).await
                 }
                 Err(e) => {

@@ -36,6 +36,9 @@ pub const SHED_AT: f64 = 0.5;
 pub const REOPEN_AT: f64 = 0.3;
 /// The shortest a shedding episode lasts, so one lucky sample cannot make it flap.
 pub const MIN_SHED: Duration = Duration::from_secs(1);
+/// The median decision latency counts for at most this share of the target: a decision that is
+/// slow on its own is not a queue, and shedding cannot make it faster.
+pub const LATENCY_FLOOR_AT: f64 = 0.15;
 /// Retry-After never says more than this.
 pub const MAX_RETRY_AFTER_S: u32 = 60;
 /// What a blocked or stalled broker asks clients to wait.
@@ -124,10 +127,14 @@ impl Controller {
     }
 
     /// The decision latency a checkout arriving now will see: what is in flight must clear
-    /// first, and a decision takes at least its measured median.
+    /// first, and a decision takes at least its measured median (capped at
+    /// [`LATENCY_FLOOR_AT`] × target, so a slow gateway alone never sheds).
     pub fn decision_latency(&self, o: &Observation) -> Duration {
         let clearing = Duration::from_secs_f64((o.in_flight as f64 / self.drain(o)).min(86_400.0));
-        clearing.max(o.decision_latency)
+        let floor = o
+            .decision_latency
+            .min(self.config.target.mul_f64(LATENCY_FLOOR_AT));
+        clearing.max(floor)
     }
 
     /// backlog ÷ drain rate + decision latency.
@@ -194,7 +201,7 @@ impl Controller {
 pub fn jittered(base: u32, unit: f64) -> u32 {
     let spread = (base / 2).max(1);
     let extra = (unit.clamp(0.0, 0.999_999) * f64::from(spread + 1)).floor() as u32;
-    base.saturating_add(extra).min(MAX_RETRY_AFTER_S + spread)
+    base.saturating_add(extra).min(MAX_RETRY_AFTER_S)
 }
 
 /// Measures how fast checkouts are decided while there is a backlog to decide.
@@ -298,6 +305,15 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_decision_alone_never_sheds() {
+        let mut c = controller();
+        let mut o = obs(0, 100.0);
+        o.decision_latency = Duration::from_millis(900);
+        assert_eq!(c.decide(&o, Instant::now()), Verdict::Admit);
+        assert_eq!(c.decision_latency(&o), Duration::from_millis(150));
+    }
+
+    #[test]
     fn a_shedding_episode_lasts_at_least_min_shed() {
         let mut c = controller();
         let t0 = Instant::now();
@@ -356,6 +372,7 @@ mod tests {
         assert_eq!(jittered(1, 0.99), 2);
         assert_eq!(jittered(10, 0.0), 10);
         assert_eq!(jittered(10, 0.99), 15);
+        assert_eq!(jittered(MAX_RETRY_AFTER_S, 0.99), MAX_RETRY_AFTER_S);
         let seen: std::collections::BTreeSet<u32> = (0..100)
             .map(|i| jittered(4, f64::from(i) / 100.0))
             .collect();

@@ -44,12 +44,28 @@ pub struct QueueCounters {
     pub in_flight: AtomicI64,
 }
 
-/// What the sampler last read of the checkout queue, to estimate the backlog between samples.
+/// What the sampler last read of the checkout queue, and this process's counters just before
+/// that read, to estimate the backlog between samples.
 #[derive(Debug, Default)]
 struct Baseline {
     ready: AtomicU64,
-    published: AtomicU64,
+    confirmed: AtomicU64,
     delivered: AtomicU64,
+}
+
+/// A delivery held by this process: counted in flight until dropped (settled, abandoned, or its
+/// task gone however it went).
+pub struct InFlight {
+    monitor: Arc<Monitor>,
+    index: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((_, c)) = self.monitor.queues.get(self.index) {
+            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A dead letter this process wrote.
@@ -158,8 +174,11 @@ pub struct Monitor {
     admission: Mutex<AdmissionCounters>,
     broker_connected: AtomicBool,
     broker_blocked: AtomicBool,
-    /// Wall-clock ms of the last successful read of the checkout queue (0: never).
-    last_sample_ms: AtomicI64,
+    /// Wall-clock ms since when reading the checkout queue fails on a connected broker (0: it
+    /// answers, or the connection is down — then intake answers `unavailable` itself).
+    stall_since_ms: AtomicI64,
+    /// Until when (wall-clock ms) a publish that timed out counts the broker as stalled.
+    publish_stalled_until_ms: AtomicI64,
     publish_timeouts: AtomicU64,
     reservations: DashMap<String, (u64, u64)>,
     dead_letters: Mutex<VecDeque<DeadLetterSeen>>,
@@ -174,9 +193,11 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// How long the checkout queue may go unread (while connected) before the broker counts as
-/// stalled.
-const STALLED_AFTER_MS: i64 = 3_000;
+/// How long reading the checkout queue may keep failing on a connected broker (each read waits
+/// up to a second) before the broker counts as stalled.
+const STALLED_AFTER_MS: i64 = 1_000;
+/// How long a publish that was not confirmed in time keeps the broker counted as stalled.
+const PUBLISH_STALL_MS: i64 = 3_000;
 
 impl Default for Monitor {
     fn default() -> Self {
@@ -203,7 +224,8 @@ impl Monitor {
             admission: Mutex::new(AdmissionCounters::default()),
             broker_connected: AtomicBool::new(false),
             broker_blocked: AtomicBool::new(false),
-            last_sample_ms: AtomicI64::new(0),
+            stall_since_ms: AtomicI64::new(0),
+            publish_stalled_until_ms: AtomicI64::new(0),
             publish_timeouts: AtomicU64::new(0),
             reservations: DashMap::new(),
             dead_letters: Mutex::new(VecDeque::with_capacity(RECENT_DEAD_LETTERS)),
@@ -281,9 +303,16 @@ impl Monitor {
         lock(&self.decision).summary(self.seconds(), seconds)
     }
 
-    /// A delivery arrived: `waited` since it was published, when known.
-    pub fn record_delivery(&self, queue: &str, redelivered: bool, waited: Option<Duration>) {
-        if let Some(c) = self.queue(queue) {
+    /// A delivery arrived: `waited` since it was published, when known. In flight until the
+    /// returned guard is dropped.
+    pub fn record_delivery(
+        self: &Arc<Self>,
+        queue: &str,
+        redelivered: bool,
+        waited: Option<Duration>,
+    ) -> Option<InFlight> {
+        let index = self.queues.iter().position(|(q, _)| q.name == queue);
+        if let Some(c) = index.and_then(|i| self.queues.get(i)).map(|(_, c)| c) {
             c.delivered.fetch_add(1, Ordering::Relaxed);
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             if redelivered {
@@ -300,12 +329,15 @@ impl Monitor {
             metrics::histogram!("orderflow_queue_wait_seconds", "queue" => queue.to_owned())
                 .record(w.as_secs_f64());
         }
+        index.map(|index| InFlight {
+            monitor: Arc::clone(self),
+            index,
+        })
     }
 
     /// A delivery was settled: `how` is `acked`, `dead_lettered`, `handed_back` or `requeued`.
     pub fn record_settled(&self, queue: &str, how: Settled) {
         if let Some(c) = self.queue(queue) {
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
             let counter = match how {
                 Settled::Acked => &c.acked,
                 Settled::DeadLettered => &c.dead_lettered,
@@ -372,6 +404,8 @@ impl Monitor {
             }
             PublishOutcome::TimedOut => {
                 self.publish_timeouts.fetch_add(1, Ordering::Relaxed);
+                self.publish_stalled_until_ms
+                    .store(now_ms() + PUBLISH_STALL_MS, Ordering::Relaxed);
                 metrics::counter!("orderflow_queue_publish_timeouts_total", "queue" => queue)
                     .increment(1);
             }
@@ -408,21 +442,40 @@ impl Monitor {
     pub(crate) fn set_broker(&self, connected: bool, blocked: bool) {
         self.broker_connected.store(connected, Ordering::Relaxed);
         self.broker_blocked.store(blocked, Ordering::Relaxed);
+        if !connected {
+            self.stall_since_ms.store(0, Ordering::Relaxed);
+        }
     }
 
-    /// The checkout queue was read: `ready` messages now.
-    pub(crate) fn set_checkout_ready(&self, ready: u64) {
-        let c = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name);
+    /// `(confirmed, delivered)` of the checkout queue now (taken just before reading it).
+    pub(crate) fn checkout_counts(&self) -> (u64, u64) {
+        self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name)
+            .map_or((0, 0), |c| {
+                (
+                    c.confirmed.load(Ordering::Relaxed),
+                    c.delivered.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    /// The checkout queue was read: `ready` messages, with the counters taken just before.
+    pub(crate) fn set_checkout_ready(&self, ready: u64, (confirmed, delivered): (u64, u64)) {
         self.checkout.ready.store(ready, Ordering::Relaxed);
-        if let Some(c) = c {
-            self.checkout
-                .published
-                .store(c.published.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.checkout
-                .delivered
-                .store(c.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.checkout.confirmed.store(confirmed, Ordering::Relaxed);
+        self.checkout.delivered.store(delivered, Ordering::Relaxed);
+        self.stall_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Reading the checkout queue failed (a time-out or a closed channel).
+    pub(crate) fn checkout_read_failed(&self) {
+        if self.broker_connected.load(Ordering::Relaxed) {
+            let _ = self.stall_since_ms.compare_exchange(
+                0,
+                now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
-        self.last_sample_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Checkouts waiting in the queue now: the last read of the queue, corrected by what this
@@ -432,10 +485,10 @@ impl Monitor {
         let Some(c) = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name) else {
             return 0;
         };
-        let published = c.published.load(Ordering::Relaxed);
+        let confirmed = c.confirmed.load(Ordering::Relaxed);
         let delivered = c.delivered.load(Ordering::Relaxed);
         let ready = self.checkout.ready.load(Ordering::Relaxed) as i64
-            + published.saturating_sub(self.checkout.published.load(Ordering::Relaxed)) as i64
+            + confirmed.saturating_sub(self.checkout.confirmed.load(Ordering::Relaxed)) as i64
             - delivered.saturating_sub(self.checkout.delivered.load(Ordering::Relaxed)) as i64;
         u64::try_from(ready.max(0)).unwrap_or(0)
     }
@@ -444,10 +497,10 @@ impl Monitor {
         if self.broker_blocked.load(Ordering::Relaxed) {
             return BrokerHealth::Blocked;
         }
-        let last = self.last_sample_ms.load(Ordering::Relaxed);
-        if self.broker_connected.load(Ordering::Relaxed)
-            && last != 0
-            && now_ms().saturating_sub(last) > STALLED_AFTER_MS
+        let since = self.stall_since_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        if (since != 0 && now.saturating_sub(since) >= STALLED_AFTER_MS)
+            || now < self.publish_stalled_until_ms.load(Ordering::Relaxed)
         {
             return BrokerHealth::Stalled;
         }

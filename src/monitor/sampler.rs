@@ -217,7 +217,15 @@ async fn sample(
     }
     let mut depths = Vec::new();
     for (spec, _) in m.queues() {
+        let counts = m.checkout_counts();
         let work = read_opt(channel.as_ref(), spec.name).await;
+        if spec.name == CHECKOUT_QUEUE.name {
+            match work {
+                Some((ready, _)) => m.set_checkout_ready(ready, counts),
+                None if connected => m.checkout_read_failed(),
+                None => {}
+            }
+        }
         // After a failed read the channel is closed: the rest wait for the next round.
         let dead = match work {
             Some(_) => read_opt(channel.as_ref(), &spec.dead_letter_queue()).await,
@@ -228,15 +236,6 @@ async fn sample(
             *channel = None;
         }
         depths.push((work, dead));
-    }
-    if let Some(Some((ready, _))) = m
-        .queues()
-        .iter()
-        .zip(&depths)
-        .find(|((spec, _), _)| spec.name == CHECKOUT_QUEUE.name)
-        .map(|(_, (work, _))| *work)
-    {
-        m.set_checkout_ready(ready);
     }
     m.observe_drain(now);
     m.refresh_decision_latency();

@@ -116,14 +116,26 @@ impl OrderService {
                 Err(IntakeError::Mismatch(order_id))
             };
         }
-        // Admission before anything costs a database round trip.
+        // Admission before anything is written. A key seen before is not a new checkout: it
+        // goes on to its 200/202 (or 422 mismatch) whatever the state — looked up only when
+        // admission would shed, so the open path costs nothing more.
         let monitor = self.inner.broker.monitor();
         if let Err((reason, retry_after)) = monitor.admit() {
-            return Err(IntakeError::Shedding {
-                backlog: monitor.checkout_backlog(),
-                retry_after,
-                reason: reason.as_str(),
-            });
+            let known = deadline
+                .bound(run_blocking(&self.inner.pool, move |c| {
+                    crate::persistence::orders::key_known(c, order_id)
+                }))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+            if !known {
+                return Err(IntakeError::Shedding {
+                    backlog: monitor.checkout_backlog(),
+                    retry_after,
+                    reason: reason.as_str(),
+                });
+            }
         }
         let recorded = self
             .write(

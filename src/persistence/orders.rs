@@ -94,6 +94,15 @@ struct Id {
     order_id: Uuid,
 }
 
+/// Whether an idempotency key was ever recorded (a read: no row is written).
+pub fn key_known(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, DbError> {
+    use super::schema::checkout_keys;
+    use diesel::dsl::exists;
+    diesel::select(exists(checkout_keys::table.find(order_id)))
+        .get_result(conn)
+        .map_err(DbError::Query)
+}
+
 const CREATE: &str = "
 WITH x AS (
     SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(

