@@ -29,13 +29,14 @@ podman build -q -t docker.io/library/rabbitmq:3.13-management -f "$S/rabbitmq.Co
 podman build -q -t docker.io/library/haproxy:2.9-alpine -f "$S/haproxy.Containerfile" "$S"
 
 log "the orderflow image, from the Dockerfile (crates from the host's cargo cache)"
-podman build -t orderflow:latest --volume "$HOME/.cargo/registry:/usr/local/cargo/registry" .
+# (docker format: the OCI format drops HEALTHCHECK)
+podman build --format docker -t orderflow:latest --volume "$HOME/.cargo/registry:/usr/local/cargo/registry" .
 
 log "podman-compose (1.6.0 from PyPI: Debian's 1.0.3 mishandles exec-form health checks)"
 [ -x "$B/venv/bin/podman-compose" ] || { python3 -m venv "$B/venv" && "$B/venv/bin/pip" -q install podman-compose==1.6.0; }
 compose() { "$B/venv/bin/podman-compose" -p orderflow-proof "$@"; }
-compose down -v >/dev/null 2>&1 || true
 trap 'compose logs > "$B/compose.log" 2>&1 || true; compose down -v >/dev/null 2>&1 || true' EXIT
+# podman-compose does not act on `deploy.replicas`; the second instance comes from --scale.
 ADMIN_TOKEN=proof-token compose up -d --no-build
 
 log "through HAProxy on :8080"
@@ -65,11 +66,27 @@ done
 echo "checkout $order: $status"
 [ "$status" = scheduled ]
 
+log "a second instance (a standby), as replicas: 2 asks"
+ADMIN_TOKEN=proof-token compose up -d --no-build --scale orderflow=2
+sleep 8
 log "each instance on its own (one active, one standby)"
 for c in $(podman ps --format '{{.Names}}' | grep orderflow-proof_orderflow); do
   code=$(podman exec "$c" orderflow healthcheck >/dev/null 2>&1 && echo ready || echo "not ready (standby)")
   echo "$c: $code"
 done
+log "failover: the active instance killed, HAProxy finds the new one"
+active=""
+for c in $(podman ps --format '{{.Names}}' | grep orderflow-proof_orderflow); do
+  podman exec "$c" orderflow healthcheck >/dev/null 2>&1 && active=$c
+done
+epoch=$(curl -fsS http://127.0.0.1:8080/health/ready | sed 's/.*"epoch":\([0-9]*\).*/\1/')
+t0=$(date +%s.%N)
+podman kill "$active" >/dev/null
+until curl -fsS -m 2 http://127.0.0.1:8080/health/ready 2>/dev/null | grep -q "\"epoch\":$((epoch + 1))"; do
+  sleep 0.5
+  [ "$(echo "$(date +%s.%N) - $t0 > 60" | bc)" = 1 ] && { echo "no failover within 60 s"; exit 1; }
+done
+echo "killed $active; the standby took over (epoch $((epoch + 1))) and HAProxy routes to it after $(echo "$(date +%s.%N) - $t0" | bc) s"
 log "health checks as the compose file declares them"
 for c in $(podman ps --format '{{.Names}}' | grep orderflow-proof); do
   printf '%s: ' "$c"; podman healthcheck run "$c" >/dev/null 2>&1 && echo healthy || echo "no health check or unhealthy"
