@@ -24,7 +24,7 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             target: Duration::from_millis(1000),
-            initial_drain_per_s: 200.0,
+            initial_drain_per_s: 500.0,
         }
     }
 }
@@ -269,8 +269,8 @@ mod tests {
             c.expected_wait(&obs(500, 1000.0)),
             Duration::from_millis(600)
         );
-        // No measurement yet: the configured guess (200/s).
-        assert_eq!(c.expected_wait(&obs(100, 0.0)), Duration::from_millis(600));
+        // No measurement yet: the configured guess (500/s).
+        assert_eq!(c.expected_wait(&obs(100, 0.0)), Duration::from_millis(300));
         // 300 in flight at 1000/s clear in 300 ms, more than the measured 100 ms.
         let mut o = obs(500, 1000.0);
         o.in_flight = 300;

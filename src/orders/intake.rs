@@ -130,6 +130,21 @@ impl OrderService {
                 .and_then(Result::ok)
                 .unwrap_or(false);
             if !known {
+                // A new checkout the engine already knows cannot be served gets the clearer
+                // answer: 409 at the door (no retry), not 503 (retry). In memory only.
+                if let LineSource::Items(items) = &checkout.lines {
+                    let known_skus = items
+                        .iter()
+                        .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
+                    let short = if known_skus {
+                        self.short_lines(items)
+                    } else {
+                        Vec::new()
+                    };
+                    if !short.is_empty() {
+                        return Err(IntakeError::OutOfStock(short));
+                    }
+                }
                 return Err(IntakeError::Shedding {
                     backlog: monitor.checkout_backlog(),
                     retry_after,
