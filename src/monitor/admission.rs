@@ -37,8 +37,9 @@ pub const REOPEN_AT: f64 = 0.3;
 /// The shortest a shedding episode lasts, so one lucky sample cannot make it flap.
 pub const MIN_SHED: Duration = Duration::from_secs(1);
 /// The median decision latency counts for at most this share of the target: a decision that is
-/// slow on its own is not a queue, and shedding cannot make it faster.
-pub const LATENCY_FLOOR_AT: f64 = 0.15;
+/// slow on its own is not a queue, and shedding cannot make it faster. Under [`REOPEN_AT`], so a
+/// slow gateway alone can neither start a shedding episode nor keep one from ending.
+pub const LATENCY_FLOOR_AT: f64 = 0.25;
 /// Retry-After never says more than this.
 pub const MAX_RETRY_AFTER_S: u32 = 60;
 /// What a blocked or stalled broker asks clients to wait.
@@ -310,7 +311,14 @@ mod tests {
         let mut o = obs(0, 100.0);
         o.decision_latency = Duration::from_millis(900);
         assert_eq!(c.decide(&o, Instant::now()), Verdict::Admit);
-        assert_eq!(c.decision_latency(&o), Duration::from_millis(150));
+        assert_eq!(c.decision_latency(&o), Duration::from_millis(250));
+        // Nor keeps an episode from ending once the queue is gone.
+        let t0 = Instant::now();
+        assert!(matches!(
+            c.decide(&obs(5000, 100.0), t0),
+            Verdict::Shed { .. }
+        ));
+        assert_eq!(c.decide(&o, t0 + MIN_SHED), Verdict::Admit);
     }
 
     #[test]
