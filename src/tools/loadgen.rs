@@ -250,11 +250,37 @@ pub(super) async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> O
     r.json::<Value>().await.ok()?.get("reserved")?.as_i64()
 }
 
+/// Decisions as `order.events` announces them, the SKUs the run uses, and what each had
+/// reserved before it (for the consistency check).
+pub(super) type Watch = (
+    Arc<DashMap<Uuid, (Instant, String)>>,
+    Vec<String>,
+    HashMap<String, i64>,
+);
+
+/// Starts watching decisions and reads the SKUs' reservations before the run.
+pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Watch, String> {
+    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
+    watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
+    let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
+    if c.hot_share < 1.0 {
+        skus_used.extend((0..c.skus).map(sku_name));
+    }
+    let mut before = HashMap::new();
+    for sku in &skus_used {
+        before.insert(
+            sku.clone(),
+            reserved_of(client, &c.url, sku).await.unwrap_or(0),
+        );
+    }
+    Ok((decided, skus_used, before))
+}
+
 /// Runs the load and prints the report.
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
-        .connector(awc::Connector::new().limit(c.customers as usize + 8))
+        .connector(awc::Connector::new().limit((c.customers as usize + 8).max(40)))
         .finish();
     if c.setup {
         let t = Instant::now();
@@ -266,19 +292,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
             t.elapsed().as_secs_f64()
         );
     }
-    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
-    watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
-    let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
-    if c.hot_share < 1.0 {
-        skus_used.extend((0..c.skus).map(sku_name));
-    }
-    let mut before = HashMap::new();
-    for sku in &skus_used {
-        before.insert(
-            sku.clone(),
-            reserved_of(&client, &c.url, sku).await.unwrap_or(0),
-        );
-    }
+    let (decided, skus_used, before) = watch(&client, &c).await?;
 
     let next = Rc::new(RefCell::new(0usize));
     let intake_ms: Rc<RefCell<Vec<f64>>> = Rc::default();

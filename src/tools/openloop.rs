@@ -10,16 +10,14 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::loadgen::{checkout_body, reserved_of, setup, sku_name, watch_decisions, LoadgenConfig};
+use super::loadgen::{checkout_body, reserved_of, setup, sku_name, watch, LoadgenConfig};
 
 /// One stretch of constant arrival rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -185,19 +183,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     if c.setup {
         setup(&client, &c).await?;
     }
-    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
-    watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
-    let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
-    if c.hot_share < 1.0 {
-        skus_used.extend((0..c.skus).map(sku_name));
-    }
-    let mut before = HashMap::new();
-    for sku in &skus_used {
-        before.insert(
-            sku.clone(),
-            reserved_of(&client, &c.url, sku).await.unwrap_or(0),
-        );
-    }
+    let (decided, skus_used, before) = watch(&client, &c).await?;
 
     let shared = Rc::new(RefCell::new(Shared {
         phases: phases.iter().map(|_| PhaseStats::default()).collect(),
