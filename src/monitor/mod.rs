@@ -11,8 +11,10 @@
 //! - [`prometheus`]: the exporter behind `GET /metrics`.
 
 pub mod admission;
+mod latency;
 pub mod prometheus;
 pub mod sampler;
+mod views;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -20,29 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::messaging::topology::{QueueSpec, QUEUES};
 use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator, Observation, Verdict};
 
+use latency::Latencies;
+pub use latency::LatencySummary;
 pub use sampler::Snapshot;
-
-/// Counters of one work queue, as this process saw them.
-#[derive(Debug, Default)]
-pub struct QueueCounters {
-    pub published: AtomicU64,
-    pub confirmed: AtomicU64,
-    pub delivered: AtomicU64,
-    pub acked: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub handed_back: AtomicU64,
-    pub requeued: AtomicU64,
-    /// Delivered to this process and not settled yet (its share of `unacked`).
-    pub in_flight: AtomicI64,
-}
+pub use views::{AdmissionView, DeadLetterSeen, InFlight, PublishOutcome, QueueCounters, Settled};
 
 /// What the sampler last read of the checkout queue, and this process's counters just before
 /// that read, to estimate the backlog between samples.
@@ -53,104 +41,7 @@ struct Baseline {
     delivered: AtomicU64,
 }
 
-/// A delivery held by this process: counted in flight until dropped (settled, abandoned, or its
-/// task gone however it went).
-pub struct InFlight {
-    monitor: Arc<Monitor>,
-    index: usize,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Some((_, c)) = self.monitor.queues.get(self.index) {
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// A dead letter this process wrote.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetterSeen {
-    pub queue: &'static str,
-    pub message_id: Option<String>,
-    pub reason: String,
-    pub at: chrono::DateTime<chrono::Utc>,
-}
-
 const RECENT_DEAD_LETTERS: usize = 50;
-/// Latency windows: one histogram per second, this many kept.
-const LATENCY_SECONDS: usize = 10;
-
-/// Rolling per-second latency histograms (microseconds).
-struct Latencies {
-    windows: VecDeque<(u64, Histogram<u64>)>,
-}
-
-impl Latencies {
-    fn new() -> Latencies {
-        Latencies {
-            windows: VecDeque::with_capacity(LATENCY_SECONDS + 1),
-        }
-    }
-
-    fn record(&mut self, second: u64, value: Duration) {
-        let micros = u64::try_from(value.as_micros())
-            .unwrap_or(u64::MAX)
-            .clamp(1, 3_600_000_000);
-        if self.windows.back().is_none_or(|(s, _)| *s != second) {
-            let Ok(h) = Histogram::new_with_bounds(1, 3_600_000_000, 2) else {
-                return;
-            };
-            self.windows.push_back((second, h));
-            while self.windows.len() > LATENCY_SECONDS {
-                self.windows.pop_front();
-            }
-        }
-        if let Some((_, h)) = self.windows.back_mut() {
-            h.saturating_record(micros);
-        }
-    }
-
-    /// Percentiles over the windows of the last `seconds` (ending at `now_second`).
-    fn summary(&self, now_second: u64, seconds: u64) -> LatencySummary {
-        let mut merged: Option<Histogram<u64>> = None;
-        for (s, h) in &self.windows {
-            if *s + seconds <= now_second {
-                continue;
-            }
-            match merged.as_mut() {
-                None => merged = Some(h.clone()),
-                Some(m) => {
-                    let _ = m.add(h);
-                }
-            }
-        }
-        let Some(h) = merged.filter(|h| !h.is_empty()) else {
-            return LatencySummary::default();
-        };
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        LatencySummary {
-            count: h.len(),
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p90_ms: ms(h.value_at_quantile(0.90)),
-            p95_ms: ms(h.value_at_quantile(0.95)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            max_ms: ms(h.max()),
-        }
-    }
-}
-
-/// Latency percentiles over a recent window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p95_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-}
-
 /// Admission state as answered at the last decision.
 #[derive(Debug, Clone, Copy, Default)]
 struct AdmissionCounters {
@@ -357,30 +248,6 @@ impl Monitor {
         metrics::counter!(name, "queue" => queue.to_owned()).increment(1);
     }
 
-    /// A dead letter was written (kept for the dashboard).
-    pub fn record_dead_letter(
-        &self,
-        queue: &'static str,
-        message_id: Option<String>,
-        reason: &str,
-    ) {
-        let mut recent = lock(&self.dead_letters);
-        if recent.len() >= RECENT_DEAD_LETTERS {
-            recent.pop_front();
-        }
-        recent.push_back(DeadLetterSeen {
-            queue,
-            message_id,
-            reason: reason.chars().take(500).collect(),
-            at: chrono::Utc::now(),
-        });
-    }
-
-    /// The dead letters this process wrote, newest first.
-    pub fn recent_dead_letters(&self) -> Vec<DeadLetterSeen> {
-        lock(&self.dead_letters).iter().rev().cloned().collect()
-    }
-
     /// A publish to a work queue was sent (`confirmed`: the broker confirmed it).
     pub fn record_publish(&self, exchange: &str, routing_key: &str, outcome: PublishOutcome) {
         let Some((spec, c)) = self
@@ -411,31 +278,6 @@ impl Monitor {
             }
             PublishOutcome::Failed => {}
         }
-    }
-
-    /// A reservation of `sku` succeeded (the hottest SKUs on the dashboard).
-    pub fn record_reservation(&self, sku: &str) {
-        if let Some(mut entry) = self.reservations.get_mut(sku) {
-            entry.0 += 1;
-            return;
-        }
-        self.reservations.entry(sku.to_owned()).or_insert((0, 0)).0 += 1;
-    }
-
-    /// The SKUs with the most reservations since the last call, and how many.
-    pub(crate) fn take_hottest(&self, n: usize) -> Vec<(String, u64)> {
-        let mut hot: Vec<(String, u64)> = Vec::new();
-        for mut entry in self.reservations.iter_mut() {
-            let (total, seen) = *entry.value();
-            entry.value_mut().1 = total;
-            let delta = total - seen;
-            if delta > 0 {
-                hot.push((entry.key().clone(), delta));
-            }
-        }
-        hot.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        hot.truncate(n);
-        hot
     }
 
     /// The broker connection's state (the sampler sets it).
@@ -619,37 +461,4 @@ impl Monitor {
     pub(crate) fn publish_snapshot(&self, snapshot: Snapshot) {
         self.snapshots.send_replace(Arc::new(snapshot));
     }
-}
-
-/// How a delivery was settled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    Acked,
-    DeadLettered,
-    HandedBack,
-    Requeued,
-    /// Left to go back with the channel (stepping down).
-    Abandoned,
-}
-
-/// How a publish ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PublishOutcome {
-    Confirmed,
-    /// The broker refused it (`reject-publish`: the queue is full).
-    Rejected,
-    TimedOut,
-    Failed,
-}
-
-/// Admission as `/v1/queues` and the dashboard show it.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct AdmissionView {
-    pub state: &'static str,
-    pub reason: Option<&'static str>,
-    pub expected_wait_ms: f64,
-    pub target_ms: f64,
-    pub backlog: u64,
-    pub in_flight: u64,
-    pub drain_per_s: f64,
 }

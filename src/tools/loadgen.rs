@@ -276,6 +276,31 @@ pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Wat
     Ok((decided, skus_used, before))
 }
 
+/// Reads the checkout queue's depth and the admission state from `/v1/queues`.
+pub(super) async fn queue_state(client: &awc::Client, url: &str) -> Option<(u64, bool)> {
+    let mut r = client.get(format!("{url}/v1/queues")).send().await.ok()?;
+    let body: Value = r.json().limit(1 << 20).await.ok()?;
+    let checkout = body
+        .get("queues")?
+        .as_array()?
+        .iter()
+        .find(|q| q.get("name").and_then(Value::as_str) == Some("orders.checkout"))?;
+    let count = |field: &str| checkout.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let shedding = body.pointer("/admission/state").and_then(Value::as_str) == Some("shedding");
+    Some((count("ready") + count("unacked"), shedding))
+}
+
+/// An order's status, from the service.
+pub(super) async fn order_status(client: &awc::Client, url: &str, id: Uuid) -> Option<String> {
+    let mut r = client
+        .get(format!("{url}/v1/orders/{id}"))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = r.json().await.ok()?;
+    body.get("status")?.as_str().map(str::to_owned)
+}
+
 /// Runs the load and prints the report.
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let client = awc::Client::builder()

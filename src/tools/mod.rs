@@ -3,3 +3,4 @@
 pub mod demo;
 pub mod loadgen;
 pub mod openloop;
+pub mod phases;

@@ -14,30 +14,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use serde_json::Value;
 use uuid::Uuid;
 
-use super::loadgen::{checkout_body, reserved_of, setup, sku_name, watch, LoadgenConfig};
+use super::loadgen::{
+    checkout_body, order_status, queue_state, reserved_of, setup, sku_name, watch, LoadgenConfig,
+};
 
-/// One stretch of constant arrival rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Phase {
-    pub rate: f64,
-    pub seconds: f64,
-}
-
-/// `RATE:SECONDS`, e.g. `500:15`.
-pub fn parse_phase(s: &str) -> Result<Phase, String> {
-    let (rate, seconds) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?}: expected RATE:SECONDS"))?;
-    let rate: f64 = rate.parse().map_err(|_| format!("{s:?}: bad rate"))?;
-    let seconds: f64 = seconds.parse().map_err(|_| format!("{s:?}: bad seconds"))?;
-    if !(rate > 0.0 && rate <= 100_000.0 && seconds > 0.0 && seconds <= 3600.0) {
-        return Err(format!("{s:?}: rate in (0, 100000], seconds in (0, 3600]"));
-    }
-    Ok(Phase { rate, seconds })
-}
+pub use super::phases::{parse_phase, Phase};
 
 /// Attempts per checkout (the first and the retries after 503).
 const ATTEMPTS: u32 = 10;
@@ -70,31 +53,6 @@ struct Shared {
     answers: Vec<(Instant, u16)>,
     in_flight: u64,
     peak_in_flight: u64,
-}
-
-/// Reads the checkout queue's depth and the admission state from `/v1/queues`.
-async fn queue_state(client: &awc::Client, url: &str) -> Option<(u64, bool)> {
-    let mut r = client.get(format!("{url}/v1/queues")).send().await.ok()?;
-    let body: Value = r.json().limit(1 << 20).await.ok()?;
-    let checkout = body
-        .get("queues")?
-        .as_array()?
-        .iter()
-        .find(|q| q.get("name").and_then(Value::as_str) == Some("orders.checkout"))?;
-    let count = |field: &str| checkout.get(field).and_then(Value::as_u64).unwrap_or(0);
-    let shedding = body.pointer("/admission/state").and_then(Value::as_str) == Some("shedding");
-    Some((count("ready") + count("unacked"), shedding))
-}
-
-/// An order's status, from the service.
-async fn order_status(client: &awc::Client, url: &str, id: Uuid) -> Option<String> {
-    let mut r = client
-        .get(format!("{url}/v1/orders/{id}"))
-        .send()
-        .await
-        .ok()?;
-    let body: Value = r.json().await.ok()?;
-    body.get("status")?.as_str().map(str::to_owned)
 }
 
 /// Sends one checkout, retrying 503s after Retry-After; records what happened.
@@ -517,23 +475,4 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         return Err("consistency check failed".into());
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phases_parse_and_bad_ones_are_refused() {
-        assert_eq!(
-            parse_phase("500:15"),
-            Ok(Phase {
-                rate: 500.0,
-                seconds: 15.0
-            })
-        );
-        for bad in ["500", "x:1", "1:x", "0:10", "10:0", "1e9:1", "-1:1"] {
-            assert!(parse_phase(bad).is_err(), "{bad}");
-        }
-    }
 }
