@@ -301,6 +301,22 @@ pub(super) async fn order_status(client: &awc::Client, url: &str, id: Uuid) -> O
     body.get("status")?.as_str().map(str::to_owned)
 }
 
+/// A checkout's answer: the status (0 when none came) and `Retry-After` in seconds.
+pub(super) fn answer<S>(
+    sent: &Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
+) -> (u16, Option<u64>) {
+    match sent {
+        Ok(r) => (
+            r.status().as_u16(),
+            r.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok()),
+        ),
+        Err(_) => (0, None),
+    }
+}
+
 /// Runs the load and prints the report.
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let client = awc::Client::builder()
@@ -368,16 +384,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     intake_ms
                         .borrow_mut()
                         .push(t.elapsed().as_secs_f64() * 1000.0);
-                    let (code, retry_after) = match &sent {
-                        Ok(r) => (
-                            r.status().as_u16(),
-                            r.headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse::<u64>().ok()),
-                        ),
-                        Err(_) => (0, None),
-                    };
+                    let (code, retry_after) = answer(&sent);
                     *statuses.borrow_mut().entry(code).or_default() += 1;
                     if code == 202 || code == 200 {
                         accepted.borrow_mut().push((

@@ -17,7 +17,8 @@ use hdrhistogram::Histogram;
 use uuid::Uuid;
 
 use super::loadgen::{
-    checkout_body, order_status, queue_state, reserved_of, setup, sku_name, watch, LoadgenConfig,
+    answer, checkout_body, order_status, queue_state, reserved_of, setup, sku_name, watch,
+    LoadgenConfig,
 };
 
 pub use super::phases::{parse_phase, Phase};
@@ -77,16 +78,7 @@ async fn one_checkout(
             .insert_header(("Idempotency-Key", key.as_str()))
             .send_json(&body)
             .await;
-        let (code, retry_after) = match &sent {
-            Ok(r) => (
-                r.status().as_u16(),
-                r.headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok()),
-            ),
-            Err(_) => (0, None),
-        };
+        let (code, retry_after) = answer(&sent);
         let again = {
             let mut s = shared.borrow_mut();
             s.in_flight -= 1;
