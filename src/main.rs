@@ -143,6 +143,7 @@ fn main() -> ExitCode {
         Command::Loadgen(mut load) => {
             load.amqp_url = config.amqp_url.clone();
             load.admin_token = config.admin_token.clone();
+            load.database_url = config.database_url.clone();
             if let Err(e) = load.check() {
                 eprintln!("orderflow loadgen: {e}");
                 return ExitCode::from(2);

@@ -19,78 +19,7 @@ use lapin::types::FieldTable;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// `orderflow loadgen`: drive a running service over HTTP and report throughput and latency.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LoadgenConfig {
-    /// Service to drive.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// RabbitMQ, for timing decisions through `order.events` (the global `--amqp-url`).
-    #[arg(skip)]
-    pub amqp_url: String,
-    /// Admin token, to create the products and their stock (the global `--admin-token`).
-    #[arg(skip)]
-    pub admin_token: Option<String>,
-    /// Concurrent customers.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
-    pub customers: u32,
-    /// Orders to send in all.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub orders: u32,
-    /// Share of orders (0..=1) on the one hot SKU LG-HOT; the rest spread uniformly over `--skus`.
-    #[arg(long, default_value_t = 1.0)]
-    pub hot_share: f64,
-    /// Other SKUs, LG-00000…
-    #[arg(long, default_value_t = 10_000)]
-    pub skus: usize,
-    /// Stock of LG-HOT (default: a quarter of the orders).
-    #[arg(long)]
-    pub hot_stock: Option<i64>,
-    /// Open loop: checkouts arrive at this rate (per second) whatever the service answers,
-    /// for `--duration` seconds; `--orders` and `--customers` then do not pace the run.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Open loop: seconds at `--rate`.
-    #[arg(long, default_value_t = 30.0)]
-    pub duration: f64,
-    /// Open loop: further phases after the first, `RATE:SECONDS` (e.g. `--then 500:15` to see
-    /// admission reopen when the rate drops under capacity).
-    #[arg(long, value_parser = super::openloop::parse_phase)]
-    pub then: Vec<super::openloop::Phase>,
-    /// Do not create the products and stock (they exist).
-    #[arg(long = "no-setup", action = clap::ArgAction::SetFalse)]
-    pub setup: bool,
-}
-
-impl LoadgenConfig {
-    /// Checks what clap cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(rate) = self.rate {
-            super::openloop::parse_phase(&format!("{rate}:{}", self.duration))?;
-        }
-        if !(0.0..=1.0).contains(&self.hot_share) || (self.hot_share < 1.0 && self.skus == 0) {
-            return Err(
-                "--hot-share must be in 0..1, and --skus > 0 unless --hot-share is 1".into(),
-            );
-        }
-        Ok(())
-    }
-
-    /// The open-loop phases, when `--rate` asks for one.
-    pub fn open_loop(&self) -> Option<Vec<super::openloop::Phase>> {
-        let rate = self.rate?;
-        let mut phases = vec![super::openloop::Phase {
-            rate,
-            seconds: self.duration,
-        }];
-        phases.extend(self.then.iter().copied());
-        Some(phases)
-    }
-
-    fn hot_stock(&self) -> i64 {
-        self.hot_stock.unwrap_or(i64::from(self.orders / 4))
-    }
-}
+pub use super::args::LoadgenConfig;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -323,6 +252,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
         .timeout(Duration::from_secs(30))
         .connector(awc::Connector::new().limit((c.customers as usize + 8).max(40)))
         .finish();
+    let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {
         let t = Instant::now();
         setup(&client, &c).await?;
@@ -341,6 +271,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let statuses: Rc<RefCell<HashMap<u16, usize>>> = Rc::default();
     let run_id = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
+    let cpu_from = super::cpu::read();
     let deadline = started + Duration::from_secs(600);
     let workers = (0..c.customers as usize).map(|w| {
         let (client, c, next, intake_ms, accepted, statuses, run_id) = (
@@ -410,6 +341,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu_to = super::cpu::read();
     let mut to_decision = Vec::with_capacity(accepted.len());
     let mut undecided = 0usize;
     let mut outcome: HashMap<String, usize> = HashMap::new();
@@ -485,6 +417,12 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     );
     println!("intake latency   {}", summary(intake_ms.borrow().clone()));
     println!("accept→decided   {}", summary(to_decision));
+    super::costs::report(
+        ceiling.as_ref(),
+        &cpu_from.until(&cpu_to),
+        decided_n as u64,
+        decided_n as f64 / span,
+    );
     println!(
         "consistency      sold {sold_total} = stock taken {taken_total}: {}; undecided {undecided}: {}",
         if taken_ok && sold_total == taken_total { "ok" } else { "MISMATCH" },

@@ -1,6 +1,10 @@
 //! The operator's tools, part of the binary only: the load generator and the demo catalog.
 
+pub mod args;
+pub mod costs;
+pub mod cpu;
 pub mod demo;
 pub mod loadgen;
 pub mod openloop;
 pub mod phases;
+pub mod probe;

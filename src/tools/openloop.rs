@@ -130,6 +130,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         .timeout(Duration::from_secs(30))
         .connector(awc::Connector::new().limit(c.customers as usize))
         .finish();
+    let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {
         setup(&client, &c).await?;
     }
@@ -179,6 +180,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut n = 0u64;
     let started = Instant::now();
+    let cpu_from = super::cpu::read();
     let mut phase_starts = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
         current.set(i);
@@ -249,6 +251,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let cpu_used = cpu_from.until(&super::cpu::read());
     // Checkouts accepted without the client hearing it (its answer timed out) are decided too:
     // the queue runs empty first.
     let mut empty = 0;
@@ -437,6 +440,14 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
             .join(", "),
         ms(all.value_at_quantile(0.99)),
         ms(all.max())
+    );
+    // Arrivals pace an open loop: the decided rate here is over the whole window, from the
+    // first arrival until everything accepted was decided.
+    super::costs::report(
+        ceiling.as_ref(),
+        &cpu_used,
+        decided_total,
+        decided_total as f64 / cpu_used.seconds.max(1e-9),
     );
     // A rejected order's decision is announced before its held stock is released (decisions
     // are written first): the books balance once the releases are through.

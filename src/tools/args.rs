@@ -1,0 +1,87 @@
+//! The load generator's arguments.
+
+/// `orderflow loadgen`: drive a running service over HTTP and report throughput and latency.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadgenConfig {
+    /// Service to drive.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// RabbitMQ, for timing decisions through `order.events` (the global `--amqp-url`).
+    #[arg(skip)]
+    pub amqp_url: String,
+    /// Admin token, to create the products and their stock (the global `--admin-token`).
+    #[arg(skip)]
+    pub admin_token: Option<String>,
+    /// PostgreSQL, for the limit probe's scratch database (the global `--database-url`).
+    #[arg(skip)]
+    pub database_url: String,
+    /// Seconds for each side of the limit probe (RabbitMQ alone, Postgres alone) before the
+    /// run; 0 skips it.
+    #[arg(long, default_value_t = 5.0)]
+    pub probe_seconds: f64,
+    /// Orders per database batch in the probe.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub probe_batch: u32,
+    /// Concurrent customers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub customers: u32,
+    /// Orders to send in all.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub orders: u32,
+    /// Share of orders (0..=1) on the one hot SKU LG-HOT; the rest spread uniformly over `--skus`.
+    #[arg(long, default_value_t = 1.0)]
+    pub hot_share: f64,
+    /// Other SKUs, LG-00000…
+    #[arg(long, default_value_t = 10_000)]
+    pub skus: usize,
+    /// Stock of LG-HOT (default: a quarter of the orders).
+    #[arg(long)]
+    pub hot_stock: Option<i64>,
+    /// Open loop: checkouts arrive at this rate (per second) whatever the service answers,
+    /// for `--duration` seconds; `--orders` and `--customers` then do not pace the run.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Open loop: seconds at `--rate`.
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// Open loop: further phases after the first, `RATE:SECONDS` (e.g. `--then 500:15` to see
+    /// admission reopen when the rate drops under capacity).
+    #[arg(long, value_parser = super::openloop::parse_phase)]
+    pub then: Vec<super::openloop::Phase>,
+    /// Do not create the products and stock (they exist).
+    #[arg(long = "no-setup", action = clap::ArgAction::SetFalse)]
+    pub setup: bool,
+}
+
+impl LoadgenConfig {
+    /// Checks what clap cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=600.0).contains(&self.probe_seconds) {
+            return Err("--probe-seconds must be in 0..600".into());
+        }
+        if let Some(rate) = self.rate {
+            super::openloop::parse_phase(&format!("{rate}:{}", self.duration))?;
+        }
+        if !(0.0..=1.0).contains(&self.hot_share) || (self.hot_share < 1.0 && self.skus == 0) {
+            return Err(
+                "--hot-share must be in 0..1, and --skus > 0 unless --hot-share is 1".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The open-loop phases, when `--rate` asks for one.
+    pub fn open_loop(&self) -> Option<Vec<super::openloop::Phase>> {
+        let rate = self.rate?;
+        let mut phases = vec![super::openloop::Phase {
+            rate,
+            seconds: self.duration,
+        }];
+        phases.extend(self.then.iter().copied());
+        Some(phases)
+    }
+
+    pub(super) fn hot_stock(&self) -> i64 {
+        self.hot_stock.unwrap_or(i64::from(self.orders / 4))
+    }
+}

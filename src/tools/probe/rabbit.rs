@@ -1,0 +1,235 @@
+//! The probe's RabbitMQ side.
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, ExchangeKind};
+use uuid::Uuid;
+
+use super::{ProbeConfig, Side, CHECKOUT_BYTES, EVENT_BYTES, NOTIFICATION_BYTES};
+use crate::tools::cpu;
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+}
+
+/// RabbitMQ alone: checkouts published with confirms by 64 concurrent publishers, consumed and
+/// acked, four confirmed events per delivery, one routed to a watcher.
+pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
+    let err = |e: lapin::Error| format!("probe, RabbitMQ: {e}");
+    let props = lapin::ConnectionProperties::default();
+    let conn = lapin::Connection::connect(&c.amqp_url, props.clone())
+        .await
+        .map_err(err)?;
+    let tag = Uuid::new_v4().simple().to_string();
+    let (queue, exchange, watch) = (
+        format!("probe.checkout.{tag}"),
+        format!("probe.events.{tag}"),
+        format!("probe.watch.{tag}"),
+    );
+    let admin = conn.create_channel().await.map_err(err)?;
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    admin
+        .queue_declare(queue.as_str().into(), durable, quorum)
+        .await
+        .map_err(err)?;
+    admin
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    admin
+        .queue_declare(
+            watch.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    admin
+        .queue_bind(
+            watch.as_str().into(),
+            exchange.as_str().into(),
+            "order.scheduled".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    // The watcher (the load generator's part): no acks.
+    let mut watcher = admin
+        .basic_consume(
+            watch.as_str().into(),
+            "probe-watch".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    tokio::spawn(async move { while let Some(Ok(_)) = watcher.next().await {} });
+
+    let publish = conn.create_channel().await.map_err(err)?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(err)?;
+    let consume = conn.create_channel().await.map_err(err)?;
+    consume
+        .basic_qos(c.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(err)?;
+    let mut deliveries = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "probe".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+
+    let stop = Rc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let checkout = vec![b'x'; CHECKOUT_BYTES];
+    let started = cpu::read();
+    let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
+    // The consumer: four confirmed events per delivery (not awaited before the ack, as the
+    // service's are not), then the ack.
+    let consumer = {
+        let (publish, exchange, done) = (publish.clone(), exchange.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                for (key, size) in [
+                    ("order.received", EVENT_BYTES),
+                    ("order.reserved", EVENT_BYTES),
+                    ("order.scheduled", EVENT_BYTES),
+                    ("notification.order_scheduled", NOTIFICATION_BYTES),
+                ] {
+                    let (publish, exchange) = (publish.clone(), exchange.clone());
+                    tokio::spawn(async move {
+                        if let Ok(confirm) = publish
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                key.into(),
+                                BasicPublishOptions::default(),
+                                &vec![b'e'; size],
+                                persistent(),
+                            )
+                            .await
+                        {
+                            let _ = confirm.await;
+                        }
+                    });
+                }
+                if delivery.ack(BasicAckOptions::default()).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // 64 publishers, each waiting for its confirm before the next (as HTTP handlers do).
+    let publishers = (0..64).map(|_| {
+        let (publish, queue, stop, checkout) = (
+            publish.clone(),
+            queue.clone(),
+            Rc::clone(&stop),
+            checkout.clone(),
+        );
+        async move {
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let sent = publish
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &checkout,
+                        persistent(),
+                    )
+                    .await;
+                match sent {
+                    Ok(confirm) => {
+                        if confirm.await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(publishers).await;
+    stop.store(true, Ordering::Relaxed);
+    // What was published is consumed before the clock stops.
+    let drain_until = Instant::now() + Duration::from_secs(30);
+    let published_by = Instant::now();
+    let mut last = done.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = done.load(Ordering::Relaxed);
+        let queued = admin
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        if (queued == 0 && now == last) || Instant::now() > drain_until {
+            break;
+        }
+        last = now;
+    }
+    let used = started.until(&cpu::read());
+    let orders = done.load(Ordering::Relaxed);
+    consumer.abort();
+    let _ = admin
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "probe done".into()).await;
+    let seconds = used
+        .seconds
+        .max(published_by.elapsed().as_secs_f64())
+        .max(1e-9);
+    Ok(Side {
+        orders,
+        per_second: orders as f64 / seconds,
+        cpu: used,
+    })
+}
