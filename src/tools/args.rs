@@ -19,6 +19,9 @@ pub struct LoadgenConfig {
     /// run; 0 skips it.
     #[arg(long, default_value_t = 5.0)]
     pub probe_seconds: f64,
+    /// Run the limit probe only (no load).
+    #[arg(long)]
+    pub probe_only: bool,
     /// Orders per database batch in the probe.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub probe_batch: u32,
@@ -58,6 +61,9 @@ impl LoadgenConfig {
     pub fn check(&self) -> Result<(), String> {
         if !(0.0..=600.0).contains(&self.probe_seconds) {
             return Err("--probe-seconds must be in 0..600".into());
+        }
+        if self.probe_only && self.probe_seconds <= 0.0 {
+            return Err("--probe-only needs --probe-seconds > 0".into());
         }
         if let Some(rate) = self.rate {
             super::openloop::parse_phase(&format!("{rate}:{}", self.duration))?;
