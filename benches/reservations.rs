@@ -7,6 +7,13 @@
 //! (d) `baseline/hot_sku/N`  the conventional checkout: one transaction per order,
 //!                           `UPDATE … SET available = available - $q WHERE sku = $s AND available >= $q`,
 //!                           same Postgres, N concurrent clients
+//! (e) `redis/hot_sku/N`     what people pick instead: Redis with a Lua check-and-decrement
+//!                           (`EVALSHA`), `appendonly yes` + `appendfsync always` (every write in
+//!                           the append-only file, fsynced, before the reply), N clients each on
+//!                           a connection of its own. The bench starts its own `redis-server` on
+//!                           a free port with a scratch directory (the machine's own Redis keeps
+//!                           nothing on disk); without `redis-server` installed, (e) is skipped
+//!                           with a message.
 //!
 //! Fair to both sides: every durable case runs on a fresh database after a `CHECKPOINT` (no WAL
 //! or vacuum debt from the case before), with a connection pool of its own — the baseline's sized
@@ -27,13 +34,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+#[path = "reservations/redis_case.rs"]
+mod redis_case;
 use diesel::prelude::*;
 use futures_util::future::join_all;
 use orderflow::domain::{Ledger, Product, Sku, StockOp};
 use orderflow::engine::{Engine, EngineConfig, EngineError, MemStore, Store};
 use orderflow::persistence::{self, PgStore};
 
-const HUGE_STOCK: i64 = 1_000_000_000_000;
+pub(crate) const HUGE_STOCK: i64 = 1_000_000_000_000;
 
 fn concurrency() -> u64 {
     // Clients in (a)–(d).
@@ -56,16 +66,16 @@ fn skus(n: usize) -> Vec<Sku> {
 
 /// Latencies of one case, in microseconds.
 #[derive(Default)]
-struct Latencies(std::sync::Mutex<Vec<u32>>);
+pub(crate) struct Latencies(std::sync::Mutex<Vec<u32>>);
 
 impl Latencies {
-    fn record(&self, took: Duration) {
+    pub(crate) fn record(&self, took: Duration) {
         if let Ok(mut all) = self.0.lock() {
             all.push(took.as_micros().min(u128::from(u32::MAX)) as u32);
         }
     }
 
-    fn report(&self, case: &str) {
+    pub(crate) fn report(&self, case: &str) {
         let Ok(mut all) = self.0.lock() else { return };
         if all.is_empty() {
             return;
@@ -378,9 +388,11 @@ fn durable_vs_baseline(c: &mut Criterion) {
     let clients = concurrency();
     durable_case(c, &system, clients);
     baseline_case(c, clients);
+    redis_case::run(c, clients);
     if clients != 256 {
         durable_case(c, &system, 256);
         baseline_case(c, 256);
+        redis_case::run(c, 256);
     }
 }
 

@@ -19,6 +19,11 @@ pub struct Config {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     pub db_pool_size: u32,
+    /// HTTP worker threads (`HTTP_WORKERS`, default: the machine's CPUs).
+    pub http_workers: usize,
+    /// Which events orders publish on `order.events` (`ORDER_EVENTS`: `all`, the default, or
+    /// `decisions`).
+    pub order_events: crate::orders::EventScope,
     /// How long an admin stock write waits for its change to be durable before answering 503.
     pub durable_timeout: Duration,
     /// Unacknowledged deliveries each consumer may hold (RabbitMQ prefetch).
@@ -121,6 +126,18 @@ impl Config {
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,
             db_pool_size: number("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16, 2)?,
+            order_events: match get("ORDER_EVENTS") {
+                None => crate::orders::EventScope::All,
+                Some(raw) => crate::orders::EventScope::parse(raw.trim()).ok_or_else(|| {
+                    ConfigError(format!("ORDER_EVENTS={raw}: expected all or decisions"))
+                })?,
+            },
+            http_workers: number(
+                "HTTP_WORKERS",
+                get("HTTP_WORKERS"),
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                1,
+            )?,
             durable_timeout: Duration::from_millis(number(
                 "DURABLE_TIMEOUT_MS",
                 get("DURABLE_TIMEOUT_MS"),

@@ -134,6 +134,7 @@ impl Application {
                 .configure(http::configure(app_state.clone()))
                 .default_service(web::to(http::not_found))
         })
+        .workers(state.config.http_workers)
         .disable_signals()
         .shutdown_timeout(10)
         .listen(listener)

@@ -46,7 +46,8 @@ pub async fn checkout(
     if !body.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
-    let input: CheckoutInput = serde_json::from_value(body.clone())
+    // Read from the tree (no copy of it): the tree stays for the fingerprint and the publish.
+    let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
     let checkout = input.validate(state.orders.today())?;
     match state.orders.intake(key, &body, &checkout).await? {

@@ -119,6 +119,8 @@ pub struct OrderConfig {
     pub stale_after: Duration,
     /// How often the sweeper looks.
     pub sweep_every: Duration,
+    /// Which events go out on `order.events`.
+    pub events: EventScope,
 }
 
 impl Default for OrderConfig {
@@ -127,6 +129,29 @@ impl Default for OrderConfig {
             retry_window: Duration::from_secs(30),
             stale_after: Duration::from_secs(600),
             sweep_every: Duration::from_secs(30),
+            events: EventScope::All,
+        }
+    }
+}
+
+/// Which events an order publishes on `order.events` (`ORDER_EVENTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventScope {
+    /// Every step (`order.received`, `order.reserved`, the decision) and `notification.<kind>`:
+    /// four confirmed publishes for a scheduled order (the default, API.md).
+    All,
+    /// Only the decision (`order.scheduled`, `order.rejected`, `order.failed`,
+    /// `order.cancelled`): one publish per order. Its body is the whole order with its history,
+    /// so a subscriber can derive the steps; notifications stay readable through the API.
+    Decisions,
+}
+
+impl EventScope {
+    pub fn parse(raw: &str) -> Option<EventScope> {
+        match raw {
+            "all" => Some(EventScope::All),
+            "decisions" => Some(EventScope::Decisions),
+            _ => None,
         }
     }
 }

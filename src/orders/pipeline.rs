@@ -58,7 +58,8 @@ impl OrderService {
             Ok(v) => v,
             Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
         };
-        let input: CheckoutInput = match serde_json::from_value(body.clone()) {
+        // Read from the tree (no copy of it): the tree stays for the fingerprint.
+        let input = match <CheckoutInput as serde::Deserialize>::deserialize(&body) {
             Ok(i) => i,
             Err(e) => return Outcome::DeadLetter(format!("body is not a checkout: {e}")),
         };

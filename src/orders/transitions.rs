@@ -7,7 +7,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
-use super::{Deadline, OrderEvent, OrderService, StepError};
+use super::{Deadline, EventScope, OrderEvent, OrderService, StepError};
 use crate::domain::delivery::DeliverySlot;
 use crate::domain::order::{Order, OrderStatus, Rejection};
 use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
@@ -137,7 +137,7 @@ impl OrderService {
             order.rejection = step.rejection;
         }
         self.announce(order);
-        if let Some(n) = notification {
+        if let Some(n) = notification.filter(|_| self.inner.config.events == EventScope::All) {
             let body = json!({
                 "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
                 "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
@@ -183,6 +183,9 @@ impl OrderService {
             status: order.status,
             at,
         });
+        if self.inner.config.events == EventScope::Decisions && !order.status.is_decided() {
+            return;
+        }
         match serde_json::to_string(order) {
             Ok(body) => self.emit(
                 format!("order.{}", order.status.as_str()),

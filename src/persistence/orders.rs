@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel::sql_types::Jsonb;
+use diesel::sql_types::Text;
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -182,9 +182,12 @@ LEFT JOIN orders o ON o.order_id = x.order_id";
 
 const SETTLE: &str = "UPDATE orders SET settled = true WHERE order_id = ANY($1)";
 
-fn json<T: Serialize>(rows: &[T]) -> Value {
-    // Plain structs of strings, numbers and JSON values: serializing them cannot fail.
-    serde_json::to_value(rows).unwrap_or(Value::Null)
+/// The rows as JSON text, bound as `text` and cast by `$1::jsonb` in the statement: no JSON tree
+/// of the whole batch is built on the way. (Plain structs of strings, numbers and JSON values
+/// cannot fail to serialize; if one did, the write is refused, never silently empty.)
+fn json<T: Serialize>(rows: &[T]) -> Result<String, DbError> {
+    serde_json::to_string(rows)
+        .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))
 }
 
 /// Records idempotency keys (those already there are left as they are) and says, for each, what
@@ -205,7 +208,7 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
         return Ok(Vec::new());
     }
     let found: std::collections::HashMap<Uuid, Found> = diesel::sql_query(KEYS)
-        .bind::<Jsonb, _>(json(keys))
+        .bind::<Text, _>(json(keys)?)
         .load::<Found>(conn)?
         .into_iter()
         .map(|f| (f.order_id, f))
@@ -232,7 +235,7 @@ pub fn create_orders(
         return Ok(HashSet::new());
     }
     Ok(diesel::sql_query(CREATE)
-        .bind::<Jsonb, _>(json(creates))
+        .bind::<Text, _>(json(creates)?)
         .load::<Id>(conn)?
         .into_iter()
         .map(|r| r.order_id)
@@ -249,7 +252,7 @@ pub fn apply_transitions(
         return Ok(HashSet::new());
     }
     let moved: HashSet<Uuid> = diesel::sql_query(TRANSITION)
-        .bind::<Jsonb, _>(json(transitions))
+        .bind::<Text, _>(json(transitions)?)
         .load::<Id>(conn)?
         .into_iter()
         .map(|r| r.order_id)
@@ -261,7 +264,7 @@ pub fn apply_transitions(
         .collect();
     if !notes.is_empty() {
         diesel::sql_query(NOTIFY)
-            .bind::<Jsonb, _>(json(&notes))
+            .bind::<Text, _>(json(&notes)?)
             .execute(conn)?;
     }
     Ok(moved)

@@ -18,4 +18,5 @@ mod http_api;
 mod inventory_queue;
 mod load;
 mod monitor;
+mod probe;
 mod regressions;
