@@ -22,6 +22,10 @@ pub struct LoadgenConfig {
     /// Run the limit probe only (no load).
     #[arg(long)]
     pub probe_only: bool,
+    /// The events per order the probe publishes, as the service's `ORDER_EVENTS`: `all` (four)
+    /// or `decisions` (one).
+    #[arg(long, default_value = "all", value_parser = parse_events)]
+    pub probe_events: orderflow::orders::EventScope,
     /// Orders per database batch in the probe.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub probe_batch: u32,
@@ -90,4 +94,8 @@ impl LoadgenConfig {
     pub(super) fn hot_stock(&self) -> i64 {
         self.hot_stock.unwrap_or(i64::from(self.orders / 4))
     }
+}
+
+fn parse_events(raw: &str) -> Result<orderflow::orders::EventScope, String> {
+    orderflow::orders::EventScope::parse(raw).ok_or_else(|| "expected all or decisions".into())
 }

@@ -17,6 +17,7 @@ pub async fn probe_first(c: &LoadgenConfig) -> Result<Option<Ceiling>, String> {
         batch: c.probe_batch as usize,
         hot: c.hot_share >= 0.5,
         prefetch: 256,
+        events: c.probe_events,
     })
     .await?;
     ceiling.print();

@@ -6,7 +6,8 @@
 //!   `orders.checkout`, delivered (prefetch 256) and acked once; four persistent events published
 //!   with confirms to the topic exchange `order.events` (`order.received`, `order.reserved`,
 //!   `order.scheduled`, `notification.order_scheduled`), one of them (`order.scheduled`) routed
-//!   to a watcher's queue and delivered (as the load generator watches decisions).
+//!   to a watcher's queue and delivered (as the load generator watches decisions); with
+//!   `ORDER_EVENTS=decisions` (`--probe-events decisions`) only `order.scheduled`.
 //! - PostgreSQL: in the order writer's batches, the idempotency key, the order (with its first
 //!   history row and key) and its move to `scheduled` (with two history rows and a
 //!   notification); in the stock persister's batches, the stock row (once per batch per SKU) and
@@ -42,6 +43,8 @@ pub struct ProbeConfig {
     /// One SKU for every order (the flash sale), or each order a SKU of its own in a batch.
     pub hot: bool,
     pub prefetch: u16,
+    /// The events the service publishes per order (its `ORDER_EVENTS`).
+    pub events: orderflow::orders::EventScope,
 }
 
 /// One side's result.

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::{ProbeConfig, Side, CHECKOUT_BYTES, EVENT_BYTES, NOTIFICATION_BYTES};
 use crate::tools::cpu;
+use orderflow::orders::EventScope;
 
 fn persistent() -> BasicProperties {
     BasicProperties::default()
@@ -128,16 +129,20 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
     let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
     // The consumer: four confirmed events per delivery (not awaited before the ack, as the
     // service's are not), then the ack.
+    let every_step = c.events == EventScope::All;
     let consumer = {
         let (publish, exchange, done) = (publish.clone(), exchange.clone(), Arc::clone(&done));
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = deliveries.next().await {
-                for (key, size) in [
+                let all = [
                     ("order.received", EVENT_BYTES),
                     ("order.reserved", EVENT_BYTES),
                     ("order.scheduled", EVENT_BYTES),
                     ("notification.order_scheduled", NOTIFICATION_BYTES),
-                ] {
+                ];
+                let decision = [("order.scheduled", EVENT_BYTES)];
+                let events: &[(&str, usize)] = if every_step { &all } else { &decision };
+                for &(key, size) in events {
                     let (publish, exchange) = (publish.clone(), exchange.clone());
                     tokio::spawn(async move {
                         if let Ok(confirm) = publish
