@@ -248,6 +248,18 @@ mod tests {
         assert!(e.0.contains("AMQP_URL"));
         let e = config(&[("DATABASE_URL", "mysql://x/y")]).unwrap_err();
         assert!(e.0.contains("postgres"));
+        let e = config(&[("ORDER_EVENTS", "some")]).unwrap_err();
+        assert!(e.0.contains("ORDER_EVENTS"), "{e}");
+        let e = config(&[("HTTP_WORKERS", "0")]).unwrap_err();
+        assert!(e.0.contains("HTTP_WORKERS"), "{e}");
+        use crate::orders::EventScope;
+        assert_eq!(config(&[]).unwrap().order_events, EventScope::All);
+        assert_eq!(
+            config(&[("ORDER_EVENTS", "decisions")])
+                .unwrap()
+                .order_events,
+            EventScope::Decisions
+        );
         assert_eq!(
             config(&[("ADMIN_TOKEN", "s3cret")])
                 .unwrap()

@@ -317,6 +317,106 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
 }
 
 #[actix_web::test]
+async fn with_order_events_decisions_only_the_decision_goes_out_and_it_carries_the_steps() {
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.order_events = orderflow::orders::EventScope::Decisions
+    })
+    .await;
+    app.product("ED-1", "c", &[], 100, 10).await;
+    let conn = app.app_state.broker().wait_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            "order.events".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut events = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "ed".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen: Vec<(String, Value)> = Vec::new();
+    let mut ids = Vec::new();
+    // Two orders one after the other: whatever the first published is in by the time the second
+    // is decided.
+    for n in 0..2 {
+        let r = app
+            .checkout(
+                &format!("ed-{n}"),
+                &body("ed", json!([{"sku": "ED-1", "quantity": 1}])),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{:?}", r.body);
+        let id = r.body["order_id"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !seen.iter().any(|(_, b)| b["order_id"] == id.as_str()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events so far: {seen:?}"
+            );
+            if let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_millis(500), events.next()).await
+            {
+                seen.push((
+                    d.routing_key.to_string(),
+                    serde_json::from_slice(&d.data).unwrap(),
+                ));
+            }
+        }
+        ids.push(id);
+    }
+    let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["order.scheduled", "order.scheduled"],
+        "one event per order, the decision, and no step or notification events"
+    );
+    for ((_, order), id) in seen.iter().zip(&ids) {
+        assert_eq!(order["order_id"], id.as_str());
+        let steps: Vec<&str> = order["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["received", "reserved", "scheduled"], "{order}");
+    }
+    // The notifications are still there, through the API.
+    let notes = app.get("/v1/customers/ed/notifications").await;
+    assert_eq!(notes.status, 200, "{:?}", notes.body);
+    assert!(
+        notes.body.to_string().matches("order_scheduled").count() >= 2,
+        "{:?}",
+        notes.body
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn the_queues_are_declared_as_documented() {
     let app = spawn_app_with(TestDb::new(), |c| c.delivery_limit = 7).await;
     let out = std::process::Command::new("rabbitmqctl")
