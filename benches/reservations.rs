@@ -11,9 +11,11 @@
 //!                           (`EVALSHA`), `appendonly yes` + `appendfsync always` (every write in
 //!                           the append-only file, fsynced, before the reply), N clients each on
 //!                           a connection of its own. The bench starts its own `redis-server` on
-//!                           a free port with a scratch directory (the machine's own Redis keeps
-//!                           nothing on disk); without `redis-server` installed, (e) is skipped
-//!                           with a message.
+//!                           a free port with a scratch directory under the target directory
+//!                           (the machine's own Redis keeps nothing on disk; /tmp may be a
+//!                           tmpfs); after the case the append-only file must have grown by a
+//!                           command per reservation. Without `redis-server` installed, (e) is
+//!                           skipped with a message.
 //!
 //! Fair to both sides: every durable case runs on a fresh database after a `CHECKPOINT` (no WAL
 //! or vacuum debt from the case before), with a connection pool of its own — the baseline's sized

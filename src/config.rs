@@ -132,12 +132,19 @@ impl Config {
                     ConfigError(format!("ORDER_EVENTS={raw}: expected all or decisions"))
                 })?,
             },
-            http_workers: number(
+            http_workers: match number(
                 "HTTP_WORKERS",
                 get("HTTP_WORKERS"),
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 1,
-            )?,
+            )? {
+                n if n > 1024 => {
+                    return Err(ConfigError(format!(
+                        "HTTP_WORKERS={n}: at most 1024 threads"
+                    )))
+                }
+                n => n,
+            },
             durable_timeout: Duration::from_millis(number(
                 "DURABLE_TIMEOUT_MS",
                 get("DURABLE_TIMEOUT_MS"),
@@ -250,8 +257,10 @@ mod tests {
         assert!(e.0.contains("postgres"));
         let e = config(&[("ORDER_EVENTS", "some")]).unwrap_err();
         assert!(e.0.contains("ORDER_EVENTS"), "{e}");
-        let e = config(&[("HTTP_WORKERS", "0")]).unwrap_err();
-        assert!(e.0.contains("HTTP_WORKERS"), "{e}");
+        for bad in ["0", "100000"] {
+            let e = config(&[("HTTP_WORKERS", bad)]).unwrap_err();
+            assert!(e.0.contains("HTTP_WORKERS"), "{e}");
+        }
         use crate::orders::EventScope;
         assert_eq!(config(&[]).unwrap().order_events, EventScope::All);
         assert_eq!(

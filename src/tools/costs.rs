@@ -10,7 +10,7 @@ pub async fn probe_first(c: &LoadgenConfig) -> Result<Option<Ceiling>, String> {
     if c.probe_seconds <= 0.0 {
         return Ok(None);
     }
-    let ceiling = probe::run(&ProbeConfig {
+    let probed = probe::run(&ProbeConfig {
         amqp_url: c.amqp_url.clone(),
         database_url: c.database_url.clone(),
         seconds: c.probe_seconds,
@@ -19,9 +19,19 @@ pub async fn probe_first(c: &LoadgenConfig) -> Result<Option<Ceiling>, String> {
         prefetch: 256,
         events: c.probe_events,
     })
-    .await?;
-    ceiling.print();
-    Ok(Some(ceiling))
+    .await;
+    match probed {
+        Ok(ceiling) => {
+            ceiling.print();
+            Ok(Some(ceiling))
+        }
+        // The load still runs; its report then has no ceiling to compare with.
+        Err(e) if !c.probe_only => {
+            println!("probe failed ({e}); the run goes on without a ceiling");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The CPU of the load window, per decided order, and the decided rate against the ceiling.

@@ -18,6 +18,8 @@
 //! process. Each side runs alone, so each figure is that side's ceiling with the whole machine;
 //! together they share it: `ceiling = 1 / (1/rabbit + 1/postgres)`.
 
+use std::time::Duration;
+
 mod postgres;
 mod rabbit;
 
@@ -106,8 +108,15 @@ pub fn cores() -> f64 {
 pub async fn run(c: &ProbeConfig) -> Result<Ceiling, String> {
     let rabbit = rabbit::run(c).await?;
     let config = c.clone();
-    let postgres = tokio::task::spawn_blocking(move || postgres::run(&config))
-        .await
-        .map_err(|e| e.to_string())??;
+    // Bounded: a database that stops answering cannot hang the load generator (the thread is
+    // left to its fate; the process ends after the run).
+    let limit = Duration::from_secs_f64(c.seconds) + Duration::from_secs(60);
+    let postgres = tokio::time::timeout(
+        limit,
+        tokio::task::spawn_blocking(move || postgres::run(&config)),
+    )
+    .await
+    .map_err(|_| format!("probe, Postgres: not done within {} s", limit.as_secs()))?
+    .map_err(|e| e.to_string())??;
     Ok(Ceiling { rabbit, postgres })
 }

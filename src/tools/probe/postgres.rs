@@ -27,19 +27,19 @@ impl Scratch {
         url.set_path("/postgres");
         let admin_url = url.to_string();
         url.set_path(&format!("/{name}"));
+        // Built before the database exists: dropped (with the database) whatever fails next.
         let scratch = Scratch {
             admin_url,
             name,
             url: url.to_string(),
         };
+        scratch.drop_database(); // a leftover of an earlier process with the same id
         persistence::prepare_database(&scratch.url)
             .map_err(|e| format!("probe, Postgres scratch database: {e}"))?;
         Ok(scratch)
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
+    fn drop_database(&self) {
         if let Ok(mut conn) = PgConnection::establish(&self.admin_url) {
             let _ = diesel::sql_query(format!(
                 "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
@@ -47,6 +47,12 @@ impl Drop for Scratch {
             ))
             .execute(&mut conn);
         }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.drop_database();
     }
 }
 

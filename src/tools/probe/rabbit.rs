@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
@@ -25,20 +25,68 @@ fn persistent() -> BasicProperties {
         .with_content_type("application/json".into())
 }
 
+/// The probe's own names on the broker.
+struct Names {
+    queue: String,
+    exchange: String,
+    watch: String,
+}
+
 /// RabbitMQ alone: checkouts published with confirms by 64 concurrent publishers, consumed and
-/// acked, four confirmed events per delivery, one routed to a watcher.
+/// acked, four confirmed events per delivery, one routed to a watcher. Bounded in time (a
+/// broker blocking publishers cannot hang it); its queues and exchange are deleted however it
+/// ends.
 pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
-    let err = |e: lapin::Error| format!("probe, RabbitMQ: {e}");
     let props = lapin::ConnectionProperties::default();
-    let conn = lapin::Connection::connect(&c.amqp_url, props.clone())
-        .await
-        .map_err(err)?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        lapin::Connection::connect(&c.amqp_url, props),
+    )
+    .await
+    .map_err(|_| "probe, RabbitMQ: no connection within 10 s".to_owned())?
+    .map_err(|e| format!("probe, RabbitMQ: {e}"))?;
     let tag = Uuid::new_v4().simple().to_string();
-    let (queue, exchange, watch) = (
-        format!("probe.checkout.{tag}"),
-        format!("probe.events.{tag}"),
-        format!("probe.watch.{tag}"),
-    );
+    let names = Names {
+        queue: format!("probe.checkout.{tag}"),
+        exchange: format!("probe.events.{tag}"),
+        watch: format!("probe.watch.{tag}"),
+    };
+    let limit = Duration::from_secs_f64(c.seconds) + Duration::from_secs(60);
+    let result = tokio::time::timeout(limit, measure(c, &conn, &names))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "probe, RabbitMQ: not done within {} s (publishers blocked?)",
+                limit.as_secs()
+            ))
+        });
+    let cleaned = tokio::time::timeout(Duration::from_secs(10), async {
+        let ch = conn.create_channel().await?;
+        ch.queue_delete(names.queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        ch.queue_delete(names.watch.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+        ch.exchange_delete(
+            names.exchange.as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+    })
+    .await;
+    if !matches!(cleaned, Ok(Ok(()))) {
+        eprintln!(
+            "probe: could not delete queue {} / exchange {}; delete them by hand",
+            names.queue, names.exchange
+        );
+    }
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), conn.close(200, "probe done".into())).await;
+    result
+}
+
+async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Result<Side, String> {
+    let err = |e: lapin::Error| format!("probe, RabbitMQ: {e}");
+    let (queue, exchange, watch) = (&names.queue, &names.exchange, &names.watch);
     let admin = conn.create_channel().await.map_err(err)?;
     let mut quorum = FieldTable::default();
     quorum.insert(
@@ -124,6 +172,9 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
 
     let stop = Rc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
+    // When the last delivery was acked, µs after the start: the clock stops there.
+    let last_ack_us = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
     let checkout = vec![b'x'; CHECKOUT_BYTES];
     let started = cpu::read();
     let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
@@ -132,6 +183,7 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
     let every_step = c.events == EventScope::All;
     let consumer = {
         let (publish, exchange, done) = (publish.clone(), exchange.clone(), Arc::clone(&done));
+        let last_ack_us = Arc::clone(&last_ack_us);
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = deliveries.next().await {
                 let all = [
@@ -161,6 +213,8 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
                 }
                 if delivery.ack(BasicAckOptions::default()).await.is_ok() {
                     done.fetch_add(1, Ordering::Relaxed);
+                    let at = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    last_ack_us.fetch_max(at, Ordering::Relaxed);
                 }
             }
         })
@@ -199,7 +253,6 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
     stop.store(true, Ordering::Relaxed);
     // What was published is consumed before the clock stops.
     let drain_until = Instant::now() + Duration::from_secs(30);
-    let published_by = Instant::now();
     let mut last = done.load(Ordering::Relaxed);
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -224,14 +277,7 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
     let used = started.until(&cpu::read());
     let orders = done.load(Ordering::Relaxed);
     consumer.abort();
-    let _ = admin
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
-    let _ = conn.close(200, "probe done".into()).await;
-    let seconds = used
-        .seconds
-        .max(published_by.elapsed().as_secs_f64())
-        .max(1e-9);
+    let seconds = (last_ack_us.load(Ordering::Relaxed) as f64 / 1e6).max(1e-9);
     Ok(Side {
         orders,
         per_second: orders as f64 / seconds,
