@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
 use crate::checkout::body;
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestDb};
+use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, TestDb};
 
 #[actix_web::test]
 async fn checkout_refuses_what_a_client_can_get_wrong_with_the_error_body() {
@@ -226,10 +226,9 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
-    let app = spawn_app().await;
-    app.product("EV-1", "c", &[], 100, 10).await;
+/// A queue of the test's own, bound to `order.events` with `keys`, consumed without acks (keep
+/// the channel as long as the consumer).
+async fn watch_events(app: &TestApp, keys: &[&str]) -> (lapin::Channel, lapin::Consumer) {
     let conn = app.app_state.broker().wait_connection().await;
     let channel = conn.create_channel().await.unwrap();
     let queue = channel
@@ -244,22 +243,22 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
         )
         .await
         .unwrap();
-    for key in ["order.*", "notification.*"] {
+    for key in keys {
         channel
             .queue_bind(
                 queue.name().as_str().into(),
                 "order.events".into(),
-                key.into(),
+                (*key).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
             .await
             .unwrap();
     }
-    let mut events = channel
+    let events = channel
         .basic_consume(
             queue.name().as_str().into(),
-            "ev".into(),
+            "events".into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..Default::default()
@@ -268,6 +267,25 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
         )
         .await
         .unwrap();
+    (channel, events)
+}
+
+/// The next event within half a second: its routing key and body.
+async fn next_event(events: &mut lapin::Consumer) -> Option<(String, Value)> {
+    match tokio::time::timeout(Duration::from_millis(500), events.next()).await {
+        Ok(Some(Ok(d))) => Some((
+            d.routing_key.to_string(),
+            serde_json::from_slice(&d.data).unwrap(),
+        )),
+        _ => None,
+    }
+}
+
+#[actix_web::test]
+async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
+    let app = spawn_app().await;
+    app.product("EV-1", "c", &[], 100, 10).await;
+    let (_channel, mut events) = watch_events(&app, &["order.*", "notification.*"]).await;
     let r = app
         .checkout("ev-1", &body("ev", json!([{"sku": "EV-1", "quantity": 1}])))
         .await;
@@ -282,14 +300,7 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
             std::time::Instant::now() < deadline,
             "events so far: {seen:?}"
         );
-        if let Ok(Some(Ok(d))) =
-            tokio::time::timeout(Duration::from_millis(500), events.next()).await
-        {
-            seen.push((
-                d.routing_key.to_string(),
-                serde_json::from_slice(&d.data).unwrap(),
-            ));
-        }
+        seen.extend(next_event(&mut events).await);
     }
     let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
     for key in [
@@ -323,42 +334,7 @@ async fn with_order_events_decisions_only_the_decision_goes_out_and_it_carries_t
     })
     .await;
     app.product("ED-1", "c", &[], 100, 10).await;
-    let conn = app.app_state.broker().wait_connection().await;
-    let channel = conn.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            "order.events".into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut events = channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "ed".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let (_channel, mut events) = watch_events(&app, &["#"]).await;
     let mut seen: Vec<(String, Value)> = Vec::new();
     let mut ids = Vec::new();
     // Two orders one after the other: whatever the first published is in by the time the second
@@ -378,14 +354,7 @@ async fn with_order_events_decisions_only_the_decision_goes_out_and_it_carries_t
                 std::time::Instant::now() < deadline,
                 "events so far: {seen:?}"
             );
-            if let Ok(Some(Ok(d))) =
-                tokio::time::timeout(Duration::from_millis(500), events.next()).await
-            {
-                seen.push((
-                    d.routing_key.to_string(),
-                    serde_json::from_slice(&d.data).unwrap(),
-                ));
-            }
+            seen.extend(next_event(&mut events).await);
         }
         ids.push(id);
     }
