@@ -102,6 +102,47 @@ pub(super) async fn setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(),
     results.into_iter().collect()
 }
 
+/// An exclusive queue (`name`, or one the broker names when empty) bound to `exchange` with
+/// `keys`, consumed without acks: how the load generator and the limit probe watch events.
+pub(super) async fn watch_queue(
+    ch: &lapin::Channel,
+    name: &str,
+    exchange: &str,
+    keys: &[&str],
+) -> Result<lapin::Consumer, lapin::Error> {
+    let q = ch
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in keys {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    ch.basic_consume(
+        q.name().clone(),
+        "watch".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
 /// Decision times (by order id) as `order.events` announces them.
 pub(super) async fn watch_decisions(
     amqp_url: &str,
@@ -115,41 +156,14 @@ pub(super) async fn watch_decisions(
         .await
         .map_err(|e| format!("AMQP {amqp_url}: {e}"))?;
     let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for key in ["order.scheduled", "order.rejected", "order.failed"] {
-        ch.queue_bind(
-            q.name().clone(),
-            "order.events".into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    }
-    let mut consumer = ch
-        .basic_consume(
-            q.name().clone(),
-            "loadgen".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut consumer = watch_queue(
+        &ch,
+        "",
+        "order.events",
+        &["order.scheduled", "order.rejected", "order.failed"],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _keep = conn;
         while let Some(Ok(d)) = consumer.next().await {

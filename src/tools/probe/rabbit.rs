@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, ExchangeKind};
@@ -113,41 +113,11 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         )
         .await
         .map_err(err)?;
-    admin
-        .queue_declare(
-            watch.as_str().into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
-    admin
-        .queue_bind(
-            watch.as_str().into(),
-            exchange.as_str().into(),
-            "order.scheduled".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
     // The watcher (the load generator's part): no acks.
-    let mut watcher = admin
-        .basic_consume(
-            watch.as_str().into(),
-            "probe-watch".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
+    let mut watcher =
+        crate::tools::loadgen::watch_queue(&admin, watch, exchange, &["order.scheduled"])
+            .await
+            .map_err(err)?;
     tokio::spawn(async move { while let Some(Ok(_)) = watcher.next().await {} });
 
     let publish = conn.create_channel().await.map_err(err)?;
