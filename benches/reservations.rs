@@ -66,6 +66,19 @@ fn skus(n: usize) -> Vec<Sku> {
         .collect()
 }
 
+/// The group every case runs in: 10 samples of `seconds`, throughput in reservations.
+pub(crate) fn reservations_group(
+    c: &mut Criterion,
+    seconds: u64,
+) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group("reservations");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(seconds));
+    group.throughput(Throughput::Elements(1));
+    group
+}
+
 /// Latencies of one case, in microseconds.
 #[derive(Default)]
 pub(crate) struct Latencies(std::sync::Mutex<Vec<u32>>);
@@ -165,11 +178,7 @@ fn memory_engine(system: &actix_rt::SystemRunner, n: usize) -> (Engine, Arc<Vec<
 
 fn in_memory(c: &mut Criterion) {
     let system = actix_rt::System::new();
-    let mut group = c.benchmark_group("reservations");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    group.throughput(Throughput::Elements(1));
+    let mut group = reservations_group(c, 5);
     let mut reports = Vec::new();
     for (name, n) in [("memory/hot_sku", 1usize), ("memory/10k_skus", 10_000)] {
         let (engine, targets) = memory_engine(&system, n);
@@ -281,11 +290,7 @@ fn durable_case(c: &mut Criterion, system: &actix_rt::SystemRunner, clients: u64
     let latencies = Arc::new(Latencies::default());
     let made = Arc::new(AtomicU64::new(0));
     let name = format!("durable/hot_sku/{clients}");
-    let mut group = c.benchmark_group("reservations");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
-    group.throughput(Throughput::Elements(1));
+    let mut group = reservations_group(c, 8);
     group.bench_function(&name, |b| {
         b.iter_custom(|iters| {
             system.block_on(drive(
@@ -334,11 +339,7 @@ fn baseline_case(c: &mut Criterion, clients: u64) {
     let latencies = Arc::new(Latencies::default());
     let made = Arc::new(AtomicU64::new(0));
     let name = format!("baseline/hot_sku/{clients}");
-    let mut group = c.benchmark_group("reservations");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
-    group.throughput(Throughput::Elements(1));
+    let mut group = reservations_group(c, 8);
     group.bench_function(&name, |b| {
         b.iter_custom(|iters| {
             let next = Arc::new(AtomicU64::new(0));

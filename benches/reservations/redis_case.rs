@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput};
+use criterion::Criterion;
 
-use super::{Latencies, HUGE_STOCK};
+use super::{reservations_group, Latencies, HUGE_STOCK};
 
 /// Takes `ARGV[1]` units of `KEYS[1]` if that many are there: 1 when taken, 0 when short.
 const CHECK_AND_DECREMENT: &str = "local a = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -169,11 +169,7 @@ pub fn run(c: &mut Criterion, clients: u64) {
     let latencies = Arc::new(Latencies::default());
     let made = Arc::new(AtomicU64::new(0));
     let aof_before = aof_bytes(&server);
-    let mut group = c.benchmark_group("reservations");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(8));
-    group.throughput(Throughput::Elements(1));
+    let mut group = reservations_group(c, 8);
     group.bench_function(&name, |b| {
         b.iter_custom(|iters| {
             let next = AtomicU64::new(0);
