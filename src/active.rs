@@ -78,6 +78,7 @@ impl ActiveParts {
                 retry_window: config.retry_window,
                 stale_after: config.order_stale_after,
                 sweep_every: config.sweep_every,
+                key_retention: config.key_retention,
                 events: config.order_events,
             },
             fence,

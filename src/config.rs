@@ -14,7 +14,20 @@ pub struct Config {
     /// When set, the port actually bound is written to this file once listening (`PORT_FILE`;
     /// with `HTTP_ADDR` port 0, how a supervisor or a test learns it).
     pub port_file: Option<std::path::PathBuf>,
-    pub admin_token: Option<String>,
+    /// `ADMIN_TOKEN` and `ADMIN_TOKENS` (support staff and operators).
+    pub admin_tokens: crate::auth::AdminTokens,
+    /// Where customer tokens are verified from (`AUTH_JWT_*`).
+    pub auth: crate::auth::KeySettings,
+    /// Writes per customer (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`).
+    pub rate_limits: crate::auth::RateSettings,
+    /// How long an idempotency key is remembered (`IDEMPOTENCY_KEY_TTL_S`, default 24 h): a
+    /// reuse after that is a new order.
+    pub key_retention: Duration,
+    /// Open server-sent-event streams at most, all routes together (`SSE_MAX_STREAMS`).
+    pub sse_max_streams: usize,
+    /// The longest a server-sent-event stream stays open (`SSE_MAX_LIFETIME_S`); a client
+    /// reconnects after.
+    pub sse_max_lifetime: Duration,
     pub log_filter: String,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
@@ -122,7 +135,54 @@ impl Config {
             amqp_url,
             http_addr,
             port_file: get("PORT_FILE").map(std::path::PathBuf::from),
-            admin_token: get("ADMIN_TOKEN"),
+            admin_tokens: crate::auth::AdminTokens::parse(
+                get("ADMIN_TOKEN").as_deref(),
+                get("ADMIN_TOKENS").as_deref(),
+            )
+            .map_err(ConfigError)?,
+            auth: {
+                let secret = get("AUTH_JWT_SECRET");
+                if let Some(s) = &secret {
+                    if s.len() < crate::auth::customer::MIN_SECRET_BYTES {
+                        return Err(ConfigError(format!(
+                            "AUTH_JWT_SECRET must be at least {} bytes (it has {}); make one with `openssl rand -hex 32`",
+                            crate::auth::customer::MIN_SECRET_BYTES,
+                            s.len()
+                        )));
+                    }
+                }
+                crate::auth::KeySettings {
+                    secret: secret.map(crate::auth::Secret::new),
+                    public_keys: get("AUTH_JWT_PUBLIC_KEYS").map(std::path::PathBuf::from),
+                    issuer: get("AUTH_JWT_ISSUER"),
+                    audience: get("AUTH_JWT_AUDIENCE"),
+                }
+            },
+            rate_limits: {
+                let d = crate::auth::RateSettings::default();
+                crate::auth::RateSettings {
+                    per_second: number(
+                        "RATE_LIMIT_PER_SECOND",
+                        get("RATE_LIMIT_PER_SECOND"),
+                        d.per_second,
+                        1,
+                    )?,
+                    burst: number("RATE_LIMIT_BURST", get("RATE_LIMIT_BURST"), d.burst, 1)?,
+                }
+            },
+            key_retention: Duration::from_secs(number(
+                "IDEMPOTENCY_KEY_TTL_S",
+                get("IDEMPOTENCY_KEY_TTL_S"),
+                86_400,
+                60,
+            )?),
+            sse_max_streams: number("SSE_MAX_STREAMS", get("SSE_MAX_STREAMS"), 1024, 1)?,
+            sse_max_lifetime: Duration::from_secs(number(
+                "SSE_MAX_LIFETIME_S",
+                get("SSE_MAX_LIFETIME_S"),
+                3_600,
+                1,
+            )?),
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
             max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,
             db_pool_size: number("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16, 2)?,
@@ -241,7 +301,8 @@ mod tests {
         assert_eq!(c.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(c.amqp_url, DEFAULT_AMQP_URL);
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.admin_token, None);
+        assert!(c.admin_tokens.is_empty());
+        assert!(!c.auth.any());
         assert_eq!(c.max_body_bytes, 65536);
     }
 
@@ -269,12 +330,15 @@ mod tests {
                 .order_events,
             EventScope::Decisions
         );
-        assert_eq!(
-            config(&[("ADMIN_TOKEN", "s3cret")])
-                .unwrap()
-                .admin_token
-                .as_deref(),
-            Some("s3cret")
-        );
+        let long = "s3cret-s3cret-s3cret-s3cret-s3cret";
+        let c = config(&[("ADMIN_TOKEN", long)]).unwrap();
+        assert!(c.admin_tokens.accepts(long));
+        let e = config(&[("ADMIN_TOKEN", "s3cret")]).unwrap_err();
+        assert!(e.0.contains("ADMIN_TOKEN") && !e.0.contains("s3cret"), "{e}");
+        let e = config(&[("AUTH_JWT_SECRET", "short")]).unwrap_err();
+        assert!(e.0.contains("AUTH_JWT_SECRET") && !e.0.contains("short"), "{e}");
+        let c = config(&[("AUTH_JWT_SECRET", long)]).unwrap();
+        assert!(c.auth.any());
+        assert!(!format!("{c:?}").contains(long), "Debug never shows a secret");
     }
 }

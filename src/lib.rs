@@ -16,6 +16,7 @@
 //! - [`config`], [`startup`]: configuration and the wiring of all of it.
 
 pub mod active;
+pub mod auth;
 pub mod batch;
 pub mod blocking;
 pub mod carts;

@@ -29,16 +29,17 @@ struct Cli {
 /// The settings every command shares, each a flag that mirrors its environment variable.
 #[derive(Debug, clap::Args)]
 struct Settings {
-    /// PostgreSQL; created if missing and migrated on start.
-    #[arg(long, global = true, env = "DATABASE_URL")]
+    /// PostgreSQL; created if missing and migrated on start. (`--help` never shows its value:
+    /// it may hold a password.)
+    #[arg(long, global = true, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
     /// RabbitMQ; the vhost in the URL is honoured.
-    #[arg(long, global = true, env = "AMQP_URL")]
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
     amqp_url: Option<String>,
     /// Listen address (port 0 picks a free port).
     #[arg(long, global = true, env = "HTTP_ADDR")]
     http_addr: Option<String>,
-    /// Bearer token of the admin endpoints.
+    /// Bearer token of the admin endpoints (at least 32 characters; `ADMIN_TOKENS` for several).
     #[arg(long, global = true, env = "ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Tracing filter.
@@ -63,6 +64,15 @@ enum Command {
     },
     /// Drive a running service over HTTP and report throughput and latency.
     Loadgen(tools::loadgen::LoadgenConfig),
+    /// Print an HS256 customer token signed with AUTH_JWT_SECRET (development, demos, load).
+    Token {
+        /// The customer the token stands for (its `sub`).
+        #[arg(long)]
+        customer: String,
+        /// Seconds until it expires.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        ttl: u64,
+    },
     /// Exit 0 when the service on HTTP_ADDR answers /health/ready with 200 (container health).
     Healthcheck {
         /// Probe /health/live instead: a standby is alive, not ready.
@@ -145,9 +155,16 @@ fn main() -> ExitCode {
             },
         ),
         Command::DeadLetters { action } => dead_letters(&config, action),
+        Command::Token { customer, ttl } => token(&config, &customer, ttl),
         Command::Loadgen(mut load) => {
             load.amqp_url = config.amqp_url.clone();
-            load.admin_token = config.admin_token.clone();
+            load.admin_token = config
+                .admin_tokens
+                .first()
+                .map(|t| t.expose().to_owned());
+            load.customer_secret = config.auth.secret.clone();
+            load.issuer = config.auth.issuer.clone();
+            load.audience = config.auth.audience.clone();
             load.database_url = config.database_url.clone();
             if let Err(e) = load.check() {
                 eprintln!("orderflow loadgen: {e}");
@@ -217,6 +234,34 @@ fn run(config: Config, command: Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orderflow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `orderflow token --customer ID [--ttl SECONDS]`.
+fn token(config: &Config, customer: &str, ttl: u64) -> ExitCode {
+    let Some(secret) = &config.auth.secret else {
+        eprintln!("orderflow token: set AUTH_JWT_SECRET (the service's HS256 key) to sign customer tokens");
+        return ExitCode::from(2);
+    };
+    if let Err(e) = orderflow::domain::cart::CustomerId::parse(customer) {
+        eprintln!("orderflow token: --customer {e}");
+        return ExitCode::from(2);
+    }
+    match orderflow::auth::customer::issue_token(
+        secret,
+        customer,
+        std::time::Duration::from_secs(ttl),
+        config.auth.issuer.as_deref(),
+        config.auth.audience.as_deref(),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orderflow token: {e}");
             ExitCode::FAILURE
         }
     }

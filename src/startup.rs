@@ -36,6 +36,10 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("the server failed: {source}")]
     Serve { source: std::io::Error },
+    #[error("no customer key: set AUTH_JWT_SECRET (HS256, at least 32 bytes) or AUTH_JWT_PUBLIC_KEYS (a PEM or JWKS file) so customer tokens can be verified")]
+    NoCustomerKey,
+    #[error("customer keys: {0}. Check AUTH_JWT_PUBLIC_KEYS.")]
+    CustomerKeys(#[source] crate::auth::AuthError),
     #[error("cannot listen on {addr}: {source}. Is another process using it? Check HTTP_ADDR.")]
     Listen {
         addr: String,
@@ -91,6 +95,16 @@ impl Application {
     /// (503 to everything but health) until it holds the lease; then it rebuilds the engine from
     /// PostgreSQL and starts consuming (DESIGN.md rules 4 and 6).
     pub async fn build(config: Config) -> Result<Application, StartupError> {
+        // Every customer route needs a verified token: without a key, nobody could be served
+        // (or, worse, everybody would be).
+        if !config.auth.any() {
+            return Err(StartupError::NoCustomerKey);
+        }
+        let gate = Arc::new(http::auth::Gate {
+            keys: crate::auth::CustomerKeys::load(&config.auth)
+                .map_err(StartupError::CustomerKeys)?,
+            limits: crate::auth::RateLimits::new(config.rate_limits),
+        });
         let applied = migrate(&config).await?;
         if applied > 0 {
             tracing::info!(applied, "database migrated");
@@ -126,10 +140,11 @@ impl Application {
             ..AdmissionConfig::default()
         });
         let leadership = Leadership::start(&config.database_url, config.lease.clone());
-        let state = AppState::new(pool, broker, Arc::new(config), leadership);
+        let state = AppState::new(pool, broker, Arc::new(config), leadership, gate);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::error::scope_request_id))
                 .wrap(tracing_actix())
                 .configure(http::configure(app_state.clone()))
                 .default_service(web::to(http::not_found))

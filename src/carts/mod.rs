@@ -79,6 +79,12 @@ impl CartService {
         Ok(self.view_of(record, Vec::new()))
     }
 
+    /// The customer a cart belongs to, if the cart exists.
+    pub async fn owner(&self, cart_id: Uuid) -> Result<Option<String>, CartServiceError> {
+        let record = run_blocking(&self.pool, move |c| carts::find(c, cart_id)).await?;
+        Ok(record.map(|r| r.customer_id))
+    }
+
     /// The cart with its lines, priced and checked against live stock.
     pub async fn get(&self, cart_id: Uuid) -> Result<CartView, CartServiceError> {
         let (record, lines) = run_blocking(&self.pool, move |c| carts::find_with_lines(c, cart_id))

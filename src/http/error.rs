@@ -17,8 +17,14 @@ use crate::persistence::DbError;
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { message: String, details: Value },
-    #[error("a valid admin bearer token is required")]
+    #[error("a valid bearer token is required for this route")]
     Unauthorized,
+    /// A valid credential acting for someone else.
+    #[error("{0}")]
+    Forbidden(String),
+    /// One customer writing faster than its allowance.
+    #[error("too many writes from this customer; retry in {retry_after} s")]
+    RateLimited { retry_after: u32 },
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -74,6 +80,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => "bad_request",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -93,6 +101,13 @@ impl ApiError {
             | ApiError::Unprocessable { details, .. } => details.clone(),
             ApiError::Validation(fields) => json!({ "fields": fields }),
             ApiError::PayloadTooLarge { limit } => json!({ "limit_bytes": limit }),
+            // What went wrong on our side is in the log, under this request id.
+            ApiError::Unavailable { .. } | ApiError::Overloaded { .. } | ApiError::Internal(_) => {
+                match request_id() {
+                    Some(id) => json!({ "request_id": id }),
+                    None => json!({}),
+                }
+            }
             _ => json!({}),
         }
     }
@@ -109,9 +124,13 @@ impl ApiError {
             EngineError::Unavailable => {
                 ApiError::unavailable("the stock engine is restarting this sku; retry", 1)
             }
-            EngineError::Store(e) if !e.is_transient() => ApiError::Validation(
-                FieldErrors::single(field, format!("the database refused it: {e}")),
-            ),
+            EngineError::Store(e) if !e.is_transient() => {
+                tracing::error!(error = %e, "the database refused a stock change");
+                ApiError::Validation(FieldErrors::single(
+                    field,
+                    refused_message(),
+                ))
+            }
             EngineError::Store(e) => {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::unavailable("the database is unavailable", 5)
@@ -126,10 +145,10 @@ impl ApiError {
                 "the stored stock disagreed with memory; the sku was reloaded and the change not applied, retry",
                 1,
             ),
-            DurabilityError::Refused(why) => ApiError::Validation(FieldErrors::single(
-                "body",
-                format!("the database refused this change: {why}"),
-            )),
+            DurabilityError::Refused(why) => {
+                tracing::error!(error = %why, "the database refused a stock change");
+                ApiError::Validation(FieldErrors::single("body", refused_message()))
+            }
             DurabilityError::Fenced => ApiError::unavailable(
                 "this instance is no longer the active one; retry (the load balancer routes to the active one)",
                 1,
@@ -142,6 +161,45 @@ impl ApiError {
     }
 }
 
+tokio::task_local! {
+    /// The id of the request being answered (the tracing span's `request_id`), for error bodies
+    /// that point at the log instead of carrying a driver's text.
+    pub static REQUEST_ID: String;
+}
+
+/// Middleware (inside the tracing logger): runs the request with its id at hand, so an error
+/// body can name the id its log lines carry, and returns it as `X-Request-Id`.
+pub async fn scope_request_id(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error>
+{
+    use actix_web::HttpMessage;
+    let id = req
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.to_string());
+    let mut res = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    if let Ok(value) = header::HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
+}
+
+/// The current request's id, inside a request.
+pub fn request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// What a caller is told when the database refused its request: the reason is in the log only.
+fn refused_message() -> String {
+    match request_id() {
+        Some(id) => format!("the database refused this request (request id {id})"),
+        None => "the database refused this request".into(),
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         if e.is_transient() {
@@ -150,10 +208,7 @@ impl From<DbError> for ApiError {
         } else {
             // Input gets here only if a validator let it through: say so, as a 422 (API.md).
             tracing::error!(error = %e, "the database refused a request");
-            ApiError::Validation(FieldErrors::single(
-                "body",
-                format!("the database refused this request: {e}"),
-            ))
+            ApiError::Validation(FieldErrors::single("body", refused_message()))
         }
     }
 }
@@ -167,10 +222,11 @@ impl From<actix_web::error::BlockingError> for ApiError {
 impl From<IntakeError> for ApiError {
     fn from(e: IntakeError) -> Self {
         match e {
-            IntakeError::Mismatch(order_id) => ApiError::Unprocessable {
+            // Names no order: the key's order is only the caller's business when the bodies match.
+            IntakeError::Mismatch => ApiError::Unprocessable {
                 code: "idempotency_mismatch",
                 message: "this Idempotency-Key was already used with a different request".into(),
-                details: json!({ "order_id": order_id }),
+                details: json!({}),
             },
             IntakeError::Validation(fields) => ApiError::Validation(fields),
             IntakeError::UnknownCart => ApiError::NotFound("unknown cart".into()),
@@ -259,6 +315,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -280,7 +338,8 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::Overloaded { retry_after, .. }
-        | ApiError::Unavailable { retry_after, .. } = self
+        | ApiError::Unavailable { retry_after, .. }
+        | ApiError::RateLimited { retry_after } = self
         {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }

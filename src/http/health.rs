@@ -27,8 +27,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .await
     {
         Ok(Ok(Ok(()))) => "ok".to_owned(),
-        Ok(Ok(Err(e))) => format!("failing: {e}"),
-        Ok(Err(e)) => format!("failing: {e}"),
+        // The driver's words go to the log, not to an anonymous caller.
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = %e, "readiness: PostgreSQL is failing");
+            "failing: no usable connection".to_owned()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: the PostgreSQL check did not run");
+            "failing: the check did not run".to_owned()
+        }
         Err(_) => "failing: no answer within 3 s".to_owned(),
     };
     let rabbitmq = if state.broker.is_connected() {

@@ -1,7 +1,7 @@
 //! The actix-web API (API.md). Handlers are thin: parse, call the engine or the database, map
 //! the outcome to a response. Every failure goes through [`ApiError`].
 
-mod auth;
+pub mod auth;
 mod carts;
 pub mod error;
 mod health;
@@ -40,16 +40,32 @@ pub struct AppState {
     pub(crate) broker: Broker,
     pub(crate) config: Arc<Config>,
     pub(crate) leadership: Leadership,
+    /// Customer keys and rate limits.
+    pub(crate) gate: Arc<auth::Gate>,
+    /// Open server-sent-event streams (capped by `SSE_MAX_STREAMS`).
+    pub(crate) streams: Arc<stream::Slots>,
     active: Arc<RwLock<Option<Arc<ActiveParts>>>>,
 }
 
 impl AppState {
-    pub fn new(pool: DbPool, broker: Broker, config: Arc<Config>, leadership: Leadership) -> Self {
+    pub fn new(
+        pool: DbPool,
+        broker: Broker,
+        config: Arc<Config>,
+        leadership: Leadership,
+        gate: Arc<auth::Gate>,
+    ) -> Self {
+        let streams = Arc::new(stream::Slots::new(
+            config.sse_max_streams,
+            config.sse_max_lifetime,
+        ));
         AppState {
             pool,
             broker,
             config,
             leadership,
+            gate,
+            streams,
             active: Arc::default(),
         }
     }
@@ -159,6 +175,8 @@ api_routes! {
     "/v1/orders/{order_id}" => { get: orders::get },
     "/v1/orders/{order_id}/events" => { get: orders::events },
     "/v1/orders/{order_id}/cancel" => { post: orders::cancel },
+    "/v1/customers/me/orders" => { get: orders::my_orders },
+    "/v1/customers/me/notifications" => { get: orders::my_notifications },
     "/v1/customers/{customer_id}/orders" => { get: orders::of_customer },
     "/v1/customers/{customer_id}/notifications" => { get: orders::notifications },
     "/v1/inventory/stream" => { get: stream::stock },

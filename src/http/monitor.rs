@@ -62,10 +62,11 @@ pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /v1/monitor/stream`: the monitor's snapshot every half second, as SSE `snapshot` events
 /// (what the dashboard draws).
-#[utoipa::path(get, path = "/v1/monitor/stream", tag = "operations", responses((status = 200, description = "text/event-stream of `snapshot` events: queues, admission, rates, latency percentiles, memory ahead of disk, hottest SKUs", content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/v1/monitor/stream", tag = "operations", responses((status = 200, description = "text/event-stream of `snapshot` events: queues, admission, rates, latency percentiles, memory ahead of disk, hottest SKUs", content_type = "text/event-stream"), (status = 503, description = "Too many open streams, with `Retry-After`", body = ErrorBody)))]
 pub async fn stream(
     state: web::Data<AppState>,
-) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>>, ApiError> {
+    let slot = state.streams.take()?;
     let receiver = state.broker.monitor().subscribe();
     let body = stream::unfold((receiver, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
@@ -76,7 +77,7 @@ pub async fn stream(
         let event = sse::Data::new(data).event("snapshot").into();
         Some((Ok(event), (rx, false)))
     });
-    Sse::from_stream(body).with_keep_alive(Duration::from_secs(15))
+    Ok(Sse::from_stream(super::stream::bounded(slot, body)).with_keep_alive(Duration::from_secs(15)))
 }
 
 /// `GET /v1/monitor/dead-letters` (admin): the dead letters this instance wrote recently, newest

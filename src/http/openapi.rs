@@ -40,6 +40,16 @@ impl Modify for AdminToken {
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // A customer's JWT (`sub` = the customer id).
+        components.add_security_scheme(
+            "customer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -71,7 +81,9 @@ impl Modify for AdminToken {
         orders::events,
         orders::cancel,
         orders::of_customer,
+        orders::my_orders,
         orders::notifications,
+        orders::my_notifications,
         stream::stock,
         inventory::get,
         inventory::put,

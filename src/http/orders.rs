@@ -1,6 +1,7 @@
 //! Checkout and orders: `POST /v1/checkout`, `GET /v1/orders/{id}`, `GET /v1/orders/{id}/events`,
 //! `POST /v1/orders/{id}/cancel`, `GET /v1/customers/{id}/orders`,
-//! `GET /v1/customers/{id}/notifications`.
+//! `GET /v1/customers/{id}/notifications` (and `/v1/customers/me/...`). Who may reach what is
+//! decided by the extractors of `auth` in the arguments, never in the handlers' bodies.
 
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse, Responder};
@@ -10,7 +11,8 @@ use uuid::Uuid;
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
 use super::stream::Step;
-use super::{Active, ApiError};
+use super::auth::{Caller, CustomerScope, OwnedOrder};
+use super::{Active, ApiError, AppState};
 use crate::domain::checkout::CheckoutInput;
 use crate::orders::{IntakeOutcome, OrderEvent};
 
@@ -25,8 +27,9 @@ fn status_body(order_id: Uuid, status: &str) -> Value {
 }
 
 /// `POST /v1/checkout`.
-#[utoipa::path(post, path = "/v1/checkout", tag = "orders", params(("Idempotency-Key" = String, Header, description = "1 to 255 characters")), request_body(content = Object, description = "customer_id, cart_id or items, payment, shipping_address, delivery_method"), responses((status = 200, description = "The key's order exists", body = Object), (status = 202, description = "Queued (broker confirmed): order_id, status, status_url", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 409, description = "Out of stock at the door (`out_of_stock`, with suggestions)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed or `idempotency_mismatch`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/checkout", tag = "orders", security(("customer" = []), ("admin" = [])), params(("Idempotency-Key" = String, Header, description = "1 to 255 characters; scoped to the customer")), request_body(content = Object, description = "customer_id (optional: the token's customer), cart_id or items, payment, shipping_address, delivery_method"), responses((status = 200, description = "The key's order exists", body = Object), (status = 202, description = "Queued (broker confirmed): order_id, status, status_url", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 403, description = "customer_id is not the token's customer", body = ErrorBody), (status = 409, description = "Out of stock at the door (`out_of_stock`, with suggestions)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed or `idempotency_mismatch`", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn checkout(
+    caller: Caller,
     state: Active,
     req: HttpRequest,
     body: web::Json<Value>,
@@ -42,10 +45,22 @@ pub async fn checkout(
             "must be 1 to 255 visible characters",
         ));
     }
-    let body = body.into_inner();
-    if !body.is_object() {
+    let mut body = body.into_inner();
+    let Some(fields) = body.as_object_mut() else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
-    }
+    };
+    // The customer is the token's; the body may only repeat it. Written into the body, so the
+    // fingerprint and the queued message say who it is whether the client named it or not.
+    let named = match fields.get("customer_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(named)) => Some(named.as_str()),
+        Some(_) => return Err(ApiError::field("customer_id", "must be a string")),
+    };
+    let customer = caller.acting_for(named)?;
+    fields.insert(
+        "customer_id".into(),
+        Value::String(customer.as_str().to_owned()),
+    );
     // Read from the tree (no copy of it): the tree stays for the fingerprint and the publish.
     let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
@@ -60,52 +75,59 @@ pub async fn checkout(
     }
 }
 
-fn path_order(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("unknown order".into()))
-}
-
 /// `GET /v1/orders/{order_id}`.
-#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "The order with its history", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let order_id = path_order(&path)?;
-    let order = state
-        .orders
-        .get(order_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("unknown order".into()))?;
-    Ok(HttpResponse::Ok().json(&order))
+#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The order with its history", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn get(owned: OwnedOrder) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(&owned.order))
 }
 
 /// `POST /v1/orders/{order_id}/cancel`.
-#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn cancel(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let order_id = path_order(&path)?;
-    Ok(HttpResponse::Ok().json(&state.orders.cancel(order_id).await?))
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn cancel(owned: OwnedOrder, state: Active) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(&state.orders.cancel(owned.order.order_id).await?))
 }
 
-fn path_customer(raw: &str) -> Result<String, ApiError> {
-    crate::domain::cart::CustomerId::parse(raw)
-        .map(|c| c.as_str().to_owned())
-        .map_err(|_| ApiError::NotFound("unknown customer".into()))
-}
-
-/// `GET /v1/customers/{customer_id}/orders`.
-#[utoipa::path(get, path = "/v1/customers/{customer_id}/orders", tag = "orders", params(("customer_id" = String, Path)), responses((status = 200, description = "The customer's orders, newest first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn of_customer(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let customer = path_customer(&path)?;
-    let orders = state.orders.of_customer(customer).await?;
+async fn orders_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
+    let orders = state.orders.of_customer(scope.0.as_str().to_owned()).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": orders })))
 }
 
-/// `GET /v1/customers/{customer_id}/notifications`.
-#[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", params(("customer_id" = String, Path)), responses((status = 200, description = "The customer's notifications, newest first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn notifications(
-    state: Active,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let customer = path_customer(&path)?;
-    let notes = state.orders.notifications(customer).await?;
+async fn notifications_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
+    let notes = state
+        .orders
+        .notifications(scope.0.as_str().to_owned())
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "data": notes })))
+}
+
+/// `GET /v1/customers/{customer_id}/orders`.
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/orders", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's orders, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn of_customer(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
+    orders_of(scope, state).await
+}
+
+/// `GET /v1/customers/me/orders`.
+#[utoipa::path(get, path = "/v1/customers/me/orders", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's orders, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no orders of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn my_orders(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
+    orders_of(scope, state).await
+}
+
+/// `GET /v1/customers/{customer_id}/notifications`.
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's notifications, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn notifications(
+    scope: CustomerScope,
+    state: Active,
+) -> Result<HttpResponse, ApiError> {
+    notifications_of(scope, state).await
+}
+
+/// `GET /v1/customers/me/notifications`.
+#[utoipa::path(get, path = "/v1/customers/me/notifications", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's notifications, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no notifications of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+pub async fn my_notifications(
+    scope: CustomerScope,
+    state: Active,
+) -> Result<HttpResponse, ApiError> {
+    notifications_of(scope, state).await
 }
 
 fn status_event(event: &OrderEvent) -> actix_web_lab::sse::Event {
@@ -117,9 +139,14 @@ fn status_event(event: &OrderEvent) -> actix_web_lab::sse::Event {
 
 /// `GET /v1/orders/{order_id}/events`: the history so far, then each change, ending after a
 /// decided status.
-#[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", params(("order_id" = String, Path)), responses((status = 200, description = "Server-sent events of status changes, ending at a decision", content_type = "text/event-stream"), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn events(state: Active, path: web::Path<String>) -> Result<impl Responder, ApiError> {
-    let order_id = path_order(&path)?;
+#[utoipa::path(get, path = "/v1/orders/{order_id}/events", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "Server-sent events of status changes, ending at a decision", content_type = "text/event-stream"), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 503, description = "Unavailable, overloaded or too many open streams, with `Retry-After`", body = ErrorBody)))]
+pub async fn events(
+    owned: OwnedOrder,
+    state: Active,
+    app: web::Data<AppState>,
+) -> Result<impl Responder, ApiError> {
+    let order_id = owned.order.order_id;
+    let slot = app.streams.take()?;
     // Subscribe first, so nothing falls between the history read and the live stream.
     let live = state.orders.subscribe();
     let order = state
@@ -141,6 +168,7 @@ pub async fn events(state: Active, path: web::Path<String>) -> Result<impl Respo
     // A change that happened between subscribing and reading is in the history already.
     let replayed: Vec<_> = order.history.iter().map(|(s, _)| *s).collect();
     Ok(super::stream::events(
+        slot,
         first,
         live,
         order.status.is_decided(),

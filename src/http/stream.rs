@@ -3,6 +3,10 @@
 //! reader that falls more than the broadcast's capacity behind is not dropped silently: it gets
 //! an `event: lagged` with the number it missed (and should re-read what it cares about), then
 //! continues with the oldest event still buffered. Idle streams get a keep-alive comment.
+//!
+//! Every stream holds one of a fixed number of [`Slots`] while it is open (beyond them: 503
+//! `unavailable` with `Retry-After`) and ends after the configured lifetime (a client's
+//! `EventSource` reconnects), so idle readers cannot pile up without bound.
 
 use std::time::Duration;
 
@@ -13,10 +17,70 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
-use super::Active;
+use super::{Active, ApiError, AppState};
 use crate::engine::StockEvent;
 
 const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// The open-stream budget shared by every SSE route.
+#[derive(Debug)]
+pub struct Slots {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+    lifetime: Duration,
+}
+
+/// One open stream; its slot is free again when the stream is dropped.
+pub struct Slot(std::sync::Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Slots {
+    pub fn new(max: usize, lifetime: Duration) -> Slots {
+        Slots {
+            open: Default::default(),
+            max,
+            lifetime,
+        }
+    }
+
+    /// A slot for a new stream, or 503 when all are taken.
+    pub fn take(self: &std::sync::Arc<Self>) -> Result<Slot, ApiError> {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Slot(std::sync::Arc::clone(self))),
+            Err(_) => Err(ApiError::unavailable(
+                "too many open event streams; retry shortly",
+                5,
+            )),
+        }
+    }
+}
+
+/// `body`, holding `slot` while it runs and ending after the slots' lifetime.
+pub(super) fn bounded<S: Stream + 'static>(
+    slot: Slot,
+    body: S,
+) -> impl Stream<Item = S::Item> {
+    use futures_util::StreamExt;
+    let lifetime = slot.0.lifetime;
+    body.take_until(Box::pin(tokio::time::sleep(lifetime)))
+        .map(move |item| {
+            let _held = &slot;
+            item
+        })
+}
 
 /// What to do with one message of the broadcast.
 pub(super) enum Step {
@@ -34,6 +98,7 @@ type Events = std::pin::Pin<Box<dyn Stream<Item = sse::Event>>>;
 /// saying `hint` when the reader fell behind. Ends when `step` says `Last`, or at once when
 /// `finished`.
 pub(super) fn events<T: Clone + 'static>(
+    slot: Slot,
     first: Vec<sse::Event>,
     receiver: broadcast::Receiver<T>,
     finished: bool,
@@ -53,7 +118,7 @@ pub(super) fn events<T: Clone + 'static>(
     });
     let replay: Events = Box::pin(stream::iter(first));
     let body = futures_util::StreamExt::chain(replay, live);
-    Sse::from_infallible_stream(body).with_keep_alive(KEEPALIVE)
+    Sse::from_infallible_stream(bounded(slot, body)).with_keep_alive(KEEPALIVE)
 }
 
 /// The next event for this reader (and whether it is the last), or `None` when the writer is gone.
@@ -89,14 +154,18 @@ fn stock_event(event: &StockEvent) -> sse::Event {
 }
 
 /// `GET /v1/inventory/stream`: one event per committed stock change.
-#[utoipa::path(get, path = "/v1/inventory/stream", tag = "inventory", responses((status = 200, description = "Server-sent events, one per committed stock change; `lagged` when a reader falls behind", content_type = "text/event-stream"), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn stock(state: Active) -> impl actix_web::Responder {
-    events(
+#[utoipa::path(get, path = "/v1/inventory/stream", tag = "inventory", responses((status = 200, description = "Server-sent events, one per committed stock change; `lagged` when a reader falls behind", content_type = "text/event-stream"), (status = 503, description = "Unavailable, overloaded or too many open streams, with `Retry-After`", body = ErrorBody)))]
+pub async fn stock(
+    state: Active,
+    app: actix_web::web::Data<AppState>,
+) -> Result<impl actix_web::Responder, ApiError> {
+    Ok(events(
+        app.streams.take()?,
         vec![sse::Event::Comment("orderflow stock stream".into())],
         state.engine.feed().subscribe(),
         false,
         "re-read GET /v1/inventory/{sku}".into(),
         |event| Step::Send(stock_event(event)),
     )
-    .with_retry_duration(Duration::from_secs(2))
+    .with_retry_duration(Duration::from_secs(2)))
 }

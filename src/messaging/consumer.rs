@@ -48,6 +48,8 @@ pub struct Message {
     pub accepted_ms: Option<i64>,
     /// When the delivery arrived.
     pub consumed: std::time::Instant,
+    /// The order id intake recorded for the key (orderflow's own checkouts carry it).
+    pub order_id: Option<uuid::Uuid>,
 }
 
 impl Message {
@@ -61,6 +63,7 @@ impl Message {
             redelivered: delivery.redelivered,
             accepted_ms: accepted_ms(delivery),
             consumed: std::time::Instant::now(),
+            order_id: order_id(delivery),
         }
     }
 }
@@ -70,6 +73,15 @@ fn accepted_ms(delivery: &Delivery) -> Option<i64> {
     let headers = delivery.properties.headers().as_ref()?;
     match headers.inner().get(ACCEPTED_HEADER)? {
         AMQPValue::LongLongInt(ms) => Some(*ms),
+        _ => None,
+    }
+}
+
+/// The order id intake recorded, from its header.
+fn order_id(delivery: &Delivery) -> Option<uuid::Uuid> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(super::topology::ORDER_ID_HEADER)? {
+        AMQPValue::LongString(s) => uuid::Uuid::parse_str(&s.to_string()).ok(),
         _ => None,
     }
 }

@@ -20,6 +20,9 @@ pub const HANDBACK_HEADER: &str = "x-orderflow-handbacks";
 /// Header with the wall-clock milliseconds when orderflow's intake accepted a checkout (for the
 /// queue-wait and accept → decided measurements).
 pub const ACCEPTED_HEADER: &str = "x-orderflow-accepted-ms";
+/// Header with the order id orderflow's intake recorded for a checkout's idempotency key (read
+/// only on orderflow's own checkouts).
+pub const ORDER_ID_HEADER: &str = "x-orderflow-order-id";
 /// Header counting how often an operator replayed a dead letter.
 pub const REPLAY_HEADER: &str = "x-orderflow-replays";
 

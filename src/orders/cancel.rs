@@ -30,13 +30,15 @@ pub enum CancelError {
 
 impl From<crate::persistence::DbError> for CancelError {
     fn from(e: crate::persistence::DbError) -> Self {
-        CancelError::Unavailable(e.to_string())
+        tracing::warn!(error = %e, "cancel: the database is unavailable");
+        CancelError::Unavailable("the database is unavailable; retry".into())
     }
 }
 
 impl From<StepError> for CancelError {
     fn from(e: StepError) -> Self {
-        CancelError::Unavailable(crate::messaging::error_chain(&e))
+        tracing::warn!(error = %crate::messaging::error_chain(&e), "cancel could not finish");
+        CancelError::Unavailable("the order could not be cancelled now; retry".into())
     }
 }
 

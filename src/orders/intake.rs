@@ -12,12 +12,13 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
-use super::{fingerprint, order_id_for, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use crate::auth::OrderIds;
 use crate::domain::checkout::{Checkout, LineSource};
 use crate::domain::money::total_cents;
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
-use crate::messaging::topology::{ACCEPTED_HEADER, EXCHANGE_ORDERS};
+use crate::messaging::topology::{ACCEPTED_HEADER, EXCHANGE_ORDERS, ORDER_ID_HEADER};
 use crate::messaging::PublishError;
 use crate::monitor::admission;
 use crate::persistence::carts as cart_store;
@@ -26,11 +27,16 @@ use crate::persistence::run_blocking;
 
 /// The accept stamp intake puts on a checkout (wall-clock ms), for the queue-wait and
 /// accept → decided measurements.
-fn accept_stamp() -> lapin::types::FieldTable {
+/// With the order id the key was given: the consumer creates the order under it.
+fn stamps(order_id: Uuid) -> lapin::types::FieldTable {
     let mut headers = lapin::types::FieldTable::default();
     headers.insert(
         ACCEPTED_HEADER.into(),
         lapin::types::AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+    );
+    headers.insert(
+        ORDER_ID_HEADER.into(),
+        lapin::types::AMQPValue::LongString(order_id.to_string().into()),
     );
     headers
 }
@@ -51,7 +57,7 @@ pub enum IntakeOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
     #[error("the idempotency key was used with a different request")]
-    Mismatch(Uuid),
+    Mismatch,
     #[error("invalid request")]
     Validation(FieldErrors),
     #[error("unknown cart")]
@@ -78,14 +84,18 @@ pub enum IntakeError {
 impl From<StepError> for IntakeError {
     fn from(e: StepError) -> Self {
         match e {
-            StepError::Transient(why) => IntakeError::Unavailable(format!(
-                "the database is unavailable: {}",
-                crate::messaging::error_chain(&why)
-            )),
-            StepError::Refused(why) => IntakeError::Validation(FieldErrors::single(
-                "body",
-                format!("refused: {}", crate::messaging::error_chain(&why)),
-            )),
+            // The cause goes to the log (under the request's id), never into the answer.
+            StepError::Transient(why) => {
+                tracing::warn!(error = %crate::messaging::error_chain(&why), "checkout intake: the database is unavailable");
+                IntakeError::Unavailable("the database is unavailable".into())
+            }
+            StepError::Refused(why) => {
+                tracing::error!(error = %crate::messaging::error_chain(&why), "checkout intake: refused");
+                IntakeError::Validation(FieldErrors::single(
+                    "body",
+                    "the database refused this request",
+                ))
+            }
             StepError::Fenced => {
                 IntakeError::Unavailable("this instance is no longer the active one".into())
             }
@@ -103,17 +113,18 @@ impl OrderService {
         body: &serde_json::Value,
         checkout: &Checkout,
     ) -> Result<IntakeOutcome, IntakeError> {
-        let order_id = order_id_for(key);
-        tracing::Span::current().record("order_id", tracing::field::display(order_id));
+        let customer = checkout.customer_id.as_str();
         let fp = fingerprint(body);
         let deadline = Deadline::after(INTAKE_TIMEOUT);
-        let _guard = deadline.bound(self.lock(order_id).lock()).await?;
+        let _guard = deadline.bound(self.key_lock(customer, key).lock()).await?;
         // A repeat of a checkout still in the queue gets its 202 again, shedding or not.
-        if let Some(known) = self.inner.published.get(&order_id) {
-            return if *known == fp {
-                Ok(IntakeOutcome::Accepted(order_id))
+        let slot = (customer.to_owned(), key.to_owned());
+        if let Some(known) = self.inner.published.get(&slot) {
+            let (order_id, known_fp) = known.value();
+            return if *known_fp == fp {
+                Ok(IntakeOutcome::Accepted(*order_id))
             } else {
-                Err(IntakeError::Mismatch(order_id))
+                Err(IntakeError::Mismatch)
             };
         }
         // Admission before anything is written. A key seen before is not a new checkout: it
@@ -121,9 +132,10 @@ impl OrderService {
         // admission would shed, so the open path costs nothing more.
         let monitor = self.inner.broker.monitor();
         if let Err((reason, retry_after)) = monitor.admit() {
+            let (c, k) = slot.clone();
             let known = deadline
-                .bound(run_blocking(&self.inner.pool, move |c| {
-                    crate::persistence::orders::key_known(c, order_id)
+                .bound(run_blocking(&self.inner.pool, move |conn| {
+                    crate::persistence::orders::key_known(conn, &c, &k)
                 }))
                 .await
                 .ok()
@@ -152,34 +164,45 @@ impl OrderService {
                 });
             }
         }
+        // The key is recorded with a random order id; a key seen before keeps the id it got.
+        let proposed = OrderIds::random();
         let recorded = self
             .write(
                 OrderWrite::Key(KeyRow {
-                    order_id,
+                    order_id: proposed,
+                    customer_id: customer.to_owned(),
                     idempotency_key: key.to_owned(),
                     fingerprint: fp.clone(),
                 }),
                 &deadline,
             )
             .await?;
-        match recorded {
+        let order_id = match recorded {
             OrderWritten::Key(KeyState::Known {
+                order_id,
                 fingerprint,
                 status,
             }) => {
                 if fingerprint != fp {
-                    return Err(IntakeError::Mismatch(order_id));
+                    return Err(IntakeError::Mismatch);
                 }
                 if let Some(status) = status.as_deref().and_then(OrderStatus::parse) {
                     return Ok(IntakeOutcome::Existing(order_id, status));
                 }
                 // Known, no order yet: its publish may have been lost; it goes out again.
+                order_id
             }
-            OrderWritten::Key(KeyState::New) => {}
+            OrderWritten::Key(KeyState::New) => proposed,
+            OrderWritten::Key(KeyState::Racing) => {
+                return Err(IntakeError::Unavailable(
+                    "this key is being recorded by another request; retry".into(),
+                ))
+            }
             other => {
                 return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
             }
-        }
+        };
+        tracing::Span::current().record("order_id", tracing::field::display(order_id));
         let lines = self.intake_lines(checkout, &deadline).await?;
         let prices = lines.iter().map(|(sku, q)| {
             let price = self.inner.catalog.get(sku).map_or(0, |p| p.price_cents);
@@ -201,18 +224,18 @@ impl OrderService {
             .with_app_id(HTTP_ORIGIN.into())
             .with_content_type("application/json".into())
             .with_timestamp(stamped)
-            .with_headers(accept_stamp());
+            .with_headers(stamps(order_id));
         let payload = body.to_string();
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.
-        self.inner.published.insert(order_id, fp);
+        self.inner.published.insert(slot.clone(), (order_id, fp));
         let published = self
             .inner
             .broker
             .publish(EXCHANGE_ORDERS, "checkout", payload.as_bytes(), props)
             .await;
         if published.is_err() {
-            self.inner.published.remove(&order_id);
+            self.inner.published.remove(&slot);
         }
         match published {
             Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
@@ -225,9 +248,10 @@ impl OrderService {
                     ),
                 })
             }
-            Err(e) => Err(IntakeError::Unavailable(format!(
-                "the broker is unavailable: {e}"
-            ))),
+            Err(e) => {
+                tracing::warn!(error = %e, "checkout intake: the publish failed");
+                Err(IntakeError::Unavailable("the broker is unavailable".into()))
+            }
         }
     }
 

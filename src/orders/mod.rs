@@ -61,12 +61,8 @@ pub const HTTP_ORIGIN: &str = "orderflow-http";
 const SUGGESTIONS: usize = 3;
 const LOCK_STRIPES: usize = 1024;
 
-/// Namespace of order ids derived from idempotency keys.
-const ORDER_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7266_6c6f_775f_6f72_6465_7273);
-
-/// The order id an idempotency key stands for: the same key is always the same order.
-pub fn order_id_for(key: &str) -> Uuid {
-    Uuid::new_v5(&ORDER_NAMESPACE, key.as_bytes())
+fn order_store_secret(conn: &mut diesel::PgConnection) -> Result<Vec<u8>, DbError> {
+    crate::persistence::orders::order_id_secret(conn)
 }
 
 /// A stable fingerprint of a request body: FNV-1a over its canonical JSON. Canonical because
@@ -121,6 +117,8 @@ pub struct OrderConfig {
     pub sweep_every: Duration,
     /// Which events go out on `order.events`.
     pub events: EventScope,
+    /// How long an idempotency key is remembered.
+    pub key_retention: Duration,
 }
 
 impl Default for OrderConfig {
@@ -130,6 +128,7 @@ impl Default for OrderConfig {
             stale_after: Duration::from_secs(600),
             sweep_every: Duration::from_secs(30),
             events: EventScope::All,
+            key_retention: Duration::from_secs(86_400),
         }
     }
 }
@@ -265,9 +264,12 @@ struct Inner {
     /// Never used while `locks` holds `LOCK_STRIPES` locks; there so a lookup cannot panic.
     spare_lock: tokio::sync::Mutex<()>,
     events: broadcast::Sender<OrderEvent>,
-    /// Checkouts this process published (key fingerprints) whose order the consumer has not
-    /// written yet: a retry with the same key is answered without publishing again.
-    published: DashMap<Uuid, String>,
+    /// Checkouts this process published — `(customer, key)` → `(order id, fingerprint)` —
+    /// whose order the consumer has not written yet: a retry with the same key is answered
+    /// without publishing again.
+    published: DashMap<(String, String), (Uuid, String)>,
+    /// Keys the ids of checkouts from other systems (DESIGN.md rule 2).
+    ids: crate::auth::OrderIds,
     /// Deliveries of `orders.checkout` being processed now, and the most there ever were.
     processing: std::sync::atomic::AtomicUsize,
     processing_peak: std::sync::atomic::AtomicUsize,
@@ -303,6 +305,11 @@ impl OrderService {
     /// Starts the order writer and rebuilds the delivery capacity counters from the database.
     pub async fn start(parts: OrderParts) -> Result<OrderService, DbError> {
         let capacity = Capacity::load(&parts.pool).await?;
+        let secret =
+            crate::persistence::run_blocking(&parts.pool, order_store_secret).await?;
+        let ids = crate::auth::OrderIds::new(secret).ok_or_else(|| {
+            DbError::Query(diesel::result::Error::NotFound)
+        })?;
         let (events, _) = broadcast::channel(4096);
         Ok(OrderService {
             inner: Arc::new(Inner {
@@ -321,6 +328,7 @@ impl OrderService {
                 spare_lock: tokio::sync::Mutex::new(()),
                 events,
                 published: DashMap::new(),
+                ids,
                 processing: Default::default(),
                 processing_peak: Default::default(),
                 healthy_since: std::sync::Mutex::new(Instant::now()),
@@ -329,6 +337,13 @@ impl OrderService {
                 faults: faults::Faults::default(),
             }),
         })
+    }
+
+    /// The lock intake holds for a customer's idempotency key (one of the same stripes).
+    fn key_lock(&self, customer: &str, key: &str) -> &tokio::sync::Mutex<()> {
+        let hash = crate::domain::fnv1a(customer.bytes().chain([0]).chain(key.bytes()));
+        let i = (hash % LOCK_STRIPES as u64) as usize;
+        self.inner.locks.get(i).unwrap_or(&self.inner.spare_lock)
     }
 
     fn lock(&self, order_id: Uuid) -> &tokio::sync::Mutex<()> {

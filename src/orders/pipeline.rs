@@ -20,7 +20,7 @@ use super::payment::Authorization;
 use super::reservations::Reservation;
 use super::transitions::Move;
 use super::writer::{OrderWrite, OrderWritten};
-use super::{fingerprint, order_id_for, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
 use crate::domain::checkout::{Checkout, CheckoutInput, LineSource};
 use crate::domain::clock;
 use crate::domain::money::total_cents;
@@ -92,7 +92,12 @@ impl OrderService {
             Origin::Queue
         };
         let (accepted_ms, consumed) = (message.accepted_ms, message.consumed);
-        let order_id = order_id_for(&key);
+        // The id intake recorded for the key (orderflow's own checkouts), else one keyed with
+        // the server's secret: stable for a redelivery, computable by no client.
+        let order_id = match (origin, message.order_id) {
+            (Origin::Http, Some(id)) => id,
+            _ => self.inner.ids.derive(checkout.customer_id.as_str(), &key),
+        };
         let fp = fingerprint(&body);
         let request = Request {
             checkout: &checkout,
@@ -105,9 +110,13 @@ impl OrderService {
         let _guard = self.lock(order_id).lock().await;
         loop {
             match self.run(&request, order_id, &deadline).await {
-                Ok(Some(reason)) => return self.dead_letter(order_id, reason),
+                Ok(Some(reason)) => return self.dead_letter(&request, order_id, reason),
                 Err(StepError::Refused(cause)) => {
-                    return self.dead_letter(order_id, crate::messaging::error_chain(&cause))
+                    return self.dead_letter(
+                        &request,
+                        order_id,
+                        crate::messaging::error_chain(&cause),
+                    )
                 }
                 Ok(None) => {
                     self.inner
@@ -131,8 +140,8 @@ impl OrderService {
     }
 
     /// The message can never make an order: dead-letter it with the reason.
-    fn dead_letter(&self, order_id: uuid::Uuid, reason: String) -> Outcome {
-        self.inner.published.remove(&order_id);
+    fn dead_letter(&self, request: &Request<'_>, order_id: uuid::Uuid, reason: String) -> Outcome {
+        self.forget_published(request);
         tracing::warn!(%order_id, %reason, "checkout cannot be processed");
         Outcome::DeadLetter(reason)
     }
@@ -299,6 +308,15 @@ impl OrderService {
         }
     }
 
+    /// The checkout is no longer on its way: intake answers a repeat from the database.
+    fn forget_published(&self, request: &Request<'_>) {
+        let slot = (
+            request.checkout.customer_id.as_str().to_owned(),
+            request.key.to_owned(),
+        );
+        self.inner.published.remove(&slot);
+    }
+
     /// Creates the order (or finds it).
     async fn create_or_load(
         &self,
@@ -415,7 +433,7 @@ impl OrderService {
             OrderWritten::Created(created) => created,
             other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
         };
-        self.inner.published.remove(&order_id);
+        self.forget_published(request);
         if created {
             self.announce(&order);
             return Ok(Start::Order {

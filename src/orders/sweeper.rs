@@ -10,6 +10,8 @@
 //!   `expired`, their reservations released, the customer notified. A late redelivery finds
 //!   them decided and is acknowledged.
 //!
+//! It also forgets idempotency keys older than their retention whose order is decided.
+//!
 //! An order being processed in this process right now (its lock held) is skipped this round.
 
 use std::time::Duration;
@@ -36,6 +38,8 @@ pub struct SweepReport {
     pub settled: usize,
     /// Orders decided as `expired`.
     pub expired: usize,
+    /// Idempotency keys forgotten after their retention.
+    pub keys_forgotten: usize,
 }
 
 impl OrderService {
@@ -117,6 +121,16 @@ impl OrderService {
                 return Err(e.into());
             }
         };
+        let before = now
+            - chrono::Duration::from_std(self.inner.config.key_retention).unwrap_or_default();
+        match run_blocking(&self.inner.pool, move |c| {
+            order_store::prune_keys(c, before, 10 * BATCH)
+        })
+        .await
+        {
+            Ok(n) => report.keys_forgotten = n,
+            Err(e) => tracing::warn!(error = %e, "sweeper could not forget old idempotency keys; next round"),
+        }
         for order_id in unsettled {
             match self.finish(order_id, false).await {
                 Ok(true) => report.settled += 1,
@@ -175,7 +189,8 @@ impl OrderService {
                 &deadline,
             )
             .await?;
-            self.inner.published.remove(&order_id);
+            // (Rare: a walk over the checkouts still on their way.)
+            self.inner.published.retain(|_, (id, _)| *id != order_id);
         }
         if order.status.releases_stock() && !order.settled {
             self.release_order(&mut order, &deadline).await?;

@@ -68,24 +68,28 @@ pub struct TransitionRow {
     pub notification: Option<NotificationRow>,
 }
 
-/// An idempotency key intake is about to use.
+/// An idempotency key intake is about to use, with the order id it would get if new.
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyRow {
     pub order_id: Uuid,
+    pub customer_id: String,
     pub idempotency_key: String,
     pub fingerprint: String,
 }
 
-/// What the database knew of a key before it was recorded.
+/// What the database knew of a customer's key before it was recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
-    /// Recorded now: never seen before.
+    /// Recorded now, with the proposed order id: never seen before.
     New,
-    /// Seen before, with this fingerprint; `status` of its order if the order exists.
+    /// Seen before: its order id and fingerprint; `status` of its order if the order exists.
     Known {
+        order_id: Uuid,
         fingerprint: String,
         status: Option<String>,
     },
+    /// Being recorded by another request at this very moment (in the same batch): retry.
+    Racing,
 }
 
 #[derive(QueryableByName)]
@@ -94,13 +98,48 @@ struct Id {
     order_id: Uuid,
 }
 
-/// Whether an idempotency key was ever recorded (a read: no row is written).
-pub fn key_known(conn: &mut PgConnection, order_id: Uuid) -> Result<bool, DbError> {
+/// Whether a customer's idempotency key is recorded (a read: no row is written).
+pub fn key_known(conn: &mut PgConnection, customer_id: &str, key: &str) -> Result<bool, DbError> {
     use super::schema::checkout_keys;
     use diesel::dsl::exists;
-    diesel::select(exists(checkout_keys::table.find(order_id)))
-        .get_result(conn)
-        .map_err(DbError::Query)
+    diesel::select(exists(
+        checkout_keys::table
+            .filter(checkout_keys::customer_id.eq(customer_id))
+            .filter(checkout_keys::idempotency_key.eq(key)),
+    ))
+    .get_result(conn)
+    .map_err(DbError::Query)
+}
+
+/// Forgets idempotency keys recorded before `before` whose order is decided (or never came):
+/// a reuse after that is a new order. At most `limit` a call; returns how many went.
+pub fn prune_keys(
+    conn: &mut PgConnection,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<usize, DbError> {
+    diesel::sql_query(
+        "DELETE FROM checkout_keys WHERE order_id IN (
+             SELECT k.order_id FROM checkout_keys k
+             WHERE k.created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = k.order_id
+                               AND o.status IN ('received', 'reserved'))
+             LIMIT $2)",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(before)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .execute(conn)
+    .map_err(DbError::from)
+}
+
+/// The secret order ids of checkouts from other systems are keyed with (made by a migration).
+pub fn order_id_secret(conn: &mut PgConnection) -> Result<Vec<u8>, DbError> {
+    use super::schema::server_secrets;
+    server_secrets::table
+        .find("order_ids")
+        .select(server_secrets::secret)
+        .first(conn)
+        .map_err(DbError::from)
 }
 
 const CREATE: &str = "
@@ -120,6 +159,11 @@ WITH x AS (
     FROM x
     WHERE NOT EXISTS (SELECT 1 FROM checkout_keys k
                       WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint)
+      -- The customer's key already stands for another order.
+      AND NOT EXISTS (SELECT 1 FROM checkout_keys k
+                      WHERE k.customer_id = x.customer_id
+                        AND k.idempotency_key = x.idempotency_key
+                        AND k.order_id <> x.order_id)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id, status, created_at
 ), hist AS (
@@ -127,8 +171,8 @@ WITH x AS (
     SELECT order_id, status, created_at FROM ins
     ON CONFLICT DO NOTHING
 ), keys AS (
-    INSERT INTO checkout_keys (order_id, idempotency_key, fingerprint)
-    SELECT order_id, idempotency_key, request_fingerprint FROM x
+    INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
+    SELECT order_id, customer_id, idempotency_key, request_fingerprint FROM ins JOIN x USING (order_id)
     ON CONFLICT DO NOTHING
 )
 SELECT order_id FROM ins";
@@ -167,18 +211,21 @@ ON CONFLICT (id) DO NOTHING";
 
 const KEYS: &str = "
 WITH x AS (
-    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, idempotency_key text, fingerprint text)
+    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+        order_id uuid, customer_id text, idempotency_key text, fingerprint text)
 ), ins AS (
-    INSERT INTO checkout_keys (order_id, idempotency_key, fingerprint)
-    SELECT order_id, idempotency_key, fingerprint FROM x
-    ON CONFLICT (order_id) DO NOTHING
+    INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
+    SELECT order_id, customer_id, idempotency_key, fingerprint FROM x
+    ON CONFLICT DO NOTHING
     RETURNING order_id
 )
-SELECT x.order_id, (ins.order_id IS NOT NULL) AS inserted, k.fingerprint, o.status
+SELECT x.order_id, (ins.order_id IS NOT NULL) AS inserted, k.order_id AS known_id,
+       k.fingerprint, o.status
 FROM x
 LEFT JOIN ins ON ins.order_id = x.order_id
-LEFT JOIN checkout_keys k ON k.order_id = x.order_id
-LEFT JOIN orders o ON o.order_id = x.order_id";
+LEFT JOIN checkout_keys k
+       ON k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key
+LEFT JOIN orders o ON o.order_id = k.order_id";
 
 const SETTLE: &str = "UPDATE orders SET settled = true WHERE order_id = ANY($1)";
 
@@ -199,6 +246,8 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
         order_id: Uuid,
         #[diesel(sql_type = diesel::sql_types::Bool)]
         inserted: bool,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+        known_id: Option<Uuid>,
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
         fingerprint: Option<String>,
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
@@ -216,9 +265,13 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
     Ok(keys
         .iter()
         .map(|k| match found.get(&k.order_id) {
-            Some(f) if !f.inserted => KeyState::Known {
-                fingerprint: f.fingerprint.clone().unwrap_or_default(),
-                status: f.status.clone(),
+            Some(f) if !f.inserted => match f.known_id {
+                Some(order_id) => KeyState::Known {
+                    order_id,
+                    fingerprint: f.fingerprint.clone().unwrap_or_default(),
+                    status: f.status.clone(),
+                },
+                None => KeyState::Racing,
             },
             _ => KeyState::New,
         })

@@ -54,6 +54,13 @@ diesel::allow_tables_to_appear_in_same_query!(
 );
 
 diesel::table! {
+    server_secrets (name) {
+        name -> Text,
+        secret -> Bytea,
+    }
+}
+
+diesel::table! {
     carts (cart_id) {
         cart_id -> Uuid,
         customer_id -> Text,
@@ -103,6 +110,7 @@ diesel::table! {
     checkout_keys (order_id) {
         order_id -> Uuid,
         idempotency_key -> Text,
+        customer_id -> Text,
         fingerprint -> Text,
         created_at -> Timestamptz,
     }

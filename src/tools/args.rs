@@ -12,6 +12,14 @@ pub struct LoadgenConfig {
     /// Admin token, to create the products and their stock (the global `--admin-token`).
     #[arg(skip)]
     pub admin_token: Option<String>,
+    /// The customer-token secret (`AUTH_JWT_SECRET`): the generator signs a token per buyer.
+    #[arg(skip)]
+    pub customer_secret: Option<orderflow::auth::Secret>,
+    /// `AUTH_JWT_ISSUER` / `AUTH_JWT_AUDIENCE`, put in the buyers' tokens when the service checks them.
+    #[arg(skip)]
+    pub issuer: Option<String>,
+    #[arg(skip)]
+    pub audience: Option<String>,
     /// PostgreSQL, for the limit probe's scratch database (the global `--database-url`).
     #[arg(skip)]
     pub database_url: String,
@@ -65,6 +73,12 @@ impl LoadgenConfig {
     pub fn check(&self) -> Result<(), String> {
         if !(0.0..=600.0).contains(&self.probe_seconds) {
             return Err("--probe-seconds must be in 0..600".into());
+        }
+        if self.customer_secret.is_none() && !self.probe_only {
+            return Err(
+                "checkouts need customer tokens: set AUTH_JWT_SECRET (the service's HS256 key)"
+                    .into(),
+            );
         }
         if self.probe_only && self.probe_seconds <= 0.0 {
             return Err("--probe-only needs --probe-seconds > 0".into());

@@ -44,9 +44,12 @@ pub(super) fn sku_name(i: usize) -> String {
     format!("LG-{i:05}")
 }
 
-pub(super) fn checkout_body(customer: usize, sku: &str) -> Value {
+/// A checkout of one buyer. Every checkout is its own buyer (a flash sale's thousands of
+/// customers, each within its rate limit), and the buyer's id names the order in the reports:
+/// order ids are the service's secret until it answers.
+pub(super) fn checkout_body(customer: &str, sku: &str) -> Value {
     json!({
-        "customer_id": format!("lg-{customer}"),
+        "customer_id": customer,
         "items": [{"sku": sku, "quantity": 1}],
         "payment": {"method": "pix"},
         "shipping_address": {"recipient": "Load Test", "street": "Rua do Teste", "number": "1",
@@ -143,10 +146,29 @@ pub(super) async fn watch_queue(
     .await
 }
 
-/// Decision times (by order id) as `order.events` announces them.
+/// A customer token for a buyer of the run (signed with `AUTH_JWT_SECRET`).
+pub(super) fn token_for(c: &LoadgenConfig, customer: &str) -> String {
+    let token = c
+        .customer_secret
+        .as_ref()
+        .and_then(|s| {
+            orderflow::auth::customer::issue_token(
+                s,
+                customer,
+                Duration::from_secs(3600),
+                c.issuer.as_deref(),
+                c.audience.as_deref(),
+            )
+            .ok()
+        })
+        .unwrap_or_default();
+    format!("Bearer {token}")
+}
+
+/// Decision times (by the buyer, one per order) as `order.events` announces them.
 pub(super) async fn watch_decisions(
     amqp_url: &str,
-    decided: Arc<DashMap<Uuid, (Instant, String)>>,
+    decided: Arc<DashMap<String, (Instant, String)>>,
 ) -> Result<(), String> {
     // No heartbeats: a load generator saturating its own thread must not lose this connection
     // (and every decision after it) to a missed heartbeat.
@@ -169,14 +191,13 @@ pub(super) async fn watch_decisions(
         while let Some(Ok(d)) = consumer.next().await {
             let now = Instant::now();
             if let Ok(order) = serde_json::from_slice::<Value>(&d.data) {
-                if let (Some(id), Some(status)) = (
-                    order
-                        .get("order_id")
-                        .and_then(Value::as_str)
-                        .and_then(|s| Uuid::parse_str(s).ok()),
+                if let (Some(customer), Some(status)) = (
+                    order.get("customer_id").and_then(Value::as_str),
                     order.get("status").and_then(Value::as_str),
                 ) {
-                    decided.entry(id).or_insert((now, status.to_owned()));
+                    decided
+                        .entry(customer.to_owned())
+                        .or_insert((now, status.to_owned()));
                 }
             }
         }
@@ -196,14 +217,14 @@ pub(super) async fn reserved_of(client: &awc::Client, url: &str, sku: &str) -> O
 /// Decisions as `order.events` announces them, the SKUs the run uses, and what each had
 /// reserved before it (for the consistency check).
 pub(super) type Watch = (
-    Arc<DashMap<Uuid, (Instant, String)>>,
+    Arc<DashMap<String, (Instant, String)>>,
     Vec<String>,
     HashMap<String, i64>,
 );
 
 /// Starts watching decisions and reads the SKUs' reservations before the run.
 pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Watch, String> {
-    let decided: Arc<DashMap<Uuid, (Instant, String)>> = Arc::new(DashMap::new());
+    let decided: Arc<DashMap<String, (Instant, String)>> = Arc::new(DashMap::new());
     watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
     let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
     if c.hot_share < 1.0 {
@@ -234,14 +255,24 @@ pub(super) async fn queue_state(client: &awc::Client, url: &str) -> Option<(u64,
 }
 
 /// An order's status, from the service.
-pub(super) async fn order_status(client: &awc::Client, url: &str, id: Uuid) -> Option<String> {
+/// The status of a buyer's order, asked with the buyer's own token.
+pub(super) async fn order_status(
+    client: &awc::Client,
+    c: &LoadgenConfig,
+    customer: &str,
+) -> Option<String> {
     let mut r = client
-        .get(format!("{url}/v1/orders/{id}"))
+        .get(format!("{}/v1/customers/me/orders", c.url))
+        .insert_header(("Authorization", token_for(c, customer)))
         .send()
         .await
         .ok()?;
     let body: Value = r.json().await.ok()?;
-    body.get("status")?.as_str().map(str::to_owned)
+    body.get("data")?
+        .get(0)?
+        .get("status")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// A checkout's answer: the status (0 when none came) and `Retry-After` in seconds.
@@ -281,7 +312,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
 
     let next = Rc::new(RefCell::new(0usize));
     let intake_ms: Rc<RefCell<Vec<f64>>> = Rc::default();
-    let accepted: Rc<RefCell<Vec<(Uuid, Instant, String)>>> = Rc::default();
+    let accepted: Rc<RefCell<Vec<(String, Instant, String)>>> = Rc::default();
     let statuses: Rc<RefCell<HashMap<u16, usize>>> = Rc::default();
     let run_id = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
@@ -318,13 +349,16 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     sku_name((rng >> 16) as usize % c.skus.max(1))
                 };
                 let key = format!("lg-{run_id}-{i}");
+                let buyer = key.clone();
+                let token = token_for(&c, &buyer);
                 // Like a real client: on 503, wait what Retry-After says and send it again.
                 for _attempt in 0..30 {
                     let t = Instant::now();
                     let sent = client
                         .post(format!("{}/v1/checkout", c.url))
                         .insert_header(("Idempotency-Key", key.as_str()))
-                        .send_json(&checkout_body(w, &sku))
+                        .insert_header(("Authorization", token.as_str()))
+                        .send_json(&checkout_body(&buyer, &sku))
                         .await;
                     intake_ms
                         .borrow_mut()
@@ -333,7 +367,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     *statuses.borrow_mut().entry(code).or_default() += 1;
                     if code == 202 || code == 200 {
                         accepted.borrow_mut().push((
-                            orderflow::orders::order_id_for(&key),
+                            buyer.clone(),
                             Instant::now(),
                             sku.clone(),
                         ));

@@ -46,10 +46,10 @@ struct PhaseStats {
 
 struct Shared {
     phases: Vec<PhaseStats>,
-    /// (order id, phase, accepted at, sku)
-    accepted: Vec<(Uuid, usize, Instant, String)>,
-    /// Every checkout offered: (order id, sku).
-    offered: Vec<(Uuid, String)>,
+    /// (buyer — one per order, phase, accepted at, sku)
+    accepted: Vec<(String, usize, Instant, String)>,
+    /// Every checkout offered: (buyer, sku).
+    offered: Vec<(String, String)>,
     /// Every answer, when it came: (at, status; 0 = none).
     answers: Vec<(Instant, u16)>,
     in_flight: u64,
@@ -59,14 +59,15 @@ struct Shared {
 /// Sends one checkout, retrying 503s after Retry-After; records what happened.
 async fn one_checkout(
     client: awc::Client,
-    url: String,
+    c: Rc<LoadgenConfig>,
     shared: Rc<RefCell<Shared>>,
     phase: usize,
     key: String,
-    customer: usize,
     sku: String,
 ) {
-    let body = checkout_body(customer, &sku);
+    let url = &c.url;
+    let body = checkout_body(&key, &sku);
+    let token = super::loadgen::token_for(&c, &key);
     for _ in 0..ATTEMPTS {
         shared.borrow_mut().in_flight += 1;
         {
@@ -76,6 +77,7 @@ async fn one_checkout(
         let sent = client
             .post(format!("{url}/v1/checkout"))
             .insert_header(("Idempotency-Key", key.as_str()))
+            .insert_header(("Authorization", token.as_str()))
             .send_json(&body)
             .await;
         let (code, retry_after) = answer(&sent);
@@ -90,8 +92,8 @@ async fn one_checkout(
             match code {
                 202 | 200 => {
                     stats.admitted += 1;
-                    let id = orderflow::orders::order_id_for(&key);
-                    s.accepted.push((id, phase, Instant::now(), sku.clone()));
+                    s.accepted
+                        .push((key.clone(), phase, Instant::now(), sku.clone()));
                     false
                 }
                 503 => {
@@ -135,6 +137,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         setup(&client, &c).await?;
     }
     let (decided, skus_used, before) = watch(&client, &c).await?;
+    let shared_config = Rc::new(c.clone());
 
     let shared = Rc::new(RefCell::new(Shared {
         phases: phases.iter().map(|_| PhaseStats::default()).collect(),
@@ -214,19 +217,17 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
                     }
                     continue;
                 }
-                s.offered
-                    .push((orderflow::orders::order_id_for(&key), sku.clone()));
+                s.offered.push((key.clone(), sku.clone()));
                 if let Some(stats) = s.phases.get_mut(i) {
                     stats.offered += 1;
                 }
             }
             actix_web::rt::spawn(one_checkout(
                 client.clone(),
-                c.url.clone(),
+                Rc::clone(&shared_config),
                 Rc::clone(&shared),
                 i,
                 key,
-                (rng >> 40) as usize % 100_000,
                 sku,
             ));
         }
@@ -268,18 +269,18 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     // Checkouts whose announcement this client did not receive (accepted, or never answered
     // 202 yet accepted — a retry shed while the first copy was being decided): asked directly.
     // Their decision time is unknown, so they count for the books, not for the latencies.
-    let missing: Vec<Uuid> = shared
+    let missing: Vec<String> = shared
         .borrow()
         .offered
         .iter()
-        .map(|a| a.0)
+        .map(|a| a.0.clone())
         .filter(|id| !decided.contains_key(id))
         .collect();
     let asked = missing.len();
-    let found: Vec<(Uuid, String)> = futures_util::stream::iter(missing)
+    let found: Vec<(String, String)> = futures_util::stream::iter(missing)
         .map(|id| {
-            let (client, url) = (client.clone(), c.url.clone());
-            async move { order_status(&client, &url, id).await.map(|s| (id, s)) }
+            let (client, c) = (client.clone(), Rc::clone(&shared_config));
+            async move { order_status(&client, &c, &id).await.map(|s| (id, s)) }
         })
         .buffer_unordered(32)
         .filter_map(|x| async move { x })
@@ -288,7 +289,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut late = std::collections::HashSet::new();
     for (id, status) in found {
         if ["scheduled", "rejected", "failed", "cancelled"].contains(&status.as_str()) {
-            late.insert(id);
+            late.insert(id.clone());
             decided.insert(id, (Instant::now(), status));
         }
     }
@@ -318,7 +319,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut outcome: BTreeMap<String, u64> = BTreeMap::new();
     // What was sold, from the decisions themselves: a checkout whose 202 never arrived (a
     // time-out, then a 503 on every retry) may still have been accepted.
-    let seen: std::collections::HashSet<Uuid> = s.accepted.iter().map(|a| a.0).collect();
+    let seen: std::collections::HashSet<&String> = s.accepted.iter().map(|a| &a.0).collect();
     let mut unseen_accepts = 0u64;
     for (id, sku) in &s.offered {
         if let Some(d) = decided.get(id) {

@@ -171,6 +171,7 @@ async fn cancel_from_received_and_reserved_releases_and_rejected_or_failed_are_f
     let rejected = crate::load::decided(
         &app.client,
         &app.address,
+        &app.db,
         "cx-rejected",
         Duration::from_secs(20),
     )
@@ -207,7 +208,7 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
     )
     .await;
     let first =
-        crate::load::decided(&app.client, &app.address, "mi-key", Duration::from_secs(20)).await;
+        crate::load::decided(&app.client, &app.address, &app.db, "mi-key", Duration::from_secs(20)).await;
     assert_eq!(first["status"], "scheduled");
     app.publish(
         "orders",

@@ -392,6 +392,7 @@ async fn failover_time_with_100k_skus() {
     crate::load::decided(
         &client,
         &instances[survivor].base,
+        &db,
         &key,
         Duration::from_secs(60),
     )

@@ -12,7 +12,51 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef-support";
+/// The HS256 key customer tokens are signed with in the tests.
+pub const JWT_SECRET: &str = "test-customer-key-0123456789abcdef0123456789";
+
+/// A customer token for `customer`, valid for an hour.
+pub fn customer_token(customer: &str) -> String {
+    orderflow::auth::customer::issue_token(
+        &orderflow::auth::Secret::new(JWT_SECRET),
+        customer,
+        Duration::from_secs(3600),
+        None,
+        None,
+    )
+    .expect("sign a test token")
+}
+
+/// The order id the service recorded for an idempotency key (orders from other systems get
+/// theirs when the consumer creates them): `None` while there is none.
+pub fn order_of_key(db: &TestDb, key: &str) -> Option<String> {
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    diesel::sql_query("SELECT order_id::text AS id FROM orders WHERE idempotency_key = $1")
+        .bind::<diesel::sql_types::Text, _>(key)
+        .get_result::<Id>(&mut db.conn())
+        .ok()
+        .map(|i| i.id)
+}
+
+/// Waits (up to 30 s) for the order of an idempotency key to exist; its id.
+pub async fn wait_order_of_key(db: &TestDb, key: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(id) = order_of_key(db, key) {
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no order for key {key} within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// Base URL of the machine's PostgreSQL server, without a database name.
 pub fn pg_base() -> String {
@@ -266,7 +310,13 @@ pub fn config_for(db_url: &str, amqp: &str, admin: Option<&str>) -> Config {
     config.database_url = db_url.to_owned();
     config.amqp_url = amqp.to_owned();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_token = admin.map(str::to_owned);
+    config.admin_tokens = orderflow::auth::AdminTokens::from_tokens(admin);
+    config.auth.secret = Some(orderflow::auth::Secret::new(JWT_SECRET));
+    // The pipeline's tests send many writes for one customer; the limit has its own test.
+    config.rate_limits = orderflow::auth::RateSettings {
+        per_second: 100_000,
+        burst: 100_000,
+    };
     config.engine.shards = 2;
     config.durable_timeout = Duration::from_secs(5);
     // Many tests run at once against one PostgreSQL (100 connections): small pools.
@@ -279,7 +329,11 @@ pub struct TestApp {
     pub address: String,
     pub db: TestDb,
     pub vhost: TestVhost,
+    /// Acts as support staff (sends the admin token unless a request sets its own
+    /// `Authorization`): the tests of the pipeline act for any customer, as API.md lets staff do.
     pub client: awc::Client,
+    /// Sends no credential.
+    pub anon: awc::Client,
     pub app_state: orderflow::http::AppState,
     stopper: orderflow::startup::Stopper,
 }
@@ -332,7 +386,8 @@ pub async fn spawn_app_on(
         address,
         db,
         vhost,
-        client: awc::Client::builder()
+        client: http_client(),
+        anon: awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish(),
         app_state,
@@ -367,6 +422,11 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> Reply {
         self.send(self.client.get(self.url(path)), None).await
+    }
+
+    /// A request with `customer`'s own token.
+    pub fn as_customer(&self, req: awc::ClientRequest, customer: &str) -> awc::ClientRequest {
+        req.insert_header(("Authorization", format!("Bearer {}", customer_token(customer))))
     }
 
     pub fn admin(&self, req: awc::ClientRequest) -> awc::ClientRequest {
@@ -648,6 +708,7 @@ impl Service {
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("PORT_FILE", &port_file)
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("AUTH_JWT_SECRET", JWT_SECRET)
             .env("DB_POOL_SIZE", "6")
             .env(
                 "RUST_LOG",
@@ -772,10 +833,12 @@ impl Drop for Service {
     }
 }
 
-/// A client for child processes.
+/// A client acting as support staff (the admin token on every request that sets no
+/// `Authorization` of its own).
 pub fn http_client() -> awc::Client {
     awc::Client::builder()
         .timeout(Duration::from_secs(30))
+        .add_default_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
         .finish()
 }
 

@@ -143,14 +143,14 @@ async fn admin_endpoints_need_the_token() {
     let body = json!({"name": "x", "category": "c", "price_cents": 1});
     let none = app
         .send(
-            app.client.put(app.url("/v1/products/A1")),
+            app.anon.put(app.url("/v1/products/A1")),
             Some(body.clone()),
         )
         .await;
     assert_error(&none, 401, "unauthorized");
     let wrong = app
         .send(
-            app.client
+            app.anon
                 .put(app.url("/v1/inventory/A1"))
                 .insert_header(("Authorization", "Bearer nope")),
             Some(json!({"on_hand": 1})),
@@ -159,7 +159,7 @@ async fn admin_endpoints_need_the_token() {
     assert_error(&wrong, 401, "unauthorized");
     let basic = app
         .send(
-            app.client
+            app.anon
                 .post(app.url("/v1/inventory/A1/adjustments"))
                 .insert_header(("Authorization", format!("Basic {ADMIN_TOKEN}"))),
             Some(json!({"delta": 1, "reason": "x"})),

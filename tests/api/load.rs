@@ -200,8 +200,14 @@ async fn get_json(client: &awc::Client, url: &str) -> Option<(u16, Value)> {
 }
 
 /// Waits until the order is decided (`within`); returns it.
-pub async fn decided(client: &awc::Client, base: &str, key: &str, within: Duration) -> Value {
-    let id = orderflow::orders::order_id_for(key);
+pub async fn decided(
+    client: &awc::Client,
+    base: &str,
+    db: &TestDb,
+    key: &str,
+    within: Duration,
+) -> Value {
+    let id = crate::helpers::wait_order_of_key(db, key).await;
     let url = format!("{base}/v1/orders/{id}");
     let deadline = Instant::now() + within;
     loop {
@@ -238,7 +244,7 @@ pub async fn verify(
         if !seen.insert(sent.key.clone()) {
             continue;
         }
-        let order = decided(client, base, &sent.key, Duration::from_secs(90)).await;
+        let order = decided(client, base, db, &sent.key, Duration::from_secs(90)).await;
         let history: Vec<&str> = order["history"]
             .as_array()
             .unwrap()

@@ -284,7 +284,9 @@ async fn queues_shows_depths_rates_consumers_admission_and_recent_dead_letters()
     assert_eq!(q["unacked"], 0, "everything settled: {q}");
 
     // The dead letter, with its reason, for the admin only.
-    let anonymous = app.get("/v1/monitor/dead-letters").await;
+    let anonymous = app
+        .send(app.anon.get(app.url("/v1/monitor/dead-letters")), None)
+        .await;
     assert_error(&anonymous, 401, "unauthorized");
     let recent = app
         .send(

@@ -189,7 +189,7 @@ async fn the_same_key_with_another_body_is_refused_after_a_publish_time_out() {
     // The same body goes through (published again) and is decided once.
     let r = app.checkout("ik-key", &first).await;
     assert!(matches!(r.status, 200 | 202), "{} {}", r.status, r.body);
-    let order = decided(&app.client, &app.address, "ik-key", Duration::from_secs(20)).await;
+    let order = decided(&app.client, &app.address, &app.db, "ik-key", Duration::from_secs(20)).await;
     assert_eq!(order["items"][0]["sku"], "IK-1");
     app.stop().await;
 }
@@ -231,7 +231,7 @@ async fn the_same_key_with_another_body_is_refused_across_a_restart() {
         "idempotency_mismatch",
     );
     assert_eq!(app.checkout("rk-key", &first).await.status, 202);
-    let order = decided(&app.client, &app.address, "rk-key", Duration::from_secs(20)).await;
+    let order = decided(&app.client, &app.address, &app.db, "rk-key", Duration::from_secs(20)).await;
     assert_eq!(order["items"][0]["sku"], "RK-1");
     app.stop().await;
 }
@@ -272,7 +272,7 @@ async fn a_crash_right_after_a_declined_order_released_its_stock_still_ends_fail
     dying.kill();
     let service = Service::start(&db.url, &vhost.url, &[]);
     service.ready(&client).await;
-    let order = decided(&client, &service.base, "dc-1", Duration::from_secs(30)).await;
+    let order = decided(&client, &service.base, &db, "dc-1", Duration::from_secs(30)).await;
     assert_eq!(order["status"], "failed", "{order}");
     assert_eq!(order["rejection"]["reason"], "payment_declined");
     let statuses: Vec<&str> = order["history"]
@@ -350,7 +350,7 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
     );
     let keys: HashSet<String> = (0..12).map(|i| format!("pf-{i}")).collect();
     for key in &keys {
-        decided(&app.client, &app.address, key, Duration::from_secs(10)).await;
+        decided(&app.client, &app.address, &app.db, key, Duration::from_secs(10)).await;
     }
     app.db.assert_books_balance();
     app.stop().await;
@@ -463,7 +463,7 @@ async fn an_operator_lists_dead_letters_and_replays_them_once_they_can_succeed()
     let (code, replayed) = cli(&["dead-letters", "replay", "orders.checkout"]).await;
     assert_eq!(code, Some(0), "{replayed}");
     assert!(replayed.contains("replayed 1"), "{replayed}");
-    let order = decided(&app.client, &app.address, "dl-1", Duration::from_secs(20)).await;
+    let order = decided(&app.client, &app.address, &app.db, "dl-1", Duration::from_secs(20)).await;
     assert_eq!(order["status"], "scheduled");
     assert_eq!(
         crate::helpers::settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,

@@ -65,11 +65,12 @@ fn order_rows(
     let (mut keys, mut creates, mut moves) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..batch {
         let key = format!("probe-{}", Uuid::new_v4().simple());
-        let order_id = orderflow::orders::order_id_for(&key);
+        let order_id = Uuid::new_v4();
         let fingerprint = format!("{:064x}", order_id.as_u128());
         let sku = skus.get(i % skus.len().max(1)).cloned().unwrap_or_default();
         keys.push(KeyRow {
             order_id,
+            customer_id: format!("lg-{i}"),
             idempotency_key: key.clone(),
             fingerprint: fingerprint.clone(),
         });
