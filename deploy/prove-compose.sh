@@ -37,7 +37,8 @@ log "podman-compose (1.6.0 from PyPI: Debian's 1.0.3 mishandles exec-form health
 compose() { "$B/venv/bin/podman-compose" -p orderflow-proof "$@"; }
 trap 'compose logs > "$B/compose.log" 2>&1 || true; compose down -v >/dev/null 2>&1 || true' EXIT
 # podman-compose does not act on `deploy.replicas`; the second instance comes from --scale.
-ADMIN_TOKEN=proof-token compose up -d --no-build
+export ADMIN_TOKEN=proof-token-0123456789abcdef0123456789 AUTH_JWT_SECRET=proof-customer-key-0123456789abcdef0123
+compose up -d --no-build
 
 log "through HAProxy on :8080"
 ready=""
@@ -49,17 +50,18 @@ done
 echo "ready: $(cat /tmp/ready.json)"
 curl -fsS http://127.0.0.1:8080/dashboard | grep -q '<title>orderflow' && echo "dashboard: served"
 curl -fsS http://127.0.0.1:8080/v1/queues | head -c 300; echo
-curl -fsS -X PUT http://127.0.0.1:8080/v1/products/PROOF-1 -H 'Authorization: Bearer proof-token' \
+curl -fsS -X PUT http://127.0.0.1:8080/v1/products/PROOF-1 -H "Authorization: Bearer $ADMIN_TOKEN" \
   -H 'Content-Type: application/json' -d '{"name":"Proof","category":"c","tags":[],"price_cents":100}' >/dev/null
-curl -fsS -X PUT http://127.0.0.1:8080/v1/inventory/PROOF-1 -H 'Authorization: Bearer proof-token' \
+curl -fsS -X PUT http://127.0.0.1:8080/v1/inventory/PROOF-1 -H "Authorization: Bearer $ADMIN_TOKEN" \
   -H 'Content-Type: application/json' -d '{"on_hand":5}' >/dev/null
-order=$(curl -fsS -X POST http://127.0.0.1:8080/v1/checkout -H 'Idempotency-Key: proof-1' -H 'Content-Type: application/json' -d '{
-  "customer_id":"proof","items":[{"sku":"PROOF-1","quantity":1}],"payment":{"method":"pix"},
+first=$(podman ps --format '{{.Names}}' | grep orderflow-proof_orderflow | head -n1)
+token=$(podman exec "$first" orderflow token --customer proof)
+order=$(curl -fsS -X POST http://127.0.0.1:8080/v1/checkout -H "Authorization: Bearer $token" -H 'Idempotency-Key: proof-1' -H 'Content-Type: application/json' -d '{"items":[{"sku":"PROOF-1","quantity":1}],"payment":{"method":"pix"},
   "shipping_address":{"recipient":"P","street":"Rua A","number":"1","city":"São Paulo","state":"SP","postal_code":"01001-000","country":"BR"},
   "delivery_method":"standard"}' | sed 's/.*"order_id":"\([^"]*\)".*/\1/')
 status=""
 for _ in $(seq 1 30); do
-  status=$(curl -fsS "http://127.0.0.1:8080/v1/orders/$order" | sed 's/.*"status":"\([a-z]*\)".*/\1/')
+  status=$(curl -fsS "http://127.0.0.1:8080/v1/orders/$order" -H "Authorization: Bearer $token" | sed 's/.*"status":"\([a-z]*\)".*/\1/')
   [ "$status" = scheduled ] && break
   sleep 1
 done
@@ -67,7 +69,7 @@ echo "checkout $order: $status"
 [ "$status" = scheduled ]
 
 log "a second instance (a standby), as replicas: 2 asks"
-ADMIN_TOKEN=proof-token compose up -d --no-build --scale orderflow=2
+compose up -d --no-build --scale orderflow=2
 sleep 8
 log "each instance on its own (one active, one standby)"
 for c in $(podman ps --format '{{.Names}}' | grep orderflow-proof_orderflow); do

@@ -334,11 +334,20 @@ mod tests {
         let c = config(&[("ADMIN_TOKEN", long)]).unwrap();
         assert!(c.admin_tokens.accepts(long));
         let e = config(&[("ADMIN_TOKEN", "s3cret")]).unwrap_err();
-        assert!(e.0.contains("ADMIN_TOKEN") && !e.0.contains("s3cret"), "{e}");
+        assert!(
+            e.0.contains("ADMIN_TOKEN") && !e.0.contains("s3cret"),
+            "{e}"
+        );
         let e = config(&[("AUTH_JWT_SECRET", "short")]).unwrap_err();
-        assert!(e.0.contains("AUTH_JWT_SECRET") && !e.0.contains("short"), "{e}");
+        assert!(
+            e.0.contains("AUTH_JWT_SECRET") && !e.0.contains("short"),
+            "{e}"
+        );
         let c = config(&[("AUTH_JWT_SECRET", long)]).unwrap();
         assert!(c.auth.any());
-        assert!(!format!("{c:?}").contains(long), "Debug never shows a secret");
+        assert!(
+            !format!("{c:?}").contains(long),
+            "Debug never shows a secret"
+        );
     }
 }

@@ -158,10 +158,7 @@ fn main() -> ExitCode {
         Command::Token { customer, ttl } => token(&config, &customer, ttl),
         Command::Loadgen(mut load) => {
             load.amqp_url = config.amqp_url.clone();
-            load.admin_token = config
-                .admin_tokens
-                .first()
-                .map(|t| t.expose().to_owned());
+            load.admin_token = config.admin_tokens.first().map(|t| t.expose().to_owned());
             load.customer_secret = config.auth.secret.clone();
             load.issuer = config.auth.issuer.clone();
             load.audience = config.auth.audience.clone();

@@ -144,7 +144,9 @@ impl Application {
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .wrap(actix_web::middleware::from_fn(http::error::scope_request_id))
+                .wrap(actix_web::middleware::from_fn(
+                    http::error::scope_request_id,
+                ))
                 .wrap(tracing_actix())
                 .configure(http::configure(app_state.clone()))
                 .default_service(web::to(http::not_found))

@@ -16,10 +16,10 @@ impl AdminTokens {
     /// [`MIN_ADMIN_TOKEN_LEN`] characters. The error never contains a token.
     pub fn parse(single: Option<&str>, list: Option<&str>) -> Result<AdminTokens, String> {
         let mut tokens = Vec::new();
-        let given = single
-            .into_iter()
-            .map(|t| ("ADMIN_TOKEN", t))
-            .chain(list.into_iter().flat_map(|l| l.split(',').map(|t| ("ADMIN_TOKENS", t))));
+        let given = single.into_iter().map(|t| ("ADMIN_TOKEN", t)).chain(
+            list.into_iter()
+                .flat_map(|l| l.split(',').map(|t| ("ADMIN_TOKENS", t))),
+        );
         for (name, raw) in given {
             let token = raw.trim();
             if token.is_empty() {

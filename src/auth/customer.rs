@@ -112,9 +112,9 @@ impl CustomerKeys {
     /// Reads the keys; the key file must be readable and hold at least one key now.
     pub fn load(settings: &KeySettings) -> Result<CustomerKeys, AuthError> {
         let secret = match &settings.secret {
-            Some(s) => Some(
-                DecodingKey::from_secret(s.expose().as_bytes()).map_err(AuthError::Invalid)?,
-            ),
+            Some(s) => {
+                Some(DecodingKey::from_secret(s.expose().as_bytes()).map_err(AuthError::Invalid)?)
+            }
             None => None,
         };
         let mut loaded = Loaded {
@@ -281,14 +281,22 @@ fn parse_keys(text: &str) -> Result<Vec<PublicKey>, String> {
     }
     const BEGIN: &str = "-----BEGIN";
     let mut keys = Vec::new();
-    let blocks = text.match_indices(BEGIN).map(|(i, _)| i).collect::<Vec<_>>();
+    let blocks = text
+        .match_indices(BEGIN)
+        .map(|(i, _)| i)
+        .collect::<Vec<_>>();
     for (n, start) in blocks.iter().enumerate() {
         let end = blocks.get(n + 1).copied().unwrap_or(text.len());
         let block = text.get(*start..end).unwrap_or_default().as_bytes();
         let key = DecodingKey::from_rsa_pem(block)
             .or_else(|_| DecodingKey::from_ec_pem(block))
             .or_else(|_| DecodingKey::from_ed_pem(block))
-            .map_err(|e| format!("PEM block {}: not an RSA, EC or Ed25519 public key ({e})", n + 1))?;
+            .map_err(|e| {
+                format!(
+                    "PEM block {}: not an RSA, EC or Ed25519 public key ({e})",
+                    n + 1
+                )
+            })?;
         let Some(algorithm) = algorithm_of(key.family()) else {
             return Err(format!("PEM block {}: not a public key", n + 1));
         };
@@ -361,8 +369,14 @@ mod tests {
 
     #[test]
     fn a_signed_token_names_its_customer() {
-        let t = issue_token(&Secret::new(SECRET), "ana", Duration::from_secs(60), None, None)
-            .unwrap();
+        let t = issue_token(
+            &Secret::new(SECRET),
+            "ana",
+            Duration::from_secs(60),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(keys(hs(None, None)).verify(&t).unwrap().as_str(), "ana");
     }
 
@@ -370,10 +384,21 @@ mod tests {
     fn expired_unsigned_foreign_and_subjectless_tokens_are_refused() {
         let k = keys(hs(None, None));
         let old = jsonwebtoken::get_current_timestamp() - LEEWAY_SECONDS - 5;
-        assert!(k.verify(&token(serde_json::json!({"sub": "a", "exp": old}))).is_err());
-        assert!(k.verify(&token(serde_json::json!({"sub": "a"}))).is_err(), "exp is required");
-        assert!(k.verify(&token(serde_json::json!({"exp": in_an_hour()}))).is_err());
-        assert!(k.verify(&token(serde_json::json!({"sub": "a b", "exp": in_an_hour()}))).is_err());
+        assert!(k
+            .verify(&token(serde_json::json!({"sub": "a", "exp": old})))
+            .is_err());
+        assert!(
+            k.verify(&token(serde_json::json!({"sub": "a"}))).is_err(),
+            "exp is required"
+        );
+        assert!(k
+            .verify(&token(serde_json::json!({"exp": in_an_hour()})))
+            .is_err());
+        assert!(k
+            .verify(&token(
+                serde_json::json!({"sub": "a b", "exp": in_an_hour()})
+            ))
+            .is_err());
         let other = issue_token(
             &Secret::new("another-secret-another-secret-another"),
             "a",
@@ -400,7 +425,8 @@ mod tests {
     fn issuer_and_audience_are_checked_when_configured() {
         let k = keys(hs(Some("shop"), Some("orderflow")));
         let exp = in_an_hour();
-        let good = token(serde_json::json!({"sub": "a", "exp": exp, "iss": "shop", "aud": "orderflow"}));
+        let good =
+            token(serde_json::json!({"sub": "a", "exp": exp, "iss": "shop", "aud": "orderflow"}));
         assert!(k.verify(&good).is_ok());
         for bad in [
             serde_json::json!({"sub": "a", "exp": exp, "iss": "other", "aud": "orderflow"}),
@@ -425,8 +451,14 @@ mod tests {
             public_keys: Some(path.clone()),
             ..KeySettings::default()
         });
-        let t = issue_token(&Secret::new(SECRET), "a", Duration::from_secs(60), None, None)
-            .unwrap();
+        let t = issue_token(
+            &Secret::new(SECRET),
+            "a",
+            Duration::from_secs(60),
+            None,
+            None,
+        )
+        .unwrap();
         assert!(matches!(k.verify(&t), Err(AuthError::Algorithm)));
         // An HS256 token "signed" with the public key's text: the classic confusion.
         let confused = jsonwebtoken::encode(
@@ -447,7 +479,9 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/keys.pem"), "{e}");
-        assert!(parse_keys("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            parse_keys("-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n").is_err()
+        );
         assert!(parse_keys("{\"keys\": 3}").is_err());
     }
 

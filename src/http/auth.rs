@@ -157,15 +157,17 @@ impl FromRequest for CustomerScope {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let unknown = || ApiError::NotFound("unknown customer".into());
         let named = req.match_info().get("customer_id").unwrap_or("me");
-        ready(Caller::identify(req).and_then(|caller| match caller {
-            Caller::Customer(me) if named == "me" || named == me.as_str() => {
-                Ok(CustomerScope(me))
+        ready(Caller::identify(req).and_then(|caller| {
+            match caller {
+                Caller::Customer(me) if named == "me" || named == me.as_str() => {
+                    Ok(CustomerScope(me))
+                }
+                Caller::Customer(_) => Err(unknown()),
+                Caller::Staff if named == "me" => Err(unknown()),
+                Caller::Staff => CustomerId::parse(named)
+                    .map(CustomerScope)
+                    .map_err(|_| unknown()),
             }
-            Caller::Customer(_) => Err(unknown()),
-            Caller::Staff if named == "me" => Err(unknown()),
-            Caller::Staff => CustomerId::parse(named)
-                .map(CustomerScope)
-                .map_err(|_| unknown()),
         }))
     }
 }
@@ -238,7 +240,10 @@ mod tests {
             Err(ApiError::Forbidden(_))
         ));
         assert!(ana.owns("ana") && !ana.owns("bia"));
-        assert_eq!(Caller::Staff.acting_for(Some("bia")).unwrap().as_str(), "bia");
+        assert_eq!(
+            Caller::Staff.acting_for(Some("bia")).unwrap().as_str(),
+            "bia"
+        );
         assert!(matches!(
             Caller::Staff.acting_for(None),
             Err(ApiError::Validation(_))

@@ -3,9 +3,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
+use super::auth::{Caller, OwnedCart};
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
-use super::auth::{Caller, OwnedCart};
 use super::{path_sku, Active, ApiError};
 use crate::domain::cart::CartItemInput;
 

@@ -126,10 +126,7 @@ impl ApiError {
             }
             EngineError::Store(e) if !e.is_transient() => {
                 tracing::error!(error = %e, "the database refused a stock change");
-                ApiError::Validation(FieldErrors::single(
-                    field,
-                    refused_message(),
-                ))
+                ApiError::Validation(FieldErrors::single(field, refused_message()))
             }
             EngineError::Store(e) => {
                 tracing::warn!(error = %e, "database unavailable");
@@ -172,8 +169,7 @@ tokio::task_local! {
 pub async fn scope_request_id(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error>
-{
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     use actix_web::HttpMessage;
     let id = req
         .extensions()

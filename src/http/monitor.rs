@@ -77,7 +77,8 @@ pub async fn stream(
         let event = sse::Data::new(data).event("snapshot").into();
         Some((Ok(event), (rx, false)))
     });
-    Ok(Sse::from_stream(super::stream::bounded(slot, body)).with_keep_alive(Duration::from_secs(15)))
+    Ok(Sse::from_stream(super::stream::bounded(slot, body))
+        .with_keep_alive(Duration::from_secs(15)))
 }
 
 /// `GET /v1/monitor/dead-letters` (admin): the dead letters this instance wrote recently, newest

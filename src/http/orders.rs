@@ -8,10 +8,10 @@ use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::auth::{Caller, CustomerScope, OwnedOrder};
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
 use super::stream::Step;
-use super::auth::{Caller, CustomerScope, OwnedOrder};
 use super::{Active, ApiError, AppState};
 use crate::domain::checkout::CheckoutInput;
 use crate::orders::{IntakeOutcome, OrderEvent};
@@ -88,7 +88,10 @@ pub async fn cancel(owned: OwnedOrder, state: Active) -> Result<HttpResponse, Ap
 }
 
 async fn orders_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
-    let orders = state.orders.of_customer(scope.0.as_str().to_owned()).await?;
+    let orders = state
+        .orders
+        .of_customer(scope.0.as_str().to_owned())
+        .await?;
     Ok(HttpResponse::Ok().json(json!({ "data": orders })))
 }
 
@@ -114,10 +117,7 @@ pub async fn my_orders(scope: CustomerScope, state: Active) -> Result<HttpRespon
 
 /// `GET /v1/customers/{customer_id}/notifications`.
 #[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's notifications, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn notifications(
-    scope: CustomerScope,
-    state: Active,
-) -> Result<HttpResponse, ApiError> {
+pub async fn notifications(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
     notifications_of(scope, state).await
 }
 

@@ -69,10 +69,7 @@ impl Slots {
 }
 
 /// `body`, holding `slot` while it runs and ending after the slots' lifetime.
-pub(super) fn bounded<S: Stream + 'static>(
-    slot: Slot,
-    body: S,
-) -> impl Stream<Item = S::Item> {
+pub(super) fn bounded<S: Stream + 'static>(slot: Slot, body: S) -> impl Stream<Item = S::Item> {
     use futures_util::StreamExt;
     let lifetime = slot.0.lifetime;
     body.take_until(Box::pin(tokio::time::sleep(lifetime)))

@@ -305,11 +305,9 @@ impl OrderService {
     /// Starts the order writer and rebuilds the delivery capacity counters from the database.
     pub async fn start(parts: OrderParts) -> Result<OrderService, DbError> {
         let capacity = Capacity::load(&parts.pool).await?;
-        let secret =
-            crate::persistence::run_blocking(&parts.pool, order_store_secret).await?;
-        let ids = crate::auth::OrderIds::new(secret).ok_or_else(|| {
-            DbError::Query(diesel::result::Error::NotFound)
-        })?;
+        let secret = crate::persistence::run_blocking(&parts.pool, order_store_secret).await?;
+        let ids = crate::auth::OrderIds::new(secret)
+            .ok_or_else(|| DbError::Query(diesel::result::Error::NotFound))?;
         let (events, _) = broadcast::channel(4096);
         Ok(OrderService {
             inner: Arc::new(Inner {

@@ -121,15 +121,17 @@ impl OrderService {
                 return Err(e.into());
             }
         };
-        let before = now
-            - chrono::Duration::from_std(self.inner.config.key_retention).unwrap_or_default();
+        let before =
+            now - chrono::Duration::from_std(self.inner.config.key_retention).unwrap_or_default();
         match run_blocking(&self.inner.pool, move |c| {
             order_store::prune_keys(c, before, 10 * BATCH)
         })
         .await
         {
             Ok(n) => report.keys_forgotten = n,
-            Err(e) => tracing::warn!(error = %e, "sweeper could not forget old idempotency keys; next round"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper could not forget old idempotency keys; next round")
+            }
         }
         for order_id in unsettled {
             match self.finish(order_id, false).await {

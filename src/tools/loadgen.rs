@@ -366,11 +366,9 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
                     let (code, retry_after) = answer(&sent);
                     *statuses.borrow_mut().entry(code).or_default() += 1;
                     if code == 202 || code == 200 {
-                        accepted.borrow_mut().push((
-                            buyer.clone(),
-                            Instant::now(),
-                            sku.clone(),
-                        ));
+                        accepted
+                            .borrow_mut()
+                            .push((buyer.clone(), Instant::now(), sku.clone()));
                     }
                     if code != 503 && code != 0 {
                         break;

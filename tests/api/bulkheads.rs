@@ -195,6 +195,7 @@ async fn an_order_write_the_database_refuses_fails_alone_and_its_batch_commits()
     let bad_key = writer
         .submit(OrderWrite::Key(KeyRow {
             order_id: Uuid::new_v4(),
+            customer_id: "c".into(),
             idempotency_key: "k\u{0}".into(),
             fingerprint: "f".into(),
         }))

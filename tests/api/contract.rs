@@ -207,8 +207,14 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
         Some("mi-key"),
     )
     .await;
-    let first =
-        crate::load::decided(&app.client, &app.address, &app.db, "mi-key", Duration::from_secs(20)).await;
+    let first = crate::load::decided(
+        &app.client,
+        &app.address,
+        &app.db,
+        "mi-key",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(first["status"], "scheduled");
     app.publish(
         "orders",
@@ -479,7 +485,8 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_setting() {
         command
             .arg("serve")
             .env("RUST_LOG", "off")
-            .env("HTTP_ADDR", "127.0.0.1:0");
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("AUTH_JWT_SECRET", crate::helpers::JWT_SECRET);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -516,12 +523,40 @@ fn start_up_failures_exit_non_zero_with_one_line_naming_the_setting() {
         ),
         (vec![("HTTP_ADDR", "nowhere".to_owned())], "HTTP_ADDR", 2),
         (vec![("DB_POOL_SIZE", "zero".to_owned())], "DB_POOL_SIZE", 2),
+        // No customer key: nobody could be told apart (issue 17).
+        (
+            vec![("AUTH_JWT_SECRET", String::new())],
+            "AUTH_JWT_SECRET",
+            1,
+        ),
+        (
+            vec![("AUTH_JWT_SECRET", "short".to_owned())],
+            "AUTH_JWT_SECRET",
+            2,
+        ),
+        (
+            vec![
+                ("AUTH_JWT_SECRET", String::new()),
+                ("AUTH_JWT_PUBLIC_KEYS", "/nonexistent/keys.pem".to_owned()),
+            ],
+            "AUTH_JWT_PUBLIC_KEYS",
+            1,
+        ),
+        (
+            vec![("ADMIN_TOKEN", "change-me".to_owned())],
+            "ADMIN_TOKEN",
+            2,
+        ),
     ] {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let (status, stderr) = run(&env);
         assert_eq!(status, Some(code), "{setting}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
         assert!(stderr.contains(setting), "names {setting}: {stderr}");
+        assert!(
+            !stderr.contains("change-me"),
+            "never shows a secret: {stderr}"
+        );
     }
     let maintenance = format!("{db}/postgres");
     if let Ok(mut conn) = <diesel::PgConnection as diesel::Connection>::establish(&maintenance) {

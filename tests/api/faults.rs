@@ -280,7 +280,14 @@ async fn a_postgres_outage_longer_than_every_retry_dead_letters_nothing() {
         .map(|i| format!("long-{i}"))
         .chain((0..10).map(|i| format!("early-{i}")));
     for key in keys {
-        let order = decided(&app.client, &app.address, &app.db, &key, Duration::from_secs(60)).await;
+        let order = decided(
+            &app.client,
+            &app.address,
+            &app.db,
+            &key,
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(
             order["status"], "scheduled",
             "{key} waited out the outage: {order}"

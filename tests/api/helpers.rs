@@ -426,7 +426,10 @@ impl TestApp {
 
     /// A request with `customer`'s own token.
     pub fn as_customer(&self, req: awc::ClientRequest, customer: &str) -> awc::ClientRequest {
-        req.insert_header(("Authorization", format!("Bearer {}", customer_token(customer))))
+        req.insert_header((
+            "Authorization",
+            format!("Bearer {}", customer_token(customer)),
+        ))
     }
 
     pub fn admin(&self, req: awc::ClientRequest) -> awc::ClientRequest {

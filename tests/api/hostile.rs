@@ -21,7 +21,14 @@ async fn still_serving(app: &TestApp, sku: &str, key: &str) {
         .checkout(key, &body("calm", json!([{"sku": sku, "quantity": 1}])))
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let order = decided(&app.client, &app.address, &app.db, key, Duration::from_secs(30)).await;
+    let order = decided(
+        &app.client,
+        &app.address,
+        &app.db,
+        key,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(order["status"], "scheduled", "{order}");
     assert_eq!(app.get("/health/ready").await.status, 200);
     let r = app
@@ -402,7 +409,14 @@ async fn arbitrary_values_in_every_field_are_refused_or_decided_never_a_500_neve
     }
     // Every checkout answered 202 is decided.
     for key in &accepted {
-        decided(&app.client, &app.address, &app.db, key, Duration::from_secs(60)).await;
+        decided(
+            &app.client,
+            &app.address,
+            &app.db,
+            key,
+            Duration::from_secs(60),
+        )
+        .await;
     }
     // Every message was dead-lettered or processed: no queue holds anything.
     for queue in ["orders.checkout", "inventory.updates", "carts.events"] {

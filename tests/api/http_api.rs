@@ -142,10 +142,7 @@ async fn admin_endpoints_need_the_token() {
     let app = spawn_app().await;
     let body = json!({"name": "x", "category": "c", "price_cents": 1});
     let none = app
-        .send(
-            app.anon.put(app.url("/v1/products/A1")),
-            Some(body.clone()),
-        )
+        .send(app.anon.put(app.url("/v1/products/A1")), Some(body.clone()))
         .await;
     assert_error(&none, 401, "unauthorized");
     let wrong = app
@@ -169,7 +166,7 @@ async fn admin_endpoints_need_the_token() {
     app.stop().await;
 
     // Without ADMIN_TOKEN configured, no token opens them.
-    let locked = spawn_app_with(TestDb::new(), |c| c.admin_token = None).await;
+    let locked = spawn_app_with(TestDb::new(), |c| c.admin_tokens = Default::default()).await;
     let r = locked.admin_put("/v1/products/A1", body).await;
     assert_error(&r, 401, "unauthorized");
     locked.stop().await;

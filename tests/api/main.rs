@@ -15,6 +15,7 @@ mod ha;
 mod helpers;
 mod hostile;
 mod http_api;
+mod identity;
 mod inventory_queue;
 mod load;
 mod monitor;

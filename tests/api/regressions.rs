@@ -83,6 +83,7 @@ async fn card_validity_is_judged_when_the_checkout_was_accepted_not_when_it_is_c
     let order = decided(
         &app.client,
         &app.address,
+        &app.db,
         "exp-accepted-in-time",
         Duration::from_secs(20),
     )
@@ -189,7 +190,14 @@ async fn the_same_key_with_another_body_is_refused_after_a_publish_time_out() {
     // The same body goes through (published again) and is decided once.
     let r = app.checkout("ik-key", &first).await;
     assert!(matches!(r.status, 200 | 202), "{} {}", r.status, r.body);
-    let order = decided(&app.client, &app.address, &app.db, "ik-key", Duration::from_secs(20)).await;
+    let order = decided(
+        &app.client,
+        &app.address,
+        &app.db,
+        "ik-key",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(order["items"][0]["sku"], "IK-1");
     app.stop().await;
 }
@@ -231,7 +239,14 @@ async fn the_same_key_with_another_body_is_refused_across_a_restart() {
         "idempotency_mismatch",
     );
     assert_eq!(app.checkout("rk-key", &first).await.status, 202);
-    let order = decided(&app.client, &app.address, &app.db, "rk-key", Duration::from_secs(20)).await;
+    let order = decided(
+        &app.client,
+        &app.address,
+        &app.db,
+        "rk-key",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(order["items"][0]["sku"], "RK-1");
     app.stop().await;
 }
@@ -350,7 +365,14 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
     );
     let keys: HashSet<String> = (0..12).map(|i| format!("pf-{i}")).collect();
     for key in &keys {
-        decided(&app.client, &app.address, &app.db, key, Duration::from_secs(10)).await;
+        decided(
+            &app.client,
+            &app.address,
+            &app.db,
+            key,
+            Duration::from_secs(10),
+        )
+        .await;
     }
     app.db.assert_books_balance();
     app.stop().await;
@@ -463,7 +485,14 @@ async fn an_operator_lists_dead_letters_and_replays_them_once_they_can_succeed()
     let (code, replayed) = cli(&["dead-letters", "replay", "orders.checkout"]).await;
     assert_eq!(code, Some(0), "{replayed}");
     assert!(replayed.contains("replayed 1"), "{replayed}");
-    let order = decided(&app.client, &app.address, &app.db, "dl-1", Duration::from_secs(20)).await;
+    let order = decided(
+        &app.client,
+        &app.address,
+        &app.db,
+        "dl-1",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(order["status"], "scheduled");
     assert_eq!(
         crate::helpers::settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,
