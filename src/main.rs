@@ -63,7 +63,7 @@ enum Command {
         n: u32,
     },
     /// Drive a running service over HTTP and report throughput and latency.
-    Loadgen(tools::loadgen::LoadgenConfig),
+    Loadgen(Box<tools::loadgen::LoadgenConfig>),
     /// Print an HS256 customer token signed with AUTH_JWT_SECRET (development, demos, load).
     Token {
         /// The customer the token stands for (its `sub`).
@@ -172,8 +172,8 @@ fn main() -> ExitCode {
                     return tools::costs::probe_first(&load).await.map(|_| ());
                 }
                 match load.open_loop() {
-                    Some(phases) => tools::openloop::run(load, phases).await,
-                    None => tools::loadgen::run(load).await,
+                    Some(phases) => tools::openloop::run(*load, phases).await,
+                    None => tools::loadgen::run(*load).await,
                 }
             };
             match actix_web::rt::System::new().block_on(run) {

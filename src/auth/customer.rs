@@ -85,7 +85,7 @@ struct PublicKey {
 
 /// The key file as last read.
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Stamp,
     checked: Instant,
     keys: Vec<PublicKey>,
 }
@@ -238,15 +238,16 @@ impl CustomerKeys {
     }
 }
 
-fn stamp_of(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+fn stamp_of(path: &std::path::Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
+/// When a file was last changed, and its size: a change of either means re-read it.
+type Stamp = Option<(SystemTime, u64)>;
+
 /// The keys of a PEM or JWKS file, with its stamp.
-fn read_key_file(
-    path: &std::path::Path,
-) -> Result<(Option<(SystemTime, u64)>, Vec<PublicKey>), AuthError> {
+fn read_key_file(path: &std::path::Path) -> Result<(Stamp, Vec<PublicKey>), AuthError> {
     let err = |why: String| AuthError::KeyFile {
         path: path.display().to_string(),
         why,

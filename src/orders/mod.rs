@@ -13,7 +13,9 @@
 //! - [`sweeper`]: finds orders whose delivery is gone, and releases still held by orders that
 //!   ended, and drives both to the end.
 //!
-//! Every step is idempotent: the order id comes from the idempotency key, each stock change
+//! Every step is idempotent: the order id is fixed once per customer's idempotency key (random
+//! and recorded with the key at intake, carried in the message; or keyed with the server's
+//! secret for checkouts from other systems — `auth::ids`), each stock change
 //! carries a reference (`order:{id}:reserve` / `…:release`) the database keeps unique, and every
 //! status change is guarded by the status it leaves. Decisions are written before stock is
 //! released (`settled = false` until it is), so a crash in between never changes a decision. A
