@@ -94,6 +94,7 @@ impl ActiveParts {
                 orders: orders.clone(),
                 prefetch: config.consumer_prefetch,
                 retry_window: config.retry_window,
+                producers: config.producers.clone(),
             },
             &stopping,
         );

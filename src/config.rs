@@ -18,6 +18,8 @@ pub struct Config {
     pub admin_tokens: crate::auth::AdminTokens,
     /// Where customer tokens are verified from (`AUTH_JWT_*`).
     pub auth: crate::auth::KeySettings,
+    /// RabbitMQ users allowed to publish to each queue (`*_PRODUCERS`).
+    pub producers: crate::consumers::Producers,
     /// Writes per customer (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`).
     pub rate_limits: crate::auth::RateSettings,
     /// How long an idempotency key is remembered (`IDEMPOTENCY_KEY_TTL_S`, default 24 h): a
@@ -156,6 +158,22 @@ impl Config {
                     public_keys: get("AUTH_JWT_PUBLIC_KEYS").map(std::path::PathBuf::from),
                     issuer: get("AUTH_JWT_ISSUER"),
                     audience: get("AUTH_JWT_AUDIENCE"),
+                }
+            },
+            producers: {
+                let list = |key: &str| -> Option<Vec<String>> {
+                    get(key).map(|raw| {
+                        raw.split(',')
+                            .map(str::trim)
+                            .filter(|u| !u.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                };
+                crate::consumers::Producers {
+                    checkout: list("CHECKOUT_PRODUCERS"),
+                    inventory: list("INVENTORY_PRODUCERS"),
+                    carts: list("CART_PRODUCERS"),
                 }
             },
             rate_limits: {

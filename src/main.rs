@@ -213,6 +213,18 @@ fn run(config: Config, command: Command) -> ExitCode {
             Command::DemoData { n } => {
                 let loaded = tools::demo::load(&config, n as usize).await?;
                 println!("orderflow: loaded {loaded} demo products with stock");
+                // A shopper to try the storefront routes with (customer routes need a token).
+                if let Some(secret) = &config.auth.secret {
+                    if let Ok(token) = orderflow::auth::customer::issue_token(
+                        secret,
+                        "demo-shopper",
+                        std::time::Duration::from_secs(86_400),
+                        config.auth.issuer.as_deref(),
+                        config.auth.audience.as_deref(),
+                    ) {
+                        println!("a demo shopper's token (customer demo-shopper, 24 h):\n{token}");
+                    }
+                }
             }
             Command::Migrate => {
                 let applied = startup::migrate(&config).await?;

@@ -35,6 +35,24 @@ pub struct Consumers {
     pub prefetch: u16,
     /// How long a handler retries transient trouble before handing the delivery back.
     pub retry_window: Duration,
+    /// Who may publish to each queue (`CHECKOUT_PRODUCERS`, `INVENTORY_PRODUCERS`,
+    /// `CART_PRODUCERS`).
+    pub producers: Producers,
+}
+
+/// The allow-lists of the three queues (`None`: anyone with access to the vhost).
+#[derive(Debug, Clone, Default)]
+pub struct Producers {
+    pub checkout: Option<Vec<String>>,
+    pub inventory: Option<Vec<String>>,
+    pub carts: Option<Vec<String>>,
+}
+
+fn gate(producers: Option<Vec<String>>) -> consumer::Gate {
+    consumer::Gate {
+        producers,
+        ..consumer::Gate::default()
+    }
 }
 
 /// Starts the `orders.checkout`, `inventory.updates` and `carts.events` consumers. They run
@@ -46,6 +64,7 @@ pub fn start(broker: &Broker, consumers: Consumers, stopping: &Stopping) -> Vec<
         orders,
         prefetch,
         retry_window,
+        producers,
     } = consumers;
     let checkout: Handler = Arc::new(move |m| {
         let orders = orders.clone();
@@ -65,6 +84,7 @@ pub fn start(broker: &Broker, consumers: Consumers, stopping: &Stopping) -> Vec<
             broker.clone(),
             CHECKOUT_QUEUE,
             prefetch,
+            gate(producers.checkout),
             checkout,
             stopping.clone(),
         ),
@@ -72,6 +92,7 @@ pub fn start(broker: &Broker, consumers: Consumers, stopping: &Stopping) -> Vec<
             broker.clone(),
             INVENTORY_QUEUE,
             prefetch,
+            gate(producers.inventory),
             inventory,
             stopping.clone(),
         ),
@@ -79,6 +100,7 @@ pub fn start(broker: &Broker, consumers: Consumers, stopping: &Stopping) -> Vec<
             broker.clone(),
             CARTS_QUEUE,
             prefetch,
+            gate(producers.carts),
             cart_handler,
             stopping.clone(),
         ),

@@ -44,23 +44,137 @@ impl DeliveryMethod {
     }
 }
 
-/// The payment as kept with the order: never the full card number or the CVV.
+/// The payment as queued and kept with the order: a card is the gateway's token with what may
+/// be shown of it — never its number or CVV (PCI DSS 3.3, 3.5).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Payment {
     Card {
-        /// Kept only in memory for the authorization; not serialized.
-        #[serde(skip)]
-        number: String,
+        /// The payment gateway's token for the card (orders stored before tokenization have none).
+        #[serde(default)]
+        card_token: String,
+        #[serde(default)]
+        brand: String,
         last4: String,
-        holder_name: String,
         exp_month: u32,
         exp_year: i32,
     },
     Pix,
     Boleto {
+        /// The full CPF/CNPJ (digits): the boleto is issued with it. Shown masked.
         document: String,
     },
+}
+
+impl Payment {
+    /// What a customer-facing view or event shows: brand and last 4 of a card, the document
+    /// masked (`***.982.247-**`).
+    pub fn public_view(&self) -> serde_json::Value {
+        match self {
+            Payment::Card { brand, last4, .. } => {
+                serde_json::json!({"method": "card", "brand": brand, "last4": last4})
+            }
+            Payment::Pix => serde_json::json!({"method": "pix"}),
+            Payment::Boleto { document } => {
+                serde_json::json!({"method": "boleto", "document": mask_document(document)})
+            }
+        }
+    }
+}
+
+/// A CPF shown as `***.982.247-**`, a CNPJ as `**.222.333/****-**`: enough for a customer to
+/// recognise it, not enough to use it.
+pub fn mask_document(document: &str) -> String {
+    let digits: Vec<char> = document.chars().filter(char::is_ascii_digit).collect();
+    let part = |from: usize, to: usize| -> String {
+        digits
+            .get(from..to)
+            .map(|d| d.iter().collect())
+            .unwrap_or_default()
+    };
+    match digits.len() {
+        11 => format!("***.{}.{}-**", part(3, 6), part(6, 9)),
+        14 => format!("**.{}.{}/****-**", part(2, 5), part(5, 8)),
+        _ => "***".to_owned(),
+    }
+}
+
+/// A card as the customer typed it. It lives only in the request that carried it: it is
+/// exchanged for the gateway's token at intake, never serialized, never printed (`Debug` shows
+/// the last 4), and its memory is wiped when it is dropped.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawCard {
+    pub number: String,
+    pub holder_name: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    pub cvv: String,
+}
+
+impl RawCard {
+    pub fn last4(&self) -> &str {
+        self.number
+            .get(self.number.len().saturating_sub(4)..)
+            .unwrap_or("")
+    }
+
+    /// The card network, from the number's prefix.
+    pub fn brand(&self) -> &'static str {
+        let n = &self.number;
+        let prefix = |len: usize| n.get(..len).and_then(|p| p.parse::<u32>().ok());
+        match (prefix(1), prefix(2), prefix(4), prefix(6)) {
+            (Some(4), ..) => "visa",
+            (_, Some(51..=55), ..) | (.., Some(2221..=2720), _) => "mastercard",
+            (_, Some(34 | 37), ..) => "amex",
+            (
+                ..,
+                Some(
+                    401178
+                    | 401179
+                    | 431274
+                    | 438935
+                    | 451416
+                    | 457393
+                    | 504175
+                    | 506699..=506778
+                    | 509000..=509999
+                    | 627780
+                    | 636297
+                    | 636368
+                    | 650031..=650033
+                    | 650035..=650051,
+                ),
+            ) => "elo",
+            (.., Some(6062), _) => "hipercard",
+            _ => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Debug for RawCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RawCard(**** {})", self.last4())
+    }
+}
+
+impl Drop for RawCard {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.number.zeroize();
+        self.cvv.zeroize();
+        self.holder_name.zeroize();
+    }
+}
+
+/// How a checkout pays, as asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentRequest {
+    /// Pix or boleto: nothing to exchange.
+    Ready(Payment),
+    /// A card typed into this request: to be exchanged for a token before anything is kept.
+    Card(RawCard),
+    /// A token the gateway gave the storefront (browser tokenization), to be described by it.
+    Token(String),
 }
 
 /// The shipping address.
@@ -91,7 +205,7 @@ pub enum LineSource {
 pub struct Checkout {
     pub customer_id: CustomerId,
     pub lines: LineSource,
-    pub payment: Payment,
+    pub payment: PaymentRequest,
     pub address: Address,
     pub delivery_method: DeliveryMethod,
 }
@@ -102,7 +216,7 @@ pub struct ItemInput {
     pub quantity: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 pub struct CardInput {
     pub number: Option<String>,
     pub holder_name: Option<String>,
@@ -111,12 +225,98 @@ pub struct CardInput {
     pub cvv: Option<String>,
 }
 
+impl CardInput {
+    /// A card as typed (checkout, or the sandbox's tokenization route), checked field by field
+    /// under `prefix` (`payment.card.`): Luhn, expiry against `today` = `(year, month)`, CVV.
+    pub fn validate(
+        &self,
+        errors: &mut FieldErrors,
+        today: (i32, u32),
+        prefix: &str,
+    ) -> Option<RawCard> {
+        let card = self;
+        let f = |name: &str| format!("{prefix}{name}");
+        let before = errors.clone();
+        let number: String = card
+            .number
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        if card.number.is_none() {
+            errors.add(&f("number"), "is required");
+        } else if !luhn_valid(&number) {
+            errors.add(&f("number"), "is not a valid card number");
+        }
+        let holder = errors.text(&f("holder_name"), card.holder_name.as_deref(), MAX_NAME);
+        let month = card.exp_month.unwrap_or(0);
+        if card.exp_month.is_none() {
+            errors.add(&f("exp_month"), "is required");
+        } else if !(1..=12).contains(&month) {
+            errors.add(&f("exp_month"), "must be 1 to 12");
+        }
+        let year = card.exp_year.unwrap_or(0);
+        if card.exp_year.is_none() {
+            errors.add(&f("exp_year"), "is required");
+        } else if (1..=12).contains(&month) && (year, month) < today {
+            errors.add(&f("exp_year"), "the card has expired");
+        } else if year > today.0 + 20 {
+            errors.add(&f("exp_year"), "is too far in the future");
+        }
+        let cvv = card.cvv.as_deref().unwrap_or("");
+        match card.cvv.as_deref() {
+            None => errors.add(&f("cvv"), "is required"),
+            Some(c)
+                if !(c.len() == 3 || c.len() == 4) || !c.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                errors.add(&f("cvv"), "must be 3 or 4 digits")
+            }
+            Some(_) => {}
+        }
+        if *errors != before {
+            return None;
+        }
+        Some(RawCard {
+            number,
+            holder_name: holder,
+            exp_month: month,
+            exp_year: year,
+            cvv: cvv.to_owned(),
+        })
+    }
+}
+
+/// Whether a card valid through `(year, month)` has expired by `today`.
+pub fn card_expired(exp: (i32, u32), today: (i32, u32)) -> bool {
+    exp < today
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct PaymentInput {
     pub method: Option<String>,
     pub card: Option<CardInput>,
+    pub card_token: Option<String>,
     pub document: Option<String>,
 }
+
+impl Drop for CardInput {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for field in [&mut self.number, &mut self.cvv].into_iter().flatten() {
+            field.zeroize();
+        }
+    }
+}
+
+impl std::fmt::Debug for CardInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CardInput([redacted])")
+    }
+}
+
+/// Longest gateway token accepted.
+const MAX_TOKEN: usize = 255;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct AddressInput {
@@ -209,7 +409,9 @@ impl CheckoutInput {
                     return None;
                 }
                 if items.len() > MAX_LINES {
+                    // Nothing past the limit is looked at (a huge list costs no more than this).
                     errors.add("items", format!("at most {MAX_LINES} lines"));
+                    return None;
                 }
                 let mut lines: Vec<(Sku, i64)> = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
@@ -258,7 +460,11 @@ impl CheckoutInput {
         }
     }
 
-    fn validate_payment(&self, errors: &mut FieldErrors, today: (i32, u32)) -> Option<Payment> {
+    fn validate_payment(
+        &self,
+        errors: &mut FieldErrors,
+        today: (i32, u32),
+    ) -> Option<PaymentRequest> {
         let Some(p) = &self.payment else {
             errors.add("payment", "is required");
             return None;
@@ -268,7 +474,7 @@ impl CheckoutInput {
                 errors.add("payment.method", "is required");
                 None
             }
-            Some("pix") => Some(Payment::Pix),
+            Some("pix") => Some(PaymentRequest::Ready(Payment::Pix)),
             Some("boleto") => {
                 let doc = p.document.as_deref().unwrap_or("");
                 if doc.is_empty() {
@@ -285,66 +491,41 @@ impl CheckoutInput {
                     errors.add("payment.document", "is not a valid CPF or CNPJ");
                     return None;
                 }
-                Some(Payment::Boleto { document: digits })
+                Some(PaymentRequest::Ready(Payment::Boleto { document: digits }))
             }
             Some("card") => {
-                let Some(card) = &p.card else {
-                    errors.add("payment.card", "is required for card payments");
-                    return None;
-                };
-                let before = errors.clone();
-                let number: String = card
-                    .number
-                    .as_deref()
-                    .unwrap_or("")
-                    .chars()
-                    .filter(|c| !c.is_whitespace() && *c != '-')
-                    .collect();
-                if card.number.is_none() {
-                    errors.add("payment.card.number", "is required");
-                } else if !luhn_valid(&number) {
-                    errors.add("payment.card.number", "is not a valid card number");
-                }
-                let holder = errors.text(
-                    "payment.card.holder_name",
-                    card.holder_name.as_deref(),
-                    MAX_NAME,
-                );
-                let month = card.exp_month.unwrap_or(0);
-                if card.exp_month.is_none() {
-                    errors.add("payment.card.exp_month", "is required");
-                } else if !(1..=12).contains(&month) {
-                    errors.add("payment.card.exp_month", "must be 1 to 12");
-                }
-                let year = card.exp_year.unwrap_or(0);
-                if card.exp_year.is_none() {
-                    errors.add("payment.card.exp_year", "is required");
-                } else if (1..=12).contains(&month) && (year, month) < today {
-                    errors.add("payment.card.exp_year", "the card has expired");
-                } else if year > today.0 + 20 {
-                    errors.add("payment.card.exp_year", "is too far in the future");
-                }
-                match card.cvv.as_deref() {
-                    None => errors.add("payment.card.cvv", "is required"),
-                    Some(c)
-                        if !(c.len() == 3 || c.len() == 4)
-                            || !c.bytes().all(|b| b.is_ascii_digit()) =>
-                    {
-                        errors.add("payment.card.cvv", "must be 3 or 4 digits")
+                let card = match (&p.card, p.card_token.as_deref()) {
+                    (Some(_), Some(_)) => {
+                        errors.add(
+                            "payment.card_token",
+                            "give either card or card_token, not both",
+                        );
+                        return None;
                     }
-                    Some(_) => {}
-                }
-                if *errors != before {
-                    return None;
-                }
-                let last4 = number[number.len().saturating_sub(4)..].to_owned();
-                Some(Payment::Card {
-                    number,
-                    last4,
-                    holder_name: holder,
-                    exp_month: month,
-                    exp_year: year,
-                })
+                    (None, None) => {
+                        errors.add(
+                            "payment.card",
+                            "is required for card payments (or card_token)",
+                        );
+                        return None;
+                    }
+                    (None, Some(token)) => {
+                        let ok = !token.is_empty()
+                            && token.len() <= MAX_TOKEN
+                            && token.bytes().all(|b| b.is_ascii_graphic());
+                        if !ok {
+                            errors.add(
+                                "payment.card_token",
+                                format!("must be 1 to {MAX_TOKEN} visible ASCII characters"),
+                            );
+                            return None;
+                        }
+                        return Some(PaymentRequest::Token(token.to_owned()));
+                    }
+                    (Some(card), None) => card,
+                };
+                card.validate(errors, today, "payment.card.")
+                    .map(PaymentRequest::Card)
             }
             Some(_) => {
                 errors.add("payment.method", "must be card, pix or boleto");
@@ -414,16 +595,65 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_request_passes_and_keeps_only_the_last_four_digits() {
+    fn a_valid_request_passes_and_its_card_never_prints() {
         let c = input(valid()).validate((2026, 11)).unwrap();
         assert_eq!(c.delivery_method, DeliveryMethod::Express);
         assert_eq!(c.address.country, "BR");
-        let Payment::Card { last4, .. } = &c.payment else {
+        let PaymentRequest::Card(card) = &c.payment else {
             panic!()
         };
-        assert_eq!(last4, "4242");
-        let stored = serde_json::to_value(&c.payment).unwrap();
-        assert!(!stored.to_string().contains("42424242"));
+        assert_eq!(card.number, "4242424242424242");
+        assert_eq!((card.last4(), card.brand()), ("4242", "visa"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("42424242") && !shown.contains("123"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_card_token_is_taken_as_it_is_and_not_with_a_card() {
+        let mut v = valid();
+        v["payment"] = json!({"method": "card", "card_token": "tok_abc"});
+        let c = input(v.clone()).validate((2026, 11)).unwrap();
+        assert_eq!(c.payment, PaymentRequest::Token("tok_abc".into()));
+        v["payment"]["card_token"] = json!("tok with space");
+        let e = input(v.clone()).validate((2026, 11)).unwrap_err();
+        assert!(
+            e.summary().contains("payment.card_token"),
+            "{}",
+            e.summary()
+        );
+        let mut both = valid();
+        both["payment"]["card_token"] = json!("tok_abc");
+        assert!(input(both).validate((2026, 11)).is_err());
+    }
+
+    #[test]
+    fn views_show_a_card_by_brand_and_last_four_and_a_document_masked() {
+        let card = Payment::Card {
+            card_token: "tok_secret".into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 12,
+            exp_year: 2031,
+        };
+        assert_eq!(
+            card.public_view(),
+            json!({"method": "card", "brand": "visa", "last4": "4242"})
+        );
+        let boleto = Payment::Boleto {
+            document: "52998224725".into(),
+        };
+        assert_eq!(boleto.public_view()["document"], "***.982.247-**");
+        assert_eq!(mask_document("11222333000181"), "**.222.333/****-**");
+        assert_eq!(mask_document("1"), "***");
+        // An order stored before tokenization still reads.
+        let old: Payment = serde_json::from_value(
+            json!({"method": "card", "last4": "4242", "holder_name": "Ana", "exp_month": 1, "exp_year": 2030}),
+        )
+        .unwrap();
+        assert!(matches!(old, Payment::Card { .. }));
     }
 
     #[test]

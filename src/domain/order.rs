@@ -224,7 +224,7 @@ pub struct Order {
     pub total_cents: i64,
     pub currency: String,
     pub delivery_method: DeliveryMethod,
-    /// Masked: never the full card number or the CVV.
+    /// As stored (a card's token, the full document); views show [`Payment::public_view`].
     pub payment: Payment,
     pub delivery: Option<DeliverySlot>,
     pub rejection: Option<Rejection>,
@@ -267,7 +267,7 @@ impl Serialize for Order {
             delivery_method: DeliveryMethod,
             delivery: &'a Option<DeliverySlot>,
             rejection: &'a Option<Rejection>,
-            payment: &'a Payment,
+            payment: serde_json::Value,
             cart_id: Option<Uuid>,
             history: Vec<HistoryEntry>,
             created_at: DateTime<Utc>,
@@ -283,7 +283,7 @@ impl Serialize for Order {
             delivery_method: self.delivery_method,
             delivery: &self.delivery,
             rejection: &self.rejection,
-            payment: &self.payment,
+            payment: self.payment.public_view(),
             cart_id: self.cart_id,
             history: self
                 .history

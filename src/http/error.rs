@@ -225,6 +225,7 @@ impl From<IntakeError> for ApiError {
                 details: json!({}),
             },
             IntakeError::Validation(fields) => ApiError::Validation(fields),
+            IntakeError::Payment(field, why) => ApiError::field(field, why),
             IntakeError::UnknownCart => ApiError::NotFound("unknown cart".into()),
             IntakeError::CartOrdered(order) => ApiError::Conflict {
                 code: "cart_checked_out",

@@ -10,6 +10,7 @@ mod monitor;
 pub mod openapi;
 mod orders;
 mod products;
+mod sandbox;
 mod stream;
 
 pub use error::ApiError;
@@ -172,6 +173,7 @@ api_routes! {
     "/v1/carts/{cart_id}" => { get: carts::get },
     "/v1/carts/{cart_id}/items/{sku}" => { put: carts::put_item },
     "/v1/checkout" => { post: orders::checkout },
+    "/v1/sandbox/card-tokens" => { post: sandbox::card_tokens },
     "/v1/orders/{order_id}" => { get: orders::get },
     "/v1/orders/{order_id}/events" => { get: orders::events },
     "/v1/orders/{order_id}/cancel" => { post: orders::cancel },

@@ -6,7 +6,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{carts, health, inventory, monitor, orders, products, stream};
+use super::{carts, health, inventory, monitor, orders, products, sandbox, stream};
 
 /// Every error answer: `{"error": {"code", "message", "details"}}`.
 #[derive(ToSchema)]
@@ -77,6 +77,7 @@ impl Modify for AdminToken {
         carts::get,
         carts::put_item,
         orders::checkout,
+        sandbox::card_tokens,
         orders::get,
         orders::events,
         orders::cancel,

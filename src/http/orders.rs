@@ -65,7 +65,7 @@ pub async fn checkout(
     let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
     let checkout = input.validate(state.orders.today())?;
-    match state.orders.intake(key, &body, &checkout).await? {
+    match state.orders.intake(key, body, checkout).await? {
         IntakeOutcome::Accepted(order_id) => {
             Ok(HttpResponse::Accepted().json(status_body(order_id, "received")))
         }

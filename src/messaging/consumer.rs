@@ -12,6 +12,13 @@
 //!   the tail of the queue — the broker's delivery limit counts returns, and a message that
 //!   failed because a dependency was away must not use it up (rule 8).
 //! - `stop` cancels consuming, lets every delivery in flight finish and settle, then returns.
+//! - Before a handler sees a delivery, the queue's [`Gate`] looks at it unparsed: a message over
+//!   the size limit is dead-lettered `too_large` (the dead letter keeps no body), and on a queue
+//!   with an allow-list, a message whose broker-validated `user_id` is not on it is
+//!   dead-lettered `unauthorized_producer`. Properties only orderflow sets (`timestamp`, `app_id`,
+//!   its headers) are read only from its own messages (`user_id` = the service's own user).
+//! - Copies orderflow publishes (hand-backs, dead letters) carry its own `user_id` and name the
+//!   original's verified producer in a header, so a copy is judged like the original.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,19 +36,85 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::topology::{
-    QueueSpec, ACCEPTED_HEADER, EXCHANGE_DEAD_LETTER, HANDBACK_HEADER, REASON_HEADER,
+    QueueSpec, ACCEPTED_HEADER, EXCHANGE_DEAD_LETTER, HANDBACK_HEADER, PRODUCER_HEADER,
+    REASON_HEADER,
 };
 use super::Broker;
 use crate::monitor::Settled;
+
+/// Who may publish to a queue, and how large a message may be.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Larger messages are dead-lettered `too_large` without being parsed.
+    pub max_bytes: usize,
+    /// RabbitMQ users allowed to publish (`*_PRODUCERS`); `None`: anyone with access to the
+    /// vhost. orderflow's own messages always pass.
+    pub producers: Option<Vec<String>>,
+}
+
+/// The largest message a queue takes (API.md).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            max_bytes: MAX_MESSAGE_BYTES,
+            producers: None,
+        }
+    }
+}
+
+impl Gate {
+    /// What happens to a delivery before its handler sees it: `Some` settles it here.
+    pub fn check(&self, message: &Message) -> Option<Outcome> {
+        if message.data.len() > self.max_bytes {
+            let reason = format!(
+                "too_large: {} bytes, more than the {} a message may have",
+                message.data.len(),
+                self.max_bytes
+            );
+            let body = serde_json::json!({
+                "redacted": "too_large",
+                "bytes": message.data.len(),
+            })
+            .to_string()
+            .into_bytes();
+            return Some(Outcome::DeadLetterRedacted { reason, body });
+        }
+        if let Some(allowed) = &self.producers {
+            let ok = message.own
+                || message
+                    .producer
+                    .as_deref()
+                    .is_some_and(|p| allowed.iter().any(|a| a == p));
+            if !ok {
+                return Some(Outcome::DeadLetter(format!(
+                    "unauthorized_producer: {}",
+                    match message.producer.as_deref() {
+                        Some(p) => format!("user {p:?} may not publish here"),
+                        None => "the message names no user_id".into(),
+                    }
+                )));
+            }
+        }
+        None
+    }
+}
 
 /// A delivery as a handler sees it.
 #[derive(Debug, Clone)]
 pub struct Message {
     pub data: Vec<u8>,
     pub message_id: Option<String>,
-    /// The producer's `app_id` property (orderflow's own HTTP intake says `orderflow-http`).
+    /// The RabbitMQ user that published it, as the broker validated it (`user_id`; for a copy
+    /// orderflow made, the original's); `None` when it named none.
+    pub producer: Option<String>,
+    /// Published by orderflow itself (not a copy of someone else's message).
+    pub own: bool,
+    /// The producer's `app_id` property (orderflow's own HTTP intake says `orderflow-http`);
+    /// only on orderflow's own messages.
     pub app_id: Option<String>,
-    /// The producer's `timestamp` property (seconds since the epoch), when it set one.
+    /// The `timestamp` property (seconds since the epoch), only on orderflow's own messages.
     pub timestamp: Option<u64>,
     pub redelivered: bool,
     /// When orderflow's intake accepted it (wall-clock ms), if it came that way.
@@ -50,21 +123,52 @@ pub struct Message {
     pub consumed: std::time::Instant,
     /// The order id intake recorded for the key (orderflow's own checkouts carry it).
     pub order_id: Option<uuid::Uuid>,
+    /// Intake's fingerprint of the request (orderflow's own checkouts carry it).
+    pub fingerprint: Option<String>,
 }
 
 impl Message {
-    fn of(delivery: &Delivery) -> Message {
+    fn of(delivery: &Delivery, own_user: &str) -> Message {
         let props = &delivery.properties;
+        let user = props.user_id().as_ref().map(|u| u.to_string());
+        let copied_from = match props
+            .headers()
+            .as_ref()
+            .map(|h| h.inner().get(PRODUCER_HEADER))
+        {
+            Some(Some(AMQPValue::LongString(p))) => Some(p.to_string()),
+            _ => None,
+        };
+        let (producer, own) = match (user, copied_from) {
+            // orderflow's copy of someone's message: judged as that producer's.
+            (Some(u), Some(original)) if u == own_user => {
+                (Some(original).filter(|p| !p.is_empty()), false)
+            }
+            (Some(u), None) if u == own_user => (Some(u), true),
+            (user, _) => (user, false),
+        };
         Message {
             data: delivery.data.clone(),
             message_id: props.message_id().as_ref().map(|m| m.to_string()),
-            app_id: props.app_id().as_ref().map(|m| m.to_string()),
-            timestamp: *props.timestamp(),
+            producer,
+            own,
+            app_id: props
+                .app_id()
+                .as_ref()
+                .filter(|_| own)
+                .map(|m| m.to_string()),
+            timestamp: props.timestamp().filter(|_| own),
             redelivered: delivery.redelivered,
-            accepted_ms: accepted_ms(delivery),
+            accepted_ms: accepted_ms(delivery).filter(|_| own),
             consumed: std::time::Instant::now(),
-            order_id: order_id(delivery),
+            order_id: order_id(delivery).filter(|_| own),
+            fingerprint: text_header(delivery, super::topology::FINGERPRINT_HEADER).filter(|_| own),
         }
+    }
+
+    /// The header a copy of this message carries so that it is judged like the original.
+    fn provenance(&self) -> Option<String> {
+        (!self.own).then(|| self.producer.clone().unwrap_or_default())
     }
 }
 
@@ -73,6 +177,15 @@ fn accepted_ms(delivery: &Delivery) -> Option<i64> {
     let headers = delivery.properties.headers().as_ref()?;
     match headers.inner().get(ACCEPTED_HEADER)? {
         AMQPValue::LongLongInt(ms) => Some(*ms),
+        _ => None,
+    }
+}
+
+/// A text header.
+fn text_header(delivery: &Delivery, name: &str) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
         _ => None,
     }
 }
@@ -108,6 +221,9 @@ pub enum Outcome {
     Ack,
     /// Cannot ever be processed: move it to the dead-letter queue with this reason, then ack.
     DeadLetter(String),
+    /// Like `DeadLetter`, but the dead letter holds `body` instead of the original (which must
+    /// not rest on a queue: card data, or a body too large to keep).
+    DeadLetterRedacted { reason: String, body: Vec<u8> },
     /// A dependency stayed away for the whole retry window: hand it back to the queue as a
     /// fresh copy, without using up its delivery limit.
     Retry,
@@ -137,6 +253,7 @@ pub fn spawn(
     broker: Broker,
     queue: QueueSpec,
     prefetch: u16,
+    gate: Gate,
     handler: Handler,
     stopping: Stopping,
 ) -> tokio::task::JoinHandle<()> {
@@ -148,6 +265,7 @@ pub fn spawn(
             broker: broker.clone(),
             queue,
             prefetch,
+            gate: Arc::new(gate),
             handler,
             permits,
             tracker: tracker.clone(),
@@ -192,6 +310,7 @@ struct Consumer {
     broker: Broker,
     queue: QueueSpec,
     prefetch: u16,
+    gate: Arc<Gate>,
     handler: Handler,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
@@ -234,7 +353,8 @@ impl Consumer {
             let Ok(permit) = permit else { break };
             let handler = Arc::clone(&self.handler);
             let broker = self.broker.clone();
-            let message = Message::of(&delivery);
+            let message = Message::of(&delivery, self.broker.own_user());
+            let gate = Arc::clone(&self.gate);
             let in_flight = self.broker.monitor().record_delivery(
                 queue.name,
                 message.redelivered,
@@ -242,8 +362,12 @@ impl Consumer {
             );
             self.tracker.spawn(async move {
                 let _in_flight = in_flight;
-                let outcome = handler(message).await;
-                settle(&broker, queue, &delivery, outcome).await;
+                let provenance = message.provenance();
+                let outcome = match gate.check(&message) {
+                    Some(refused) => refused,
+                    None => handler(message).await,
+                };
+                settle(&broker, queue, &delivery, provenance, outcome).await;
                 drop(permit);
             });
         }
@@ -268,7 +392,25 @@ impl Consumer {
 }
 
 /// Acknowledges, dead-letters, hands back or requeues a delivery as its outcome says.
-async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome: Outcome) {
+async fn settle(
+    broker: &Broker,
+    queue: QueueSpec,
+    delivery: &Delivery,
+    provenance: Option<String>,
+    outcome: Outcome,
+) {
+    // A copy carries orderflow's user_id (the broker allows no other) and names the original's
+    // producer, so it is judged as the original was.
+    // (An own message has no such header: with one it would not be own.)
+    let copy_props = |mut headers: FieldTable| {
+        if let Some(p) = &provenance {
+            headers.insert(
+                PRODUCER_HEADER.into(),
+                AMQPValue::LongString(LongString::from(p.clone())),
+            );
+        }
+        delivery.properties.clone().with_headers(headers)
+    };
     let requeue = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
@@ -281,16 +423,23 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
             how = Settled::Acked;
             delivery.ack(BasicAckOptions::default()).await
         }
-        Outcome::DeadLetter(reason) => {
+        Outcome::DeadLetter(_) | Outcome::DeadLetterRedacted { .. } => {
+            let (reason, body) = match outcome {
+                Outcome::DeadLetterRedacted { reason, body } => (reason, body),
+                Outcome::DeadLetter(reason) => (reason, delivery.data.clone()),
+                _ => (String::new(), Vec::new()),
+            };
+            // Whatever it was refused for, a dead letter keeps no card data (PCI DSS 3.3).
+            let body = crate::orders::card_data::safe_to_keep(&body).unwrap_or(body);
             tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
             headers.insert(
                 REASON_HEADER.into(),
                 AMQPValue::LongString(LongString::from(reason.clone())),
             );
-            let props = delivery.properties.clone().with_headers(headers);
+            let props = copy_props(headers);
             match broker
-                .publish(EXCHANGE_DEAD_LETTER, queue.name, &delivery.data, props)
+                .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
                 .await
             {
                 Ok(()) => {
@@ -322,7 +471,7 @@ async fn settle(broker: &Broker, queue: QueueSpec, delivery: &Delivery, outcome:
                 HANDBACK_HEADER.into(),
                 AMQPValue::LongLongInt(handbacks.saturating_add(1)),
             );
-            let props = delivery.properties.clone().with_headers(headers);
+            let props = copy_props(headers);
             // The copy must go out before the original goes: a full queue (reject-publish) or a
             // broker blip is waited out here, holding the delivery, rather than requeueing it —
             // a requeue would count against its delivery limit.

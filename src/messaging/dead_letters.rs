@@ -131,6 +131,24 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
         }
         headers = kept;
         headers.insert(REPLAY_HEADER.into(), AMQPValue::LongLongInt(replays + 1));
+        // The replay goes out as orderflow's (its user_id): a dead letter the broker made from
+        // someone else's message keeps that producer's name, so a replay is never trusted more
+        // than the original was.
+        let user = delivery
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.to_string());
+        if user.as_deref() != Some(broker.own_user())
+            && !headers
+                .inner()
+                .contains_key(super::topology::PRODUCER_HEADER)
+        {
+            headers.insert(
+                super::topology::PRODUCER_HEADER.into(),
+                AMQPValue::LongString(user.unwrap_or_default().into()),
+            );
+        }
         let props = delivery.properties.clone().with_headers(headers);
         match broker
             .publish(queue.exchange, queue.routing_key, &delivery.data, props)

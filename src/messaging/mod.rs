@@ -40,6 +40,10 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Inner {
     url: String,
+    /// The RabbitMQ user this service connects as: every publish carries it as `user_id`
+    /// (the broker refuses a `user_id` that is not the connection's), which is how a consumer
+    /// tells orderflow's own messages from anyone else's.
+    own_user: String,
     topology: TopologyConfig,
     connected: AtomicBool,
     connection: watch::Receiver<Option<Arc<Connection>>>,
@@ -83,6 +87,7 @@ impl Broker {
         let broker = Broker {
             inner: Arc::new(Inner {
                 url: url.to_owned(),
+                own_user: user_of(url),
                 topology,
                 connected: AtomicBool::new(true),
                 connection: rx,
@@ -119,6 +124,11 @@ impl Broker {
             }
         });
         Ok(broker)
+    }
+
+    /// The RabbitMQ user this service publishes as.
+    pub fn own_user(&self) -> &str {
+        &self.inner.own_user
     }
 
     /// What this connection's traffic (and the service around it) looks like: counters,
@@ -209,7 +219,9 @@ impl Broker {
         properties: BasicProperties,
         mandatory: bool,
     ) -> Result<(), PublishError> {
-        let properties = properties.with_delivery_mode(2);
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_user_id(self.inner.own_user.as_str().into());
         // Everything, the channel included, inside the time-out: a connection that stalls
         // (a network partition, a broker blocking publishers under a memory alarm) gets a clear
         // "not confirmed" in bounded time, never a hang.
@@ -263,6 +275,36 @@ impl Broker {
 }
 
 /// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
+/// The user name of an AMQP URL (percent-decoded); RabbitMQ's default `guest` when it has none.
+pub fn user_of(url: &str) -> String {
+    let raw = url::Url::parse(url)
+        .map(|u| u.username().to_owned())
+        .unwrap_or_default();
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(user) if !user.is_empty() => user,
+        _ => "guest".to_owned(),
+    }
+}
+
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

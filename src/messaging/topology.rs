@@ -23,6 +23,12 @@ pub const ACCEPTED_HEADER: &str = "x-orderflow-accepted-ms";
 /// Header with the order id orderflow's intake recorded for a checkout's idempotency key (read
 /// only on orderflow's own checkouts).
 pub const ORDER_ID_HEADER: &str = "x-orderflow-order-id";
+/// Header with the fingerprint of the request intake accepted (its published body carries a
+/// card token where the request had a card). Read only on orderflow's own checkouts.
+pub const FINGERPRINT_HEADER: &str = "x-orderflow-fingerprint";
+/// Header naming the verified producer of a message orderflow copied (a hand-back or a dead
+/// letter; empty when the original named none). Read only on orderflow's own messages.
+pub const PRODUCER_HEADER: &str = "x-orderflow-producer";
 /// Header counting how often an operator replayed a dead letter.
 pub const REPLAY_HEADER: &str = "x-orderflow-replays";
 

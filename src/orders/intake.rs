@@ -14,11 +14,13 @@ use uuid::Uuid;
 use super::writer::{OrderWrite, OrderWritten};
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
 use crate::auth::OrderIds;
-use crate::domain::checkout::{Checkout, LineSource};
+use crate::domain::checkout::{card_expired, Checkout, LineSource, Payment, PaymentRequest};
 use crate::domain::money::total_cents;
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
-use crate::messaging::topology::{ACCEPTED_HEADER, EXCHANGE_ORDERS, ORDER_ID_HEADER};
+use crate::messaging::topology::{
+    ACCEPTED_HEADER, EXCHANGE_ORDERS, FINGERPRINT_HEADER, ORDER_ID_HEADER,
+};
 use crate::messaging::PublishError;
 use crate::monitor::admission;
 use crate::persistence::carts as cart_store;
@@ -27,8 +29,9 @@ use crate::persistence::run_blocking;
 
 /// The accept stamp intake puts on a checkout (wall-clock ms), for the queue-wait and
 /// accept → decided measurements.
-/// With the order id the key was given: the consumer creates the order under it.
-fn stamps(order_id: Uuid) -> lapin::types::FieldTable {
+/// With the order id the key was given (the consumer creates the order under it) and the
+/// request's fingerprint (the published body holds a token where the request held a card).
+fn stamps(order_id: Uuid, fingerprint: &str) -> lapin::types::FieldTable {
     let mut headers = lapin::types::FieldTable::default();
     headers.insert(
         ACCEPTED_HEADER.into(),
@@ -38,7 +41,45 @@ fn stamps(order_id: Uuid) -> lapin::types::FieldTable {
         ORDER_ID_HEADER.into(),
         lapin::types::AMQPValue::LongString(order_id.to_string().into()),
     );
+    headers.insert(
+        FINGERPRINT_HEADER.into(),
+        lapin::types::AMQPValue::LongString(fingerprint.into()),
+    );
     headers
+}
+
+/// Replaces a typed card in the request tree with what identifies the request without it: a
+/// digest keyed with the server's secret (so the same card makes the same fingerprint, and the
+/// digest tells nobody the number), the holder and the expiry. The card's strings in the tree
+/// are wiped. The CVV is not part of it.
+fn seal_card(body: &mut serde_json::Value, checkout: &Checkout, ids: &crate::auth::OrderIds) {
+    let PaymentRequest::Card(card) = &checkout.payment else {
+        return;
+    };
+    let Some(slot) = body.get_mut("payment").and_then(|p| p.get_mut("card")) else {
+        return;
+    };
+    let mut typed = std::mem::replace(
+        slot,
+        serde_json::json!({
+            "digest": ids.digest("card", &card.number),
+            "holder_name": card.holder_name,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+        }),
+    );
+    wipe(&mut typed);
+}
+
+/// Zeroes every string in a JSON tree (a card taken out of a request).
+fn wipe(value: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match value {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
+        _ => {}
+    }
 }
 
 /// How long intake waits on the database before answering 503.
@@ -68,6 +109,9 @@ pub enum IntakeError {
     OutOfStock(Vec<ShortLine>),
     #[error("{0}")]
     Unavailable(String),
+    /// The payment gateway refused the card or its token.
+    #[error("{1}")]
+    Payment(&'static str, String),
     /// The broker refused the publish (`reject-publish`: the queue is at its hard bound).
     #[error("the checkout queue is full")]
     Overloaded { retry_after: u32 },
@@ -110,11 +154,15 @@ impl OrderService {
     pub async fn intake(
         &self,
         key: &str,
-        body: &serde_json::Value,
-        checkout: &Checkout,
+        mut body: serde_json::Value,
+        checkout: Checkout,
     ) -> Result<IntakeOutcome, IntakeError> {
+        let checkout = &checkout;
         let customer = checkout.customer_id.as_str();
-        let fp = fingerprint(body);
+        // A typed card leaves the tree now: the fingerprint sees a keyed digest of it, and what
+        // is published carries the gateway's token.
+        seal_card(&mut body, checkout, &self.inner.ids);
+        let fp = fingerprint(&body);
         let deadline = Deadline::after(INTAKE_TIMEOUT);
         let _guard = deadline.bound(self.key_lock(customer, key).lock()).await?;
         // A repeat of a checkout still in the queue gets its 202 again, shedding or not.
@@ -218,13 +266,19 @@ impl OrderService {
         if !short.is_empty() {
             return Err(IntakeError::OutOfStock(short));
         }
+        // The card for the gateway's token, last thing before the publish (nothing refused the
+        // checkout before this point).
+        let payment = self.resolve_payment(&checkout.payment).await?;
+        if let Some(p) = body.get_mut("payment") {
+            *p = serde_json::to_value(&payment).unwrap_or_default();
+        }
         let stamped = u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0);
         let props = lapin::BasicProperties::default()
             .with_message_id(key.into())
             .with_app_id(HTTP_ORIGIN.into())
             .with_content_type("application/json".into())
             .with_timestamp(stamped)
-            .with_headers(stamps(order_id));
+            .with_headers(stamps(order_id, &fp));
         let payload = body.to_string();
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.
@@ -251,6 +305,68 @@ impl OrderService {
             Err(e) => {
                 tracing::warn!(error = %e, "checkout intake: the publish failed");
                 Err(IntakeError::Unavailable("the broker is unavailable".into()))
+            }
+        }
+    }
+
+    /// A typed card exchanged for the gateway's token (the sandbox's browser tokenization).
+    pub async fn tokenize(
+        &self,
+        card: &crate::domain::checkout::RawCard,
+    ) -> Result<Payment, IntakeError> {
+        self.resolve_payment_of(card).await
+    }
+
+    async fn resolve_payment_of(
+        &self,
+        card: &crate::domain::checkout::RawCard,
+    ) -> Result<Payment, IntakeError> {
+        use super::payment::GatewayError;
+        match self.inner.gateway.tokenize(card).await {
+            Ok(p) => Ok(p),
+            Err(GatewayError::Refused(why)) => Err(IntakeError::Payment("number", why)),
+            Err(GatewayError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "tokenization: the payment gateway is unavailable");
+                Err(IntakeError::Unavailable(
+                    "the payment gateway is unavailable".into(),
+                ))
+            }
+        }
+    }
+
+    /// The payment as it may be kept: a typed card exchanged for the gateway's token, a token
+    /// described by the gateway (and its expiry checked now), pix and boleto as they are.
+    async fn resolve_payment(&self, asked: &PaymentRequest) -> Result<Payment, IntakeError> {
+        use super::payment::GatewayError;
+        let answer = match asked {
+            PaymentRequest::Ready(p) => return Ok(p.clone()),
+            PaymentRequest::Card(card) => self.inner.gateway.tokenize(card).await,
+            PaymentRequest::Token(token) => self.inner.gateway.describe(token).await,
+        };
+        let field = match asked {
+            PaymentRequest::Card(_) => "payment.card",
+            _ => "payment.card_token",
+        };
+        match answer {
+            Ok(payment) => {
+                if let Payment::Card {
+                    exp_month,
+                    exp_year,
+                    ..
+                } = &payment
+                {
+                    if card_expired((*exp_year, *exp_month), self.today()) {
+                        return Err(IntakeError::Payment(field, "the card has expired".into()));
+                    }
+                }
+                Ok(payment)
+            }
+            Err(GatewayError::Refused(why)) => Err(IntakeError::Payment(field, why)),
+            Err(GatewayError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "checkout intake: the payment gateway is unavailable");
+                Err(IntakeError::Unavailable(
+                    "the payment gateway is unavailable".into(),
+                ))
             }
         }
     }

@@ -23,6 +23,7 @@
 
 mod cancel;
 mod capacity;
+pub mod card_data;
 mod intake;
 pub mod payment;
 mod pipeline;

@@ -1,10 +1,17 @@
-//! Payment: the gateway trait and the sandbox API.md describes (no real gateway is reachable).
-//! Called after the stock is reserved and outside every SKU actor.
+//! The payment-gateway boundary (PCI DSS: the card never rests here). A card typed into a
+//! checkout is exchanged for the gateway's token at intake, before anything is published or
+//! stored; from then on only the token travels, with the brand, the last 4 and the expiry. A
+//! storefront that tokenizes in the browser sends the token itself, and the gateway describes it.
+//! Authorization is asked with the token, after the stock is reserved and outside every SKU
+//! actor.
+//!
+//! The sandbox is one implementation (no real gateway is reachable here); a real gateway would
+//! be another, behind the same trait.
 
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::domain::checkout::Payment;
+use crate::domain::checkout::{Payment, RawCard};
 
 /// What the gateway said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,20 +20,41 @@ pub enum Authorization {
     Declined { reason: String },
 }
 
-/// A payment gateway. Implementations must be idempotent per `order_id`: a redelivered order
-/// asks again and must get the same answer without charging twice.
+/// Why the gateway did not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// The gateway is away: retry later.
+    #[error("the payment gateway is unavailable: {0}")]
+    Unavailable(String),
+    /// It does not know this token (or refused the card): the request cannot succeed.
+    #[error("{0}")]
+    Refused(String),
+}
+
+type Answer<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
+
+/// A payment gateway. `authorize` must be idempotent per `order_id`: a redelivered order asks
+/// again and must get the same answer without charging twice.
 pub trait PaymentGateway: Send + Sync + 'static {
+    /// Exchanges a typed card for a token: the payment as it may be kept.
+    fn tokenize<'a>(&'a self, card: &'a RawCard) -> Answer<'a, Payment>;
+
+    /// The card a token stands for (brand, last 4, expiry), as the gateway knows it.
+    fn describe<'a>(&'a self, card_token: &'a str) -> Answer<'a, Payment>;
+
     fn authorize<'a>(
         &'a self,
         order_id: uuid::Uuid,
         amount_cents: i64,
         currency: &'a str,
         payment: &'a Payment,
-    ) -> Pin<Box<dyn Future<Output = Result<Authorization, String>> + Send + 'a>>;
+    ) -> Answer<'a, Authorization>;
 }
 
 /// Card `4242424242424242` (and any other valid card) is approved, `4000000000000002` is
-/// declined; pix and boleto are approved. `delay` simulates a gateway's answer time
+/// declined; pix and boleto are approved. Its tokens describe themselves
+/// (`tok_sandbox_<brand>_<last4>_<MMYYYY>_<a|d>_<random>`), so any instance can read any token
+/// and a declining card's token declines. `delay` simulates a gateway's answer time
 /// (`SANDBOX_PAYMENT_DELAY_MS`).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SandboxGateway {
@@ -35,28 +63,172 @@ pub struct SandboxGateway {
 
 pub const DECLINED_CARD: &str = "4000000000000002";
 
+/// 128 random bits as 32 letters `a`–`p`: no run of digits in a token can look like a card
+/// number to the scanners that refuse card data.
+fn random_letters() -> String {
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0x0f])
+        .map(|nibble| char::from(b'a' + nibble))
+        .collect()
+}
+const SANDBOX_PREFIX: &str = "tok_sandbox_";
+
+impl SandboxGateway {
+    /// The token of a card (what the sandbox's tokenization route and intake give out).
+    pub fn token_for(card: &RawCard) -> Payment {
+        let outcome = if card.number == DECLINED_CARD {
+            'd'
+        } else {
+            'a'
+        };
+        Payment::Card {
+            card_token: format!(
+                "{SANDBOX_PREFIX}{}_{}_{:02}{:04}_{outcome}_{}",
+                card.brand(),
+                card.last4(),
+                card.exp_month,
+                card.exp_year,
+                random_letters()
+            ),
+            brand: card.brand().to_owned(),
+            last4: card.last4().to_owned(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+        }
+    }
+
+    /// A sandbox token read back; `None` when it is not one.
+    fn read(token: &str) -> Option<(Payment, bool)> {
+        let rest = token.strip_prefix(SANDBOX_PREFIX)?;
+        let mut parts = rest.split('_');
+        let brand = parts.next()?;
+        let last4 = parts.next()?;
+        let exp = parts.next()?;
+        let declines = match parts.next()? {
+            "a" => false,
+            "d" => true,
+            _ => return None,
+        };
+        let random = parts.next()?;
+        let valid = parts.next().is_none()
+            && random.len() == 32
+            && random.bytes().all(|b| (b'a'..=b'p').contains(&b))
+            && last4.len() == 4
+            && last4.bytes().all(|b| b.is_ascii_digit())
+            && exp.len() == 6
+            && brand.bytes().all(|b| b.is_ascii_lowercase());
+        if !valid {
+            return None;
+        }
+        let exp_month: u32 = exp.get(..2)?.parse().ok()?;
+        let exp_year: i32 = exp.get(2..)?.parse().ok()?;
+        Some((
+            Payment::Card {
+                card_token: token.to_owned(),
+                brand: brand.to_owned(),
+                last4: last4.to_owned(),
+                exp_month,
+                exp_year,
+            },
+            declines,
+        ))
+    }
+
+    async fn answer_time(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
 impl PaymentGateway for SandboxGateway {
+    fn tokenize<'a>(&'a self, card: &'a RawCard) -> Answer<'a, Payment> {
+        Box::pin(async move { Ok(SandboxGateway::token_for(card)) })
+    }
+
+    fn describe<'a>(&'a self, card_token: &'a str) -> Answer<'a, Payment> {
+        Box::pin(async move {
+            SandboxGateway::read(card_token)
+                .map(|(payment, _)| payment)
+                .ok_or_else(|| GatewayError::Refused("unknown card token".into()))
+        })
+    }
+
     fn authorize<'a>(
         &'a self,
         order_id: uuid::Uuid,
         _amount_cents: i64,
         _currency: &'a str,
         payment: &'a Payment,
-    ) -> Pin<Box<dyn Future<Output = Result<Authorization, String>> + Send + 'a>> {
+    ) -> Answer<'a, Authorization> {
         Box::pin(async move {
-            if !self.delay.is_zero() {
-                tokio::time::sleep(self.delay).await;
-            }
+            self.answer_time().await;
             Ok(match payment {
-                Payment::Card { number, .. } if number == DECLINED_CARD => {
-                    Authorization::Declined {
+                Payment::Card { card_token, .. } => match SandboxGateway::read(card_token) {
+                    Some((_, false)) => Authorization::Approved {
+                        authorization_id: format!("sandbox-{}", order_id.simple()),
+                    },
+                    Some((_, true)) => Authorization::Declined {
                         reason: "card declined by the issuer".into(),
-                    }
-                }
-                _ => Authorization::Approved {
+                    },
+                    None => Authorization::Declined {
+                        reason: "unknown card token".into(),
+                    },
+                },
+                Payment::Pix | Payment::Boleto { .. } => Authorization::Approved {
                     authorization_id: format!("sandbox-{}", order_id.simple()),
                 },
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(number: &str) -> RawCard {
+        RawCard {
+            number: number.into(),
+            holder_name: "Ana".into(),
+            exp_month: 7,
+            exp_year: 2031,
+            cvv: "123".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_carry_no_card_number_and_decline_like_their_card() {
+        let gw = SandboxGateway::default();
+        let approved = gw.tokenize(&card("4242424242424242")).await.unwrap();
+        let declined = gw.tokenize(&card(DECLINED_CARD)).await.unwrap();
+        for p in [&approved, &declined] {
+            let text = serde_json::to_string(p).unwrap();
+            assert!(
+                !text.contains("42424242") && !text.contains("40000000000"),
+                "{text}"
+            );
+            assert!(!text.contains("123\""), "{text}");
+        }
+        let Payment::Card { card_token, .. } = &approved else {
+            panic!()
+        };
+        assert_eq!(gw.describe(card_token).await.unwrap(), approved);
+        let id = uuid::Uuid::new_v4();
+        assert!(matches!(
+            gw.authorize(id, 100, "BRL", &approved).await.unwrap(),
+            Authorization::Approved { .. }
+        ));
+        assert!(matches!(
+            gw.authorize(id, 100, "BRL", &declined).await.unwrap(),
+            Authorization::Declined { .. }
+        ));
+        assert!(gw
+            .describe("tok_sandbox_visa_4242_072031_a_short")
+            .await
+            .is_err());
+        assert!(gw.describe("tok_other").await.is_err());
     }
 }

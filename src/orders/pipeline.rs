@@ -16,12 +16,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::payment::Authorization;
+use super::card_data;
+use super::payment::{Authorization, GatewayError};
 use super::reservations::Reservation;
 use super::transitions::Move;
 use super::writer::{OrderWrite, OrderWritten};
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
-use crate::domain::checkout::{Checkout, CheckoutInput, LineSource};
+use crate::domain::checkout::{
+    card_expired, Checkout, CheckoutInput, LineSource, Payment, PaymentRequest,
+};
 use crate::domain::clock;
 use crate::domain::money::total_cents;
 use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection, RejectionReason};
@@ -44,6 +47,8 @@ enum Start {
 /// What one delivery carries, once validated.
 struct Request<'a> {
     checkout: &'a Checkout,
+    /// The payment as kept: a card's token (described by the gateway), pix or boleto.
+    payment: &'a Payment,
     key: &'a str,
     fingerprint: &'a str,
     origin: Origin,
@@ -58,6 +63,14 @@ impl OrderService {
             Ok(v) => v,
             Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
         };
+        // Card data never rests on a queue: only tokens may come this way (API.md). The dead
+        // letter is a copy without it.
+        if card_data::carried(&body) {
+            return Outcome::DeadLetterRedacted {
+                reason: "card_data_refused: a checkout on a queue must carry a card_token, never a card number or security code".into(),
+                body: card_data::redacted(&body),
+            };
+        }
         // Read from the tree (no copy of it): the tree stays for the fingerprint.
         let input = match <CheckoutInput as serde::Deserialize>::deserialize(&body) {
             Ok(i) => i,
@@ -86,6 +99,40 @@ impl OrderService {
                 return Outcome::DeadLetter(format!("invalid checkout: {}", fields.summary()))
             }
         };
+        // The card a token stands for, as the gateway knows it, judged when it was accepted.
+        let payment = match &checkout.payment {
+            PaymentRequest::Ready(p) => p.clone(),
+            PaymentRequest::Card(_) => {
+                return Outcome::DeadLetterRedacted {
+                    reason: "card_data_refused".into(),
+                    body: card_data::redacted(&body),
+                }
+            }
+            PaymentRequest::Token(token) => match self.inner.gateway.describe(token).await {
+                Ok(p) => p,
+                Err(GatewayError::Refused(why)) => {
+                    return Outcome::DeadLetter(format!(
+                        "invalid checkout: payment.card_token: {why}"
+                    ))
+                }
+                Err(GatewayError::Unavailable(why)) => {
+                    tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
+                    return Outcome::Retry;
+                }
+            },
+        };
+        if let Payment::Card {
+            exp_month,
+            exp_year,
+            ..
+        } = &payment
+        {
+            if card_expired((*exp_year, *exp_month), clock::year_month(judged_at)) {
+                return Outcome::DeadLetter(
+                    "invalid checkout: payment.card_token: the card has expired".into(),
+                );
+            }
+        }
         let origin = if message.app_id.as_deref() == Some(HTTP_ORIGIN) {
             Origin::Http
         } else {
@@ -98,9 +145,14 @@ impl OrderService {
             (Origin::Http, Some(id)) => id,
             _ => self.inner.ids.derive(checkout.customer_id.as_str(), &key),
         };
-        let fp = fingerprint(&body);
+        // Intake's fingerprint of the request (it held a card where this body holds a token).
+        let fp = match (origin, message.fingerprint.clone()) {
+            (Origin::Http, Some(fp)) => fp,
+            _ => fingerprint(&body),
+        };
         let request = Request {
             checkout: &checkout,
+            payment: &payment,
             key: &key,
             fingerprint: &fp,
             origin,
@@ -169,13 +221,8 @@ impl OrderService {
                         Reservation::All => {
                             held = fresh.then(|| lines.clone());
                             let reserved_at = self.inner.clock.now();
-                            self.pay_and_decide(
-                                &mut order,
-                                request.checkout,
-                                Some(reserved_at),
-                                deadline,
-                            )
-                            .await?
+                            self.pay_and_decide(&mut order, request, Some(reserved_at), deadline)
+                                .await?
                         }
                         Reservation::Short { short, held: kept } => {
                             let reason = match order.origin {
@@ -199,7 +246,7 @@ impl OrderService {
                     }
                 }
                 OrderStatus::Reserved => {
-                    self.pay_and_decide(&mut order, request.checkout, None, deadline)
+                    self.pay_and_decide(&mut order, request, None, deadline)
                         .await?
                 }
                 status if status.releases_stock() && !order.settled => match held.take() {
@@ -228,7 +275,7 @@ impl OrderService {
     async fn pay_and_decide(
         &self,
         order: &mut Order,
-        checkout: &Checkout,
+        request: &Request<'_>,
         reserved_at: Option<DateTime<Utc>>,
         deadline: &Deadline,
     ) -> Result<(), StepError> {
@@ -238,7 +285,7 @@ impl OrderService {
             order.order_id,
             order.total_cents,
             &currency,
-            &checkout.payment,
+            request.payment,
         );
         tokio::pin!(authorize);
         let auth = if via.is_some() {
@@ -257,10 +304,12 @@ impl OrderService {
         } else {
             authorize.await
         }
-        .map_err(|e| StepError::Transient(e.into()))?;
+        .map_err(|e| {
+            StepError::Transient(super::Cause::of("the payment gateway did not answer", e))
+        })?;
         match auth {
             Authorization::Approved { .. } => {
-                let method = checkout.delivery_method;
+                let method = request.checkout.delivery_method;
                 let Some(slot) =
                     self.inner
                         .capacity
@@ -399,7 +448,7 @@ impl OrderService {
             total_cents: total,
             currency,
             delivery_method: checkout.delivery_method,
-            payment: checkout.payment.clone(),
+            payment: request.payment.clone(),
             delivery: None,
             rejection,
             history: vec![(status, now)],
@@ -421,7 +470,7 @@ impl OrderService {
             currency: order.currency.clone(),
             delivery_method: checkout.delivery_method.as_str().to_owned(),
             shipping_address: serde_json::to_value(&checkout.address).unwrap_or_default(),
-            payment: serde_json::to_value(&checkout.payment).unwrap_or_default(),
+            payment: serde_json::to_value(request.payment).unwrap_or_default(),
             delivery: None,
             rejection: order
                 .rejection

@@ -452,11 +452,19 @@ async fn poison_messages_are_dead_lettered_and_the_service_keeps_serving() {
         .unwrap();
     let (_, reason) = app.dead_letter("orders.checkout.dead").await;
     assert!(reason.contains("not JSON"), "{reason}");
-    let mut bad = body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}]));
-    bad["payment"]["card"]["number"] = json!("1234");
+    let mut bad =
+        crate::helpers::tokenized(&body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}])));
+    bad["delivery_method"] = json!("teleport");
     app.publish("orders", "checkout", &bad, Some("p2")).await;
     let (_, reason) = app.dead_letter("orders.checkout.dead").await;
-    assert!(reason.contains("payment.card.number"), "{reason}");
+    assert!(reason.contains("delivery_method"), "{reason}");
+    // A card on a queue: refused, and its dead letter keeps none of it.
+    let carded = body("ps-1", json!([{"sku": "PSN-1", "quantity": 1}]));
+    app.publish_checkout_raw(carded.to_string().as_bytes(), "p2-card")
+        .await;
+    let (dead, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.starts_with("card_data_refused"), "{reason}");
+    assert!(!dead.to_string().contains("4242424242424242"), "{dead}");
     app.publish(
         "orders",
         "checkout",

@@ -453,10 +453,11 @@ async fn a_restart_with_fifty_thousand_checkouts_queued_drains_them_with_bounded
             } else {
                 format!("Q-{}", i % 20)
             };
-            let payload = body(
+            // As another system sends it: the card as the gateway's token.
+            let payload = crate::helpers::tokenized(&body(
                 &format!("q-c{}", i % 500),
                 json!([{"sku": sku, "quantity": 1}]),
-            )
+            ))
             .to_string();
             let broker = broker.clone();
             async move {

@@ -207,7 +207,7 @@ pub async fn decided(
     key: &str,
     within: Duration,
 ) -> Value {
-    let id = crate::helpers::wait_order_of_key(db, key).await;
+    let id = crate::helpers::wait_order_of_key_within(db, key, within).await;
     let url = format!("{base}/v1/orders/{id}");
     let deadline = Instant::now() + within;
     loop {

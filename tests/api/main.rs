@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod bulkheads;
+mod card_data;
 mod carts;
 mod catalog;
 mod checkout;

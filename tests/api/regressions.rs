@@ -70,6 +70,8 @@ async fn card_validity_is_judged_when_the_checkout_was_accepted_not_when_it_is_c
     let mut b = body("exp", json!([{"sku": "EXP-1", "quantity": 1}]));
     b["payment"]["card"]["exp_month"] = json!(last_month.month());
     b["payment"]["card"]["exp_year"] = json!(last_month.year());
+    // Accepted by orderflow's intake, the card was exchanged for a token.
+    let b = crate::helpers::tokenized(&b);
     let accepted_at = first_of_this_month; // 02:00 UTC on the 1st = 23:00 the day before, local
     let props = lapin::BasicProperties::default()
         .with_message_id("exp-accepted-in-time".into())

@@ -1,0 +1,43 @@
+//! `POST /v1/sandbox/card-tokens`: the sandbox gateway's browser tokenization (API.md). A
+//! storefront's page sends the card here (as it would to a real gateway's script) and gives
+//! orderflow only the token. Public, like a gateway's tokenization endpoint; its tokens approve
+//! or decline like the cards they stand for.
+
+use actix_web::{web, HttpResponse};
+
+#[allow(unused_imports)]
+use super::openapi::ErrorBody;
+use super::{Active, ApiError};
+use crate::domain::checkout::{CardInput, Payment};
+use crate::domain::FieldErrors;
+
+/// `POST /v1/sandbox/card-tokens`.
+#[utoipa::path(post, path = "/v1/sandbox/card-tokens", tag = "payments", request_body(content = Object, description = "number, holder_name, exp_month, exp_year, cvv"), responses((status = 201, description = "card_token, brand, last4, exp_month, exp_year", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed (Luhn, expiry, CVV)", body = ErrorBody), (status = 503, description = "Unavailable, with `Retry-After`", body = ErrorBody)))]
+pub async fn card_tokens(
+    state: Active,
+    body: web::Json<CardInput>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = FieldErrors::new();
+    let card = body.validate(&mut errors, state.orders.today(), "");
+    let Some(card) = card else {
+        return Err(ApiError::Validation(errors));
+    };
+    match state.orders.tokenize(&card).await? {
+        Payment::Card {
+            card_token,
+            brand,
+            last4,
+            exp_month,
+            exp_year,
+        } => Ok(HttpResponse::Created().json(serde_json::json!({
+            "card_token": card_token,
+            "brand": brand,
+            "last4": last4,
+            "exp_month": exp_month,
+            "exp_year": exp_year,
+        }))),
+        _ => Err(ApiError::Internal(
+            "the gateway answered a card with something else".into(),
+        )),
+    }
+}
