@@ -18,6 +18,8 @@ pub struct Config {
     pub admin_tokens: crate::auth::AdminTokens,
     /// Where customer tokens are verified from (`AUTH_JWT_*`).
     pub auth: crate::auth::KeySettings,
+    /// How long dead letters are kept (`DEAD_LETTER_TTL_S`, default 14 days).
+    pub dead_letter_ttl: Duration,
     /// RabbitMQ users allowed to publish to each queue (`*_PRODUCERS`).
     pub producers: crate::consumers::Producers,
     /// Writes per customer (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`).
@@ -160,6 +162,12 @@ impl Config {
                     audience: get("AUTH_JWT_AUDIENCE"),
                 }
             },
+            dead_letter_ttl: Duration::from_secs(number(
+                "DEAD_LETTER_TTL_S",
+                get("DEAD_LETTER_TTL_S"),
+                14 * 24 * 3600,
+                1,
+            )?),
             producers: {
                 let list = |key: &str| -> Option<Vec<String>> {
                     get(key).map(|raw| {

@@ -88,10 +88,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum DeadLetterAction {
-    /// Show each dead letter of `<queue>.dead` and why (they stay where they are).
+    /// Show each dead letter of `<queue>.dead` and why (they stay where they are). Personal
+    /// data in the bodies is masked.
     List {
         /// orders.checkout, inventory.updates or carts.events.
         queue: String,
+        /// Show the bodies as they are (names, addresses, documents).
+        #[arg(long)]
+        unmasked: bool,
     },
     /// Re-publish them to their queue with confirms; remove only what the broker confirmed.
     Replay {
@@ -279,9 +283,9 @@ fn token(config: &Config, customer: &str, ttl: u64) -> ExitCode {
 /// `orderflow dead-letters list|replay <queue>`.
 fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
     use orderflow::messaging::dead_letters::{self, queue_named};
-    let (action, name) = match &action {
-        DeadLetterAction::List { queue } => ("list", queue),
-        DeadLetterAction::Replay { queue } => ("replay", queue),
+    let (action, name, unmasked) = match &action {
+        DeadLetterAction::List { queue, unmasked } => ("list", queue, *unmasked),
+        DeadLetterAction::Replay { queue } => ("replay", queue, false),
     };
     let Some(queue) = queue_named(name) else {
         eprintln!("orderflow dead-letters: unknown queue {name:?} (orders.checkout, inventory.updates, carts.events)");
@@ -293,6 +297,7 @@ fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
             &config.amqp_url,
             orderflow::messaging::topology::TopologyConfig {
                 delivery_limit: config.delivery_limit,
+                dead_letter_ttl: config.dead_letter_ttl,
                 ..Default::default()
             },
         )
@@ -305,7 +310,12 @@ fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
                 queue.dead_letter_queue()
             );
             for (i, l) in letters.iter().enumerate() {
-                let body: String = l.body.chars().take(200).collect();
+                let shown = if unmasked {
+                    l.body.clone()
+                } else {
+                    l.masked_body()
+                };
+                let body: String = shown.chars().take(200).collect();
                 println!(
                     "{}. message_id={} reason={}\n   {}",
                     i + 1,

@@ -120,6 +120,7 @@ impl Application {
             .map_err(db_err)?;
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
+            dead_letter_ttl: config.dead_letter_ttl,
             ..TopologyConfig::default()
         };
         let broker = Broker::connect(&config.amqp_url, topology)
@@ -144,6 +145,11 @@ impl Application {
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
+                // No answer is ever sniffed into something it is not (JSON as HTML, …).
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+                )
                 .wrap(actix_web::middleware::from_fn(
                     http::error::scope_request_id,
                 ))

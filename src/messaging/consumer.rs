@@ -437,7 +437,9 @@ async fn settle(
                 REASON_HEADER.into(),
                 AMQPValue::LongString(LongString::from(reason.clone())),
             );
-            let props = copy_props(headers);
+            // Kept for the retention, then gone (what is refused is not kept forever).
+            let ttl_ms = broker.dead_letter_ttl().as_millis().max(1).to_string();
+            let props = copy_props(headers).with_expiration(ttl_ms.as_str().into());
             match broker
                 .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
                 .await

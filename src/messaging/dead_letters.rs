@@ -22,6 +22,77 @@ pub struct DeadLetter {
     pub body: String,
 }
 
+/// A dead letter's properties for its replay, without its `expiration`.
+fn replay_properties(from: &lapin::BasicProperties) -> lapin::BasicProperties {
+    let mut props = lapin::BasicProperties::default();
+    if let Some(v) = from.message_id() {
+        props = props.with_message_id(v.clone());
+    }
+    if let Some(v) = from.content_type() {
+        props = props.with_content_type(v.clone());
+    }
+    if let Some(v) = from.app_id() {
+        props = props.with_app_id(v.clone());
+    }
+    if let Some(v) = from.timestamp() {
+        props = props.with_timestamp(*v);
+    }
+    if let Some(v) = from.correlation_id() {
+        props = props.with_correlation_id(v.clone());
+    }
+    props
+}
+
+/// Fields holding a person's data, masked when dead letters are listed.
+const PERSONAL: [&str; 9] = [
+    "recipient",
+    "holder_name",
+    "street",
+    "number",
+    "complement",
+    "district",
+    "postal_code",
+    "document",
+    "card_token",
+];
+
+impl DeadLetter {
+    /// The body as an operator sees it by default: names, the address, documents and tokens
+    /// masked (`***`), any card number replaced; a body that is not JSON is shown by its size.
+    pub fn masked_body(&self) -> String {
+        fn mask(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map.iter_mut() {
+                        if PERSONAL.contains(&k.as_str()) && !v.is_object() {
+                            *v = serde_json::Value::String("***".into());
+                        } else {
+                            mask(v);
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+                serde_json::Value::String(s)
+                    if crate::orders::card_data::text_has_card_number(s) =>
+                {
+                    *s = "[redacted]".into()
+                }
+                _ => {}
+            }
+        }
+        match serde_json::from_str::<serde_json::Value>(&self.body) {
+            Ok(mut body) => {
+                mask(&mut body);
+                body.to_string()
+            }
+            Err(_) => format!(
+                "({} bytes, not JSON; --unmasked shows them)",
+                self.body.len()
+            ),
+        }
+    }
+}
+
 /// What a replay did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Replayed {
@@ -149,7 +220,8 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
                 AMQPValue::LongString(user.unwrap_or_default().into()),
             );
         }
-        let props = delivery.properties.clone().with_headers(headers);
+        // Properties copied one by one: the dead letter's retention (`expiration`) stays behind.
+        let props = replay_properties(&delivery.properties).with_headers(headers);
         match broker
             .publish(queue.exchange, queue.routing_key, &delivery.data, props)
             .await

@@ -126,6 +126,11 @@ impl Broker {
         Ok(broker)
     }
 
+    /// How long dead letters orderflow writes are kept.
+    pub fn dead_letter_ttl(&self) -> Duration {
+        self.inner.topology.dead_letter_ttl
+    }
+
     /// The RabbitMQ user this service publishes as.
     pub fn own_user(&self) -> &str {
         &self.inner.own_user

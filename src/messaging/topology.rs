@@ -72,6 +72,9 @@ pub struct TopologyConfig {
     pub max_length: i64,
     /// Deliveries of one message before it is dead-lettered as poison.
     pub delivery_limit: i64,
+    /// How long a dead letter orderflow writes is kept (its `expiration`): long enough to look
+    /// at and replay, not forever (`DEAD_LETTER_TTL_S`).
+    pub dead_letter_ttl: std::time::Duration,
 }
 
 impl Default for TopologyConfig {
@@ -79,6 +82,7 @@ impl Default for TopologyConfig {
         TopologyConfig {
             max_length: 100_000,
             delivery_limit: 5,
+            dead_letter_ttl: std::time::Duration::from_secs(14 * 24 * 3600),
         }
     }
 }

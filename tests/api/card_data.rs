@@ -601,3 +601,81 @@ async fn raw_cards_on_the_queue_are_refused_and_the_sandbox_route_validates_like
     assert_error(&r, 422, "validation_failed");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn dead_letters_are_kept_for_their_retention_only_and_listed_masked() {
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.dead_letter_ttl = Duration::from_secs(4);
+    })
+    .await;
+    let mut b = tokenized(&body("dl", json!([{"sku": "NOPE", "quantity": 1}])));
+    b["payment"] = json!({"method": "boleto", "document": "529.982.247-25"});
+    app.publish("orders", "checkout", &b, Some("dl-ttl")).await;
+    // The operator's list masks the person's data.
+    let list = || async {
+        orderflow::messaging::dead_letters::list(
+            app.app_state.broker(),
+            orderflow::messaging::topology::CHECKOUT_QUEUE,
+        )
+        .await
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut letters = list().await;
+    while letters.is_empty() {
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        letters = list().await;
+    }
+    let shown = letters[0].masked_body();
+    assert!(
+        !shown.contains("529.982.247-25")
+            && !shown.contains("Ana Silva")
+            && !shown.contains("Paulista"),
+        "{shown}"
+    );
+    assert!(shown.contains("NOPE"), "the rest stays readable: {shown}");
+    assert!(
+        letters[0].body.contains("Paulista"),
+        "--unmasked shows it all"
+    );
+    // After the retention, gone.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !list().await.is_empty() {
+        assert!(Instant::now() < deadline, "the dead letter never expired");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_dashboard_is_never_framed_and_no_answer_is_sniffed() {
+    let app = spawn_app_with(TestDb::new(), |_| {}).await;
+    let page = app.anon.get(app.url("/dashboard")).send().await.unwrap();
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers().get("x-frame-options").unwrap(), "DENY");
+    for path in [
+        "/dashboard",
+        "/v1/queues",
+        "/v1/products/NOPE",
+        "/health/live",
+    ] {
+        let r = app.anon.get(app.url(path)).send().await.unwrap();
+        assert_eq!(
+            r.headers().get("x-content-type-options").unwrap(),
+            "nosniff",
+            "{path}"
+        );
+    }
+    app.stop().await;
+}
