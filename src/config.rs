@@ -9,6 +9,12 @@ use crate::engine::{EngineConfig, PersisterConfig};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    /// The role that owns the schema, for `orderflow migrate` (`MIGRATION_DATABASE_URL`; the
+    /// service itself then runs as a role that may only read and write rows).
+    pub migration_database_url: Option<String>,
+    /// Whether `serve` migrates on start (`MIGRATE_ON_START`, default true); when false it
+    /// refuses to start while a migration is pending.
+    pub migrate_on_start: bool,
     pub amqp_url: String,
     pub http_addr: SocketAddr,
     /// When set, the port actually bound is written to this file once listening (`PORT_FILE`;
@@ -100,6 +106,20 @@ impl Config {
         }
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         crate::persistence::split_database_url(&database_url).map_err(ConfigError)?;
+        let migration_database_url = get("MIGRATION_DATABASE_URL");
+        if let Some(url) = &migration_database_url {
+            crate::persistence::split_database_url(url)
+                .map_err(|e| ConfigError(format!("MIGRATION_DATABASE_URL: {e}")))?;
+        }
+        let migrate_on_start = match get("MIGRATE_ON_START").as_deref().map(str::trim) {
+            None | Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "MIGRATE_ON_START={other:?}: expected true or false"
+                )))
+            }
+        };
         let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
         if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
             return Err(ConfigError(format!(
@@ -136,6 +156,8 @@ impl Config {
         };
         Ok(Config {
             database_url,
+            migration_database_url,
+            migrate_on_start,
             amqp_url,
             http_addr,
             port_file: get("PORT_FILE").map(std::path::PathBuf::from),

@@ -36,6 +36,8 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("the server failed: {source}")]
     Serve { source: std::io::Error },
+    #[error("{0} migration(s) pending and MIGRATE_ON_START=false: run `orderflow migrate` (as the schema owner, MIGRATION_DATABASE_URL) first")]
+    Pending(usize),
     #[error("no customer key: set AUTH_JWT_SECRET (HS256, at least 32 bytes) or AUTH_JWT_PUBLIC_KEYS (a PEM or JWKS file) so customer tokens can be verified")]
     NoCustomerKey,
     #[error("customer keys: {0}. Check AUTH_JWT_PUBLIC_KEYS.")]
@@ -51,15 +53,32 @@ fn redacted_db(url: &str) -> String {
     crate::messaging::redact(url)
 }
 
-/// Creates the database if missing and runs the migrations (`orderflow migrate`).
+/// Creates the database if missing and runs the migrations (`orderflow migrate`), as the
+/// schema's owner (`MIGRATION_DATABASE_URL`) when one is configured.
 pub async fn migrate(config: &Config) -> Result<usize, StartupError> {
-    let url = config.database_url.clone();
+    let url = config
+        .migration_database_url
+        .clone()
+        .unwrap_or_else(|| config.database_url.clone());
+    let shown = redacted_db(&url);
     crate::blocking::run(move || persistence::prepare_database(&url))
+        .await?
+        .map_err(|source| StartupError::Database { url: shown, source })
+}
+
+/// `serve` without migrating: the schema must be current (`orderflow migrate` ran).
+async fn check_migrated(config: &Config) -> Result<(), StartupError> {
+    let url = config.database_url.clone();
+    let pending = crate::blocking::run(move || persistence::pending_migrations(&url))
         .await?
         .map_err(|source| StartupError::Database {
             url: redacted_db(&config.database_url),
             source,
-        })
+        })?;
+    if pending > 0 {
+        return Err(StartupError::Pending(pending));
+    }
+    Ok(())
 }
 
 /// The running service: the HTTP server, the broker connection, the lease, and — while this
@@ -105,9 +124,13 @@ impl Application {
                 .map_err(StartupError::CustomerKeys)?,
             limits: crate::auth::RateLimits::new(config.rate_limits),
         });
-        let applied = migrate(&config).await?;
-        if applied > 0 {
-            tracing::info!(applied, "database migrated");
+        if config.migrate_on_start {
+            let applied = migrate(&config).await?;
+            if applied > 0 {
+                tracing::info!(applied, "database migrated");
+            }
+        } else {
+            check_migrated(&config).await?;
         }
         let db_url = config.database_url.clone();
         let pool_size = config.db_pool_size;

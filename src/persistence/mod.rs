@@ -215,6 +215,41 @@ pub fn run_migrations(url: &str) -> Result<usize, DbError> {
     result
 }
 
+/// Migrations not applied yet (a read: what a least-privilege role may ask).
+pub fn pending_migrations(url: &str) -> Result<usize, DbError> {
+    use diesel::migration::MigrationSource;
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        version: String,
+    }
+    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(one_line(e)))?;
+    // Read directly: diesel's own check first tries to create its table, which a role without
+    // DDL rights may not.
+    let exists = diesel::sql_query(
+        "SELECT version FROM pg_catalog.pg_tables, (SELECT '' AS version) v \
+         WHERE tablename = '__diesel_schema_migrations'",
+    )
+    .load::<Version>(&mut conn)?
+    .len()
+        > 0;
+    let applied: std::collections::HashSet<String> = if exists {
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+            .load::<Version>(&mut conn)?
+            .into_iter()
+            .map(|v| v.version)
+            .collect()
+    } else {
+        Default::default()
+    };
+    let known = <EmbeddedMigrations as MigrationSource<diesel::pg::Pg>>::migrations(&MIGRATIONS)
+        .map_err(|e| DbError::Migration(e.to_string()))?;
+    Ok(known
+        .iter()
+        .filter(|m| !applied.contains(&m.name().version().to_string()))
+        .count())
+}
+
 /// Creates (if missing) and migrates the database; returns the number of migrations applied.
 pub fn prepare_database(url: &str) -> Result<usize, DbError> {
     create_database_if_missing(url)?;

@@ -688,3 +688,21 @@ async fn the_openapi_document_is_served() {
     assert!(r.body["components"]["securitySchemes"]["admin"].is_object());
     app.stop().await;
 }
+
+#[test]
+fn help_never_prints_a_password_or_a_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .arg("--help")
+        .env("DATABASE_URL", "postgres://u:db-secret-pw@127.0.0.1:5432/x")
+        .env("AMQP_URL", "amqp://u:amqp-secret-pw@127.0.0.1:5672/%2f")
+        .env("ADMIN_TOKEN", "admin-secret-token-0123456789abcdef-help")
+        .output()
+        .expect("run orderflow --help");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("DATABASE_URL"), "{text}");
+    for secret in ["db-secret-pw", "amqp-secret-pw", "admin-secret-token"] {
+        assert!(!text.contains(secret), "{secret} in --help: {text}");
+    }
+}

@@ -22,3 +22,4 @@ mod load;
 mod monitor;
 mod probe;
 mod regressions;
+mod roles;

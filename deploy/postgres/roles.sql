@@ -1,0 +1,25 @@
+-- PostgreSQL roles for orderflow (issue 18): least privilege.
+--
+--   {{OWNER}}  owns the database and its schema; `orderflow migrate` runs as it
+--              (MIGRATION_DATABASE_URL). Nothing else does.
+--   {{APP}}    what `orderflow serve` runs as (DATABASE_URL, MIGRATE_ON_START=false): it may read
+--              and write rows of the tables the owner makes, and nothing more — no DDL, no
+--              DROP, no CREATE in the schema.
+--
+-- Run once by a superuser: the compose file's PostgreSQL runs it on its first start
+-- (deploy/postgres/init-roles.sh fills in the names and passwords from the environment); the
+-- integration test `roles::the_application_role_reads_and_writes_rows_and_nothing_more` runs
+-- this same file against the machine's PostgreSQL.
+CREATE ROLE "{{OWNER}}" LOGIN PASSWORD '{{OWNER_PASSWORD}}';
+CREATE ROLE "{{APP}}" LOGIN PASSWORD '{{APP_PASSWORD}}';
+CREATE DATABASE "{{DB}}" OWNER "{{OWNER}}";
+\connect "{{DB}}"
+ALTER SCHEMA public OWNER TO "{{OWNER}}";
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO "{{APP}}";
+-- Every table and sequence the owner makes from now on (the migrations) is open to the
+-- application for rows only.
+ALTER DEFAULT PRIVILEGES FOR ROLE "{{OWNER}}" IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO "{{APP}}";
+ALTER DEFAULT PRIVILEGES FOR ROLE "{{OWNER}}" IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO "{{APP}}";
