@@ -16,6 +16,13 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ "$POSTGRES_DB" != "postgres" ]; then
     su postgres -s /bin/sh -c "psql -U '$POSTGRES_USER' -d postgres -c 'CREATE DATABASE \"$POSTGRES_DB\"'" >/dev/null
   fi
+  # As the official image: the first start runs /docker-entrypoint-initdb.d/*.sh and *.sql.
+  for f in /docker-entrypoint-initdb.d/*; do
+    case "$f" in
+      *.sh) echo "running $f"; POSTGRES_USER="$POSTGRES_USER" su --preserve-environment postgres -s /bin/sh -c "sh '$f'" ;;
+      *.sql) echo "running $f"; su postgres -s /bin/sh -c "psql -v ON_ERROR_STOP=1 -U '$POSTGRES_USER' -d postgres -f '$f'" ;;
+    esac
+  done
   su postgres -s /bin/sh -c "pg_ctl -D '$PGDATA' -m fast -w stop" >/dev/null
 fi
 exec su postgres -s /bin/sh -c "exec postgres -D '$PGDATA'"

@@ -226,13 +226,12 @@ pub fn pending_migrations(url: &str) -> Result<usize, DbError> {
     let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(one_line(e)))?;
     // Read directly: diesel's own check first tries to create its table, which a role without
     // DDL rights may not.
-    let exists = diesel::sql_query(
-        "SELECT version FROM pg_catalog.pg_tables, (SELECT '' AS version) v \
+    let exists = !diesel::sql_query(
+        "SELECT tablename AS version FROM pg_catalog.pg_tables \
          WHERE tablename = '__diesel_schema_migrations'",
     )
     .load::<Version>(&mut conn)?
-    .len()
-        > 0;
+    .is_empty();
     let applied: std::collections::HashSet<String> = if exists {
         diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
             .load::<Version>(&mut conn)?

@@ -679,3 +679,104 @@ async fn the_dashboard_is_never_framed_and_no_answer_is_sniffed() {
     }
     app.stop().await;
 }
+
+/// The broker users deploy/make-secrets.sh defines (the service, a warehouse, a cart system),
+/// made on this test's vhost with the permissions its definitions file gives them.
+fn definitions_users(vhost: &TestVhost) -> (Vec<BrokerUser>, crate::helpers::TempDir) {
+    let dir = crate::helpers::TempDir::new();
+    let ok = std::process::Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/make-secrets.sh"))
+        .env("SECRETS_DIR", &dir.0)
+        .output()
+        .expect("run make-secrets.sh");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let defs: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("definitions.json")).unwrap())
+            .unwrap();
+    let users = ["orderflow", "warehouse", "carts"]
+        .iter()
+        .map(|name| {
+            let p = defs["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["user"] == *name)
+                .unwrap();
+            BrokerUser::new(
+                vhost,
+                p["configure"].as_str().unwrap(),
+                p["write"].as_str().unwrap(),
+                p["read"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    (users, dir)
+}
+
+#[actix_web::test]
+async fn the_service_runs_with_its_least_privilege_broker_user_and_a_warehouse_cannot_order() {
+    let vhost = TestVhost::new();
+    let (users, _dir) = definitions_users(&vhost);
+    let (service_user, warehouse) = (&users[0], &users[1]);
+    let url = format!(
+        "amqp://{}:{}@127.0.0.1:5672/{}",
+        service_user.name, service_user.password, vhost.name
+    );
+    let warehouse_name = warehouse.name.clone();
+    let app = crate::helpers::spawn_app_on(TestDb::new(), vhost, move |c| {
+        c.amqp_url = url;
+        c.producers.inventory = Some(vec![warehouse_name]);
+    })
+    .await;
+    app.product("LP-1", "c", &[], 100, 5).await;
+    let r = app
+        .checkout("lp-1", &body("lp", json!([{"sku": "LP-1", "quantity": 1}])))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        app.decided(r.body["order_id"].as_str().unwrap()).await["status"],
+        "scheduled"
+    );
+    // The warehouse may publish stock updates, and only that.
+    let (_c, ch) = warehouse.channel(&app.vhost).await;
+    let order = tokenized(&body("wh", json!([{"sku": "LP-1", "quantity": 1}])));
+    let refused = publish_as(
+        &ch,
+        "orders",
+        "checkout",
+        order.to_string().as_bytes(),
+        lapin::BasicProperties::default().with_message_id("wh-order".into()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.contains("ACCESS_REFUSED") || refused.contains("access"),
+        "{refused}"
+    );
+    let (_c2, ch) = warehouse.channel(&app.vhost).await;
+    publish_as(
+        &ch,
+        "inventory",
+        "stock.update",
+        json!({"sku": "LP-1", "on_hand": 9}).to_string().as_bytes(),
+        lapin::BasicProperties::default()
+            .with_message_id("wh-stock".into())
+            .with_user_id(warehouse.name.as_str().into()),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.db.stock("LP-1").0 != 9 {
+        assert!(
+            Instant::now() < deadline,
+            "the warehouse's update never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+    drop(users);
+}
