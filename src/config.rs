@@ -33,7 +33,7 @@ pub struct Config {
     /// How long an idempotency key is remembered (`IDEMPOTENCY_KEY_TTL_S`, default 24 h): a
     /// reuse after that is a new order.
     pub key_retention: Duration,
-    /// Open server-sent-event streams at most, all routes together (`SSE_MAX_STREAMS`).
+    /// Open server-sent-event streams at most, per SSE route (`SSE_MAX_STREAMS`).
     pub sse_max_streams: usize,
     /// The longest a server-sent-event stream stays open (`SSE_MAX_LIFETIME_S`); a client
     /// reconnects after.

@@ -210,6 +210,29 @@ pub struct Checkout {
     pub delivery_method: DeliveryMethod,
 }
 
+impl Checkout {
+    /// The checkout as it is queued and fingerprinted: only what the validator read (so no
+    /// field a client added rides along — a stray `cvv` included), with `payment` as given.
+    pub fn canonical_body(&self, payment: serde_json::Value) -> serde_json::Value {
+        let mut body = serde_json::json!({
+            "customer_id": self.customer_id.as_str(),
+            "payment": payment,
+            "shipping_address": self.address,
+            "delivery_method": self.delivery_method.as_str(),
+        });
+        match &self.lines {
+            LineSource::Cart(id) => body["cart_id"] = serde_json::json!(id),
+            LineSource::Items(items) => {
+                body["items"] = items
+                    .iter()
+                    .map(|(sku, q)| serde_json::json!({"sku": sku.as_str(), "quantity": q}))
+                    .collect()
+            }
+        }
+        body
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ItemInput {
     pub sku: Option<String>,

@@ -43,8 +43,9 @@ pub struct AppState {
     pub(crate) leadership: Leadership,
     /// Customer keys and rate limits.
     pub(crate) gate: Arc<auth::Gate>,
-    /// Open server-sent-event streams (capped by `SSE_MAX_STREAMS`).
-    pub(crate) streams: Arc<stream::Slots>,
+    /// Open server-sent-event streams, a budget per route (`SSE_MAX_STREAMS` each): anonymous
+    /// readers of the public streams cannot take the customers' order streams.
+    pub(crate) streams: Arc<StreamBudgets>,
     active: Arc<RwLock<Option<Arc<ActiveParts>>>>,
 }
 
@@ -56,10 +57,17 @@ impl AppState {
         leadership: Leadership,
         gate: Arc<auth::Gate>,
     ) -> Self {
-        let streams = Arc::new(stream::Slots::new(
-            config.sse_max_streams,
-            config.sse_max_lifetime,
-        ));
+        let slots = || {
+            Arc::new(stream::Slots::new(
+                config.sse_max_streams,
+                config.sse_max_lifetime,
+            ))
+        };
+        let streams = Arc::new(StreamBudgets {
+            stock: slots(),
+            monitor: slots(),
+            orders: slots(),
+        });
         AppState {
             pool,
             broker,
@@ -106,6 +114,16 @@ impl AppState {
             Err(poisoned) => poisoned.into_inner().take(),
         }
     }
+}
+
+/// The open-stream budgets of the SSE routes.
+pub(crate) struct StreamBudgets {
+    /// `GET /v1/inventory/stream`.
+    pub(crate) stock: Arc<stream::Slots>,
+    /// `GET /v1/monitor/stream` (the dashboard).
+    pub(crate) monitor: Arc<stream::Slots>,
+    /// `GET /v1/orders/{id}/events`.
+    pub(crate) orders: Arc<stream::Slots>,
 }
 
 /// The active parts, in a handler's arguments: a standby answers 503 `unavailable` with

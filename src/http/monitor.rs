@@ -66,7 +66,7 @@ pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
 pub async fn stream(
     state: web::Data<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>>, ApiError> {
-    let slot = state.streams.take()?;
+    let slot = state.streams.monitor.take()?;
     let receiver = state.broker.monitor().subscribe();
     let body = stream::unfold((receiver, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {

@@ -39,11 +39,10 @@ pub async fn checkout(
         .get(KEY_HEADER)
         .map(|v| v.to_str().map(str::trim).unwrap_or(""))
         .ok_or_else(|| ApiError::field(KEY_HEADER, "is required"))?;
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::field(
-            KEY_HEADER,
-            "must be 1 to 255 visible characters",
-        ));
+    // The same rule as the queue's `message_id` (what the consumer will check again).
+    let key = crate::domain::parse_key(key).map_err(|e| ApiError::field(KEY_HEADER, e))?;
+    if key.len() > 255 {
+        return Err(ApiError::field(KEY_HEADER, "must be at most 255 bytes"));
     }
     let mut body = body.into_inner();
     let Some(fields) = body.as_object_mut() else {
@@ -64,8 +63,11 @@ pub async fn checkout(
     // Read from the tree (no copy of it): the tree stays for the fingerprint and the publish.
     let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
-    let checkout = input.validate(state.orders.today())?;
-    match state.orders.intake(key, body, checkout).await? {
+    let checkout = input.validate(state.orders.today());
+    // The request tree held the card as typed: wiped now (the checkout holds what is needed).
+    crate::orders::card_data::wipe(&mut body);
+    drop(input);
+    match state.orders.intake(&key, checkout?).await? {
         IntakeOutcome::Accepted(order_id) => {
             Ok(HttpResponse::Accepted().json(status_body(order_id, "received")))
         }
@@ -146,7 +148,7 @@ pub async fn events(
     app: web::Data<AppState>,
 ) -> Result<impl Responder, ApiError> {
     let order_id = owned.order.order_id;
-    let slot = app.streams.take()?;
+    let slot = app.streams.orders.take()?;
     // Subscribe first, so nothing falls between the history read and the live stream.
     let live = state.orders.subscribe();
     let order = state

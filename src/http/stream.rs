@@ -157,7 +157,7 @@ pub async fn stock(
     app: actix_web::web::Data<AppState>,
 ) -> Result<impl actix_web::Responder, ApiError> {
     Ok(events(
-        app.streams.take()?,
+        app.streams.stock.take()?,
         vec![sse::Event::Comment("orderflow stock stream".into())],
         state.engine.feed().subscribe(),
         false,

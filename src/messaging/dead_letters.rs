@@ -210,11 +210,9 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
             .user_id()
             .as_ref()
             .map(|u| u.to_string());
-        if user.as_deref() != Some(broker.own_user())
-            && !headers
-                .inner()
-                .contains_key(super::topology::PRODUCER_HEADER)
-        {
+        // (A producer header on a dead letter the broker made from someone else's message is that
+        // producer's own words: overwritten with who the broker says it was.)
+        if user.as_deref() != Some(broker.own_user()) {
             headers.insert(
                 super::topology::PRODUCER_HEADER.into(),
                 AMQPValue::LongString(user.unwrap_or_default().into()),

@@ -19,25 +19,42 @@ pub fn carried(body: &Value) -> bool {
     card || has_cvv(body) || has_card_number(body)
 }
 
+/// Names a card's security code goes by.
+const CODE_NAMES: [&str; 8] = [
+    "cvv",
+    "cvc",
+    "cvv2",
+    "cvc2",
+    "cid",
+    "csc",
+    "security_code",
+    "card_verification",
+];
+
+fn is_code_name(key: &str) -> bool {
+    CODE_NAMES.iter().any(|n| key.eq_ignore_ascii_case(n))
+}
+
 fn has_cvv(value: &Value) -> bool {
     match value {
-        Value::Object(map) => map
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("cvv") || has_cvv(v)),
+        Value::Object(map) => map.iter().any(|(k, v)| is_code_name(k) || has_cvv(v)),
         Value::Array(items) => items.iter().any(has_cvv),
         _ => false,
     }
 }
 
+/// Fields whose values are identifiers, never free text: a numeric SKU (an EAN-13 passes Luhn
+/// one time in ten), a numeric customer id, a cart id, a gateway token.
+const IDENTIFIERS: [&str; 5] = ["sku", "customer_id", "cart_id", "card_token", "order_id"];
+
 fn has_card_number(value: &Value) -> bool {
     match value {
         Value::String(s) => text_has_card_number(s),
-        Value::Number(n) => text_has_card_number(&n.to_string()),
         // A CNPJ is 14 digits, and one in ten passes Luhn: a valid CPF/CNPJ is a document.
         Value::Object(map) => map.iter().any(|(k, v)| {
             let document =
                 k == "document" && v.as_str().is_some_and(|d| cpf_valid(d) || cnpj_valid(d));
-            !document && has_card_number(v)
+            !document && !IDENTIFIERS.contains(&k.as_str()) && has_card_number(v)
         }),
         Value::Array(items) => items.iter().any(has_card_number),
         _ => false,
@@ -109,7 +126,7 @@ fn scrub(value: &mut Value) {
             *value = Value::String("[redacted]".into())
         }
         Value::Object(map) => {
-            map.retain(|k, _| !k.eq_ignore_ascii_case("cvv"));
+            map.retain(|k, _| !is_code_name(k));
             map.values_mut().for_each(scrub);
         }
         Value::Array(items) => items.iter_mut().for_each(scrub),
@@ -117,20 +134,51 @@ fn scrub(value: &mut Value) {
     }
 }
 
+/// Zeroes every string in a JSON tree (a request that carried a card, once it is read).
+pub fn wipe(value: &mut Value) {
+    use zeroize::Zeroize;
+    match value {
+        Value::String(s) => s.zeroize(),
+        Value::Object(map) => map.values_mut().for_each(wipe),
+        Value::Array(items) => items.iter_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
 /// A dead letter's body as it may be kept: the original when it holds no card data; else a
 /// redacted copy (JSON) or, when it is not JSON, a note of its size.
 pub fn safe_to_keep(data: &[u8]) -> Option<Vec<u8>> {
-    let text = String::from_utf8_lossy(data);
-    let lower = text.to_ascii_lowercase();
-    if !text_has_card_number(&text) && !lower.contains("cvv") {
-        return None;
+    // JSON is judged parsed (an escaped `\u0034242…` or `"\u0063vv"` is what it decodes to);
+    // anything else by its bytes.
+    match serde_json::from_slice::<Value>(data) {
+        Ok(body) => {
+            let everywhere = has_cvv(&body) || any_string_has_card_number(&body);
+            everywhere.then(|| redacted(&body))
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(data);
+            let lower = text.to_ascii_lowercase();
+            let suspicious =
+                text_has_card_number(&text) || CODE_NAMES.iter().any(|n| lower.contains(n));
+            suspicious.then(|| {
+                serde_json::json!({"redacted": "card_data", "bytes": data.len()})
+                    .to_string()
+                    .into_bytes()
+            })
+        }
     }
-    Some(match serde_json::from_slice::<Value>(data) {
-        Ok(body) => redacted(&body),
-        Err(_) => serde_json::json!({"redacted": "card_data", "bytes": data.len()})
-            .to_string()
-            .into_bytes(),
-    })
+}
+
+/// Any string or number anywhere (a dead letter is scrubbed more eagerly than a message is
+/// refused: losing a body there costs nothing).
+fn any_string_has_card_number(value: &Value) -> bool {
+    match value {
+        Value::String(s) => text_has_card_number(s),
+        Value::Number(n) => text_has_card_number(&n.to_string()),
+        Value::Object(map) => map.values().any(any_string_has_card_number),
+        Value::Array(items) => items.iter().any(any_string_has_card_number),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +241,14 @@ mod tests {
         let token = json!({"payment": {"method": "card", "card_token": "tok_sandbox_visa_4242_122031_a_x"}});
         assert!(!carried(&token));
         assert_eq!(safe_to_keep(token.to_string().as_bytes()), None);
+        // An EAN-13 SKU that passes Luhn is a SKU.
+        assert!(!carried(
+            &json!({"items": [{"sku": "7891000100011", "quantity": 1}]})
+        ));
+        // Escaped in JSON, still found in a dead letter.
+        let escaped = br#"{"payment": {"n": "\u0034242424242424242", "\u0063vv": "1"}}"#;
+        let kept = String::from_utf8(safe_to_keep(escaped).unwrap()).unwrap();
+        assert!(!kept.contains("4242") && !kept.contains("cvv"), "{kept}");
         let raw = b"not json 4242424242424242";
         let kept = String::from_utf8(safe_to_keep(raw).unwrap()).unwrap();
         assert!(!kept.contains("4242"), "{kept}");

@@ -48,37 +48,20 @@ fn stamps(order_id: Uuid, fingerprint: &str) -> lapin::types::FieldTable {
     headers
 }
 
-/// Replaces a typed card in the request tree with what identifies the request without it: a
-/// digest keyed with the server's secret (so the same card makes the same fingerprint, and the
-/// digest tells nobody the number), the holder and the expiry. The card's strings in the tree
-/// are wiped. The CVV is not part of it.
-fn seal_card(body: &mut serde_json::Value, checkout: &Checkout, ids: &crate::auth::OrderIds) {
-    let PaymentRequest::Card(card) = &checkout.payment else {
-        return;
-    };
-    let Some(slot) = body.get_mut("payment").and_then(|p| p.get_mut("card")) else {
-        return;
-    };
-    let mut typed = std::mem::replace(
-        slot,
-        serde_json::json!({
+/// What identifies a request's payment in its fingerprint: a typed card by a digest keyed with
+/// the server's secret (the same card makes the same fingerprint; the digest tells nobody the
+/// number), its holder and expiry — never the number or the CVV.
+fn payment_identity(asked: &PaymentRequest, ids: &crate::auth::OrderIds) -> serde_json::Value {
+    match asked {
+        PaymentRequest::Ready(p) => serde_json::to_value(p).unwrap_or_default(),
+        PaymentRequest::Card(card) => serde_json::json!({
+            "method": "card",
             "digest": ids.digest("card", &card.number),
             "holder_name": card.holder_name,
             "exp_month": card.exp_month,
             "exp_year": card.exp_year,
         }),
-    );
-    wipe(&mut typed);
-}
-
-/// Zeroes every string in a JSON tree (a card taken out of a request).
-fn wipe(value: &mut serde_json::Value) {
-    use zeroize::Zeroize;
-    match value {
-        serde_json::Value::String(s) => s.zeroize(),
-        serde_json::Value::Object(map) => map.values_mut().for_each(wipe),
-        serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
-        _ => {}
+        PaymentRequest::Token(token) => serde_json::json!({"method": "card", "card_token": token}),
     }
 }
 
@@ -154,15 +137,15 @@ impl OrderService {
     pub async fn intake(
         &self,
         key: &str,
-        mut body: serde_json::Value,
         checkout: Checkout,
     ) -> Result<IntakeOutcome, IntakeError> {
         let checkout = &checkout;
         let customer = checkout.customer_id.as_str();
-        // A typed card leaves the tree now: the fingerprint sees a keyed digest of it, and what
-        // is published carries the gateway's token.
-        seal_card(&mut body, checkout, &self.inner.ids);
-        let fp = fingerprint(&body);
+        // The request as the validator read it (a typed card as its keyed digest): what the
+        // idempotency key is compared on.
+        let fp = fingerprint(
+            &checkout.canonical_body(payment_identity(&checkout.payment, &self.inner.ids)),
+        );
         let deadline = Deadline::after(INTAKE_TIMEOUT);
         let _guard = deadline.bound(self.key_lock(customer, key).lock()).await?;
         // A repeat of a checkout still in the queue gets its 202 again, shedding or not.
@@ -269,9 +252,8 @@ impl OrderService {
         // The card for the gateway's token, last thing before the publish (nothing refused the
         // checkout before this point).
         let payment = self.resolve_payment(&checkout.payment).await?;
-        if let Some(p) = body.get_mut("payment") {
-            *p = serde_json::to_value(&payment).unwrap_or_default();
-        }
+        // Only what the validator read is published: no field a client added rides along.
+        let body = checkout.canonical_body(serde_json::to_value(&payment).unwrap_or_default());
         let stamped = u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0);
         let props = lapin::BasicProperties::default()
             .with_message_id(key.into())

@@ -780,3 +780,37 @@ async fn the_service_runs_with_its_least_privilege_broker_user_and_a_warehouse_c
     app.stop().await;
     drop(users);
 }
+
+#[actix_web::test]
+async fn what_intake_accepts_is_what_its_consumer_decides_and_stray_card_fields_never_travel() {
+    let app = spawn_app_with(TestDb::new(), |_| {}).await;
+    app.product("7891000100011", "c", &[], 100, 5).await;
+    // Stray fields a client added (a CVV at the top, card data under an item, a card on a pix
+    // payment), and a numeric SKU that passes Luhn: accepted, and decided — only what the
+    // validator read is published.
+    let mut b = body(
+        "st",
+        json!([{"sku": "7891000100011", "quantity": 1, "cvv": "999"}]),
+    );
+    b["cvv"] = json!("123");
+    b["card"] = json!({"number": "4000000000000002"});
+    b["payment"]["method"] = json!("pix");
+    let r = app.checkout("stray-1", &b).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(order["status"], "scheduled", "{order}");
+    assert_eq!(order["payment"], json!({"method": "pix"}));
+    // The same request again is the same order (the stray fields are not part of it).
+    let again = app.checkout("stray-1", &b).await;
+    assert_eq!(again.body["order_id"], r.body["order_id"]);
+    // A key the consumer would refuse is refused at the door.
+    let tab = app
+        .send(
+            app.as_customer(app.anon.post(app.url("/v1/checkout")), "st")
+                .insert_header(("Idempotency-Key", "a\tb")),
+            Some(body("st", json!([{"sku": "7891000100011", "quantity": 1}]))),
+        )
+        .await;
+    assert_error(&tab, 422, "validation_failed");
+    app.stop().await;
+}
