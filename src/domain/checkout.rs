@@ -214,22 +214,30 @@ impl Checkout {
     /// The checkout as it is queued and fingerprinted: only what the validator read (so no
     /// field a client added rides along — a stray `cvv` included), with `payment` as given.
     pub fn canonical_body(&self, payment: serde_json::Value) -> serde_json::Value {
-        let mut body = serde_json::json!({
-            "customer_id": self.customer_id.as_str(),
-            "payment": payment,
-            "shipping_address": self.address,
-            "delivery_method": self.delivery_method.as_str(),
-        });
+        let mut body = serde_json::Map::new();
+        body.insert("customer_id".into(), self.customer_id.as_str().into());
         match &self.lines {
-            LineSource::Cart(id) => body["cart_id"] = serde_json::json!(id),
+            LineSource::Cart(id) => {
+                body.insert("cart_id".into(), id.to_string().into());
+            }
             LineSource::Items(items) => {
-                body["items"] = items
+                let lines = items
                     .iter()
                     .map(|(sku, q)| serde_json::json!({"sku": sku.as_str(), "quantity": q}))
-                    .collect()
+                    .collect();
+                body.insert("items".into(), serde_json::Value::Array(lines));
             }
         }
-        body
+        body.insert("payment".into(), payment);
+        body.insert(
+            "shipping_address".into(),
+            serde_json::to_value(&self.address).unwrap_or_default(),
+        );
+        body.insert(
+            "delivery_method".into(),
+            self.delivery_method.as_str().into(),
+        );
+        serde_json::Value::Object(body)
     }
 }
 
