@@ -66,14 +66,9 @@ async fn connect_once(url: &str, topology: &TopologyConfig) -> Result<Connection
             Ok(Err(e)) => return Err(BrokerError(e.to_string())),
             Err(_) => return Err(BrokerError("timed out after 5 s".into())),
         };
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| BrokerError(format!("opening a channel: {e}")))?;
-    topology::declare(&channel, topology)
+    topology::declare(&conn, topology)
         .await
         .map_err(|e| BrokerError(format!("declaring the topology: {e}")))?;
-    let _ = channel.close(200, "topology declared".into()).await;
     Ok(conn)
 }
 

@@ -4,7 +4,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 pub const EXCHANGE_ORDERS: &str = "orders";
 pub const EXCHANGE_INVENTORY: &str = "inventory";
@@ -105,8 +105,61 @@ fn durable_queue() -> QueueDeclareOptions {
     }
 }
 
+/// A dead-letter queue with a retention (`x-message-ttl`): dead letters the broker itself makes
+/// (a message past its delivery limit) expire too, not only those orderflow writes with their
+/// own `expiration`. A queue declared before the retention existed cannot take the argument
+/// (the broker refuses a redeclaration with other arguments): it is used as it is, with a
+/// warning — delete it (after replaying or purging it) and the next start makes it anew.
+async fn declare_dead_letter_queue(
+    conn: &Connection,
+    name: &str,
+    ttl: std::time::Duration,
+) -> lapin::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
+    let channel = conn.create_channel().await?;
+    match channel
+        .queue_declare(name.into(), durable_queue(), args)
+        .await
+    {
+        Ok(_) => {
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(queue = name, error = %e, "this dead-letter queue has no retention (made by an older version): delete it once replayed or purged, and the next start makes it with one");
+            let channel = conn.create_channel().await?;
+            channel
+                .queue_declare(
+                    name.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await?;
+            let _ = channel.close(200, "declared".into()).await;
+            Ok(())
+        }
+    }
+}
+
 /// Declares every exchange, queue and binding. Idempotent.
-pub async fn declare(channel: &Channel, config: &TopologyConfig) -> lapin::Result<()> {
+pub async fn declare(conn: &Connection, config: &TopologyConfig) -> lapin::Result<()> {
+    let channel = conn.create_channel().await?;
+    let result = declare_on(conn, &channel, config).await;
+    let _ = channel.close(200, "topology declared".into()).await;
+    result
+}
+
+async fn declare_on(
+    conn: &Connection,
+    channel: &Channel,
+    config: &TopologyConfig,
+) -> lapin::Result<()> {
     for (name, kind) in [
         (EXCHANGE_ORDERS, ExchangeKind::Direct),
         (EXCHANGE_INVENTORY, ExchangeKind::Direct),
@@ -120,11 +173,7 @@ pub async fn declare(channel: &Channel, config: &TopologyConfig) -> lapin::Resul
     }
     for q in QUEUES {
         let dead = q.dead_letter_queue();
-        let mut dead_args = FieldTable::default();
-        dead_args.insert("x-queue-type".into(), text("quorum"));
-        channel
-            .queue_declare(dead.as_str().into(), durable_queue(), dead_args)
-            .await?;
+        declare_dead_letter_queue(conn, &dead, config.dead_letter_ttl).await?;
         channel
             .queue_bind(
                 dead.as_str().into(),

@@ -814,3 +814,46 @@ async fn what_intake_accepts_is_what_its_consumer_decides_and_stray_card_fields_
     assert_error(&tab, 422, "validation_failed");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_dead_letter_queue_from_an_older_version_is_used_as_it_is() {
+    // `orders.checkout.dead` as a version before the retention made it (no x-message-ttl).
+    let vhost = TestVhost::new();
+    let conn = lapin::Connection::connect(&vhost.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        "orders.checkout.dead".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    let _ = conn.close(200, "made".into()).await;
+    let app = crate::helpers::spawn_app_on(TestDb::new(), vhost, |_| {}).await;
+    app.product("OLD-1", "c", &[], 100, 5).await;
+    let r = app
+        .checkout(
+            "old-1",
+            &body("old", json!([{"sku": "OLD-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(
+        app.decided(r.body["order_id"].as_str().unwrap()).await["status"],
+        "scheduled"
+    );
+    app.publish_checkout_raw(b"{not json", "old-poison").await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("not JSON"), "{reason}");
+    app.stop().await;
+}
