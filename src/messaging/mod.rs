@@ -274,37 +274,18 @@ impl Broker {
     }
 }
 
-/// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
 /// The user name of an AMQP URL (percent-decoded); RabbitMQ's default `guest` when it has none.
 pub fn user_of(url: &str) -> String {
     let raw = url::Url::parse(url)
         .map(|u| u.username().to_owned())
         .unwrap_or_default();
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    match String::from_utf8(out) {
-        Ok(user) if !user.is_empty() => user,
+    match crate::persistence::percent_decode(&raw) {
+        user if !user.is_empty() => user,
         _ => "guest".to_owned(),
     }
 }
 
+/// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -337,6 +318,16 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_own_user_is_read_from_the_url() {
+        assert_eq!(
+            super::user_of("amqp://orderflow:pw@rabbitmq:5672/%2f"),
+            "orderflow"
+        );
+        assert_eq!(super::user_of("amqp://wh%40site:pw@h/v"), "wh@site");
+        assert_eq!(super::user_of("amqp://127.0.0.1:5672/%2f"), "guest");
+    }
+
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(

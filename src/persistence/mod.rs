@@ -150,8 +150,8 @@ pub fn split_database_url(url: &str) -> Result<(String, String), String> {
     Ok((parsed.to_string(), name))
 }
 
-/// `%xx` escapes decoded (a database name in a URL path).
-fn percent_decode(raw: &str) -> String {
+/// `%xx` escapes decoded (a database name in a URL path, a user name in an AMQP URL).
+pub(crate) fn percent_decode(raw: &str) -> String {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
