@@ -5,13 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 use super::cart::{CustomerId, MAX_LINE_QUANTITY};
-use super::documents::{cnpj_valid, cpf_valid, digits_of, luhn_valid};
+use super::documents::{cnpj_valid, cpf_valid, digits_of};
+pub use super::payment::{
+    card_expired, mask_document, CardInput, Payment, PaymentRequest, RawCard,
+};
 use super::{FieldErrors, Sku};
 
 /// Most lines in one order.
 pub const MAX_LINES: usize = 50;
 /// Longest name (recipient, card holder).
-const MAX_NAME: usize = 100;
+pub(super) const MAX_NAME: usize = 100;
 
 /// How an order is delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -42,139 +45,6 @@ impl DeliveryMethod {
             DeliveryMethod::Pickup => "pickup",
         }
     }
-}
-
-/// The payment as queued and kept with the order: a card is the gateway's token with what may
-/// be shown of it — never its number or CVV (PCI DSS 3.3, 3.5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case")]
-pub enum Payment {
-    Card {
-        /// The payment gateway's token for the card (orders stored before tokenization have none).
-        #[serde(default)]
-        card_token: String,
-        #[serde(default)]
-        brand: String,
-        last4: String,
-        exp_month: u32,
-        exp_year: i32,
-    },
-    Pix,
-    Boleto {
-        /// The full CPF/CNPJ (digits): the boleto is issued with it. Shown masked.
-        document: String,
-    },
-}
-
-impl Payment {
-    /// What a customer-facing view or event shows: brand and last 4 of a card, the document
-    /// masked (`***.982.247-**`).
-    pub fn public_view(&self) -> serde_json::Value {
-        match self {
-            Payment::Card { brand, last4, .. } => {
-                serde_json::json!({"method": "card", "brand": brand, "last4": last4})
-            }
-            Payment::Pix => serde_json::json!({"method": "pix"}),
-            Payment::Boleto { document } => {
-                serde_json::json!({"method": "boleto", "document": mask_document(document)})
-            }
-        }
-    }
-}
-
-/// A CPF shown as `***.982.247-**`, a CNPJ as `**.222.333/****-**`: enough for a customer to
-/// recognise it, not enough to use it.
-pub fn mask_document(document: &str) -> String {
-    let digits: Vec<char> = document.chars().filter(char::is_ascii_digit).collect();
-    let part = |from: usize, to: usize| -> String {
-        digits
-            .get(from..to)
-            .map(|d| d.iter().collect())
-            .unwrap_or_default()
-    };
-    match digits.len() {
-        11 => format!("***.{}.{}-**", part(3, 6), part(6, 9)),
-        14 => format!("**.{}.{}/****-**", part(2, 5), part(5, 8)),
-        _ => "***".to_owned(),
-    }
-}
-
-/// A card as the customer typed it. It lives only in the request that carried it: it is
-/// exchanged for the gateway's token at intake, never serialized, never printed (`Debug` shows
-/// the last 4), and its memory is wiped when it is dropped.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RawCard {
-    pub number: String,
-    pub holder_name: String,
-    pub exp_month: u32,
-    pub exp_year: i32,
-    pub cvv: String,
-}
-
-impl RawCard {
-    pub fn last4(&self) -> &str {
-        self.number
-            .get(self.number.len().saturating_sub(4)..)
-            .unwrap_or("")
-    }
-
-    /// The card network, from the number's prefix.
-    pub fn brand(&self) -> &'static str {
-        let n = &self.number;
-        let prefix = |len: usize| n.get(..len).and_then(|p| p.parse::<u32>().ok());
-        match (prefix(1), prefix(2), prefix(4), prefix(6)) {
-            (Some(4), ..) => "visa",
-            (_, Some(51..=55), ..) | (.., Some(2221..=2720), _) => "mastercard",
-            (_, Some(34 | 37), ..) => "amex",
-            (
-                ..,
-                Some(
-                    401178
-                    | 401179
-                    | 431274
-                    | 438935
-                    | 451416
-                    | 457393
-                    | 504175
-                    | 506699..=506778
-                    | 509000..=509999
-                    | 627780
-                    | 636297
-                    | 636368
-                    | 650031..=650033
-                    | 650035..=650051,
-                ),
-            ) => "elo",
-            (.., Some(6062), _) => "hipercard",
-            _ => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Debug for RawCard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RawCard(**** {})", self.last4())
-    }
-}
-
-impl Drop for RawCard {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        self.number.zeroize();
-        self.cvv.zeroize();
-        self.holder_name.zeroize();
-    }
-}
-
-/// How a checkout pays, as asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentRequest {
-    /// Pix or boleto: nothing to exchange.
-    Ready(Payment),
-    /// A card typed into this request: to be exchanged for a token before anything is kept.
-    Card(RawCard),
-    /// A token the gateway gave the storefront (browser tokenization), to be described by it.
-    Token(String),
 }
 
 /// The shipping address.
@@ -247,103 +117,12 @@ pub struct ItemInput {
     pub quantity: Option<i64>,
 }
 
-#[derive(Default, Deserialize)]
-pub struct CardInput {
-    pub number: Option<String>,
-    pub holder_name: Option<String>,
-    pub exp_month: Option<u32>,
-    pub exp_year: Option<i32>,
-    pub cvv: Option<String>,
-}
-
-impl CardInput {
-    /// A card as typed (checkout, or the sandbox's tokenization route), checked field by field
-    /// under `prefix` (`payment.card.`): Luhn, expiry against `today` = `(year, month)`, CVV.
-    pub fn validate(
-        &self,
-        errors: &mut FieldErrors,
-        today: (i32, u32),
-        prefix: &str,
-    ) -> Option<RawCard> {
-        let card = self;
-        let f = |name: &str| format!("{prefix}{name}");
-        let before = errors.clone();
-        let number: String = card
-            .number
-            .as_deref()
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '-')
-            .collect();
-        if card.number.is_none() {
-            errors.add(&f("number"), "is required");
-        } else if !luhn_valid(&number) {
-            errors.add(&f("number"), "is not a valid card number");
-        }
-        let holder = errors.text(&f("holder_name"), card.holder_name.as_deref(), MAX_NAME);
-        let month = card.exp_month.unwrap_or(0);
-        if card.exp_month.is_none() {
-            errors.add(&f("exp_month"), "is required");
-        } else if !(1..=12).contains(&month) {
-            errors.add(&f("exp_month"), "must be 1 to 12");
-        }
-        let year = card.exp_year.unwrap_or(0);
-        if card.exp_year.is_none() {
-            errors.add(&f("exp_year"), "is required");
-        } else if (1..=12).contains(&month) && (year, month) < today {
-            errors.add(&f("exp_year"), "the card has expired");
-        } else if year > today.0 + 20 {
-            errors.add(&f("exp_year"), "is too far in the future");
-        }
-        let cvv = card.cvv.as_deref().unwrap_or("");
-        match card.cvv.as_deref() {
-            None => errors.add(&f("cvv"), "is required"),
-            Some(c)
-                if !(c.len() == 3 || c.len() == 4) || !c.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                errors.add(&f("cvv"), "must be 3 or 4 digits")
-            }
-            Some(_) => {}
-        }
-        if *errors != before {
-            return None;
-        }
-        Some(RawCard {
-            number,
-            holder_name: holder,
-            exp_month: month,
-            exp_year: year,
-            cvv: cvv.to_owned(),
-        })
-    }
-}
-
-/// Whether a card valid through `(year, month)` has expired by `today`.
-pub fn card_expired(exp: (i32, u32), today: (i32, u32)) -> bool {
-    exp < today
-}
-
 #[derive(Debug, Default, Deserialize)]
 pub struct PaymentInput {
     pub method: Option<String>,
     pub card: Option<CardInput>,
     pub card_token: Option<String>,
     pub document: Option<String>,
-}
-
-impl Drop for CardInput {
-    fn drop(&mut self) {
-        use zeroize::Zeroize;
-        for field in [&mut self.number, &mut self.cvv].into_iter().flatten() {
-            field.zeroize();
-        }
-    }
-}
-
-impl std::fmt::Debug for CardInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CardInput([redacted])")
-    }
 }
 
 /// Longest gateway token accepted.
@@ -605,157 +384,5 @@ impl CheckoutInput {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn input(v: serde_json::Value) -> CheckoutInput {
-        serde_json::from_value(v).unwrap()
-    }
-
-    fn valid() -> serde_json::Value {
-        json!({
-            "customer_id": "c-1",
-            "items": [{"sku": "A-1", "quantity": 2}],
-            "payment": {"method": "card", "card": {"number": "4242 4242 4242 4242", "holder_name": "Ana",
-                        "exp_month": 12, "exp_year": 2030, "cvv": "123"}},
-            "shipping_address": {"recipient": "Ana", "street": "Rua A", "number": "10", "city": "São Paulo",
-                                 "state": "SP", "postal_code": "01310-100", "country": "br"},
-            "delivery_method": "express"
-        })
-    }
-
-    #[test]
-    fn a_valid_request_passes_and_its_card_never_prints() {
-        let c = input(valid()).validate((2026, 11)).unwrap();
-        assert_eq!(c.delivery_method, DeliveryMethod::Express);
-        assert_eq!(c.address.country, "BR");
-        let PaymentRequest::Card(card) = &c.payment else {
-            panic!()
-        };
-        assert_eq!(card.number, "4242424242424242");
-        assert_eq!((card.last4(), card.brand()), ("4242", "visa"));
-        let shown = format!("{c:?}");
-        assert!(
-            !shown.contains("42424242") && !shown.contains("123"),
-            "{shown}"
-        );
-    }
-
-    #[test]
-    fn a_card_token_is_taken_as_it_is_and_not_with_a_card() {
-        let mut v = valid();
-        v["payment"] = json!({"method": "card", "card_token": "tok_abc"});
-        let c = input(v.clone()).validate((2026, 11)).unwrap();
-        assert_eq!(c.payment, PaymentRequest::Token("tok_abc".into()));
-        v["payment"]["card_token"] = json!("tok with space");
-        let e = input(v.clone()).validate((2026, 11)).unwrap_err();
-        assert!(
-            e.summary().contains("payment.card_token"),
-            "{}",
-            e.summary()
-        );
-        let mut both = valid();
-        both["payment"]["card_token"] = json!("tok_abc");
-        assert!(input(both).validate((2026, 11)).is_err());
-    }
-
-    #[test]
-    fn views_show_a_card_by_brand_and_last_four_and_a_document_masked() {
-        let card = Payment::Card {
-            card_token: "tok_secret".into(),
-            brand: "visa".into(),
-            last4: "4242".into(),
-            exp_month: 12,
-            exp_year: 2031,
-        };
-        assert_eq!(
-            card.public_view(),
-            json!({"method": "card", "brand": "visa", "last4": "4242"})
-        );
-        let boleto = Payment::Boleto {
-            document: "52998224725".into(),
-        };
-        assert_eq!(boleto.public_view()["document"], "***.982.247-**");
-        assert_eq!(mask_document("11222333000181"), "**.222.333/****-**");
-        assert_eq!(mask_document("1"), "***");
-        // An order stored before tokenization still reads.
-        let old: Payment = serde_json::from_value(
-            json!({"method": "card", "last4": "4242", "holder_name": "Ana", "exp_month": 1, "exp_year": 2030}),
-        )
-        .unwrap();
-        assert!(matches!(old, Payment::Card { .. }));
-    }
-
-    #[test]
-    fn luhn_cpf_and_cnpj() {
-        assert!(luhn_valid("4242424242424242"));
-        assert!(luhn_valid("4000000000000002"));
-        assert!(!luhn_valid("4242424242424241"));
-        assert!(cpf_valid("529.982.247-25"));
-        assert!(!cpf_valid("529.982.247-24"));
-        assert!(!cpf_valid("111.111.111-11"));
-        assert!(cnpj_valid("11.222.333/0001-81"));
-        assert!(!cnpj_valid("11.222.333/0001-82"));
-    }
-
-    #[test]
-    fn every_problem_is_named_by_its_path() {
-        let mut v = valid();
-        v["payment"]["card"]["number"] = json!("4242424242424241");
-        v["payment"]["card"]["exp_year"] = json!(2020);
-        v["payment"]["card"]["cvv"] = json!("12");
-        v["items"] = json!([{"sku": "A-1", "quantity": 0}, {"sku": "bad sku", "quantity": 101}]);
-        v["shipping_address"]["postal_code"] = json!("123");
-        v["delivery_method"] = json!("drone");
-        v["cart_id"] = json!("6f0c1c2e-9a43-4a49-9a40-3e3f0c6b9a11");
-        let e = input(v).validate((2026, 11)).unwrap_err();
-        for f in [
-            "payment.card.number",
-            "payment.card.exp_year",
-            "payment.card.cvv",
-            "shipping_address.postal_code",
-            "delivery_method",
-            "cart_id",
-        ] {
-            assert!(e.get(f).is_some(), "{f} in {e:?}");
-        }
-        let mut v = valid();
-        v["items"] = json!([{"sku": "A-1", "quantity": 0}, {"sku": "bad sku", "quantity": 101}]);
-        let e = input(v).validate((2026, 11)).unwrap_err();
-        for f in ["items.0.quantity", "items.1.sku", "items.1.quantity"] {
-            assert!(e.get(f).is_some(), "{f} in {e:?}");
-        }
-    }
-
-    #[test]
-    fn boleto_needs_a_real_document_and_expiry_is_by_month() {
-        let mut v = valid();
-        v["payment"] = json!({"method": "boleto", "document": "529.982.247-25"});
-        assert!(input(v.clone()).validate((2026, 11)).is_ok());
-        v["payment"] = json!({"method": "boleto", "document": "123"});
-        assert!(input(v.clone()).validate((2026, 11)).is_err());
-        let mut v = valid();
-        v["payment"]["card"]["exp_year"] = json!(2026);
-        v["payment"]["card"]["exp_month"] = json!(11);
-        assert!(
-            input(v.clone()).validate((2026, 11)).is_ok(),
-            "valid through its month"
-        );
-        assert!(input(v).validate((2026, 12)).is_err());
-        let mut v = valid();
-        v["items"] = json!([]);
-        assert!(input(v)
-            .validate((2026, 11))
-            .unwrap_err()
-            .get("items")
-            .is_some());
-        let mut v = valid();
-        v.as_object_mut().unwrap().remove("items");
-        assert!(input(v)
-            .validate((2026, 11))
-            .unwrap_err()
-            .get("items")
-            .is_some());
-    }
-}
+#[path = "checkout_tests.rs"]
+mod tests;

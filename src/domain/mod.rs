@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod ledger;
 pub mod money;
 pub mod order;
+pub mod payment;
 pub mod product;
 pub mod similarity;
 pub mod sku;

@@ -172,6 +172,27 @@ impl FromRequest for CustomerScope {
     }
 }
 
+/// The caller, the UUID in path segment `name`, and the active parts — what an ownership check
+/// starts from; an id that is not a UUID is the resource's 404 (`unknown`).
+fn path_resource(
+    req: &HttpRequest,
+    name: &str,
+    unknown: fn() -> ApiError,
+) -> Result<(Caller, Uuid, Arc<ActiveParts>), ApiError> {
+    let caller = Caller::identify(req)?;
+    let raw = req.match_info().get(name).unwrap_or_default();
+    let id = Uuid::parse_str(raw).map_err(|_| unknown())?;
+    Ok((caller, id, active(req)?))
+}
+
+fn unknown_order() -> ApiError {
+    ApiError::NotFound("unknown order".into())
+}
+
+fn unknown_cart() -> ApiError {
+    ApiError::NotFound("unknown cart".into())
+}
+
 /// The order of `/v1/orders/{order_id}...`, read once, when it is the caller's; 404 otherwise.
 pub struct OwnedOrder {
     pub order: Order,
@@ -183,17 +204,12 @@ impl FromRequest for OwnedOrder {
     type Future = Checked<OwnedOrder>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let unknown = || ApiError::NotFound("unknown order".into());
-        let checked = Caller::identify(req).and_then(|caller| {
-            let raw = req.match_info().get("order_id").unwrap_or_default();
-            let order_id = Uuid::parse_str(raw).map_err(|_| unknown())?;
-            Ok((caller, order_id, active(req)?))
-        });
+        let checked = path_resource(req, "order_id", unknown_order);
         Box::pin(async move {
             let (caller, order_id, parts) = checked?;
             match parts.orders.get(order_id).await? {
                 Some(order) if caller.owns(&order.customer_id) => Ok(OwnedOrder { order, caller }),
-                _ => Err(unknown()),
+                _ => Err(unknown_order()),
             }
         })
     }
@@ -210,17 +226,12 @@ impl FromRequest for OwnedCart {
     type Future = Checked<OwnedCart>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let unknown = || ApiError::NotFound("unknown cart".into());
-        let checked = Caller::identify(req).and_then(|caller| {
-            let raw = req.match_info().get("cart_id").unwrap_or_default();
-            let cart_id = Uuid::parse_str(raw).map_err(|_| unknown())?;
-            Ok((caller, cart_id, active(req)?))
-        });
+        let checked = path_resource(req, "cart_id", unknown_cart);
         Box::pin(async move {
             let (caller, cart_id, parts) = checked?;
             match parts.carts.owner(cart_id).await? {
                 Some(owner) if caller.owns(&owner) => Ok(OwnedCart { cart_id, caller }),
-                _ => Err(unknown()),
+                _ => Err(unknown_cart()),
             }
         })
     }

@@ -4,6 +4,7 @@
 
 pub mod consumer;
 pub mod dead_letters;
+pub mod gate;
 pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::writer::{OrderWrite, OrderWritten};
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
 use crate::auth::OrderIds;
-use crate::domain::checkout::{card_expired, Checkout, LineSource, Payment, PaymentRequest};
+use crate::domain::checkout::{Checkout, LineSource, Payment, PaymentRequest};
 use crate::domain::money::total_cents;
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
@@ -158,43 +158,7 @@ impl OrderService {
                 Err(IntakeError::Mismatch)
             };
         }
-        // Admission before anything is written. A key seen before is not a new checkout: it
-        // goes on to its 200/202 (or 422 mismatch) whatever the state — looked up only when
-        // admission would shed, so the open path costs nothing more.
-        let monitor = self.inner.broker.monitor();
-        if let Err((reason, retry_after)) = monitor.admit() {
-            let (c, k) = slot.clone();
-            let known = deadline
-                .bound(run_blocking(&self.inner.pool, move |conn| {
-                    crate::persistence::orders::key_known(conn, &c, &k)
-                }))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(false);
-            if !known {
-                // A new checkout the engine already knows cannot be served gets the clearer
-                // answer: 409 at the door (no retry), not 503 (retry). In memory only.
-                if let LineSource::Items(items) = &checkout.lines {
-                    let known_skus = items
-                        .iter()
-                        .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
-                    let short = if known_skus {
-                        self.short_lines(items)
-                    } else {
-                        Vec::new()
-                    };
-                    if !short.is_empty() {
-                        return Err(IntakeError::OutOfStock(short));
-                    }
-                }
-                return Err(IntakeError::Shedding {
-                    backlog: monitor.checkout_backlog(),
-                    retry_after,
-                    reason: reason.as_str(),
-                });
-            }
-        }
+        self.admit(checkout, key, &deadline).await?;
         // The key is recorded with a random order id; a key seen before keeps the id it got.
         let proposed = OrderIds::random();
         let recorded = self
@@ -251,7 +215,11 @@ impl OrderService {
         }
         // The card for the gateway's token, last thing before the publish (nothing refused the
         // checkout before this point).
-        let payment = self.resolve_payment(&checkout.payment).await?;
+        let field = match checkout.payment {
+            PaymentRequest::Card(_) => "payment.card",
+            _ => "payment.card_token",
+        };
+        let payment = self.resolve_payment(&checkout.payment, field).await?;
         // Only what the validator read is published: no field a client added rides along.
         let body = checkout.canonical_body(serde_json::to_value(&payment).unwrap_or_default());
         let stamped = u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0);
@@ -291,66 +259,81 @@ impl OrderService {
         }
     }
 
+    /// Admission before anything is written. A key seen before is not a new checkout: it goes on
+    /// to its 200/202 (or 422 mismatch) whatever the state — looked up only when admission would
+    /// shed, so the open path costs nothing more.
+    async fn admit(
+        &self,
+        checkout: &Checkout,
+        key: &str,
+        deadline: &Deadline,
+    ) -> Result<(), IntakeError> {
+        let monitor = self.inner.broker.monitor();
+        if let Err((reason, retry_after)) = monitor.admit() {
+            let (c, k) = (checkout.customer_id.as_str().to_owned(), key.to_owned());
+            let known = deadline
+                .bound(run_blocking(&self.inner.pool, move |conn| {
+                    crate::persistence::orders::key_known(conn, &c, &k)
+                }))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(false);
+            if !known {
+                // A new checkout the engine already knows cannot be served gets the clearer
+                // answer: 409 at the door (no retry), not 503 (retry). In memory only.
+                if let LineSource::Items(items) = &checkout.lines {
+                    let known_skus = items
+                        .iter()
+                        .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
+                    let short = if known_skus {
+                        self.short_lines(items)
+                    } else {
+                        Vec::new()
+                    };
+                    if !short.is_empty() {
+                        return Err(IntakeError::OutOfStock(short));
+                    }
+                }
+                return Err(IntakeError::Shedding {
+                    backlog: monitor.checkout_backlog(),
+                    retry_after,
+                    reason: reason.as_str(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// A typed card exchanged for the gateway's token (the sandbox's browser tokenization).
     pub async fn tokenize(
         &self,
         card: &crate::domain::checkout::RawCard,
     ) -> Result<Payment, IntakeError> {
-        self.resolve_payment_of(card).await
+        let asked = PaymentRequest::Card(card.clone());
+        self.resolve_payment(&asked, "number").await
     }
 
-    async fn resolve_payment_of(
+    /// [`OrderService::payment_to_keep`] judged now, its problems as the door's answers on
+    /// `field`.
+    async fn resolve_payment(
         &self,
-        card: &crate::domain::checkout::RawCard,
+        asked: &PaymentRequest,
+        field: &'static str,
     ) -> Result<Payment, IntakeError> {
-        use super::payment::GatewayError;
-        match self.inner.gateway.tokenize(card).await {
-            Ok(p) => Ok(p),
-            Err(GatewayError::Refused(why)) => Err(IntakeError::Payment("number", why)),
-            Err(GatewayError::Unavailable(why)) => {
-                tracing::warn!(error = %why, "tokenization: the payment gateway is unavailable");
-                Err(IntakeError::Unavailable(
-                    "the payment gateway is unavailable".into(),
-                ))
-            }
-        }
-    }
-
-    /// The payment as it may be kept: a typed card exchanged for the gateway's token, a token
-    /// described by the gateway (and its expiry checked now), pix and boleto as they are.
-    async fn resolve_payment(&self, asked: &PaymentRequest) -> Result<Payment, IntakeError> {
-        use super::payment::GatewayError;
-        let answer = match asked {
-            PaymentRequest::Ready(p) => return Ok(p.clone()),
-            PaymentRequest::Card(card) => self.inner.gateway.tokenize(card).await,
-            PaymentRequest::Token(token) => self.inner.gateway.describe(token).await,
-        };
-        let field = match asked {
-            PaymentRequest::Card(_) => "payment.card",
-            _ => "payment.card_token",
-        };
-        match answer {
-            Ok(payment) => {
-                if let Payment::Card {
-                    exp_month,
-                    exp_year,
-                    ..
-                } = &payment
-                {
-                    if card_expired((*exp_year, *exp_month), self.today()) {
-                        return Err(IntakeError::Payment(field, "the card has expired".into()));
-                    }
+        use super::payment::PaymentProblem;
+        self.payment_to_keep(asked, self.today())
+            .await
+            .map_err(|problem| match problem {
+                PaymentProblem::Refused(why) => IntakeError::Payment(field, why),
+                PaymentProblem::Expired => {
+                    IntakeError::Payment(field, "the card has expired".into())
                 }
-                Ok(payment)
-            }
-            Err(GatewayError::Refused(why)) => Err(IntakeError::Payment(field, why)),
-            Err(GatewayError::Unavailable(why)) => {
-                tracing::warn!(error = %why, "checkout intake: the payment gateway is unavailable");
-                Err(IntakeError::Unavailable(
-                    "the payment gateway is unavailable".into(),
-                ))
-            }
-        }
+                PaymentProblem::Unavailable(why) => {
+                    tracing::warn!(error = %why, "the payment gateway is unavailable");
+                    IntakeError::Unavailable("the payment gateway is unavailable".into())
+                }
+            })
     }
 
     /// The lines a checkout asks for, checked against the catalog (and the cart).

@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::domain::checkout::{Payment, RawCard};
+use crate::domain::checkout::{card_expired, Payment, PaymentRequest, RawCard};
 
 /// What the gateway said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,48 @@ pub trait PaymentGateway: Send + Sync + 'static {
         currency: &'a str,
         payment: &'a Payment,
     ) -> Answer<'a, Authorization>;
+}
+
+/// Why a checkout's payment cannot be kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentProblem {
+    /// The gateway refused the card or does not know the token.
+    Refused(String),
+    /// The card expired before the month the checkout is judged in.
+    Expired,
+    /// The gateway is away: retry later.
+    Unavailable(String),
+}
+
+impl super::OrderService {
+    /// The payment as it may be kept, judged in `today` = `(year, month)`: a typed card
+    /// exchanged for the gateway's token, a token described by the gateway (and its expiry
+    /// checked), pix and boleto as they are. Intake and the consumer both ask here and differ only
+    /// in how they answer a problem.
+    pub async fn payment_to_keep(
+        &self,
+        asked: &PaymentRequest,
+        today: (i32, u32),
+    ) -> Result<Payment, PaymentProblem> {
+        let gateway = &self.inner.gateway;
+        let answer = match asked {
+            PaymentRequest::Ready(p) => return Ok(p.clone()),
+            PaymentRequest::Card(card) => gateway.tokenize(card).await,
+            PaymentRequest::Token(token) => gateway.describe(token).await,
+        };
+        let payment = answer.map_err(|e| match e {
+            GatewayError::Refused(why) => PaymentProblem::Refused(why),
+            GatewayError::Unavailable(why) => PaymentProblem::Unavailable(why),
+        })?;
+        match &payment {
+            Payment::Card {
+                exp_month,
+                exp_year,
+                ..
+            } if card_expired((*exp_year, *exp_month), today) => Err(PaymentProblem::Expired),
+            _ => Ok(payment),
+        }
+    }
 }
 
 /// Card `4242424242424242` (and any other valid card) is approved, `4000000000000002` is

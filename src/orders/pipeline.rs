@@ -17,14 +17,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::card_data;
-use super::payment::{Authorization, GatewayError};
+use super::payment::{Authorization, PaymentProblem};
 use super::reservations::Reservation;
 use super::transitions::Move;
 use super::writer::{OrderWrite, OrderWritten};
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
-use crate::domain::checkout::{
-    card_expired, Checkout, CheckoutInput, LineSource, Payment, PaymentRequest,
-};
+use crate::domain::checkout::{Checkout, CheckoutInput, LineSource, Payment, PaymentRequest};
 use crate::domain::clock;
 use crate::domain::money::total_cents;
 use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection, RejectionReason};
@@ -100,39 +98,30 @@ impl OrderService {
             }
         };
         // The card a token stands for, as the gateway knows it, judged when it was accepted.
-        let payment = match &checkout.payment {
-            PaymentRequest::Ready(p) => p.clone(),
-            PaymentRequest::Card(_) => {
-                return Outcome::DeadLetterRedacted {
-                    reason: "card_data_refused".into(),
-                    body: card_data::redacted(&body),
-                }
-            }
-            PaymentRequest::Token(token) => match self.inner.gateway.describe(token).await {
-                Ok(p) => p,
-                Err(GatewayError::Refused(why)) => {
-                    return Outcome::DeadLetter(format!(
-                        "invalid checkout: payment.card_token: {why}"
-                    ))
-                }
-                Err(GatewayError::Unavailable(why)) => {
-                    tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
-                    return Outcome::Retry;
-                }
-            },
-        };
-        if let Payment::Card {
-            exp_month,
-            exp_year,
-            ..
-        } = &payment
+        if let PaymentRequest::Card(_) = &checkout.payment {
+            return Outcome::DeadLetterRedacted {
+                reason: "card_data_refused".into(),
+                body: card_data::redacted(&body),
+            };
+        }
+        let payment = match self
+            .payment_to_keep(&checkout.payment, clock::year_month(judged_at))
+            .await
         {
-            if card_expired((*exp_year, *exp_month), clock::year_month(judged_at)) {
+            Ok(p) => p,
+            Err(PaymentProblem::Refused(why)) => {
+                return Outcome::DeadLetter(format!("invalid checkout: payment.card_token: {why}"))
+            }
+            Err(PaymentProblem::Expired) => {
                 return Outcome::DeadLetter(
                     "invalid checkout: payment.card_token: the card has expired".into(),
-                );
+                )
             }
-        }
+            Err(PaymentProblem::Unavailable(why)) => {
+                tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
+                return Outcome::Retry;
+            }
+        };
         let origin = if message.app_id.as_deref() == Some(HTTP_ORIGIN) {
             Origin::Http
         } else {

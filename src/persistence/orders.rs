@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+pub use super::keys::{key_known, order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
 use super::schema::{notifications, order_history, orders};
 use super::DbError;
 use crate::domain::checkout::{DeliveryMethod, Payment};
@@ -68,78 +69,10 @@ pub struct TransitionRow {
     pub notification: Option<NotificationRow>,
 }
 
-/// An idempotency key intake is about to use, with the order id it would get if new.
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyRow {
-    pub order_id: Uuid,
-    pub customer_id: String,
-    pub idempotency_key: String,
-    pub fingerprint: String,
-}
-
-/// What the database knew of a customer's key before it was recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyState {
-    /// Recorded now, with the proposed order id: never seen before.
-    New,
-    /// Seen before: its order id and fingerprint; `status` of its order if the order exists.
-    Known {
-        order_id: Uuid,
-        fingerprint: String,
-        status: Option<String>,
-    },
-    /// Being recorded by another request at this very moment (in the same batch): retry.
-    Racing,
-}
-
 #[derive(QueryableByName)]
 struct Id {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
     order_id: Uuid,
-}
-
-/// Whether a customer's idempotency key is recorded (a read: no row is written).
-pub fn key_known(conn: &mut PgConnection, customer_id: &str, key: &str) -> Result<bool, DbError> {
-    use super::schema::checkout_keys;
-    use diesel::dsl::exists;
-    diesel::select(exists(
-        checkout_keys::table
-            .filter(checkout_keys::customer_id.eq(customer_id))
-            .filter(checkout_keys::idempotency_key.eq(key)),
-    ))
-    .get_result(conn)
-    .map_err(DbError::Query)
-}
-
-/// Forgets idempotency keys recorded before `before` whose order is decided (or never came):
-/// a reuse after that is a new order. At most `limit` a call; returns how many went.
-pub fn prune_keys(
-    conn: &mut PgConnection,
-    before: DateTime<Utc>,
-    limit: i64,
-) -> Result<usize, DbError> {
-    diesel::sql_query(
-        "DELETE FROM checkout_keys WHERE order_id IN (
-             SELECT k.order_id FROM checkout_keys k
-             WHERE k.created_at < $1
-               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = k.order_id
-                               AND o.status IN ('received', 'reserved'))
-             LIMIT $2)",
-    )
-    .bind::<diesel::sql_types::Timestamptz, _>(before)
-    .bind::<diesel::sql_types::BigInt, _>(limit)
-    .execute(conn)
-    .map_err(DbError::from)
-}
-
-/// The secret order ids of checkouts from other systems are keyed with (made by a migration).
-pub fn order_id_secret(conn: &mut PgConnection) -> Result<Vec<u8>, DbError> {
-    use super::schema::server_secrets;
-    server_secrets::table
-        .find("order_ids")
-        .select(server_secrets::secret)
-        .first(conn)
-        .map_err(DbError::from)
 }
 
 const CREATE: &str = "
@@ -209,73 +142,14 @@ SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
     created_at timestamptz)
 ON CONFLICT (id) DO NOTHING";
 
-const KEYS: &str = "
-WITH x AS (
-    SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
-        order_id uuid, customer_id text, idempotency_key text, fingerprint text)
-), ins AS (
-    INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
-    SELECT order_id, customer_id, idempotency_key, fingerprint FROM x
-    ON CONFLICT DO NOTHING
-    RETURNING order_id
-)
-SELECT x.order_id, (ins.order_id IS NOT NULL) AS inserted, k.order_id AS known_id,
-       k.fingerprint, o.status
-FROM x
-LEFT JOIN ins ON ins.order_id = x.order_id
-LEFT JOIN checkout_keys k
-       ON k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key
-LEFT JOIN orders o ON o.order_id = k.order_id";
-
 const SETTLE: &str = "UPDATE orders SET settled = true WHERE order_id = ANY($1)";
 
 /// The rows as JSON text, bound as `text` and cast by `$1::jsonb` in the statement: no JSON tree
 /// of the whole batch is built on the way. (Plain structs of strings, numbers and JSON values
 /// cannot fail to serialize; if one did, the write is refused, never silently empty.)
-fn json<T: Serialize>(rows: &[T]) -> Result<String, DbError> {
+pub(super) fn json<T: Serialize>(rows: &[T]) -> Result<String, DbError> {
     serde_json::to_string(rows)
         .map_err(|e| DbError::Query(diesel::result::Error::SerializationError(Box::new(e))))
-}
-
-/// Records idempotency keys (those already there are left as they are) and says, for each, what
-/// was known of it before.
-pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeyState>, DbError> {
-    #[derive(QueryableByName)]
-    struct Found {
-        #[diesel(sql_type = diesel::sql_types::Uuid)]
-        order_id: Uuid,
-        #[diesel(sql_type = diesel::sql_types::Bool)]
-        inserted: bool,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
-        known_id: Option<Uuid>,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        fingerprint: Option<String>,
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-        status: Option<String>,
-    }
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let found: std::collections::HashMap<Uuid, Found> = diesel::sql_query(KEYS)
-        .bind::<Text, _>(json(keys)?)
-        .load::<Found>(conn)?
-        .into_iter()
-        .map(|f| (f.order_id, f))
-        .collect();
-    Ok(keys
-        .iter()
-        .map(|k| match found.get(&k.order_id) {
-            Some(f) if !f.inserted => match f.known_id {
-                Some(order_id) => KeyState::Known {
-                    order_id,
-                    fingerprint: f.fingerprint.clone().unwrap_or_default(),
-                    status: f.status.clone(),
-                },
-                None => KeyState::Racing,
-            },
-            _ => KeyState::New,
-        })
-        .collect())
 }
 
 /// Creates the orders that do not exist yet (and whose key is not another request's); returns
