@@ -26,6 +26,8 @@ RABBITMQ_WAREHOUSE_PASSWORD=$(rand)
 RABBITMQ_CARTS_PASSWORD=$(rand)
 ENV
 fi
+# Added after the first version of this script: appended to an older .env.
+grep -q '^GRAFANA_ADMIN_PASSWORD=' .env || (umask 077; echo "GRAFANA_ADMIN_PASSWORD=$(rand)" >> .env)
 # shellcheck disable=SC1091
 . .env
 

@@ -343,6 +343,7 @@ fn run(
 ) {
     let mut conn: Option<PgConnection> = None;
     let mut held: Option<Fence> = None;
+    gauge_role(None);
     loop {
         let wait = if held.is_some() {
             config.renew_every
@@ -367,6 +368,7 @@ fn run(
                     tracing::warn!(epoch = fence.epoch, "stepped down");
                 }
                 held_epoch.store(0, Ordering::Release);
+                gauge_role(None);
                 conn = None; // a fresh connection: the old one may be hanging
                 continue;
             }
@@ -378,13 +380,14 @@ fn run(
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     tracing::debug!(error = %e, "lease: no database connection");
+                    metrics::gauge!("orderflow_database_reachable").set(0.0);
                     continue;
                 }
             }
         }
         let Some(c) = conn.as_mut() else { continue };
         let started = ms_since(base);
-        match held {
+        let reached = match held {
             None => match try_take(c, holder, config.ttl) {
                 Ok(Some(epoch)) => {
                     let fence = Fence { holder, epoch };
@@ -392,12 +395,16 @@ fn run(
                     renewed_at.store(started, Ordering::Release);
                     held_epoch.store(epoch, Ordering::Release);
                     tracing::info!(epoch, "took the lease: this instance is active");
+                    metrics::counter!("orderflow_lease_acquired_total").increment(1);
+                    gauge_role(Some(epoch));
                     let _ = role.send(Role::Active { epoch });
+                    true
                 }
-                Ok(None) => {}
+                Ok(None) => true,
                 Err(e) => {
                     tracing::debug!(error = %e, "lease: could not try to take it");
                     conn = None;
+                    false
                 }
             },
             Some(fence) => match renew(c, fence, config.ttl) {
@@ -406,6 +413,7 @@ fn run(
                     if *role.borrow() == (Role::Active { epoch: fence.epoch }) {
                         renewed_at.store(started, Ordering::Release);
                     }
+                    true
                 }
                 Ok(false) => {
                     tracing::error!(
@@ -414,13 +422,23 @@ fn run(
                     );
                     held = None;
                     held_epoch.store(0, Ordering::Release);
+                    gauge_role(None);
                     let _ = role.send(Role::Standby);
+                    true
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "lease renewal failed");
                     conn = None;
+                    false
                 }
             },
-        }
+        };
+        metrics::gauge!("orderflow_database_reachable").set(f64::from(u8::from(reached)));
     }
+}
+
+/// The lease gauges: `orderflow_lease_active` and `orderflow_lease_epoch`.
+fn gauge_role(epoch: Option<i64>) {
+    metrics::gauge!("orderflow_lease_active").set(f64::from(u8::from(epoch.is_some())));
+    metrics::gauge!("orderflow_lease_epoch").set(epoch.unwrap_or(0) as f64);
 }

@@ -117,6 +117,8 @@ pub struct BatchStats {
     pub fenced: AtomicU64,
     /// Items queued and not yet settled.
     pub queued: AtomicI64,
+    /// The most items that may be queued (the writer's bound).
+    pub capacity: AtomicU64,
     failing: AtomicBool,
     running: AtomicBool,
     /// Set by `stop_blocking`: batches already taken stop retrying, and once one is given up
@@ -186,6 +188,9 @@ impl<S: Sink> BatchWriter<S> {
         let (tx, rx) = mpsc::sync_channel(config.capacity.max(1));
         let stats = Arc::new(BatchStats::default());
         stats.running.store(true, Ordering::Relaxed);
+        stats
+            .capacity
+            .store(config.capacity.max(1) as u64, Ordering::Relaxed);
         let thread_stats = Arc::clone(&stats);
         let name = config.name;
         let thread = std::thread::Builder::new()

@@ -7,6 +7,24 @@ use std::sync::OnceLock;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::admission::ShedReason;
+
+/// Per-queue counters, each registered at 0 for every queue (and its dead-letter queue's
+/// ready gauge) so a rule's `increase()` sees the first event and a dashboard shows 0, not "no
+/// data".
+const QUEUE_COUNTERS: &[&str] = &[
+    "orderflow_queue_published_total",
+    "orderflow_queue_confirmed_total",
+    "orderflow_queue_publish_rejected_total",
+    "orderflow_queue_publish_timeouts_total",
+    "orderflow_queue_delivered_total",
+    "orderflow_queue_redelivered_total",
+    "orderflow_queue_acked_total",
+    "orderflow_queue_dead_lettered_total",
+    "orderflow_queue_handed_back_total",
+    "orderflow_queue_requeued_total",
+];
+
 /// Latencies, in seconds: 1 ms … 60 s.
 const SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0,
@@ -33,6 +51,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             };
             describe();
+            zeroes();
             Some(handle)
         })
         .clone()
@@ -154,6 +173,10 @@ fn describe() {
         "orderflow_batch_backlog_rows",
         "Items queued in a writer and not yet committed: memory ahead of disk."
     );
+    describe_gauge!(
+        "orderflow_batch_capacity_rows",
+        "The most items a write-behind writer may hold before writes answer 503 (its bound)."
+    );
     describe_gauge!("orderflow_engine_actors", "SKU actors running.");
     describe_gauge!(
         "orderflow_engine_requests_in_flight",
@@ -168,7 +191,43 @@ fn describe() {
         "1 while the RabbitMQ connection is open."
     );
     describe_gauge!(
+        "orderflow_database_reachable",
+        "1 while the lease's PostgreSQL connection answers (checked every LEASE_RENEW_MS or LEASE_RETRY_MS)."
+    );
+    describe_gauge!(
+        "orderflow_lease_active",
+        "1 while this instance holds the lease (the active instance)."
+    );
+    describe_gauge!(
+        "orderflow_lease_epoch",
+        "The lease epoch this instance holds (0 when standby)."
+    );
+    describe_counter!(
+        "orderflow_lease_acquired_total",
+        "Times this instance took the lease (each is a failover or a start)."
+    );
+    describe_gauge!(
         "orderflow_broker_blocked",
         "1 while the broker blocks this connection's publishes (connection.blocked: a memory or disk alarm)."
     );
+}
+
+/// Registers the counters whose first event an alert must see, at 0.
+fn zeroes() {
+    for spec in crate::messaging::topology::QUEUES {
+        for name in QUEUE_COUNTERS {
+            metrics::counter!(*name, "queue" => spec.name).increment(0);
+        }
+    }
+    metrics::counter!("orderflow_checkouts_admitted_total").increment(0);
+    for reason in [
+        ShedReason::WaitBudget,
+        ShedReason::BrokerBlocked,
+        ShedReason::BrokerStalled,
+    ] {
+        metrics::counter!("orderflow_checkouts_shed_total", "reason" => reason.as_str())
+            .increment(0);
+    }
+    metrics::counter!("orderflow_checkouts_shed_total", "reason" => "queue_full").increment(0);
+    metrics::counter!("orderflow_lease_acquired_total").increment(0);
 }

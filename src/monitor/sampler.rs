@@ -83,6 +83,18 @@ pub struct Snapshot {
 pub struct WriterBacklog {
     pub writer: &'static str,
     pub rows: i64,
+    /// The writer's bound: past it, writes answer 503.
+    pub capacity: i64,
+}
+
+impl WriterBacklog {
+    fn of(writer: &'static str, stats: &crate::batch::BatchStats) -> WriterBacklog {
+        WriterBacklog {
+            writer,
+            rows: stats.queued.load(Ordering::Relaxed).max(0),
+            capacity: i64::try_from(stats.capacity.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -323,25 +335,15 @@ async fn sample(
     let active = (sources.active)();
     let memory_ahead_of_disk: Vec<WriterBacklog> = match active.as_ref() {
         Some(parts) => vec![
-            WriterBacklog {
-                writer: "stock",
-                rows: parts
-                    .engine
-                    .persister_stats()
-                    .batches()
-                    .queued
-                    .load(Ordering::Relaxed)
-                    .max(0),
-            },
-            WriterBacklog {
-                writer: "orders",
-                rows: parts.orders.writer_backlog(),
-            },
+            WriterBacklog::of("stock", parts.engine.persister_stats().batches()),
+            WriterBacklog::of("orders", &parts.orders.writer_stats()),
         ],
         None => Vec::new(),
     };
     for w in &memory_ahead_of_disk {
         metrics::gauge!("orderflow_batch_backlog_rows", "writer" => w.writer).set(w.rows as f64);
+        metrics::gauge!("orderflow_batch_capacity_rows", "writer" => w.writer)
+            .set(w.capacity as f64);
     }
     let hottest = m.take_hottest(HOT_SKUS);
     let interval = SAMPLE_EVERY.as_secs_f64();

@@ -357,14 +357,10 @@ impl OrderService {
         self.inner.events.subscribe()
     }
 
-    /// Orders queued in the order writer and not yet committed (memory ahead of disk).
-    pub fn writer_backlog(&self) -> i64 {
-        self.inner
-            .writer
-            .stats()
-            .queued
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .max(0)
+    /// The order writer's counters: what is queued and not yet committed (memory ahead of
+    /// disk) and its bound.
+    pub fn writer_stats(&self) -> Arc<crate::batch::BatchStats> {
+        self.inner.writer.stats()
     }
 
     /// Whether the order writer cannot write right now.

@@ -199,13 +199,88 @@ async fn metrics_are_valid_prometheus_text_with_every_family_described() {
         "orderflow_broker_blocked",
         "orderflow_admission_shedding",
         "orderflow_batch_backlog_rows",
+        "orderflow_batch_capacity_rows",
+        "orderflow_database_reachable",
+        "orderflow_lease_active",
+        "orderflow_lease_epoch",
+        "orderflow_lease_acquired_total",
     ] {
         assert!(
             scrape.samples.iter().any(|s| s.metric == family),
             "{family} missing"
         );
     }
+    assert_eq!(
+        value("orderflow_lease_active", &[]),
+        1.0,
+        "the active instance"
+    );
+    assert_eq!(value("orderflow_database_reachable", &[]), 1.0);
+    assert!(value("orderflow_batch_capacity_rows", &[("writer", "stock")]) >= 1.0);
+
+    // The operator's bundle is built on these metrics: every metric the Grafana dashboard and
+    // the alert rules name is one this service exposes.
+    let exposed: HashSet<String> = scrape
+        .samples
+        .iter()
+        .map(|s| s.metric.clone())
+        .chain(typed.iter().map(|t| (*t).to_owned()))
+        .collect();
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("deploy/grafana/dashboards/orderflow.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let targets = panel["targets"]
+            .as_array()
+            .expect("every panel has targets");
+        assert!(!targets.is_empty(), "{} has no query", panel["title"]);
+        for t in targets {
+            exprs.push(t["expr"].as_str().expect("a PromQL expression").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 20, "{} dashboard queries", exprs.len());
+    let rules = std::fs::read_to_string(repo_file("deploy/prometheus/alerts.yml")).unwrap();
+    let mut named = HashSet::new();
+    for text in exprs.iter().map(String::as_str).chain([rules.as_str()]) {
+        named.extend(metric_names(text));
+    }
+    assert!(named.len() >= 20, "{named:?}");
+    let unknown: Vec<&String> = named
+        .iter()
+        .filter(|n| {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| n.strip_suffix(s))
+                .unwrap_or(n);
+            !exposed.contains(*n) && !exposed.contains(family)
+        })
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard or the alerts name metrics /metrics does not expose: {unknown:?}"
+    );
     app.stop().await;
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Every `orderflow_…` metric name in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("orderflow_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
 }
 
 #[actix_web::test]
