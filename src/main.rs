@@ -56,11 +56,18 @@ enum Command {
     Serve,
     /// Create the database if missing, run the migrations, exit.
     Migrate,
-    /// Load N demo products with stock (run it while the service is stopped).
+    /// Load N demo products with stock: with --url, through the admin API of a running service
+    /// (ADMIN_TOKEN); without, straight into the database while the service is stopped.
     DemoData {
         /// How many products.
         #[arg(default_value_t = 3000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         n: u32,
+        /// A running service (the load balancer or the active instance), e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Products in flight at once (with --url).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        concurrency: u32,
     },
     /// Drive a running service over HTTP and report throughput and latency.
     Loadgen(Box<tools::loadgen::LoadgenConfig>),
@@ -160,6 +167,11 @@ fn main() -> ExitCode {
         ),
         Command::DeadLetters { action } => dead_letters(&config, action),
         Command::Token { customer, ttl } => token(&config, &customer, ttl),
+        Command::DemoData {
+            n,
+            url: Some(url),
+            concurrency,
+        } => demo_data_online(&config, &url, n, concurrency),
         Command::Loadgen(mut load) => {
             load.amqp_url = config.amqp_url.clone();
             load.admin_token = config.admin_tokens.first().map(|t| t.expose().to_owned());
@@ -195,6 +207,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// `demo-data N --url`: through a running service's admin API.
+fn demo_data_online(config: &Config, url: &str, n: u32, concurrency: u32) -> ExitCode {
+    let Some(token) = config.admin_tokens.first().map(|t| t.expose().to_owned()) else {
+        eprintln!("orderflow demo-data: --url needs ADMIN_TOKEN (the running service's)");
+        return ExitCode::from(2);
+    };
+    let started = std::time::Instant::now();
+    let load = tools::demo_online::load(url, &token, n as usize, concurrency as usize);
+    match actix_web::rt::System::new().block_on(load) {
+        Ok(report) => {
+            println!(
+                "orderflow: loaded {} of {n} demo products with stock into {url} in {:.1} s ({} answers waited out and sent again)",
+                report.loaded,
+                started.elapsed().as_secs_f64(),
+                report.retried
+            );
+            if report.failed.is_empty() {
+                demo_shopper(config);
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("orderflow demo-data: {} SKUs failed:", report.failed.len());
+            for (sku, why) in &report.failed {
+                eprintln!("  {sku}: {why}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("orderflow demo-data: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A shopper to try the storefront routes with (customer routes need a token).
+fn demo_shopper(config: &Config) {
+    if let Some(secret) = &config.auth.secret {
+        if let Ok(token) = orderflow::auth::customer::issue_token(
+            secret,
+            "demo-shopper",
+            std::time::Duration::from_secs(86_400),
+            config.auth.issuer.as_deref(),
+            config.auth.audience.as_deref(),
+        ) {
+            println!("a demo shopper's token (customer demo-shopper, 24 h):\n{token}");
+        }
+    }
+}
+
 fn init_tracing(config: &Config, format: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -214,21 +274,10 @@ fn init_tracing(config: &Config, format: Option<&str>) {
 fn run(config: Config, command: Command) -> ExitCode {
     let outcome = actix_web::rt::System::new().block_on(async move {
         match command {
-            Command::DemoData { n } => {
+            Command::DemoData { n, .. } => {
                 let loaded = tools::demo::load(&config, n as usize).await?;
                 println!("orderflow: loaded {loaded} demo products with stock");
-                // A shopper to try the storefront routes with (customer routes need a token).
-                if let Some(secret) = &config.auth.secret {
-                    if let Ok(token) = orderflow::auth::customer::issue_token(
-                        secret,
-                        "demo-shopper",
-                        std::time::Duration::from_secs(86_400),
-                        config.auth.issuer.as_deref(),
-                        config.auth.audience.as_deref(),
-                    ) {
-                        println!("a demo shopper's token (customer demo-shopper, 24 h):\n{token}");
-                    }
-                }
+                demo_shopper(&config);
             }
             Command::Migrate => {
                 let applied = startup::migrate(&config).await?;

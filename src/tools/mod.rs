@@ -4,6 +4,7 @@ pub mod args;
 pub mod costs;
 pub mod cpu;
 pub mod demo;
+pub mod demo_online;
 pub mod loadgen;
 pub mod openloop;
 pub mod phases;

@@ -177,3 +177,109 @@ async fn the_stock_stream_sends_every_change_in_order() {
     assert_eq!(events[2]["available"], 2);
     app.stop().await;
 }
+
+/// `orderflow demo-data N --url …` as a user runs it, against this test's service.
+async fn demo_data_online(url: &str, n: u32, token: &str) -> std::process::Output {
+    let (url, token) = (url.to_owned(), token.to_owned());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args([
+                "demo-data",
+                &n.to_string(),
+                "--url",
+                &url,
+                "--concurrency",
+                "64",
+            ])
+            .env("ADMIN_TOKEN", token)
+            .env_remove("AUTH_JWT_SECRET")
+            .output()
+            .expect("run orderflow demo-data")
+    })
+    .await
+    .expect("the command ran")
+}
+
+/// Every SKU's stock as the running engine serves it (and the database agrees).
+async fn stock_of_every_sku(app: &crate::helpers::TestApp) -> Vec<(String, i64)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        sku: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        on_hand: i64,
+    }
+    use diesel::RunQueryDsl;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT p.sku, s.on_hand FROM products p JOIN stock s USING (sku) ORDER BY p.sku",
+    )
+    .load(&mut app.db.conn())
+    .expect("products with stock");
+    let mut out = Vec::new();
+    for row in rows {
+        let live = app.get(&format!("/v1/inventory/{}", row.sku)).await;
+        assert_eq!(live.status, 200, "{}", live.body);
+        assert_eq!(
+            live.body["on_hand"], row.on_hand,
+            "{}: engine vs database",
+            row.sku
+        );
+        out.push((row.sku, row.on_hand));
+    }
+    out
+}
+
+#[actix_web::test]
+async fn demo_data_loads_into_a_running_service_through_its_admin_api_with_backpressure() {
+    // A tiny write-behind bound: 64 stock writes at once meet 503 `overloaded`, which the
+    // command must wait out (Retry-After) and send again.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.engine.persister.queue_capacity = 2;
+    })
+    .await;
+    let out = demo_data_online(&app.address, 400, crate::helpers::ADMIN_TOKEN).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("loaded 400 of 400"), "{stdout}");
+    let retried: u64 = stdout
+        .split(" answers waited out")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the report says how many answers were retried: {stdout}"));
+    assert!(retried > 0, "the bound was never met: {stdout}");
+
+    let first = stock_of_every_sku(&app).await;
+    assert_eq!(first.len(), 400, "every SKU has a product and its stock");
+    assert!(
+        first.iter().any(|(_, s)| *s == 0),
+        "some demo products are sold out"
+    );
+    assert!(first.iter().filter(|(_, s)| *s > 0).count() > 300);
+    // The catalog is the running service's now: searchable with live stock.
+    let page = app.get("/v1/products?limit=5").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.body["data"].as_array().map(Vec::len),
+        Some(5),
+        "{}",
+        page.body
+    );
+
+    // Loading again is idempotent: the same products, the same stock.
+    let again = demo_data_online(&app.address, 400, crate::helpers::ADMIN_TOKEN).await;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(stock_of_every_sku(&app).await, first);
+
+    // A wrong token is one clear error, not 400 failures; nothing is written.
+    let wrong = demo_data_online(&app.address, 10, &"x".repeat(40)).await;
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(said.contains("refused the admin token"), "{said}");
+    app.stop().await;
+}
