@@ -115,13 +115,12 @@ async fn put(
     token: &str,
     body: &serde_json::Value,
 ) -> Result<u64, String> {
-    let mut retries = 0;
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
         let sent = client.put(url).bearer_auth(token).send_json(body).await;
         let (code, retry_after) = super::loadgen::answer(&sent);
         if (200..300).contains(&code) {
-            return Ok(retries);
+            return Ok(u64::from(attempt - 1));
         }
         let retryable = matches!(code, 0 | 429 | 502 | 503 | 504);
         if !retryable || attempt == ATTEMPTS {
@@ -139,7 +138,6 @@ async fn put(
             };
             return Err(format!("{code} after {attempt} attempt(s): {detail}"));
         }
-        retries += 1;
         let wait = retry_after
             .map_or(backoff, Duration::from_secs)
             .min(MAX_WAIT);
