@@ -27,8 +27,9 @@ pub enum ApiError {
     RateLimited { retry_after: u32 },
     #[error("{0}")]
     NotFound(String),
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// `allow`: the methods the resource answers (the `Allow` header RFC 9110 requires).
+    #[error("method not allowed; this resource answers {}", allow.join(", "))]
+    MethodNotAllowed { allow: &'static [&'static str] },
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("request body must be application/json")]
@@ -83,7 +84,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Validation(_) => "validation_failed",
@@ -315,7 +316,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) | ApiError::Unprocessable { .. } => {
@@ -342,6 +343,9 @@ impl ResponseError for ApiError {
         }
         if let ApiError::Unauthorized = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header((header::ALLOW, allow.join(", ")));
         }
         response.json(json!({
             "error": {

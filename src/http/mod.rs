@@ -167,7 +167,10 @@ macro_rules! api_routes {
                 cfg.service(
                     web::resource($path)
                         $( .route(web::$method().to($handler)) )+
-                        .default_service(web::to(method_not_allowed)),
+                        .default_service(web::to(|| async {
+                            const ALLOW: &[&str] = &[$( allow_name(stringify!($method)) ),+];
+                            Err::<HttpResponse, ApiError>(ApiError::MethodNotAllowed { allow: ALLOW })
+                        })),
                 );
             )*
         }
@@ -234,8 +237,16 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     )))
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A route macro's method name as the `Allow` header spells it.
+const fn allow_name(method: &str) -> &'static str {
+    match method.as_bytes() {
+        b"get" => "GET",
+        b"put" => "PUT",
+        b"post" => "POST",
+        b"delete" => "DELETE",
+        b"patch" => "PATCH",
+        _ => panic!("a method the route macro does not know"),
+    }
 }
 
 fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {

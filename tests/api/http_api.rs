@@ -290,6 +290,30 @@ async fn bad_input_gets_the_error_body_never_a_500() {
         .send(app.client.delete(app.url("/v1/inventory/B-1")), None)
         .await;
     assert_error(&r, 405, "method_not_allowed");
+    // RFC 9110: a 405 names the methods the resource answers.
+    let mut raw = app
+        .client
+        .delete(app.url("/v1/inventory/B-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 405);
+    assert_eq!(
+        raw.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, PUT")
+    );
+    let _ = raw.body().await;
+    let mut raw = app
+        .client
+        .get(app.url("/v1/checkout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let _ = raw.body().await;
 
     // Nothing above changed the stock.
     assert_eq!(app.db.stock("B-1"), (5, 0, 1));
