@@ -37,10 +37,36 @@ pub enum LineChange {
     Remove,
 }
 
+/// A customer id as [`CustomerId::parse`] accepts it: 1 to 64 characters, no white space or
+/// control characters (JSON Schema, ECMA-262).
+pub const CUSTOMER_ID_PATTERN: &str = "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]{1,64}$";
+
+/// `customer_id` in a body: absent (`null`: the token's customer) or a customer id.
+pub fn customer_id_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let mut schema = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(64))
+        .pattern(Some(CUSTOMER_ID_PATTERN))
+        .build();
+    schema.description = Some(
+        "The customer: a customer token's own `sub` (or absent); support staff must name one"
+            .into(),
+    );
+    schema
+}
+
 /// Body of `PUT /v1/carts/{cart_id}/items/{sku}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"quantity": 2, "added_to_cart": true}))]
 pub struct CartItemInput {
+    /// 1 to 100; required when `added_to_cart` is true.
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
     pub quantity: Option<i64>,
+    /// `true` sets the line to `quantity`; `false` removes it.
+    #[schema(required = true, value_type = bool)]
     pub added_to_cart: Option<bool>,
 }
 

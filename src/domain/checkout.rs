@@ -111,44 +111,77 @@ impl Checkout {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// One line: a SKU (at most once per order) and how many.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ItemInput {
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: Option<String>,
+    #[schema(required = true, value_type = i64, minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
     pub quantity: Option<i64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `method` `card` takes `card_token` (a gateway's token) or `card` (typed, exchanged for a
+/// token at intake); `boleto` takes the payer's CPF or CNPJ in `document`; `pix` nothing.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct PaymentInput {
+    #[schema(required = true, value_type = String, pattern = "^(card|pix|boleto)$")]
     pub method: Option<String>,
+    #[schema(nullable)]
     pub card: Option<CardInput>,
+    /// 1 to 255 visible ASCII characters.
+    #[schema(pattern = "^[!-~]{1,255}$")]
     pub card_token: Option<String>,
+    /// A CPF (11 digits) or CNPJ (14) with valid check digits; punctuation allowed.
+    #[schema(max_length = 32)]
     pub document: Option<String>,
 }
 
 /// Longest gateway token accepted.
 const MAX_TOKEN: usize = 255;
 
-#[derive(Debug, Default, Deserialize)]
+/// Where the order goes. `postal_code` and `state` follow the country's rules (a Brazilian
+/// CEP is 8 digits, `state` a UF).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct AddressInput {
+    #[schema(required = true, schema_with = super::validation::text_schema::<100>)]
     pub recipient: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<200>)]
     pub street: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<20>)]
     pub number: Option<String>,
+    #[schema(schema_with = super::validation::optional_text_schema::<100>)]
     pub complement: Option<String>,
+    #[schema(schema_with = super::validation::optional_text_schema::<100>)]
     pub district: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<100>)]
     pub city: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<50>)]
     pub state: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<20>)]
     pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z]{2}$")]
     pub country: Option<String>,
 }
 
 /// The request as sent; every field optional so each problem is reported on its own path.
-#[derive(Debug, Default, Deserialize)]
+/// Give exactly one of `cart_id` (a cart of the customer's) and `items`.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"items": [{"sku": "MUG-1", "quantity": 2}], "payment": {"method": "pix"}, "shipping_address": {"recipient": "Ana", "street": "Av. Paulista", "number": "1000", "city": "São Paulo", "state": "SP", "postal_code": "01310-100", "country": "BR"}, "delivery_method": "express"}))]
 pub struct CheckoutInput {
+    #[schema(schema_with = super::cart::customer_id_schema)]
     pub customer_id: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")]
     pub cart_id: Option<String>,
+    /// 1 to 50 lines.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Option<Vec<ItemInput>>,
+    #[schema(required = true, nullable = false)]
     pub payment: Option<PaymentInput>,
+    #[schema(required = true, nullable = false)]
     pub shipping_address: Option<AddressInput>,
+    #[schema(required = true, value_type = String, pattern = "^(standard|express|same_day|pickup)$")]
     pub delivery_method: Option<String>,
 }
 

@@ -141,12 +141,24 @@ pub enum PaymentRequest {
     Token(String),
 }
 
-#[derive(Default, Deserialize)]
+/// A card as typed. Rules no schema states: the number passes the Luhn check, and the card has
+/// not expired and expires within 20 years (422 naming the field otherwise).
+#[derive(Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"number": "4111 1111 1111 1111", "holder_name": "ANA SILVA", "exp_month": 12, "exp_year": 2030, "cvv": "123"}))]
 pub struct CardInput {
+    /// Digits, spaces and hyphens allowed between them.
+    #[schema(required = true, value_type = String, pattern = "^[0-9][0-9 -]*$", max_length = 40)]
     pub number: Option<String>,
+    #[schema(required = true, schema_with = super::validation::text_schema::<100>)]
     pub holder_name: Option<String>,
+    #[schema(required = true, value_type = u32, minimum = 1, maximum = 12)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
     pub exp_month: Option<u32>,
+    #[schema(required = true, value_type = i32, minimum = 2000, maximum = 2100)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
     pub exp_year: Option<i32>,
+    /// Wiped from memory after the request; never stored or published.
+    #[schema(required = true, value_type = String, pattern = "^[0-9]{3,4}$")]
     pub cvv: Option<String>,
 }
 

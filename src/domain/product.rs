@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::money::MAX_PRICE_CENTS;
+use super::validation::text_schema;
 use super::{clean_text, FieldErrors, Sku};
 
 /// A product in the catalog. Stock lives in the engine, not here.
@@ -20,14 +21,79 @@ pub struct Product {
 /// The body of `PUT /v1/products/{sku}` as sent. Fields are optional here so that a missing one
 /// is reported as a validation error on that field rather than as an unreadable body. Unknown
 /// fields are ignored, so newer clients keep working.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"name": "Coffee mug", "category": "kitchen", "tags": ["coffee"], "price_cents": 1990}))]
 pub struct ProductInput {
+    #[schema(required = true, schema_with = text_schema::<200>)]
     pub name: Option<String>,
+    #[schema(required = true, schema_with = text_schema::<100>)]
     pub category: Option<String>,
+    /// At most 32; kept lower-cased, each once.
+    #[schema(schema_with = tag_list)]
     pub tags: Option<Vec<String>>,
+    /// Cents of `currency`.
+    #[schema(required = true, nullable = false, value_type = i64, minimum = 0, maximum = 100_000_000_000_i64)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
     pub price_cents: Option<i64>,
+    /// ISO 4217, three capital letters; `BRL` when absent.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
+    /// Free-form: at most 64 keys, 4 levels deep, 16 KiB as JSON; texts at most 500
+    /// characters and keys at most 64, without control characters.
+    #[schema(schema_with = attributes_schema)]
     pub attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `attributes`, level by level: what `check_value` accepts (the 16 KiB bound aside).
+fn attributes_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let mut schema = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(MAX_ATTRIBUTES))
+        .property_names(Some(key_schema()))
+        .additional_properties(Some(attribute_value(MAX_ATTRIBUTE_DEPTH - 1)))
+        .build();
+    schema.description = Some("Free-form product attributes".into());
+    schema
+}
+
+fn key_schema() -> utoipa::openapi::schema::Object {
+    text_schema::<MAX_ATTRIBUTE_KEY>()
+}
+
+/// A value `depth` levels below which nothing may nest.
+fn attribute_value(depth: usize) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .max_length(Some(MAX_ATTRIBUTE_TEXT))
+        .pattern(Some(super::validation::OPTIONAL_TEXT_PATTERN));
+    let mut one_of = OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .item(ObjectBuilder::new().schema_type(Type::Boolean))
+        .item(ObjectBuilder::new().schema_type(Type::Number))
+        .item(text);
+    if depth > 0 {
+        one_of = one_of
+            .item(ArrayBuilder::new().items(utoipa::openapi::RefOr::T(attribute_value(depth - 1))))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property_names(Some(key_schema()))
+                    .additional_properties(Some(attribute_value(depth - 1))),
+            );
+    }
+    one_of.build().into()
+}
+
+/// `tags`: an array of at most 32 stored texts of at most 50 characters.
+fn tag_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(text_schema::<MAX_TAG>())
+        .max_items(Some(MAX_TAGS))
+        .build()
 }
 
 const MAX_NAME: usize = 200;

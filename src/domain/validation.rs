@@ -16,6 +16,70 @@ pub struct FieldErrors(BTreeMap<String, Vec<String>>);
 /// Longest idempotency key / AMQP `message_id` accepted.
 pub const MAX_KEY_LEN: usize = 255;
 
+/// Reads an optional whole number the way JSON Schema counts integers: `2076` and `2076.0` are
+/// the same number; `2076.5`, or one out of `T`'s range, is refused as unreadable (400).
+pub fn whole<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    use serde::Deserialize;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+            .map(|f| f as i64)
+    });
+    let whole =
+        whole.ok_or_else(|| D::Error::custom(format!("expected a whole number, got {n}")))?;
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{whole} is out of range")))
+}
+
+/// What [`clean_text`] accepts, as a JSON Schema (ECMA-262) pattern: no control character
+/// (Unicode `Cc`) and at least one character that is not white space.
+pub const TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// No control character (Unicode `Cc`); blank allowed: an optional text.
+pub const OPTIONAL_TEXT_PATTERN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// A text that may be absent (`null`), and when present is a stored text of at most `MAX`.
+pub fn text_or_null_schema<const MAX: usize>() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .min_length(Some(1))
+        .max_length(Some(MAX))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
+/// An optional text ([`FieldErrors::optional_text`]): `null`, blank, or a stored text.
+pub fn optional_text_schema<const MAX: usize>() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX))
+        .pattern(Some(OPTIONAL_TEXT_PATTERN))
+        .build()
+}
+
+/// The OpenAPI schema of a stored text of at most `MAX` characters (what [`clean_text`]
+/// accepts): the typed contract clients are generated from.
+pub fn text_schema<const MAX: usize>() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX))
+        .pattern(Some(TEXT_PATTERN))
+        .build()
+}
+
 /// Checks a text that will be stored: trimmed, not empty, at most `max` characters, and free of
 /// control characters (NUL included). Returns the trimmed text or what is wrong with it.
 pub fn clean_text(raw: &str, max: usize) -> Result<String, String> {
@@ -26,7 +90,8 @@ pub fn clean_text(raw: &str, max: usize) -> Result<String, String> {
     if text.is_empty() {
         return Err("must not be empty".into());
     }
-    if text.chars().count() > max {
+    // As sent, padding included: the limit the OpenAPI document states (`maxLength`).
+    if raw.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
     }
     Ok(text.to_owned())
@@ -120,7 +185,9 @@ impl FieldErrors {
 
     /// An optional stored text: absent or blank is `None`, anything else must be clean.
     pub fn optional_text(&mut self, field: &str, raw: Option<&str>, max: usize) -> Option<String> {
-        let raw = raw.filter(|v| !v.trim().is_empty() || v.chars().any(char::is_control))?;
+        let raw = raw.filter(|v| {
+            !v.trim().is_empty() || v.chars().any(char::is_control) || v.chars().count() > max
+        })?;
         match clean_text(raw, max) {
             Ok(v) => Some(v),
             Err(e) => {

@@ -9,12 +9,14 @@ use super::openapi::ErrorBody;
 use super::{path_sku, Active, ApiError};
 use crate::domain::cart::CartItemInput;
 
-#[derive(Deserialize)]
+/// `POST /v1/carts`.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct NewCart {
+    #[schema(schema_with = crate::domain::cart::customer_id_schema)]
     customer_id: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/carts", tag = "carts", request_body(content = Object, description = "customer_id (optional: the token's customer; support staff must name one)"), security(("customer" = []), ("admin" = [])), responses((status = 201, description = "An empty cart", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "customer_id is not the token's customer", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/carts", tag = "carts", request_body = NewCart, security(("customer" = []), ("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 201, description = "An empty cart", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 403, description = "customer_id is not the token's customer", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn create(
     caller: Caller,
     state: Active,
@@ -30,7 +32,7 @@ pub async fn get(cart: OwnedCart, state: Active) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(state.carts.get(cart.cart_id).await?))
 }
 
-#[utoipa::path(put, path = "/v1/carts/{cart_id}/items/{sku}", tag = "carts", params(("cart_id" = String, Path), ("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "quantity, added_to_cart"), security(("customer" = []), ("admin" = [])), responses((status = 200, description = "The cart", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The cart produced an order (`cart_checked_out`)", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/carts/{cart_id}/items/{sku}", tag = "carts", params(("cart_id" = String, Path), ("sku" = String, Path, description = "SKU code")), request_body = CartItemInput, security(("customer" = []), ("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The cart", body = Object), (status = 401, description = "No valid bearer token", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 409, description = "The cart produced an order (`cart_checked_out`)", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put_item(
     cart: OwnedCart,
     state: Active,

@@ -13,6 +13,49 @@ use crate::active::ActiveParts;
 use crate::domain::inventory::{StockUpdateInput, UpdateForm};
 use crate::domain::{Ledger, Sku, StockOp};
 
+/// `PUT /v1/inventory/{sku}`: the warehouse count.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"on_hand": 25}))]
+pub struct StockCount {
+    #[schema(required = true, value_type = i64, minimum = 0, maximum = 1_000_000_000_i64)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
+    on_hand: Option<i64>,
+    /// Stored with the change (a stored text, at most 200 characters).
+    #[schema(schema_with = crate::domain::validation::text_or_null_schema::<200>)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/inventory/{sku}/adjustments`: units found (+) or lost (−), with why. Refused with
+/// 422 when the SKU's stock cannot take it (below zero, or below what is reserved).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"delta": -2, "reason": "damaged in the warehouse"}))]
+pub struct StockAdjustment {
+    #[schema(required = true, schema_with = delta_schema)]
+    #[serde(default, deserialize_with = "crate::domain::validation::whole")]
+    delta: Option<i64>,
+    #[schema(required = true, schema_with = crate::domain::validation::text_schema::<200>)]
+    reason: Option<String>,
+}
+
+/// A delta: from −1,000,000,000 to 1,000,000,000, never 0.
+fn delta_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(min as f64))
+            .maximum(Some(max as f64))
+    };
+    OneOfBuilder::new()
+        .item(range(-1_000_000_000, -1))
+        .item(range(1, 1_000_000_000))
+        .build()
+        .into()
+}
+
 fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
     json!({
         "sku": sku,
@@ -58,23 +101,35 @@ async fn apply_durably(
     }
 }
 
-#[utoipa::path(put, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "on_hand"), security(("admin" = [])), responses((status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockCount, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,
     path: web::Path<String>,
-    input: web::Json<StockUpdateInput>,
+    input: web::Json<StockCount>,
 ) -> Result<HttpResponse, ApiError> {
+    let StockCount { on_hand, reason } = input.into_inner();
+    let input = StockUpdateInput {
+        on_hand,
+        delta: None,
+        reason,
+    };
     update(&state, &path, &input, UpdateForm::Count, "on_hand").await
 }
 
-#[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "delta, reason"), security(("admin" = [])), responses((status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockAdjustment, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn adjust(
     _admin: Admin,
     state: Active,
     path: web::Path<String>,
-    input: web::Json<StockUpdateInput>,
+    input: web::Json<StockAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
+    let StockAdjustment { delta, reason } = input.into_inner();
+    let input = StockUpdateInput {
+        on_hand: None,
+        delta,
+        reason,
+    };
     update(&state, &path, &input, UpdateForm::Adjustment, "delta").await
 }
 

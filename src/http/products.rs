@@ -78,7 +78,7 @@ pub(super) fn parse_limit(
 }
 
 /// `GET /v1/products?category=&tag=&limit=&cursor=`: the catalog in SKU order, with live stock.
-#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(("category" = Option<String>, Query), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, description = "A page of products with live stock and `next_cursor`", body = Object), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(("category" = Option<String>, Query), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100; 20 when absent"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9._-]{0,64}$", description = "`next_cursor` of the previous page (the last SKU it showed)")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "A page of products with live stock and `next_cursor`", body = Object), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn list(state: Active, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = parse_limit(query.limit.as_deref(), 20, 100)?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -105,7 +105,7 @@ pub struct SimilarQuery {
 }
 
 /// `GET /v1/products/{sku}/similar?limit=5`: similar products in stock now.
-#[utoipa::path(get, path = "/v1/products/{sku}/similar", tag = "catalog", params(("sku" = String, Path, description = "SKU code"), ("limit" = Option<u32>, Query)), responses((status = 200, description = "Similar products in stock, best first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products/{sku}/similar", tag = "catalog", params(("sku" = String, Path, description = "SKU code"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "1 to 50; 5 when absent")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "Similar products in stock, best first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn similar(
     state: Active,
     path: web::Path<String>,
@@ -120,7 +120,7 @@ pub async fn similar(
     Ok(HttpResponse::Ok().json(json!({ "sku": sku, "suggestions": suggestions })))
 }
 
-#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), request_body(content = Object, description = "name, category, tags, price_cents, currency?, attributes?"), security(("admin" = [])), responses((status = 200, description = "Replaced", body = Object), (status = 201, description = "Created", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), request_body = ProductInput, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "Replaced", body = Object), (status = 201, description = "Created", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,

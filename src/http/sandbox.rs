@@ -12,7 +12,7 @@ use crate::domain::checkout::{CardInput, Payment};
 use crate::domain::FieldErrors;
 
 /// `POST /v1/sandbox/card-tokens`.
-#[utoipa::path(post, path = "/v1/sandbox/card-tokens", tag = "payments", request_body(content = Object, description = "number, holder_name, exp_month, exp_year, cvv"), responses((status = 201, description = "card_token, brand, last4, exp_month, exp_year", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed (Luhn, expiry, CVV)", body = ErrorBody), (status = 503, description = "Unavailable, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/sandbox/card-tokens", tag = "payments", request_body = CardInput, responses((status = 201, description = "card_token, brand, last4, exp_month, exp_year", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed (Luhn, expiry, CVV)", body = ErrorBody), (status = 503, description = "Unavailable, with `Retry-After`", body = ErrorBody)))]
 pub async fn card_tokens(
     state: Active,
     body: web::Json<CardInput>,
