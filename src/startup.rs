@@ -42,6 +42,9 @@ pub enum StartupError {
     NoCustomerKey,
     #[error("customer keys: {0}. Check AUTH_JWT_PUBLIC_KEYS.")]
     CustomerKeys(#[source] crate::auth::AuthError),
+    /// `demo-data`: SKUs whose stock could not be set, each with why.
+    #[error("{} demo SKU(s) did not get their stock: {}", .0.len(), .0.iter().take(20).cloned().collect::<Vec<_>>().join("; "))]
+    Demo(Vec<String>),
     #[error("cannot listen on {addr}: {source}. Is another process using it? Check HTTP_ADDR.")]
     Listen {
         addr: String,

@@ -254,24 +254,39 @@ pub async fn load(
     let engine = Engine::start(store, config.engine.clone())
         .await
         .map_err(StartupError::Engine)?;
-    let mut tickets = Vec::with_capacity(products.len());
+    let mut tickets: Vec<(orderflow::domain::Sku, orderflow::engine::DurableTicket)> =
+        Vec::with_capacity(products.len());
+    let mut failed = Vec::new();
     for (product, stock) in &products {
-        let applied = engine
-            .apply(
-                &product.sku,
-                orderflow::domain::StockOp::SetOnHand(*stock),
-                Some("demo data".into()),
-            )
+        let op = orderflow::domain::StockOp::SetOnHand(*stock);
+        let mut applied = engine
+            .apply(&product.sku, op, Some("demo data".into()))
             .await;
+        // Backpressure: a full write-behind queue drains once what is in flight is written.
+        if matches!(applied, Err(orderflow::engine::EngineError::Overloaded)) {
+            for (sku, ticket) in tickets.drain(..) {
+                if let Err(e) = ticket.wait().await {
+                    failed.push(format!("{sku}: {e}"));
+                }
+            }
+            applied = engine
+                .apply(&product.sku, op, Some("demo data".into()))
+                .await;
+        }
         match applied {
-            Ok(a) => tickets.push(a.durable),
-            Err(e) => tracing::warn!(sku = %product.sku, error = %e, "demo stock not set"),
+            Ok(a) => tickets.push((product.sku.clone(), a.durable)),
+            Err(e) => failed.push(format!("{}: {e}", product.sku)),
         }
     }
-    for ticket in tickets {
-        let _ = ticket.wait().await;
+    for (sku, ticket) in tickets {
+        if let Err(e) = ticket.wait().await {
+            failed.push(format!("{sku}: {e}"));
+        }
     }
     engine.shutdown().await;
+    if !failed.is_empty() {
+        return Err(StartupError::Demo(failed));
+    }
     Ok(products.len())
 }
 
