@@ -386,54 +386,80 @@ fn run(
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        let started = ms_since(base);
-        let reached = match held {
-            None => match try_take(c, holder, config.ttl) {
-                Ok(Some(epoch)) => {
-                    let fence = Fence { holder, epoch };
-                    held = Some(fence);
-                    renewed_at.store(started, Ordering::Release);
-                    held_epoch.store(epoch, Ordering::Release);
-                    tracing::info!(epoch, "took the lease: this instance is active");
-                    metrics::counter!("orderflow_lease_acquired_total").increment(1);
-                    gauge_role(Some(epoch));
-                    let _ = role.send(Role::Active { epoch });
-                    true
-                }
-                Ok(None) => true,
-                Err(e) => {
-                    tracing::debug!(error = %e, "lease: could not try to take it");
-                    conn = None;
-                    false
-                }
-            },
-            Some(fence) => match renew(c, fence, config.ttl) {
-                Ok(true) => {
-                    // Still ours only if the watcher has not stepped down meanwhile.
-                    if *role.borrow() == (Role::Active { epoch: fence.epoch }) {
-                        renewed_at.store(started, Ordering::Release);
-                    }
-                    true
-                }
-                Ok(false) => {
-                    tracing::error!(
-                        epoch = fence.epoch,
-                        "the lease was taken over; stepping down"
-                    );
-                    held = None;
-                    held_epoch.store(0, Ordering::Release);
-                    gauge_role(None);
-                    let _ = role.send(Role::Standby);
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lease renewal failed");
-                    conn = None;
-                    false
-                }
-            },
+        let shared = Shared {
+            role,
+            renewed_at,
+            held_epoch,
         };
+        let reached = attempt(c, holder, config, &mut held, ms_since(base), &shared);
+        if !reached {
+            conn = None; // a fresh connection next time
+        }
         metrics::gauge!("orderflow_database_reachable").set(f64::from(u8::from(reached)));
+    }
+}
+
+/// What the lease thread publishes to the rest of the instance.
+struct Shared<'a> {
+    role: &'a watch::Sender<Role>,
+    /// Start of the last successful take or renewal (ms since the thread's base).
+    renewed_at: &'a AtomicU64,
+    /// The epoch `renewed_at` is for (0: none held).
+    held_epoch: &'a AtomicI64,
+}
+
+/// One step of the loop on a live connection: take the lease when none is held, else renew
+/// it. `started` is when the step began (ms since the base). Whether the database answered.
+fn attempt(
+    c: &mut PgConnection,
+    holder: Uuid,
+    config: &LeaseConfig,
+    held: &mut Option<Fence>,
+    started: u64,
+    shared: &Shared<'_>,
+) -> bool {
+    match *held {
+        None => match try_take(c, holder, config.ttl) {
+            Ok(Some(epoch)) => {
+                *held = Some(Fence { holder, epoch });
+                shared.renewed_at.store(started, Ordering::Release);
+                shared.held_epoch.store(epoch, Ordering::Release);
+                tracing::info!(epoch, "took the lease: this instance is active");
+                metrics::counter!("orderflow_lease_acquired_total").increment(1);
+                gauge_role(Some(epoch));
+                let _ = shared.role.send(Role::Active { epoch });
+                true
+            }
+            Ok(None) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "lease: could not try to take it");
+                false
+            }
+        },
+        Some(fence) => match renew(c, fence, config.ttl) {
+            Ok(true) => {
+                // Still ours only if the watcher has not stepped down meanwhile.
+                if *shared.role.borrow() == (Role::Active { epoch: fence.epoch }) {
+                    shared.renewed_at.store(started, Ordering::Release);
+                }
+                true
+            }
+            Ok(false) => {
+                tracing::error!(
+                    epoch = fence.epoch,
+                    "the lease was taken over; stepping down"
+                );
+                *held = None;
+                shared.held_epoch.store(0, Ordering::Release);
+                gauge_role(None);
+                let _ = shared.role.send(Role::Standby);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                false
+            }
+        },
     }
 }
 

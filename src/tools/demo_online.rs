@@ -89,15 +89,8 @@ async fn put_one(
     stock: i64,
 ) -> Result<u64, String> {
     let sku = product.sku.to_string();
-    let body = json!({
-        "name": product.name,
-        "category": product.category,
-        "tags": product.tags,
-        "price_cents": product.price_cents,
-        "currency": product.currency,
-        "attributes": product.attributes,
-    });
-    let mut retries = put(client, &format!("{base}/v1/products/{sku}"), token, &body).await?;
+    // The product as the catalog serializes it is the PUT body (its `sku` is the path's).
+    let mut retries = put(client, &format!("{base}/v1/products/{sku}"), token, product).await?;
     retries += put(
         client,
         &format!("{base}/v1/inventory/{sku}"),
@@ -113,7 +106,7 @@ async fn put(
     client: &awc::Client,
     url: &str,
     token: &str,
-    body: &serde_json::Value,
+    body: &impl serde::Serialize,
 ) -> Result<u64, String> {
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
