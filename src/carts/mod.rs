@@ -14,7 +14,7 @@ use crate::persistence::{run_blocking, DbError, DbPool};
 const LINE_SUGGESTIONS: usize = 3;
 
 /// A cart line as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: Sku,
     pub name: String,
@@ -28,10 +28,17 @@ pub struct LineView {
 }
 
 /// A cart as clients see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "cart_id": "5d0f6a7e-2b1c-4c7e-9a55-0e6f4e1f9b21", "customer_id": "cust-1", "status": "open",
+    "order_id": null, "total_cents": 3980, "currency": "BRL",
+    "items": [{"sku": "MUG-01", "name": "Coffee mug", "quantity": 2, "unit_price_cents": 1990,
+               "currency": "BRL", "available_now": true, "available": 23, "suggestions": []}]
+}))]
 pub struct CartView {
     pub cart_id: Uuid,
     pub customer_id: String,
+    /// `open`, or `ordered` once it produced an order (`order_id`).
     pub status: String,
     pub order_id: Option<Uuid>,
     pub items: Vec<LineView>,

@@ -17,7 +17,7 @@ pub const MAX_LINES: usize = 50;
 pub(super) const MAX_NAME: usize = 100;
 
 /// How an order is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryMethod {
     Standard,

@@ -63,7 +63,7 @@ pub fn rules(method: DeliveryMethod) -> MethodRules {
 }
 
 /// A booked delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliverySlot {
     pub scheduled_for: NaiveDate,
     pub window: Window,
@@ -71,7 +71,7 @@ pub struct DeliverySlot {
     pub tracking_code: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Window {
     pub from: String,
     pub to: String,

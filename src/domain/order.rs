@@ -13,11 +13,12 @@ use uuid::Uuid;
 
 use super::checkout::{DeliveryMethod, Payment};
 use super::delivery::DeliverySlot;
+use super::payment::PaymentView;
 use super::similarity::Suggestion;
 use super::Sku;
 
 /// Where an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Received,
@@ -129,7 +130,7 @@ impl Origin {
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderItem {
     pub sku: Sku,
     pub quantity: i64,
@@ -137,7 +138,7 @@ pub struct OrderItem {
 }
 
 /// A line that cannot be served, with what to offer instead.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShortLine {
     pub sku: Sku,
     pub requested: i64,
@@ -146,7 +147,7 @@ pub struct ShortLine {
 }
 
 /// Why an order ended without its goods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionReason {
     /// A line was short when the order was processed (queue orders: no fast path before).
@@ -175,7 +176,7 @@ impl RejectionReason {
 }
 
 /// `rejection` of a rejected or failed order.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub reason: RejectionReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -247,33 +248,46 @@ impl Order {
     }
 }
 
-#[derive(Serialize)]
-struct HistoryEntry {
-    status: OrderStatus,
-    at: DateTime<Utc>,
+/// One step of an order's history.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    pub status: OrderStatus,
+    pub at: DateTime<Utc>,
 }
 
-/// The order as API.md shows it (`GET /v1/orders/{id}`, `order.events` bodies).
-impl Serialize for Order {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct View<'a> {
-            order_id: Uuid,
-            customer_id: &'a str,
-            status: OrderStatus,
-            items: &'a [OrderItem],
-            total_cents: i64,
-            currency: &'a str,
-            delivery_method: DeliveryMethod,
-            delivery: &'a Option<DeliverySlot>,
-            rejection: &'a Option<Rejection>,
-            payment: serde_json::Value,
-            cart_id: Option<Uuid>,
-            history: Vec<HistoryEntry>,
-            created_at: DateTime<Utc>,
-            updated_at: DateTime<Utc>,
-        }
-        View {
+/// The order as API.md shows it (`GET /v1/orders/{id}`, `order.events` bodies): no fingerprint,
+/// the payment as [`Payment::public_view`] shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Order, example = json!({
+    "order_id": "0b6c4cf4-3a29-5e0c-9d0a-5b0f4fbd8a11", "customer_id": "cust-1", "status": "scheduled",
+    "items": [{"sku": "MUG-01", "quantity": 2, "unit_price_cents": 1990}], "total_cents": 3980,
+    "currency": "BRL", "delivery_method": "standard",
+    "delivery": {"scheduled_for": "2026-12-08", "window": {"from": "08:00", "to": "12:00"}, "carrier": "orderflow-logistics", "tracking_code": "OF-0B6C4CF4"},
+    "rejection": null, "payment": {"method": "card", "brand": "visa", "last4": "1111"}, "cart_id": null,
+    "history": [{"status": "received", "at": "2026-12-05T10:00:00Z"}, {"status": "reserved", "at": "2026-12-05T10:00:00.120Z"}, {"status": "scheduled", "at": "2026-12-05T10:00:00.140Z"}],
+    "created_at": "2026-12-05T10:00:00Z", "updated_at": "2026-12-05T10:00:00.140Z"
+}))]
+pub struct OrderView<'a> {
+    pub order_id: Uuid,
+    pub customer_id: &'a str,
+    pub status: OrderStatus,
+    pub items: &'a [OrderItem],
+    pub total_cents: i64,
+    pub currency: &'a str,
+    pub delivery_method: DeliveryMethod,
+    pub delivery: &'a Option<DeliverySlot>,
+    pub rejection: &'a Option<Rejection>,
+    pub payment: PaymentView<'a>,
+    pub cart_id: Option<Uuid>,
+    pub history: Vec<HistoryEntry>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// What clients and other systems see of it.
+    pub fn view(&self) -> OrderView<'_> {
+        OrderView {
             order_id: self.order_id,
             customer_id: &self.customer_id,
             status: self.status,
@@ -296,7 +310,12 @@ impl Serialize for Order {
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
-        .serialize(s)
+    }
+}
+
+impl Serialize for Order {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(s)
     }
 }
 

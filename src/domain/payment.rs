@@ -33,17 +33,31 @@ pub enum Payment {
 impl Payment {
     /// What a customer-facing view or event shows: brand and last 4 of a card, the document
     /// masked (`***.982.247-**`).
-    pub fn public_view(&self) -> serde_json::Value {
+    pub fn public_view(&self) -> PaymentView<'_> {
         match self {
-            Payment::Card { brand, last4, .. } => {
-                serde_json::json!({"method": "card", "brand": brand, "last4": last4})
-            }
-            Payment::Pix => serde_json::json!({"method": "pix"}),
-            Payment::Boleto { document } => {
-                serde_json::json!({"method": "boleto", "document": mask_document(document)})
-            }
+            Payment::Card { brand, last4, .. } => PaymentView::Card { brand, last4 },
+            Payment::Pix => PaymentView::Pix,
+            Payment::Boleto { document } => PaymentView::Boleto {
+                document: mask_document(document),
+            },
         }
     }
+}
+
+/// A payment as an order's view shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum PaymentView<'a> {
+    Card {
+        /// `visa`, `mastercard`, `amex`, `elo`, … (`""` for orders kept before tokenization).
+        brand: &'a str,
+        last4: &'a str,
+    },
+    Pix,
+    Boleto {
+        /// Masked: `***.982.247-**` (CPF) or `**.222.333/****-**` (CNPJ).
+        document: String,
+    },
 }
 
 /// A CPF shown as `***.982.247-**`, a CNPJ as `**.222.333/****-**`: enough for a customer to

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::{Product, Sku};
 
 /// A product offered instead of one that cannot be served.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Suggestion {
     pub sku: Sku,
     pub name: String,

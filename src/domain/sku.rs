@@ -60,6 +60,21 @@ impl<'de> serde::Deserialize<'de> for Sku {
     }
 }
 
+/// In the OpenAPI document: the string [`Sku::parse`] accepts.
+impl utoipa::PartialSchema for Sku {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .pattern(Some("^[A-Za-z0-9._-]{1,64}$"))
+            .examples([serde_json::json!("MUG-01")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Sku {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

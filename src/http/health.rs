@@ -3,21 +3,55 @@
 use std::time::Duration;
 
 use actix_web::{http::header, web, HttpResponse};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::lease::Role;
 use crate::persistence;
 
-#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process runs", body = Object)))]
+/// `GET /health/live`.
+#[derive(Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /health/ready`: 200 when active and every check is `ok`, else 503 with `error`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"status": "ready", "role": "active", "epoch": 3, "checks": {"postgres": "ok", "rabbitmq": "ok", "engine": "ok"}}))]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// `active`, `starting` (holds the lease, still loading) or `standby`.
+    role: &'static str,
+    /// The lease's epoch while active.
+    epoch: Option<i64>,
+    checks: Checks,
+    /// On a 503: the error body's `error` (`details`: `checks`, `role`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<super::openapi::ErrorDetail>)]
+    error: Option<serde_json::Value>,
+}
+
+/// Each check: `ok`, or what fails.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct Checks {
+    postgres: String,
+    rabbitmq: String,
+    engine: String,
+}
+
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process runs", body = Liveness)))]
 pub async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
 /// Real checks: a `SELECT 1` through the pool, the broker connection, and — on the active
 /// instance — the engine's persister and the order writer. A standby answers 503 with
 /// `"role": "standby"`, so a load balancer routes to the active one.
-#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Active and every check ok: role, epoch, checks", body = Object), (status = 503, description = "A check failing, or a standby (`role`)", body = Object)))]
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Active and every check ok: role, epoch, checks", body = Readiness), (status = 503, description = "A check failing, or a standby (`role`), with `Retry-After`", body = Readiness)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let pool = state.pool.clone();
     let postgres = match tokio::time::timeout(
@@ -59,7 +93,6 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         }
         None => format!("not running: this instance is {role_name}"),
     };
-    let checks = json!({ "postgres": postgres, "rabbitmq": rabbitmq, "engine": engine });
     let failing: Vec<&str> = [
         ("postgres", &postgres),
         ("rabbitmq", &rabbitmq),
@@ -69,31 +102,40 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     .filter(|(_, v)| v.as_str() != "ok")
     .map(|(k, _)| k)
     .collect();
+    let checks = Checks {
+        postgres,
+        rabbitmq,
+        engine,
+    };
     if failing.is_empty() && role_name == "active" {
-        HttpResponse::Ok().json(json!({
-            "status": "ready", "role": "active", "epoch": epoch, "checks": checks
-        }))
-    } else {
-        let message = if role_name == "active" {
-            format!("not ready: {}", failing.join(", "))
-        } else {
-            format!("not ready: this instance is {role_name}")
-        };
-        HttpResponse::ServiceUnavailable()
-            .insert_header((
-                header::RETRY_AFTER,
-                if role_name == "active" { "5" } else { "1" },
-            ))
-            .json(json!({
-                "status": "not_ready",
-                "role": role_name,
-                "epoch": epoch,
-                "checks": checks,
-                "error": {
-                    "code": "unavailable",
-                    "message": message,
-                    "details": { "checks": checks, "role": role_name },
-                }
-            }))
+        return HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            role: "active",
+            epoch,
+            checks,
+            error: None,
+        });
     }
+    let message = if role_name == "active" {
+        format!("not ready: {}", failing.join(", "))
+    } else {
+        format!("not ready: this instance is {role_name}")
+    };
+    let error = json!({
+        "code": "unavailable",
+        "message": message,
+        "details": { "checks": checks.clone(), "role": role_name },
+    });
+    HttpResponse::ServiceUnavailable()
+        .insert_header((
+            header::RETRY_AFTER,
+            if role_name == "active" { "5" } else { "1" },
+        ))
+        .json(Readiness {
+            status: "not_ready",
+            role: role_name,
+            epoch,
+            checks,
+            error: Some(error),
+        })
 }

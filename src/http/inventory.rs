@@ -3,7 +3,8 @@
 //! stock change, and answer only once the change is durable.
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::auth::Admin;
 #[allow(unused_imports)]
@@ -56,17 +57,30 @@ fn delta_schema() -> utoipa::openapi::schema::Schema {
         .into()
 }
 
-fn body(sku: &Sku, ledger: Ledger) -> serde_json::Value {
-    json!({
-        "sku": sku,
-        "on_hand": ledger.level.on_hand,
-        "reserved": ledger.level.reserved,
-        "available": ledger.available(),
-        "version": ledger.version,
-    })
+/// A SKU's stock (`GET`/`PUT /v1/inventory/{sku}`, adjustments).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"sku": "MUG-01", "on_hand": 25, "reserved": 2, "available": 23, "version": 7}))]
+pub struct StockView<'a> {
+    sku: &'a Sku,
+    on_hand: i64,
+    reserved: i64,
+    /// `on_hand - reserved`, never negative.
+    available: i64,
+    /// Grows by one with every committed change.
+    version: i64,
 }
 
-#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "sku, on_hand, reserved, available, version", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+fn body(sku: &Sku, ledger: Ledger) -> StockView<'_> {
+    StockView {
+        sku,
+        on_hand: ledger.level.on_hand,
+        reserved: ledger.level.reserved,
+        available: ledger.available(),
+        version: ledger.version,
+    }
+}
+
+#[utoipa::path(get, path = "/v1/inventory/{sku}", operation_id = "get_stock", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "sku, on_hand, reserved, available, version", body = StockView), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let ledger = state
@@ -101,7 +115,7 @@ async fn apply_durably(
     }
 }
 
-#[utoipa::path(put, path = "/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockCount, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/inventory/{sku}", operation_id = "put_stock", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockCount, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = StockView), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,
@@ -117,7 +131,7 @@ pub async fn put(
     update(&state, &path, &input, UpdateForm::Count, "on_hand").await
 }
 
-#[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockAdjustment, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/inventory/{sku}/adjustments", tag = "inventory", params(("sku" = String, Path, description = "SKU code")), request_body = StockAdjustment, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "The stock, once durable", body = StockView), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn adjust(
     _admin: Admin,
     state: Active,

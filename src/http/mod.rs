@@ -269,6 +269,6 @@ fn path_sku(raw: &str) -> Result<Sku, ApiError> {
 }
 
 /// `200` with a JSON body.
-fn ok_json(body: serde_json::Value) -> HttpResponse {
+fn ok_json(body: impl serde::Serialize) -> HttpResponse {
     HttpResponse::Ok().json(body)
 }

@@ -9,12 +9,12 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use actix_web_lab::sse::{self, Sse};
 use futures_util::stream::{self, Stream};
-use serde_json::json;
 
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
 use super::{auth::Admin, ApiError, AppState};
-use crate::monitor::Snapshot;
+use crate::monitor::sampler::{BrokerView, QueueView, WriterBacklog};
+use crate::monitor::{AdmissionView, DeadLetterSeen, LatencySummary, Snapshot};
 
 const DASHBOARD_HTML: &str = include_str!("../../web/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("../../web/dashboard.js");
@@ -35,24 +35,45 @@ pub async fn metrics() -> Result<HttpResponse, ApiError> {
 }
 
 /// The `/v1/queues` body: API.md's fields first, then the monitor's extras.
-fn queues_body(snapshot: &Snapshot, state: &AppState) -> serde_json::Value {
-    let admission = state.broker.monitor().admission_state();
-    json!({
-        "queues": snapshot.queues,
-        "admission": admission,
-        "admitted_per_s": snapshot.admitted_per_s,
-        "shed_per_s": snapshot.shed_per_s,
-        "decided_per_s": snapshot.decided_per_s,
-        "latency": snapshot.latency,
-        "memory_ahead_of_disk": snapshot.memory_ahead_of_disk,
-        "broker": snapshot.broker,
-        "sampled_at": snapshot.at,
-    })
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct QueuesBody<'a> {
+    queues: &'a [QueueView],
+    admission: AdmissionView,
+    admitted_per_s: f64,
+    shed_per_s: f64,
+    decided_per_s: f64,
+    /// accept → decided over the last 10 s.
+    latency: LatencySummary,
+    /// Items queued in each write-behind writer.
+    memory_ahead_of_disk: &'a [WriterBacklog],
+    broker: BrokerView,
+    /// `null` until the first sample.
+    sampled_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn queues_body<'a>(snapshot: &'a Snapshot, state: &AppState) -> QueuesBody<'a> {
+    QueuesBody {
+        queues: &snapshot.queues,
+        admission: state.broker.monitor().admission_state(),
+        admitted_per_s: snapshot.admitted_per_s,
+        shed_per_s: snapshot.shed_per_s,
+        decided_per_s: snapshot.decided_per_s,
+        latency: snapshot.latency,
+        memory_ahead_of_disk: &snapshot.memory_ahead_of_disk,
+        broker: snapshot.broker,
+        sampled_at: snapshot.at,
+    }
+}
+
+/// `GET /v1/monitor/dead-letters`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DeadLetterList {
+    data: Vec<DeadLetterSeen>,
 }
 
 /// `GET /v1/queues`: each queue's depth (read from the broker at least every second), rates over
 /// the last 5 s, consumers, and the admission state with its reason.
-#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, drain_per_s", body = Object)))]
+#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, drain_per_s", body = QueuesBody)))]
 pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.broker.monitor().snapshot();
     HttpResponse::Ok()
@@ -83,11 +104,13 @@ pub async fn stream(
 
 /// `GET /v1/monitor/dead-letters` (admin): the dead letters this instance wrote recently, newest
 /// first, with their reasons.
-#[utoipa::path(get, path = "/v1/monitor/dead-letters", tag = "operations", security(("admin" = [])), responses((status = 200, description = "`data`: queue, message_id, reason, at", body = Object), (status = 401, description = "Admin token missing or wrong", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/monitor/dead-letters", tag = "operations", security(("admin" = [])), responses((status = 200, description = "This instance's recent dead letters, newest first", body = DeadLetterList), (status = 401, description = "Admin token missing or wrong", body = ErrorBody)))]
 pub async fn dead_letters(_admin: Admin, state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({ "data": state.broker.monitor().recent_dead_letters() }))
+        .json(DeadLetterList {
+            data: state.broker.monitor().recent_dead_letters(),
+        })
 }
 
 /// The dashboard's Content-Security-Policy: its own scripts only (no inline script), its own

@@ -5,7 +5,9 @@
 
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse, Responder};
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{Caller, CustomerScope, OwnedOrder};
@@ -14,20 +16,48 @@ use super::openapi::ErrorBody;
 use super::stream::Step;
 use super::{Active, ApiError, AppState};
 use crate::domain::checkout::CheckoutInput;
+use crate::domain::order::{Order, OrderStatus};
 use crate::orders::{IntakeOutcome, OrderEvent};
+use crate::persistence::orders::NotificationRecord;
 
 const KEY_HEADER: &str = "Idempotency-Key";
 
-fn status_body(order_id: Uuid, status: &str) -> Value {
-    json!({
-        "order_id": order_id,
-        "status": status,
-        "status_url": format!("/v1/orders/{order_id}"),
-    })
+/// What `POST /v1/checkout` answers: where to follow the order.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "order_id": "0b6c4cf4-3a29-5e0c-9d0a-5b0f4fbd8a11", "status": "received",
+    "status_url": "/v1/orders/0b6c4cf4-3a29-5e0c-9d0a-5b0f4fbd8a11"
+}))]
+pub struct CheckoutAccepted {
+    order_id: Uuid,
+    /// `received` on a 202; the order's status now on a 200 (the key's order exists).
+    status: OrderStatus,
+    status_url: String,
+}
+
+fn status_body(order_id: Uuid, status: OrderStatus) -> CheckoutAccepted {
+    CheckoutAccepted {
+        order_id,
+        status,
+        status_url: format!("/v1/orders/{order_id}"),
+    }
+}
+
+/// `GET /v1/customers/{id}/orders`: newest first, at most 100.
+#[derive(Serialize, ToSchema)]
+pub struct OrderList {
+    #[schema(value_type = Vec<crate::domain::order::OrderView>)]
+    data: Vec<Order>,
+}
+
+/// `GET /v1/customers/{id}/notifications`: newest first, at most 100.
+#[derive(Serialize, ToSchema)]
+pub struct NotificationList {
+    data: Vec<NotificationRecord>,
 }
 
 /// `POST /v1/checkout`.
-#[utoipa::path(post, path = "/v1/checkout", tag = "orders", security(("customer" = []), ("admin" = [])), params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", description = "1 to 255 characters, no control characters; scoped to the customer")), request_body = crate::domain::checkout::CheckoutInput, responses((status = 200, description = "The key's order exists", body = Object), (status = 202, description = "Queued (broker confirmed): order_id, status, status_url", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 403, description = "customer_id is not the token's customer", body = ErrorBody), (status = 409, description = "Out of stock at the door (`out_of_stock`, with suggestions)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed or `idempotency_mismatch`", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/checkout", tag = "orders", security(("customer" = []), ("admin" = [])), params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$", description = "1 to 255 characters, no control characters; scoped to the customer")), request_body = crate::domain::checkout::CheckoutInput, responses((status = 200, description = "The key's order exists", body = CheckoutAccepted), (status = 202, description = "Queued (broker confirmed)", body = CheckoutAccepted), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 403, description = "customer_id is not the token's customer", body = ErrorBody), (status = 409, description = "Out of stock at the door (`out_of_stock`, with suggestions)", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed or `idempotency_mismatch`", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn checkout(
     caller: Caller,
     state: Active,
@@ -69,22 +99,22 @@ pub async fn checkout(
     drop(input);
     match state.orders.intake(&key, checkout?).await? {
         IntakeOutcome::Accepted(order_id) => {
-            Ok(HttpResponse::Accepted().json(status_body(order_id, "received")))
+            Ok(HttpResponse::Accepted().json(status_body(order_id, OrderStatus::Received)))
         }
         IntakeOutcome::Existing(order_id, status) => {
-            Ok(HttpResponse::Ok().json(status_body(order_id, status.as_str())))
+            Ok(HttpResponse::Ok().json(status_body(order_id, status)))
         }
     }
 }
 
 /// `GET /v1/orders/{order_id}`.
-#[utoipa::path(get, path = "/v1/orders/{order_id}", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The order with its history", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/orders/{order_id}", operation_id = "get_order", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The order with its history", body = crate::domain::order::OrderView), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(owned: OwnedOrder) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(&owned.order))
 }
 
 /// `POST /v1/orders/{order_id}/cancel`.
-#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = crate::domain::order::OrderView), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn cancel(owned: OwnedOrder, state: Active) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(&state.orders.cancel(owned.order.order_id).await?))
 }
@@ -94,7 +124,7 @@ async fn orders_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, 
         .orders
         .of_customer(scope.0.as_str().to_owned())
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "data": orders })))
+    Ok(HttpResponse::Ok().json(OrderList { data: orders }))
 }
 
 async fn notifications_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
@@ -102,29 +132,29 @@ async fn notifications_of(scope: CustomerScope, state: Active) -> Result<HttpRes
         .orders
         .notifications(scope.0.as_str().to_owned())
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "data": notes })))
+    Ok(HttpResponse::Ok().json(NotificationList { data: notes }))
 }
 
 /// `GET /v1/customers/{customer_id}/orders`.
-#[utoipa::path(get, path = "/v1/customers/{customer_id}/orders", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's orders, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/orders", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's orders, newest first", body = OrderList), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn of_customer(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
     orders_of(scope, state).await
 }
 
 /// `GET /v1/customers/me/orders`.
-#[utoipa::path(get, path = "/v1/customers/me/orders", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's orders, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no orders of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/customers/me/orders", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's orders, newest first", body = OrderList), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no orders of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn my_orders(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
     orders_of(scope, state).await
 }
 
 /// `GET /v1/customers/{customer_id}/notifications`.
-#[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's notifications, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/customers/{customer_id}/notifications", tag = "orders", security(("customer" = []), ("admin" = [])), params(("customer_id" = String, Path, description = "the token's customer (else 404)")), responses((status = 200, description = "The customer's notifications, newest first", body = NotificationList), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or not the caller)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn notifications(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {
     notifications_of(scope, state).await
 }
 
 /// `GET /v1/customers/me/notifications`.
-#[utoipa::path(get, path = "/v1/customers/me/notifications", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's notifications, newest first", body = Object), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no notifications of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/customers/me/notifications", tag = "orders", security(("customer" = [])), responses((status = 200, description = "The caller's notifications, newest first", body = NotificationList), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Support staff have no notifications of their own", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn my_notifications(
     scope: CustomerScope,
     state: Active,

@@ -1,33 +1,79 @@
 //! Catalog: `PUT /v1/products/{sku}` (admin) and `GET /v1/products/{sku}`.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::Admin;
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
 use super::{path_sku, Active, ApiError};
 use crate::active::ActiveParts;
+use crate::domain::similarity::Suggestion;
 use crate::domain::{Ledger, Product, ProductInput, Sku};
 use crate::engine::EngineError;
 use crate::persistence::products;
 
-fn body(product: &Product, ledger: Ledger) -> serde_json::Value {
-    json!({
-        "sku": product.sku,
-        "name": product.name,
-        "category": product.category,
-        "tags": product.tags,
-        "price_cents": product.price_cents,
-        "currency": product.currency,
-        "attributes": product.attributes,
-        "stock": {
-            "on_hand": ledger.level.on_hand,
-            "reserved": ledger.level.reserved,
-            "available": ledger.available(),
-        }
-    })
+/// A product with its live stock (`GET`/`PUT /v1/products/{sku}`, each entry of a page).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProductView, example = json!({
+    "sku": "MUG-01", "name": "Coffee mug", "category": "kitchen", "tags": ["coffee"],
+    "price_cents": 1990, "currency": "BRL", "attributes": {"color": "blue"},
+    "stock": {"on_hand": 25, "reserved": 2, "available": 23}
+}))]
+pub struct ProductView<'a> {
+    sku: &'a Sku,
+    name: &'a str,
+    category: &'a str,
+    tags: &'a [String],
+    price_cents: i64,
+    /// ISO 4217, upper case.
+    currency: &'a str,
+    /// Free-form, as stored.
+    #[schema(value_type = Object)]
+    attributes: &'a serde_json::Map<String, serde_json::Value>,
+    stock: StockNow,
+}
+
+/// The stock a product view shows.
+#[derive(Serialize, ToSchema)]
+pub struct StockNow {
+    on_hand: i64,
+    reserved: i64,
+    available: i64,
+}
+
+fn body(product: &Product, ledger: Ledger) -> ProductView<'_> {
+    ProductView {
+        sku: &product.sku,
+        name: &product.name,
+        category: &product.category,
+        tags: &product.tags,
+        price_cents: product.price_cents,
+        currency: &product.currency,
+        attributes: &product.attributes,
+        stock: StockNow {
+            on_hand: ledger.level.on_hand,
+            reserved: ledger.level.reserved,
+            available: ledger.available(),
+        },
+    }
+}
+
+/// `GET /v1/products`: a page in SKU order.
+#[derive(Serialize, ToSchema)]
+pub struct ProductPage<'a> {
+    data: Vec<ProductView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// `GET /v1/products/{sku}/similar`.
+#[derive(Serialize, ToSchema)]
+pub struct SimilarProducts {
+    sku: Sku,
+    /// In stock now, best first.
+    suggestions: Vec<Suggestion>,
 }
 
 /// Live stock from the SKU's actor.
@@ -40,7 +86,7 @@ async fn live_ledger(state: &ActiveParts, sku: &Sku) -> Result<Ledger, ApiError>
     }
 }
 
-#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "The product with live stock", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products/{sku}", operation_id = "get_product", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), responses((status = 200, description = "The product with live stock", body = ProductView), (status = 404, description = "Not found", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn get(state: Active, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let sku = path_sku(&path)?;
     let product = state
@@ -78,7 +124,7 @@ pub(super) fn parse_limit(
 }
 
 /// `GET /v1/products?category=&tag=&limit=&cursor=`: the catalog in SKU order, with live stock.
-#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(("category" = Option<String>, Query), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100; 20 when absent"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9._-]{0,64}$", description = "`next_cursor` of the previous page (the last SKU it showed)")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "A page of products with live stock and `next_cursor`", body = Object), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products", tag = "catalog", params(("category" = Option<String>, Query), ("tag" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "1 to 100; 20 when absent"), ("cursor" = Option<String>, Query, pattern = "^[A-Za-z0-9._-]{0,64}$", description = "`next_cursor` of the previous page (the last SKU it showed)")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "A page of products with live stock and `next_cursor`", body = ProductPage), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn list(state: Active, query: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
     let limit = parse_limit(query.limit.as_deref(), 20, 100)?;
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
@@ -96,7 +142,10 @@ pub async fn list(state: Active, query: web::Query<ListQuery>) -> Result<HttpRes
         let ledger = live_ledger(&state, &product.sku).await?;
         data.push(body(product, ledger));
     }
-    Ok(HttpResponse::Ok().json(json!({ "data": data, "next_cursor": page.next_cursor })))
+    Ok(HttpResponse::Ok().json(ProductPage {
+        data,
+        next_cursor: page.next_cursor.clone(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +154,7 @@ pub struct SimilarQuery {
 }
 
 /// `GET /v1/products/{sku}/similar?limit=5`: similar products in stock now.
-#[utoipa::path(get, path = "/v1/products/{sku}/similar", tag = "catalog", params(("sku" = String, Path, description = "SKU code"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "1 to 50; 5 when absent")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "Similar products in stock, best first", body = Object), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/products/{sku}/similar", tag = "catalog", params(("sku" = String, Path, description = "SKU code"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "1 to 50; 5 when absent")), responses((status = 400, description = "A query parameter given twice or unreadable", body = ErrorBody), (status = 200, description = "Similar products in stock, best first", body = SimilarProducts), (status = 404, description = "Not found", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn similar(
     state: Active,
     path: web::Path<String>,
@@ -117,10 +166,10 @@ pub async fn similar(
         .catalog
         .similar(&sku, limit)
         .ok_or_else(|| ApiError::NotFound(format!("unknown sku {sku}")))?;
-    Ok(HttpResponse::Ok().json(json!({ "sku": sku, "suggestions": suggestions })))
+    Ok(HttpResponse::Ok().json(SimilarProducts { sku, suggestions }))
 }
 
-#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), request_body = ProductInput, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "Replaced", body = Object), (status = 201, description = "Created", body = Object), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/products/{sku}", operation_id = "put_product", tag = "catalog", params(("sku" = String, Path, description = "SKU code")), request_body = ProductInput, security(("admin" = [])), responses((status = 415, description = "Not application/json", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 200, description = "Replaced", body = ProductView), (status = 201, description = "Created", body = ProductView), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 401, description = "Admin token missing or wrong", body = ErrorBody), (status = 422, description = "Validation failed (`details.fields`)", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
 pub async fn put(
     _admin: Admin,
     state: Active,

@@ -70,7 +70,7 @@ impl Latencies {
 }
 
 /// Latency percentiles over a recent window.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, utoipa::ToSchema)]
 pub struct LatencySummary {
     pub count: u64,
     pub p50_ms: f64,

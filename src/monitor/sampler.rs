@@ -30,7 +30,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(1);
 const HOT_SKUS: usize = 8;
 
 /// One queue as `/v1/queues` shows it (API.md), with the extra rates.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct QueueView {
     pub name: &'static str,
     /// Ready in the broker (last read); `null` when it could not be read.
@@ -79,7 +79,7 @@ pub struct Snapshot {
     pub engine: EngineView,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct WriterBacklog {
     pub writer: &'static str,
     pub rows: i64,
@@ -97,7 +97,7 @@ impl WriterBacklog {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Default)]
+#[derive(Debug, Clone, Copy, Serialize, Default, utoipa::ToSchema)]
 pub struct BrokerView {
     pub connected: bool,
     pub blocked: bool,

@@ -30,7 +30,7 @@ pub enum PublishOutcome {
 }
 
 /// Admission as `/v1/queues` and the dashboard show it.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct AdmissionView {
     pub state: &'static str,
     pub reason: Option<&'static str>,
@@ -72,7 +72,7 @@ impl Drop for InFlight {
 }
 
 /// A dead letter this process wrote.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetterSeen {
     pub queue: &'static str,
     pub message_id: Option<String>,

@@ -305,14 +305,18 @@ pub fn by_customer(
         .load(conn)?)
 }
 
-/// A notification as stored.
-#[derive(Debug, Clone, Queryable, Serialize)]
+/// A notification as stored (and as `GET /v1/customers/{id}/notifications` shows it).
+#[derive(Debug, Clone, Queryable, Serialize, utoipa::ToSchema)]
 pub struct NotificationRecord {
     pub id: Uuid,
     pub customer_id: String,
+    /// `order_scheduled`, `out_of_stock`, `stock_conflict`, `payment_declined`,
+    /// `order_cancelled` or `order_expired`.
     pub kind: String,
     pub order_id: Uuid,
     pub message: String,
+    /// Products in stock instead of what was short (empty for other kinds).
+    #[schema(value_type = Vec<crate::domain::similarity::Suggestion>)]
     pub suggestions: Value,
     pub created_at: DateTime<Utc>,
 }

@@ -673,6 +673,27 @@ fn every_route_the_app_registers_is_in_the_openapi_document_and_nothing_else() {
     // Every documented answer of an error status carries the error body.
     let text = doc.to_string();
     assert!(text.contains("#/components/schemas/ErrorBody"));
+    // Operation ids are unique (OpenAPI requires it; generated clients name methods by them),
+    // and every JSON answer is typed — a named schema, not a bare `object` — except the
+    // document's own.
+    let mut ids = BTreeSet::new();
+    let mut untyped = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let id = operation["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                let schema = &response["content"]["application/json"]["schema"];
+                let typed = schema.get("$ref").is_some()
+                    || schema.get("properties").is_some()
+                    || schema.get("oneOf").is_some();
+                if !schema.is_null() && !typed && path != "/openapi.json" {
+                    untyped.push(format!("{method} {path} {status}: {schema}"));
+                }
+            }
+        }
+    }
+    assert_eq!(untyped, Vec::<String>::new(), "untyped JSON answers");
 }
 
 #[actix_web::test]

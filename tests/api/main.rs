@@ -8,6 +8,7 @@ mod card_data;
 mod carts;
 mod catalog;
 mod checkout;
+mod client;
 mod contract;
 mod crash;
 mod engine_pg;
