@@ -32,3 +32,4 @@ pub mod monitor;
 pub mod orders;
 pub mod persistence;
 pub mod startup;
+pub mod telemetry;

@@ -202,7 +202,9 @@ fn main() -> ExitCode {
         }
         command => {
             init_tracing(&config, cli.settings.log_format.as_deref());
-            run(config, command)
+            let code = run(config, command);
+            orderflow::telemetry::shutdown();
+            code
         }
     }
 }
@@ -256,18 +258,8 @@ fn demo_shopper(config: &Config) {
 }
 
 fn init_tracing(config: &Config, format: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == Some("json") {
-        builder.json().init();
-    } else {
-        builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init();
-    }
+    let otlp = orderflow::telemetry::otlp_endpoint(|name| std::env::var(name).ok());
+    orderflow::telemetry::init(&config.log_filter, format == Some("json"), otlp.as_deref());
 }
 
 /// `serve`, `migrate` and `demo-data`: they need the runtime and the database.

@@ -157,6 +157,8 @@ impl BatchStats {
 struct Job<I, O> {
     item: I,
     ticket: oneshot::Sender<Result<O, WriteError>>,
+    /// The submitter's span: the write continues its trace (none when nothing is exported).
+    span: tracing::Span,
 }
 
 enum Msg<I, O> {
@@ -223,7 +225,8 @@ impl<S: Sink> BatchWriter<S> {
     /// Queues an item without blocking.
     pub fn submit(&self, item: S::Item) -> Result<Ticket<S::Output>, SubmitError> {
         let (ticket, rx) = oneshot::channel();
-        match self.tx.try_send(Msg::Job(Job { item, ticket })) {
+        let span = crate::telemetry::current();
+        match self.tx.try_send(Msg::Job(Job { item, ticket, span })) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(Ticket(rx))
@@ -322,7 +325,24 @@ impl<S: Sink> Writer<S> {
                     .write_started_ms
                     .store(now_ms(), Ordering::Relaxed);
                 let started = std::time::Instant::now();
+                // One span per item, each a child of its submitter's, over the whole batch
+                // transaction (its items commit together).
+                let spans: Vec<tracing::Span> = jobs
+                    .iter()
+                    .filter(|job| !job.span.is_none())
+                    .map(|job| {
+                        tracing::debug_span!(
+                            target: crate::telemetry::TARGET,
+                            parent: &job.span,
+                            "batch write",
+                            otel.name = format!("{} write", self.config.name),
+                            db.system = "postgresql",
+                            orderflow.batch_rows = n,
+                        )
+                    })
+                    .collect();
                 self.write(jobs, stopping);
+                drop(spans);
                 self.stats.write_started_ms.store(0, Ordering::Relaxed);
                 let writer = self.config.name;
                 metrics::histogram!("orderflow_batch_rows", "writer" => writer).record(n as f64);

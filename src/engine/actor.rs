@@ -89,6 +89,8 @@ pub(crate) struct Apply {
     /// Set when the handler begins: tells the sender, if the actor dies, whether the operation
     /// was never looked at (safe to retry elsewhere) or its outcome is unknown.
     pub started: Arc<AtomicBool>,
+    /// The caller's span: the actor's work continues its trace (none when nothing is exported).
+    pub span: tracing::Span,
 }
 
 impl Handler<Apply> for SkuActor {
@@ -96,6 +98,13 @@ impl Handler<Apply> for SkuActor {
 
     fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
         msg.started.store(true, Ordering::Release);
+        // The change handed to the persister below carries this span (its write continues it).
+        let span = if msg.span.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(target: crate::telemetry::TARGET, parent: &msg.span, "sku actor", otel.name = "sku actor apply", sku = %self.sku)
+        };
+        let _entered = span.enter();
         let change = self.ledger.decide(msg.op)?;
         let durable = self
             .persister

@@ -249,6 +249,7 @@ impl Engine {
                 reason: reason.clone(),
                 reference: reference.clone(),
                 started: Arc::clone(&started),
+                span: crate::telemetry::current(),
             };
             let sent = {
                 // Counted until answered — or until this future is dropped (a caller gone).

@@ -7,6 +7,7 @@ use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde::Serialize;
 use serde_json::{json, Value};
+use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -97,7 +98,9 @@ pub async fn checkout(
     // The request tree held the card as typed: wiped now (the checkout holds what is needed).
     crate::orders::card_data::wipe(&mut body);
     drop(input);
-    match state.orders.intake(&key, checkout?).await? {
+    let checkout = checkout?;
+    let span = intake_span(&req);
+    match state.orders.intake(&key, checkout).instrument(span).await? {
         IntakeOutcome::Accepted(order_id) => {
             Ok(HttpResponse::Accepted().json(status_body(order_id, OrderStatus::Received)))
         }
@@ -105,6 +108,29 @@ pub async fn checkout(
             Ok(HttpResponse::Ok().json(status_body(order_id, status)))
         }
     }
+}
+
+/// The trace of a checkout starts here, or continues the caller's `traceparent` (disabled when
+/// no spans are exported).
+fn intake_span(req: &HttpRequest) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        target: crate::telemetry::TARGET,
+        "checkout",
+        otel.name = "POST /v1/checkout",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/checkout",
+    );
+    let parent = req
+        .headers()
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| t.len() <= 128);
+    crate::telemetry::continue_trace(&span, parent);
+    span
 }
 
 /// `GET /v1/orders/{order_id}`.

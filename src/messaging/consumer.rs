@@ -34,6 +34,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use super::gate::{Gate, MAX_MESSAGE_BYTES};
 use super::topology::{
@@ -302,16 +303,20 @@ impl Consumer {
                 message.redelivered,
                 queue_wait(&message),
             );
-            self.tracker.spawn(async move {
-                let _in_flight = in_flight;
-                let provenance = message.provenance();
-                let outcome = match gate.check(&message) {
-                    Some(refused) => refused,
-                    None => handler(message).await,
-                };
-                settle(&broker, queue, &delivery, provenance, outcome).await;
-                drop(permit);
-            });
+            let span = delivery_span(queue, &delivery, &message);
+            self.tracker.spawn(
+                async move {
+                    let _in_flight = in_flight;
+                    let provenance = message.provenance();
+                    let outcome = match gate.check(&message) {
+                        Some(refused) => refused,
+                        None => handler(message).await,
+                    };
+                    settle(&broker, queue, &delivery, provenance, outcome).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         let step = Duration::from_secs(5);
         if self.abandon.is_cancelled() {
@@ -331,6 +336,29 @@ impl Consumer {
         let _ = tokio::time::timeout(step, channel.close(200, "orderflow stopping".into())).await;
         Ok(Ended::Stopped)
     }
+}
+
+/// The span of one delivery's handling, from its arrival to its settlement, continuing the
+/// trace its `traceparent` header names (any producer's: it is only a parent's id). Disabled,
+/// and the header not read, when no spans are exported.
+fn delivery_span(queue: QueueSpec, delivery: &Delivery, message: &Message) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        target: crate::telemetry::TARGET,
+        "consume",
+        otel.name = format!("{} process", queue.name),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = queue.name,
+        messaging.message.id = message.message_id.as_deref().unwrap_or(""),
+        messaging.rabbitmq.redelivered = message.redelivered,
+        orderflow.order_id = message.order_id.map(|id| id.to_string()).unwrap_or_default(),
+    );
+    let parent = text_header(delivery, crate::telemetry::TRACEPARENT).filter(|t| t.len() <= 128);
+    crate::telemetry::continue_trace(&span, parent.as_deref());
+    span
 }
 
 /// Acknowledges, dead-letters, hands back or requeues a delivery as its outcome says.
@@ -477,6 +505,9 @@ fn fault_abort_before_ack(queue: QueueSpec) {
     };
     if ACKS.fetch_add(1, Ordering::SeqCst) + 1 >= limit {
         eprintln!("fault injection: aborting after a commit, before its ack");
+        // What this process traced so far leaves first (a real crash loses up to
+        // OTEL_BSP_SCHEDULE_DELAY of it).
+        crate::telemetry::flush();
         std::process::abort();
     }
 }

@@ -207,7 +207,16 @@ impl Broker {
         routing_key: &str,
         payload: &[u8],
     ) -> Result<(), PublishError> {
-        let props = BasicProperties::default().with_content_type("application/json".into());
+        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        // Whoever consumes the event can continue the order's trace.
+        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert(
+                crate::telemetry::TRACEPARENT.into(),
+                lapin::types::AMQPValue::LongString(traceparent.into()),
+            );
+            props = props.with_headers(headers);
+        }
         self.publish_with(exchange, routing_key, payload, props, false)
             .await
     }

@@ -45,6 +45,13 @@ fn stamps(order_id: Uuid, fingerprint: &str) -> lapin::types::FieldTable {
         FINGERPRINT_HEADER.into(),
         lapin::types::AMQPValue::LongString(fingerprint.into()),
     );
+    // The request's trace continues in the consumer (when spans are exported).
+    if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+        headers.insert(
+            crate::telemetry::TRACEPARENT.into(),
+            lapin::types::AMQPValue::LongString(traceparent.into()),
+        );
+    }
     headers
 }
 

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
@@ -202,13 +203,29 @@ impl OrderService {
     /// wait for the broker: the decision it reports is already durable.
     fn emit(&self, key: String, body: String, order_id: Uuid) {
         let broker = self.inner.broker.clone();
-        tokio::spawn(async move {
-            if let Err(e) = broker
-                .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.as_bytes())
-                .await
-            {
-                tracing::warn!(%order_id, %key, error = %e, "event not published");
+        let span = if crate::telemetry::exporting() {
+            tracing::debug_span!(
+                target: crate::telemetry::TARGET,
+                "publish",
+                otel.name = format!("{EXCHANGE_ORDER_EVENTS} publish"),
+                otel.kind = "producer",
+                messaging.system = "rabbitmq",
+                messaging.destination.name = EXCHANGE_ORDER_EVENTS,
+                messaging.rabbitmq.destination.routing_key = key.as_str(),
+            )
+        } else {
+            tracing::Span::none()
+        };
+        tokio::spawn(
+            async move {
+                if let Err(e) = broker
+                    .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.as_bytes())
+                    .await
+                {
+                    tracing::warn!(%order_id, %key, error = %e, "event not published");
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 }

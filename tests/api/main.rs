@@ -24,3 +24,4 @@ mod monitor;
 mod probe;
 mod regressions;
 mod roles;
+mod traces;

@@ -1,0 +1,319 @@
+//! Traces across the queue: `orderflow serve` exports its spans over OTLP/HTTP to a receiver in
+//! this test, and one checkout is one trace — from the HTTP request (continuing the caller's
+//! `traceparent`) through the publish, the consumer, the SKU actor, both writers and the event —
+//! also when the process dies after the decision and another one takes the redelivery.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use prost::Message;
+use serde_json::{json, Value};
+
+use crate::checkout::body;
+use crate::helpers::{http_client, Service, TestDb, TestVhost};
+use crate::load::stock_up;
+
+/// A span as the receiver got it.
+#[derive(Debug, Clone)]
+struct Received {
+    trace: String,
+    id: String,
+    parent: String,
+    name: String,
+    attributes: HashMap<String, String>,
+    /// Which process sent it (its `service.instance.id`-less resource: the pid we tag).
+    process: String,
+}
+
+type Spans = Arc<Mutex<Vec<Received>>>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::BoolValue(b)) => b.to_string(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(AnyValue::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
+
+async fn receive(spans: web::Data<Spans>, body: web::Bytes) -> HttpResponse {
+    let Ok(request) = ExportTraceServiceRequest::decode(body.as_ref()) else {
+        return HttpResponse::BadRequest().finish();
+    };
+    let mut out = spans.lock().unwrap();
+    for resource in request.resource_spans {
+        let process = resource
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter())
+            .find(|kv| kv.key == "service.name")
+            .map(|kv| text(&kv.value))
+            .unwrap_or_default();
+        for scope in resource.scope_spans {
+            for span in scope.spans {
+                out.push(Received {
+                    trace: hex(&span.trace_id),
+                    id: hex(&span.span_id),
+                    parent: hex(&span.parent_span_id),
+                    name: span.name.clone(),
+                    attributes: span
+                        .attributes
+                        .iter()
+                        .map(|kv| (kv.key.clone(), text(&kv.value)))
+                        .collect(),
+                    process: process.clone(),
+                });
+            }
+        }
+    }
+    // An empty ExportTraceServiceResponse.
+    HttpResponse::Ok()
+        .content_type("application/x-protobuf")
+        .finish()
+}
+
+/// An OTLP/HTTP receiver on a port of its own; its spans, and its address.
+fn receiver() -> (Spans, String) {
+    let spans: Spans = Arc::default();
+    let data = web::Data::new(Arc::clone(&spans));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(64 << 20))
+            .route("/v1/traces", web::post().to(receive))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let address = format!("http://{}", server.addrs()[0]);
+    actix_web::rt::spawn(server.run());
+    (spans, address)
+}
+
+fn otlp_env(endpoint: &str, name: &'static str) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_owned()),
+        ("OTEL_SERVICE_NAME", name.to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ]
+}
+
+fn start(db: &TestDb, vhost: &TestVhost, env: &[(&'static str, String)]) -> Service {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Service::start(&db.url, &vhost.url, &env)
+}
+
+async fn checkout(service: &Service, key: &str, traceparent: Option<&str>) -> Value {
+    let mut req = http_client()
+        .post(service.url("/v1/checkout"))
+        .insert_header(("Idempotency-Key", key));
+    if let Some(tp) = traceparent {
+        req = req.insert_header(("traceparent", tp));
+    }
+    let mut resp = req
+        .send_json(&body("tracer", json!([{"sku": "TR-1", "quantity": 1}])))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    resp.json().await.unwrap()
+}
+
+/// Waits until `done` holds for the spans received (at most 20 s).
+async fn spans_until(spans: &Spans, done: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = spans.lock().unwrap().clone();
+        if done(&now) {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans never complete: {:#?}",
+            now.iter()
+                .map(|s| (&s.trace, &s.name, &s.process))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn names(spans: &[&Received]) -> BTreeSet<String> {
+    spans.iter().map(|s| s.name.clone()).collect()
+}
+
+/// The spans a decided checkout leaves in its trace, whichever process made them.
+const PIPELINE: [&str; 7] = [
+    "POST /v1/checkout",
+    "intake",
+    "orders.checkout process",
+    "sku actor apply",
+    "orderflow-persister write",
+    "orderflow-order-writer write",
+    "order.events publish",
+];
+
+fn dump(trace: &[&Received]) -> String {
+    let by_id: BTreeMap<&str, &Received> = trace.iter().map(|s| (s.id.as_str(), *s)).collect();
+    let mut lines = Vec::new();
+    for span in trace {
+        let mut depth = 0;
+        let mut at = span.parent.as_str();
+        while let Some(parent) = by_id.get(at) {
+            depth += 1;
+            at = parent.parent.as_str();
+        }
+        let redelivered = span
+            .attributes
+            .get("messaging.rabbitmq.redelivered")
+            .map(|r| format!(" redelivered={r}"))
+            .unwrap_or_default();
+        lines.push(format!(
+            "{}{} [{}] span {} parent {}{}",
+            "  ".repeat(depth),
+            span.name,
+            span.process,
+            span.id,
+            span.parent,
+            redelivered
+        ));
+    }
+    lines.join("\n")
+}
+
+#[actix_web::test]
+async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_redelivery() {
+    let (spans, endpoint) = receiver();
+    let db = TestDb::new();
+    let vhost = TestVhost::new();
+    let client = http_client();
+    // The first process dies right after the first decision is durable, before its ack.
+    let mut env = otlp_env(&endpoint, "orderflow-a");
+    env.push(("ORDERFLOW_FAULT_ABORT_BEFORE_ACK", "1".into()));
+    let mut first = start(&db, &vhost, &env);
+    first.ready(&client).await;
+    stock_up(&client, &first.base, &[("TR-1", 10)]).await;
+    // The caller's own trace: the checkout continues it.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller = "00f067aa0ba902b7";
+    let accepted = checkout(&first, "trace-1", Some(&format!("00-{trace}-{caller}-01"))).await;
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !first.log().contains("aborting after a commit") {
+        assert!(Instant::now() < deadline, "never aborted: {}", first.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+
+    // The second process takes the redelivery (the decision is found, the event sent again).
+    let second = start(&db, &vhost, &otlp_env(&endpoint, "orderflow-b"));
+    second.ready(&client).await;
+    let received = spans_until(&spans, |all| {
+        all.iter().any(|s| {
+            s.trace == trace && s.process == "orderflow-b" && s.name == "orders.checkout process"
+        })
+    })
+    .await;
+    let ours: Vec<&Received> = received.iter().filter(|s| s.trace == trace).collect();
+    println!("the trace of order {order_id}:\n{}", dump(&ours));
+    // The request continued the caller's trace.
+    let server = ours
+        .iter()
+        .find(|s| s.name == "POST /v1/checkout")
+        .expect("the request's span");
+    assert_eq!(server.parent, caller);
+    assert_eq!(server.process, "orderflow-a");
+    // Both deliveries are in it: the first (decided, then the crash) and the redelivery.
+    let deliveries: Vec<&&Received> = ours
+        .iter()
+        .filter(|s| s.name == "orders.checkout process")
+        .collect();
+    let redelivery = deliveries
+        .iter()
+        .find(|s| s.process == "orderflow-b")
+        .expect("the redelivery's span");
+    assert_eq!(
+        redelivery.attributes["messaging.rabbitmq.redelivered"],
+        "true"
+    );
+    assert_eq!(redelivery.attributes["orderflow.order_id"], order_id);
+    // The redelivery's parent is the span that published the checkout (from its header).
+    let intake = ours
+        .iter()
+        .find(|s| s.name == "intake")
+        .expect("intake span");
+    assert_eq!(redelivery.parent, intake.id);
+    assert_eq!(intake.parent, server.id);
+    // The first process decided it: its actor call and both writes are in the same trace.
+    let first_names = names(
+        &ours
+            .iter()
+            .copied()
+            .filter(|s| s.process == "orderflow-a")
+            .collect::<Vec<_>>(),
+    );
+    for name in [
+        "sku actor apply",
+        "orderflow-persister write",
+        "orderflow-order-writer write",
+    ] {
+        assert!(first_names.contains(name), "no {name} in {first_names:?}");
+    }
+    // Nothing of this order went to another trace.
+    let elsewhere: Vec<&Received> = received
+        .iter()
+        .filter(|s| s.trace != trace)
+        .filter(|s| s.attributes.values().any(|v| v == &order_id))
+        .collect();
+    assert!(elsewhere.is_empty(), "{elsewhere:#?}");
+
+    // A checkout without a caller's trace starts its own, complete in one process, every span
+    // a child of another of it but the root.
+    let accepted = checkout(&second, "trace-2", None).await;
+    let order_2 = accepted["order_id"].as_str().unwrap().to_owned();
+    let received = spans_until(&spans, |all| {
+        let Some(root) = all
+            .iter()
+            .find(|s| s.attributes.get("orderflow.order_id") == Some(&order_2))
+        else {
+            return false;
+        };
+        let mine: Vec<&Received> = all.iter().filter(|s| s.trace == root.trace).collect();
+        PIPELINE.iter().all(|n| names(&mine).contains(*n))
+    })
+    .await;
+    let trace_2 = received
+        .iter()
+        .find(|s| s.attributes.get("orderflow.order_id") == Some(&order_2))
+        .unwrap()
+        .trace
+        .clone();
+    assert_ne!(trace_2, trace);
+    let mine: Vec<&Received> = received.iter().filter(|s| s.trace == trace_2).collect();
+    println!("the trace of order {order_2}:\n{}", dump(&mine));
+    let ids: BTreeSet<&str> = mine.iter().map(|s| s.id.as_str()).collect();
+    let roots: Vec<&&Received> = mine
+        .iter()
+        .filter(|s| !ids.contains(s.parent.as_str()))
+        .collect();
+    assert_eq!(roots.len(), 1, "{}", dump(&mine));
+    assert_eq!(roots[0].name, "POST /v1/checkout");
+    assert!(roots[0].parent.is_empty() || roots[0].parent == "0000000000000000");
+    let order = client
+        .get(second.url(&format!("/v1/orders/{order_id}")))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(order["status"], "scheduled", "{order}");
+}
