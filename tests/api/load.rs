@@ -94,8 +94,12 @@ impl Load {
                                 .send_json(&body)
                                 .await
                                 .map(|r| r.status().as_u16());
+                            // A transport error that is not a time-out (refused, or a
+                            // kept-alive connection the stopping server closed under the
+                            // request) is sent again with the same key, as a client does.
                             let elsewhere = match &sent {
-                                Err(awc::error::SendRequestError::Connect(_)) => true,
+                                Err(awc::error::SendRequestError::Timeout) => false,
+                                Err(_) => true,
                                 Ok(503) => bases.len() > 1,
                                 _ => false,
                             };
