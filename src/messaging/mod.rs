@@ -5,6 +5,7 @@
 pub mod consumer;
 pub mod dead_letters;
 pub mod gate;
+mod message;
 pub mod topology;
 
 use std::sync::atomic::{AtomicBool, Ordering};
