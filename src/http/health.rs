@@ -48,20 +48,13 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
-/// Real checks: a `SELECT 1` through the pool, the broker connection, and — on the active
-/// instance — the engine's persister and the order writer. A standby answers 503 with
-/// `"role": "standby"`, so a load balancer routes to the active one.
-#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Active and every check ok: role, epoch, checks", body = Readiness), (status = 503, description = "A check failing, or a standby (`role`), with `Retry-After`", body = Readiness)))]
-pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+/// `SELECT 1` through the pool, within 3 s. The driver's words go to the log, not to an
+/// anonymous caller.
+async fn postgres_check(state: &AppState) -> String {
     let pool = state.pool.clone();
-    let postgres = match tokio::time::timeout(
-        Duration::from_secs(3),
-        crate::blocking::run(move || persistence::ping(&pool)),
-    )
-    .await
-    {
+    let ping = crate::blocking::run(move || persistence::ping(&pool));
+    match tokio::time::timeout(Duration::from_secs(3), ping).await {
         Ok(Ok(Ok(()))) => "ok".to_owned(),
-        // The driver's words go to the log, not to an anonymous caller.
         Ok(Ok(Err(e))) => {
             tracing::warn!(error = %e, "readiness: PostgreSQL is failing");
             "failing: no usable connection".to_owned()
@@ -71,7 +64,15 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "failing: the check did not run".to_owned()
         }
         Err(_) => "failing: no answer within 3 s".to_owned(),
-    };
+    }
+}
+
+/// Real checks: a `SELECT 1` through the pool, the broker connection, and — on the active
+/// instance — the engine's persister and the order writer. A standby answers 503 with
+/// `"role": "standby"`, so a load balancer routes to the active one.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Active and every check ok: role, epoch, checks", body = Readiness), (status = 503, description = "A check failing, or a standby (`role`), with `Retry-After`", body = Readiness)))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let postgres = postgres_check(&state).await;
     let rabbitmq = if state.broker.is_connected() {
         "ok".to_owned()
     } else {
