@@ -327,7 +327,12 @@ impl<S: Sink> Writer<S> {
                 let started = std::time::Instant::now();
                 // One span per item, each a child of its submitter's, over the whole batch
                 // transaction (its items commit together).
-                let spans: Vec<tracing::Span> = jobs
+                let traced = if crate::telemetry::exporting() {
+                    &jobs[..]
+                } else {
+                    &[]
+                };
+                let spans: Vec<tracing::Span> = traced
                     .iter()
                     .filter(|job| !job.span.is_none())
                     .map(|job| {
