@@ -44,8 +44,8 @@ pub struct Config {
     pub db_pool_size: u32,
     /// HTTP worker threads (`HTTP_WORKERS`, default: the machine's CPUs).
     pub http_workers: usize,
-    /// Which events orders publish on `order.events` (`ORDER_EVENTS`: `all`, the default, or
-    /// `decisions`).
+    /// Which events orders publish on `order.events` (`ORDER_EVENTS`: `decisions`, the default,
+    /// or `all`).
     pub order_events: crate::orders::EventScope,
     /// How long an admin stock write waits for its change to be durable before answering 503.
     pub durable_timeout: Duration,
@@ -235,7 +235,7 @@ impl Config {
             max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,
             db_pool_size: number("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16, 2)?,
             order_events: match get("ORDER_EVENTS") {
-                None => crate::orders::EventScope::All,
+                None => crate::orders::EventScope::Decisions,
                 Some(raw) => crate::orders::EventScope::parse(raw.trim()).ok_or_else(|| {
                     ConfigError(format!("ORDER_EVENTS={raw}: expected all or decisions"))
                 })?,
@@ -371,12 +371,10 @@ mod tests {
             assert!(e.0.contains("HTTP_WORKERS"), "{e}");
         }
         use crate::orders::EventScope;
-        assert_eq!(config(&[]).unwrap().order_events, EventScope::All);
+        assert_eq!(config(&[]).unwrap().order_events, EventScope::Decisions);
         assert_eq!(
-            config(&[("ORDER_EVENTS", "decisions")])
-                .unwrap()
-                .order_events,
-            EventScope::Decisions
+            config(&[("ORDER_EVENTS", "all")]).unwrap().order_events,
+            EventScope::All
         );
         let long = "s3cret-s3cret-s3cret-s3cret-s3cret";
         let c = config(&[("ADMIN_TOKEN", long)]).unwrap();

@@ -207,8 +207,11 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
         payload: &[u8],
+        id: uuid::Uuid,
     ) -> Result<(), PublishError> {
-        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(id.to_string().into());
         // Whoever consumes the event can continue the order's trace.
         if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
             let mut headers = lapin::types::FieldTable::default();

@@ -1,6 +1,6 @@
 //! Admission by wait budget: a checkout is admitted while the wait it can expect — the backlog
-//! ahead of it divided by the measured drain rate, plus the current decision latency — stays
-//! inside a target. The decision latency is read ahead, not behind: the checkouts already in
+//! ahead of it (queued, and admitted on its way to the queue) divided by the measured drain
+//! rate, plus the current decision latency — stays inside a target. The decision latency is read ahead, not behind: the checkouts already in
 //! flight (prefetched and being processed) will take `in_flight ÷ drain` to clear, which is
 //! known now, while the measured latency only shows it once they finish; the measured median
 //! is the floor (one decision's own time when little is in flight). Past it, intake answers 503 `overloaded` with an honest, jittered
@@ -32,10 +32,11 @@ impl Default for AdmissionConfig {
 /// Admission starts shedding when the expected wait passes this share of the target: the margin
 /// is what the tail of the latency distribution needs to stay under the target.
 pub const SHED_AT: f64 = 0.5;
-/// …and reopens when it falls under this share (hysteresis: between the two, the state stays).
+/// …and reopens as soon as it falls under this share (hysteresis: between the two, the state
+/// stays). There is no minimum episode: the band is work still queued when admission reopens,
+/// so the consumers never run dry while clients are being shed — an episode that outlived the
+/// queue would idle them (the collapse of issue 20: shedding on an empty queue, then a flood).
 pub const REOPEN_AT: f64 = 0.3;
-/// The shortest a shedding episode lasts, so one lucky sample cannot make it flap.
-pub const MIN_SHED: Duration = Duration::from_secs(1);
 /// The median decision latency counts for at most this share of the target: a decision that is
 /// slow on its own is not a queue, and shedding cannot make it faster. Under [`REOPEN_AT`], so a
 /// slow gateway alone can neither start a shedding episode nor keep one from ending.
@@ -178,7 +179,7 @@ impl Controller {
         self.shedding = match self.shedding {
             None if wait > target * SHED_AT => Some((now, ShedReason::WaitBudget)),
             None => None,
-            Some((since, _)) if wait < target * REOPEN_AT && now >= since + MIN_SHED => None,
+            Some(_) if wait < target * REOPEN_AT => None,
             // A broker episode that ended becomes a wait-budget one until the backlog is down.
             Some((since, _)) => Some((since, ShedReason::WaitBudget)),
         };
@@ -318,23 +319,22 @@ mod tests {
             c.decide(&obs(5000, 100.0), t0),
             Verdict::Shed { .. }
         ));
-        assert_eq!(c.decide(&o, t0 + MIN_SHED), Verdict::Admit);
+        assert_eq!(c.decide(&o, t0), Verdict::Admit);
     }
 
     #[test]
-    fn a_shedding_episode_lasts_at_least_min_shed() {
+    fn admission_reopens_as_soon_as_the_wait_allows_with_work_still_queued() {
         let mut c = controller();
         let t0 = Instant::now();
         assert!(matches!(
             c.decide(&obs(5000, 1000.0), t0),
             Verdict::Shed { .. }
         ));
-        let soon = t0 + MIN_SHED / 2;
-        assert!(matches!(
-            c.decide(&obs(0, 1000.0), soon),
-            Verdict::Shed { .. }
-        ));
-        assert_eq!(c.decide(&obs(0, 1000.0), t0 + MIN_SHED), Verdict::Admit);
+        // A millisecond later the backlog is under the reopening point (200 at 1000/s, 100 ms
+        // latency): open again, with 190 checkouts still queued for the consumers.
+        let soon = t0 + Duration::from_millis(1);
+        assert_eq!(c.decide(&obs(190, 1000.0), soon), Verdict::Admit);
+        assert_eq!(c.shedding(), None);
     }
 
     #[test]
@@ -369,9 +369,9 @@ mod tests {
                 ..
             }
         ));
-        // Healthy again with nothing queued: open once the minimum episode is over.
+        // Healthy again with nothing queued: open at once.
         o.broker = BrokerHealth::Ok;
-        assert_eq!(c.decide(&o, t0 + MIN_SHED), Verdict::Admit);
+        assert_eq!(c.decide(&o, t0), Verdict::Admit);
     }
 
     #[test]

@@ -86,6 +86,9 @@ impl OrderService {
                 tracing::warn!(%order_id, error = %e, "cancelled; its stock will be released later");
             }
         }
+        // The cancel stands either way; its events are confirmed before the 200, and asking
+        // again publishes them again (same ids).
+        self.publish_decision(&order).await?;
         Ok(order)
     }
 

@@ -148,6 +148,9 @@ impl OrderService {
     ) -> Result<IntakeOutcome, IntakeError> {
         let checkout = &checkout;
         let customer = checkout.customer_id.as_str();
+        // Admission first: a shed answer costs no fingerprint, no lock, no database. Held until
+        // the publish is over: until then this checkout waits where the broker cannot count it.
+        let _admitted = self.admit(checkout, key)?;
         // The request as the validator read it (a typed card as its keyed digest): what the
         // idempotency key is compared on.
         let fp = fingerprint(
@@ -155,7 +158,7 @@ impl OrderService {
         );
         let deadline = Deadline::after(INTAKE_TIMEOUT);
         let _guard = deadline.bound(self.key_lock(customer, key).lock()).await?;
-        // A repeat of a checkout still in the queue gets its 202 again, shedding or not.
+        // A repeat of a checkout still in the queue gets its 202 again.
         let slot = (customer.to_owned(), key.to_owned());
         if let Some(known) = self.inner.published.get(&slot) {
             let (order_id, known_fp) = known.value();
@@ -165,7 +168,6 @@ impl OrderService {
                 Err(IntakeError::Mismatch)
             };
         }
-        self.admit(checkout, key, &deadline).await?;
         // The key is recorded with a random order id; a key seen before keeps the id it got.
         let proposed = OrderIds::random();
         let recorded = self
@@ -179,6 +181,7 @@ impl OrderService {
                 &deadline,
             )
             .await?;
+        self.inner.recent_keys.insert(customer, key);
         let order_id = match recorded {
             OrderWritten::Key(KeyState::Known {
                 order_id,
@@ -267,49 +270,43 @@ impl OrderService {
     }
 
     /// Admission before anything is written. A key seen before is not a new checkout: it goes on
-    /// to its 200/202 (or 422 mismatch) whatever the state — looked up only when admission would
-    /// shed, so the open path costs nothing more.
-    async fn admit(
+    /// to its 200/202 (or 422 mismatch) whatever the state. A shed answer touches nothing shared:
+    /// the keys are looked up in memory ([`super::recent_keys`]), the stock in the engine's
+    /// snapshot. `Some(permit)` while the checkout counts as admitted-and-waiting.
+    fn admit(
         &self,
         checkout: &Checkout,
         key: &str,
-        deadline: &Deadline,
-    ) -> Result<(), IntakeError> {
+    ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
         let monitor = self.inner.broker.monitor();
-        if let Err((reason, retry_after)) = monitor.admit() {
-            let (c, k) = (checkout.customer_id.as_str().to_owned(), key.to_owned());
-            let known = deadline
-                .bound(run_blocking(&self.inner.pool, move |conn| {
-                    crate::persistence::orders::key_known(conn, &c, &k)
-                }))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or(false);
-            if !known {
-                // A new checkout the engine already knows cannot be served gets the clearer
-                // answer: 409 at the door (no retry), not 503 (retry). In memory only.
-                if let LineSource::Items(items) = &checkout.lines {
-                    let known_skus = items
-                        .iter()
-                        .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
-                    let short = if known_skus {
-                        self.short_lines(items)
-                    } else {
-                        Vec::new()
-                    };
-                    if !short.is_empty() {
-                        return Err(IntakeError::OutOfStock(short));
-                    }
-                }
-                return Err(IntakeError::Shedding {
-                    backlog: monitor.checkout_backlog(),
-                    retry_after,
-                    reason: reason.as_str(),
-                });
+        let (reason, retry_after) = match monitor.admit() {
+            Ok(permit) => return Ok(Some(permit)),
+            Err(shed) => shed,
+        };
+        let customer = checkout.customer_id.as_str();
+        if self.inner.recent_keys.contains(customer, key) {
+            return Ok(None);
+        }
+        // A new checkout the engine already knows cannot be served gets the clearer answer:
+        // 409 at the door (no retry), not 503 (retry). In memory only.
+        if let LineSource::Items(items) = &checkout.lines {
+            let known_skus = items
+                .iter()
+                .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
+            let short = if known_skus {
+                self.short_lines(items)
+            } else {
+                Vec::new()
+            };
+            if !short.is_empty() {
+                return Err(IntakeError::OutOfStock(short));
             }
         }
-        Ok(())
+        Err(IntakeError::Shedding {
+            backlog: monitor.checkout_backlog() + monitor.admitted_pending(),
+            retry_after,
+            reason: reason.as_str(),
+        })
     }
 
     /// A typed card exchanged for the gateway's token (the sandbox's browser tokenization).

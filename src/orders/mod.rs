@@ -28,6 +28,7 @@ mod intake;
 pub mod payment;
 mod pipeline;
 mod queries;
+mod recent_keys;
 mod reservations;
 mod sweeper;
 mod transitions;
@@ -63,6 +64,11 @@ pub const HTTP_ORIGIN: &str = "orderflow-http";
 /// Suggestions offered per short line.
 const SUGGESTIONS: usize = 3;
 const LOCK_STRIPES: usize = 1024;
+/// Intake's key locks: stripes of their own, so a thousand checkouts at the door never hold a
+/// lock a decision waits for.
+const KEY_LOCK_STRIPES: usize = 4096;
+/// Keys per generation of [`recent_keys::RecentKeys`] (two generations: at most twice this).
+const RECENT_KEYS: usize = 500_000;
 
 fn order_store_secret(conn: &mut diesel::PgConnection) -> Result<Vec<u8>, DbError> {
     crate::persistence::orders::order_id_secret(conn)
@@ -130,7 +136,7 @@ impl Default for OrderConfig {
             retry_window: Duration::from_secs(30),
             stale_after: Duration::from_secs(600),
             sweep_every: Duration::from_secs(30),
-            events: EventScope::All,
+            events: EventScope::Decisions,
             key_retention: Duration::from_secs(86_400),
         }
     }
@@ -139,12 +145,12 @@ impl Default for OrderConfig {
 /// Which events an order publishes on `order.events` (`ORDER_EVENTS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventScope {
-    /// Every step (`order.received`, `order.reserved`, the decision) and `notification.<kind>`:
-    /// four confirmed publishes for a scheduled order (the default, API.md).
+    /// Every step (`order.received`, `order.reserved`, the decision) and `notification.<kind>`.
+    /// The steps on the way go out without waiting; the decision's two are confirmed.
     All,
-    /// Only the decision (`order.scheduled`, `order.rejected`, `order.failed`,
-    /// `order.cancelled`): one publish per order. Its body is the whole order with its history,
-    /// so a subscriber can derive the steps; notifications stay readable through the API.
+    /// The decision (`order.scheduled`, `order.rejected`, `order.failed`, `order.cancelled`,
+    /// with the steps in its history) and its `notification.<kind>`: two confirmed publishes per
+    /// order (the default, API.md).
     Decisions,
 }
 
@@ -263,9 +269,14 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: OrderConfig,
     capacity: Capacity,
+    /// The consumer's per-order locks.
     locks: Vec<tokio::sync::Mutex<()>>,
-    /// Never used while `locks` holds `LOCK_STRIPES` locks; there so a lookup cannot panic.
+    /// Intake's per-key locks.
+    key_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Never used while the stripes are all there; there so a lookup cannot panic.
     spare_lock: tokio::sync::Mutex<()>,
+    /// Keys recorded or seen here: while admission sheds, these go on to their order.
+    recent_keys: recent_keys::RecentKeys,
     events: broadcast::Sender<OrderEvent>,
     /// Checkouts this process published — `(customer, key)` → `(order id, fingerprint)` —
     /// whose order the consumer has not written yet: a retry with the same key is answered
@@ -326,7 +337,11 @@ impl OrderService {
                 locks: (0..LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                key_locks: (0..KEY_LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
                 spare_lock: tokio::sync::Mutex::new(()),
+                recent_keys: recent_keys::RecentKeys::new(RECENT_KEYS),
                 events,
                 published: DashMap::new(),
                 ids,
@@ -340,11 +355,14 @@ impl OrderService {
         })
     }
 
-    /// The lock intake holds for a customer's idempotency key (one of the same stripes).
+    /// The lock intake holds for a customer's idempotency key.
     fn key_lock(&self, customer: &str, key: &str) -> &tokio::sync::Mutex<()> {
-        let hash = crate::domain::fnv1a(customer.bytes().chain([0]).chain(key.bytes()));
-        let i = (hash % LOCK_STRIPES as u64) as usize;
-        self.inner.locks.get(i).unwrap_or(&self.inner.spare_lock)
+        let hash = recent_keys::slot_hash(customer, key);
+        let i = (hash % KEY_LOCK_STRIPES as u64) as usize;
+        self.inner
+            .key_locks
+            .get(i)
+            .unwrap_or(&self.inner.spare_lock)
     }
 
     fn lock(&self, order_id: Uuid) -> &tokio::sync::Mutex<()> {
@@ -424,6 +442,7 @@ impl OrderService {
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults {
     //! Faults tests switch on (`fault-injection` feature only).
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
 
     use crate::domain::Sku;
@@ -432,6 +451,17 @@ pub(crate) mod faults {
     pub struct Faults {
         /// Releases of this SKU fail as if the database were away.
         pub fail_release_of: Mutex<Option<Sku>>,
+        /// Every n-th publish of a decision's events is not confirmed (0: none).
+        pub fail_every_nth_event: AtomicU64,
+        pub events_published: AtomicU64,
+    }
+
+    impl Faults {
+        /// Whether this publish of a decision's events fails.
+        pub fn event_fails(&self) -> bool {
+            let n = self.fail_every_nth_event.load(Ordering::Relaxed);
+            n > 0 && (self.events_published.fetch_add(1, Ordering::Relaxed) + 1) % n == 0
+        }
     }
 }
 
@@ -442,6 +472,14 @@ impl OrderService {
         if let Ok(mut slot) = self.inner.faults.fail_release_of.lock() {
             *slot = sku;
         }
+    }
+
+    /// Fault injection: every `n`-th publish of a decision's events is not confirmed (0: none).
+    pub fn fault_fail_every_nth_event(&self, n: u64) {
+        self.inner
+            .faults
+            .fail_every_nth_event
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

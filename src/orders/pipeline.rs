@@ -42,6 +42,14 @@ enum Start {
     Refuse(String),
 }
 
+/// Where a pass of [`OrderService::run`] ended.
+enum Ran {
+    /// The order is decided (now, or before this delivery) and settled.
+    Decided(Box<Order>),
+    /// The message can never make an order: the reason, for its dead letter.
+    Refused(String),
+}
+
 /// What one delivery carries, once validated.
 struct Request<'a> {
     checkout: &'a Checkout,
@@ -50,7 +58,6 @@ struct Request<'a> {
     key: &'a str,
     fingerprint: &'a str,
     origin: Origin,
-    redelivered: bool,
 }
 
 impl OrderService {
@@ -130,6 +137,13 @@ impl OrderService {
         let (accepted_ms, consumed) = (message.accepted_ms, message.consumed);
         // The id intake recorded for the key (orderflow's own checkouts), else one keyed with
         // the server's secret: stable for a redelivery, computable by no client.
+        if origin == Origin::Http {
+            // A repeat of this key goes on to its order even while admission sheds (after a
+            // failover too: this process may not be the one that took the checkout).
+            self.inner
+                .recent_keys
+                .insert(checkout.customer_id.as_str(), &key);
+        }
         let order_id = match (origin, message.order_id) {
             (Origin::Http, Some(id)) => id,
             _ => self.inner.ids.derive(checkout.customer_id.as_str(), &key),
@@ -145,12 +159,19 @@ impl OrderService {
             key: &key,
             fingerprint: &fp,
             origin,
-            redelivered: message.redelivered,
         };
         let deadline = Deadline::after(self.inner.config.retry_window);
         let _guard = self.lock(order_id).lock().await;
         loop {
-            match self.run(&request, order_id, &deadline).await {
+            let ran = match self.run(&request, order_id, &deadline).await {
+                // Decided: its events confirmed before the delivery is acked. A failed publish
+                // is transient like any other: retried, or handed back and published again by
+                // the redelivery.
+                Ok(Ran::Decided(order)) => self.publish_decision(&order).await.map(|()| None),
+                Ok(Ran::Refused(reason)) => Ok(Some(reason)),
+                Err(e) => Err(e),
+            };
+            match ran {
                 Ok(Some(reason)) => return self.dead_letter(&request, order_id, reason),
                 Err(StepError::Refused(cause)) => {
                     return self.dead_letter(
@@ -187,16 +208,16 @@ impl OrderService {
         Outcome::DeadLetter(reason)
     }
 
-    /// Takes the order to a decision. `Ok(Some(reason))` when the message can never make one.
+    /// Takes the order to a decision (or finds it decided).
     async fn run(
         &self,
         request: &Request<'_>,
         order_id: uuid::Uuid,
         deadline: &Deadline,
-    ) -> Result<Option<String>, StepError> {
+    ) -> Result<Ran, StepError> {
         let (mut order, fresh) = match self.create_or_load(request, order_id, deadline).await? {
             Start::Order { order, fresh } => (*order, fresh),
-            Start::Refuse(reason) => return Ok(Some(reason)),
+            Start::Refuse(reason) => return Ok(Ran::Refused(reason)),
         };
         // Lines this attempt knows it holds (a fresh order reserved nothing before).
         let mut held: Option<Vec<(Sku, i64)>> = None;
@@ -246,13 +267,7 @@ impl OrderService {
                     // Not known from this attempt: look at what is recorded (after a flush).
                     None => self.release_order(&mut order, deadline).await?,
                 },
-                _ => {
-                    if request.redelivered && !fresh {
-                        // The events of a decision made just before a crash may not have gone out.
-                        self.announce(&order);
-                    }
-                    return Ok(None);
-                }
+                _ => return Ok(Ran::Decided(Box::new(order))),
             }
         }
     }

@@ -193,6 +193,13 @@ impl OrderService {
             .await?;
             // (Rare: a walk over the checkouts still on their way.)
             self.inner.published.retain(|_, (id, _)| *id != order_id);
+            if order.status.is_decided() {
+                if let Err(e) = self.publish_decision(&order).await {
+                    // Decided and durable; the event is what is missing (a redelivery of its
+                    // checkout would publish it again).
+                    tracing::warn!(%order_id, error = %e, "expired; its event was not confirmed");
+                }
+            }
         }
         if order.status.releases_stock() && !order.settled {
             self.release_order(&mut order, &deadline).await?;

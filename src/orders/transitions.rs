@@ -71,25 +71,7 @@ impl OrderService {
             ));
         }
         let now = self.inner.clock.now();
-        let reason = step.rejection.as_ref().map(|r| r.reason);
-        let notification = step
-            .to
-            .notification_kind(reason)
-            .map(|kind| NotificationRow {
-                id: Uuid::new_v5(&order.order_id, kind.as_bytes()),
-                customer_id: order.customer_id.clone(),
-                kind: kind.to_owned(),
-                order_id: order.order_id,
-                message: notification_message(kind, order.order_id),
-                suggestions: serde_json::to_value(
-                    step.rejection
-                        .as_ref()
-                        .map(Rejection::suggestions)
-                        .unwrap_or_default(),
-                )
-                .unwrap_or_default(),
-                created_at: now,
-            });
+        let notification = notification_for(order, step.to, step.rejection.as_ref(), now);
         let row = TransitionRow {
             order_id: order.order_id,
             from_status: order.status.as_str().to_owned(),
@@ -106,7 +88,7 @@ impl OrderService {
             via_status: step.via.map(|(s, _)| s.as_str().to_owned()),
             via_at: step.via.map(|(_, at)| at),
             settled: step.settled,
-            notification: notification.clone(),
+            notification,
         };
         let moved = match self.write(OrderWrite::Transition(row), deadline).await? {
             OrderWritten::Moved(moved) => moved,
@@ -138,17 +120,6 @@ impl OrderService {
             order.rejection = step.rejection;
         }
         self.announce(order);
-        if let Some(n) = notification.filter(|_| self.inner.config.events == EventScope::All) {
-            let body = json!({
-                "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
-                "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
-            });
-            self.emit(
-                format!("notification.{}", n.kind),
-                body.to_string(),
-                order.order_id,
-            );
-        }
         Ok(())
     }
 
@@ -176,7 +147,10 @@ impl OrderService {
             .ok_or_else(|| StepError::Refused(format!("order {order_id} is gone").into()))
     }
 
-    /// Announces the order's current status: in-process stream and `order.events`.
+    /// Announces the order's current status on the in-process stream; a step on the way
+    /// (`received`, `reserved`) also on `order.events` when `ORDER_EVENTS=all`, without waiting.
+    /// A decision's events go out through [`OrderService::publish_decision`], confirmed, by
+    /// whoever decided it.
     pub(super) fn announce(&self, order: &Order) {
         let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
         let _ = self.inner.events.send(OrderEvent {
@@ -184,48 +158,149 @@ impl OrderService {
             status: order.status,
             at,
         });
-        if self.inner.config.events == EventScope::Decisions && !order.status.is_decided() {
+        if order.status.is_decided() || self.inner.config.events != EventScope::All {
             return;
         }
-        match serde_json::to_string(order) {
-            Ok(body) => self.emit(
-                format!("order.{}", order.status.as_str()),
-                body,
-                order.order_id,
-            ),
-            Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "order not serializable")
-            }
-        }
-    }
-
-    /// Publishes an event on `order.events`, confirmed, without making the order's next step
-    /// wait for the broker: the decision it reports is already durable.
-    fn emit(&self, key: String, body: String, order_id: Uuid) {
-        let broker = self.inner.broker.clone();
-        let span = if crate::telemetry::exporting() {
-            tracing::debug_span!(
-                target: crate::telemetry::TARGET,
-                "publish",
-                otel.name = format!("{EXCHANGE_ORDER_EVENTS} publish"),
-                otel.kind = "producer",
-                messaging.system = "rabbitmq",
-                messaging.destination.name = EXCHANGE_ORDER_EVENTS,
-                messaging.rabbitmq.destination.routing_key = key.as_str(),
-            )
-        } else {
-            tracing::Span::none()
+        let Some(event) = order_event(order) else {
+            return;
         };
+        let service = self.clone();
+        let span = event_span(&event.key);
         tokio::spawn(
             async move {
-                if let Err(e) = broker
-                    .publish_event(EXCHANGE_ORDER_EVENTS, &key, body.as_bytes())
-                    .await
-                {
-                    tracing::warn!(%order_id, %key, error = %e, "event not published");
+                if let Err(e) = service.publish(&event).await {
+                    tracing::warn!(order_id = %event.order_id, key = %event.key, error = %e, "event not published");
                 }
             }
             .instrument(span),
         );
+    }
+
+    /// Publishes a decided order's events on `order.events` — `order.<status>` and its
+    /// `notification.<kind>` — and returns once the broker confirmed both. Called again for the
+    /// same decision (a redelivery, a retry) it publishes them again with the same ids: at least
+    /// once, deduplicated by a consumer on `message_id`.
+    pub(super) async fn publish_decision(&self, order: &Order) -> Result<(), StepError> {
+        if !order.status.is_decided() {
+            return Ok(());
+        }
+        let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
+        let notification = notification_for(order, order.status, order.rejection.as_ref(), at)
+            .map(|n| notification_event(&n));
+        for (i, event) in order_event(order)
+            .into_iter()
+            .chain(notification)
+            .enumerate()
+        {
+            // The second of the two not confirmed, as a broker might leave it.
+            #[cfg(feature = "fault-injection")]
+            if i == 1 && self.inner.faults.event_fails() {
+                return Err(StepError::Transient(
+                    "fault injection: the decision's event was not confirmed".into(),
+                ));
+            }
+            let _ = i;
+            self.publish(&event)
+                .instrument(event_span(&event.key))
+                .await
+                .map_err(|e| {
+                    StepError::Transient(super::Cause::of(
+                        "the decision's event was not confirmed",
+                        e,
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, event: &Event) -> Result<(), crate::messaging::PublishError> {
+        self.inner
+            .broker
+            .publish_event(
+                EXCHANGE_ORDER_EVENTS,
+                &event.key,
+                event.body.as_bytes(),
+                event.id,
+            )
+            .await
+    }
+}
+
+/// An event for `order.events`.
+struct Event {
+    /// Routing key: `order.<status>` or `notification.<kind>`.
+    key: String,
+    body: String,
+    /// Its `message_id`: the same for every publish of the same event.
+    id: Uuid,
+    order_id: Uuid,
+}
+
+/// The order's current status as an event.
+fn order_event(order: &Order) -> Option<Event> {
+    let key = format!("order.{}", order.status.as_str());
+    match serde_json::to_string(order) {
+        Ok(body) => Some(Event {
+            id: Uuid::new_v5(&order.order_id, key.as_bytes()),
+            key,
+            body,
+            order_id: order.order_id,
+        }),
+        Err(e) => {
+            tracing::error!(order_id = %order.order_id, error = %e, "order not serializable");
+            None
+        }
+    }
+}
+
+fn notification_event(n: &NotificationRow) -> Event {
+    let body = json!({
+        "id": n.id, "kind": n.kind, "order_id": n.order_id, "customer_id": n.customer_id,
+        "message": n.message, "suggestions": n.suggestions, "created_at": n.created_at,
+    });
+    Event {
+        key: format!("notification.{}", n.kind),
+        body: body.to_string(),
+        id: n.id,
+        order_id: n.order_id,
+    }
+}
+
+/// The customer's notification for an order reaching `to` (none for a step on the way).
+fn notification_for(
+    order: &Order,
+    to: OrderStatus,
+    rejection: Option<&Rejection>,
+    at: DateTime<Utc>,
+) -> Option<NotificationRow> {
+    let kind = to.notification_kind(rejection.map(|r| r.reason))?;
+    Some(NotificationRow {
+        id: Uuid::new_v5(&order.order_id, kind.as_bytes()),
+        customer_id: order.customer_id.clone(),
+        kind: kind.to_owned(),
+        order_id: order.order_id,
+        message: notification_message(kind, order.order_id),
+        suggestions: serde_json::to_value(
+            rejection.map(Rejection::suggestions).unwrap_or_default(),
+        )
+        .unwrap_or_default(),
+        created_at: at,
+    })
+}
+
+/// The span of one publish on `order.events` (a no-op unless spans are exported).
+fn event_span(key: &str) -> tracing::Span {
+    if crate::telemetry::exporting() {
+        tracing::debug_span!(
+            target: crate::telemetry::TARGET,
+            "publish",
+            otel.name = format!("{EXCHANGE_ORDER_EVENTS} publish"),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = EXCHANGE_ORDER_EVENTS,
+            messaging.rabbitmq.destination.routing_key = key,
+        )
+    } else {
+        tracing::Span::none()
     }
 }

@@ -36,19 +36,6 @@ pub enum KeyState {
     Racing,
 }
 
-/// Whether a customer's idempotency key is recorded (a read: no row is written).
-pub fn key_known(conn: &mut PgConnection, customer_id: &str, key: &str) -> Result<bool, DbError> {
-    use super::schema::checkout_keys;
-    use diesel::dsl::exists;
-    diesel::select(exists(
-        checkout_keys::table
-            .filter(checkout_keys::customer_id.eq(customer_id))
-            .filter(checkout_keys::idempotency_key.eq(key)),
-    ))
-    .get_result(conn)
-    .map_err(DbError::Query)
-}
-
 /// Forgets idempotency keys recorded before `before` whose order is decided (or never came):
 /// a reuse after that is a new order. At most `limit` a call; returns how many went.
 pub fn prune_keys(

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use super::keys::{key_known, order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
+pub use super::keys::{order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
 use super::schema::{notifications, order_history, orders};
 use super::DbError;
 use crate::domain::checkout::{DeliveryMethod, Payment};

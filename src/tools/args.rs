@@ -63,6 +63,20 @@ pub struct LoadgenConfig {
     /// admission reopen when the rate drops under capacity).
     #[arg(long, value_parser = super::openloop::parse_phase)]
     pub then: Vec<super::openloop::Phase>,
+    /// Open loop: print the admission state, queue depth and answers second by second.
+    #[arg(long)]
+    pub timeline: bool,
+    /// Open loop: fail unless every phase offered more than this decides at least this many
+    /// orders per second while it runs (goodput held under overload).
+    #[arg(long)]
+    pub expect_goodput: Option<f64>,
+    /// Open loop: fail unless every phase's admitted p99 accept → decided is under this.
+    #[arg(long)]
+    pub expect_p99_ms: Option<f64>,
+    /// Open loop: fail unless, in a phase slower than the one before, the last 503 comes at
+    /// most this many seconds after it began.
+    #[arg(long)]
+    pub expect_reopen_s: Option<f64>,
     /// Do not create the products and stock (they exist).
     #[arg(long = "no-setup", action = clap::ArgAction::SetFalse)]
     pub setup: bool,

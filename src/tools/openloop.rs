@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::loadgen::{
     answer, checkout_body, order_status, queue_state, reserved_of, setup, sku_name, watch,
-    LoadgenConfig,
+    LoadgenConfig, QueueState,
 };
 
 pub use super::phases::{parse_phase, Phase};
@@ -42,6 +42,8 @@ struct PhaseStats {
     /// when the phase began).
     reopened_after: Option<f64>,
     shedding_at_start: bool,
+    /// How long each 503 took to come back (µs).
+    shed_answer_us: Vec<u64>,
 }
 
 struct Shared {
@@ -54,6 +56,8 @@ struct Shared {
     answers: Vec<(Instant, u16)>,
     in_flight: u64,
     peak_in_flight: u64,
+    /// `/v1/queues` every quarter second.
+    timeline: Vec<(Instant, QueueState)>,
 }
 
 /// Sends one checkout, retrying 503s after Retry-After; records what happened.
@@ -74,6 +78,7 @@ async fn one_checkout(
             let mut s = shared.borrow_mut();
             s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
         }
+        let asked_at = Instant::now();
         let sent = client
             .post(format!("{url}/v1/checkout"))
             .insert_header(("Idempotency-Key", key.as_str()))
@@ -98,6 +103,9 @@ async fn one_checkout(
                 }
                 503 => {
                     stats.shed += 1;
+                    stats
+                        .shed_answer_us
+                        .push(u64::try_from(asked_at.elapsed().as_micros()).unwrap_or(u64::MAX));
                     if retry_after.is_none() {
                         stats.shed_without_retry_after += 1;
                     }
@@ -146,6 +154,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         answers: Vec::new(),
         in_flight: 0,
         peak_in_flight: 0,
+        timeline: Vec::new(),
     }));
     let current = Rc::new(std::cell::Cell::new(0usize));
     let done = Rc::new(std::cell::Cell::new(false));
@@ -162,13 +171,15 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         let starts_w = Rc::clone(&starts);
         let handle = actix_web::rt::spawn(async move {
             while !done.get() {
-                if let Some((depth, shedding)) = queue_state(&client, &url).await {
+                if let Some(q) = queue_state(&client, &url).await {
                     let phase = current.get();
                     let started = starts_w.borrow().get(phase).copied();
                     let mut s = shared.borrow_mut();
+                    s.timeline.push((Instant::now(), q));
                     if let Some(stats) = s.phases.get_mut(phase) {
-                        stats.peak_depth = stats.peak_depth.max(depth);
-                        if stats.shedding_at_start && !shedding && stats.reopened_after.is_none() {
+                        stats.peak_depth = stats.peak_depth.max(q.depth);
+                        if stats.shedding_at_start && !q.shedding && stats.reopened_after.is_none()
+                        {
                             stats.reopened_after = started.map(|t| t.elapsed().as_secs_f64());
                         }
                     }
@@ -190,7 +201,9 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         let start = Instant::now();
         phase_starts.push(start);
         watcher.1.borrow_mut().push(start);
-        let shedding = queue_state(&client, &c.url).await.is_some_and(|(_, s)| s);
+        let shedding = queue_state(&client, &c.url)
+            .await
+            .is_some_and(|q| q.shedding);
         if let Some(stats) = shared.borrow_mut().phases.get_mut(i) {
             stats.shedding_at_start = shedding;
         }
@@ -258,10 +271,21 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut empty = 0;
     while empty < 3 && Instant::now() < wait_until + Duration::from_secs(60) {
         empty = match queue_state(&client, &c.url).await {
-            Some((0, _)) => empty + 1,
+            Some(q) if q.depth == 0 => empty + 1,
             _ => 0,
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every decision's event is on `order.events` before its checkout leaves the queue; this
+    // client may still be reading them: until a second passes with none new.
+    let mut seen_events = decided.len();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now_seen = decided.len();
+        if now_seen == seen_events {
+            break;
+        }
+        seen_events = now_seen;
     }
     done.set(true);
     let _ = watcher.0.await;
@@ -294,13 +318,22 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         }
     }
     println!(
-        "asked the service for {asked} checkouts without an announcement seen: {} decided",
+        "asked the service for {asked} checkouts without an announcement seen: {} decided — decision events missing: {}",
+        late.len(),
         late.len()
     );
+    let mut failed: Vec<String> = Vec::new();
+    if !late.is_empty() {
+        failed.push(format!(
+            "{} decided orders had no event on order.events",
+            late.len()
+        ));
+    }
     let s = {
         let mut b = shared.borrow_mut();
         Shared {
             phases: std::mem::take(&mut b.phases),
+            timeline: std::mem::take(&mut b.timeline),
             accepted: std::mem::take(&mut b.accepted),
             offered: std::mem::take(&mut b.offered),
             answers: std::mem::take(&mut b.answers),
@@ -429,6 +462,51 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
                 _ => String::new(),
             }
         );
+        if !stats.shed_answer_us.is_empty() {
+            let mut t = stats.shed_answer_us.clone();
+            t.sort_unstable();
+            let at = |q: f64| ms(t[((t.len() - 1) as f64 * q).round() as usize]);
+            println!(
+                "  503 answered in p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                at(0.5),
+                at(0.99),
+                ms(t[t.len() - 1])
+            );
+        }
+        let p99 = ms(h.value_at_quantile(0.99));
+        if let Some(floor) = c.expect_goodput.filter(|f| phase.rate > *f) {
+            if decided_rate < floor {
+                failed.push(format!(
+                    "phase {}: decided {decided_rate:.0}/s under the expected {floor:.0}/s",
+                    i + 1
+                ));
+            }
+        }
+        if let Some(ceiling) = c.expect_p99_ms.filter(|m| p99 >= *m) {
+            failed.push(format!(
+                "phase {}: accept→decided p99 {p99:.0} ms, expected under {ceiling:.0} ms",
+                i + 1
+            ));
+        }
+        let slower = i > 0 && phases.get(i - 1).is_some_and(|p| p.rate > phase.rate);
+        if let (true, Some(within), Some(last)) = (slower, c.expect_reopen_s, last_shed) {
+            if last > within {
+                failed.push(format!(
+                    "phase {}: last 503 {last:.1} s after it began, expected within {within:.1} s",
+                    i + 1
+                ));
+            }
+        }
+        if stats.shed_without_retry_after > 0 {
+            failed.push(format!(
+                "phase {}: {} answers 503 without Retry-After",
+                i + 1,
+                stats.shed_without_retry_after
+            ));
+        }
+    }
+    if c.timeline {
+        print_timeline(started, &phase_starts, &s.timeline, &s.answers, &decisions);
     }
     let decided_total: u64 = decided_in.iter().sum();
     println!(
@@ -476,7 +554,59 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         if undecided == 0 { "ok" } else { "NOT OK" }
     );
     if !taken_ok || undecided > 0 {
-        return Err("consistency check failed".into());
+        failed.push("consistency check failed".into());
+    }
+    if !failed.is_empty() {
+        return Err(failed.join("; "));
     }
     Ok(())
+}
+
+/// Second by second: the phase, the broker's queue depth and admission's backlog (highest seen),
+/// the share of samples shedding, the expected wait and drain rate admission used, and the
+/// answers and decisions in that second.
+fn print_timeline(
+    started: Instant,
+    phase_starts: &[Instant],
+    timeline: &[(Instant, QueueState)],
+    answers: &[(Instant, u16)],
+    decisions: &[Instant],
+) {
+    let second = |t: &Instant| t.saturating_duration_since(started).as_secs() as usize;
+    let Some(last) = timeline.last().map(|(t, _)| second(t)) else {
+        return;
+    };
+    println!(
+        "timeline  s  phase  depth  backlog  shedding  wait_ms  drain/s   202/s   503/s  decided/s"
+    );
+    for sec in 0..=last {
+        let samples: Vec<&QueueState> = timeline
+            .iter()
+            .filter(|(t, _)| second(t) == sec)
+            .map(|(_, q)| q)
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        let at = started + Duration::from_secs(sec as u64);
+        let phase = phase_starts.iter().filter(|p| **p <= at).count();
+        let answered = |codes: &[u16]| {
+            answers
+                .iter()
+                .filter(|(t, c)| second(t) == sec && codes.contains(c))
+                .count()
+        };
+        let shedding = samples.iter().filter(|q| q.shedding).count() * 100 / samples.len();
+        println!(
+            "timeline {sec:>3}  {phase:>4}  {:>6}  {:>7}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
+            samples.iter().map(|q| q.depth).max().unwrap_or(0),
+            samples.iter().map(|q| q.backlog).max().unwrap_or(0),
+            shedding,
+            samples.iter().map(|q| q.expected_wait_ms).fold(0.0, f64::max),
+            samples.last().map_or(0.0, |q| q.drain_per_s),
+            answered(&[202, 200]),
+            answered(&[503]),
+            decisions.iter().filter(|t| second(t) == sec).count(),
+        );
+    }
 }

@@ -6,12 +6,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use serde_json::{json, Value};
 
 use crate::checkout::body;
-use crate::helpers::{assert_error, spawn_app, spawn_app_with, TestApp, TestDb};
+use crate::helpers::{assert_error, next_event, spawn_app, spawn_app_with, watch_events, TestDb};
 
 #[actix_web::test]
 async fn checkout_refuses_what_a_client_can_get_wrong_with_the_error_body() {
@@ -247,64 +245,12 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
     app.stop().await;
 }
 
-/// A queue of the test's own, bound to `order.events` with `keys`, consumed without acks (keep
-/// the channel as long as the consumer).
-async fn watch_events(app: &TestApp, keys: &[&str]) -> (lapin::Channel, lapin::Consumer) {
-    let conn = app.app_state.broker().wait_connection().await;
-    let channel = conn.create_channel().await.unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    for key in keys {
-        channel
-            .queue_bind(
-                queue.name().as_str().into(),
-                "order.events".into(),
-                (*key).into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-    }
-    let events = channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "events".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (channel, events)
-}
-
-/// The next event within half a second: its routing key and body.
-async fn next_event(events: &mut lapin::Consumer) -> Option<(String, Value)> {
-    match tokio::time::timeout(Duration::from_millis(500), events.next()).await {
-        Ok(Some(Ok(d))) => Some((
-            d.routing_key.to_string(),
-            serde_json::from_slice(&d.data).unwrap(),
-        )),
-        _ => None,
-    }
-}
-
 #[actix_web::test]
-async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
-    let app = spawn_app().await;
+async fn with_order_events_all_other_systems_receive_every_step_by_routing_key() {
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.order_events = orderflow::orders::EventScope::All
+    })
+    .await;
     app.product("EV-1", "c", &[], 100, 10).await;
     let (_channel, mut events) = watch_events(&app, &["order.*", "notification.*"]).await;
     let r = app
@@ -321,7 +267,7 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
             std::time::Instant::now() < deadline,
             "events so far: {seen:?}"
         );
-        seen.extend(next_event(&mut events).await);
+        seen.extend(next_event(&mut events).await.map(|(k, _, b)| (k, b)));
     }
     let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
     for key in [
@@ -349,14 +295,13 @@ async fn other_systems_receive_order_events_and_notifications_by_routing_key() {
 }
 
 #[actix_web::test]
-async fn with_order_events_decisions_only_the_decision_goes_out_and_it_carries_the_steps() {
-    let app = spawn_app_with(TestDb::new(), |c| {
-        c.order_events = orderflow::orders::EventScope::Decisions
-    })
-    .await;
+async fn by_default_the_decision_and_its_notification_go_out_with_stable_ids_and_the_steps() {
+    // The default (ORDER_EVENTS=decisions, API.md).
+    let app = spawn_app().await;
     app.product("ED-1", "c", &[], 100, 10).await;
     let (_channel, mut events) = watch_events(&app, &["#"]).await;
     let mut seen: Vec<(String, Value)> = Vec::new();
+    let mut message_ids: Vec<String> = Vec::new();
     let mut ids = Vec::new();
     // Two orders one after the other: whatever the first published is in by the time the second
     // is decided.
@@ -370,22 +315,43 @@ async fn with_order_events_decisions_only_the_decision_goes_out_and_it_carries_t
         assert_eq!(r.status, 202, "{:?}", r.body);
         let id = r.body["order_id"].as_str().unwrap().to_owned();
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while !seen.iter().any(|(_, b)| b["order_id"] == id.as_str()) {
+        while seen
+            .iter()
+            .filter(|(_, b)| b["order_id"] == id.as_str())
+            .count()
+            < 2
+        {
             assert!(
                 std::time::Instant::now() < deadline,
                 "events so far: {seen:?}"
             );
-            seen.extend(next_event(&mut events).await);
+            if let Some((key, message_id, event)) = next_event(&mut events).await {
+                message_ids.push(message_id.expect("every event has a message_id"));
+                seen.push((key, event));
+            }
         }
         ids.push(id);
     }
     let keys: Vec<&str> = seen.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
-        ["order.scheduled", "order.scheduled"],
-        "one event per order, the decision, and no step or notification events"
+        [
+            "order.scheduled",
+            "notification.order_scheduled",
+            "order.scheduled",
+            "notification.order_scheduled"
+        ],
+        "per order: the decision, then its notification; no step events"
     );
-    for ((_, order), id) in seen.iter().zip(&ids) {
+    let distinct: std::collections::BTreeSet<&String> = message_ids.iter().collect();
+    assert_eq!(distinct.len(), 4, "one id per event: {message_ids:?}");
+    // The notification event's id is the notification's own.
+    assert_eq!(seen[1].1["id"].as_str(), Some(message_ids[1].as_str()));
+    let orders: Vec<&(String, Value)> = seen
+        .iter()
+        .filter(|(k, _)| k.starts_with("order."))
+        .collect();
+    for ((_, order), id) in orders.into_iter().zip(&ids) {
         assert_eq!(order["order_id"], id.as_str());
         let steps: Vec<&str> = order["history"]
             .as_array()

@@ -1042,3 +1042,64 @@ impl TestApp {
         assert_eq!(r.status, 200, "stock: {}", r.body);
     }
 }
+
+/// A queue of the test's own, bound to `order.events` with `keys`, consumed without acks (keep
+/// the channel as long as the consumer).
+pub async fn watch_events(app: &TestApp, keys: &[&str]) -> (lapin::Channel, lapin::Consumer) {
+    let conn = app.app_state.broker().wait_connection().await;
+    let channel = conn.create_channel().await.unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            lapin::options::QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                "order.events".into(),
+                (*key).into(),
+                lapin::options::QueueBindOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let events = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "events".into(),
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (channel, events)
+}
+
+/// The next event within half a second: its routing key, message id and body.
+pub async fn next_event(events: &mut lapin::Consumer) -> Option<(String, Option<String>, Value)> {
+    match tokio::time::timeout(
+        Duration::from_millis(500),
+        futures_util::StreamExt::next(events),
+    )
+    .await
+    {
+        Ok(Some(Ok(d))) => Some((
+            d.routing_key.to_string(),
+            d.properties.message_id().as_ref().map(|m| m.to_string()),
+            serde_json::from_slice(&d.data).unwrap(),
+        )),
+        _ => None,
+    }
+}

@@ -21,6 +21,7 @@ mod identity;
 mod inventory_queue;
 mod load;
 mod monitor;
+mod overload;
 mod probe;
 mod regressions;
 mod roles;
