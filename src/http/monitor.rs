@@ -73,7 +73,7 @@ pub struct DeadLetterList {
 
 /// `GET /v1/queues`: each queue's depth (read from the broker at least every second), rates over
 /// the last 5 s, consumers, and the admission state with its reason.
-#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, drain_per_s", body = QueuesBody)))]
+#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s", body = QueuesBody)))]
 pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.broker.monitor().snapshot();
     HttpResponse::Ok()

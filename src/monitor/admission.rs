@@ -32,10 +32,12 @@ impl Default for AdmissionConfig {
 /// Admission starts shedding when the expected wait passes this share of the target: the margin
 /// is what the tail of the latency distribution needs to stay under the target.
 pub const SHED_AT: f64 = 0.5;
-/// …and reopens as soon as it falls under this share (hysteresis: between the two, the state
-/// stays). There is no minimum episode: the band is work still queued when admission reopens,
-/// so the consumers never run dry while clients are being shed — an episode that outlived the
-/// queue would idle them (the collapse of issue 20: shedding on an empty queue, then a flood).
+/// …and a shedding *episode*, as the monitor shows it, ends when the wait falls under this share
+/// (hysteresis for the display and `Retry-After`). The verdict itself has none: every checkout
+/// is admitted whose expected wait is inside `SHED_AT`, so a queue that drains is refilled by
+/// whoever asks next, at the rate it drains. Holding the door shut until the queue was down to
+/// this share, for at least a second, while shed clients were told to come back in a second or
+/// two, starved the consumers and then let a flood in: the collapse of issue 20.
 pub const REOPEN_AT: f64 = 0.3;
 /// The median decision latency counts for at most this share of the target: a decision that is
 /// slow on its own is not a queue, and shedding cannot make it faster. Under [`REOPEN_AT`], so a
@@ -81,6 +83,10 @@ impl ShedReason {
 pub struct Observation {
     /// Checkouts waiting in the queue.
     pub backlog: u64,
+    /// Checkouts admitted and not yet published (recording their key, awaiting the confirm).
+    pub pending: u64,
+    /// How long an admitted checkout takes to be published (recent mean).
+    pub intake_latency: Duration,
     /// Checkouts delivered and being processed.
     pub in_flight: u64,
     /// Measured decisions per second (the [`DrainEstimator`]'s figure; 0 when none yet).
@@ -139,9 +145,17 @@ impl Controller {
         clearing.max(floor)
     }
 
-    /// backlog ÷ drain rate + decision latency.
+    /// The checkouts ahead of one admitted now, once it is accepted: the queue, and those
+    /// admitted before it less what drains while it is being published (its 202 comes after
+    /// its own intake time; so does the clock its wait budget is about).
+    pub fn ahead(&self, o: &Observation) -> f64 {
+        let drained_meanwhile = self.drain(o) * o.intake_latency.as_secs_f64();
+        o.backlog as f64 + (o.pending as f64 - drained_meanwhile).max(0.0)
+    }
+
+    /// Checkouts ahead ÷ drain rate + decision latency.
     pub fn expected_wait(&self, o: &Observation) -> Duration {
-        let queued = o.backlog as f64 / self.drain(o);
+        let queued = self.ahead(o) / self.drain(o);
         Duration::from_secs_f64(queued.min(86_400.0)) + self.decision_latency(o)
     }
 
@@ -152,7 +166,7 @@ impl Controller {
             - self.decision_latency(o).as_secs_f64())
         .max(0.0)
             * drain;
-        let excess = (o.backlog as f64 - reopen_backlog).max(0.0);
+        let excess = (self.ahead(o) - reopen_backlog).max(0.0);
         let seconds = (excess / drain).ceil();
         (seconds as u32).clamp(1, MAX_RETRY_AFTER_S)
     }
@@ -176,19 +190,22 @@ impl Controller {
         }
         let wait = self.expected_wait(o).as_secs_f64();
         let target = self.config.target.as_secs_f64();
+        let over = wait > target * SHED_AT;
+        // The episode (what the monitor shows) has hysteresis; the verdict has none.
         self.shedding = match self.shedding {
-            None if wait > target * SHED_AT => Some((now, ShedReason::WaitBudget)),
+            None if over => Some((now, ShedReason::WaitBudget)),
             None => None,
             Some(_) if wait < target * REOPEN_AT => None,
             // A broker episode that ended becomes a wait-budget one until the backlog is down.
             Some((since, _)) => Some((since, ShedReason::WaitBudget)),
         };
-        match self.shedding {
-            None => Verdict::Admit,
-            Some((_, reason)) => Verdict::Shed {
-                reason,
+        if over {
+            Verdict::Shed {
+                reason: ShedReason::WaitBudget,
                 retry_after_s: self.retry_after(o),
-            },
+            }
+        } else {
+            Verdict::Admit
         }
     }
 
@@ -206,38 +223,44 @@ pub fn jittered(base: u32, unit: f64) -> u32 {
     base.saturating_add(extra).min(MAX_RETRY_AFTER_S)
 }
 
-/// Measures how fast checkouts are decided while there is a backlog to decide.
+/// Measures how fast checkouts can be decided: the capacity, not the current rate.
 ///
-/// A queue that runs empty shows the arrival rate, not the capacity: only readings taken while
-/// checkouts were waiting (at both ends of the interval) count, as an exponentially weighted
-/// mean (one slow interval does not halve it, one burst does not double it).
+/// Only a reading taken while checkouts were queued at both ends of the interval (every
+/// consumer slot taken, more waiting) shows the capacity; it moves an exponentially weighted
+/// mean both ways (one slow interval does not halve it, one burst does not double it). A
+/// reading while the queue was empty but decisions were in flight at both ends shows only that
+/// the capacity is at least that much: it may raise the estimate, never lower it. (Lowering it
+/// there was the collapse of issue 20: consumers starved by a slow door measured their own
+/// starvation as the capacity, admission shrank with it, and the door let in fewer still.) An
+/// idle interval, or a burst drained from an empty start, says nothing.
 #[derive(Debug, Clone, Default)]
 pub struct DrainEstimator {
     rate: f64,
-    last: Option<(Instant, u64, u64)>,
+    /// (at, decided so far, queued, in flight)
+    last: Option<(Instant, u64, u64, u64)>,
 }
 
 /// Weight of a new busy reading.
 const DRAIN_WEIGHT: f64 = 0.4;
 
 impl DrainEstimator {
-    /// Records the decided counter and the backlog at `now`.
-    pub fn observe(&mut self, now: Instant, decided_total: u64, backlog: u64) {
-        if let Some((then, decided_then, backlog_then)) = self.last {
+    /// Records the decided counter, the checkouts queued and those in flight at `now`.
+    pub fn observe(&mut self, now: Instant, decided_total: u64, queued: u64, in_flight: u64) {
+        if let Some((then, decided_then, queued_then, in_flight_then)) = self.last {
             let dt = now.saturating_duration_since(then).as_secs_f64();
             if dt < 0.05 {
                 return;
             }
             let reading = decided_total.saturating_sub(decided_then) as f64 / dt;
-            if backlog_then > 0 && backlog > 0 {
-                self.rate = if self.rate == 0.0 {
-                    reading
-                } else {
-                    self.rate + DRAIN_WEIGHT * (reading - self.rate)
-                };
+            let saturated = queued_then > 0 && queued > 0;
+            let busy = queued_then + in_flight_then > 0 && queued + in_flight > 0;
+            if self.rate == 0.0 && busy {
+                self.rate = reading;
+            } else if saturated || (busy && reading > self.rate) {
+                self.rate += DRAIN_WEIGHT * (reading - self.rate);
             }
         }
-        self.last = Some((now, decided_total, backlog));
+        self.last = Some((now, decided_total, queued, in_flight));
     }
 
     /// Decisions per second; 0 until measured.
@@ -253,6 +276,8 @@ mod tests {
     fn obs(backlog: u64, drain: f64) -> Observation {
         Observation {
             backlog,
+            pending: 0,
+            intake_latency: Duration::ZERO,
             in_flight: 0,
             drain_per_s: drain,
             decision_latency: Duration::from_millis(100),
@@ -280,7 +305,21 @@ mod tests {
     }
 
     #[test]
-    fn sheds_past_the_budget_and_reopens_only_well_under_it() {
+    fn checkouts_on_their_way_count_less_what_drains_while_one_is_published() {
+        let c = controller();
+        let mut o = obs(100, 1000.0);
+        // 400 admitted and publishing; a publish takes 150 ms, while 150 are decided.
+        o.pending = 400;
+        o.intake_latency = Duration::from_millis(150);
+        assert_eq!(c.ahead(&o), 350.0);
+        assert_eq!(c.expected_wait(&o), Duration::from_millis(450));
+        // A door slower than the queue: those on their way are decided before this one's 202.
+        o.intake_latency = Duration::from_millis(600);
+        assert_eq!(c.ahead(&o), 100.0);
+    }
+
+    #[test]
+    fn sheds_past_the_budget_and_the_episode_ends_only_well_under_it() {
         let mut c = controller();
         let t0 = Instant::now();
         // 1000/s, 100 ms latency: shed above 400 queued (0.5 s), reopen under 200 (0.3 s).
@@ -292,14 +331,14 @@ mod tests {
                 ..
             }
         ));
-        // Inside the band, and later: still shedding (no flapping at the edge).
+        // Inside the band: admitted (the door refills the queue as it drains), while the
+        // episode the monitor shows goes on until the wait is well under the budget.
         let later = t0 + Duration::from_secs(2);
+        assert_eq!(c.decide(&obs(210, 1000.0), later), Verdict::Admit);
+        assert_eq!(c.shedding(), Some(ShedReason::WaitBudget));
+        assert_eq!(c.decide(&obs(390, 1000.0), later), Verdict::Admit);
         assert!(matches!(
-            c.decide(&obs(210, 1000.0), later),
-            Verdict::Shed { .. }
-        ));
-        assert!(matches!(
-            c.decide(&obs(390, 1000.0), later),
+            c.decide(&obs(410, 1000.0), later),
             Verdict::Shed { .. }
         ));
         assert_eq!(c.decide(&obs(190, 1000.0), later), Verdict::Admit);
@@ -388,24 +427,41 @@ mod tests {
     }
 
     #[test]
-    fn the_drain_estimate_follows_busy_readings_and_ignores_idle_ones() {
+    fn the_drain_estimate_follows_saturated_readings_and_ignores_idle_ones() {
         let mut d = DrainEstimator::default();
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        d.observe(t0, 0, 100);
-        d.observe(t0 + s, 1000, 100);
+        d.observe(t0, 0, 100, 50);
+        d.observe(t0 + s, 1000, 100, 50);
         assert_eq!(d.rate(), 1000.0);
-        // Busy and slower: moves part of the way down.
-        d.observe(t0 + 2 * s, 1500, 100);
+        // Saturated and slower: moves part of the way down.
+        d.observe(t0 + 2 * s, 1500, 100, 50);
         assert!((d.rate() - 800.0).abs() < 1e-9, "{}", d.rate());
         // The queue ran empty: 10/s is the arrival rate, not the capacity.
-        d.observe(t0 + 3 * s, 1510, 0);
+        d.observe(t0 + 3 * s, 1510, 0, 0);
         assert!((d.rate() - 800.0).abs() < 1e-9);
         // Nor is a burst drained from an empty start (decisions piled up behind a stall).
-        d.observe(t0 + 4 * s, 4510, 10);
+        d.observe(t0 + 4 * s, 4510, 10, 5);
         assert!((d.rate() - 800.0).abs() < 1e-9);
-        // Busy again: counts.
-        d.observe(t0 + 5 * s, 5310, 10);
+        // Saturated again: counts.
+        d.observe(t0 + 5 * s, 5310, 10, 5);
         assert!((d.rate() - 800.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn consumers_starved_by_the_door_never_lower_the_estimate() {
+        let mut d = DrainEstimator::default();
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        d.observe(t0, 0, 100, 200);
+        d.observe(t0 + s, 2000, 100, 200);
+        assert_eq!(d.rate(), 2000.0);
+        // Nothing queued, a few in flight: 700/s is what arrived, not what could be decided.
+        d.observe(t0 + 2 * s, 2700, 0, 30);
+        d.observe(t0 + 3 * s, 3400, 0, 30);
+        assert_eq!(d.rate(), 2000.0);
+        // …but more than the estimate, unsaturated, shows the capacity is at least that.
+        d.observe(t0 + 4 * s, 5900, 0, 30);
+        assert!((d.rate() - 2200.0).abs() < 1e-9, "{}", d.rate());
     }
 }

@@ -51,11 +51,22 @@ struct AdmissionCounters {
 
 /// An admitted checkout on its way to the queue (see [`Monitor::admit`]).
 #[must_use]
-pub struct Admitted(Arc<Monitor>);
+pub struct Admitted(Arc<Monitor>, Instant);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.0.admitted_pending.fetch_sub(1, Ordering::Relaxed);
+        let monitor = &self.0;
+        monitor.admitted_pending.fetch_sub(1, Ordering::Relaxed);
+        let took = u64::try_from(self.1.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = monitor
+            .intake_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+                Some(if mean == 0 {
+                    took
+                } else {
+                    (mean as i128 + (took as i128 - mean as i128) / 16) as u64
+                })
+            });
     }
 }
 
@@ -85,6 +96,8 @@ pub struct Monitor {
     /// surely as those in the queue, though the broker does not count them yet. Without them a
     /// thousand clients at the door all pass admission in the instant before the first publish.
     admitted_pending: AtomicU64,
+    /// Admission → published, µs: an exponentially weighted mean (1/16 per checkout).
+    intake_us: AtomicU64,
     reservations: DashMap<String, (u64, u64)>,
     dead_letters: Mutex<VecDeque<DeadLetterSeen>>,
     snapshots: watch::Sender<Arc<Snapshot>>,
@@ -133,6 +146,7 @@ impl Monitor {
             publish_stalled_until_ms: AtomicI64::new(0),
             publish_timeouts: AtomicU64::new(0),
             admitted_pending: AtomicU64::new(0),
+            intake_us: AtomicU64::new(0),
             reservations: DashMap::new(),
             dead_letters: Mutex::new(VecDeque::with_capacity(RECENT_DEAD_LETTERS)),
             snapshots,
@@ -381,11 +395,10 @@ impl Monitor {
             .store((p50 * 1000.0) as u64, Ordering::Relaxed);
     }
 
-    /// Feeds the drain estimator (the sampler calls it): busy while anything is waiting or in
-    /// flight.
+    /// Feeds the drain estimator (the sampler calls it).
     pub(crate) fn observe_drain(&self, now: Instant) {
-        let undecided = self.checkout_backlog() + self.checkout_in_flight();
-        lock(&self.drain).observe(now, self.decided(), undecided);
+        let (queued, in_flight) = (self.checkout_backlog(), self.checkout_in_flight());
+        lock(&self.drain).observe(now, self.decided(), queued, in_flight);
     }
 
     pub fn drain_per_s(&self) -> f64 {
@@ -397,9 +410,17 @@ impl Monitor {
         self.admitted_pending.load(Ordering::Relaxed)
     }
 
+    /// How long an admitted checkout has recently taken to be published (a mean of the last
+    /// few dozen).
+    pub fn intake_latency(&self) -> Duration {
+        Duration::from_micros(self.intake_us.load(Ordering::Relaxed))
+    }
+
     fn observation(&self) -> Observation {
         Observation {
-            backlog: self.checkout_backlog() + self.admitted_pending(),
+            backlog: self.checkout_backlog(),
+            pending: self.admitted_pending(),
+            intake_latency: self.intake_latency(),
             in_flight: self.checkout_in_flight(),
             drain_per_s: self.drain_per_s(),
             decision_latency: Duration::from_micros(self.decision_p50_us.load(Ordering::Relaxed)),
@@ -417,7 +438,7 @@ impl Monitor {
                 self.admitted_pending.fetch_add(1, Ordering::Relaxed);
                 lock(&self.admission).admitted += 1;
                 metrics::counter!("orderflow_checkouts_admitted_total").increment(1);
-                Ok(Admitted(self.clone()))
+                Ok(Admitted(self.clone(), Instant::now()))
             }
             Verdict::Shed {
                 reason,
@@ -466,6 +487,8 @@ impl Monitor {
             expected_wait_ms: expected.as_secs_f64() * 1000.0,
             target_ms: c.config().target.as_secs_f64() * 1000.0,
             backlog: o.backlog,
+            pending: o.pending,
+            intake_ms: o.intake_latency.as_secs_f64() * 1000.0,
             drain_per_s: c.drain(&o),
         }
     }

@@ -37,6 +37,10 @@ pub struct AdmissionView {
     pub expected_wait_ms: f64,
     pub target_ms: f64,
     pub backlog: u64,
+    /// Admitted here and not yet published.
+    pub pending: u64,
+    /// Admission → published, recent mean (ms).
+    pub intake_ms: f64,
     pub in_flight: u64,
     pub drain_per_s: f64,
 }

@@ -259,6 +259,8 @@ pub(super) async fn queue_state(client: &awc::Client, url: &str) -> Option<Queue
         depth: count("ready") + count("unacked"),
         shedding: body.pointer("/admission/state").and_then(Value::as_str) == Some("shedding"),
         backlog: admission("backlog") as u64,
+        pending: admission("pending") as u64,
+        intake_ms: admission("intake_ms"),
         expected_wait_ms: admission("expected_wait_ms"),
         drain_per_s: admission("drain_per_s"),
     })
@@ -270,8 +272,10 @@ pub(super) struct QueueState {
     /// Ready + unacked, as the broker last said.
     pub depth: u64,
     pub shedding: bool,
-    /// Admission's own backlog (queued and admitted on their way).
+    /// Admission's view of the queue, and of the checkouts admitted on their way to it.
     pub backlog: u64,
+    pub pending: u64,
+    pub intake_ms: f64,
     pub expected_wait_ms: f64,
     pub drain_per_s: f64,
 }

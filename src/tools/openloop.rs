@@ -598,9 +598,11 @@ fn print_timeline(
         };
         let shedding = samples.iter().filter(|q| q.shedding).count() * 100 / samples.len();
         println!(
-            "timeline {sec:>3}  {phase:>4}  {:>6}  {:>7}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
+            "timeline {sec:>3}  {phase:>4}  {:>6}  {:>7}  {:>7}  {:>9.0}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
             samples.iter().map(|q| q.depth).max().unwrap_or(0),
             samples.iter().map(|q| q.backlog).max().unwrap_or(0),
+            samples.iter().map(|q| q.pending).max().unwrap_or(0),
+            samples.iter().map(|q| q.intake_ms).fold(0.0, f64::max),
             shedding,
             samples.iter().map(|q| q.expected_wait_ms).fold(0.0, f64::max),
             samples.last().map_or(0.0, |q| q.drain_per_s),
