@@ -8,12 +8,12 @@
 #      the rate falls, the consistency check ok and no decision event missing.
 # Exits non-zero if any expectation failed.
 #   tests/overload/run.sh SERVICE_BIN [LOADGEN_BIN]     (LOADGEN_BIN defaults to SERVICE_BIN)
-#   env: MULTIPLES="3 10"  OVER=30  RUNS=1  OUT=dir for the logs
+#   env: MULTIPLES="3 10" (empty: the closed loop only)  OVER=30  RUNS=1  OUT=dir for the logs
 #        SCREENSHOT=file.png: the dashboard 15 s into the first overload (headless chromium)
 set -uo pipefail
 service_bin=$(realpath "${1:?the orderflow binary to load}")
 loadgen_bin=$(realpath "${2:-$1}")
-multiples=${MULTIPLES:-"3 10"}; over=${OVER:-30}; runs=${RUNS:-1}
+multiples=${MULTIPLES-"3 10"}; over=${OVER:-30}; runs=${RUNS:-1}
 out=${OUT:-$(mktemp -d)}; mkdir -p "$out"
 name="of_overload_$$"
 work=$(mktemp -d)
@@ -25,6 +25,7 @@ stop_service() {
   rabbitmqctl -q delete_vhost "$name" >/dev/null 2>&1 || true
 }
 trap 'stop_service; rm -rf "$work"' EXIT
+trap 'exit 130' INT TERM
 export ADMIN_TOKEN="overload-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export AUTH_JWT_SECRET="overload-jwt-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$name"
