@@ -465,12 +465,15 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         if !stats.shed_answer_us.is_empty() {
             let mut t = stats.shed_answer_us.clone();
             t.sort_unstable();
-            let at = |q: f64| ms(t[((t.len() - 1) as f64 * q).round() as usize]);
+            let at = |q: f64| {
+                let i = ((t.len() - 1) as f64 * q).round() as usize;
+                ms(t.get(i).copied().unwrap_or(0))
+            };
             println!(
                 "  503 answered in p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
                 at(0.5),
                 at(0.99),
-                ms(t[t.len() - 1])
+                ms(t.last().copied().unwrap_or(0))
             );
         }
         let p99 = ms(h.value_at_quantile(0.99));
