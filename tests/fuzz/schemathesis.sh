@@ -12,8 +12,11 @@ status=0
 for who in admin customer; do
   token=$admin; [ "$who" = customer ] && token=$customer
   echo "== as $who"
+  # One worker: with two threads, hypothesis (6.170) describing a strategy's lambdas races on
+  # CPython 3.11's AST parser ("SystemError: AST constructor recursion depth mismatch") and the
+  # run ends in a tool error that is no finding about the API (seen in CI, 2026-12-06).
   SCHEMATHESIS_HOOKS=driver_hook st --config-file schemathesis.toml run "$base/openapi.json" \
     -H "Authorization: Bearer $token" --generation-allow-x00 true \
-    -n "$examples" --workers 2 --phases examples,coverage,fuzzing || status=1
+    -n "$examples" --workers 1 --phases examples,coverage,fuzzing || status=1
 done
 exit $status
