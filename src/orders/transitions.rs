@@ -187,19 +187,14 @@ impl OrderService {
         let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
         let notification = notification_for(order, order.status, order.rejection.as_ref(), at)
             .map(|n| notification_event(&n));
-        for (i, event) in order_event(order)
-            .into_iter()
-            .chain(notification)
-            .enumerate()
-        {
+        for event in order_event(order).into_iter().chain(notification) {
             // The second of the two not confirmed, as a broker might leave it.
             #[cfg(feature = "fault-injection")]
-            if i == 1 && self.inner.faults.event_fails() {
+            if event.key.starts_with("notification.") && self.inner.faults.event_fails() {
                 return Err(StepError::Transient(
                     "fault injection: the decision's event was not confirmed".into(),
                 ));
             }
-            let _ = i;
             self.publish(&event)
                 .instrument(event_span(&event.key))
                 .await
