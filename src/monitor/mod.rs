@@ -5,12 +5,14 @@
 //! one process): the parts that count — publisher, consumers, intake, pipeline — reach it with
 //! `broker.monitor()`. It also feeds the process's `metrics` facade (`/metrics`).
 //!
-//! - [`admission`]: the controller (pure).
+//! - [`admission`]: the controller (pure); `door`: its verdicts for intake, what is admitted
+//!   and on its way, and the state as shown.
 //! - [`sampler`]: the background loop reading the broker every half second and publishing a
 //!   [`Snapshot`] for `/v1/queues`, the dashboard and the gauges.
 //! - [`prometheus`]: the exporter behind `GET /metrics`.
 
 pub mod admission;
+mod door;
 mod latency;
 pub mod prometheus;
 pub mod sampler;
@@ -25,8 +27,9 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::messaging::topology::{QueueSpec, QUEUES};
-use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator, Observation, Verdict};
+use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator};
 
+pub use door::Admitted;
 use latency::Latencies;
 pub use latency::LatencySummary;
 pub use sampler::Snapshot;
@@ -47,27 +50,6 @@ const RECENT_DEAD_LETTERS: usize = 50;
 struct AdmissionCounters {
     admitted: u64,
     shed: u64,
-}
-
-/// An admitted checkout on its way to the queue (see [`Monitor::admit`]).
-#[must_use]
-pub struct Admitted(Arc<Monitor>, Instant);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let monitor = &self.0;
-        monitor.admitted_pending.fetch_sub(1, Ordering::Relaxed);
-        let took = u64::try_from(self.1.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let _ = monitor
-            .intake_us
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
-                Some(if mean == 0 {
-                    took
-                } else {
-                    (mean as i128 + (took as i128 - mean as i128) / 16) as u64
-                })
-            });
-    }
 }
 
 /// The process's monitor (see the module docs).
@@ -405,94 +387,6 @@ impl Monitor {
         lock(&self.drain).rate()
     }
 
-    /// Checkouts admitted here whose publish has not finished.
-    pub fn admitted_pending(&self) -> u64 {
-        self.admitted_pending.load(Ordering::Relaxed)
-    }
-
-    /// How long an admitted checkout has recently taken to be published (a mean of the last
-    /// few dozen).
-    pub fn intake_latency(&self) -> Duration {
-        Duration::from_micros(self.intake_us.load(Ordering::Relaxed))
-    }
-
-    fn observation(&self) -> Observation {
-        Observation {
-            backlog: self.checkout_backlog(),
-            pending: self.admitted_pending(),
-            intake_latency: self.intake_latency(),
-            in_flight: self.checkout_in_flight(),
-            drain_per_s: self.drain_per_s(),
-            decision_latency: Duration::from_micros(self.decision_p50_us.load(Ordering::Relaxed)),
-            broker: self.broker_health(),
-        }
-    }
-
-    /// Admit this checkout, or shed it: `Err((reason, retry_after_s))`, jittered. An admitted
-    /// checkout counts as waiting until its [`Admitted`] is dropped (its publish finished).
-    pub fn admit(self: &Arc<Self>) -> Result<Admitted, (admission::ShedReason, u32)> {
-        let o = self.observation();
-        let verdict = lock(&self.controller).decide(&o, Instant::now());
-        match verdict {
-            Verdict::Admit => {
-                self.admitted_pending.fetch_add(1, Ordering::Relaxed);
-                lock(&self.admission).admitted += 1;
-                metrics::counter!("orderflow_checkouts_admitted_total").increment(1);
-                Ok(Admitted(self.clone(), Instant::now()))
-            }
-            Verdict::Shed {
-                reason,
-                retry_after_s,
-            } => {
-                lock(&self.admission).shed += 1;
-                metrics::counter!("orderflow_checkouts_shed_total", "reason" => reason.as_str())
-                    .increment(1);
-                Err((reason, admission::jittered(retry_after_s, fastrand::f64())))
-            }
-        }
-    }
-
-    /// Moves the admission state on with what is observed now (the sampler calls it, so a
-    /// stalled broker shows as shedding before any checkout arrives).
-    pub(crate) fn evaluate(&self) {
-        let o = self.observation();
-        let _ = lock(&self.controller).decide(&o, Instant::now());
-    }
-
-    /// A checkout refused by the broker itself (`reject-publish`, the hard stop).
-    pub fn record_rejected_by_broker(&self) {
-        lock(&self.admission).shed += 1;
-        metrics::counter!("orderflow_checkouts_shed_total", "reason" => "queue_full").increment(1);
-    }
-
-    /// `(admitted, shed)` so far.
-    pub fn admission_counts(&self) -> (u64, u64) {
-        let c = *lock(&self.admission);
-        (c.admitted, c.shed)
-    }
-
-    /// The admission state now, re-evaluated (as a checkout arriving now would see it).
-    pub fn admission_state(&self) -> AdmissionView {
-        let o = self.observation();
-        let c = lock(&self.controller);
-        let expected = c.expected_wait(&o);
-        AdmissionView {
-            in_flight: o.in_flight,
-            state: if c.shedding().is_some() {
-                "shedding"
-            } else {
-                "open"
-            },
-            reason: c.shedding().map(|r| r.as_str()),
-            expected_wait_ms: expected.as_secs_f64() * 1000.0,
-            target_ms: c.config().target.as_secs_f64() * 1000.0,
-            backlog: o.backlog,
-            pending: o.pending,
-            intake_ms: o.intake_latency.as_secs_f64() * 1000.0,
-            drain_per_s: c.drain(&o),
-        }
-    }
-
     /// The latest snapshot (the sampler publishes one every half second).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()
@@ -505,40 +399,5 @@ impl Monitor {
 
     pub(crate) fn publish_snapshot(&self, snapshot: Snapshot) {
         self.snapshots.send_replace(Arc::new(snapshot));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_thousand_checkouts_at_the_door_at_once_are_not_all_admitted() {
-        // 1 s target, 500/s assumed: shedding starts past 0.5 s of waiting work, 250 checkouts.
-        let monitor = Arc::new(Monitor::new());
-        let mut admitted = Vec::new();
-        let mut shed = 0;
-        // A thousand requests ask before the first of them is published (the broker's count
-        // of the queue has not moved): each admitted one counts as waiting all the same.
-        for _ in 0..1000 {
-            match monitor.admit() {
-                Ok(permit) => admitted.push(permit),
-                Err((reason, retry_after)) => {
-                    assert_eq!(reason, admission::ShedReason::WaitBudget);
-                    assert!(retry_after >= 1);
-                    shed += 1;
-                }
-            }
-        }
-        assert!(
-            (240..=260).contains(&admitted.len()),
-            "admitted {} of 1000 (shed {shed})",
-            admitted.len()
-        );
-        assert_eq!(monitor.admitted_pending(), admitted.len() as u64);
-        // Their publishes end (confirmed or failed): the door opens again without any wait.
-        admitted.clear();
-        assert_eq!(monitor.admitted_pending(), 0);
-        assert!(monitor.admit().is_ok());
     }
 }
