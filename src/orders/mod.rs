@@ -24,6 +24,8 @@
 mod cancel;
 mod capacity;
 pub mod card_data;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faults;
 mod intake;
 pub mod payment;
 mod pipeline;
@@ -436,50 +438,6 @@ impl OrderService {
     pub async fn shutdown(&self) {
         let writer = self.inner.writer.clone();
         let _ = crate::blocking::run(move || writer.stop_blocking()).await;
-    }
-}
-
-#[cfg(feature = "fault-injection")]
-pub(crate) mod faults {
-    //! Faults tests switch on (`fault-injection` feature only).
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Mutex;
-
-    use crate::domain::Sku;
-
-    #[derive(Default)]
-    pub struct Faults {
-        /// Releases of this SKU fail as if the database were away.
-        pub fail_release_of: Mutex<Option<Sku>>,
-        /// Every n-th publish of a decision's events is not confirmed (0: none).
-        pub fail_every_nth_event: AtomicU64,
-        pub events_published: AtomicU64,
-    }
-
-    impl Faults {
-        /// Whether this publish of a decision's events fails.
-        pub fn event_fails(&self) -> bool {
-            let n = self.fail_every_nth_event.load(Ordering::Relaxed);
-            n > 0 && (self.events_published.fetch_add(1, Ordering::Relaxed) + 1) % n == 0
-        }
-    }
-}
-
-#[cfg(feature = "fault-injection")]
-impl OrderService {
-    /// Fault injection: make every release of `sku` fail transiently (or none, with `None`).
-    pub fn fault_fail_releases_of(&self, sku: Option<crate::domain::Sku>) {
-        if let Ok(mut slot) = self.inner.faults.fail_release_of.lock() {
-            *slot = sku;
-        }
-    }
-
-    /// Fault injection: every `n`-th publish of a decision's events is not confirmed (0: none).
-    pub fn fault_fail_every_nth_event(&self, n: u64) {
-        self.inner
-            .faults
-            .fail_every_nth_event
-            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
