@@ -24,6 +24,7 @@
 mod cancel;
 mod capacity;
 pub mod card_data;
+mod create;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
 mod intake;
