@@ -240,46 +240,6 @@ pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Wat
     Ok((decided, skus_used, before))
 }
 
-/// Reads the checkout queue's depth and the admission state from `/v1/queues`.
-pub(super) async fn queue_state(client: &awc::Client, url: &str) -> Option<QueueState> {
-    let mut r = client.get(format!("{url}/v1/queues")).send().await.ok()?;
-    let body: Value = r.json().limit(1 << 20).await.ok()?;
-    let checkout = body
-        .get("queues")?
-        .as_array()?
-        .iter()
-        .find(|q| q.get("name").and_then(Value::as_str) == Some("orders.checkout"))?;
-    let count = |field: &str| checkout.get(field).and_then(Value::as_u64).unwrap_or(0);
-    let admission = |field: &str| {
-        body.pointer(&format!("/admission/{field}"))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
-    };
-    Some(QueueState {
-        depth: count("ready") + count("unacked"),
-        shedding: body.pointer("/admission/state").and_then(Value::as_str) == Some("shedding"),
-        backlog: admission("backlog") as u64,
-        pending: admission("pending") as u64,
-        intake_ms: admission("intake_ms"),
-        expected_wait_ms: admission("expected_wait_ms"),
-        drain_per_s: admission("drain_per_s"),
-    })
-}
-
-/// The checkout queue and admission as `/v1/queues` shows them.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct QueueState {
-    /// Ready + unacked, as the broker last said.
-    pub depth: u64,
-    pub shedding: bool,
-    /// Admission's view of the queue, and of the checkouts admitted on their way to it.
-    pub backlog: u64,
-    pub pending: u64,
-    pub intake_ms: f64,
-    pub expected_wait_ms: f64,
-    pub drain_per_s: f64,
-}
-
 /// An order's status, from the service.
 /// The status of a buyer's order, asked with the buyer's own token.
 pub(super) async fn order_status(

@@ -9,3 +9,4 @@ pub mod loadgen;
 pub mod openloop;
 pub mod phases;
 pub mod probe;
+pub mod queues;

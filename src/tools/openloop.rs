@@ -17,9 +17,9 @@ use hdrhistogram::Histogram;
 use uuid::Uuid;
 
 use super::loadgen::{
-    answer, checkout_body, order_status, queue_state, reserved_of, setup, sku_name, watch,
-    LoadgenConfig, QueueState,
+    answer, checkout_body, order_status, reserved_of, setup, sku_name, watch, LoadgenConfig,
 };
+use super::queues::{print_timeline, queue_state, QueueState};
 
 pub use super::phases::{parse_phase, Phase};
 
@@ -563,55 +563,4 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         return Err(failed.join("; "));
     }
     Ok(())
-}
-
-/// Second by second: the phase, the broker's queue depth and admission's backlog (highest seen),
-/// the share of samples shedding, the expected wait and drain rate admission used, and the
-/// answers and decisions in that second.
-fn print_timeline(
-    started: Instant,
-    phase_starts: &[Instant],
-    timeline: &[(Instant, QueueState)],
-    answers: &[(Instant, u16)],
-    decisions: &[Instant],
-) {
-    let second = |t: &Instant| t.saturating_duration_since(started).as_secs() as usize;
-    let Some(last) = timeline.last().map(|(t, _)| second(t)) else {
-        return;
-    };
-    println!(
-        "timeline  s  phase  depth  backlog  shedding  wait_ms  drain/s   202/s   503/s  decided/s"
-    );
-    for sec in 0..=last {
-        let samples: Vec<&QueueState> = timeline
-            .iter()
-            .filter(|(t, _)| second(t) == sec)
-            .map(|(_, q)| q)
-            .collect();
-        if samples.is_empty() {
-            continue;
-        }
-        let at = started + Duration::from_secs(sec as u64);
-        let phase = phase_starts.iter().filter(|p| **p <= at).count();
-        let answered = |codes: &[u16]| {
-            answers
-                .iter()
-                .filter(|(t, c)| second(t) == sec && codes.contains(c))
-                .count()
-        };
-        let shedding = samples.iter().filter(|q| q.shedding).count() * 100 / samples.len();
-        println!(
-            "timeline {sec:>3}  {phase:>4}  {:>6}  {:>7}  {:>7}  {:>9.0}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
-            samples.iter().map(|q| q.depth).max().unwrap_or(0),
-            samples.iter().map(|q| q.backlog).max().unwrap_or(0),
-            samples.iter().map(|q| q.pending).max().unwrap_or(0),
-            samples.iter().map(|q| q.intake_ms).fold(0.0, f64::max),
-            shedding,
-            samples.iter().map(|q| q.expected_wait_ms).fold(0.0, f64::max),
-            samples.last().map_or(0.0, |q| q.drain_per_s),
-            answered(&[202, 200]),
-            answered(&[503]),
-            decisions.iter().filter(|t| second(t) == sec).count(),
-        );
-    }
 }
