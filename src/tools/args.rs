@@ -108,6 +108,15 @@ impl LoadgenConfig {
         Ok(())
     }
 
+    /// What the open loop is expected to show.
+    pub fn expect(&self) -> super::expect::Expect {
+        super::expect::Expect {
+            goodput: self.expect_goodput,
+            p99_ms: self.expect_p99_ms,
+            reopen_s: self.expect_reopen_s,
+        }
+    }
+
     /// The open-loop phases, when `--rate` asks for one.
     pub fn open_loop(&self) -> Option<Vec<super::openloop::Phase>> {
         let rate = self.rate?;

@@ -5,6 +5,7 @@ pub mod costs;
 pub mod cpu;
 pub mod demo;
 pub mod demo_online;
+pub mod expect;
 pub mod loadgen;
 pub mod openloop;
 pub mod phases;

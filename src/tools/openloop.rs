@@ -476,37 +476,15 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
                 ms(t.last().copied().unwrap_or(0))
             );
         }
-        let p99 = ms(h.value_at_quantile(0.99));
-        if let Some(floor) = c.expect_goodput.filter(|f| phase.rate > *f) {
-            if decided_rate < floor {
-                failed.push(format!(
-                    "phase {}: decided {decided_rate:.0}/s under the expected {floor:.0}/s",
-                    i + 1
-                ));
-            }
-        }
-        if let Some(ceiling) = c.expect_p99_ms.filter(|m| p99 >= *m) {
-            failed.push(format!(
-                "phase {}: accept→decided p99 {p99:.0} ms, expected under {ceiling:.0} ms",
-                i + 1
-            ));
-        }
-        let slower = i > 0 && phases.get(i - 1).is_some_and(|p| p.rate > phase.rate);
-        if let (true, Some(within), Some(last)) = (slower, c.expect_reopen_s, last_shed) {
-            if last > within {
-                failed.push(format!(
-                    "phase {}: last 503 {last:.1} s after it began, expected within {within:.1} s",
-                    i + 1
-                ));
-            }
-        }
-        if stats.shed_without_retry_after > 0 {
-            failed.push(format!(
-                "phase {}: {} answers 503 without Retry-After",
-                i + 1,
-                stats.shed_without_retry_after
-            ));
-        }
+        let seen = super::expect::PhaseSeen {
+            rate: phase.rate,
+            slower_than_before: i > 0 && phases.get(i - 1).is_some_and(|p| p.rate > phase.rate),
+            decided_per_s: decided_rate,
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            last_shed_s: last_shed,
+            shed_without_retry_after: stats.shed_without_retry_after,
+        };
+        failed.extend(super::expect::phase_failures(&c.expect(), i + 1, &seen));
     }
     if c.timeline {
         print_timeline(started, &phase_starts, &s.timeline, &s.answers, &decisions);
