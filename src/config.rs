@@ -15,6 +15,9 @@ pub struct Config {
     /// Whether `serve` migrates on start (`MIGRATE_ON_START`, default true); when false it
     /// refuses to start while a migration is pending.
     pub migrate_on_start: bool,
+    /// What `serve` does when the database has no synchronous standby (`DATABASE_SYNC_STANDBY`):
+    /// a failover could then lose the last acknowledged commits.
+    pub sync_standby: SyncStandby,
     pub amqp_url: String,
     pub http_addr: SocketAddr,
     /// When set, the port actually bound is written to this file once listening (`PORT_FILE`;
@@ -78,6 +81,15 @@ pub struct Config {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// `DATABASE_SYNC_STANDBY`: `warn` (the default) logs a warning at start when the database has
+/// no synchronous standby, `require` refuses to start, `off` says nothing (development).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncStandby {
+    Warn,
+    Require,
+    Off,
+}
+
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/orderflow";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -120,12 +132,18 @@ impl Config {
                 )))
             }
         };
+        let sync_standby = match get("DATABASE_SYNC_STANDBY").as_deref().map(str::trim) {
+            None | Some("warn") => SyncStandby::Warn,
+            Some("require") => SyncStandby::Require,
+            Some("off") => SyncStandby::Off,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "DATABASE_SYNC_STANDBY={other:?}: expected warn, require or off"
+                )))
+            }
+        };
         let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(ConfigError(format!(
-                "AMQP_URL={amqp_url:?} must start with amqp:// or amqps://"
-            )));
-        }
+        crate::messaging::node_urls(&amqp_url).map_err(ConfigError)?;
         let raw_addr = get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_addr = raw_addr.parse().map_err(|_| {
             ConfigError(format!(
@@ -158,6 +176,7 @@ impl Config {
             database_url,
             migration_database_url,
             migrate_on_start,
+            sync_standby,
             amqp_url,
             http_addr,
             port_file: get("PORT_FILE").map(std::path::PathBuf::from),

@@ -36,6 +36,8 @@ pub enum StartupError {
     Task(#[from] tokio::task::JoinError),
     #[error("the server failed: {source}")]
     Serve { source: std::io::Error },
+    #[error("PostgreSQL has no synchronous standby and DATABASE_SYNC_STANDBY=require: a failover could lose acknowledged orders. Start a synchronous standby (synchronous_standby_names), or set DATABASE_SYNC_STANDBY=warn")]
+    NoSyncStandby,
     #[error("{0} migration(s) pending and MIGRATE_ON_START=false: run `orderflow migrate` (as the schema owner, MIGRATION_DATABASE_URL) first")]
     Pending(usize),
     #[error("no customer key: set AUTH_JWT_SECRET (HS256, at least 32 bytes) or AUTH_JWT_PUBLIC_KEYS (a PEM or JWKS file) so customer tokens can be verified")]
@@ -82,6 +84,49 @@ async fn check_migrated(config: &Config) -> Result<(), StartupError> {
         return Err(StartupError::Pending(pending));
     }
     Ok(())
+}
+
+/// Says (or, with `DATABASE_SYNC_STANDBY=require`, refuses to start) when the database has no
+/// synchronous standby: with asynchronous replication a failover can lose the last commits this
+/// service acknowledged (DESIGN.md rule 1 then holds only while the primary lives).
+async fn check_sync_standby(
+    pool: &persistence::DbPool,
+    config: &Config,
+) -> Result<(), StartupError> {
+    use crate::config::SyncStandby;
+    if config.sync_standby == SyncStandby::Off {
+        return Ok(());
+    }
+    let pool = pool.clone();
+    let seen = crate::blocking::run(move || {
+        let mut conn = pool.get().map_err(DbError::from)?;
+        persistence::replication(&mut conn)
+    })
+    .await?
+    .map_err(|source| StartupError::Database {
+        url: redacted_db(&config.database_url),
+        source,
+    })?;
+    match (seen.synchronous(), config.sync_standby) {
+        (Some(true), _) => {
+            tracing::info!(standbys = seen.sync_standbys, names = %seen.synchronous_standby_names, "PostgreSQL commits wait for a synchronous standby");
+            Ok(())
+        }
+        (None, _) => {
+            tracing::warn!(names = %seen.synchronous_standby_names, "PostgreSQL names synchronous standbys but this role cannot see whether one is streaming (grant pg_read_all_stats to check)");
+            Ok(())
+        }
+        (Some(false), SyncStandby::Require) => Err(StartupError::NoSyncStandby),
+        (Some(false), _) => {
+            tracing::warn!(
+                names = %seen.synchronous_standby_names,
+                "PostgreSQL has no synchronous standby: a failover can lose the last acknowledged orders. \
+                 Run a standby with synchronous replication (pg_auto_failover does), or set \
+                 DATABASE_SYNC_STANDBY=off for development"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The running service: the HTTP server, the broker connection, the lease, and — while this
@@ -144,6 +189,7 @@ impl Application {
         let pool = crate::blocking::run(move || persistence::connect_pool(&db_url, pool_size))
             .await?
             .map_err(db_err)?;
+        check_sync_standby(&pool, &config).await?;
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
             dead_letter_ttl: config.dead_letter_ttl,

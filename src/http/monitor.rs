@@ -60,7 +60,7 @@ fn queues_body<'a>(snapshot: &'a Snapshot, state: &AppState) -> QueuesBody<'a> {
         decided_per_s: snapshot.decided_per_s,
         latency: snapshot.latency,
         memory_ahead_of_disk: &snapshot.memory_ahead_of_disk,
-        broker: snapshot.broker,
+        broker: snapshot.broker.clone(),
         sampled_at: snapshot.at,
     }
 }

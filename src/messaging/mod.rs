@@ -8,7 +8,7 @@ pub mod gate;
 mod message;
 pub mod topology;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +41,10 @@ pub enum PublishError {
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Inner {
-    url: String,
+    /// The cluster's nodes (`AMQP_URL`); `node` is the index of the one connected (or last
+    /// connected) to.
+    nodes: Vec<String>,
+    node: AtomicUsize,
     /// The RabbitMQ user this service connects as: every publish carries it as `user_id`
     /// (the broker refuses a `user_id` that is not the connection's), which is how a consumer
     /// tells orderflow's own messages from anyone else's.
@@ -74,17 +77,53 @@ async fn connect_once(url: &str, topology: &TopologyConfig) -> Result<Connection
     Ok(conn)
 }
 
+/// Connects to the first node that answers, trying them in list order from `start` (wrapping);
+/// returns its index. The errors of every node tried, when none answers.
+async fn connect_any(
+    nodes: &[String],
+    start: usize,
+    topology: &TopologyConfig,
+) -> Result<(usize, Connection), BrokerError> {
+    let mut errors = Vec::new();
+    for k in 0..nodes.len() {
+        let i = (start + k) % nodes.len();
+        let Some(url) = nodes.get(i) else { continue };
+        match connect_once(url, topology).await {
+            Ok(conn) => return Ok((i, conn)),
+            Err(e) => errors.push(format!("{}: {}", node_label(url), e.0)),
+        }
+    }
+    Err(BrokerError(errors.join("; ")))
+}
+
+/// `host:port` of a node URL, for logs and the monitor (no user, no password).
+pub fn node_label(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
+}
+
 impl Broker {
-    /// Connects once and declares the topology (failing fast, so start-up can report it), then
-    /// keeps the connection alive in the background: when it drops, it reconnects with a capped
-    /// backoff and declares the topology again.
-    pub async fn connect(url: &str, topology: TopologyConfig) -> Result<Broker, BrokerError> {
-        let first = connect_once(url, &topology).await?;
+    /// Connects and declares the topology (failing fast, so start-up can report it), then keeps
+    /// the connection alive in the background: when it drops, it reconnects — to the next node
+    /// of the list first, so a dead node is left at once — with a capped backoff once every node
+    /// failed, and declares the topology again. `urls` is one node URL or a comma-separated list
+    /// of a cluster's nodes: the first connection starts at a node chosen at random (instances
+    /// spread over the cluster), then goes in list order.
+    pub async fn connect(urls: &str, topology: TopologyConfig) -> Result<Broker, BrokerError> {
+        let nodes = node_urls(urls).map_err(BrokerError)?;
+        let start = fastrand::usize(..nodes.len());
+        let (node, first) = connect_any(&nodes, start, &topology).await?;
         let (tx, rx) = watch::channel(Some(Arc::new(first)));
+        let own_user = nodes.first().map(|n| user_of(n)).unwrap_or_default();
         let broker = Broker {
             inner: Arc::new(Inner {
-                url: url.to_owned(),
-                own_user: user_of(url),
+                nodes,
+                node: AtomicUsize::new(node),
+                own_user,
                 topology,
                 connected: AtomicBool::new(true),
                 connection: rx,
@@ -92,6 +131,7 @@ impl Broker {
                 monitor: Arc::new(Monitor::new()),
             }),
         };
+        tracing::info!(node = %broker.node(), "connected to RabbitMQ");
         let weak = Arc::downgrade(&broker.inner);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
@@ -105,9 +145,15 @@ impl Broker {
                     continue;
                 }
                 inner.connected.store(false, Ordering::Relaxed);
-                match connect_once(&inner.url, &inner.topology).await {
-                    Ok(conn) => {
-                        tracing::info!("reconnected to RabbitMQ");
+                let lost = inner.node.load(Ordering::Relaxed);
+                match connect_any(&inner.nodes, lost + 1, &inner.topology).await {
+                    Ok((node, conn)) => {
+                        inner.node.store(node, Ordering::Relaxed);
+                        let label = inner.nodes.get(node).map(|n| node_label(n));
+                        tracing::info!(
+                            node = label.as_deref().unwrap_or_default(),
+                            "reconnected to RabbitMQ"
+                        );
                         let _ = tx.send(Some(Arc::new(conn)));
                         inner.connected.store(true, Ordering::Relaxed);
                     }
@@ -121,6 +167,21 @@ impl Broker {
             }
         });
         Ok(broker)
+    }
+
+    /// `host:port` of the node connected to (or last connected to, while reconnecting).
+    pub fn node(&self) -> String {
+        let i = self.inner.node.load(Ordering::Relaxed);
+        self.inner
+            .nodes
+            .get(i)
+            .map(|n| node_label(n))
+            .unwrap_or_default()
+    }
+
+    /// `host:port` of every node of the list, in order.
+    pub fn nodes(&self) -> Vec<String> {
+        self.inner.nodes.iter().map(|n| node_label(n)).collect()
     }
 
     /// How long dead letters orderflow writes are kept.
@@ -260,7 +321,10 @@ impl Broker {
             {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
-                Confirmation::Nack(_) => Err(PublishError::Rejected),
+                Confirmation::Nack(_) => {
+                    self.replace_publish_channel(channel.id()).await;
+                    Err(PublishError::Rejected)
+                }
                 Confirmation::NotRequested => Ok(()),
             }
         };
@@ -280,12 +344,73 @@ impl Broker {
         result
     }
 
+    /// Retires the publish channel after a nack: the next publish opens a new one. A quorum
+    /// queue whose leader died while a channel was publishing to it can leave that channel
+    /// refusing every later publish although the queue, under its new leader, takes messages
+    /// again (seen with RabbitMQ 3.10: every checkout nacked for 30 s and more after the node
+    /// was killed, until the channel was replaced). A queue that is really full nacks the new
+    /// channel too, so this costs one channel per nack at worst; the old channel is closed once
+    /// the confirms still in flight on it had their time.
+    async fn replace_publish_channel(&self, id: u16) {
+        let old = {
+            let mut slot = self.inner.publish_channel.lock().await;
+            if slot.as_ref().map(Channel::id) != Some(id) {
+                return; // replaced already
+            }
+            slot.take()
+        };
+        let Some(old) = old else { return };
+        tokio::spawn(async move {
+            tokio::time::sleep(CONFIRM_TIMEOUT).await;
+            let _ = old.close(200, "replaced after a nack".into()).await;
+        });
+    }
+
     /// Closes the connection.
     pub async fn close(&self) {
         if let Some(conn) = self.current() {
             let _ = conn.close(200, "orderflow shutting down".into()).await;
         }
     }
+}
+
+/// The node URLs of `AMQP_URL`: one URL, or a comma-separated list of the nodes of one cluster.
+/// Every node must be `amqp://` or `amqps://` and name the same user — the user every publish
+/// carries as `user_id` (a node that knew another user would refuse them).
+pub fn node_urls(list: &str) -> Result<Vec<String>, String> {
+    let nodes: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let Some(first) = nodes.first() else {
+        return Err("AMQP_URL is empty: give amqp://user:password@host:5672/vhost".into());
+    };
+    for node in &nodes {
+        if !(node.starts_with("amqp://") || node.starts_with("amqps://")) {
+            return Err(format!(
+                "AMQP_URL: {:?} must start with amqp:// or amqps://",
+                redact(node)
+            ));
+        }
+        if user_of(node) != user_of(first) {
+            return Err(format!(
+                "AMQP_URL: every node must name the same user ({:?} and {:?} differ)",
+                redact(first),
+                redact(node)
+            ));
+        }
+    }
+    Ok(nodes)
+}
+
+/// The first node of an `AMQP_URL` list (the tools that need one connection use it).
+pub fn first_node(list: &str) -> String {
+    node_urls(list)
+        .ok()
+        .and_then(|nodes| nodes.into_iter().next())
+        .unwrap_or_else(|| list.to_owned())
 }
 
 /// The user name of an AMQP URL (percent-decoded); RabbitMQ's default `guest` when it has none.
@@ -314,20 +439,49 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Replaces the password of `scheme://user:password@host` with `***`.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
+/// Replaces every password in `text` — one URL, a comma-separated list of them (`AMQP_URL`) or
+/// libpq's multi-host form — with `***`: `scheme://user:password@host` → `scheme://user:***@host`.
+/// Cut by hand rather than parsed: a list or a multi-host URL is no single URL, and a password
+/// with a raw `,` or `@` in it must not leak either.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut urls = 0;
+    while let Some(at) = rest.find("://") {
+        urls += 1;
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends at the path or query, or where the next URL of a list begins.
+        let next_url = tail.find("://").map_or(tail.len(), |n| {
+            tail.get(..n).and_then(|t| t.rfind(',')).unwrap_or(n)
+        });
+        let end = tail.find(['/', '?']).unwrap_or(tail.len()).min(next_url);
+        let (authority, after) = tail.split_at(end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => {
+                match userinfo.split_once(':') {
+                    Some((user, _password)) => {
+                        out.push_str(user);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push('@');
+                out.push_str(hosts);
+            }
+            None => out.push_str(authority),
         }
-        Ok(_) => url.to_owned(),
-        // Not a URL: it may still hold a secret; show only what precedes an `@`.
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => url.to_owned(),
-        },
+        rest = after;
     }
+    if urls == 0 {
+        // Not a URL: it may still hold a secret; show only what follows the last `@`.
+        return match text.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => text.to_owned(),
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
@@ -358,5 +512,15 @@ mod tests {
             super::redact("postgres://u:s3cr%2Ft@db.example:5432/orderflow?sslmode=require"),
             "postgres://u:***@db.example:5432/orderflow?sslmode=require"
         );
+        // A node list, libpq's multi-host form, and passwords with a raw `,` or `@`.
+        assert_eq!(
+            super::redact("amqp://u:pw1@h1:5672/v,amqp://u:pw2@h2:5672/v , amqps://u:p,w@h3/v"),
+            "amqp://u:***@h1:5672/v,amqp://u:***@h2:5672/v , amqps://u:***@h3/v"
+        );
+        assert_eq!(
+            super::redact("postgres://u:p@s,s@db1:5432,db2:5432/x?target_session_attrs=read-write"),
+            "postgres://u:***@db1:5432,db2:5432/x?target_session_attrs=read-write"
+        );
+        assert_eq!(super::redact("u:secret@host"), "***@host");
     }
 }

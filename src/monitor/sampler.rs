@@ -97,10 +97,14 @@ impl WriterBacklog {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct BrokerView {
     pub connected: bool,
     pub blocked: bool,
+    /// `host:port` of the node connected to (the last one, while reconnecting).
+    pub node: String,
+    /// Every node of `AMQP_URL`, in order.
+    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -388,7 +392,12 @@ async fn sample(
         latency: m.accept_to_decided(10),
         memory_ahead_of_disk,
         hot_skus,
-        broker: BrokerView { connected, blocked },
+        broker: BrokerView {
+            connected,
+            blocked,
+            node: sources.broker.node(),
+            nodes: sources.broker.nodes(),
+        },
         db_pool,
         engine,
     }

@@ -123,32 +123,89 @@ impl From<diesel::r2d2::PoolError> for DbError {
     }
 }
 
-/// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name),
-/// with a real URL parser: percent-encoded passwords, IPv6 hosts and query parameters are kept
-/// as they are; the name is percent-decoded.
+/// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name).
+/// The URL may be libpq's multi-host form (`postgres://u@h1:5432,h2:5432/db?target_session_attrs=
+/// read-write`), which no generic URL parser reads, so it is cut by hand: the authority (user,
+/// password and every host, percent-encoding kept) and the query stay as they are; the name is
+/// percent-decoded.
 pub fn split_database_url(url: &str) -> Result<(String, String), String> {
-    let mut parsed = url::Url::parse(url).map_err(|e| {
-        format!(
-            "DATABASE_URL={:?} is not a URL ({e})",
-            crate::messaging::redact(url)
-        )
-    })?;
-    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+    let shown = || crate::messaging::redact(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("DATABASE_URL={:?} is not a URL", shown()));
+    };
+    if !matches!(scheme, "postgres" | "postgresql") {
         return Err(format!(
             "DATABASE_URL={:?} must start with postgres://",
-            crate::messaging::redact(url)
+            shown()
         ));
     }
-    let raw_name = parsed.path().trim_start_matches('/').to_owned();
-    let name = percent_decode(&raw_name);
-    if name.is_empty() || name.contains('/') {
+    let (before_query, query) = match rest.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (rest, None),
+    };
+    let Some((authority, raw_name)) = before_query.split_once('/') else {
         return Err(format!(
             "DATABASE_URL={:?} names no database (…/dbname)",
-            crate::messaging::redact(url)
+            shown()
+        ));
+    };
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    if hosts
+        .split(',')
+        .any(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+    {
+        return Err(format!(
+            "DATABASE_URL={:?}: every host of a multi-host URL needs a name (h1:5432,h2:5432)",
+            shown()
         ));
     }
-    parsed.set_path("/postgres");
-    Ok((parsed.to_string(), name))
+    let name = percent_decode(raw_name);
+    if name.is_empty() || name.contains('/') || name.contains('\0') {
+        return Err(format!(
+            "DATABASE_URL={:?} names no database (…/dbname)",
+            shown()
+        ));
+    }
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+    Ok((format!("{scheme}://{authority}/postgres{query}"), name))
+}
+
+/// The hosts of a (possibly multi-host) `postgres://` URL, `host:port` as written — for logs and
+/// the monitor, never with the user or password.
+pub fn database_hosts(url: &str) -> Vec<String> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    hosts.split(',').map(str::to_owned).collect()
+}
+
+/// `url` with libpq's connection timeouts added where the operator set none: a host that does
+/// not answer (a dead primary of a multi-host list) is given up after 2 s instead of the
+/// kernel's minutes, and a connection whose server vanished is found dead by keepalives in
+/// seconds — which is how the pools follow a failover.
+pub fn with_connect_timeouts(url: &str) -> String {
+    let mut url = url.to_owned();
+    for (key, value) in [
+        ("connect_timeout", "2"),
+        ("keepalives", "1"),
+        ("keepalives_idle", "5"),
+        ("keepalives_interval", "2"),
+        ("keepalives_count", "3"),
+    ] {
+        let query = url.split_once('?').map_or("", |(_, q)| q);
+        if query.split('&').any(|kv| kv.split('=').next() == Some(key)) {
+            continue;
+        }
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(value);
+    }
+    url
 }
 
 /// `%xx` escapes decoded (a database name in a URL path, a user name in an AMQP URL).
@@ -258,7 +315,7 @@ pub fn prepare_database(url: &str) -> Result<usize, DbError> {
 
 /// Builds the connection pool; fails when no connection can be made.
 pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
-    let manager = ConnectionManager::<PgConnection>::new(url);
+    let manager = ConnectionManager::<PgConnection>::new(with_connect_timeouts(url));
     Pool::builder()
         .max_size(size)
         .min_idle(Some(1))
@@ -281,6 +338,57 @@ pub async fn run_blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
     })
     .await
     .map_err(|e| E::from(DbError::Pool(e.to_string())))?
+}
+
+/// What the database this service reaches says about its replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    /// `synchronous_standby_names` on the server (empty: commits never wait for a standby).
+    pub synchronous_standby_names: String,
+    /// Standbys streaming in `sync` or `quorum` state right now.
+    pub sync_standbys: i64,
+    /// Standbys whose state this role may not read (without `pg_read_all_stats`).
+    pub hidden: i64,
+}
+
+impl Replication {
+    /// Whether an acknowledged commit is on a second server (so a failover keeps it), as far
+    /// as this role can see; `None` when it cannot tell.
+    pub fn synchronous(&self) -> Option<bool> {
+        if self.synchronous_standby_names.trim().is_empty() {
+            Some(false)
+        } else if self.sync_standbys > 0 {
+            Some(true)
+        } else if self.hidden > 0 {
+            None
+        } else {
+            Some(false)
+        }
+    }
+}
+
+/// Reads [`Replication`] from the server `conn` is connected to.
+pub fn replication(conn: &mut PgConnection) -> Result<Replication, DbError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        names: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        sync: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        hidden: i64,
+    }
+    let row = diesel::sql_query(
+        "SELECT current_setting('synchronous_standby_names') AS names, \
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS sync, \
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL) AS hidden",
+    )
+    .get_result::<Row>(conn)?;
+    Ok(Replication {
+        synchronous_standby_names: row.names,
+        sync_standbys: row.sync,
+        hidden: row.hidden,
+    })
 }
 
 /// `SELECT 1` through the pool: the readiness check.
@@ -320,5 +428,35 @@ mod tests {
                 "my db".into()
             )
         );
+    }
+
+    #[test]
+    fn a_multi_host_url_keeps_every_host_and_its_attributes() {
+        let url = "postgres://u:p%2Cw@db1:5432,db2:5433,[::1]:5434/orders?target_session_attrs=read-write";
+        assert_eq!(
+            split_database_url(url).unwrap(),
+            (
+                "postgres://u:p%2Cw@db1:5432,db2:5433,[::1]:5434/postgres?target_session_attrs=read-write"
+                    .into(),
+                "orders".into()
+            )
+        );
+        assert_eq!(database_hosts(url), ["db1:5432", "db2:5433", "[::1]:5434"]);
+        assert!(split_database_url("postgres://u@db1:5432,,db2:5432/x").is_err());
+        assert!(split_database_url("postgres://u@db1:5432,db2:5432").is_err());
+        assert!(split_database_url("postgres://u@db1/a%00b").is_err());
+    }
+
+    #[test]
+    fn connect_timeouts_are_added_only_where_none_is_set() {
+        assert_eq!(
+            with_connect_timeouts(
+                "postgres://h1,h2/db?target_session_attrs=read-write&connect_timeout=9"
+            ),
+            "postgres://h1,h2/db?target_session_attrs=read-write&connect_timeout=9&keepalives=1\
+             &keepalives_idle=5&keepalives_interval=2&keepalives_count=3"
+        );
+        assert!(with_connect_timeouts("postgres://h/db")
+            .starts_with("postgres://h/db?connect_timeout=2&"));
     }
 }

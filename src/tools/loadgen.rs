@@ -172,11 +172,12 @@ pub(super) async fn watch_decisions(
 ) -> Result<(), String> {
     // No heartbeats: a load generator saturating its own thread must not lose this connection
     // (and every decision after it) to a missed heartbeat.
-    let mut url = url::Url::parse(amqp_url).map_err(|e| format!("AMQP URL: {e}"))?;
+    let node = orderflow::messaging::first_node(amqp_url);
+    let mut url = url::Url::parse(&node).map_err(|e| format!("AMQP URL: {e}"))?;
     url.query_pairs_mut().append_pair("heartbeat", "0");
     let conn = lapin::Connection::connect(url.as_str(), lapin::ConnectionProperties::default())
         .await
-        .map_err(|e| format!("AMQP {amqp_url}: {e}"))?;
+        .map_err(|e| format!("AMQP {}: {e}", orderflow::messaging::redact(&node)))?;
     let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
     let mut consumer = watch_queue(
         &ch,

@@ -18,6 +18,9 @@ use crate::helpers::{sql_i64, TestDb, ADMIN_TOKEN};
 pub struct Sent {
     pub key: String,
     pub sku: String,
+    /// When the first attempt left, and when the answer that counted came.
+    pub started: Instant,
+    pub answered: Instant,
 }
 
 /// What became of the requests.
@@ -82,6 +85,7 @@ impl Load {
                             &format!("{prefix}-c{w}"),
                             json!([{"sku": sku, "quantity": 1}]),
                         );
+                        let started = Instant::now();
                         let mut target = w % bases.len();
                         let mut sent;
                         let mut tries = 0;
@@ -109,7 +113,12 @@ impl Load {
                             target = (target + 1) % bases.len();
                             tokio::time::sleep(Duration::from_millis(25)).await;
                         }
-                        let s = Sent { key, sku };
+                        let s = Sent {
+                            key,
+                            sku,
+                            started,
+                            answered: Instant::now(),
+                        };
                         let failed = {
                             let mut t = tally.lock().unwrap();
                             match sent {
@@ -143,6 +152,11 @@ impl Load {
         }
     }
 
+    /// The answers so far, by status (0: no answer).
+    pub fn statuses(&self) -> HashMap<u16, usize> {
+        self.tally.lock().unwrap().statuses.clone()
+    }
+
     pub fn accepted(&self) -> usize {
         self.tally.lock().unwrap().accepted.len()
     }
@@ -156,6 +170,27 @@ impl Load {
                 "only {} accepted",
                 self.accepted()
             );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The first checkout sent after `t` that was accepted, once there is one (60 s at most).
+    pub async fn first_accepted_after(&self, t: Instant) -> Sent {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let first = {
+                let tally = self.tally.lock().unwrap();
+                tally
+                    .accepted
+                    .iter()
+                    .filter(|s| s.started >= t)
+                    .min_by_key(|s| s.answered)
+                    .cloned()
+            };
+            if let Some(first) = first {
+                return first;
+            }
+            assert!(Instant::now() < deadline, "nothing accepted in 60 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

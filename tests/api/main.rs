@@ -9,6 +9,7 @@ mod carts;
 mod catalog;
 mod checkout;
 mod client;
+mod cluster;
 mod contract;
 mod crash;
 mod engine_pg;

@@ -40,7 +40,7 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
     let props = lapin::ConnectionProperties::default();
     let conn = tokio::time::timeout(
         Duration::from_secs(10),
-        lapin::Connection::connect(&c.amqp_url, props),
+        lapin::Connection::connect(&orderflow::messaging::first_node(&c.amqp_url), props),
     )
     .await
     .map_err(|_| "probe, RabbitMQ: no connection within 10 s".to_owned())?

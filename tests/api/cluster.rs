@@ -1,0 +1,371 @@
+//! No single point of failure below the service (issue 21): a RabbitMQ cluster of this test's
+//! own — three nodes with their own names, ports, data directories and cookie, on loopback,
+//! started from the package's own scripts and removed afterwards; the machine's shared broker is
+//! never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::{http_client, Service, TempDir, TestDb, ADMIN_TOKEN};
+use crate::load::{decided, stock_up, verify, Load};
+
+/// The package's own scripts (not the wrapper on the PATH, which runs the machine's node).
+const RABBITMQ_SBIN: &str = "/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8/sbin";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One node of a [`RabbitCluster`].
+pub struct RabbitNode {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// A RabbitMQ cluster of its own; every node killed and every file removed when dropped.
+pub struct RabbitCluster {
+    pub nodes: Vec<RabbitNode>,
+    dir: TempDir,
+}
+
+impl RabbitCluster {
+    /// Starts `n` nodes that form one cluster by classic peer discovery (the node list in each
+    /// one's config file, as the compose file does): the first alone, then the others, which
+    /// join it.
+    pub fn start(n: usize) -> RabbitCluster {
+        let dir = TempDir::new();
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let names: Vec<String> = (1..=n).map(|i| format!("of{tag}n{i}@localhost")).collect();
+        std::fs::write(dir.0.join(".erlang.cookie"), format!("ofcookie{tag}")).unwrap();
+        set_mode(&dir.0.join(".erlang.cookie"), 0o400);
+        let mut cluster = RabbitCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        for (i, name) in names.iter().enumerate() {
+            let port = free_port();
+            let home = cluster.dir.0.clone();
+            let base = home.join(format!("n{}", i + 1));
+            std::fs::create_dir_all(&base).unwrap();
+            let mut conf = format!(
+                "listeners.tcp.default = {port}\n\
+                 loopback_users = none\n\
+                 cluster_formation.peer_discovery_backend = classic_config\n"
+            );
+            for (j, other) in names.iter().enumerate() {
+                conf.push_str(&format!(
+                    "cluster_formation.classic_config.nodes.{} = {other}\n",
+                    j + 1
+                ));
+            }
+            std::fs::write(base.join("rabbitmq.conf"), conf).unwrap();
+            std::fs::write(base.join("enabled_plugins"), "[].\n").unwrap();
+            std::fs::write(base.join("env.conf"), "").unwrap();
+            let mut command = Command::new(format!("{RABBITMQ_SBIN}/rabbitmq-server"));
+            command
+                .env("HOME", &home)
+                .env("RABBITMQ_CONF_ENV_FILE", base.join("env.conf"))
+                .env("RABBITMQ_NODENAME", name)
+                .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", port.to_string())
+                .env("RABBITMQ_DIST_PORT", free_port().to_string())
+                .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
+                .env("RABBITMQ_LOG_BASE", base.join("log"))
+                .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq.conf"))
+                .env(
+                    "RABBITMQ_ENABLED_PLUGINS_FILE",
+                    base.join("enabled_plugins"),
+                )
+                .env("RABBITMQ_PID_FILE", base.join("pid"))
+                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+                .env(
+                    "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                    "-kernel inet_dist_use_interface {127,0,0,1}",
+                )
+                .stdout(std::fs::File::create(base.join("stdout")).unwrap())
+                .stderr(std::fs::File::create(base.join("stderr")).unwrap());
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let child = command.spawn().expect("start a RabbitMQ node");
+            cluster.nodes.push(RabbitNode {
+                name: name.clone(),
+                port,
+                child: Some(child),
+            });
+            cluster.await_startup(i);
+        }
+        let status = cluster.ctl(0, &["cluster_status", "--formatter", "json"]);
+        let status: Value = serde_json::from_str(&status).expect("cluster_status as JSON");
+        let running = status["running_nodes"].as_array().map_or(0, Vec::len);
+        assert_eq!(running, n, "the nodes did not form one cluster: {status}");
+        cluster
+    }
+
+    /// `rabbitmqctl` of node `i` (this cluster's cookie); its stdout.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new(format!("{RABBITMQ_SBIN}/rabbitmqctl"))
+            .env("HOME", &self.dir.0)
+            .env("RABBITMQ_CONF_ENV_FILE", self.base(i).join("env.conf"))
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .args(["-n", &self.nodes[i].name])
+            .args(args)
+            .output()
+            .expect("run rabbitmqctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} on {}: {}{}",
+            self.nodes[i].name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn base(&self, i: usize) -> PathBuf {
+        self.dir.0.join(format!("n{}", i + 1))
+    }
+
+    fn await_startup(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = Command::new(format!("{RABBITMQ_SBIN}/rabbitmqctl"))
+                .env("HOME", &self.dir.0)
+                .env("RABBITMQ_CONF_ENV_FILE", self.base(i).join("env.conf"))
+                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+                .args([
+                    "-n",
+                    &self.nodes[i].name,
+                    "await_startup",
+                    "--timeout",
+                    "60",
+                ])
+                .output()
+                .expect("run rabbitmqctl");
+            if out.status.success() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.nodes[i].child.as_mut().map(Child::try_wait) {
+                panic!(
+                    "RabbitMQ node {} exited ({status}): {}",
+                    self.nodes[i].name,
+                    std::fs::read_to_string(self.base(i).join("stdout")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "RabbitMQ node {} did not start: {}",
+                self.nodes[i].name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `AMQP_URL` for the whole cluster: every node, comma-separated.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("amqp://guest:guest@127.0.0.1:{}/%2f", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// SIGKILL to node `i`'s whole process group (the Erlang VM and its helpers).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            kill_group(child.id());
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn kill_group(pid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// What `/v1/queues` says about the broker: the node connected to (`host:port`).
+async fn connected_node(client: &awc::Client, service: &Service) -> Option<String> {
+    let mut resp = client
+        .get(service.url("/v1/queues"))
+        .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = resp.json().await.ok()?;
+    body["broker"]["connected"]
+        .as_bool()
+        .filter(|c| *c)
+        .and(body["broker"]["node"].as_str().map(str::to_owned))
+}
+
+async fn until_ready(client: &awc::Client, service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !matches!(service.readiness(client).await, Some((200, _))) {
+        assert!(Instant::now() < deadline, "never ready: {}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_on() {
+    let mut cluster = RabbitCluster::start(3);
+    let db = TestDb::new();
+    let client = http_client();
+    let service = Service::start(&db.url, &cluster.url(), &[("DATABASE_SYNC_STANDBY", "off")]);
+    until_ready(&client, &service).await;
+    // The checkout queue is replicated on all three nodes (the cluster's default for a quorum
+    // queue declared while all three run).
+    let members = cluster.ctl(
+        0,
+        &[
+            "list_queues",
+            "name",
+            "type",
+            "members",
+            "--no-table-headers",
+        ],
+    );
+    let checkout = members
+        .lines()
+        .find(|l| l.starts_with("orders.checkout\t"))
+        .unwrap_or_else(|| panic!("no checkout queue: {members}"));
+    assert!(checkout.contains("quorum"), "{checkout}");
+    for node in &cluster.nodes {
+        assert!(
+            checkout.contains(&node.name),
+            "{} not a member: {checkout}",
+            node.name
+        );
+    }
+    stock_up(
+        &client,
+        &service.base,
+        &[("RMQ-HOT", 80), ("RMQ-COLD", 100_000)],
+    )
+    .await;
+    let load = Load::start(
+        &client,
+        &service.base,
+        16,
+        "rmq-kill",
+        &["RMQ-HOT", "RMQ-COLD"],
+    );
+    load.until_accepted(150).await;
+    let node = connected_node(&client, &service)
+        .await
+        .expect("the monitor names the node in use");
+    let victim = cluster
+        .nodes
+        .iter()
+        .position(|n| node == format!("127.0.0.1:{}", n.port))
+        .unwrap_or_else(|| panic!("{node} is none of the cluster's nodes"));
+    let killed = Instant::now();
+    cluster.kill(victim);
+    let Ok(first) =
+        tokio::time::timeout(Duration::from_secs(30), load.first_accepted_after(killed)).await
+    else {
+        let queues = client
+            .get(service.url("/v1/queues"))
+            .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let mut one = client
+            .post(service.url("/v1/checkout"))
+            .insert_header(("Idempotency-Key", "rmq-kill-probe"))
+            .send_json(&crate::checkout::body(
+                "rmq-probe",
+                serde_json::json!([{"sku": "RMQ-COLD", "quantity": 1}]),
+            ))
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&one.body().await.unwrap()).into_owned();
+        let survivor = (victim + 1) % cluster.nodes.len();
+        let status = cluster.ctl(
+            survivor,
+            &[
+                "list_queues",
+                "name",
+                "type",
+                "leader",
+                "members",
+                "online",
+                "state",
+                "messages",
+            ],
+        );
+        eprintln!("queues on a survivor: {status}");
+        panic!(
+            "no checkout accepted within 30 s of killing {node}: answers {:?}, queues {queues}; \
+             one more checkout: {} {answer}",
+            load.statuses(),
+            one.status()
+        );
+    };
+    let accepted_again = first.answered - killed;
+    let order = decided(
+        &client,
+        &service.base,
+        &db,
+        &first.key,
+        Duration::from_secs(30),
+    )
+    .await;
+    let decided_again = killed.elapsed();
+    // The monitor samples every second: wait for it to see the new connection.
+    let mut now_on = None;
+    for _ in 0..50 {
+        now_on = connected_node(&client, &service).await;
+        if now_on.as_ref().is_some_and(|n| *n != node) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "broker node {node} killed: a checkout accepted again after {accepted_again:?}, \
+         decided ({}) after {decided_again:?}; now on {now_on:?}",
+        order["status"]
+    );
+    assert!(now_on.is_some_and(|n| n != node), "still on the dead node");
+    let accepted = load.accepted();
+    load.until_accepted(accepted + 150).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "orders accepted {}, answers {:?}",
+        tally.accepted.len(),
+        tally.statuses
+    );
+    verify(
+        &client,
+        &service.base,
+        &db,
+        &tally,
+        ("RMQ-HOT", 80),
+        &["RMQ-HOT", "RMQ-COLD"],
+    )
+    .await;
+}
