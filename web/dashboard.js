@@ -73,14 +73,16 @@
     const b = s.broker || {};
     $("kpi-broker").textContent = !b.connected ? "down" : b.blocked ? "BLOCKED" : "ok";
     $("updated").textContent = "updated " + new Date(s.at || Date.now()).toLocaleTimeString();
-    // Shedding episodes: one entry per open → shedding change.
+    // Shedding episodes: one entry per open → shedding change, timed by the snapshots' own
+    // clock (a stream that opens replays the last minutes at once).
+    const at = new Date(s.at || Date.now());
     const last = state.episodes[state.episodes.length - 1];
     if (a.state === "shedding" && (!last || last.end)) {
-      state.episodes.push({ start: new Date(), reason: a.reason, end: null, peakBacklog: a.backlog });
+      state.episodes.push({ start: at, reason: a.reason, end: null, peakBacklog: a.backlog });
     } else if (a.state === "shedding" && last) {
       last.peakBacklog = Math.max(last.peakBacklog, a.backlog || 0);
     } else if (a.state === "open" && last && !last.end) {
-      last.end = new Date();
+      last.end = at;
     }
     const list = $("episodes");
     if (state.episodes.length) {

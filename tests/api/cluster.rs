@@ -12,8 +12,19 @@ use serde_json::Value;
 use crate::helpers::{http_client, Service, TempDir, TestDb, ADMIN_TOKEN};
 use crate::load::{decided, stock_up, verify, Load};
 
-/// The package's own scripts (not the wrapper on the PATH, which runs the machine's node).
-const RABBITMQ_SBIN: &str = "/usr/lib/rabbitmq/lib/rabbitmq_server-3.10.8/sbin";
+/// The package's own scripts (not the wrapper on the PATH, which runs the machine's node):
+/// `/usr/lib/rabbitmq/lib/rabbitmq_server-<version>/sbin`.
+fn rabbitmq_sbin() -> String {
+    std::fs::read_dir("/usr/lib/rabbitmq/lib")
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("sbin"))
+        .find(|p| p.join("rabbitmq-server").exists())
+        .map(|p| p.display().to_string())
+        .expect("RabbitMQ's package (rabbitmq-server) is installed")
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -68,7 +79,7 @@ impl RabbitCluster {
             std::fs::write(base.join("rabbitmq.conf"), conf).unwrap();
             std::fs::write(base.join("enabled_plugins"), "[].\n").unwrap();
             std::fs::write(base.join("env.conf"), "").unwrap();
-            let mut command = Command::new(format!("{RABBITMQ_SBIN}/rabbitmq-server"));
+            let mut command = Command::new(format!("{}/rabbitmq-server", rabbitmq_sbin()));
             command
                 .env("HOME", &home)
                 .env("RABBITMQ_CONF_ENV_FILE", base.join("env.conf"))
@@ -109,7 +120,7 @@ impl RabbitCluster {
 
     /// `rabbitmqctl` of node `i` (this cluster's cookie); its stdout.
     pub fn ctl(&self, i: usize, args: &[&str]) -> String {
-        let out = Command::new(format!("{RABBITMQ_SBIN}/rabbitmqctl"))
+        let out = Command::new(format!("{}/rabbitmqctl", rabbitmq_sbin()))
             .env("HOME", &self.dir.0)
             .env("RABBITMQ_CONF_ENV_FILE", self.base(i).join("env.conf"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
@@ -134,7 +145,7 @@ impl RabbitCluster {
     fn await_startup(&mut self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let out = Command::new(format!("{RABBITMQ_SBIN}/rabbitmqctl"))
+            let out = Command::new(format!("{}/rabbitmqctl", rabbitmq_sbin()))
                 .env("HOME", &self.dir.0)
                 .env("RABBITMQ_CONF_ENV_FILE", self.base(i).join("env.conf"))
                 .env("ERL_EPMD_ADDRESS", "127.0.0.1")
@@ -366,6 +377,182 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
         &tally,
         ("RMQ-HOT", 80),
         &["RMQ-HOT", "RMQ-COLD"],
+    )
+    .await;
+}
+
+/// A PostgreSQL primary and a synchronous standby under pg_auto_failover (a monitor and two
+/// nodes) of this test's own, on loopback ports, in a temporary directory; everything killed
+/// and removed when dropped. Made by `tests/cluster/pg-failover.sh`.
+pub struct PgFailover {
+    dir: PathBuf,
+    pub ports: [u16; 2],
+}
+
+impl PgFailover {
+    pub fn start() -> PgFailover {
+        let dir =
+            std::env::temp_dir().join(format!("orderflow-pgaf-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/pg-failover.sh");
+        let mut cluster = PgFailover { dir, ports: [0, 0] };
+        let out = Command::new(&script)
+            .args(["up", cluster.dir.to_str().unwrap()])
+            .output()
+            .expect("run pg-failover.sh");
+        assert!(
+            out.status.success(),
+            "pg-failover.sh up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ports: Vec<u16> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        assert_eq!(ports.len(), 3, "pg-failover.sh printed {text}");
+        cluster.ports = [ports[1], ports[2]];
+        cluster
+    }
+
+    /// `DATABASE_URL` in libpq's multi-host form: whichever node is the primary.
+    pub fn url(&self, database: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
+            self.ports[0], self.ports[1]
+        )
+    }
+
+    /// SIGKILL to node `i` (1 or 2): its keeper and its PostgreSQL, as a lost machine.
+    pub fn kill(&self, node: usize) {
+        let pgid = std::fs::read_to_string(self.dir.join(format!("node{node}.pgid")))
+            .expect("the node's process group");
+        kill_group(pgid.trim().parse().expect("a process group id"));
+    }
+
+    /// Which node answers as primary now (1 or 2), if one does.
+    pub fn primary(&self) -> Option<usize> {
+        use diesel::{Connection, PgConnection, RunQueryDsl};
+        self.ports.iter().position(|port| {
+            PgConnection::establish(&format!(
+                "postgres://postgres@127.0.0.1:{port}/postgres?target_session_attrs=read-write&connect_timeout=1"
+            ))
+            .ok()
+            .and_then(|mut c| diesel::sql_query("SELECT 1").execute(&mut c).ok())
+            .is_some()
+        })
+        .map(|i| i + 1)
+    }
+}
+
+impl Drop for PgFailover {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/pg-failover.sh");
+        let _ = Command::new(script)
+            .args(["down", self.dir.to_str().unwrap_or_default()])
+            .output();
+    }
+}
+
+#[actix_web::test]
+async fn kill_9_of_the_database_primary_loses_no_order_once_the_standby_is_promoted() {
+    // pg_auto_failover (Debian: postgresql-15-auto-failover; .ci/run installs it).
+    if Command::new("pg_autoctl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!(
+            "skipped: no pg_autoctl (apt-get install postgresql-15-auto-failover; see .ci/run)"
+        );
+        return;
+    }
+    let pg = PgFailover::start();
+    assert_eq!(pg.primary(), Some(1));
+    let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
+    // Not a TestDb of the shared server: this one lives (and dies) with the cluster.
+    let db = TestDb {
+        name: name.clone(),
+        url: pg.url(&name),
+    };
+    let vhost = crate::helpers::TestVhost::new();
+    let client = http_client();
+    // `require`: the service refuses to start unless its commits wait for the standby.
+    let service = Service::start(&db.url, &vhost.url, &[("DATABASE_SYNC_STANDBY", "require")]);
+    until_ready(&client, &service).await;
+    stock_up(
+        &client,
+        &service.base,
+        &[("PG-HOT", 80), ("PG-COLD", 100_000)],
+    )
+    .await;
+    let load = Load::start(
+        &client,
+        &service.base,
+        16,
+        "pg-kill",
+        &["PG-HOT", "PG-COLD"],
+    );
+    load.until_accepted(150).await;
+    let epoch_before = service.readiness(&client).await.expect("ready").1["epoch"]
+        .as_i64()
+        .expect("an epoch");
+    let killed = Instant::now();
+    pg.kill(1);
+    let Ok(first) =
+        tokio::time::timeout(Duration::from_secs(45), load.first_accepted_after(killed)).await
+    else {
+        panic!(
+            "no checkout accepted within 45 s of killing the primary: answers {:?}; {}",
+            load.statuses(),
+            service.log()
+        );
+    };
+    let accepted_again = first.answered - killed;
+    let order = decided(
+        &client,
+        &service.base,
+        &db,
+        &first.key,
+        Duration::from_secs(45),
+    )
+    .await;
+    let decided_again = killed.elapsed();
+    eprintln!(
+        "database primary killed: node {:?} is primary now; a checkout accepted again after \
+         {accepted_again:?}, decided ({}) after {decided_again:?}",
+        pg.primary(),
+        order["status"]
+    );
+    assert_eq!(pg.primary(), Some(2));
+    // The lease row came across with the commits (synchronous replication): its epoch never
+    // went back, and the new primary's row names the epoch the instance serves under.
+    let (_, ready) = service.readiness(&client).await.expect("ready");
+    let epoch_after = ready["epoch"].as_i64().expect("an epoch");
+    assert!(
+        epoch_after >= epoch_before,
+        "epoch {epoch_before} → {epoch_after}"
+    );
+    assert_eq!(
+        crate::helpers::sql_i64(&db, "SELECT max(epoch) AS n FROM leader_lease"),
+        epoch_after
+    );
+    eprintln!("lease epoch {epoch_before} before the failover, {epoch_after} after");
+    let accepted = load.accepted();
+    load.until_accepted(accepted + 150).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "orders accepted {}, answers {:?}",
+        tally.accepted.len(),
+        tally.statuses
+    );
+    verify(
+        &client,
+        &service.base,
+        &db,
+        &tally,
+        ("PG-HOT", 80),
+        &["PG-HOT", "PG-COLD"],
     )
     .await;
 }
