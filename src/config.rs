@@ -19,6 +19,9 @@ pub struct Config {
     /// a failover could then lose the last acknowledged commits.
     pub sync_standby: SyncStandby,
     pub amqp_url: String,
+    /// The RabbitMQ management API (`AMQP_MANAGEMENT_URL`: one `http://user:password@host:15672`
+    /// per node, comma-separated): read for the queues' leaders, which AMQP does not tell.
+    pub amqp_management: Vec<crate::monitor::leaders::Endpoint>,
     pub http_addr: SocketAddr,
     /// When set, the port actually bound is written to this file once listening (`PORT_FILE`;
     /// with `HTTP_ADDR` port 0, how a supervisor or a test learns it).
@@ -144,6 +147,11 @@ impl Config {
         };
         let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
         crate::messaging::node_urls(&amqp_url).map_err(ConfigError)?;
+        let amqp_management = get("AMQP_MANAGEMENT_URL")
+            .map(|list| crate::monitor::leaders::endpoints(&list))
+            .transpose()
+            .map_err(ConfigError)?
+            .unwrap_or_default();
         let raw_addr = get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
         let http_addr = raw_addr.parse().map_err(|_| {
             ConfigError(format!(
@@ -178,6 +186,7 @@ impl Config {
             migrate_on_start,
             sync_standby,
             amqp_url,
+            amqp_management,
             http_addr,
             port_file: get("PORT_FILE").map(std::path::PathBuf::from),
             admin_tokens: crate::auth::AdminTokens::parse(

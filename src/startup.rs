@@ -201,6 +201,11 @@ impl Application {
                 url: crate::messaging::redact(&config.amqp_url),
                 source,
             })?;
+        crate::monitor::leaders::spawn(
+            Arc::clone(broker.monitor()),
+            config.amqp_management.clone(),
+            crate::monitor::leaders::vhost_path(&config.amqp_url),
+        );
         let listener =
             TcpListener::bind(config.http_addr).map_err(|source| StartupError::Listen {
                 addr: config.http_addr.to_string(),

@@ -14,6 +14,7 @@
 pub mod admission;
 mod door;
 mod latency;
+pub mod leaders;
 pub mod prometheus;
 pub mod sampler;
 mod views;
@@ -82,6 +83,8 @@ pub struct Monitor {
     intake_us: AtomicU64,
     reservations: DashMap<String, (u64, u64)>,
     dead_letters: Mutex<VecDeque<DeadLetterSeen>>,
+    /// The queues' leaders and members as the management API last said, and when.
+    memberships: Mutex<(Vec<leaders::Membership>, Option<Instant>)>,
     snapshots: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -106,6 +109,22 @@ impl Default for Monitor {
 }
 
 impl Monitor {
+    /// Records what the management API said about the queues' leaders and members.
+    pub fn set_memberships(&self, queues: Vec<leaders::Membership>, at: Instant) {
+        if let Ok(mut m) = self.memberships.lock() {
+            *m = (queues, Some(at));
+        }
+    }
+
+    /// A queue's leader and members, if the management API told within the last 10 s.
+    pub fn membership(&self, queue: &str) -> Option<leaders::Membership> {
+        let m = self.memberships.lock().ok()?;
+        let fresh = m.1.is_some_and(|at| at.elapsed() < Duration::from_secs(10));
+        fresh
+            .then(|| m.0.iter().find(|q| q.name == queue).cloned())
+            .flatten()
+    }
+
     pub fn new() -> Monitor {
         let (snapshots, _) = watch::channel(Arc::new(Snapshot::default()));
         Monitor {
@@ -131,6 +150,7 @@ impl Monitor {
             intake_us: AtomicU64::new(0),
             reservations: DashMap::new(),
             dead_letters: Mutex::new(VecDeque::with_capacity(RECENT_DEAD_LETTERS)),
+            memberships: Mutex::new((Vec::new(), None)),
             snapshots,
         }
     }

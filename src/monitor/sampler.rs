@@ -47,6 +47,11 @@ pub struct QueueView {
     pub dead_letter_rate: f64,
     /// Its dead-letter queue's depth.
     pub dead_letters: Option<u64>,
+    /// The node leading it and its members, all and online (quorum queues; `null` without
+    /// `AMQP_MANAGEMENT_URL` or when the management API has not answered for 10 s).
+    pub leader: Option<String>,
+    pub members: Option<Vec<String>>,
+    pub online: Option<Vec<String>>,
 }
 
 /// A SKU reserved often in the last interval.
@@ -286,6 +291,7 @@ async fn sample(
             .load(Ordering::Relaxed)
             .max(0)
             .unsigned_abs();
+        let membership = m.membership(spec.name);
         let view = QueueView {
             name: spec.name,
             ready: work.map(|(r, _)| r),
@@ -298,6 +304,9 @@ async fn sample(
             redeliver_rate: r(4),
             dead_letter_rate: r(5),
             dead_letters: dead.map(|(r, _)| r),
+            leader: membership.as_ref().and_then(|m| m.leader.clone()),
+            members: membership.as_ref().map(|m| m.members.clone()),
+            online: membership.map(|m| m.online),
         };
         if let Some(ready) = view.ready {
             metrics::gauge!("orderflow_queue_ready_messages", "queue" => spec.name)

@@ -37,6 +37,8 @@ fn free_port() -> u16 {
 pub struct RabbitNode {
     pub name: String,
     pub port: u16,
+    /// The management API's port.
+    pub management: u16,
     child: Option<Child>,
 }
 
@@ -62,11 +64,14 @@ impl RabbitCluster {
         };
         for (i, name) in names.iter().enumerate() {
             let port = free_port();
+            let management = free_port();
             let home = cluster.dir.0.clone();
             let base = home.join(format!("n{}", i + 1));
             std::fs::create_dir_all(&base).unwrap();
             let mut conf = format!(
                 "listeners.tcp.default = {port}\n\
+                 management.tcp.port = {management}\n\
+                 management.tcp.ip = 127.0.0.1\n\
                  loopback_users = none\n\
                  cluster_formation.peer_discovery_backend = classic_config\n"
             );
@@ -77,7 +82,7 @@ impl RabbitCluster {
                 ));
             }
             std::fs::write(base.join("rabbitmq.conf"), conf).unwrap();
-            std::fs::write(base.join("enabled_plugins"), "[].\n").unwrap();
+            std::fs::write(base.join("enabled_plugins"), "[rabbitmq_management].\n").unwrap();
             std::fs::write(base.join("env.conf"), "").unwrap();
             let mut command = Command::new(format!("{}/rabbitmq-server", rabbitmq_sbin()));
             command
@@ -107,6 +112,7 @@ impl RabbitCluster {
             cluster.nodes.push(RabbitNode {
                 name: name.clone(),
                 port,
+                management,
                 child: Some(child),
             });
             cluster.await_startup(i);
@@ -187,6 +193,15 @@ impl RabbitCluster {
             .join(",")
     }
 
+    /// `AMQP_MANAGEMENT_URL` for the whole cluster.
+    pub fn management_url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("http://guest:guest@127.0.0.1:{}", n.management))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// SIGKILL to node `i`'s whole process group (the Erlang VM and its helpers).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
@@ -230,6 +245,45 @@ async fn connected_node(client: &awc::Client, service: &Service) -> Option<Strin
         .and(body["broker"]["node"].as_str().map(str::to_owned))
 }
 
+/// The checkout queue's leader as `/v1/queues` shows it, once `accept` takes it (20 s at most).
+async fn checkout_leader(
+    client: &awc::Client,
+    service: &Service,
+    accept: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let body: Option<Value> = async {
+            client
+                .get(service.url("/v1/queues"))
+                .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        let leader = body.as_ref().and_then(|b| {
+            b["queues"]
+                .as_array()?
+                .iter()
+                .find(|q| q["name"] == "orders.checkout")?["leader"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        if let Some(leader) = leader.filter(|l| accept(l)) {
+            return leader;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no acceptable leader shown: {body:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 async fn until_ready(client: &awc::Client, service: &Service) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !matches!(service.readiness(client).await, Some((200, _))) {
@@ -243,8 +297,25 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
     let mut cluster = RabbitCluster::start(3);
     let db = TestDb::new();
     let client = http_client();
-    let service = Service::start(&db.url, &cluster.url(), &[("DATABASE_SYNC_STANDBY", "off")]);
+    let management = cluster.management_url();
+    let service = Service::start(
+        &db.url,
+        &cluster.url(),
+        &[
+            ("DATABASE_SYNC_STANDBY", "off"),
+            ("AMQP_MANAGEMENT_URL", management.as_str()),
+        ],
+    );
     until_ready(&client, &service).await;
+    // The monitor names the checkout queue's leader as the cluster does.
+    let leader = checkout_leader(&client, &service, |_| true).await;
+    let listed = cluster.ctl(0, &["list_queues", "name", "leader", "--no-table-headers"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("orders.checkout\t") && l.ends_with(&leader)),
+        "monitor says {leader}, the cluster: {listed}"
+    );
     // The checkout queue is replicated on all three nodes (the cluster's default for a quorum
     // queue declared while all three run).
     let members = cluster.ctl(
@@ -362,6 +433,10 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
         order["status"]
     );
     assert!(now_on.is_some_and(|n| n != node), "still on the dead node");
+    // And, once the cluster noticed, a leader among the living.
+    let dead = cluster.nodes[victim].name.clone();
+    let leader = checkout_leader(&client, &service, |l| l != dead).await;
+    eprintln!("orders.checkout led by {leader} (was {dead} killed)");
     let accepted = load.accepted();
     load.until_accepted(accepted + 150).await;
     let tally = load.stop().await;
