@@ -505,6 +505,28 @@ impl PgFailover {
         kill_group(pgid.trim().parse().expect("a process group id"));
     }
 
+    /// A planned switchover (`pg_autoctl perform switchover`), on a thread of its own so the
+    /// test's runtime (and the load on it) goes on meanwhile; resolves when it is done.
+    pub async fn switchover(&self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster/pg-failover.sh");
+        let dir = self.dir.clone();
+        let done = std::thread::spawn(move || {
+            Command::new(script)
+                .args(["switchover", dir.to_str().unwrap()])
+                .output()
+                .expect("run pg-failover.sh switchover")
+        });
+        while !done.is_finished() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let out = done.join().expect("the switchover thread");
+        assert!(
+            out.status.success(),
+            "switchover: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Which node answers as primary now (1 or 2), if one does.
     pub fn primary(&self) -> Option<usize> {
         use diesel::{Connection, PgConnection, RunQueryDsl};
@@ -529,17 +551,85 @@ impl Drop for PgFailover {
     }
 }
 
+/// Whether pg_auto_failover is here (Debian: postgresql-15-auto-failover; .ci/run installs it
+/// and makes the tests that need it required).
+fn pg_autoctl_available() -> bool {
+    if Command::new("pg_autoctl").arg("--version").output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var("ORDERFLOW_FAILOVER_TESTS").as_deref() != Ok("required"),
+        "ORDERFLOW_FAILOVER_TESTS=required but pg_autoctl is not installed"
+    );
+    eprintln!("skipped: no pg_autoctl (apt-get install postgresql-15-auto-failover; see .ci/run)");
+    false
+}
+
+#[actix_web::test]
+async fn a_switchover_turns_the_primary_read_only_and_no_order_is_lost() {
+    if !pg_autoctl_available() {
+        return;
+    }
+    let pg = PgFailover::start();
+    let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
+    let db = TestDb {
+        name: name.clone(),
+        url: pg.url(&name),
+    };
+    let vhost = crate::helpers::TestVhost::new();
+    let client = http_client();
+    let service = Service::start(&db.url, &vhost.url, &[("DATABASE_SYNC_STANDBY", "require")]);
+    until_ready(&client, &service).await;
+    stock_up(
+        &client,
+        &service.base,
+        &[("SW-HOT", 80), ("SW-COLD", 100_000)],
+    )
+    .await;
+    let load = Load::start(
+        &client,
+        &service.base,
+        16,
+        "pg-switch",
+        &["SW-HOT", "SW-COLD"],
+    );
+    load.until_accepted(150).await;
+    let began = Instant::now();
+    pg.switchover().await;
+    let took = began.elapsed();
+    // The old primary lives on as a standby: connections to it are read-only now.
+    assert_eq!(pg.primary(), Some(2));
+    let first = load.first_accepted_after(began + took).await;
+    decided(
+        &client,
+        &service.base,
+        &db,
+        &first.key,
+        Duration::from_secs(45),
+    )
+    .await;
+    let accepted = load.accepted();
+    load.until_accepted(accepted + 150).await;
+    let tally = load.stop().await;
+    eprintln!(
+        "switchover took {took:?}; orders accepted {}, answers {:?}",
+        tally.accepted.len(),
+        tally.statuses
+    );
+    verify(
+        &client,
+        &service.base,
+        &db,
+        &tally,
+        ("SW-HOT", 80),
+        &["SW-HOT", "SW-COLD"],
+    )
+    .await;
+}
+
 #[actix_web::test]
 async fn kill_9_of_the_database_primary_loses_no_order_once_the_standby_is_promoted() {
-    // pg_auto_failover (Debian: postgresql-15-auto-failover; .ci/run installs it).
-    if Command::new("pg_autoctl")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!(
-            "skipped: no pg_autoctl (apt-get install postgresql-15-auto-failover; see .ci/run)"
-        );
+    if !pg_autoctl_available() {
         return;
     }
     let pg = PgFailover::start();

@@ -3,6 +3,8 @@
 #   tests/cluster/pg-failover.sh up DIR      monitor and two nodes in DIR (owned by postgres);
 #                                            prints "MONITOR_PORT NODE1_PORT NODE2_PORT" once the
 #                                            first node is primary and the second a secondary
+#   tests/cluster/pg-failover.sh switchover DIR   a planned switchover (the primary becomes a
+#                                            read-only standby, the standby the primary)
 #   tests/cluster/pg-failover.sh down DIR    kills every process it started; removes DIR
 # Each `pg_autoctl run` is started in a process group of its own, its id in DIR/<node>.pgid, so
 # a test kills a node (keeper and postgres together, as a lost machine) with kill -9 -PGID.
@@ -64,6 +66,10 @@ up)
   wait_state node2 secondary
   wait_state node1 primary
   echo "$pm $p1 $p2"
+  ;;
+switchover)
+  as_pg pg_autoctl perform switchover --pgdata "$dir/monitor" >"$dir/switchover.log" 2>&1 ||
+    { tail -20 "$dir/switchover.log" >&2; exit 1; }
   ;;
 down)
   for f in "$dir"/*.pgid; do [ -e "$f" ] && kill -KILL -- "-$(cat "$f")" 2>/dev/null || true; done
