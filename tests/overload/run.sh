@@ -9,7 +9,7 @@
 # Exits non-zero if any expectation failed.
 #   tests/overload/run.sh SERVICE_BIN [LOADGEN_BIN]     (LOADGEN_BIN defaults to SERVICE_BIN)
 #   env: MULTIPLES="3 10" (empty: the closed loop only)  OVER=30  RUNS=1  OUT=dir for the logs
-#        SCREENSHOT=file.png: the dashboard 15 s into the first overload (headless chromium)
+#        SCREENSHOT=file.png: the dashboard about 25 s into the first overload (tests/browser/shoot.mjs)
 set -uo pipefail
 service_bin=$(realpath "${1:?the orderflow binary to load}")
 loadgen_bin=$(realpath "${2:-$1}")
@@ -53,9 +53,10 @@ for run in $(seq 1 "$runs"); do
     rate=$((capacity * m)); half=$((capacity / 2)); floor=$((capacity * 9 / 10))
     log="$out/open-$run-${m}x.log"
     if [ -n "${SCREENSHOT:-}" ] && [ ! -e "$SCREENSHOT" ]; then
-      (sleep 15; chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-         --window-size=1280,1100 --virtual-time-budget=4000 --screenshot="$SCREENSHOT" \
-         "$url/dashboard" >/dev/null 2>&1) &
+      # The page watches the live feed from 2 s into the overload and is shot 20 s later
+      # (playwright-core from tests/browser: `npm ci --prefix tests/browser`).
+      (sleep 2; node "$(dirname "$0")/../browser/shoot.mjs" "$url" "$(realpath -m "$SCREENSHOT")" 20 \
+         >"$out/screenshot.log" 2>&1) &
     fi
     if "$loadgen_bin" loadgen --url "$url" --customers 1024 --hot-share 0.1 --skus 1000 \
         --rate "$rate" --duration "$over" --then "$half:10" --timeline \
