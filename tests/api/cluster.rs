@@ -565,66 +565,95 @@ fn pg_autoctl_available() -> bool {
     false
 }
 
+/// A service on a database of a [`PgFailover`] cluster (a `TestDb` of the cluster, not of the
+/// shared server: it lives and dies with the cluster) and a vhost of its own, with stock for a hot
+/// and a cold SKU and 16 customers checking out until 150 were accepted.
+struct PgScene {
+    pg: PgFailover,
+    db: TestDb,
+    _vhost: crate::helpers::TestVhost,
+    client: awc::Client,
+    service: Service,
+    load: Load,
+    skus: [&'static str; 2],
+}
+
+impl PgScene {
+    async fn start(prefix: &str, skus: [&'static str; 2]) -> PgScene {
+        let pg = PgFailover::start();
+        assert_eq!(pg.primary(), Some(1));
+        let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
+        let db = TestDb {
+            name: name.clone(),
+            url: pg.url(&name),
+        };
+        let vhost = crate::helpers::TestVhost::new();
+        let client = http_client();
+        // `require`: the service refuses to start unless its commits wait for the standby.
+        let service = Service::start(&db.url, &vhost.url, &[("DATABASE_SYNC_STANDBY", "require")]);
+        until_ready(&client, &service).await;
+        stock_up(&client, &service.base, &[(skus[0], 80), (skus[1], 100_000)]).await;
+        let load = Load::start(&client, &service.base, 16, prefix, &skus);
+        load.until_accepted(150).await;
+        PgScene {
+            pg,
+            db,
+            _vhost: vhost,
+            client,
+            service,
+            load,
+            skus,
+        }
+    }
+
+    /// The order of `key`, once decided.
+    async fn decided(&self, key: &str) -> Value {
+        decided(
+            &self.client,
+            &self.service.base,
+            &self.db,
+            key,
+            Duration::from_secs(45),
+        )
+        .await
+    }
+
+    /// 150 more accepted, then the fault tests' checks over everything sent.
+    async fn finish(self, what: &str) {
+        let accepted = self.load.accepted();
+        self.load.until_accepted(accepted + 150).await;
+        let tally = self.load.stop().await;
+        eprintln!(
+            "{what}: orders accepted {}, answers {:?}",
+            tally.accepted.len(),
+            tally.statuses
+        );
+        verify(
+            &self.client,
+            &self.service.base,
+            &self.db,
+            &tally,
+            (self.skus[0], 80),
+            &self.skus,
+        )
+        .await;
+    }
+}
+
 #[actix_web::test]
 async fn a_switchover_turns_the_primary_read_only_and_no_order_is_lost() {
     if !pg_autoctl_available() {
         return;
     }
-    let pg = PgFailover::start();
-    let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
-    let db = TestDb {
-        name: name.clone(),
-        url: pg.url(&name),
-    };
-    let vhost = crate::helpers::TestVhost::new();
-    let client = http_client();
-    let service = Service::start(&db.url, &vhost.url, &[("DATABASE_SYNC_STANDBY", "require")]);
-    until_ready(&client, &service).await;
-    stock_up(
-        &client,
-        &service.base,
-        &[("SW-HOT", 80), ("SW-COLD", 100_000)],
-    )
-    .await;
-    let load = Load::start(
-        &client,
-        &service.base,
-        16,
-        "pg-switch",
-        &["SW-HOT", "SW-COLD"],
-    );
-    load.until_accepted(150).await;
+    let scene = PgScene::start("pg-switch", ["SW-HOT", "SW-COLD"]).await;
     let began = Instant::now();
-    pg.switchover().await;
+    scene.pg.switchover().await;
     let took = began.elapsed();
     // The old primary lives on as a standby: connections to it are read-only now.
-    assert_eq!(pg.primary(), Some(2));
-    let first = load.first_accepted_after(began + took).await;
-    decided(
-        &client,
-        &service.base,
-        &db,
-        &first.key,
-        Duration::from_secs(45),
-    )
-    .await;
-    let accepted = load.accepted();
-    load.until_accepted(accepted + 150).await;
-    let tally = load.stop().await;
-    eprintln!(
-        "switchover took {took:?}; orders accepted {}, answers {:?}",
-        tally.accepted.len(),
-        tally.statuses
-    );
-    verify(
-        &client,
-        &service.base,
-        &db,
-        &tally,
-        ("SW-HOT", 80),
-        &["SW-HOT", "SW-COLD"],
-    )
-    .await;
+    assert_eq!(scene.pg.primary(), Some(2));
+    let first = scene.load.first_accepted_after(began + took).await;
+    scene.decided(&first.key).await;
+    scene.finish(&format!("switchover in {took:?}")).await;
 }
 
 #[actix_web::test]
@@ -632,92 +661,47 @@ async fn kill_9_of_the_database_primary_loses_no_order_once_the_standby_is_promo
     if !pg_autoctl_available() {
         return;
     }
-    let pg = PgFailover::start();
-    assert_eq!(pg.primary(), Some(1));
-    let name = format!("of_test_{}", uuid::Uuid::new_v4().simple());
-    // Not a TestDb of the shared server: this one lives (and dies) with the cluster.
-    let db = TestDb {
-        name: name.clone(),
-        url: pg.url(&name),
-    };
-    let vhost = crate::helpers::TestVhost::new();
-    let client = http_client();
-    // `require`: the service refuses to start unless its commits wait for the standby.
-    let service = Service::start(&db.url, &vhost.url, &[("DATABASE_SYNC_STANDBY", "require")]);
-    until_ready(&client, &service).await;
-    stock_up(
-        &client,
-        &service.base,
-        &[("PG-HOT", 80), ("PG-COLD", 100_000)],
-    )
-    .await;
-    let load = Load::start(
-        &client,
-        &service.base,
-        16,
-        "pg-kill",
-        &["PG-HOT", "PG-COLD"],
-    );
-    load.until_accepted(150).await;
-    let epoch_before = service.readiness(&client).await.expect("ready").1["epoch"]
+    let scene = PgScene::start("pg-kill", ["PG-HOT", "PG-COLD"]).await;
+    let (client, service) = (&scene.client, &scene.service);
+    let epoch_before = service.readiness(client).await.expect("ready").1["epoch"]
         .as_i64()
         .expect("an epoch");
     let killed = Instant::now();
-    pg.kill(1);
-    let Ok(first) =
-        tokio::time::timeout(Duration::from_secs(45), load.first_accepted_after(killed)).await
+    scene.pg.kill(1);
+    let Ok(first) = tokio::time::timeout(
+        Duration::from_secs(45),
+        scene.load.first_accepted_after(killed),
+    )
+    .await
     else {
         panic!(
             "no checkout accepted within 45 s of killing the primary: answers {:?}; {}",
-            load.statuses(),
+            scene.load.statuses(),
             service.log()
         );
     };
     let accepted_again = first.answered - killed;
-    let order = decided(
-        &client,
-        &service.base,
-        &db,
-        &first.key,
-        Duration::from_secs(45),
-    )
-    .await;
+    let order = scene.decided(&first.key).await;
     let decided_again = killed.elapsed();
     eprintln!(
         "database primary killed: node {:?} is primary now; a checkout accepted again after \
          {accepted_again:?}, decided ({}) after {decided_again:?}",
-        pg.primary(),
+        scene.pg.primary(),
         order["status"]
     );
-    assert_eq!(pg.primary(), Some(2));
+    assert_eq!(scene.pg.primary(), Some(2));
     // The lease row came across with the commits (synchronous replication): its epoch never
     // went back, and the new primary's row names the epoch the instance serves under.
-    let (_, ready) = service.readiness(&client).await.expect("ready");
+    let (_, ready) = service.readiness(client).await.expect("ready");
     let epoch_after = ready["epoch"].as_i64().expect("an epoch");
     assert!(
         epoch_after >= epoch_before,
         "epoch {epoch_before} → {epoch_after}"
     );
     assert_eq!(
-        crate::helpers::sql_i64(&db, "SELECT max(epoch) AS n FROM leader_lease"),
+        crate::helpers::sql_i64(&scene.db, "SELECT max(epoch) AS n FROM leader_lease"),
         epoch_after
     );
     eprintln!("lease epoch {epoch_before} before the failover, {epoch_after} after");
-    let accepted = load.accepted();
-    load.until_accepted(accepted + 150).await;
-    let tally = load.stop().await;
-    eprintln!(
-        "orders accepted {}, answers {:?}",
-        tally.accepted.len(),
-        tally.statuses
-    );
-    verify(
-        &client,
-        &service.base,
-        &db,
-        &tally,
-        ("PG-HOT", 80),
-        &["PG-HOT", "PG-COLD"],
-    )
-    .await;
+    scene.finish("primary killed").await;
 }
