@@ -497,6 +497,30 @@ mod tests {
     }
 
     #[test]
+    fn amqp_url_is_a_list_of_one_clusters_nodes() {
+        let nodes =
+            super::node_urls(" amqp://of:pw@n1:5672/shop, amqps://of:pw@n2:5671/shop ,").unwrap();
+        assert_eq!(
+            nodes,
+            ["amqp://of:pw@n1:5672/shop", "amqps://of:pw@n2:5671/shop"]
+        );
+        assert_eq!(
+            nodes
+                .iter()
+                .map(|n| super::node_label(n))
+                .collect::<Vec<_>>(),
+            ["n1:5672", "n2:5671"]
+        );
+        // Another user on one node would have its publishes refused (user_id); a secret in an
+        // error never shows.
+        let e = super::node_urls("amqp://of:pw@n1/shop,amqp://other:secret@n2/shop").unwrap_err();
+        assert!(e.contains("same user") && !e.contains("secret"), "{e}");
+        assert!(super::node_urls("amqp://n1,http://n2").is_err());
+        assert!(super::node_urls(" , ").is_err());
+        assert_eq!(super::first_node("amqp://a/v,amqp://b/v"), "amqp://a/v");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             super::redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
