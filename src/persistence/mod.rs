@@ -172,17 +172,6 @@ pub fn split_database_url(url: &str) -> Result<(String, String), String> {
     Ok((format!("{scheme}://{authority}/postgres{query}"), name))
 }
 
-/// The hosts of a (possibly multi-host) `postgres://` URL, `host:port` as written — for logs and
-/// the monitor, never with the user or password.
-pub fn database_hosts(url: &str) -> Vec<String> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let hosts = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, hosts)| hosts);
-    hosts.split(',').map(str::to_owned).collect()
-}
-
 /// `url` with libpq's connection timeouts added where the operator set none: a host that does
 /// not answer (a dead primary of a multi-host list) is given up after 2 s instead of the
 /// kernel's minutes, and a connection whose server vanished is found dead by keepalives in
@@ -441,7 +430,6 @@ mod tests {
                 "orders".into()
             )
         );
-        assert_eq!(database_hosts(url), ["db1:5432", "db2:5433", "[::1]:5434"]);
         assert!(split_database_url("postgres://u@db1:5432,,db2:5432/x").is_err());
         assert!(split_database_url("postgres://u@db1:5432,db2:5432").is_err());
         assert!(split_database_url("postgres://u@db1/a%00b").is_err());
