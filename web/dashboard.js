@@ -99,7 +99,7 @@
     if (!items.length) {
       const tr = document.createElement("tr");
       const td = document.createElement("td");
-      td.colSpan = 10; td.className = "muted"; td.appendChild(text(empty));
+      td.colSpan = 9; td.className = "muted"; td.appendChild(text(empty));
       tr.appendChild(td);
       tbody.replaceChildren(tr);
       return;
@@ -120,7 +120,6 @@
     rows($("queues").tBodies[0], s.queues || [], (q) => [
       [q.name], [fmt(q.ready)], [fmt(q.unacked)], [fmt(q.consumers)], [fmt(q.publish_rate, 1)],
       [fmt(q.deliver_rate, 1)], [fmt(q.ack_rate, 1)], [fmt(q.redeliver_rate, 1)], [fmt(q.dead_letters)],
-      [q.leader ? q.leader + " (" + (q.online || []).length + "/" + (q.members || []).length + " online)" : "–"],
     ], "no queue read yet");
     rows($("hot").tBodies[0], s.hot_skus || [], (h) => [
       [h.sku], [fmt(h.reservations_per_s, 1)], [fmt(h.available)], [fmt(h.on_hand)], [fmt(h.reserved)],

@@ -49,6 +49,34 @@ pub struct QueuesBody<'a> {
     broker: BrokerView,
     /// `null` until the first sample.
     sampled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where the broker runs — for the admin token only (host names and ports are not for
+    /// strangers): absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topology: Option<Topology>,
+}
+
+/// The broker cluster as this instance sees it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Topology {
+    /// `host:port` of the node connected to (the last one, while reconnecting).
+    node: String,
+    /// Every node of `AMQP_URL`, in order.
+    nodes: Vec<String>,
+    /// Each queue's leader and members, all and online, as the management API last said
+    /// (`AMQP_MANAGEMENT_URL`; empty without it, or after 10 s without an answer).
+    queues: Vec<crate::monitor::leaders::Membership>,
+}
+
+fn topology(state: &AppState) -> Topology {
+    let monitor = state.broker.monitor();
+    Topology {
+        node: state.broker.node(),
+        nodes: state.broker.nodes(),
+        queues: crate::messaging::topology::QUEUES
+            .iter()
+            .filter_map(|q| monitor.membership(q.name))
+            .collect(),
+    }
 }
 
 fn queues_body<'a>(snapshot: &'a Snapshot, state: &AppState) -> QueuesBody<'a> {
@@ -60,8 +88,9 @@ fn queues_body<'a>(snapshot: &'a Snapshot, state: &AppState) -> QueuesBody<'a> {
         decided_per_s: snapshot.decided_per_s,
         latency: snapshot.latency,
         memory_ahead_of_disk: &snapshot.memory_ahead_of_disk,
-        broker: snapshot.broker.clone(),
+        broker: snapshot.broker,
         sampled_at: snapshot.at,
+        topology: None,
     }
 }
 
@@ -73,12 +102,16 @@ pub struct DeadLetterList {
 
 /// `GET /v1/queues`: each queue's depth (read from the broker at least every second), rates over
 /// the last 5 s, consumers, and the admission state with its reason.
-#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s", body = QueuesBody)))]
-pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s; `topology` (admin token only): the broker node in use, the nodes, each queue's leader and members", body = QueuesBody)))]
+pub async fn queues(admin: Option<Admin>, state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.broker.monitor().snapshot();
+    let mut body = queues_body(&snapshot, &state);
+    if admin.is_some() {
+        body.topology = Some(topology(&state));
+    }
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(queues_body(&snapshot, &state))
+        .json(body)
 }
 
 /// `GET /v1/monitor/stream`: the monitor's snapshot every half second, as SSE `snapshot` events

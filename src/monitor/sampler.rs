@@ -47,11 +47,6 @@ pub struct QueueView {
     pub dead_letter_rate: f64,
     /// Its dead-letter queue's depth.
     pub dead_letters: Option<u64>,
-    /// The node leading it and its members, all and online (quorum queues; `null` without
-    /// `AMQP_MANAGEMENT_URL` or when the management API has not answered for 10 s).
-    pub leader: Option<String>,
-    pub members: Option<Vec<String>>,
-    pub online: Option<Vec<String>>,
 }
 
 /// A SKU reserved often in the last interval.
@@ -102,14 +97,10 @@ impl WriterBacklog {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Serialize, Default, utoipa::ToSchema)]
 pub struct BrokerView {
     pub connected: bool,
     pub blocked: bool,
-    /// `host:port` of the node connected to (the last one, while reconnecting).
-    pub node: String,
-    /// Every node of `AMQP_URL`, in order.
-    pub nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -291,7 +282,6 @@ async fn sample(
             .load(Ordering::Relaxed)
             .max(0)
             .unsigned_abs();
-        let membership = m.membership(spec.name);
         let view = QueueView {
             name: spec.name,
             ready: work.map(|(r, _)| r),
@@ -304,9 +294,6 @@ async fn sample(
             redeliver_rate: r(4),
             dead_letter_rate: r(5),
             dead_letters: dead.map(|(r, _)| r),
-            leader: membership.as_ref().and_then(|m| m.leader.clone()),
-            members: membership.as_ref().map(|m| m.members.clone()),
-            online: membership.map(|m| m.online),
         };
         if let Some(ready) = view.ready {
             metrics::gauge!("orderflow_queue_ready_messages", "queue" => spec.name)
@@ -401,12 +388,7 @@ async fn sample(
         latency: m.accept_to_decided(10),
         memory_ahead_of_disk,
         hot_skus,
-        broker: BrokerView {
-            connected,
-            blocked,
-            node: sources.broker.node(),
-            nodes: sources.broker.nodes(),
-        },
+        broker: BrokerView { connected, blocked },
         db_pool,
         engine,
     }

@@ -230,19 +230,26 @@ fn set_mode(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// What `/v1/queues` says about the broker: the node connected to (`host:port`).
-async fn connected_node(client: &awc::Client, service: &Service) -> Option<String> {
-    let mut resp = client
+/// `/v1/queues` as an operator reads it.
+async fn queues(client: &awc::Client, service: &Service) -> Option<Value> {
+    client
         .get(service.url("/v1/queues"))
         .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
         .send()
         .await
-        .ok()?;
-    let body: Value = resp.json().await.ok()?;
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// What `/v1/queues` says about the broker: the node connected to (`host:port`).
+async fn connected_node(client: &awc::Client, service: &Service) -> Option<String> {
+    let body = queues(client, service).await?;
     body["broker"]["connected"]
         .as_bool()
         .filter(|c| *c)
-        .and(body["broker"]["node"].as_str().map(str::to_owned))
+        .and(body["topology"]["node"].as_str().map(str::to_owned))
 }
 
 /// The checkout queue's leader as `/v1/queues` shows it, once `accept` takes it (20 s at most).
@@ -253,20 +260,9 @@ async fn checkout_leader(
 ) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let body: Option<Value> = async {
-            client
-                .get(service.url("/v1/queues"))
-                .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        }
-        .await;
+        let body = queues(client, service).await;
         let leader = body.as_ref().and_then(|b| {
-            b["queues"]
+            b["topology"]["queues"]
                 .as_array()?
                 .iter()
                 .find(|q| q["name"] == "orders.checkout")?["leader"]
@@ -307,6 +303,19 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
         ],
     );
     until_ready(&client, &service).await;
+    // Where the broker runs is for operators: a stranger's view has no topology.
+    let public: Value = awc::Client::default()
+        .get(service.url("/v1/queues"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        public["queues"].is_array() && public.get("topology").is_none(),
+        "{public}"
+    );
     // The monitor names the checkout queue's leader as the cluster does.
     let leader = checkout_leader(&client, &service, |_| true).await;
     let listed = cluster.ctl(0, &["list_queues", "name", "leader", "--no-table-headers"]);
@@ -367,15 +376,7 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
     let Ok(first) =
         tokio::time::timeout(Duration::from_secs(30), load.first_accepted_after(killed)).await
     else {
-        let queues = client
-            .get(service.url("/v1/queues"))
-            .insert_header(("Authorization", format!("Bearer {ADMIN_TOKEN}")))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let queues = queues(&client, &service).await;
         let mut one = client
             .post(service.url("/v1/checkout"))
             .insert_header(("Idempotency-Key", "rmq-kill-probe"))
@@ -402,7 +403,7 @@ async fn kill_9_of_the_broker_node_in_use_loses_no_order_and_the_service_moves_o
         );
         eprintln!("queues on a survivor: {status}");
         panic!(
-            "no checkout accepted within 30 s of killing {node}: answers {:?}, queues {queues}; \
+            "no checkout accepted within 30 s of killing {node}: answers {:?}, queues {queues:?}; \
              one more checkout: {} {answer}",
             load.statuses(),
             one.status()
