@@ -216,10 +216,16 @@ async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_red
     // The second process takes the redelivery (the decision is found, the event sent again).
     let second = start(&db, &vhost, &otlp_env(&endpoint, "orderflow-b"));
     second.ready(&client).await;
+    // Both processes' spans, in whatever order their exports land (the first one's last batch,
+    // flushed just before its abort, can arrive after the second one's first).
     let received = spans_until(&spans, |all| {
-        all.iter().any(|s| {
-            s.trace == trace && s.process == "orderflow-b" && s.name == "orders.checkout process"
-        })
+        let has = |process: &str, name: &str| {
+            all.iter()
+                .any(|s| s.trace == trace && s.process == process && s.name == name)
+        };
+        has("orderflow-b", "orders.checkout process")
+            && has("orderflow-a", "sku actor apply")
+            && has("orderflow-a", "orderflow-persister write")
     })
     .await;
     let ours: Vec<&Received> = received.iter().filter(|s| s.trace == trace).collect();
