@@ -12,7 +12,14 @@
 -- this same file against the machine's PostgreSQL.
 CREATE ROLE "{{OWNER}}" LOGIN PASSWORD '{{OWNER_PASSWORD}}';
 CREATE ROLE "{{APP}}" LOGIN PASSWORD '{{APP_PASSWORD}}';
-CREATE DATABASE "{{DB}}" OWNER "{{OWNER}}";
+-- The database may exist already (pg_autoctl makes it on the compose file's primary): made if
+-- missing, given to the owner either way.
+SELECT format('CREATE DATABASE %I', '{{DB}}')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{{DB}}') \gexec
+ALTER DATABASE "{{DB}}" OWNER TO "{{OWNER}}";
+-- Read-only statistics, so that the service can see its synchronous standby at start
+-- (pg_stat_replication shows the application nothing without it; DATABASE_SYNC_STANDBY).
+GRANT pg_read_all_stats TO "{{APP}}";
 \connect "{{DB}}"
 ALTER SCHEMA public OWNER TO "{{OWNER}}";
 REVOKE ALL ON SCHEMA public FROM PUBLIC;

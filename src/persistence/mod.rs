@@ -229,6 +229,11 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
         #[allow(dead_code)]
         one: i32,
     }
+    // The usual case, the database is there: nothing to do, and a role that may reach only its
+    // own database (the compose file's schema owner) never needs the maintenance database.
+    if PgConnection::establish(&with_connect_timeouts(url)).is_ok() {
+        return Ok(());
+    }
     let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
     let mut conn =
         PgConnection::establish(&maintenance).map_err(|e| DbError::Connect(one_line(e)))?;

@@ -48,38 +48,25 @@ async fn the_application_role_reads_and_writes_rows_and_nothing_more() {
     .replace("{{DB}}", &db_name)
     .replace("{{OWNER_PASSWORD}}", owner_pw)
     .replace("{{APP_PASSWORD}}", app_pw);
-    // The file, as psql runs it: what comes before `\connect` in the server's maintenance
-    // database, what comes after in the new one.
-    let (server, database) = sql.split_once("\\connect").unwrap();
-    let database = database.split_once('\n').unwrap().1;
-    let statements = |text: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with("--"))
-            .collect::<Vec<_>>()
-            .join("\n")
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
-    let mut admin = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
-    for s in statements(server) {
-        diesel::sql_query(&s)
-            .execute(&mut admin)
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
+    // The file, as psql runs it (its `\gexec` and `\connect` are psql's).
+    let file = std::env::temp_dir().join(format!("roles-{tag}.sql"));
+    std::fs::write(&file, sql).unwrap();
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .arg(&file)
+        .arg(format!("{}/postgres", pg_base()))
+        .output()
+        .expect("psql");
+    std::fs::remove_file(&file).unwrap();
     let db = TestDb {
         name: db_name.clone(),
         url: url_as(&roles.app, app_pw, &db_name),
     };
-    let mut in_db = PgConnection::establish(&format!("{}/{}", pg_base(), db_name)).unwrap();
-    for s in statements(database) {
-        diesel::sql_query(&s)
-            .execute(&mut in_db)
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
-    drop(in_db);
+    assert!(
+        out.status.success(),
+        "roles.sql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The owner migrates.
     let owner_url = url_as(&roles.owner, owner_pw, &db_name);
     let applied = orderflow::persistence::prepare_database(&owner_url).unwrap();
