@@ -58,7 +58,16 @@ log "the secrets (deploy/make-secrets.sh), then up"
 deploy/make-secrets.sh >/dev/null
 # shellcheck disable=SC1090
 . "$env_file"
-trap 'compose --env-file "$env_file" logs > "$B/compose.log" 2>&1 || true; compose --env-file "$env_file" down -v >/dev/null 2>&1 || true' EXIT
+# Everything of the project, the scaled instances and the volumes too (`down` leaves containers
+# it did not start itself, and a broker node finding an old cluster in its volume waits for it).
+wipe() {
+  local label=label=io.podman.compose.project=orderflow-proof
+  compose --env-file "$env_file" down -v >/dev/null 2>&1 || true
+  podman ps -aq --filter "$label" | xargs -r podman rm -f >/dev/null 2>&1 || true
+  podman volume ls -q --filter "$label" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
+}
+wipe
+trap 'compose --env-file "$env_file" logs > "$B/compose.log" 2>&1 || true; wipe' EXIT
 # Started in the order the compose file's health conditions give (podman-compose does not wait
 # for them): the first broker node and the database monitor, then the other broker nodes (they
 # join the first) and the database nodes (the first to register becomes the primary), then the
@@ -72,7 +81,7 @@ up() {
   done
   return 1
 }
-name_of() { podman ps --format '{{.Names}}' | grep "orderflow-proof_$1_" | head -n1; }
+name_of() { podman ps -a --format '{{.Names}}' | grep "orderflow-proof_$1_" | head -n1; }
 rabbit_running() { # container: its node booted (and in a cluster of three)
   for _ in $(seq 1 120); do
     podman exec "$1" rabbitmq-diagnostics -q check_running >/dev/null 2>&1 && break
@@ -157,15 +166,17 @@ done
 echo "orders.checkout members: $members"
 [ "$(echo "$members" | wc -w)" = 3 ]
 
-# A checkout as the test customer: prints the HTTP status and keeps the order id of a 202.
-accepted=()
+# A checkout as the test customer: prints the HTTP status; the order id of a 202 is appended to
+# $accepted (a file: the function also runs in command substitutions, which are subshells).
+accepted=$(mktemp)
+echo "$order" > "$accepted"
 try_checkout() { # idempotency key
   local code
   code=$(curl -s -o /tmp/checkout.json -w '%{http_code}' -m 5 --cacert deploy/secrets/tls.crt \
     --resolve localhost:8443:127.0.0.1 -X POST https://localhost:8443/v1/checkout \
     -H "Authorization: Bearer $token" -H "Idempotency-Key: $1" -H 'Content-Type: application/json' \
     -d "$checkout_body" || echo 000)
-  [ "$code" = 202 ] && accepted+=("$(sed 's/.*"order_id":"\([^"]*\)".*/\1/' /tmp/checkout.json)")
+  [ "$code" = 202 ] && echo "$(sed 's/.*"order_id":"\([^"]*\)".*/\1/' /tmp/checkout.json)" >> "$accepted"
   echo "$code"
 }
 status_of() {
@@ -186,7 +197,7 @@ measure() { # t0 label
     [ "$(echo "$(since "$t0") > 90" | bc)" = 1 ] && { echo "$label: no checkout accepted within 90 s (last $code)"; exit 1; }
     sleep 0.2
   done
-  t_acc=$(since "$t0"); order=${accepted[-1]}
+  t_acc=$(since "$t0"); order=$(tail -n1 "$accepted")
   while :; do
     status=$(status_of "$order")
     case "$status" in scheduled|rejected|cancelled) break ;; esac
@@ -240,12 +251,10 @@ for i in 1 2 3; do try_checkout "before-db-$i" >/dev/null; done
 t0=$(date +%s.%N)
 podman kill -s KILL "$(name_of "$old_primary")" >/dev/null
 measure "$t0" "database primary $old_primary killed"
-for _ in $(seq 1 60); do
-  new_primary=$(primary_node 2>/dev/null || true)
-  [ -n "$new_primary" ] && [ "$new_primary" != "$old_primary" ] && break
-  sleep 1
-done
+# (alone, the new primary reports `wait_primary` until a standby is back)
+new_primary=$(monitor_sql "select nodename from pgautofailover.node where reportedstate in ('primary', 'wait_primary') and nodename <> '$old_primary'")
 echo "the new primary: $new_primary"
+[ -n "$new_primary" ]
 podman start "$(name_of "$old_primary")" >/dev/null
 for _ in $(seq 1 180); do
   [ "$(monitor_sql "select reportedstate from pgautofailover.node where nodename = '$old_primary'" 2>/dev/null)" = secondary ] && break
@@ -257,7 +266,7 @@ echo "$old_primary started again: back as the standby (rewound)"
 
 log "every order accepted is decided; the books balance"
 undecided=0
-for order in "${accepted[@]}"; do
+while read -r order; do
   status=""
   for _ in $(seq 1 60); do
     status=$(status_of "$order")
@@ -265,17 +274,19 @@ for order in "${accepted[@]}"; do
     sleep 0.5
   done
   case "$status" in scheduled|rejected|cancelled) ;; *) echo "$order: $status"; undecided=$((undecided + 1)) ;; esac
-done
+done < "$accepted"
 stock=$(https https://localhost:8443/v1/inventory/PROOF-1)
-echo "${#accepted[@]} orders accepted, $undecided undecided; PROOF-1: $stock"
+echo "$(wc -l < "$accepted") orders accepted, $undecided undecided; PROOF-1: $stock"
 [ "$undecided" = 0 ]
 echo "$stock" | python3 -c 'import json,sys
 s = json.load(sys.stdin)
 assert s["available"] == s["on_hand"] - s["reserved"] and s["available"] >= 0, s
 print("on_hand %(on_hand)d = available %(available)d + reserved %(reserved)d" % s)'
 scheduled=0
-for order in "${accepted[@]}"; do [ "$(status_of "$order")" = scheduled ] && scheduled=$((scheduled + 1)); done
-echo "$scheduled scheduled (each holds one unit of the $(echo "$stock" | sed 's/.*"on_hand":\([0-9]*\).*/\1/') in stock)"
+while read -r order; do [ "$(status_of "$order")" = scheduled ] && scheduled=$((scheduled + 1)); done < "$accepted"
+reserved=$(echo "$stock" | sed 's/.*"reserved":\([0-9]*\).*/\1/')
+echo "$scheduled scheduled, one unit each; $reserved reserved"
+[ "$scheduled" = "$reserved" ]
 
 log "a second instance (a standby), as replicas: 2 asks"
 compose --env-file "$env_file" up -d --no-build --scale orderflow=2

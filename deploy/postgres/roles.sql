@@ -6,10 +6,10 @@
 --              and write rows of the tables the owner makes, and nothing more — no DDL, no
 --              DROP, no CREATE in the schema.
 --
--- Run once by a superuser: the compose file's PostgreSQL runs it on its first start
--- (deploy/postgres/init-roles.sh fills in the names and passwords from the environment); the
+-- Run once by a superuser: the compose file's first database primary runs it on its first start
+-- (deploy/postgres/ha-entrypoint.sh fills in the names and passwords from the environment); the
 -- integration test `roles::the_application_role_reads_and_writes_rows_and_nothing_more` runs
--- this same file against the machine's PostgreSQL.
+-- this same file with psql against the machine's PostgreSQL.
 CREATE ROLE "{{OWNER}}" LOGIN PASSWORD '{{OWNER_PASSWORD}}';
 CREATE ROLE "{{APP}}" LOGIN PASSWORD '{{APP_PASSWORD}}';
 -- The database may exist already (pg_autoctl makes it on the compose file's primary): made if
