@@ -132,7 +132,7 @@ impl Engine {
         };
         let all = crate::blocking::run(move || store.load_all())
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            .map_err(StoreError::from_join)??;
         for (sku, ledger) in all {
             let addr = engine.spawn_actor(sku.clone(), ledger);
             engine.inner.registry.insert(sku, addr);
@@ -203,7 +203,7 @@ impl Engine {
             store.load(&key)
         })
         .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        .map_err(StoreError::from_join)??;
         let ledger = loaded.ok_or(EngineError::UnknownSku)?;
         let addr = self
             .inner
@@ -286,7 +286,7 @@ impl Engine {
         let (sku, reference) = (sku.clone(), reference.to_owned());
         crate::blocking::run(move || store.change_applied(&sku, &reference))
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(StoreError::from_join)?
             .map_err(EngineError::Store)
     }
 

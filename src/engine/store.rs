@@ -21,6 +21,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A blocking store call that did not return: a panic is a bug the same call meets again
+    /// (refused, never retried); a task cancelled at shutdown is the store going away.
+    pub fn from_join(e: tokio::task::JoinError) -> StoreError {
+        if e.is_panic() {
+            StoreError::Refused(format!(
+                "panicked: {}",
+                crate::blocking::panic_message(e.into_panic().as_ref())
+            ))
+        } else {
+            StoreError::Unavailable(e.to_string())
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
     }

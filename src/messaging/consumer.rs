@@ -21,11 +21,12 @@
 //!   original's verified producer in a header, so a copy is judged like the original.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -201,7 +202,17 @@ impl Consumer {
                     let provenance = message.provenance();
                     let outcome = match gate.check(&message) {
                         Some(refused) => refused,
-                        None => handler(message).await,
+                        // A panic is a bug that meets this message every time: its permanent
+                        // failure, dead-lettered with the reason, never a retry that comes back
+                        // forever nor a delivery left unsettled.
+                        None => match AssertUnwindSafe(handler(message)).catch_unwind().await {
+                            Ok(outcome) => outcome,
+                            Err(panic) => {
+                                let why = crate::blocking::panic_message(panic.as_ref());
+                                tracing::error!(queue = queue.name, panic = %why, "handling a delivery panicked");
+                                Outcome::DeadLetter(format!("panicked while handling it: {why}"))
+                            }
+                        },
                     };
                     settle(&broker, queue, &delivery, provenance, outcome).await;
                     drop(permit);

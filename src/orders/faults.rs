@@ -8,6 +8,8 @@ use crate::domain::Sku;
 pub struct Faults {
     /// Releases of this SKU fail as if the database were away.
     pub fail_release_of: Mutex<Option<Sku>>,
+    /// Handling a checkout with a line of this SKU panics (a bug in the handler, as it were).
+    pub panic_on: Mutex<Option<Sku>>,
     /// Every n-th publish of a decision's events is not confirmed (0: none).
     pub fail_every_nth_event: AtomicU64,
     pub events_published: AtomicU64,
@@ -25,6 +27,13 @@ impl super::OrderService {
     /// Fault injection: make every release of `sku` fail transiently (or none, with `None`).
     pub fn fault_fail_releases_of(&self, sku: Option<crate::domain::Sku>) {
         if let Ok(mut slot) = self.inner.faults.fail_release_of.lock() {
+            *slot = sku;
+        }
+    }
+
+    /// Fault injection: handling a checkout with a line of `sku` panics (or none, with `None`).
+    pub fn fault_panic_on(&self, sku: Option<crate::domain::Sku>) {
+        if let Ok(mut slot) = self.inner.faults.panic_on.lock() {
             *slot = sku;
         }
     }

@@ -99,6 +99,22 @@ impl OrderService {
                 return Outcome::DeadLetter(format!("invalid checkout: {}", fields.summary()))
             }
         };
+        #[cfg(feature = "fault-injection")]
+        {
+            let panic_on = self
+                .inner
+                .faults
+                .panic_on
+                .lock()
+                .ok()
+                .and_then(|s| s.clone());
+            if let Some(sku) = panic_on {
+                if matches!(&checkout.lines, crate::domain::checkout::LineSource::Items(lines) if lines.iter().any(|(s, _)| *s == sku))
+                {
+                    panic!("fault injection: a checkout of {sku}");
+                }
+            }
+        }
         // The card a token stands for, as the gateway knows it, judged when it was accepted.
         if let PaymentRequest::Card(_) = &checkout.payment {
             return Outcome::DeadLetterRedacted {

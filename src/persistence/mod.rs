@@ -35,6 +35,10 @@ pub enum DbError {
     Migration(String),
     #[error("connection pool: {0}")]
     Pool(String),
+    /// The code around a database call panicked: a bug, not the database being away, so it is
+    /// never retried (it would panic again).
+    #[error("panicked during a database call: {0}")]
+    Panicked(String),
 }
 
 /// Folds a multi-line driver message into one line, for start-up errors and logs.
@@ -52,7 +56,7 @@ impl DbError {
         match self {
             DbError::Connect(_) | DbError::Pool(_) => true,
             DbError::Query(e) => classify(e) == ErrorClass::Transient,
-            DbError::Migration(_) => false,
+            DbError::Migration(_) | DbError::Panicked(_) => false,
         }
     }
 }
@@ -331,7 +335,18 @@ pub async fn run_blocking<T: Send + 'static, E: From<DbError> + Send + 'static>(
         f(&mut conn)
     })
     .await
-    .map_err(|e| E::from(DbError::Pool(e.to_string())))?
+    .map_err(|e| E::from(join_error(e)))?
+}
+
+/// A blocking database task that did not return: a panic is permanent ([`DbError::Panicked`]),
+/// a task cancelled at shutdown is the pool going away (transient).
+pub fn join_error(e: tokio::task::JoinError) -> DbError {
+    if e.is_panic() {
+        let why = crate::blocking::panic_message(e.into_panic().as_ref());
+        DbError::Panicked(why)
+    } else {
+        DbError::Pool(e.to_string())
+    }
 }
 
 /// What the database this service reaches says about its replication.
@@ -395,6 +410,16 @@ pub fn ping(pool: &DbPool) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[actix_web::test]
+    async fn a_panic_in_a_database_call_is_permanent_not_transient() {
+        let e = crate::blocking::run(|| -> u8 { panic!("a bug in the row mapping") })
+            .await
+            .unwrap_err();
+        let e = join_error(e);
+        assert!(!e.is_transient(), "{e}");
+        assert!(e.to_string().contains("a bug in the row mapping"), "{e}");
+    }
 
     #[test]
     fn maintenance_url_keeps_everything_but_the_name() {

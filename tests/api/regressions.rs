@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::checkout::body;
 use crate::helpers::{
-    amqp_addr, assert_error, http_client, spawn_app, spawn_app_on, spawn_app_with, sql_i64, Proxy,
-    Service, TestDb, TestVhost,
+    amqp_addr, assert_error, http_client, settle_depth, spawn_app, spawn_app_on, spawn_app_with,
+    sql_i64, Proxy, Service, TestDb, TestVhost,
 };
 use crate::load::{decided, stock_up};
 
@@ -501,5 +501,59 @@ async fn an_operator_lists_dead_letters_and_replays_them_once_they_can_succeed()
         (0, 0),
         "removed once the broker confirmed its copy"
     );
+    app.stop().await;
+}
+
+/// Issue 19, item 7: a panic while handling a checkout is that message's permanent failure —
+/// dead-lettered with the reason, once — never a delivery left unsettled (its prefetch slot
+/// lost) nor a retry that comes back forever; the checkouts after it are decided.
+#[actix_web::test]
+async fn a_checkout_whose_handling_panics_is_dead_lettered_once_and_the_rest_go_on() {
+    let app = spawn_app().await;
+    app.product("PN-1", "c", &[], 100, 5).await;
+    app.product("PN-2", "c", &[], 100, 5).await;
+    let orders = &app.active().orders;
+    orders.fault_panic_on(Some(orderflow::domain::Sku::parse("PN-1").unwrap()));
+    let bad = app
+        .checkout(
+            "pn-bad",
+            &body("pn", json!([{"sku": "PN-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(bad.status, 202, "{}", bad.body);
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(
+        reason.contains("panicked") && reason.contains("PN-1"),
+        "{reason}"
+    );
+    // The others go on, more of them than the consumer's prefetch would allow if the panicked
+    // deliveries had kept their slots.
+    for i in 0..3 {
+        let r = app
+            .checkout(
+                &format!("pn-good-{i}"),
+                &body("pn", json!([{"sku": "PN-2", "quantity": 1}])),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+        let id = r.body["order_id"].as_str().unwrap();
+        assert_eq!(app.decided(id).await["status"], "scheduled");
+    }
+    // Not retried: no second dead letter, nothing of PN-1 taken.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        settle_depth(&app.vhost, "orders.checkout.dead", (0, 0)).await,
+        (0, 0),
+        "dead-lettered once"
+    );
+    assert_eq!(
+        settle_depth(&app.vhost, "orders.checkout", (0, 0)).await,
+        (0, 0),
+        "nothing left unsettled or handed back"
+    );
+    assert_eq!(app.db.stock("PN-1").1, 0);
+    assert_eq!(app.db.stock("PN-2").1, 3);
+    orders.fault_panic_on(None);
+    app.db.assert_books_balance();
     app.stop().await;
 }
