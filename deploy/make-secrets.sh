@@ -28,7 +28,7 @@ fi
 # Added after the first version of this script: appended to an older .env.
 grep -q '^GRAFANA_ADMIN_PASSWORD=' .env || (umask 077; echo "GRAFANA_ADMIN_PASSWORD=$(rand)" >> .env)
 # The database's failover (pg_auto_failover) and the broker cluster (issue 21).
-for name in PGAF_MONITOR_PASSWORD PGAF_REPLICATION_PASSWORD RABBITMQ_ERLANG_COOKIE; do
+for name in PGAF_MONITOR_PASSWORD PGAF_REPLICATION_PASSWORD RABBITMQ_ERLANG_COOKIE RABBITMQ_MONITOR_PASSWORD; do
   grep -q "^$name=" .env || (umask 077; echo "$name=$(rand)" >> .env)
 done
 # shellcheck disable=SC1091
@@ -49,15 +49,16 @@ user() { # name password tags
 perm() { # user configure write read
   printf '{"user":"%s","vhost":"/","configure":"%s","write":"%s","read":"%s"}' "$1" "$2" "$3" "$4"
 }
-# The service declares and uses its own exchanges and queues only (its `management` tag lets it
-# read, over the management API, which node leads each of its queues); a warehouse may only publish
+# The service declares and uses its own exchanges and queues only (it reads which node leads
+# each queue from the management API as `orderflow-monitor`: read-only, no queue permission); a warehouse may only publish
 # to `inventory`, a cart system only to `carts`; the operator is the administrator.
 own='^(orders|inventory|carts|order\\.events|orderflow\\.dead-letter|orders\\.checkout(\\.dead)?|inventory\\.updates(\\.dead)?|carts\\.events(\\.dead)?)$'
 cat > definitions.json <<JSON
 {
   "users": [
     $(user admin "$RABBITMQ_ADMIN_PASSWORD" administrator),
-    $(user orderflow "$RABBITMQ_ORDERFLOW_PASSWORD" management),
+    $(user orderflow "$RABBITMQ_ORDERFLOW_PASSWORD" ""),
+    $(user orderflow-monitor "$RABBITMQ_MONITOR_PASSWORD" monitoring),
     $(user warehouse "$RABBITMQ_WAREHOUSE_PASSWORD" ""),
     $(user carts "$RABBITMQ_CARTS_PASSWORD" "")
   ],
@@ -65,6 +66,7 @@ cat > definitions.json <<JSON
   "permissions": [
     $(perm admin '.*' '.*' '.*'),
     $(perm orderflow "$own" "$own" "$own"),
+    $(perm orderflow-monitor '^$' '^$' '^$'),
     $(perm warehouse '^$' '^inventory$' '^$'),
     $(perm carts '^$' '^carts$' '^$')
   ]

@@ -7,11 +7,15 @@
 --              DROP, no CREATE in the schema.
 --
 -- Run once by a superuser: the compose file's first database primary runs it on its first start
--- (deploy/postgres/ha-entrypoint.sh fills in the names and passwords from the environment); the
+-- (deploy/postgres/ha-entrypoint.sh fills in the names; psql reads the passwords from its
+-- environment, ORDERFLOW_DB_OWNER_PASSWORD and ORDERFLOW_DB_APP_PASSWORD); the
 -- integration test `roles::the_application_role_reads_and_writes_rows_and_nothing_more` runs
 -- this same file with psql against the machine's PostgreSQL.
-CREATE ROLE "{{OWNER}}" LOGIN PASSWORD '{{OWNER_PASSWORD}}';
-CREATE ROLE "{{APP}}" LOGIN PASSWORD '{{APP_PASSWORD}}';
+-- The passwords from the environment of psql (never on a command line, never in this file).
+\getenv owner_password ORDERFLOW_DB_OWNER_PASSWORD
+\getenv app_password ORDERFLOW_DB_APP_PASSWORD
+CREATE ROLE "{{OWNER}}" LOGIN PASSWORD :'owner_password';
+CREATE ROLE "{{APP}}" LOGIN PASSWORD :'app_password';
 -- The database may exist already (pg_autoctl makes it on the compose file's primary): made if
 -- missing, given to the owner either way.
 SELECT format('CREATE DATABASE %I', '{{DB}}')

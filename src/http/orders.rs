@@ -91,6 +91,12 @@ pub async fn checkout(
         "customer_id".into(),
         Value::String(customer.as_str().to_owned()),
     );
+    // Admission before the checkout is parsed and validated: a shed answer costs little
+    // (issue 20). The lines as sent serve the 409 a shed checkout of known-short stock gets.
+    let lines = lines_as_sent(fields.get("items"));
+    let admitted = state
+        .orders
+        .admit(customer.as_str(), &key, lines.as_deref())?;
     // Read from the tree (no copy of it): the tree stays for the fingerprint and the publish.
     let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
@@ -100,7 +106,12 @@ pub async fn checkout(
     drop(input);
     let checkout = checkout?;
     let span = intake_span(&req);
-    match state.orders.intake(&key, checkout).instrument(span).await? {
+    match state
+        .orders
+        .intake(&key, checkout, admitted)
+        .instrument(span)
+        .await?
+    {
         IntakeOutcome::Accepted(order_id) => {
             Ok(HttpResponse::Accepted().json(status_body(order_id, OrderStatus::Received)))
         }
@@ -108,6 +119,20 @@ pub async fn checkout(
             Ok(HttpResponse::Ok().json(status_body(order_id, status)))
         }
     }
+}
+
+/// `items` as sent, if every line is a `{"sku": valid SKU, "quantity": integer >= 1}`; else
+/// `None` (the full validation says what is wrong, once admitted).
+fn lines_as_sent(items: Option<&Value>) -> Option<Vec<(crate::domain::Sku, i64)>> {
+    items?
+        .as_array()?
+        .iter()
+        .map(|line| {
+            let sku = crate::domain::Sku::parse(line.get("sku")?.as_str()?).ok()?;
+            let quantity = line.get("quantity")?.as_i64().filter(|q| *q >= 1)?;
+            Some((sku, quantity))
+        })
+        .collect()
 }
 
 /// The trace of a checkout starts here, or continues the caller's `traceparent` (disabled when

@@ -138,19 +138,19 @@ impl From<StepError> for IntakeError {
 }
 
 impl OrderService {
-    /// Validated checkout from `POST /v1/checkout`: the idempotency checks, the fast path, and
-    /// the publish. Returns only once the broker confirmed (or refused) it.
+    /// Validated checkout from `POST /v1/checkout`, past [`OrderService::admit`] (its permit,
+    /// if any, is held until the publish is over: until then this checkout waits where the
+    /// broker cannot count it): the idempotency checks, the fast path, and the publish. Returns
+    /// only once the broker confirmed (or refused) it.
     #[tracing::instrument(skip_all, fields(order_id))]
     pub async fn intake(
         &self,
         key: &str,
         checkout: Checkout,
+        _admitted: Option<crate::monitor::Admitted>,
     ) -> Result<IntakeOutcome, IntakeError> {
         let checkout = &checkout;
         let customer = checkout.customer_id.as_str();
-        // Admission first: a shed answer costs no fingerprint, no lock, no database. Held until
-        // the publish is over: until then this checkout waits where the broker cannot count it.
-        let _admitted = self.admit(checkout, key)?;
         // The request as the validator read it (a typed card as its keyed digest): what the
         // idempotency key is compared on.
         let fp = fingerprint(
@@ -273,23 +273,27 @@ impl OrderService {
     /// to its 200/202 (or 422 mismatch) whatever the state. A shed answer touches nothing shared:
     /// the keys are looked up in memory ([`super::recent_keys`]), the stock in the engine's
     /// snapshot. `Some(permit)` while the checkout counts as admitted-and-waiting.
-    fn admit(
+    /// Admission, before anything else of a checkout (issue 20): from the customer, the key and
+    /// the lines as sent (`None` when they are not plain items), so that a shed answer costs no
+    /// parse, validation, fingerprint, lock or database. `Ok(Some(permit))`: admitted;
+    /// `Ok(None)`: shedding, but a repeat of a key seen recently goes on to its order.
+    pub fn admit(
         &self,
-        checkout: &Checkout,
+        customer: &str,
         key: &str,
+        lines: Option<&[(Sku, i64)]>,
     ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
         let monitor = self.inner.broker.monitor();
         let (reason, retry_after) = match monitor.admit() {
             Ok(permit) => return Ok(Some(permit)),
             Err(shed) => shed,
         };
-        let customer = checkout.customer_id.as_str();
         if self.inner.recent_keys.contains(customer, key) {
             return Ok(None);
         }
         // A new checkout the engine already knows cannot be served gets the clearer answer:
         // 409 at the door (no retry), not 503 (retry). In memory only.
-        if let LineSource::Items(items) = &checkout.lines {
+        if let Some(items) = lines {
             let known_skus = items
                 .iter()
                 .all(|(sku, _)| self.inner.catalog.get(sku).is_some());

@@ -235,8 +235,17 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
     }
     // The usual case, the database is there: nothing to do, and a role that may reach only its
     // own database (the compose file's schema owner) never needs the maintenance database.
-    if PgConnection::establish(&with_connect_timeouts(url)).is_ok() {
-        return Ok(());
+    match PgConnection::establish(&with_connect_timeouts(url)) {
+        Ok(_) => return Ok(()),
+        // Only a missing database is made here; any other failure (a wrong password, no
+        // primary) is the one to report, not what the maintenance database would say.
+        Err(e)
+            if !(e.to_string().contains("database \"")
+                && e.to_string().contains("does not exist")) =>
+        {
+            return Err(DbError::Connect(one_line(e)))
+        }
+        Err(_) => {}
     }
     let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
     let mut conn =

@@ -803,6 +803,23 @@ impl Service {
         }
     }
 
+    /// Waits (up to `limit`) for the process to end on its own (an injected abort); kills it
+    /// after that. Whether it ended by itself.
+    pub async fn wait_exit(&mut self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            match self.child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(_))) | None => {
+                    self.child = None;
+                    return true;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+        self.kill();
+        false
+    }
+
     /// SIGTERM, and wait (up to 60 s) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

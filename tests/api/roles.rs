@@ -45,14 +45,14 @@ async fn the_application_role_reads_and_writes_rows_and_nothing_more() {
     .unwrap()
     .replace("{{OWNER}}", &roles.owner)
     .replace("{{APP}}", &roles.app)
-    .replace("{{DB}}", &db_name)
-    .replace("{{OWNER_PASSWORD}}", owner_pw)
-    .replace("{{APP_PASSWORD}}", app_pw);
+    .replace("{{DB}}", &db_name);
     // The file, as psql runs it (its `\gexec` and `\connect` are psql's).
     let file = std::env::temp_dir().join(format!("roles-{tag}.sql"));
     std::fs::write(&file, sql).unwrap();
     let out = std::process::Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+        .env("ORDERFLOW_DB_OWNER_PASSWORD", owner_pw)
+        .env("ORDERFLOW_DB_APP_PASSWORD", app_pw)
         .arg(&file)
         .arg(format!("{}/postgres", pg_base()))
         .output()
