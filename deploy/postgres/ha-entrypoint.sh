@@ -28,6 +28,9 @@ done
 mkdir -p "$PGHOST" "$XDG_CONFIG_HOME" "$XDG_DATA_HOME"
 chown postgres:postgres "$HOME" "$PGHOST" /var/lib/postgresql/data "$XDG_CONFIG_HOME" "$XDG_DATA_HOME"
 rm -f "$READY"
+# pg_autoctl's pid file from before a crash of this container names pid 1, which is the new
+# pg_autoctl itself now: it would refuse to start ("already running").
+rm -rf /tmp/pg_autoctl
 umask 077
 {
   echo "*:*:pg_auto_failover:autoctl_node:$PGAF_MONITOR_PASSWORD"
@@ -38,16 +41,18 @@ umask 022
 me=$(hostname)
 log() { echo "orderflow-pg-ha: $*"; }
 # psql as postgres over the container's own socket; SQL from the arguments or stdin.
-psql_local() { runuser -u postgres -- psql -qAtX -v ON_ERROR_STOP=1 -d "${DB:-postgres}" "$@"; }
-ask() { psql_local -c "$1" 2>/dev/null || true; }
+psql_local() { runuser -u postgres -- psql -qAtX -v ON_ERROR_STOP=1 "$@"; }
+ask() { psql_local -d "${2:-postgres}" -c "$1" 2>/dev/null || true; }
 
 write_hba() {
   hba="$PGDATA/pg_hba.conf"
   grep -q '^# orderflow-pg-ha' "$hba" 2>/dev/null && return 0
   {
     echo "# orderflow-pg-ha: TLS and SCRAM from the compose network, by role and database"
-    echo "local all all peer"
+    echo "local all postgres peer"
     if [ "$role" = monitor ]; then
+      # (the monitor's own pg_autoctl listens for its events as autoctl_node, over the socket)
+      echo "local pg_auto_failover autoctl_node scram-sha-256"
       echo "hostssl pg_auto_failover autoctl_node samenet scram-sha-256"
     else
       # (the monitor's health checks need no entry: any answer, a refusal too, is alive;
@@ -62,9 +67,9 @@ write_hba() {
 }
 
 monitor_setup() {
-  [ "$(ask 'select count(*) from pgautofailover.formation')" -ge 1 ] 2>/dev/null || return 1
+  [ "$(ask 'select count(*) from pgautofailover.formation' pg_auto_failover)" -ge 1 ] 2>/dev/null || return 1
   printf '%s\n' '\getenv pw PGAF_MONITOR_PASSWORD' "ALTER ROLE autoctl_node PASSWORD :'pw';" |
-    DB=pg_auto_failover psql_local >/dev/null
+    psql_local >/dev/null
   # Call a node dead after about 2 s without an answer, and promote without waiting 30 s for
   # a dead primary to confirm its demotion (pg_auto_failover's defaults suit slower networks:
   # 20 s to call a node unhealthy, 30 s demote time-out).
