@@ -68,6 +68,11 @@ pub struct Config {
     /// Deliveries of one message before RabbitMQ dead-letters it as poison (`DELIVERY_LIMIT`;
     /// an argument of the queues, so it applies to queues declared from then on).
     pub delivery_limit: i64,
+    /// Hand-backs of one message (each after a whole retry window of transient trouble)
+    /// before it is dead-lettered after all (`HANDBACK_LIMIT`; 2880 × the default 30 s window
+    /// is a day): a dependency away for longer, or an error wrongly taken for transient, does
+    /// not keep a message circling forever. Replay brings it back.
+    pub handback_limit: i64,
     /// An order still `received`/`reserved` and untouched this long has lost its delivery and
     /// is decided as `expired` (`ORDER_STALE_AFTER_MS`).
     pub order_stale_after: Duration,
@@ -301,6 +306,7 @@ impl Config {
                 1,
             )?),
             delivery_limit: number("DELIVERY_LIMIT", get("DELIVERY_LIMIT"), 5, 1)?,
+            handback_limit: number("HANDBACK_LIMIT", get("HANDBACK_LIMIT"), 2880, 1)?,
             order_stale_after: Duration::from_millis(number(
                 "ORDER_STALE_AFTER_MS",
                 get("ORDER_STALE_AFTER_MS"),

@@ -339,6 +339,7 @@ fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
             orderflow::messaging::topology::TopologyConfig {
                 delivery_limit: config.delivery_limit,
                 dead_letter_ttl: config.dead_letter_ttl,
+                handback_limit: config.handback_limit,
                 ..Default::default()
             },
         )

@@ -193,6 +193,7 @@ impl Application {
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
             dead_letter_ttl: config.dead_letter_ttl,
+            handback_limit: config.handback_limit,
             ..TopologyConfig::default()
         };
         let broker = Broker::connect(&config.amqp_url, topology)

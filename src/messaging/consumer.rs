@@ -240,6 +240,18 @@ impl Consumer {
     }
 }
 
+/// How often this message was handed back already: the count orderflow wrote on its copy, read
+/// only from a delivery published by orderflow itself (a producer cannot forge it).
+fn handbacks(broker: &Broker, delivery: &Delivery) -> i64 {
+    let from_us =
+        delivery.properties.user_id().as_ref().map(|u| u.as_str()) == Some(broker.own_user());
+    let headers = delivery.properties.headers().as_ref();
+    match headers.and_then(|h| h.inner().get(HANDBACK_HEADER)) {
+        Some(AMQPValue::LongLongInt(n)) if from_us => *n,
+        _ => 0,
+    }
+}
+
 /// Acknowledges, dead-letters, hands back or requeues a delivery as its outcome says.
 async fn settle(
     broker: &Broker,
@@ -263,6 +275,18 @@ async fn settle(
     let requeue = BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
+    };
+    // A message handed back as often as the limit allows goes to the dead letters after all
+    // (an outage longer than a day at the defaults, or an error wrongly taken for transient):
+    // replayable, not circling forever.
+    let outcome = match outcome {
+        Outcome::Retry if handbacks(broker, delivery) >= broker.handback_limit() => {
+            Outcome::DeadLetter(format!(
+                "handed back {} times, each after a whole retry window of transient trouble",
+                handbacks(broker, delivery)
+            ))
+        }
+        other => other,
     };
     let mut how = Settled::Requeued;
     let settled = match outcome {
@@ -314,13 +338,9 @@ async fn settle(
         }
         Outcome::Retry => {
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            let handbacks = match headers.inner().get(HANDBACK_HEADER) {
-                Some(AMQPValue::LongLongInt(n)) => *n,
-                _ => 0,
-            };
             headers.insert(
                 HANDBACK_HEADER.into(),
-                AMQPValue::LongLongInt(handbacks.saturating_add(1)),
+                AMQPValue::LongLongInt(handbacks(broker, delivery).saturating_add(1)),
             );
             let props = copy_props(headers);
             // The copy must go out before the original goes: a full queue (reject-publish) or a

@@ -182,6 +182,11 @@ impl Broker {
         self.inner.topology.dead_letter_ttl
     }
 
+    /// Hand-backs of one message before it is dead-lettered after all.
+    pub fn handback_limit(&self) -> i64 {
+        self.inner.topology.handback_limit
+    }
+
     /// The RabbitMQ user this service publishes as.
     pub fn own_user(&self) -> &str {
         &self.inner.own_user

@@ -75,6 +75,8 @@ pub struct TopologyConfig {
     /// How long a dead letter orderflow writes is kept (its `expiration`): long enough to look
     /// at and replay, not forever (`DEAD_LETTER_TTL_S`).
     pub dead_letter_ttl: std::time::Duration,
+    /// Hand-backs of one message before it is dead-lettered after all (`HANDBACK_LIMIT`).
+    pub handback_limit: i64,
 }
 
 impl Default for TopologyConfig {
@@ -83,6 +85,7 @@ impl Default for TopologyConfig {
             max_length: 100_000,
             delivery_limit: 5,
             dead_letter_ttl: std::time::Duration::from_secs(14 * 24 * 3600),
+            handback_limit: 2880,
         }
     }
 }

@@ -530,3 +530,40 @@ async fn a_restart_with_fifty_thousand_checkouts_queued_drains_them_with_bounded
     );
     db.assert_books_balance();
 }
+
+/// Issue 19, item 7: hand-backs are capped. A checkout that meets transient trouble for every
+/// retry window is handed back (a fresh copy, its delivery limit untouched) — but only as often
+/// as `HANDBACK_LIMIT` says; then it is dead-lettered with the reason, not circling forever.
+#[actix_web::test]
+async fn a_checkout_handed_back_as_often_as_the_limit_allows_is_dead_lettered() {
+    let proxy = Proxy::start(pg_addr());
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.database_url = proxy.pg_url(&c.database_url);
+        c.retry_window = Duration::from_millis(300);
+        c.handback_limit = 2;
+        // The instance keeps its lease through the outage (this test is about the messages).
+        c.lease.ttl = Duration::from_secs(60);
+        c.lease.renew_every = Duration::from_secs(20);
+    })
+    .await;
+    app.product("HB-1", "c", &[], 100, 10).await;
+    proxy.cut();
+    app.publish(
+        "orders",
+        "checkout",
+        &body("hb", json!([{"sku": "HB-1", "quantity": 1}])),
+        Some("hb-1"),
+    )
+    .await;
+    let started = Instant::now();
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("handed back 2 times"), "{reason}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "three retry windows (the original and two copies) before the dead letter: {:?}",
+        started.elapsed()
+    );
+    proxy.restore();
+    app.db.assert_books_balance();
+    app.stop().await;
+}
