@@ -14,11 +14,19 @@ use crate::helpers::{
 };
 
 /// Every 13–19-digit run (single spaces or dashes between digits allowed) that passes Luhn, and
-/// every `cvv`, in a text.
+/// every `cvv` standing as a word (a key or a label: not the three letters inside a random
+/// token, as pg_dump's `\restrict` key once had them), in a text.
 fn card_data_in(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     let lower = text.to_ascii_lowercase();
-    if let Some(i) = lower.find("cvv") {
+    for (i, _) in lower.match_indices("cvv") {
+        let before = lower[..i].chars().next_back();
+        let after = lower[i + 3..].chars().next();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric())
+            || after.is_some_and(|c| c.is_ascii_alphabetic())
+        {
+            continue;
+        }
         found.push(format!(
             "cvv at …{}…",
             text.get(i.saturating_sub(40)..(i + 40).min(text.len()))
@@ -143,6 +151,25 @@ async fn publish_as(
     match confirm {
         lapin::Confirmation::Ack(_) => Ok(()),
         other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn the_detector_finds_a_cvv_key_or_label_and_a_card_number_not_letters_inside_a_token() {
+    for leak in [
+        r#"{"cvv":"123"}"#,
+        "cvv=123",
+        "CVV: 123",
+        "card 4242 4242 4242 4242 here",
+    ] {
+        assert!(!card_data_in(leak).is_empty(), "{leak}");
+    }
+    for clean in [
+        "\\restrict 9TfqcvVQcjHA8Bb1ea",
+        "token cvvQ12",
+        "order 4242424242424241 (fails Luhn)",
+    ] {
+        assert!(card_data_in(clean).is_empty(), "{clean}");
     }
 }
 
