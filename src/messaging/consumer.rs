@@ -279,13 +279,14 @@ async fn settle(
     // A message handed back as often as the limit allows goes to the dead letters after all
     // (an outage longer than a day at the defaults, or an error wrongly taken for transient):
     // replayable, not circling forever.
+    // (Only a retry reads the count: the ack path stays as it was.)
     let outcome = match outcome {
-        Outcome::Retry if handbacks(broker, delivery) >= broker.handback_limit() => {
-            Outcome::DeadLetter(format!(
-                "handed back {} times, each after a whole retry window of transient trouble",
-                handbacks(broker, delivery)
-            ))
-        }
+        Outcome::Retry => match handbacks(broker, delivery) {
+            n if n >= broker.handback_limit() => Outcome::DeadLetter(format!(
+                "handed back {n} times, each after a whole retry window of transient trouble"
+            )),
+            _ => Outcome::Retry,
+        },
         other => other,
     };
     let mut how = Settled::Requeued;

@@ -235,17 +235,15 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
     }
     // The usual case, the database is there: nothing to do, and a role that may reach only its
     // own database (the compose file's schema owner) never needs the maintenance database.
-    match PgConnection::establish(&with_connect_timeouts(url)) {
-        Ok(_) => return Ok(()),
+    if let Err(e) = PgConnection::establish(&with_connect_timeouts(url)) {
         // Only a missing database is made here; any other failure (a wrong password, no
         // primary) is the one to report, not what the maintenance database would say.
-        Err(e)
-            if !(e.to_string().contains("database \"")
-                && e.to_string().contains("does not exist")) =>
-        {
-            return Err(DbError::Connect(one_line(e)))
+        let text = e.to_string();
+        if !(text.contains("database \"") && text.contains("does not exist")) {
+            return Err(DbError::Connect(one_line(text)));
         }
-        Err(_) => {}
+    } else {
+        return Ok(());
     }
     let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
     let mut conn =
