@@ -45,8 +45,9 @@ pub(super) struct QueueState {
     pub drain_per_s: f64,
 }
 
-/// Second by second: the phase, the broker's queue depth and admission's backlog (highest seen),
-/// the share of samples shedding, the expected wait and drain rate admission used, and the
+/// Second by second: the phase, the broker's queue depth (ready + unacked), admission's backlog
+/// and admitted-not-yet-published checkouts and their intake time (highest seen), the share of
+/// samples shedding, the expected wait and drain rate admission used, and the
 /// answers and decisions in that second.
 pub(super) fn print_timeline(
     started: Instant,
@@ -60,7 +61,7 @@ pub(super) fn print_timeline(
         return;
     };
     println!(
-        "timeline  s  phase  depth  backlog  shedding  wait_ms  drain/s   202/s   503/s  decided/s"
+        "timeline  s  phase   depth  backlog  pending  intake_ms  shedding  wait_ms  drain/s   202/s   503/s  decided/s"
     );
     for sec in 0..=last {
         let samples: Vec<&QueueState> = timeline
@@ -81,7 +82,7 @@ pub(super) fn print_timeline(
         };
         let shedding = samples.iter().filter(|q| q.shedding).count() * 100 / samples.len();
         println!(
-            "timeline {sec:>3}  {phase:>4}  {:>6}  {:>7}  {:>7}  {:>9.0}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
+            "timeline {sec:>3}  {phase:>5}  {:>6}  {:>7}  {:>7}  {:>9.0}  {:>7}%  {:>7.0}  {:>7.0}  {:>6}  {:>6}  {:>9}",
             samples.iter().map(|q| q.depth).max().unwrap_or(0),
             samples.iter().map(|q| q.backlog).max().unwrap_or(0),
             samples.iter().map(|q| q.pending).max().unwrap_or(0),
