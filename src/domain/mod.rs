@@ -9,6 +9,7 @@ pub mod checkout;
 pub mod clock;
 pub mod delivery;
 pub mod documents;
+pub mod flow;
 pub mod inventory;
 pub mod ledger;
 pub mod money;

@@ -23,6 +23,7 @@ use super::transitions::Move;
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
 use crate::domain::checkout::{Checkout, CheckoutInput, Payment, PaymentRequest};
 use crate::domain::clock;
+use crate::domain::flow::{self, AfterReservation, Step};
 use crate::domain::order::{Order, OrderStatus, Origin, Rejection, RejectionReason};
 use crate::domain::{parse_key, Sku};
 use crate::messaging::consumer::{Message, Outcome};
@@ -233,26 +234,36 @@ impl OrderService {
         // Lines this attempt knows it holds (a fresh order reserved nothing before).
         let mut held: Option<Vec<(Sku, i64)>> = None;
         loop {
-            match order.status {
-                OrderStatus::Received => {
+            let position = flow::Position {
+                status: order.status,
+                settled: order.settled,
+                holds_known: held.is_some(),
+            };
+            match flow::next(position) {
+                Step::Reserve => {
                     let lines = order.lines();
-                    match self.reserve_all(order_id, &lines, !fresh, deadline).await? {
+                    let (found, kept, short) =
+                        match self.reserve_all(order_id, &lines, !fresh, deadline).await? {
+                            Reservation::All => (flow::Reserved::All, lines, Vec::new()),
+                            Reservation::Short { short, held: kept } => (
+                                flow::Reserved::Short {
+                                    kept_any: !kept.is_empty(),
+                                },
+                                kept,
+                                short,
+                            ),
+                        };
+                    held = fresh.then_some(kept);
+                    match flow::after_reservation(order.origin, fresh, found) {
                         // Reserved: go on to payment; `reserved` is recorded with the decision,
                         // in the same write (a crash before it redoes the idempotent steps).
-                        Reservation::All => {
-                            held = fresh.then(|| lines.clone());
+                        AfterReservation::Pay => {
                             let reserved_at = self.inner.clock.now();
                             self.pay_and_decide(&mut order, request, Some(reserved_at), deadline)
                                 .await?
                         }
-                        Reservation::Short { short, held: kept } => {
-                            let reason = match order.origin {
-                                Origin::Http => RejectionReason::StockConflict,
-                                Origin::Queue => RejectionReason::OutOfStock,
-                            };
-                            let settled = fresh && kept.is_empty();
-                            held = fresh.then_some(kept);
-                            // The decision first; the lines it kept are released after.
+                        // The decision first; the lines it kept are released after.
+                        AfterReservation::Reject { reason, settled } => {
                             self.transition(
                                 &mut order,
                                 Move {
@@ -262,15 +273,15 @@ impl OrderService {
                                 },
                                 deadline,
                             )
-                            .await?;
+                            .await?
                         }
                     }
                 }
-                OrderStatus::Reserved => {
+                Step::PayAndDecide => {
                     self.pay_and_decide(&mut order, request, None, deadline)
                         .await?
                 }
-                status if status.releases_stock() && !order.settled => match held.take() {
+                Step::ReleaseHeld | Step::ReleaseRecorded => match held.take() {
                     Some(lines) => {
                         self.release_all(order_id, &lines, false, deadline).await?;
                         self.settle(&mut order, deadline).await?;
@@ -278,7 +289,7 @@ impl OrderService {
                     // Not known from this attempt: look at what is recorded (after a flush).
                     None => self.release_order(&mut order, deadline).await?,
                 },
-                _ => return Ok(Ran::Decided(Box::new(order))),
+                Step::Done => return Ok(Ran::Decided(Box::new(order))),
             }
         }
     }
