@@ -374,11 +374,13 @@ impl Broker {
 
 /// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    // A cause already said (perhaps folded onto one line) is not said again.
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
         let next = cause.to_string();
-        if !text.contains(&next) {
+        if !squash(&text).contains(&squash(&next)) {
             text.push_str(": ");
             text.push_str(&next);
         }

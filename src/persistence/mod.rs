@@ -27,14 +27,21 @@ pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 /// A database failure at start-up or in a request.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// PostgreSQL could not be reached, or refused the login.
+    #[error("cannot connect to PostgreSQL: {}", one_line(.0))]
+    Connect(#[source] diesel::ConnectionError),
+    /// A database URL this service cannot use.
     #[error("cannot connect to PostgreSQL: {0}")]
-    Connect(String),
+    Url(String),
     #[error("database error: {0}")]
     Query(#[from] diesel::result::Error),
     #[error("migration failed: {0}")]
-    Migration(String),
-    #[error("connection pool: {0}")]
-    Pool(String),
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("connection pool: {}", one_line(.0))]
+    Pool(#[source] diesel::r2d2::PoolError),
+    /// A blocking database task cancelled before it returned (the runtime shutting down).
+    #[error("the database task was cancelled: {0}")]
+    Cancelled(#[source] tokio::task::JoinError),
     /// The code around a database call panicked: a bug, not the database being away, so it is
     /// never retried (it would panic again).
     #[error("panicked during a database call: {0}")]
@@ -54,9 +61,9 @@ impl DbError {
     /// request it refused (DESIGN.md rule 8).
     pub fn is_transient(&self) -> bool {
         match self {
-            DbError::Connect(_) | DbError::Pool(_) => true,
+            DbError::Connect(_) | DbError::Pool(_) | DbError::Cancelled(_) => true,
             DbError::Query(e) => classify(e) == ErrorClass::Transient,
-            DbError::Migration(_) | DbError::Panicked(_) => false,
+            DbError::Url(_) | DbError::Migration(_) | DbError::Panicked(_) => false,
         }
     }
 }
@@ -123,7 +130,7 @@ pub fn classify(e: &diesel::result::Error) -> ErrorClass {
 
 impl From<diesel::r2d2::PoolError> for DbError {
     fn from(e: diesel::r2d2::PoolError) -> Self {
-        DbError::Pool(one_line(e))
+        DbError::Pool(e)
     }
 }
 
@@ -240,14 +247,13 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
         // primary) is the one to report, not what the maintenance database would say.
         let text = e.to_string();
         if !(text.contains("database \"") && text.contains("does not exist")) {
-            return Err(DbError::Connect(one_line(text)));
+            return Err(DbError::Connect(e));
         }
     } else {
         return Ok(());
     }
-    let (maintenance, name) = split_database_url(url).map_err(DbError::Connect)?;
-    let mut conn =
-        PgConnection::establish(&maintenance).map_err(|e| DbError::Connect(one_line(e)))?;
+    let (maintenance, name) = split_database_url(url).map_err(DbError::Url)?;
+    let mut conn = establish(&maintenance)?;
     let exists = diesel::sql_query("SELECT 1 AS one FROM pg_database WHERE datname = $1")
         .bind::<diesel::sql_types::Text, _>(&name)
         .get_result::<Exists>(&mut conn)
@@ -266,14 +272,19 @@ pub fn create_database_if_missing(url: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// One connection of its own (start-up, migrations), its failure kept as the error's source.
+fn establish(url: &str) -> Result<PgConnection, DbError> {
+    PgConnection::establish(url).map_err(DbError::Connect)
+}
+
 /// Runs the pending embedded migrations, one migrating process at a time.
 pub fn run_migrations(url: &str) -> Result<usize, DbError> {
-    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(one_line(e)))?;
+    let mut conn = establish(url)?;
     diesel::sql_query("SELECT pg_advisory_lock(7411001)").execute(&mut conn)?;
     let result = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|done| done.len())
-        .map_err(|e| DbError::Migration(e.to_string()));
+        .map_err(DbError::Migration);
     diesel::sql_query("SELECT pg_advisory_unlock(7411001)").execute(&mut conn)?;
     result
 }
@@ -286,7 +297,7 @@ pub fn pending_migrations(url: &str) -> Result<usize, DbError> {
         #[diesel(sql_type = diesel::sql_types::Text)]
         version: String,
     }
-    let mut conn = PgConnection::establish(url).map_err(|e| DbError::Connect(one_line(e)))?;
+    let mut conn = establish(url)?;
     // Read directly: diesel's own check first tries to create its table, which a role without
     // DDL rights may not.
     let exists = !diesel::sql_query(
@@ -305,7 +316,7 @@ pub fn pending_migrations(url: &str) -> Result<usize, DbError> {
         Default::default()
     };
     let known = <EmbeddedMigrations as MigrationSource<diesel::pg::Pg>>::migrations(&MIGRATIONS)
-        .map_err(|e| DbError::Migration(e.to_string()))?;
+        .map_err(DbError::Migration)?;
     Ok(known
         .iter()
         .filter(|m| !applied.contains(&m.name().version().to_string()))
@@ -328,7 +339,7 @@ pub fn connect_pool(url: &str, size: u32) -> Result<DbPool, DbError> {
         // A connection that died with the database is found out and replaced on checkout.
         .test_on_check_out(true)
         .build(manager)
-        .map_err(|e| DbError::Connect(one_line(e)))
+        .map_err(DbError::Pool)
 }
 
 /// Runs `f` with a pooled connection on a blocking thread (never on an async worker).
@@ -352,7 +363,7 @@ pub fn join_error(e: tokio::task::JoinError) -> DbError {
         let why = crate::blocking::panic_message(e.into_panic().as_ref());
         DbError::Panicked(why)
     } else {
-        DbError::Pool(e.to_string())
+        DbError::Cancelled(e)
     }
 }
 
@@ -417,6 +428,33 @@ pub fn ping(pool: &DbPool) -> Result<(), DbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19, item 7: an error keeps what caused it as its source (and says it once).
+    #[test]
+    fn a_failed_connection_keeps_the_drivers_error_as_its_source() {
+        let e = establish("postgres://postgres@127.0.0.1:1/none")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(matches!(e, DbError::Connect(_)), "{e}");
+        assert!(e.is_transient(), "{e}");
+        let source = std::error::Error::source(&e).expect("the driver's error is kept");
+        assert!(e.to_string().contains(&one_line(source)), "{e}");
+        assert_eq!(
+            crate::messaging::error_chain(&e),
+            e.to_string(),
+            "said once"
+        );
+    }
+
+    #[actix_web::test]
+    async fn a_cancelled_database_task_is_transient_and_keeps_its_source() {
+        let task = tokio::spawn(std::future::pending::<()>());
+        task.abort();
+        let e = join_error(task.await.unwrap_err());
+        assert!(matches!(e, DbError::Cancelled(_)), "{e}");
+        assert!(e.is_transient(), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
 
     #[actix_web::test]
     async fn a_panic_in_a_database_call_is_permanent_not_transient() {
