@@ -384,10 +384,12 @@ fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(orderflow::messaging::BrokerError(e)) => {
+        Err(e) => {
+            let e: orderflow::messaging::BrokerError = e;
             eprintln!(
-                "orderflow dead-letters: RabbitMQ at {} is not usable ({e}). Check AMQP_URL.",
-                orderflow::messaging::redact(&config.amqp_url)
+                "orderflow dead-letters: RabbitMQ at {} is not usable ({}). Check AMQP_URL.",
+                orderflow::messaging::redact(&config.amqp_url),
+                e.detail()
             );
             ExitCode::FAILURE
         }

@@ -122,11 +122,8 @@ async fn channel_and_count(
 ) -> Result<(lapin::Channel, u32), BrokerError> {
     let conn = broker
         .current()
-        .ok_or_else(|| BrokerError("not connected".into()))?;
-    let channel = conn
-        .create_channel()
-        .await
-        .map_err(|e| BrokerError(e.to_string()))?;
+        .ok_or_else(|| BrokerError::Unreachable("not connected".into()))?;
+    let channel = conn.create_channel().await.map_err(BrokerError::Amqp)?;
     let dead = queue.dead_letter_queue();
     let declared = channel
         .queue_declare(
@@ -138,7 +135,7 @@ async fn channel_and_count(
             FieldTable::default(),
         )
         .await
-        .map_err(|e| BrokerError(e.to_string()))?;
+        .map_err(BrokerError::Amqp)?;
     Ok((channel, declared.message_count()))
 }
 
@@ -150,7 +147,7 @@ async fn next(
     Ok(channel
         .basic_get(dead.into(), BasicGetOptions { no_ack: false })
         .await
-        .map_err(|e| BrokerError(e.to_string()))?
+        .map_err(BrokerError::Amqp)?
         .map(|m| m.delivery))
 }
 
@@ -228,7 +225,7 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
                 delivery
                     .ack(BasicAckOptions::default())
                     .await
-                    .map_err(|e| BrokerError(e.to_string()))?;
+                    .map_err(BrokerError::Amqp)?;
                 report.replayed += 1;
             }
             Err(e) => {

@@ -25,14 +25,34 @@ use topology::TopologyConfig;
 
 /// A broker failure at connect time.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to RabbitMQ: {0}")]
-pub struct BrokerError(pub String);
+pub enum BrokerError {
+    /// Not connected, a time-out, a bad URL, or every node's failure in one line.
+    #[error("cannot connect to RabbitMQ: {0}")]
+    Unreachable(String),
+    #[error("cannot connect to RabbitMQ: {0}")]
+    Amqp(#[source] lapin::Error),
+    #[error("cannot connect to RabbitMQ: declaring the topology: {0}")]
+    Topology(#[source] lapin::Error),
+}
+
+impl BrokerError {
+    /// What went wrong, without the "cannot connect" prefix (for a line that says it itself).
+    pub fn detail(&self) -> String {
+        match self {
+            BrokerError::Unreachable(why) => why.clone(),
+            BrokerError::Amqp(e) => e.to_string(),
+            BrokerError::Topology(e) => format!("declaring the topology: {e}"),
+        }
+    }
+}
 
 /// Why a publish was not confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
+    #[error("the broker is unreachable: not connected")]
+    NotConnected,
     #[error("the broker is unreachable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] lapin::Error),
     #[error("the broker refused the message (queue full)")]
     Rejected,
     #[error("no queue is bound for the message")]
@@ -71,12 +91,12 @@ async fn connect_once(url: &str, topology: &TopologyConfig) -> Result<Connection
     let conn =
         match tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props)).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(BrokerError(e.to_string())),
-            Err(_) => return Err(BrokerError("timed out after 5 s".into())),
+            Ok(Err(e)) => return Err(BrokerError::Amqp(e)),
+            Err(_) => return Err(BrokerError::Unreachable("timed out after 5 s".into())),
         };
     topology::declare(&conn, topology)
         .await
-        .map_err(|e| BrokerError(format!("declaring the topology: {e}")))?;
+        .map_err(BrokerError::Topology)?;
     Ok(conn)
 }
 
@@ -93,10 +113,10 @@ async fn connect_any(
         let Some(url) = nodes.get(i) else { continue };
         match connect_once(url, topology).await {
             Ok(conn) => return Ok((i, conn)),
-            Err(e) => errors.push(format!("{}: {}", node_label(url), e.0)),
+            Err(e) => errors.push(format!("{}: {}", node_label(url), e.detail())),
         }
     }
-    Err(BrokerError(errors.join("; ")))
+    Err(BrokerError::Unreachable(errors.join("; ")))
 }
 
 impl Broker {
@@ -107,7 +127,7 @@ impl Broker {
     /// of a cluster's nodes: the first connection starts at a node chosen at random (instances
     /// spread over the cluster), then goes in list order.
     pub async fn connect(urls: &str, topology: TopologyConfig) -> Result<Broker, BrokerError> {
-        let nodes = node_urls(urls).map_err(BrokerError)?;
+        let nodes = node_urls(urls).map_err(BrokerError::Unreachable)?;
         let start = fastrand::usize(..nodes.len());
         let (node, first) = connect_any(&nodes, start, &topology).await?;
         let (tx, rx) = watch::channel(Some(Arc::new(first)));
@@ -232,16 +252,14 @@ impl Broker {
                 return Ok(ch.clone());
             }
         }
-        let conn = self
-            .current()
-            .ok_or_else(|| PublishError::Unavailable("not connected".into()))?;
+        let conn = self.current().ok_or(PublishError::NotConnected)?;
         let ch = conn
             .create_channel()
             .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            .map_err(PublishError::Unavailable)?;
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            .map_err(PublishError::Unavailable)?;
         *slot = Some(ch.clone());
         Ok(ch)
     }
@@ -312,11 +330,8 @@ impl Broker {
                     properties,
                 )
                 .await
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
-            match confirm
-                .await
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?
-            {
+                .map_err(PublishError::Unavailable)?;
+            match confirm.await.map_err(PublishError::Unavailable)? {
                 Confirmation::Ack(None) => Ok(()),
                 Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable),
                 Confirmation::Nack(_) => {
@@ -387,4 +402,33 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19, item 7: a broker failure keeps lapin's error as its source, said once.
+    #[actix_web::test]
+    async fn a_failed_amqp_call_keeps_lapins_error_as_its_source() {
+        let refused = Connection::connect(
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            ConnectionProperties::default(),
+        )
+        .await
+        .map(|_| ())
+        .unwrap_err();
+        let publish = PublishError::Unavailable(refused.clone());
+        assert!(std::error::Error::source(&publish).is_some());
+        assert_eq!(error_chain(&publish), publish.to_string(), "said once");
+        let connect = BrokerError::Amqp(refused);
+        assert!(std::error::Error::source(&connect).is_some());
+        assert!(
+            connect
+                .to_string()
+                .starts_with("cannot connect to RabbitMQ: "),
+            "{connect}"
+        );
+        assert_eq!(error_chain(&connect), connect.to_string(), "said once");
+    }
 }
