@@ -10,6 +10,9 @@ pub mod products;
 pub mod schema;
 mod stock;
 
+mod errors;
+pub(crate) use errors::one_line;
+pub use errors::{classify, DbError, ErrorClass};
 pub use stock::PgStore;
 
 use std::time::Duration;
@@ -23,116 +26,6 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 pub type DbPool = Pool<ConnectionManager<PgConnection>>;
-
-/// A database failure at start-up or in a request.
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    /// PostgreSQL could not be reached, or refused the login.
-    #[error("cannot connect to PostgreSQL: {}", one_line(.0))]
-    Connect(#[source] diesel::ConnectionError),
-    /// A database URL this service cannot use.
-    #[error("cannot connect to PostgreSQL: {0}")]
-    Url(String),
-    #[error("database error: {0}")]
-    Query(#[from] diesel::result::Error),
-    #[error("migration failed: {0}")]
-    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("connection pool: {}", one_line(.0))]
-    Pool(#[source] diesel::r2d2::PoolError),
-    /// A blocking database task cancelled before it returned (the runtime shutting down).
-    #[error("the database task was cancelled: {0}")]
-    Cancelled(#[source] tokio::task::JoinError),
-    /// The code around a database call panicked: a bug, not the database being away, so it is
-    /// never retried (it would panic again).
-    #[error("panicked during a database call: {0}")]
-    Panicked(String),
-}
-
-/// Folds a multi-line driver message into one line, for start-up errors and logs.
-pub(crate) fn one_line(e: impl std::fmt::Display) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-impl DbError {
-    /// Whether retrying can help: the database (or the way to it) is away, as opposed to a
-    /// request it refused (DESIGN.md rule 8).
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbError::Connect(_) | DbError::Pool(_) | DbError::Cancelled(_) => true,
-            DbError::Query(e) => classify(e) == ErrorClass::Transient,
-            DbError::Url(_) | DbError::Migration(_) | DbError::Panicked(_) => false,
-        }
-    }
-}
-
-/// How a failed statement is handled (DESIGN.md rules 7 and 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// The connection failed or the server is not serving (SQLSTATE classes 08, 57P, 53, and
-    /// serialization failures and deadlocks): the same statement can succeed later. Retry.
-    Transient,
-    /// The database refused the statement for what it carries (data, SQLSTATE classes 22 and
-    /// 23, or anything else it will refuse again). Never retry it.
-    Refused,
-}
-
-/// Messages of transient errors that diesel does not give a kind of their own (it exposes no
-/// SQLSTATE): deadlocks, cancelled statements, a server shutting down or starting, and the
-/// server's resources running out (classes 53 and 58: disk full, out of memory, I/O) — the
-/// same statement succeeds once an operator made room.
-const TRANSIENT_MESSAGES: [&str; 17] = [
-    "deadlock detected",
-    "canceling statement due to",
-    "could not serialize",
-    "terminating connection",
-    "the database system is",
-    "server closed the connection",
-    "no connection to the server",
-    "could not connect",
-    "too many clients",
-    "No space left on device",
-    "could not extend file",
-    "could not write",
-    "could not fsync",
-    "out of memory",
-    "Out of memory",
-    "I/O error",
-    "remaining connection slots",
-];
-
-/// Classifies a diesel error; see [`ErrorClass`].
-pub fn classify(e: &diesel::result::Error) -> ErrorClass {
-    use diesel::result::{DatabaseErrorKind as Kind, Error};
-    match e {
-        Error::DatabaseError(
-            Kind::ClosedConnection
-            | Kind::UnableToSendCommand
-            | Kind::SerializationFailure
-            | Kind::ReadOnlyTransaction,
-            _,
-        ) => ErrorClass::Transient,
-        Error::DatabaseError(_, info)
-            if TRANSIENT_MESSAGES
-                .iter()
-                .any(|m| info.message().contains(m)) =>
-        {
-            ErrorClass::Transient
-        }
-        Error::BrokenTransactionManager | Error::RollbackErrorOnCommit { .. } => {
-            ErrorClass::Transient
-        }
-        _ => ErrorClass::Refused,
-    }
-}
-
-impl From<diesel::r2d2::PoolError> for DbError {
-    fn from(e: diesel::r2d2::PoolError) -> Self {
-        DbError::Pool(e)
-    }
-}
 
 /// Splits a `postgres://` URL into (URL of the `postgres` maintenance database, database name).
 /// The URL may be libpq's multi-host form (`postgres://u@h1:5432,h2:5432/db?target_session_attrs=
