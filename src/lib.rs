@@ -11,9 +11,15 @@
 //! - [`carts`], [`orders`]: the services — carts, and the checkout pipeline.
 //! - [`messaging`]: RabbitMQ — the connection, topology, confirmed publishing, consumers, dead
 //!   letters; [`consumers`]: the handlers behind the queues.
+//! - [`monitor`]: the service watching itself — counters, admission, the snapshot shown.
 //! - [`lease`], [`active`]: one active instance at a time, and what runs only on it.
 //! - [`http`]: the actix-web API.
 //! - [`config`], [`startup`]: configuration and the wiring of all of it.
+//! - [`queues`], [`urls`]: the contract's queue and header names, and URLs fit for logs;
+//!   [`sampler`]: reads the broker, the pool and the active parts into the monitor.
+//!
+//! The modules import each other without a cycle (`tests/structure.rs`; the layers are in
+//! `docs/architecture.md`).
 
 pub mod active;
 pub mod auth;
@@ -31,5 +37,8 @@ pub mod messaging;
 pub mod monitor;
 pub mod orders;
 pub mod persistence;
+pub mod queues;
+pub mod sampler;
 pub mod startup;
 pub mod telemetry;
+pub mod urls;

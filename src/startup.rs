@@ -17,8 +17,8 @@ use crate::lease::{FenceGuard, Leadership, Role};
 use crate::messaging::topology::TopologyConfig;
 use crate::messaging::{Broker, BrokerError};
 use crate::monitor::admission::AdmissionConfig;
-use crate::monitor::sampler;
 use crate::persistence::{self, DbError};
+use crate::sampler;
 
 /// The longest a shutdown step may take before shutdown goes on without it.
 const SHUTDOWN_STEP: std::time::Duration = std::time::Duration::from_secs(45);

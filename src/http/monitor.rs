@@ -13,7 +13,7 @@ use futures_util::stream::{self, Stream};
 #[allow(unused_imports)]
 use super::openapi::ErrorBody;
 use super::{auth::Admin, ApiError, AppState};
-use crate::monitor::sampler::{BrokerView, QueueView, WriterBacklog};
+use crate::monitor::snapshot::{BrokerView, QueueView, WriterBacklog};
 use crate::monitor::{AdmissionView, DeadLetterSeen, LatencySummary, Snapshot};
 
 const DASHBOARD_HTML: &str = include_str!("../../web/dashboard.html");

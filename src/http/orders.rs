@@ -102,7 +102,7 @@ pub async fn checkout(
         .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
     let checkout = input.validate(state.orders.today());
     // The request tree held the card as typed: wiped now (the checkout holds what is needed).
-    crate::orders::card_data::wipe(&mut body);
+    crate::domain::card_data::wipe(&mut body);
     drop(input);
     let checkout = checkout?;
     let span = intake_span(&req);

@@ -304,7 +304,7 @@ async fn settle(
                 _ => (String::new(), Vec::new()),
             };
             // Whatever it was refused for, a dead letter keeps no card data (PCI DSS 3.3).
-            let body = crate::orders::card_data::safe_to_keep(&body).unwrap_or(body);
+            let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
             tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
             let mut headers = delivery.properties.headers().clone().unwrap_or_default();
             headers.insert(

@@ -73,7 +73,7 @@ impl DeadLetter {
                 }
                 serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
                 serde_json::Value::String(s)
-                    if crate::orders::card_data::text_has_card_number(s) =>
+                    if crate::domain::card_data::text_has_card_number(s) =>
                 {
                     *s = "[redacted]".into()
                 }

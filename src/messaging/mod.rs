@@ -7,9 +7,8 @@ pub mod dead_letters;
 pub mod gate;
 mod message;
 pub mod topology;
-mod urls;
 
-pub use urls::{first_node, node_label, node_urls, redact, user_of};
+pub use crate::urls::{first_node, node_label, node_urls, redact, user_of};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

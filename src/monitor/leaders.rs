@@ -56,17 +56,17 @@ pub fn endpoints(list: &str) -> Result<Vec<Endpoint>, String> {
             let mut url = url::Url::parse(raw).map_err(|e| {
                 format!(
                     "AMQP_MANAGEMENT_URL: {:?} is not a URL ({e})",
-                    crate::messaging::redact(raw)
+                    crate::urls::redact(raw)
                 )
             })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(format!(
                     "AMQP_MANAGEMENT_URL: {:?} must start with http:// or https://",
-                    crate::messaging::redact(raw)
+                    crate::urls::redact(raw)
                 ));
             }
-            let user = crate::persistence::percent_decode(url.username());
-            let password = crate::persistence::percent_decode(url.password().unwrap_or(""));
+            let user = crate::urls::percent_decode(url.username());
+            let password = crate::urls::percent_decode(url.password().unwrap_or(""));
             let _ = url.set_username("");
             let _ = url.set_password(None);
             Ok(Endpoint {
@@ -85,7 +85,7 @@ pub fn endpoints(list: &str) -> Result<Vec<Endpoint>, String> {
 /// The vhost of an AMQP URL as the management API's path wants it (percent-encoded; `/` is
 /// `%2F`).
 pub fn vhost_path(amqp_url: &str) -> String {
-    let node = crate::messaging::first_node(amqp_url);
+    let node = crate::urls::first_node(amqp_url);
     let rest = node.split_once("://").map_or(node.as_str(), |(_, r)| r);
     let path = rest
         .split_once('/')

@@ -7,8 +7,9 @@
 //!
 //! - [`admission`]: the controller (pure); `door`: its verdicts for intake, what is admitted
 //!   and on its way, and the state as shown.
-//! - [`sampler`]: the background loop reading the broker every half second and publishing a
-//!   [`Snapshot`] for `/v1/queues`, the dashboard and the gauges.
+//! - [`snapshot`]: the [`Snapshot`] for `/v1/queues`, the dashboard and the gauges, which
+//!   `crate::sampler` (above the broker, the pool and the active parts) publishes here every
+//!   half second.
 //! - [`prometheus`]: the exporter behind `GET /metrics`.
 
 pub mod admission;
@@ -16,7 +17,7 @@ mod door;
 mod latency;
 pub mod leaders;
 pub mod prometheus;
-pub mod sampler;
+pub mod snapshot;
 mod views;
 
 use std::collections::VecDeque;
@@ -27,13 +28,13 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use tokio::sync::watch;
 
-use crate::messaging::topology::{QueueSpec, QUEUES};
+use crate::queues::{QueueSpec, QUEUES};
 use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator};
 
 pub use door::Admitted;
 use latency::Latencies;
 pub use latency::LatencySummary;
-pub use sampler::Snapshot;
+pub use snapshot::Snapshot;
 pub use views::{AdmissionView, DeadLetterSeen, InFlight, PublishOutcome, QueueCounters, Settled};
 
 /// What the sampler last read of the checkout queue, and this process's counters just before
@@ -322,7 +323,7 @@ impl Monitor {
 
     /// `(confirmed, delivered)` of the checkout queue now (taken just before reading it).
     pub(crate) fn checkout_counts(&self) -> (u64, u64) {
-        self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name)
+        self.queue(crate::queues::CHECKOUT_QUEUE.name)
             .map_or((0, 0), |c| {
                 (
                     c.confirmed.load(Ordering::Relaxed),
@@ -355,7 +356,7 @@ impl Monitor {
     /// process published and was delivered since. (What is in flight here is not waiting: its
     /// time is the decision latency.)
     pub fn checkout_backlog(&self) -> u64 {
-        let Some(c) = self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name) else {
+        let Some(c) = self.queue(crate::queues::CHECKOUT_QUEUE.name) else {
             return 0;
         };
         let confirmed = c.confirmed.load(Ordering::Relaxed);
@@ -382,7 +383,7 @@ impl Monitor {
 
     /// Checkouts delivered to this process and not yet settled.
     pub fn checkout_in_flight(&self) -> u64 {
-        self.queue(crate::messaging::topology::CHECKOUT_QUEUE.name)
+        self.queue(crate::queues::CHECKOUT_QUEUE.name)
             .map_or(0, |c| {
                 c.in_flight.load(Ordering::Relaxed).max(0).unsigned_abs()
             })

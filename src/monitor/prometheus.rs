@@ -214,7 +214,7 @@ fn describe() {
 
 /// Registers the counters whose first event an alert must see, at 0.
 fn zeroes() {
-    for spec in crate::messaging::topology::QUEUES {
+    for spec in crate::queues::QUEUES {
         for name in QUEUE_COUNTERS {
             metrics::counter!(*name, "queue" => spec.name).increment(0);
         }

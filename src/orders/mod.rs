@@ -23,7 +23,6 @@
 
 mod cancel;
 mod capacity;
-pub mod card_data;
 mod create;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;

@@ -16,11 +16,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::card_data;
 use super::payment::{Authorization, PaymentProblem};
 use super::reservations::Reservation;
 use super::transitions::Move;
 use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use crate::domain::card_data;
 use crate::domain::checkout::{Checkout, CheckoutInput, Payment, PaymentRequest};
 use crate::domain::clock;
 use crate::domain::flow::{self, AfterReservation, Step};

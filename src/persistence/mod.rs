@@ -33,7 +33,7 @@ pub type DbPool = Pool<ConnectionManager<PgConnection>>;
 /// password and every host, percent-encoding kept) and the query stay as they are; the name is
 /// percent-decoded.
 pub fn split_database_url(url: &str) -> Result<(String, String), String> {
-    let shown = || crate::messaging::redact(url);
+    let shown = || crate::urls::redact(url);
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("DATABASE_URL={:?} is not a URL", shown()));
     };
@@ -65,7 +65,7 @@ pub fn split_database_url(url: &str) -> Result<(String, String), String> {
             shown()
         ));
     }
-    let name = percent_decode(raw_name);
+    let name = crate::urls::percent_decode(raw_name);
     if name.is_empty() || name.contains('/') || name.contains('\0') {
         return Err(format!(
             "DATABASE_URL={:?} names no database (…/dbname)",
@@ -99,30 +99,6 @@ pub fn with_connect_timeouts(url: &str) -> String {
         url.push_str(value);
     }
     url
-}
-
-/// `%xx` escapes decoded (a database name in a URL path, a user name in an AMQP URL).
-pub(crate) fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Creates the database named in `url` if it does not exist yet.

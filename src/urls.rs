@@ -56,7 +56,7 @@ pub fn user_of(url: &str) -> String {
     let raw = url::Url::parse(url)
         .map(|u| u.username().to_owned())
         .unwrap_or_default();
-    match crate::persistence::percent_decode(&raw) {
+    match percent_decode(&raw) {
         user if !user.is_empty() => user,
         _ => "guest".to_owned(),
     }
@@ -105,6 +105,30 @@ pub fn redact(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// `%xx` escapes decoded (a database name in a URL path, a user name in an AMQP URL).
+pub fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(decoded)) => {
+                out.push(decoded);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use crate::domain::documents::{cnpj_valid, cpf_valid, luhn_valid};
+use super::documents::{cnpj_valid, cpf_valid, luhn_valid};
 
 /// Whether a checkout message carries a card (a `payment.card` object, a `cvv` anywhere, or a
 /// card number in any string).
