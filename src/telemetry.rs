@@ -31,6 +31,23 @@ pub const TRACEPARENT: &str = "traceparent";
 
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
+/// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    // A cause already said (perhaps folded onto one line) is not said again.
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let next = cause.to_string();
+        if !squash(&text).contains(&squash(&next)) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Whether spans leave the process (an OTLP endpoint is configured).
 pub fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)

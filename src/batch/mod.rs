@@ -29,11 +29,12 @@ use tokio::sync::oneshot;
 pub struct Refusal(pub String);
 
 /// Why a whole batch was not written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    /// A dependency is away (connection-class): retry the batch.
-    #[error("{0}")]
-    Transient(String),
+    /// A dependency is away (connection-class): retry the batch. The error says why, with its
+    /// own causes.
+    #[error(transparent)]
+    Transient(Box<dyn std::error::Error + Send + Sync>),
     /// This instance no longer holds the lease: nothing was written, nothing will be.
     #[error("fenced: another instance is active")]
     Fenced,
@@ -401,7 +402,7 @@ impl<S: Sink> Writer<S> {
                 Err(SinkError::Transient(e)) => {
                     self.stats.db_errors.fetch_add(1, Ordering::Relaxed);
                     self.stats.failing.store(true, Ordering::Relaxed);
-                    tracing::warn!(writer = self.config.name, error = %e, attempt, items = items.len(), "batch failed on a transient error; retrying");
+                    tracing::warn!(writer = self.config.name, error = %crate::telemetry::error_chain(e.as_ref()), attempt, items = items.len(), "batch failed on a transient error; retrying");
                 }
             }
             attempt = attempt.saturating_add(1);

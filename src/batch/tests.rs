@@ -103,3 +103,20 @@ async fn a_full_queue_says_so_instead_of_blocking() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(writer.stats().is_failing());
 }
+
+/// Issue 19, item 7: a transient failure is the sink's own error, its causes kept, said once.
+#[test]
+fn a_transient_failure_keeps_the_error_and_its_causes() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("the pool timed out")]
+    struct PoolTimeout(#[source] std::io::Error);
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+    let e = SinkError::Transient(Box::new(PoolTimeout(refused)));
+    assert_eq!(e.to_string(), "the pool timed out");
+    let cause = std::error::Error::source(&e).map(ToString::to_string);
+    assert_eq!(cause.as_deref(), Some("connection refused"));
+    assert_eq!(
+        crate::telemetry::error_chain(&e),
+        "the pool timed out: connection refused"
+    );
+}

@@ -225,7 +225,7 @@ impl Sink for StockSink {
                     vec![RowOutcome::Refused("internal: unmatched row outcomes".into()); rows.len()]
                 }
                 Err(StoreError::Fenced) => return Err(SinkError::Fenced),
-                Err(e) if e.is_transient() => return Err(SinkError::Transient(e.to_string())),
+                Err(e) if e.is_transient() => return Err(SinkError::Transient(Box::new(e))),
                 Err(e) => vec![RowOutcome::Refused(e.to_string()); rows.len()],
             };
             self.counters

@@ -54,8 +54,9 @@ pub enum ApiError {
     Overloaded { message: String, retry_after: u32 },
     #[error("{message}")]
     Unavailable { message: String, retry_after: u32 },
+    /// A 500: the cause is logged with its chain, never shown to the caller.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
@@ -212,7 +213,7 @@ impl From<DbError> for ApiError {
 
 impl From<actix_web::error::BlockingError> for ApiError {
     fn from(e: actix_web::error::BlockingError) -> Self {
-        ApiError::Internal(e.to_string())
+        ApiError::Internal(Box::new(e))
     }
 }
 
@@ -332,7 +333,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let ApiError::Internal(e) = self {
-            tracing::error!(error = %e, "internal error");
+            tracing::error!(error = %crate::telemetry::error_chain(e.as_ref()), "internal error");
         }
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::Overloaded { retry_after, .. }
@@ -354,5 +355,28 @@ impl ResponseError for ApiError {
                 "details": self.details(),
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19, item 7: a 500 keeps what went wrong as its source (for the log), and says
+    /// nothing of it to the caller.
+    #[actix_web::test]
+    async fn an_internal_error_keeps_its_cause_and_shows_none_of_it() {
+        let cause = std::io::Error::other("connection to 10.0.0.7 refused");
+        let e = ApiError::Internal(Box::new(cause));
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("connection to 10.0.0.7 refused"));
+        let response = e.error_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\"code\":\"internal\""), "{text}");
+        assert!(!text.contains("10.0.0.7"), "{text}");
     }
 }

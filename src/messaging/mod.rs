@@ -8,6 +8,7 @@ pub mod gate;
 mod message;
 pub mod topology;
 
+pub use crate::telemetry::error_chain;
 pub use crate::urls::{first_node, node_label, node_urls, redact, user_of};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -384,23 +385,6 @@ impl Broker {
             let _ = conn.close(200, "orderflow shutting down".into()).await;
         }
     }
-}
-
-/// An error with its causes, `a: b: c` — for a dead letter's reason or a log line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    // A cause already said (perhaps folded onto one line) is not said again.
-    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let next = cause.to_string();
-        if !squash(&text).contains(&squash(&next)) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -74,7 +74,7 @@ impl Sink for OrderSink {
         let mut conn = self
             .pool
             .get()
-            .map_err(|e| SinkError::Transient(DbError::from(e).to_string()))?;
+            .map_err(|e| SinkError::Transient(Box::new(DbError::from(e))))?;
         let fenced = std::cell::Cell::new(false);
         // First, in the same transaction: is this instance still the one that may write?
         let check = |conn: &mut diesel::PgConnection| -> Result<(), DbError> {
@@ -93,7 +93,7 @@ impl Sink for OrderSink {
         match first {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
             Err(_) if fenced.get() => Err(SinkError::Fenced),
-            Err(e) if e.is_transient() => Err(SinkError::Transient(e.to_string())),
+            Err(e) if e.is_transient() => Err(SinkError::Transient(Box::new(e))),
             // One row (or more) the database will not take: isolate it.
             Err(_) => {
                 let each = conn.transaction(|conn| {
@@ -103,7 +103,7 @@ impl Sink for OrderSink {
                 match each {
                     Ok(results) => Ok(results),
                     Err(_) if fenced.get() => Err(SinkError::Fenced),
-                    Err(e) => Err(SinkError::Transient(e.to_string())),
+                    Err(e) => Err(SinkError::Transient(Box::new(e))),
                 }
             }
         }
