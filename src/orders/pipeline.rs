@@ -46,6 +46,32 @@ enum Ran {
     Refused(String),
 }
 
+/// A delivery read and validated: its body (kept for the fingerprint), the checkout, its key and
+/// when it was judged.
+struct Parsed {
+    body: serde_json::Value,
+    checkout: Checkout,
+    key: String,
+    judged_at: DateTime<Utc>,
+}
+
+/// A payment that cannot be kept: a refused or expired token is the message's permanent
+/// failure; a gateway away is transient.
+fn payment_outcome(problem: PaymentProblem) -> Outcome {
+    match problem {
+        PaymentProblem::Refused(why) => {
+            Outcome::DeadLetter(format!("invalid checkout: payment.card_token: {why}"))
+        }
+        PaymentProblem::Expired => Outcome::DeadLetter(
+            "invalid checkout: payment.card_token: the card has expired".into(),
+        ),
+        PaymentProblem::Unavailable(why) => {
+            tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
+            Outcome::Retry
+        }
+    }
+}
+
 /// What one delivery carries, once validated.
 pub(super) struct Request<'a> {
     pub(super) checkout: &'a Checkout,
@@ -60,93 +86,29 @@ impl OrderService {
     /// Handles one delivery of `orders.checkout`.
     #[tracing::instrument(skip_all, fields(message_id = message.message_id.as_deref().unwrap_or("")))]
     pub async fn process(&self, message: Message) -> Outcome {
-        let body: serde_json::Value = match serde_json::from_slice(&message.data) {
-            Ok(v) => v,
-            Err(e) => return Outcome::DeadLetter(format!("body is not JSON: {e}")),
+        let parsed = match self.parse(&message) {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
         };
-        // Card data never rests on a queue: only tokens may come this way (API.md). The dead
-        // letter is a copy without it.
-        if card_data::carried(&body) {
-            return Outcome::DeadLetterRedacted {
-                reason: "card_data_refused: a checkout on a queue must carry a card_token, never a card number or security code".into(),
-                body: card_data::redacted(&body),
-            };
-        }
-        // Read from the tree (no copy of it): the tree stays for the fingerprint.
-        let input = match <CheckoutInput as serde::Deserialize>::deserialize(&body) {
-            Ok(i) => i,
-            Err(e) => return Outcome::DeadLetter(format!("body is not a checkout: {e}")),
-        };
-        let key = match message.message_id.as_deref().map(parse_key) {
-            Some(Ok(k)) => k,
-            Some(Err(e)) => {
-                return Outcome::DeadLetter(format!("message_id (the idempotency key) {e}"))
-            }
-            None => {
-                return Outcome::DeadLetter(
-                    "message_id (the idempotency key, 1 to 255 characters) is required".into(),
-                )
-            }
-        };
-        // Validity is judged once, when the checkout was accepted: the publisher's timestamp
-        // (orderflow's intake always sets it), else now.
-        let judged_at = message
-            .timestamp
-            .and_then(|t| DateTime::<Utc>::from_timestamp(i64::try_from(t).ok()?, 0))
-            .unwrap_or_else(|| self.inner.clock.now());
-        let checkout = match input.validate(clock::year_month(judged_at)) {
-            Ok(c) => c,
-            Err(fields) => {
-                return Outcome::DeadLetter(format!("invalid checkout: {}", fields.summary()))
-            }
-        };
-        #[cfg(feature = "fault-injection")]
-        {
-            let panic_on = self
-                .inner
-                .faults
-                .panic_on
-                .lock()
-                .ok()
-                .and_then(|s| s.clone());
-            if let Some(sku) = panic_on {
-                if matches!(&checkout.lines, crate::domain::checkout::LineSource::Items(lines) if lines.iter().any(|(s, _)| *s == sku))
-                {
-                    panic!("fault injection: a checkout of {sku}");
-                }
-            }
-        }
+        let Parsed {
+            body,
+            checkout,
+            key,
+            judged_at,
+        } = parsed;
         // The card a token stands for, as the gateway knows it, judged when it was accepted.
-        if let PaymentRequest::Card(_) = &checkout.payment {
-            return Outcome::DeadLetterRedacted {
-                reason: "card_data_refused".into(),
-                body: card_data::redacted(&body),
-            };
-        }
         let payment = match self
             .payment_to_keep(&checkout.payment, clock::year_month(judged_at))
             .await
         {
             Ok(p) => p,
-            Err(PaymentProblem::Refused(why)) => {
-                return Outcome::DeadLetter(format!("invalid checkout: payment.card_token: {why}"))
-            }
-            Err(PaymentProblem::Expired) => {
-                return Outcome::DeadLetter(
-                    "invalid checkout: payment.card_token: the card has expired".into(),
-                )
-            }
-            Err(PaymentProblem::Unavailable(why)) => {
-                tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
-                return Outcome::Retry;
-            }
+            Err(problem) => return payment_outcome(problem),
         };
         let origin = if message.app_id.as_deref() == Some(HTTP_ORIGIN) {
             Origin::Http
         } else {
             Origin::Queue
         };
-        let (accepted_ms, consumed) = (message.accepted_ms, message.consumed);
         // The id intake recorded for the key (orderflow's own checkouts), else one keyed with
         // the server's secret: stable for a redelivery, computable by no client.
         if origin == Origin::Http {
@@ -172,10 +134,89 @@ impl OrderService {
             fingerprint: &fp,
             origin,
         };
+        self.decide(&request, order_id, &message).await
+    }
+
+    /// The delivery read and validated, or the outcome that ends it here.
+    fn parse(&self, message: &Message) -> Result<Parsed, Outcome> {
+        let body: serde_json::Value = serde_json::from_slice(&message.data)
+            .map_err(|e| Outcome::DeadLetter(format!("body is not JSON: {e}")))?;
+        // Card data never rests on a queue: only tokens may come this way (API.md). The dead
+        // letter is a copy without it.
+        if card_data::carried(&body) {
+            return Err(Outcome::DeadLetterRedacted {
+                reason: "card_data_refused: a checkout on a queue must carry a card_token, never a card number or security code".into(),
+                body: card_data::redacted(&body),
+            });
+        }
+        // Read from the tree (no copy of it): the tree stays for the fingerprint.
+        let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
+            .map_err(|e| Outcome::DeadLetter(format!("body is not a checkout: {e}")))?;
+        let key = match message.message_id.as_deref().map(parse_key) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                return Err(Outcome::DeadLetter(format!(
+                    "message_id (the idempotency key) {e}"
+                )))
+            }
+            None => {
+                return Err(Outcome::DeadLetter(
+                    "message_id (the idempotency key, 1 to 255 characters) is required".into(),
+                ))
+            }
+        };
+        // Validity is judged once, when the checkout was accepted: the publisher's timestamp
+        // (orderflow's intake always sets it), else now.
+        let judged_at = message
+            .timestamp
+            .and_then(|t| DateTime::<Utc>::from_timestamp(i64::try_from(t).ok()?, 0))
+            .unwrap_or_else(|| self.inner.clock.now());
+        let checkout = input
+            .validate(clock::year_month(judged_at))
+            .map_err(|fields| {
+                Outcome::DeadLetter(format!("invalid checkout: {}", fields.summary()))
+            })?;
+        #[cfg(feature = "fault-injection")]
+        self.fault_panic(&checkout);
+        if let PaymentRequest::Card(_) = &checkout.payment {
+            return Err(Outcome::DeadLetterRedacted {
+                reason: "card_data_refused".into(),
+                body: card_data::redacted(&body),
+            });
+        }
+        Ok(Parsed {
+            body,
+            checkout,
+            key,
+            judged_at,
+        })
+    }
+
+    /// Fault injection: a checkout of the chosen SKU panics while it is handled.
+    #[cfg(feature = "fault-injection")]
+    fn fault_panic(&self, checkout: &Checkout) {
+        let panic_on = self
+            .inner
+            .faults
+            .panic_on
+            .lock()
+            .ok()
+            .and_then(|s| s.clone());
+        if let Some(sku) = panic_on {
+            if matches!(&checkout.lines, crate::domain::checkout::LineSource::Items(lines) if lines.iter().any(|(s, _)| *s == sku))
+            {
+                panic!("fault injection: a checkout of {sku}");
+            }
+        }
+    }
+
+    /// Runs the order to its decision under its lock, retrying transient trouble within the
+    /// retry window: acked once decided and announced, dead-lettered when it can never be.
+    async fn decide(&self, request: &Request<'_>, order_id: uuid::Uuid, message: &Message) -> Outcome {
         let deadline = Deadline::after(self.inner.config.retry_window);
         let _guard = self.lock(order_id).lock().await;
         loop {
-            let ran = match self.run(&request, order_id, &deadline).await {
+            let ran = match self.run(request, order_id, &deadline).await {
                 // Decided: its events confirmed before the delivery is acked. A failed publish
                 // is transient like any other: retried, or handed back and published again by
                 // the redelivery.
@@ -184,10 +225,10 @@ impl OrderService {
                 Err(e) => Err(e),
             };
             match ran {
-                Ok(Some(reason)) => return self.dead_letter(&request, order_id, reason),
+                Ok(Some(reason)) => return self.dead_letter(request, order_id, reason),
                 Err(StepError::Refused(cause)) => {
                     return self.dead_letter(
-                        &request,
+                        request,
                         order_id,
                         crate::messaging::error_chain(&cause),
                     )
@@ -196,7 +237,7 @@ impl OrderService {
                     self.inner
                         .broker
                         .monitor()
-                        .record_processed(accepted_ms, consumed);
+                        .record_processed(message.accepted_ms, message.consumed);
                     return Outcome::Ack;
                 }
                 Err(StepError::Fenced) => return Outcome::Abandon,
@@ -334,36 +375,7 @@ impl OrderService {
             StepError::Transient(super::Cause::of("the payment gateway did not answer", e))
         })?;
         match auth {
-            Authorization::Approved { .. } => {
-                let method = request.checkout.delivery_method;
-                let Some(slot) =
-                    self.inner
-                        .capacity
-                        .book(method, order.order_id, self.inner.clock.now())
-                else {
-                    return Err(StepError::Transient(
-                        "no delivery capacity within a year".into(),
-                    ));
-                };
-                let moved = self
-                    .transition(
-                        order,
-                        Move {
-                            via,
-                            delivery: Some(slot.clone()),
-                            ..Move::to(OrderStatus::Scheduled)
-                        },
-                        deadline,
-                    )
-                    .await;
-                if moved.is_ok() && order.delivery.as_ref() != Some(&slot) {
-                    // Another attempt won with another slot: this one is free again. (When the
-                    // write failed it may still commit later; the place stays booked — a day
-                    // is under-filled by one rather than over-filled.)
-                    self.inner.capacity.unbook(method, slot.scheduled_for);
-                }
-                moved
-            }
+            Authorization::Approved { .. } => self.schedule(order, request, via, deadline).await,
             Authorization::Declined { reason } => {
                 self.transition(
                     order,
@@ -381,6 +393,45 @@ impl OrderService {
                 .await
             }
         }
+    }
+
+    /// Paid: a delivery slot booked and the order scheduled (through `reserved` when that was
+    /// not yet written).
+    async fn schedule(
+        &self,
+        order: &mut Order,
+        request: &Request<'_>,
+        via: Option<(OrderStatus, DateTime<Utc>)>,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        let method = request.checkout.delivery_method;
+        let Some(slot) = self
+            .inner
+            .capacity
+            .book(method, order.order_id, self.inner.clock.now())
+        else {
+            return Err(StepError::Transient(
+                "no delivery capacity within a year".into(),
+            ));
+        };
+        let moved = self
+            .transition(
+                order,
+                Move {
+                    via,
+                    delivery: Some(slot.clone()),
+                    ..Move::to(OrderStatus::Scheduled)
+                },
+                deadline,
+            )
+            .await;
+        if moved.is_ok() && order.delivery.as_ref() != Some(&slot) {
+            // Another attempt won with another slot: this one is free again. (When the write
+            // failed it may still commit later; the place stays booked — a day is under-filled
+            // by one rather than over-filled.)
+            self.inner.capacity.unbook(method, slot.scheduled_for);
+        }
+        moved
     }
 
     /// The checkout is no longer on its way: intake answers a repeat from the database.
