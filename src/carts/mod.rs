@@ -5,7 +5,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::catalog::{Catalog, Suggestion};
-use crate::domain::cart::{CustomerId, LineChange};
+use crate::domain::cart::{CartStatus, CustomerId, LineChange};
 use crate::domain::Sku;
 use crate::persistence::carts::{self, CartError, CartRecord};
 use crate::persistence::{run_blocking, DbError, DbPool};
@@ -39,7 +39,7 @@ pub struct CartView {
     pub cart_id: Uuid,
     pub customer_id: String,
     /// `open`, or `ordered` once it produced an order (`order_id`).
-    pub status: String,
+    pub status: CartStatus,
     pub order_id: Option<Uuid>,
     pub items: Vec<LineView>,
     pub total_cents: i64,

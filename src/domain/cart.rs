@@ -28,6 +28,36 @@ impl CustomerId {
     }
 }
 
+/// Where a cart is: open for changes, or ordered (it produced its one order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CartStatus {
+    Open,
+    Ordered,
+}
+
+impl CartStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CartStatus::Open => "open",
+            CartStatus::Ordered => "ordered",
+        }
+    }
+}
+
+/// The column's text (the schema's check admits only these).
+impl TryFrom<String> for CartStatus {
+    type Error = String;
+
+    fn try_from(raw: String) -> Result<CartStatus, String> {
+        match raw.as_str() {
+            "open" => Ok(CartStatus::Open),
+            "ordered" => Ok(CartStatus::Ordered),
+            _ => Err(format!("cart status {raw:?}")),
+        }
+    }
+}
+
 /// What a change does to a cart line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LineChange {

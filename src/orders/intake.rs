@@ -191,7 +191,7 @@ impl OrderService {
                 if fingerprint != fp {
                     return Err(IntakeError::Mismatch);
                 }
-                if let Some(status) = status.as_deref().and_then(OrderStatus::parse) {
+                if let Some(status) = status {
                     return Ok(IntakeOutcome::Existing(order_id, status));
                 }
                 // Known, no order yet: its publish may have been lost; it goes out again.

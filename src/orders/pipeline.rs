@@ -62,9 +62,9 @@ fn payment_outcome(problem: PaymentProblem) -> Outcome {
         PaymentProblem::Refused(why) => {
             Outcome::DeadLetter(format!("invalid checkout: payment.card_token: {why}"))
         }
-        PaymentProblem::Expired => Outcome::DeadLetter(
-            "invalid checkout: payment.card_token: the card has expired".into(),
-        ),
+        PaymentProblem::Expired => {
+            Outcome::DeadLetter("invalid checkout: payment.card_token: the card has expired".into())
+        }
         PaymentProblem::Unavailable(why) => {
             tracing::warn!(error = %why, "the payment gateway is unavailable; handing the checkout back");
             Outcome::Retry
@@ -212,7 +212,12 @@ impl OrderService {
 
     /// Runs the order to its decision under its lock, retrying transient trouble within the
     /// retry window: acked once decided and announced, dead-lettered when it can never be.
-    async fn decide(&self, request: &Request<'_>, order_id: uuid::Uuid, message: &Message) -> Outcome {
+    async fn decide(
+        &self,
+        request: &Request<'_>,
+        order_id: uuid::Uuid,
+        message: &Message,
+    ) -> Outcome {
         let deadline = Deadline::after(self.inner.config.retry_window);
         let _guard = self.lock(order_id).lock().await;
         loop {

@@ -74,23 +74,20 @@ impl OrderService {
         let notification = notification_for(order, step.to, step.rejection.as_ref(), now);
         let row = TransitionRow {
             order_id: order.order_id,
-            from_status: order.status.as_str().to_owned(),
-            to_status: step.to.as_str().to_owned(),
-            delivery: step
-                .delivery
-                .as_ref()
-                .and_then(|d| serde_json::to_value(d).ok()),
-            rejection: step
-                .rejection
-                .as_ref()
-                .and_then(|r| serde_json::to_value(r).ok()),
+            from_status: order.status,
+            to_status: step.to,
+            delivery: step.delivery.clone(),
+            rejection: step.rejection.clone(),
             at: now,
-            via_status: step.via.map(|(s, _)| s.as_str().to_owned()),
+            via_status: step.via.map(|(s, _)| s),
             via_at: step.via.map(|(_, at)| at),
             settled: step.settled,
             notification,
         };
-        let moved = match self.write(OrderWrite::Transition(row), deadline).await? {
+        let moved = match self
+            .write(OrderWrite::Transition(Box::new(row)), deadline)
+            .await?
+        {
             OrderWritten::Moved(moved) => moved,
             other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
         };

@@ -24,9 +24,9 @@ pub enum OrderWrite {
     /// Record an idempotency key before its checkout is published.
     Key(KeyRow),
     /// Create an order unless it exists.
-    Create(NewOrderRow),
+    Create(Box<NewOrderRow>),
     /// Move an order, if it is still in `from_status`.
-    Transition(TransitionRow),
+    Transition(Box<TransitionRow>),
     /// Every reservation of this order is released.
     Settle(Uuid),
 }
@@ -159,8 +159,8 @@ fn write_all(
     for item in items {
         match item {
             OrderWrite::Key(k) => keys.push(k.clone()),
-            OrderWrite::Create(c) => creates.push(c.clone()),
-            OrderWrite::Transition(t) => transitions.push(t.clone()),
+            OrderWrite::Create(c) => creates.push(NewOrderRow::clone(c)),
+            OrderWrite::Transition(t) => transitions.push(TransitionRow::clone(t)),
             OrderWrite::Settle(id) => settles.push(*id),
         }
     }

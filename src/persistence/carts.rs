@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::schema::{cart_items, carts};
 use super::DbError;
-use crate::domain::cart::{CustomerId, LineChange};
+use crate::domain::cart::{CartStatus, CustomerId, LineChange};
 use crate::domain::Sku;
 
 /// A cart row.
@@ -14,7 +14,8 @@ use crate::domain::Sku;
 pub struct CartRecord {
     pub cart_id: Uuid,
     pub customer_id: String,
-    pub status: String,
+    #[diesel(deserialize_as = String)]
+    pub status: CartStatus,
     pub order_id: Option<Uuid>,
 }
 
@@ -186,7 +187,7 @@ pub fn claim(
         }
         diesel::update(carts::table.find(cart_id))
             .set((
-                carts::status.eq("ordered"),
+                carts::status.eq(CartStatus::Ordered.as_str()),
                 carts::order_id.eq(Some(order_id)),
                 carts::updated_at.eq(diesel::dsl::now),
             ))

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::orders::json;
 use super::DbError;
+use crate::domain::order::OrderStatus;
 
 /// An idempotency key intake is about to use, with the order id it would get if new.
 #[derive(Debug, Clone, Serialize)]
@@ -30,7 +31,7 @@ pub enum KeyState {
     Known {
         order_id: Uuid,
         fingerprint: String,
-        status: Option<String>,
+        status: Option<OrderStatus>,
     },
     /// Being recorded by another request at this very moment (in the same batch): retry.
     Racing,
@@ -117,7 +118,8 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
                 Some(order_id) => KeyState::Known {
                     order_id,
                     fingerprint: f.fingerprint.clone().unwrap_or_default(),
-                    status: f.status.clone(),
+                    // The schema checks the status; one nobody knows reads as no order yet.
+                    status: f.status.as_deref().and_then(OrderStatus::parse),
                 },
                 None => KeyState::Racing,
             },

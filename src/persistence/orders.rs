@@ -14,10 +14,12 @@ use uuid::Uuid;
 pub use super::keys::{order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
 use super::schema::{notifications, order_history, orders};
 use super::DbError;
-use crate::domain::checkout::{DeliveryMethod, Payment};
+use crate::domain::checkout::{Address, DeliveryMethod, Payment};
+use crate::domain::delivery::DeliverySlot;
 use crate::domain::order::{Order, OrderItem, OrderStatus, Origin, Rejection};
 
-/// A new order as first stored (normally `received`).
+/// A new order as first stored (normally `received`). Typed: it becomes JSON only when the
+/// batch is bound to its statement.
 #[derive(Debug, Clone, Serialize)]
 pub struct NewOrderRow {
     pub order_id: Uuid,
@@ -25,17 +27,41 @@ pub struct NewOrderRow {
     pub request_fingerprint: String,
     pub customer_id: String,
     pub cart_id: Option<Uuid>,
-    pub origin: String,
-    pub status: String,
-    pub items: Value,
+    pub origin: Origin,
+    pub status: OrderStatus,
+    pub items: Vec<OrderItem>,
     pub total_cents: i64,
     pub currency: String,
-    pub delivery_method: String,
-    pub shipping_address: Value,
-    pub payment: Value,
-    pub delivery: Option<Value>,
-    pub rejection: Option<Value>,
+    pub delivery_method: DeliveryMethod,
+    pub shipping_address: Address,
+    pub payment: Payment,
+    pub delivery: Option<DeliverySlot>,
+    pub rejection: Option<Rejection>,
     pub at: DateTime<Utc>,
+}
+
+impl NewOrderRow {
+    /// The row of a new order: the order as built, with its key and where it goes.
+    pub fn of(order: &Order, idempotency_key: &str, shipping_address: &Address) -> NewOrderRow {
+        NewOrderRow {
+            order_id: order.order_id,
+            idempotency_key: idempotency_key.to_owned(),
+            request_fingerprint: order.fingerprint.clone(),
+            customer_id: order.customer_id.clone(),
+            cart_id: order.cart_id,
+            origin: order.origin,
+            status: order.status,
+            items: order.items.clone(),
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            delivery_method: order.delivery_method,
+            shipping_address: shipping_address.clone(),
+            payment: order.payment.clone(),
+            delivery: order.delivery.clone(),
+            rejection: order.rejection.clone(),
+            at: order.created_at,
+        }
+    }
 }
 
 /// A notification to a customer.
@@ -54,14 +80,14 @@ pub struct NotificationRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct TransitionRow {
     pub order_id: Uuid,
-    pub from_status: String,
-    pub to_status: String,
-    pub delivery: Option<Value>,
-    pub rejection: Option<Value>,
+    pub from_status: OrderStatus,
+    pub to_status: OrderStatus,
+    pub delivery: Option<DeliverySlot>,
+    pub rejection: Option<Rejection>,
     pub at: DateTime<Utc>,
     /// A status passed through on the way (recorded in the history, e.g. `reserved` on the way
     /// from `received` to `scheduled`), so one write records both steps.
-    pub via_status: Option<String>,
+    pub via_status: Option<OrderStatus>,
     pub via_at: Option<DateTime<Utc>>,
     /// `false` when the order ends without its stock and may still hold reservations.
     pub settled: bool,
@@ -207,64 +233,66 @@ pub fn settle(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), DbError
     Ok(())
 }
 
-/// An order as stored.
+/// An order as stored: the SQL edge, read into an [`Order`] at once and never handed out.
 #[derive(Debug, Clone, Queryable)]
-pub struct OrderRecord {
-    pub order_id: Uuid,
-    pub idempotency_key: String,
-    pub request_fingerprint: String,
-    pub customer_id: String,
-    pub cart_id: Option<Uuid>,
-    pub origin: String,
-    pub status: String,
-    pub items: Value,
-    pub total_cents: i64,
-    pub currency: String,
-    pub delivery_method: String,
-    pub shipping_address: Value,
-    pub payment: Value,
-    pub delivery: Option<Value>,
-    pub rejection: Option<Value>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub settled: bool,
+struct OrderRecord {
+    order_id: Uuid,
+    // Kept by `checkout_keys` for intake; the order does not carry it.
+    #[allow(dead_code)]
+    idempotency_key: String,
+    request_fingerprint: String,
+    customer_id: String,
+    cart_id: Option<Uuid>,
+    origin: String,
+    status: String,
+    items: Value,
+    total_cents: i64,
+    currency: String,
+    delivery_method: String,
+    // Shown by no read path yet (the order does not carry it).
+    #[allow(dead_code)]
+    shipping_address: Value,
+    payment: Value,
+    delivery: Option<Value>,
+    rejection: Option<Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    settled: bool,
 }
 
 impl OrderRecord {
-    /// The typed order, or why the stored row cannot be read as one.
-    pub fn into_order(self, history: Vec<(String, DateTime<Utc>)>) -> Result<Order, String> {
-        let field =
-            |name: &str, e: serde_json::Error| format!("order {}: {name}: {e}", self.order_id);
+    /// The typed order, or why the stored row (or a status of its history) cannot be read as
+    /// one — a status nobody knows is the row's failure, never a history entry left out.
+    fn into_order(self, history: Vec<(String, DateTime<Utc>)>) -> Result<Order, String> {
+        let id = self.order_id;
+        let field = |name: &str, e: serde_json::Error| format!("order {id}: {name}: {e}");
+        let history = history
+            .into_iter()
+            .map(|(s, at)| {
+                OrderStatus::parse(&s)
+                    .map(|status| (status, at))
+                    .ok_or_else(|| format!("order {id}: history status {s:?}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Order {
-            order_id: self.order_id,
-            customer_id: self.customer_id.clone(),
+            order_id: id,
+            customer_id: self.customer_id,
             cart_id: self.cart_id,
             origin: Origin::parse(&self.origin)
-                .ok_or_else(|| format!("origin {:?}", self.origin))?,
+                .ok_or_else(|| format!("order {id}: origin {:?}", self.origin))?,
             status: OrderStatus::parse(&self.status)
-                .ok_or_else(|| format!("status {:?}", self.status))?,
-            items: serde_json::from_value::<Vec<OrderItem>>(self.items.clone())
+                .ok_or_else(|| format!("order {id}: status {:?}", self.status))?,
+            items: serde_json::from_value::<Vec<OrderItem>>(self.items)
                 .map_err(|e| field("items", e))?,
             total_cents: self.total_cents,
-            currency: self.currency.clone(),
+            currency: self.currency,
             delivery_method: DeliveryMethod::parse(&self.delivery_method)
-                .ok_or_else(|| format!("delivery_method {:?}", self.delivery_method))?,
-            payment: serde_json::from_value::<Payment>(self.payment.clone())
+                .ok_or_else(|| format!("order {id}: delivery_method {:?}", self.delivery_method))?,
+            payment: serde_json::from_value::<Payment>(self.payment)
                 .map_err(|e| field("payment", e))?,
-            delivery: match self.delivery.clone() {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(serde_json::from_value(v).map_err(|e| field("delivery", e))?),
-            },
-            rejection: match self.rejection.clone() {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    serde_json::from_value::<Rejection>(v).map_err(|e| field("rejection", e))?,
-                ),
-            },
-            history: history
-                .into_iter()
-                .filter_map(|(s, at)| Some((OrderStatus::parse(&s)?, at)))
-                .collect(),
+            delivery: optional(self.delivery).map_err(|e| field("delivery", e))?,
+            rejection: optional(self.rejection).map_err(|e| field("rejection", e))?,
+            history,
             created_at: self.created_at,
             updated_at: self.updated_at,
             fingerprint: self.request_fingerprint,
@@ -273,15 +301,18 @@ impl OrderRecord {
     }
 }
 
-pub fn find(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderRecord>, DbError> {
-    Ok(orders::table
-        .find(order_id)
-        .first::<OrderRecord>(conn)
-        .optional()?)
+/// A JSON column that may be empty (SQL `NULL` or JSON `null`).
+fn optional<T: serde::de::DeserializeOwned>(
+    v: Option<Value>,
+) -> Result<Option<T>, serde_json::Error> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v).map(Some),
+    }
 }
 
-/// `(status, at)` in the order they happened.
-pub fn history(
+/// `(status, at)` of one order's history, in the order they happened.
+fn history(
     conn: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
@@ -292,17 +323,47 @@ pub fn history(
         .load(conn)?)
 }
 
-/// A customer's orders, newest first.
+/// The typed order of a stored row; a row that cannot be read is logged and left out, so one
+/// bad row never hides the others (DESIGN.md rule 7).
+fn typed(conn: &mut PgConnection, record: OrderRecord) -> Result<Option<Order>, DbError> {
+    let history = history(conn, record.order_id)?;
+    Ok(match record.into_order(history) {
+        Ok(order) => Some(order),
+        Err(e) => {
+            tracing::error!(error = %e, "a stored order cannot be read");
+            None
+        }
+    })
+}
+
+/// The order with its history, as stored.
+pub fn find(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Order>, DbError> {
+    match orders::table
+        .find(order_id)
+        .first::<OrderRecord>(conn)
+        .optional()?
+    {
+        Some(record) => typed(conn, record),
+        None => Ok(None),
+    }
+}
+
+/// A customer's orders with their histories, newest first.
 pub fn by_customer(
     conn: &mut PgConnection,
     customer_id: &str,
     limit: i64,
-) -> Result<Vec<OrderRecord>, DbError> {
-    Ok(orders::table
+) -> Result<Vec<Order>, DbError> {
+    let records: Vec<OrderRecord> = orders::table
         .filter(orders::customer_id.eq(customer_id))
         .order(orders::created_at.desc())
         .limit(limit)
-        .load(conn)?)
+        .load(conn)?;
+    let mut out = Vec::with_capacity(records.len());
+    for record in records {
+        out.extend(typed(conn, record)?);
+    }
+    Ok(out)
 }
 
 /// A notification as stored (and as `GET /v1/customers/{id}/notifications` shows it).
@@ -385,4 +446,116 @@ pub fn unsettled_since(
         .limit(limit)
         .select(orders::order_id)
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::order::RejectionReason;
+    use crate::domain::Sku;
+    use serde_json::json;
+
+    fn order(status: OrderStatus, origin: Origin, method: DeliveryMethod) -> Order {
+        let at = DateTime::<Utc>::from_timestamp(1_780_000_000, 0).unwrap_or_default();
+        Order {
+            order_id: Uuid::from_u128(7),
+            customer_id: "c-1".into(),
+            cart_id: Some(Uuid::from_u128(9)),
+            origin,
+            status,
+            items: vec![OrderItem {
+                sku: Sku::parse("SKU-1").unwrap(),
+                quantity: 2,
+                unit_price_cents: 1990,
+            }],
+            total_cents: 3980,
+            currency: "BRL".into(),
+            delivery_method: method,
+            payment: Payment::Boleto {
+                document: "39053344705".into(),
+            },
+            delivery: None,
+            rejection: Some(Rejection::because(RejectionReason::OutOfStock, "short")),
+            history: vec![(status, at)],
+            created_at: at,
+            updated_at: at,
+            fingerprint: "f".repeat(64),
+            settled: true,
+        }
+    }
+
+    /// The record the columns of a bound row would give back.
+    fn stored(row: &Value) -> OrderRecord {
+        let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+        let at: DateTime<Utc> = serde_json::from_value(row["at"].clone()).unwrap();
+        OrderRecord {
+            order_id: serde_json::from_value(row["order_id"].clone()).unwrap(),
+            idempotency_key: text("idempotency_key"),
+            request_fingerprint: text("request_fingerprint"),
+            customer_id: text("customer_id"),
+            cart_id: serde_json::from_value(row["cart_id"].clone()).unwrap(),
+            origin: text("origin"),
+            status: text("status"),
+            items: row["items"].clone(),
+            total_cents: row["total_cents"].as_i64().unwrap_or_default(),
+            currency: text("currency"),
+            delivery_method: text("delivery_method"),
+            shipping_address: row["shipping_address"].clone(),
+            payment: row["payment"].clone(),
+            delivery: Some(row["delivery"].clone()),
+            rejection: Some(row["rejection"].clone()),
+            created_at: at,
+            updated_at: at,
+            settled: true,
+        }
+    }
+
+    /// Issue 19, item 2: a typed row becomes JSON only when it is bound, with the column text
+    /// the schema's checks know, and reads back as the order it was made of.
+    #[test]
+    fn a_typed_row_as_bound_reads_back_as_the_order_it_was_made_of() {
+        let statuses = [
+            OrderStatus::Received,
+            OrderStatus::Reserved,
+            OrderStatus::Scheduled,
+            OrderStatus::Rejected,
+            OrderStatus::Failed,
+            OrderStatus::Cancelled,
+        ];
+        let methods = [
+            DeliveryMethod::Standard,
+            DeliveryMethod::Express,
+            DeliveryMethod::SameDay,
+            DeliveryMethod::Pickup,
+        ];
+        for (i, status) in statuses.into_iter().enumerate() {
+            let origin = [Origin::Http, Origin::Queue][i % 2];
+            let method = methods[i % methods.len()];
+            let order = order(status, origin, method);
+            let row = NewOrderRow::of(&order, "key-1", &Address::default());
+            let bound: Value = serde_json::from_str(&json(&[row]).unwrap()).unwrap();
+            let row = &bound[0];
+            assert_eq!(row["status"], json!(status.as_str()));
+            assert_eq!(row["origin"], json!(origin.as_str()));
+            assert_eq!(row["delivery_method"], json!(method.as_str()));
+            assert_eq!(row["idempotency_key"], json!("key-1"));
+            let history = vec![(status.as_str().to_owned(), order.created_at)];
+            assert_eq!(stored(row).into_order(history), Ok(order));
+        }
+    }
+
+    /// A history status nobody knows makes the row unreadable (logged and left out by the
+    /// readers), never an entry silently dropped from the history shown.
+    #[test]
+    fn a_history_status_nobody_knows_makes_the_row_unreadable() {
+        let order = order(OrderStatus::Scheduled, Origin::Http, DeliveryMethod::Pickup);
+        let row = NewOrderRow::of(&order, "k", &Address::default());
+        let bound: Value = serde_json::from_str(&json(&[row]).unwrap()).unwrap();
+        let history = vec![
+            ("received".to_owned(), order.created_at),
+            ("shipped".to_owned(), order.created_at),
+        ];
+        let e = stored(&bound[0]).into_order(history).unwrap_err();
+        assert!(e.contains("shipped"), "{e}");
+    }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::join_all;
+use orderflow::domain::checkout::{Address, DeliveryMethod, Payment};
+use orderflow::domain::order::{OrderItem, OrderStatus, Origin};
 use orderflow::domain::{Ledger, Sku, StockOp};
 use orderflow::engine::{
     DurabilityError, Engine, EngineConfig, EventRecord, PersisterConfig, RowOutcome, RowWrite,
@@ -14,7 +16,7 @@ use orderflow::engine::{
 };
 use orderflow::persistence::orders::{KeyRow, NewOrderRow};
 use orderflow::persistence::PgStore;
-use serde_json::json;
+
 use uuid::Uuid;
 
 use crate::helpers::{pg_addr, seed_products, sql_i64, Proxy, TestDb};
@@ -153,14 +155,21 @@ fn new_order(customer: &str, street: &str) -> NewOrderRow {
         request_fingerprint: "f".into(),
         customer_id: customer.into(),
         cart_id: None,
-        origin: "queue".into(),
-        status: "received".into(),
-        items: json!([{"sku": "X", "quantity": 1, "unit_price_cents": 1}]),
+        origin: Origin::Queue,
+        status: OrderStatus::Received,
+        items: vec![OrderItem {
+            sku: Sku::parse("X").unwrap(),
+            quantity: 1,
+            unit_price_cents: 1,
+        }],
         total_cents: 1,
         currency: "BRL".into(),
-        delivery_method: "standard".into(),
-        shipping_address: json!({"street": street}),
-        payment: json!({"method": "pix"}),
+        delivery_method: DeliveryMethod::Standard,
+        shipping_address: Address {
+            street: street.into(),
+            ..Address::default()
+        },
+        payment: Payment::Pix,
         delivery: None,
         rejection: None,
         at: Utc::now(),
@@ -176,21 +185,27 @@ async fn an_order_write_the_database_refuses_fails_alone_and_its_batch_commits()
     let writer = writer::spawn(pool_through(&proxy, &db).await, 1024, None);
     proxy.cut();
     let first = writer
-        .submit(OrderWrite::Create(new_order("first", "Rua A")))
+        .submit(OrderWrite::Create(Box::new(new_order("first", "Rua A"))))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let good: Vec<_> = (0..5)
         .map(|i| {
             writer
-                .submit(OrderWrite::Create(new_order(&format!("good-{i}"), "Rua B")))
+                .submit(OrderWrite::Create(Box::new(new_order(
+                    &format!("good-{i}"),
+                    "Rua B",
+                ))))
                 .unwrap()
         })
         .collect();
     let bad_text = writer
-        .submit(OrderWrite::Create(new_order("a\u{0}b", "Rua C")))
+        .submit(OrderWrite::Create(Box::new(new_order("a\u{0}b", "Rua C"))))
         .unwrap();
     let bad_json = writer
-        .submit(OrderWrite::Create(new_order("c", "Rua\u{0}Augusta")))
+        .submit(OrderWrite::Create(Box::new(new_order(
+            "c",
+            "Rua\u{0}Augusta",
+        ))))
         .unwrap();
     let bad_key = writer
         .submit(OrderWrite::Key(KeyRow {
@@ -225,7 +240,7 @@ async fn an_order_write_the_database_refuses_fails_alone_and_its_batch_commits()
     );
     // The writer goes on.
     let after = writer
-        .submit(OrderWrite::Create(new_order("after", "Rua D")))
+        .submit(OrderWrite::Create(Box::new(new_order("after", "Rua D"))))
         .unwrap();
     assert_eq!(after.wait().await, Ok(OrderWritten::Created(true)));
     tokio::task::spawn_blocking(move || writer.stop_blocking())
@@ -347,15 +362,15 @@ async fn two_writes_for_one_order_in_one_batch_are_applied_one_after_the_other()
     let writer = writer::spawn(pool_through(&proxy, &db).await, 1024, None);
     let row = new_order("twice", "Rua A");
     let id = row.order_id;
-    let created = writer.submit(OrderWrite::Create(row)).unwrap();
+    let created = writer.submit(OrderWrite::Create(Box::new(row))).unwrap();
     assert_eq!(
         within(created.wait()).await,
         Ok(OrderWritten::Created(true))
     );
-    let transition = |to: &str| TransitionRow {
+    let transition = |to: OrderStatus| TransitionRow {
         order_id: id,
-        from_status: "received".into(),
-        to_status: to.into(),
+        from_status: OrderStatus::Received,
+        to_status: to,
         delivery: None,
         rejection: None,
         at: Utc::now(),
@@ -367,14 +382,18 @@ async fn two_writes_for_one_order_in_one_batch_are_applied_one_after_the_other()
     // Both queue up behind a batch the outage holds, and are written in one batch.
     proxy.cut();
     let hold = writer
-        .submit(OrderWrite::Create(new_order("hold", "Rua B")))
+        .submit(OrderWrite::Create(Box::new(new_order("hold", "Rua B"))))
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cancel = writer
-        .submit(OrderWrite::Transition(transition("cancelled")))
+        .submit(OrderWrite::Transition(Box::new(transition(
+            OrderStatus::Cancelled,
+        ))))
         .unwrap();
     let reject = writer
-        .submit(OrderWrite::Transition(transition("rejected")))
+        .submit(OrderWrite::Transition(Box::new(transition(
+            OrderStatus::Rejected,
+        ))))
         .unwrap();
     proxy.restore();
     within(hold.wait()).await.unwrap();

@@ -3,6 +3,9 @@
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
+use orderflow::domain::checkout::{Address, DeliveryMethod, Payment};
+use orderflow::domain::delivery::{DeliverySlot, Window};
+use orderflow::domain::order::{OrderItem, OrderStatus, Origin};
 use orderflow::domain::{OnHandEffect, Sku};
 use orderflow::engine::{EventRecord, RowOutcome, RowWrite, Store};
 use orderflow::persistence::orders::{self, KeyRow, NewOrderRow, NotificationRow, TransitionRow};
@@ -67,7 +70,9 @@ fn order_rows(
         let key = format!("probe-{}", Uuid::new_v4().simple());
         let order_id = Uuid::new_v4();
         let fingerprint = format!("{:064x}", order_id.as_u128());
-        let sku = skus.get(i % skus.len().max(1)).cloned().unwrap_or_default();
+        let Ok(sku) = Sku::parse(skus.get(i % skus.len().max(1)).map_or("", String::as_str)) else {
+            continue;
+        };
         keys.push(KeyRow {
             order_id,
             customer_id: format!("lg-{i}"),
@@ -80,27 +85,48 @@ fn order_rows(
             request_fingerprint: fingerprint,
             customer_id: format!("lg-{i}"),
             cart_id: None,
-            origin: "http".into(),
-            status: "received".into(),
-            items: json!([{"sku": sku, "quantity": 1, "unit_price_cents": 1990}]),
+            origin: Origin::Http,
+            status: OrderStatus::Received,
+            items: vec![OrderItem {
+                sku: sku.clone(),
+                quantity: 1,
+                unit_price_cents: 1990,
+            }],
             total_cents: 1990,
             currency: "BRL".into(),
-            delivery_method: "standard".into(),
-            shipping_address: json!({"recipient": "Load Test", "street": "Rua do Teste", "number": "1",
-                "city": "São Paulo", "state": "SP", "postal_code": "01001-000", "country": "BR"}),
-            payment: json!({"method": "pix"}),
+            delivery_method: DeliveryMethod::Standard,
+            shipping_address: Address {
+                recipient: "Load Test".into(),
+                street: "Rua do Teste".into(),
+                number: "1".into(),
+                complement: None,
+                district: None,
+                city: "São Paulo".into(),
+                state: "SP".into(),
+                postal_code: "01001-000".into(),
+                country: "BR".into(),
+            },
+            payment: Payment::Pix,
             delivery: None,
             rejection: None,
             at: now,
         });
         moves.push(TransitionRow {
             order_id,
-            from_status: "received".into(),
-            to_status: "scheduled".into(),
-            delivery: Some(json!({"method": "standard", "scheduled_for": "2026-12-03"})),
+            from_status: OrderStatus::Received,
+            to_status: OrderStatus::Scheduled,
+            delivery: Some(DeliverySlot {
+                scheduled_for: now.date_naive(),
+                window: Window {
+                    from: "09:00".into(),
+                    to: "18:00".into(),
+                },
+                carrier: "probe".into(),
+                tracking_code: format!("PR{}", order_id.simple()),
+            }),
             rejection: None,
             at: now,
-            via_status: Some("reserved".into()),
+            via_status: Some(OrderStatus::Reserved),
             via_at: Some(now),
             settled: true,
             notification: Some(NotificationRow {
