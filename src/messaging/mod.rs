@@ -2,6 +2,7 @@
 //! recovery has open bugs), the topology declared on every connect, publishing with publisher
 //! confirms, and consumers that survive broker restarts.
 
+pub mod checkout;
 pub mod consumer;
 pub mod dead_letters;
 pub mod gate;

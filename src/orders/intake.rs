@@ -12,48 +12,18 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
-use super::{fingerprint, Deadline, OrderService, StepError, HTTP_ORIGIN};
+use super::{fingerprint, Deadline, OrderService, StepError};
 use crate::auth::OrderIds;
 use crate::domain::checkout::{Checkout, LineSource, Payment, PaymentRequest};
 use crate::domain::money::total_cents;
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
-use crate::messaging::topology::{
-    ACCEPTED_HEADER, EXCHANGE_ORDERS, FINGERPRINT_HEADER, ORDER_ID_HEADER,
-};
+use crate::messaging::checkout::OutgoingCheckout;
 use crate::messaging::PublishError;
 use crate::monitor::admission;
 use crate::persistence::carts as cart_store;
 use crate::persistence::orders::{KeyRow, KeyState};
 use crate::persistence::run_blocking;
-
-/// The accept stamp intake puts on a checkout (wall-clock ms), for the queue-wait and
-/// accept → decided measurements.
-/// With the order id the key was given (the consumer creates the order under it) and the
-/// request's fingerprint (the published body holds a token where the request held a card).
-fn stamps(order_id: Uuid, fingerprint: &str) -> lapin::types::FieldTable {
-    let mut headers = lapin::types::FieldTable::default();
-    headers.insert(
-        ACCEPTED_HEADER.into(),
-        lapin::types::AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
-    );
-    headers.insert(
-        ORDER_ID_HEADER.into(),
-        lapin::types::AMQPValue::LongString(order_id.to_string().into()),
-    );
-    headers.insert(
-        FINGERPRINT_HEADER.into(),
-        lapin::types::AMQPValue::LongString(fingerprint.into()),
-    );
-    // The request's trace continues in the consumer (when spans are exported).
-    if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
-        headers.insert(
-            crate::telemetry::TRACEPARENT.into(),
-            lapin::types::AMQPValue::LongString(traceparent.into()),
-        );
-    }
-    headers
-}
 
 /// What identifies a request's payment in its fingerprint: a typed card by a digest keyed with
 /// the server's secret (the same card makes the same fingerprint; the digest tells nobody the
@@ -168,7 +138,25 @@ impl OrderService {
                 Err(IntakeError::Mismatch)
             };
         }
-        // The key is recorded with a random order id; a key seen before keeps the id it got.
+        let order_id = match self.record_key(customer, key, &fp, &deadline).await? {
+            Ok(order_id) => order_id,
+            Err(existing) => return Ok(existing),
+        };
+        tracing::Span::current().record("order_id", tracing::field::display(order_id));
+        self.fast_path(checkout, &deadline).await?;
+        self.publish_accepted(checkout, key, order_id, fp, slot)
+            .await
+    }
+
+    /// Records the key with a random order id (a key seen before keeps the id it got):
+    /// `Ok(order_id)` to go on with, `Err(outcome)` when the key's order exists already.
+    async fn record_key(
+        &self,
+        customer: &str,
+        key: &str,
+        fp: &str,
+        deadline: &Deadline,
+    ) -> Result<Result<Uuid, IntakeOutcome>, IntakeError> {
         let proposed = OrderIds::random();
         let recorded = self
             .write(
@@ -176,9 +164,9 @@ impl OrderService {
                     order_id: proposed,
                     customer_id: customer.to_owned(),
                     idempotency_key: key.to_owned(),
-                    fingerprint: fp.clone(),
+                    fingerprint: fp.to_owned(),
                 }),
-                &deadline,
+                deadline,
             )
             .await?;
         self.inner.recent_keys.insert(customer, key);
@@ -192,7 +180,7 @@ impl OrderService {
                     return Err(IntakeError::Mismatch);
                 }
                 if let Some(status) = status {
-                    return Ok(IntakeOutcome::Existing(order_id, status));
+                    return Ok(Err(IntakeOutcome::Existing(order_id, status)));
                 }
                 // Known, no order yet: its publish may have been lost; it goes out again.
                 order_id
@@ -207,8 +195,13 @@ impl OrderService {
                 return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
             }
         };
-        tracing::Span::current().record("order_id", tracing::field::display(order_id));
-        let lines = self.intake_lines(checkout, &deadline).await?;
+        Ok(Ok(order_id))
+    }
+
+    /// The fast path: the lines (a cart's read), their total, and the engine's snapshot of the
+    /// stock — a short line is refused now, with suggestions.
+    async fn fast_path(&self, checkout: &Checkout, deadline: &Deadline) -> Result<(), IntakeError> {
+        let lines = self.intake_lines(checkout, deadline).await?;
         let prices = lines.iter().map(|(sku, q)| {
             let price = self.inner.catalog.get(sku).map_or(0, |p| p.price_cents);
             (price, *q)
@@ -223,6 +216,19 @@ impl OrderService {
         if !short.is_empty() {
             return Err(IntakeError::OutOfStock(short));
         }
+        Ok(())
+    }
+
+    /// The checkout published with the payment as kept (a card's token); `Ok` once the broker
+    /// confirmed it.
+    async fn publish_accepted(
+        &self,
+        checkout: &Checkout,
+        key: &str,
+        order_id: Uuid,
+        fp: String,
+        slot: (String, String),
+    ) -> Result<IntakeOutcome, IntakeError> {
         // The card for the gateway's token, last thing before the publish (nothing refused the
         // checkout before this point).
         let field = match checkout.payment {
@@ -232,22 +238,20 @@ impl OrderService {
         let payment = self.resolve_payment(&checkout.payment, field).await?;
         // Only what the validator read is published: no field a client added rides along.
         let body = checkout.canonical_body(serde_json::to_value(&payment).unwrap_or_default());
-        let stamped = u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0);
-        let props = lapin::BasicProperties::default()
-            .with_message_id(key.into())
-            .with_app_id(HTTP_ORIGIN.into())
-            .with_content_type("application/json".into())
-            .with_timestamp(stamped)
-            .with_headers(stamps(order_id, &fp));
         let payload = body.to_string();
+        let outgoing = OutgoingCheckout {
+            key,
+            order_id,
+            fingerprint: &fp,
+            judged_at: u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0),
+            body: payload.as_bytes(),
+        };
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.
-        self.inner.published.insert(slot.clone(), (order_id, fp));
-        let published = self
-            .inner
-            .broker
-            .publish(EXCHANGE_ORDERS, "checkout", payload.as_bytes(), props)
-            .await;
+        self.inner
+            .published
+            .insert(slot.clone(), (order_id, fp.clone()));
+        let published = self.inner.broker.publish_checkout(&outgoing).await;
         if published.is_err() {
             self.inner.published.remove(&slot);
         }

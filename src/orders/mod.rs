@@ -62,7 +62,7 @@ use payment::PaymentGateway;
 use writer::{OrderWrite, OrderWriter, OrderWritten};
 
 /// `app_id` of checkouts published by orderflow's own HTTP intake.
-pub const HTTP_ORIGIN: &str = "orderflow-http";
+pub use crate::messaging::checkout::HTTP_ORIGIN;
 /// Suggestions offered per short line.
 const SUGGESTIONS: usize = 3;
 const LOCK_STRIPES: usize = 1024;
