@@ -264,3 +264,113 @@ fn the_check_finds_a_cycle_through_a_use_group_and_ignores_comments_and_tests() 
         assert!(cycles(&graph_of(&files(harmless))).is_empty(), "{harmless}");
     }
 }
+
+/// Functions (with their attributes' lines left out) and their length in lines, from the line
+/// of `fn` to its closing brace.
+fn functions(source: &str) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let mut found = Vec::new();
+    for (start, line) in lines.iter().enumerate() {
+        let code = line.trim_start();
+        let after_fn = code
+            .split_once("fn ")
+            .filter(|(before, _)| {
+                before.is_empty()
+                    || before.split_whitespace().all(|w| {
+                        ["pub", "async", "const", "unsafe"].contains(&w) || w.starts_with("pub(")
+                    })
+            })
+            .map(|(_, rest)| rest);
+        let Some(rest) = after_fn else { continue };
+        let name: String = rest.chars().take_while(|&c| is_ident(c)).collect();
+        if name.is_empty() {
+            continue;
+        }
+        let mut depth = 0i64;
+        let mut opened = false;
+        for (offset, l) in lines[start..].iter().enumerate() {
+            depth += l.matches('{').count() as i64 - l.matches('}').count() as i64;
+            opened |= l.contains('{');
+            if !opened && l.trim_end().ends_with(';') {
+                break;
+            }
+            if opened && depth <= 0 {
+                found.push((name.clone(), start + 1, offset + 1));
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// The files under `src/<dir>/` with their text.
+fn sources_under(dir: &str) -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir);
+    let mut paths = Vec::new();
+    rust_files(&root, &mut paths);
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("a source file is readable");
+            (p.display().to_string(), text)
+        })
+        .collect()
+}
+
+/// Issue 19: the order service's steps stay small enough to read — no function in
+/// `src/orders/` over 80 lines.
+#[test]
+fn no_function_in_the_order_service_is_over_80_lines() {
+    let mut long = Vec::new();
+    let mut seen = 0;
+    for (path, text) in sources_under("orders") {
+        for (name, line, length) in functions(&text) {
+            seen += 1;
+            if length > 80 {
+                long.push(format!("{path}:{line} {name} ({length} lines)"));
+            }
+        }
+    }
+    assert!(seen > 50, "the reading finds the functions: {seen}");
+    assert!(long.is_empty(), "{long:#?}");
+}
+
+#[test]
+fn the_function_reading_measures_from_fn_to_its_closing_brace() {
+    let source = "pub(super) async fn a(\n    x: u8,\n) -> u8 {\n    if x > 0 { 1 } else { 2 }\n}\nfn b();\nlet fn_x = 1;\n";
+    assert_eq!(functions(source), vec![("a".to_owned(), 1, 5)]);
+}
+
+/// Issue 19: the order service publishes through `messaging` — no AMQP type in `src/orders/`.
+#[test]
+fn the_order_service_handles_no_amqp_type() {
+    let users: Vec<String> = sources_under("orders")
+        .into_iter()
+        .filter(|(_, text)| production_code(text).contains("lapin"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(users.is_empty(), "lapin used in {users:?}");
+}
+
+/// Issue 19: a storage row handed out by `persistence` is typed — no status as a `String`, no
+/// lines or items as a JSON `Value` (JSON only where a row is bound to its statement).
+#[test]
+fn no_storage_row_carries_a_string_status_or_json_lines() {
+    let mut untyped = Vec::new();
+    for (path, text) in sources_under("persistence") {
+        for line in production_code(&text).lines() {
+            let field = line.trim();
+            let Some((name, ty)) = field.strip_prefix("pub ").and_then(|f| f.split_once(": "))
+            else {
+                continue;
+            };
+            let ty = ty.trim_end_matches(',');
+            let status = name.ends_with("status") && ty.contains("String");
+            let lines = ["items", "lines"].contains(&name) && ty.contains("Value");
+            if status || lines {
+                untyped.push(format!("{path}: {field}"));
+            }
+        }
+    }
+    assert!(untyped.is_empty(), "{untyped:#?}");
+}
