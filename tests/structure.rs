@@ -374,3 +374,30 @@ fn no_storage_row_carries_a_string_status_or_json_lines() {
     }
     assert!(untyped.is_empty(), "{untyped:#?}");
 }
+
+/// Issue 19: the order service is a facade over parts with files of their own — intake, the
+/// checkout consumer, records, stock, payments, keys, the sweeper — not one type whose
+/// methods are spread over the module: no `impl OrderService` outside `src/orders/mod.rs`.
+#[test]
+fn the_order_service_is_implemented_in_its_own_file_only() {
+    let mut elsewhere = Vec::new();
+    let mut at_home = 0;
+    for (path, text) in sources_under("orders") {
+        let code = production_code(&text);
+        let blocks = code
+            .lines()
+            .filter(|l| {
+                let l = l.trim_start();
+                l.starts_with("impl")
+                    && (l.contains(" OrderService ") || l.contains("::OrderService "))
+            })
+            .count();
+        if path.ends_with("orders/mod.rs") {
+            at_home += blocks;
+        } else if blocks > 0 {
+            elsewhere.push(format!("{path}: {blocks}"));
+        }
+    }
+    assert_eq!(at_home, 1, "one impl block, in mod.rs");
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::transitions::Move;
-use super::{Deadline, OrderService, StepError};
+use super::{Deadline, Parts, StepError};
 use crate::domain::order::{Order, OrderStatus};
 
 /// How long a cancel may take before it answers 503 (the order stays consistent).
@@ -42,27 +42,27 @@ impl From<StepError> for CancelError {
     }
 }
 
-impl OrderService {
-    /// Cancels an order that is received, reserved or scheduled; its stock is released. Asking
-    /// again for a cancelled order answers it (and finishes its releases if they were cut short).
-    #[tracing::instrument(skip(self))]
-    pub async fn cancel(&self, order_id: Uuid) -> Result<Order, CancelError> {
-        let deadline = Deadline::after(CANCEL_TIMEOUT);
-        let _guard = deadline
-            .bound(self.lock(order_id).lock())
-            .await
-            .map_err(|_| CancelError::Unavailable("the order is being processed; retry".into()))?;
-        let mut order = deadline
-            .bound(self.get(order_id))
-            .await??
-            .ok_or(CancelError::NotFound)?;
-        if order.status != OrderStatus::Cancelled {
-            if !order.status.can_become(OrderStatus::Cancelled) {
-                return Err(CancelError::NotCancellable(order.status));
-            }
-            let slot = order.delivery.clone();
-            let was = order.status;
-            self.transition(
+/// Cancels an order that is received, reserved or scheduled; its stock is released. Asking
+/// again for a cancelled order answers it (and finishes its releases if they were cut short).
+#[tracing::instrument(skip(p))]
+pub(super) async fn cancel(p: &Parts, order_id: Uuid) -> Result<Order, CancelError> {
+    let deadline = Deadline::after(CANCEL_TIMEOUT);
+    let _guard = deadline
+        .bound(p.locks.of(order_id).lock())
+        .await
+        .map_err(|_| CancelError::Unavailable("the order is being processed; retry".into()))?;
+    let mut order = deadline
+        .bound(p.records.get(order_id))
+        .await??
+        .ok_or(CancelError::NotFound)?;
+    if order.status != OrderStatus::Cancelled {
+        if !order.status.can_become(OrderStatus::Cancelled) {
+            return Err(CancelError::NotCancellable(order.status));
+        }
+        let slot = order.delivery.clone();
+        let was = order.status;
+        p.records
+            .transition(
                 &mut order,
                 Move {
                     settled: false,
@@ -71,38 +71,25 @@ impl OrderService {
                 &deadline,
             )
             .await?;
-            if order.status != OrderStatus::Cancelled {
-                return Err(CancelError::Unavailable("the order changed; retry".into()));
-            }
-            if let (OrderStatus::Scheduled, Some(slot)) = (was, slot) {
-                self.inner
-                    .capacity
-                    .unbook(order.delivery_method, slot.scheduled_for);
-            }
+        if order.status != OrderStatus::Cancelled {
+            return Err(CancelError::Unavailable("the order changed; retry".into()));
         }
-        if !order.settled {
-            if let Err(e) = self.release_order(&mut order, &deadline).await {
-                // The cancel stands; the releases are finished by a retry or by the sweeper.
-                tracing::warn!(%order_id, error = %e, "cancelled; its stock will be released later");
-            }
+        if let (OrderStatus::Scheduled, Some(slot)) = (was, slot) {
+            p.capacity.unbook(order.delivery_method, slot.scheduled_for);
         }
-        // The cancel stands either way; its events are confirmed before the 200, and asking
-        // again publishes them again (same ids).
-        self.publish_decision(&order).await?;
-        Ok(order)
     }
-
-    /// Releases whatever an order that ended without its goods still holds, and settles it.
-    pub(super) async fn release_order(
-        &self,
-        order: &mut Order,
-        deadline: &Deadline,
-    ) -> Result<(), StepError> {
-        // A reservation a handed-back delivery left in the persister's queue is settled first,
-        // so the references read next are the last word.
-        self.flush_stock(deadline).await?;
-        self.release_all(order.order_id, &order.lines(), true, deadline)
-            .await?;
-        self.settle(order, deadline).await
+    if !order.settled {
+        if let Err(e) = p
+            .stock
+            .release_order(&p.records, &mut order, &deadline)
+            .await
+        {
+            // The cancel stands; the releases are finished by a retry or by the sweeper.
+            tracing::warn!(%order_id, error = %e, "cancelled; its stock will be released later");
+        }
     }
+    // The cancel stands either way; its events are confirmed before the 200, and asking
+    // again publishes them again (same ids).
+    p.records.publish_decision(&order).await?;
+    Ok(order)
 }

@@ -22,27 +22,3 @@ impl Faults {
         n > 0 && (self.events_published.fetch_add(1, Ordering::Relaxed) + 1) % n == 0
     }
 }
-
-impl super::OrderService {
-    /// Fault injection: make every release of `sku` fail transiently (or none, with `None`).
-    pub fn fault_fail_releases_of(&self, sku: Option<crate::domain::Sku>) {
-        if let Ok(mut slot) = self.inner.faults.fail_release_of.lock() {
-            *slot = sku;
-        }
-    }
-
-    /// Fault injection: handling a checkout with a line of `sku` panics (or none, with `None`).
-    pub fn fault_panic_on(&self, sku: Option<crate::domain::Sku>) {
-        if let Ok(mut slot) = self.inner.faults.panic_on.lock() {
-            *slot = sku;
-        }
-    }
-
-    /// Fault injection: every `n`-th publish of a decision's events is not confirmed (0: none).
-    pub fn fault_fail_every_nth_event(&self, n: u64) {
-        self.inner
-            .faults
-            .fail_every_nth_event
-            .store(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}

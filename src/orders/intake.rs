@@ -12,7 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
-use super::{fingerprint, Deadline, OrderService, StepError};
+use std::sync::Arc;
+
+use super::{fingerprint, Deadline, Parts, StepError};
 use crate::auth::OrderIds;
 use crate::domain::checkout::{Checkout, LineSource, Payment, PaymentRequest};
 use crate::domain::money::total_cents;
@@ -107,8 +109,19 @@ impl From<StepError> for IntakeError {
     }
 }
 
-impl OrderService {
-    /// Validated checkout from `POST /v1/checkout`, past [`OrderService::admit`] (its permit,
+/// The HTTP door of the order pipeline: admission, the idempotency key, the fast path and the
+/// publish.
+#[derive(Clone)]
+pub(super) struct Intake {
+    p: Arc<Parts>,
+}
+
+impl Intake {
+    pub fn new(p: Arc<Parts>) -> Intake {
+        Intake { p }
+    }
+
+    /// Validated checkout from `POST /v1/checkout`, past [`Intake::admit`] (its permit,
     /// if any, is held until the publish is over: until then this checkout waits where the
     /// broker cannot count it): the idempotency checks, the fast path, and the publish. Returns
     /// only once the broker confirmed (or refused) it.
@@ -124,16 +137,16 @@ impl OrderService {
         // The request as the validator read it (a typed card as its keyed digest): what the
         // idempotency key is compared on.
         let fp = fingerprint(
-            &checkout.canonical_body(payment_identity(&checkout.payment, &self.inner.ids)),
+            &checkout.canonical_body(payment_identity(&checkout.payment, &self.p.keys.ids)),
         );
         let deadline = Deadline::after(INTAKE_TIMEOUT);
-        let _guard = deadline.bound(self.key_lock(customer, key).lock()).await?;
+        let _guard = deadline
+            .bound(self.p.keys.lock(customer, key).lock())
+            .await?;
         // A repeat of a checkout still in the queue gets its 202 again.
-        let slot = (customer.to_owned(), key.to_owned());
-        if let Some(known) = self.inner.published.get(&slot) {
-            let (order_id, known_fp) = known.value();
-            return if *known_fp == fp {
-                Ok(IntakeOutcome::Accepted(*order_id))
+        if let Some((order_id, known_fp)) = self.p.keys.published(customer, key) {
+            return if known_fp == fp {
+                Ok(IntakeOutcome::Accepted(order_id))
             } else {
                 Err(IntakeError::Mismatch)
             };
@@ -144,8 +157,7 @@ impl OrderService {
         };
         tracing::Span::current().record("order_id", tracing::field::display(order_id));
         self.fast_path(checkout, &deadline).await?;
-        self.publish_accepted(checkout, key, order_id, fp, slot)
-            .await
+        self.publish_accepted(checkout, key, order_id, &fp).await
     }
 
     /// Records the key with a random order id (a key seen before keeps the id it got):
@@ -159,6 +171,8 @@ impl OrderService {
     ) -> Result<Result<Uuid, IntakeOutcome>, IntakeError> {
         let proposed = OrderIds::random();
         let recorded = self
+            .p
+            .records
             .write(
                 OrderWrite::Key(KeyRow {
                     order_id: proposed,
@@ -169,7 +183,7 @@ impl OrderService {
                 deadline,
             )
             .await?;
-        self.inner.recent_keys.insert(customer, key);
+        self.p.keys.recent.insert(customer, key);
         let order_id = match recorded {
             OrderWritten::Key(KeyState::Known {
                 order_id,
@@ -203,7 +217,7 @@ impl OrderService {
     async fn fast_path(&self, checkout: &Checkout, deadline: &Deadline) -> Result<(), IntakeError> {
         let lines = self.intake_lines(checkout, deadline).await?;
         let prices = lines.iter().map(|(sku, q)| {
-            let price = self.inner.catalog.get(sku).map_or(0, |p| p.price_cents);
+            let price = self.p.catalog.get(sku).map_or(0, |p| p.price_cents);
             (price, *q)
         });
         if total_cents(prices).is_none() {
@@ -212,7 +226,7 @@ impl OrderService {
                 "the order total does not fit in a 64-bit number of cents",
             )));
         }
-        let short = self.short_lines(&lines);
+        let short = self.p.stock.short_lines(&lines);
         if !short.is_empty() {
             return Err(IntakeError::OutOfStock(short));
         }
@@ -226,8 +240,7 @@ impl OrderService {
         checkout: &Checkout,
         key: &str,
         order_id: Uuid,
-        fp: String,
-        slot: (String, String),
+        fp: &str,
     ) -> Result<IntakeOutcome, IntakeError> {
         // The card for the gateway's token, last thing before the publish (nothing refused the
         // checkout before this point).
@@ -242,23 +255,22 @@ impl OrderService {
         let outgoing = OutgoingCheckout {
             key,
             order_id,
-            fingerprint: &fp,
-            judged_at: u64::try_from(self.inner.clock.now().timestamp()).unwrap_or(0),
+            fingerprint: fp,
+            judged_at: u64::try_from(self.p.clock.now().timestamp()).unwrap_or(0),
             body: payload.as_bytes(),
         };
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.
-        self.inner
-            .published
-            .insert(slot.clone(), (order_id, fp.clone()));
-        let published = self.inner.broker.publish_checkout(&outgoing).await;
+        let customer = checkout.customer_id.as_str();
+        self.p.keys.publishing(customer, key, order_id, fp);
+        let published = self.p.broker.publish_checkout(&outgoing).await;
         if published.is_err() {
-            self.inner.published.remove(&slot);
+            self.p.keys.forget(customer, key);
         }
         match published {
             Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
             Err(PublishError::Rejected) => {
-                self.inner.broker.monitor().record_rejected_by_broker();
+                self.p.broker.monitor().record_rejected_by_broker();
                 Err(IntakeError::Overloaded {
                     retry_after: admission::jittered(
                         admission::BROKER_RETRY_AFTER_S,
@@ -287,12 +299,12 @@ impl OrderService {
         key: &str,
         lines: Option<&[(Sku, i64)]>,
     ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
-        let monitor = self.inner.broker.monitor();
+        let monitor = self.p.broker.monitor();
         let (reason, retry_after) = match monitor.admit() {
             Ok(permit) => return Ok(Some(permit)),
             Err(shed) => shed,
         };
-        if self.inner.recent_keys.contains(customer, key) {
+        if self.p.keys.recent.contains(customer, key) {
             return Ok(None);
         }
         // A new checkout the engine already knows cannot be served gets the clearer answer:
@@ -300,9 +312,9 @@ impl OrderService {
         if let Some(items) = lines {
             let known_skus = items
                 .iter()
-                .all(|(sku, _)| self.inner.catalog.get(sku).is_some());
+                .all(|(sku, _)| self.p.catalog.get(sku).is_some());
             let short = if known_skus {
-                self.short_lines(items)
+                self.p.stock.short_lines(items)
             } else {
                 Vec::new()
             };
@@ -326,7 +338,7 @@ impl OrderService {
         self.resolve_payment(&asked, "number").await
     }
 
-    /// [`OrderService::payment_to_keep`] judged now, its problems as the door's answers on
+    /// [`super::payment::Payments::payment_to_keep`] judged now, its problems as the door's answers on
     /// `field`.
     async fn resolve_payment(
         &self,
@@ -334,7 +346,9 @@ impl OrderService {
         field: &'static str,
     ) -> Result<Payment, IntakeError> {
         use super::payment::PaymentProblem;
-        self.payment_to_keep(asked, self.today())
+        self.p
+            .payments
+            .payment_to_keep(asked, self.p.payments.today())
             .await
             .map_err(|problem| match problem {
                 PaymentProblem::Refused(why) => IntakeError::Payment(field, why),
@@ -358,7 +372,7 @@ impl OrderService {
             LineSource::Items(items) => {
                 let mut errors = FieldErrors::new();
                 for (i, (sku, _)) in items.iter().enumerate() {
-                    if self.inner.catalog.get(sku).is_none() {
+                    if self.p.catalog.get(sku).is_none() {
                         errors.add(&format!("items.{i}.sku"), "unknown sku");
                     }
                 }
@@ -369,7 +383,7 @@ impl OrderService {
             LineSource::Cart(cart_id) => {
                 let cart_id = *cart_id;
                 let found = deadline
-                    .bound(run_blocking(&self.inner.pool, move |c| {
+                    .bound(run_blocking(&self.p.pool, move |c| {
                         cart_store::find_with_lines(c, cart_id)
                     }))
                     .await?

@@ -24,53 +24,61 @@
 mod cancel;
 mod capacity;
 mod create;
+mod delivery;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod faults;
 mod intake;
+mod keys;
+mod locks;
 pub mod payment;
 mod pipeline;
 mod queries;
 mod recent_keys;
 mod reservations;
+mod step;
 mod sweeper;
 mod transitions;
 pub mod writer;
 
 pub use cancel::CancelError;
 pub use intake::{IntakeError, IntakeOutcome};
+pub(crate) use step::Deadline;
+pub use step::{Cause, StepError};
 pub use sweeper::SweepReport;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use serde::Serialize;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::batch::{SubmitError, WriteError};
 use crate::catalog::Catalog;
+use crate::domain::checkout::{Checkout, Payment, PaymentRequest, RawCard};
 use crate::domain::clock::Clock;
-use crate::domain::order::OrderStatus;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::Sku;
 use crate::engine::Engine;
+use crate::messaging::consumer::{Message, Outcome};
 use crate::messaging::Broker;
+use crate::persistence::orders::NotificationRecord;
 use crate::persistence::{DbError, DbPool};
 use capacity::Capacity;
-use payment::PaymentGateway;
-use writer::{OrderWrite, OrderWriter, OrderWritten};
+use intake::Intake;
+use keys::Keys;
+use locks::OrderLocks;
+use payment::{PaymentGateway, Payments};
+use pipeline::Checkouts;
+use reservations::Stock;
+use sweeper::Sweeper;
+use transitions::Records;
 
 /// `app_id` of checkouts published by orderflow's own HTTP intake.
 pub use crate::messaging::checkout::HTTP_ORIGIN;
 /// Suggestions offered per short line.
 const SUGGESTIONS: usize = 3;
-const LOCK_STRIPES: usize = 1024;
-/// Intake's key locks: stripes of their own, so a thousand checkouts at the door never hold a
-/// lock a decision waits for.
-const KEY_LOCK_STRIPES: usize = 4096;
-/// Keys per generation of [`recent_keys::RecentKeys`] (two generations: at most twice this).
-const RECENT_KEYS: usize = 500_000;
 
 fn order_store_secret(conn: &mut diesel::PgConnection) -> Result<Vec<u8>, DbError> {
     crate::persistence::orders::order_id_secret(conn)
@@ -166,142 +174,34 @@ impl EventScope {
     }
 }
 
-/// What went wrong in a step: a message, and the error that caused it (kept as the source, so a
-/// log shows the whole chain).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct Cause {
-    message: String,
-    #[source]
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-}
-
-impl Cause {
-    /// A cause with the error behind it.
-    pub fn of(
-        message: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Cause {
-        Cause {
-            message: message.into(),
-            source: Some(Arc::new(source)),
-        }
-    }
-}
-
-impl From<String> for Cause {
-    fn from(message: String) -> Cause {
-        Cause {
-            message,
-            source: None,
-        }
-    }
-}
-
-impl From<&str> for Cause {
-    fn from(message: &str) -> Cause {
-        Cause::from(message.to_owned())
-    }
-}
-
-/// Why a step of the pipeline could not finish.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StepError {
-    /// A dependency is away: the step can succeed later (DESIGN.md rule 8).
-    #[error(transparent)]
-    Transient(Cause),
-    /// The database refused what the step carries: retrying cannot help.
-    #[error(transparent)]
-    Refused(Cause),
-    /// Another instance holds the lease now: this one must stop acting (the delivery goes back
-    /// to the queue with its channel, untouched).
-    #[error("fenced: another instance is active")]
-    Fenced,
-}
-
-impl From<DbError> for StepError {
-    fn from(e: DbError) -> Self {
-        if e.is_transient() {
-            StepError::Transient(Cause::of("the database is away", e))
-        } else {
-            StepError::Refused(Cause::of("the database refused it", e))
-        }
-    }
-}
-
-impl From<WriteError> for StepError {
-    fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::Refused(why) => StepError::Refused(why.into()),
-            WriteError::Stopped => StepError::Transient("the order writer stopped".into()),
-            WriteError::Fenced => StepError::Fenced,
-        }
-    }
-}
-
-/// When a step must have finished. Waits on the database are bounded by it; waits on the SKU
-/// actors (memory) are not.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(Instant);
-
-impl Deadline {
-    pub fn after(window: Duration) -> Deadline {
-        Deadline(Instant::now() + window)
-    }
-
-    pub fn passed(&self) -> bool {
-        Instant::now() >= self.0
-    }
-
-    /// Runs `step`, or gives up (transient) when the deadline passes first.
-    pub async fn bound<T>(&self, step: impl Future<Output = T>) -> Result<T, StepError> {
-        tokio::time::timeout_at(self.0.into(), step)
-            .await
-            .map_err(|_| StepError::Transient("timed out waiting for the database".into()))
-    }
-}
-
-struct Inner {
-    engine: Engine,
+/// What the order service's parts share: each a component with its own file, or a plain
+/// handle. Intake, the checkout consumer, cancels and the sweeper each hold it.
+struct Parts {
+    records: Records,
+    stock: Stock,
+    payments: Payments,
+    keys: Keys,
+    locks: OrderLocks,
+    capacity: Capacity,
     catalog: Catalog,
     pool: DbPool,
-    writer: OrderWriter,
     broker: Broker,
-    gateway: Arc<dyn PaymentGateway>,
+    engine: Engine,
     clock: Arc<dyn Clock>,
     config: OrderConfig,
-    capacity: Capacity,
-    /// The consumer's per-order locks.
-    locks: Vec<tokio::sync::Mutex<()>>,
-    /// Intake's per-key locks.
-    key_locks: Vec<tokio::sync::Mutex<()>>,
-    /// Never used while the stripes are all there; there so a lookup cannot panic.
-    spare_lock: tokio::sync::Mutex<()>,
-    /// Keys recorded or seen here: while admission sheds, these go on to their order.
-    recent_keys: recent_keys::RecentKeys,
-    events: broadcast::Sender<OrderEvent>,
-    /// Checkouts this process published — `(customer, key)` → `(order id, fingerprint)` —
-    /// whose order the consumer has not written yet: a retry with the same key is answered
-    /// without publishing again.
-    published: DashMap<(String, String), (Uuid, String)>,
-    /// Keys the ids of checkouts from other systems (DESIGN.md rule 2).
-    ids: crate::auth::OrderIds,
-    /// Deliveries of `orders.checkout` being processed now, and the most there ever were.
-    processing: std::sync::atomic::AtomicUsize,
-    processing_peak: std::sync::atomic::AtomicUsize,
-    /// Since when the database and the broker have answered without a break (the sweeper
-    /// decides an order "lost" only after it has been untouched for `stale_after` of that).
-    healthy_since: std::sync::Mutex<Instant>,
-    /// Transient write failures seen by the last sweep (both writers).
-    seen_db_errors: std::sync::atomic::AtomicU64,
     #[cfg(feature = "fault-injection")]
-    faults: faults::Faults,
+    faults: Arc<faults::Faults>,
 }
 
-/// The order pipeline; cheap to clone.
+/// The order pipeline, as the API, the consumers and the active instance see it: intake at
+/// one end of the queue, the checkout consumer at the other, cancels, reads and the sweeper.
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct OrderService {
-    inner: Arc<Inner>,
+    parts: Arc<Parts>,
+    intake: Intake,
+    checkouts: Checkouts,
+    sweeper: Sweeper,
 }
 
 /// What the order service is made of.
@@ -324,120 +224,184 @@ impl OrderService {
         let secret = crate::persistence::run_blocking(&parts.pool, order_store_secret).await?;
         let ids = crate::auth::OrderIds::new(secret)
             .ok_or_else(|| DbError::Query(diesel::result::Error::NotFound))?;
-        let (events, _) = broadcast::channel(4096);
+        #[cfg(feature = "fault-injection")]
+        let faults = Arc::new(faults::Faults::default());
+        let records = Records::new(
+            writer::spawn(parts.pool.clone(), 65_536, parts.fence),
+            parts.pool.clone(),
+            parts.broker.clone(),
+            parts.config.events,
+            parts.clock.clone(),
+            #[cfg(feature = "fault-injection")]
+            faults.clone(),
+        );
+        let stock = Stock::new(
+            parts.engine.clone(),
+            parts.catalog.clone(),
+            parts.broker.monitor().clone(),
+            #[cfg(feature = "fault-injection")]
+            faults.clone(),
+        );
+        let shared = Arc::new(Parts {
+            records,
+            stock,
+            payments: Payments::new(parts.gateway, parts.clock.clone()),
+            keys: Keys::new(ids),
+            locks: OrderLocks::new(),
+            capacity,
+            catalog: parts.catalog,
+            pool: parts.pool,
+            broker: parts.broker,
+            engine: parts.engine,
+            clock: parts.clock,
+            config: parts.config,
+            #[cfg(feature = "fault-injection")]
+            faults,
+        });
         Ok(OrderService {
-            inner: Arc::new(Inner {
-                writer: writer::spawn(parts.pool.clone(), 65_536, parts.fence),
-                engine: parts.engine,
-                catalog: parts.catalog,
-                pool: parts.pool,
-                broker: parts.broker,
-                gateway: parts.gateway,
-                clock: parts.clock,
-                config: parts.config,
-                capacity,
-                locks: (0..LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-                key_locks: (0..KEY_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-                spare_lock: tokio::sync::Mutex::new(()),
-                recent_keys: recent_keys::RecentKeys::new(RECENT_KEYS),
-                events,
-                published: DashMap::new(),
-                ids,
-                processing: Default::default(),
-                processing_peak: Default::default(),
-                healthy_since: std::sync::Mutex::new(Instant::now()),
-                seen_db_errors: Default::default(),
-                #[cfg(feature = "fault-injection")]
-                faults: faults::Faults::default(),
-            }),
+            intake: Intake::new(shared.clone()),
+            checkouts: Checkouts::new(shared.clone()),
+            sweeper: Sweeper::new(shared.clone()),
+            parts: shared,
         })
     }
 
-    /// The lock intake holds for a customer's idempotency key.
-    fn key_lock(&self, customer: &str, key: &str) -> &tokio::sync::Mutex<()> {
-        let hash = recent_keys::slot_hash(customer, key);
-        let i = (hash % KEY_LOCK_STRIPES as u64) as usize;
-        self.inner
-            .key_locks
-            .get(i)
-            .unwrap_or(&self.inner.spare_lock)
+    /// Admission, before anything else of a checkout: see [`Intake::admit`].
+    pub fn admit(
+        &self,
+        customer: &str,
+        key: &str,
+        lines: Option<&[(Sku, i64)]>,
+    ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
+        self.intake.admit(customer, key, lines)
     }
 
-    fn lock(&self, order_id: Uuid) -> &tokio::sync::Mutex<()> {
-        let i = (order_id.as_u128() % LOCK_STRIPES as u128) as usize;
-        self.inner.locks.get(i).unwrap_or(&self.inner.spare_lock)
+    /// A validated checkout from `POST /v1/checkout`: see [`Intake::intake`].
+    pub async fn intake(
+        &self,
+        key: &str,
+        checkout: Checkout,
+        admitted: Option<crate::monitor::Admitted>,
+    ) -> Result<IntakeOutcome, IntakeError> {
+        self.intake.intake(key, checkout, admitted).await
+    }
+
+    /// A typed card exchanged for the gateway's token (the sandbox's browser tokenization).
+    pub async fn tokenize(&self, card: &RawCard) -> Result<Payment, IntakeError> {
+        self.intake.tokenize(card).await
+    }
+
+    /// The payment as it may be kept, judged in `today`: see [`Payments::payment_to_keep`].
+    pub async fn payment_to_keep(
+        &self,
+        asked: &PaymentRequest,
+        today: (i32, u32),
+    ) -> Result<Payment, payment::PaymentProblem> {
+        self.parts.payments.payment_to_keep(asked, today).await
+    }
+
+    /// Handles one delivery of `orders.checkout`: see [`Checkouts::process`].
+    pub async fn process(&self, message: Message) -> Outcome {
+        self.checkouts.process(message).await
+    }
+
+    /// Cancels an order: see [`cancel::cancel`].
+    pub async fn cancel(&self, order_id: Uuid) -> Result<Order, CancelError> {
+        cancel::cancel(&self.parts, order_id).await
+    }
+
+    /// The order with its history, as stored.
+    pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, DbError> {
+        queries::get(&self.parts.pool, order_id).await
+    }
+
+    /// A customer's orders, newest first.
+    pub async fn of_customer(&self, customer_id: String) -> Result<Vec<Order>, DbError> {
+        queries::of_customer(&self.parts.pool, customer_id).await
+    }
+
+    /// A customer's notifications, newest first.
+    pub async fn notifications(
+        &self,
+        customer_id: String,
+    ) -> Result<Vec<NotificationRecord>, DbError> {
+        queries::notifications(&self.parts.pool, customer_id).await
+    }
+
+    /// One round of the sweeper: see [`Sweeper::sweep`].
+    pub async fn sweep(&self) -> Result<SweepReport, StepError> {
+        self.sweeper.sweep().await
+    }
+
+    /// Runs the sweeper until `stop` is cancelled.
+    pub fn spawn_sweeper(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        self.sweeper.spawn(stop)
     }
 
     /// Status changes as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<OrderEvent> {
-        self.inner.events.subscribe()
+        self.parts.records.subscribe()
     }
 
     /// The order writer's counters: what is queued and not yet committed (memory ahead of
     /// disk) and its bound.
     pub fn writer_stats(&self) -> Arc<crate::batch::BatchStats> {
-        self.inner.writer.stats()
+        self.parts.records.writer().stats()
     }
 
     /// Whether the order writer cannot write right now.
     pub fn writer_failing(&self) -> bool {
-        self.inner.writer.stats().is_failing()
+        self.parts.records.writer().stats().is_failing()
     }
 
     /// `(year, month)` now, for card expiry at the door.
     pub fn today(&self) -> (i32, u32) {
-        crate::domain::clock::year_month(self.inner.clock.now())
+        self.parts.payments.today()
     }
 
-    /// Deliveries being processed now.
+    /// Deliveries of `orders.checkout` being processed now.
     pub fn processing(&self) -> usize {
-        self.inner
-            .processing
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.checkouts.processing()
     }
 
-    /// The most deliveries ever processed at once (bounded by the prefetch).
+    /// The most deliveries ever processed at once.
     pub fn processing_peak(&self) -> usize {
-        self.inner
-            .processing_peak
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.checkouts.processing_peak()
     }
 
     pub fn config(&self) -> &OrderConfig {
-        &self.inner.config
-    }
-
-    /// Queues a write and waits (within `deadline`) until it is committed; waits out a
-    /// saturated writer.
-    async fn write(
-        &self,
-        item: OrderWrite,
-        deadline: &Deadline,
-    ) -> Result<OrderWritten, StepError> {
-        loop {
-            match self.inner.writer.submit(item.clone()) {
-                Ok(ticket) => return Ok(deadline.bound(ticket.wait()).await??),
-                Err(SubmitError::Full) => {
-                    if deadline.passed() {
-                        return Err(StepError::Transient("the order writer is saturated".into()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(SubmitError::Stopped) => {
-                    return Err(StepError::Transient("the order writer stopped".into()))
-                }
-            }
-        }
+        &self.parts.config
     }
 
     /// Writes what the order writer holds and stops it (shutdown, after the consumers stopped).
     pub async fn shutdown(&self) {
-        let writer = self.inner.writer.clone();
+        let writer = self.parts.records.writer().clone();
         let _ = crate::blocking::run(move || writer.stop_blocking()).await;
+    }
+
+    /// Fault injection: make every release of `sku` fail transiently (or none, with `None`).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_fail_releases_of(&self, sku: Option<Sku>) {
+        if let Ok(mut slot) = self.parts.faults.fail_release_of.lock() {
+            *slot = sku;
+        }
+    }
+
+    /// Fault injection: handling a checkout with a line of `sku` panics (or none, with `None`).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_panic_on(&self, sku: Option<Sku>) {
+        if let Ok(mut slot) = self.parts.faults.panic_on.lock() {
+            *slot = sku;
+        }
+    }
+
+    /// Fault injection: every `n`-th publish of a decision's events is not confirmed (0: none).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_fail_every_nth_event(&self, n: u64) {
+        self.parts
+            .faults
+            .fail_every_nth_event
+            .store(n, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

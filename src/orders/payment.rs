@@ -10,8 +10,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::domain::checkout::{card_expired, Payment, PaymentRequest, RawCard};
+use crate::domain::clock::Clock;
 
 /// What the gateway said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +64,35 @@ pub enum PaymentProblem {
     Unavailable(String),
 }
 
-impl super::OrderService {
+/// The payment gateway as the order service asks it.
+#[derive(Clone)]
+pub(super) struct Payments {
+    gateway: Arc<dyn PaymentGateway>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Payments {
+    pub fn new(gateway: Arc<dyn PaymentGateway>, clock: Arc<dyn Clock>) -> Payments {
+        Payments { gateway, clock }
+    }
+
+    /// `(year, month)` now, for card expiry at the door.
+    pub fn today(&self) -> (i32, u32) {
+        crate::domain::clock::year_month(self.clock.now())
+    }
+
+    /// Authorizes the order's amount on its payment.
+    pub fn authorize<'a>(
+        &'a self,
+        order_id: uuid::Uuid,
+        amount_cents: i64,
+        currency: &'a str,
+        payment: &'a Payment,
+    ) -> Answer<'a, Authorization> {
+        self.gateway
+            .authorize(order_id, amount_cents, currency, payment)
+    }
+
     /// The payment as it may be kept, judged in `today` = `(year, month)`: a typed card
     /// exchanged for the gateway's token, a token described by the gateway (and its expiry
     /// checked), pix and boleto as they are. Intake and the consumer both ask here and differ only
@@ -72,7 +102,7 @@ impl super::OrderService {
         asked: &PaymentRequest,
         today: (i32, u32),
     ) -> Result<Payment, PaymentProblem> {
-        let gateway = &self.inner.gateway;
+        let gateway = &self.gateway;
         let answer = match asked {
             PaymentRequest::Ready(p) => return Ok(p.clone()),
             PaymentRequest::Card(card) => gateway.tokenize(card).await,

@@ -8,10 +8,17 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use uuid::Uuid;
 
-use super::{Cause, Deadline, OrderService, StepError, SUGGESTIONS};
+use std::sync::Arc;
+
+use super::transitions::Records;
+use super::{Cause, Deadline, StepError, SUGGESTIONS};
+use crate::catalog::Catalog;
+use crate::domain::order::Order;
 use crate::domain::order::ShortLine;
 use crate::domain::{LedgerError, Sku, StockOp};
+use crate::engine::Engine;
 use crate::engine::{DurabilityError, EngineError};
+use crate::monitor::Monitor;
 
 /// What reserving an order's lines came to.
 #[derive(Debug)]
@@ -50,11 +57,51 @@ impl From<EngineError> for StepError {
     }
 }
 
-impl OrderService {
+/// The stock an order takes and gives back, at the SKU actors.
+#[derive(Clone)]
+pub(super) struct Stock {
+    engine: Engine,
+    catalog: Catalog,
+    monitor: Arc<Monitor>,
+    #[cfg(feature = "fault-injection")]
+    faults: Arc<super::faults::Faults>,
+}
+
+impl Stock {
+    pub fn new(
+        engine: Engine,
+        catalog: Catalog,
+        monitor: Arc<Monitor>,
+        #[cfg(feature = "fault-injection")] faults: Arc<super::faults::Faults>,
+    ) -> Stock {
+        Stock {
+            engine,
+            catalog,
+            monitor,
+            #[cfg(feature = "fault-injection")]
+            faults,
+        }
+    }
+
+    /// Releases whatever an order that ended without its goods still holds, and settles it.
+    pub async fn release_order(
+        &self,
+        records: &Records,
+        order: &mut Order,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        // A reservation a handed-back delivery left in the persister's queue is settled first,
+        // so the references read next are the last word.
+        self.flush(deadline).await?;
+        self.release_all(order.order_id, &order.lines(), true, deadline)
+            .await?;
+        records.settle(order, deadline).await
+    }
+
     /// Reserves every line. `check_first` when this order may have been processed before: lines
     /// already reserved are recognised by their reference, and an order an earlier attempt was
     /// already releasing is not reserved again.
-    pub(super) async fn reserve_all(
+    pub async fn reserve_all(
         &self,
         order_id: Uuid,
         lines: &[(Sku, i64)],
@@ -64,7 +111,7 @@ impl OrderService {
         if check_first {
             // A change an earlier attempt left in the persister's queue is settled first, so the
             // references read next are the last word (and memory holds nothing they do not).
-            self.flush_stock(deadline).await?;
+            self.flush(deadline).await?;
             for (sku, _) in lines {
                 if self.applied(sku, &release_ref(order_id), deadline).await? {
                     return Ok(Reservation::Short {
@@ -76,7 +123,7 @@ impl OrderService {
         }
         let reference = reserve_ref(order_id);
         for (sku, _) in lines {
-            self.inner.broker.monitor().record_reservation(sku.as_str());
+            self.monitor.record_reservation(sku.as_str());
         }
         let results = join_all(lines.iter().map(|(sku, q)| {
             self.stock_change(sku, StockOp::Reserve(*q), &reference, check_first, deadline)
@@ -91,11 +138,7 @@ impl OrderService {
                     sku: sku.clone(),
                     requested: *q,
                     available,
-                    suggestions: self
-                        .inner
-                        .catalog
-                        .similar(sku, SUGGESTIONS)
-                        .unwrap_or_default(),
+                    suggestions: self.catalog.similar(sku, SUGGESTIONS).unwrap_or_default(),
                 }),
             }
         }
@@ -107,28 +150,24 @@ impl OrderService {
     }
 
     /// Waits until every stock change submitted so far is committed or refused.
-    pub(super) async fn flush_stock(&self, deadline: &Deadline) -> Result<(), StepError> {
+    pub async fn flush(&self, deadline: &Deadline) -> Result<(), StepError> {
         deadline
-            .bound(self.inner.engine.flush())
+            .bound(self.engine.flush())
             .await?
             .map_err(|e| StepError::Transient(Cause::of("the stock engine could not flush", e)))
     }
 
     /// Lines the engine already knows it cannot serve, with suggestions.
-    pub(super) fn short_lines(&self, lines: &[(Sku, i64)]) -> Vec<ShortLine> {
+    pub fn short_lines(&self, lines: &[(Sku, i64)]) -> Vec<ShortLine> {
         lines
             .iter()
             .filter_map(|(sku, q)| {
-                let available = self.inner.catalog.available(sku);
+                let available = self.catalog.available(sku);
                 (available < *q).then(|| ShortLine {
                     sku: sku.clone(),
                     requested: *q,
                     available: available.max(0),
-                    suggestions: self
-                        .inner
-                        .catalog
-                        .similar(sku, SUGGESTIONS)
-                        .unwrap_or_default(),
+                    suggestions: self.catalog.similar(sku, SUGGESTIONS).unwrap_or_default(),
                 })
             })
             .collect()
@@ -136,7 +175,7 @@ impl OrderService {
 
     /// Releases the lines' reservations (idempotently, by reference). With `check_first`, only
     /// lines whose reservation is recorded are released; without, the caller knows they are.
-    pub(super) async fn release_all(
+    pub async fn release_all(
         &self,
         order_id: Uuid,
         lines: &[(Sku, i64)],
@@ -149,7 +188,6 @@ impl OrderService {
             #[cfg(feature = "fault-injection")]
             {
                 let fail = self
-                    .inner
                     .faults
                     .fail_release_of
                     .lock()
@@ -190,7 +228,7 @@ impl OrderService {
         deadline: &Deadline,
     ) -> Result<bool, StepError> {
         Ok(deadline
-            .bound(self.inner.engine.change_applied(sku, reference))
+            .bound(self.engine.change_applied(sku, reference))
             .await??)
     }
 
@@ -215,7 +253,6 @@ impl OrderService {
             // The actor answers from memory: this wait is not bounded by the deadline, so a
             // handed-back delivery never leaves a decision behind in an actor's mailbox.
             let applied = self
-                .inner
                 .engine
                 .apply_with_ref(sku, op, None, Some(reference.to_owned()))
                 .await;

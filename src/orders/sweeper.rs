@@ -21,7 +21,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::transitions::Move;
-use super::{Deadline, OrderService, StepError};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::{Deadline, Parts, StepError};
 use crate::domain::order::{OrderStatus, Rejection, RejectionReason};
 use crate::persistence::orders as order_store;
 use crate::persistence::run_blocking;
@@ -42,9 +46,29 @@ pub struct SweepReport {
     pub keys_forgotten: usize,
 }
 
-impl OrderService {
+/// The sweeper: what it shares with the rest of the order service, and how healthy the
+/// database and the broker have been.
+#[derive(Clone)]
+pub(super) struct Sweeper {
+    p: Arc<Parts>,
+    /// Since when the database and the broker have answered without a break (an order is
+    /// decided "lost" only after it has been untouched for `stale_after` of that).
+    healthy_since: Arc<Mutex<Instant>>,
+    /// Transient write failures seen by the last round (both writers).
+    seen_db_errors: Arc<AtomicU64>,
+}
+
+impl Sweeper {
+    pub fn new(p: Arc<Parts>) -> Sweeper {
+        Sweeper {
+            p,
+            healthy_since: Arc::new(Mutex::new(Instant::now())),
+            seen_db_errors: Arc::default(),
+        }
+    }
+
     /// Runs the sweeper until `stop` is cancelled: once now, then every `sweep_every`.
-    pub fn spawn_sweeper(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         let service = self.clone();
         tokio::spawn(async move {
             loop {
@@ -63,7 +87,7 @@ impl OrderService {
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(service.inner.config.sweep_every) => {}
+                    _ = tokio::time::sleep(service.p.config.sweep_every) => {}
                 }
             }
         })
@@ -75,33 +99,34 @@ impl OrderService {
     fn healthy_long_enough(&self, failed: bool) -> bool {
         use std::sync::atomic::Ordering;
         let errors = self
-            .inner
-            .writer
+            .p
+            .records
+            .writer()
             .stats()
             .db_errors
             .load(Ordering::Relaxed)
             .saturating_add(
-                self.inner
+                self.p
                     .engine
                     .persister_stats()
                     .batches()
                     .db_errors
                     .load(Ordering::Relaxed),
             );
-        let previous = self.inner.seen_db_errors.swap(errors, Ordering::Relaxed);
+        let previous = self.seen_db_errors.swap(errors, Ordering::Relaxed);
         let unhealthy = failed
             || errors != previous
-            || !self.inner.broker.is_connected()
-            || self.writer_failing()
-            || !self.inner.engine.is_healthy();
-        let mut since = match self.inner.healthy_since.lock() {
+            || !self.p.broker.is_connected()
+            || self.p.records.writer().stats().is_failing()
+            || !self.p.engine.is_healthy();
+        let mut since = match self.healthy_since.lock() {
             Ok(s) => s,
             Err(p) => p.into_inner(),
         };
         if unhealthy {
             *since = std::time::Instant::now();
         }
-        since.elapsed() >= self.inner.config.stale_after
+        since.elapsed() >= self.p.config.stale_after
     }
 
     /// One round of the sweeper. An order it cannot finish is logged and left for the next
@@ -110,7 +135,7 @@ impl OrderService {
         let mut report = SweepReport::default();
         let now = Utc::now();
         let grace = chrono::Duration::from_std(UNSETTLED_GRACE).unwrap_or_default();
-        let unsettled = run_blocking(&self.inner.pool, move |c| {
+        let unsettled = run_blocking(&self.p.pool, move |c| {
             order_store::unsettled_since(c, now - grace, BATCH)
         })
         .await;
@@ -122,8 +147,8 @@ impl OrderService {
             }
         };
         let before =
-            now - chrono::Duration::from_std(self.inner.config.key_retention).unwrap_or_default();
-        match run_blocking(&self.inner.pool, move |c| {
+            now - chrono::Duration::from_std(self.p.config.key_retention).unwrap_or_default();
+        match run_blocking(&self.p.pool, move |c| {
             order_store::prune_keys(c, before, 10 * BATCH)
         })
         .await
@@ -145,8 +170,8 @@ impl OrderService {
         if !self.healthy_long_enough(false) {
             return Ok(report);
         }
-        let stale = chrono::Duration::from_std(self.inner.config.stale_after).unwrap_or_default();
-        let open = run_blocking(&self.inner.pool, move |c| {
+        let stale = chrono::Duration::from_std(self.p.config.stale_after).unwrap_or_default();
+        let open = run_blocking(&self.p.pool, move |c| {
             order_store::open_since(c, now - stale, BATCH)
         })
         .await?;
@@ -164,11 +189,11 @@ impl OrderService {
 
     /// Finishes one order unless it is busy. `expire`: decide it if it is still open.
     async fn finish(&self, order_id: Uuid, expire: bool) -> Result<bool, StepError> {
-        let Ok(_guard) = self.lock(order_id).try_lock() else {
+        let Ok(_guard) = self.p.locks.of(order_id).try_lock() else {
             return Ok(false); // being processed right now
         };
-        let deadline = Deadline::after(self.inner.config.retry_window);
-        let Some(mut order) = deadline.bound(self.get(order_id)).await?? else {
+        let deadline = Deadline::after(self.p.config.retry_window);
+        let Some(mut order) = deadline.bound(self.p.records.get(order_id)).await?? else {
             return Ok(false);
         };
         if expire {
@@ -178,23 +203,25 @@ impl OrderService {
                 _ => return Ok(false), // decided meanwhile
             };
             tracing::warn!(%order_id, status = ?order.status, "order lost its delivery; deciding it as expired");
-            self.transition(
-                &mut order,
-                Move {
-                    rejection: Some(Rejection::because(
-                        RejectionReason::Expired,
-                        "the order could not be processed in time and was closed",
-                    )),
-                    settled: false,
-                    ..Move::to(step)
-                },
-                &deadline,
-            )
-            .await?;
+            self.p
+                .records
+                .transition(
+                    &mut order,
+                    Move {
+                        rejection: Some(Rejection::because(
+                            RejectionReason::Expired,
+                            "the order could not be processed in time and was closed",
+                        )),
+                        settled: false,
+                        ..Move::to(step)
+                    },
+                    &deadline,
+                )
+                .await?;
             // (Rare: a walk over the checkouts still on their way.)
-            self.inner.published.retain(|_, (id, _)| *id != order_id);
+            self.p.keys.forget_order(order_id);
             if order.status.is_decided() {
-                if let Err(e) = self.publish_decision(&order).await {
+                if let Err(e) = self.p.records.publish_decision(&order).await {
                     // Decided and durable; the event is what is missing (a redelivery of its
                     // checkout would publish it again).
                     tracing::warn!(%order_id, error = %e, "expired; its event was not confirmed");
@@ -202,7 +229,10 @@ impl OrderService {
             }
         }
         if order.status.releases_stock() && !order.settled {
-            self.release_order(&mut order, &deadline).await?;
+            self.p
+                .stock
+                .release_order(&self.p.records, &mut order, &deadline)
+                .await?;
             return Ok(true);
         }
         Ok(false)

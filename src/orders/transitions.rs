@@ -8,11 +8,21 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
-use super::{Deadline, EventScope, OrderEvent, OrderService, StepError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::writer::OrderWriter;
+use super::{Deadline, EventScope, OrderEvent, StepError};
+use crate::batch::SubmitError;
+use crate::domain::clock::Clock;
 use crate::domain::delivery::DeliverySlot;
 use crate::domain::order::{Order, OrderStatus, Rejection};
 use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
+use crate::messaging::Broker;
 use crate::persistence::orders::{NotificationRow, TransitionRow};
+use crate::persistence::{DbError, DbPool};
 
 /// A status change to make.
 #[derive(Debug, Clone)]
@@ -51,7 +61,80 @@ fn notification_message(kind: &str, order_id: Uuid) -> String {
     }
 }
 
-impl OrderService {
+/// The order records: every write to them (through the order writer), reading them back, and
+/// announcing what changed — on the in-process stream and as events on `order.events`.
+#[derive(Clone)]
+pub(super) struct Records {
+    writer: OrderWriter,
+    pool: DbPool,
+    events: broadcast::Sender<OrderEvent>,
+    broker: Broker,
+    scope: EventScope,
+    clock: Arc<dyn Clock>,
+    #[cfg(feature = "fault-injection")]
+    faults: Arc<super::faults::Faults>,
+}
+
+impl Records {
+    pub fn new(
+        writer: OrderWriter,
+        pool: DbPool,
+        broker: Broker,
+        scope: EventScope,
+        clock: Arc<dyn Clock>,
+        #[cfg(feature = "fault-injection")] faults: Arc<super::faults::Faults>,
+    ) -> Records {
+        let (events, _) = broadcast::channel(4096);
+        Records {
+            writer,
+            pool,
+            events,
+            broker,
+            scope,
+            clock,
+            #[cfg(feature = "fault-injection")]
+            faults,
+        }
+    }
+
+    /// Status changes as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<OrderEvent> {
+        self.events.subscribe()
+    }
+
+    /// The order writer (its counters; stopping it at shutdown).
+    pub fn writer(&self) -> &OrderWriter {
+        &self.writer
+    }
+
+    /// Queues a write and waits (within `deadline`) until it is committed; waits out a
+    /// saturated writer.
+    pub async fn write(
+        &self,
+        item: OrderWrite,
+        deadline: &Deadline,
+    ) -> Result<OrderWritten, StepError> {
+        loop {
+            match self.writer.submit(item.clone()) {
+                Ok(ticket) => return Ok(deadline.bound(ticket.wait()).await??),
+                Err(SubmitError::Full) => {
+                    if deadline.passed() {
+                        return Err(StepError::Transient("the order writer is saturated".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(SubmitError::Stopped) => {
+                    return Err(StepError::Transient("the order writer stopped".into()))
+                }
+            }
+        }
+    }
+
+    /// The order with its history, as stored.
+    pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, DbError> {
+        super::queries::get(&self.pool, order_id).await
+    }
+
     /// Moves the order (guarded by its current status), records history and notification,
     /// publishes the events. If the order had moved meanwhile, `order` is reloaded instead.
     pub(super) async fn transition(
@@ -70,7 +153,7 @@ impl OrderService {
                 format!("{:?} cannot become {:?}", order.status, step.to).into(),
             ));
         }
-        let now = self.inner.clock.now();
+        let now = self.clock.now();
         let notification = notification_for(order, step.to, step.rejection.as_ref(), now);
         let row = TransitionRow {
             order_id: order.order_id,
@@ -105,7 +188,7 @@ impl OrderService {
         order.history.push((step.to, now));
         order.settled = step.settled;
         if step.to.is_decided() {
-            self.inner.broker.monitor().record_decision(
+            self.broker.monitor().record_decision(
                 step.to.as_str(),
                 step.rejection.as_ref().map(|r| r.reason.as_str()),
             );
@@ -146,26 +229,26 @@ impl OrderService {
 
     /// Announces the order's current status on the in-process stream; a step on the way
     /// (`received`, `reserved`) also on `order.events` when `ORDER_EVENTS=all`, without waiting.
-    /// A decision's events go out through [`OrderService::publish_decision`], confirmed, by
+    /// A decision's events go out through [`Records::publish_decision`], confirmed, by
     /// whoever decided it.
     pub(super) fn announce(&self, order: &Order) {
         let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
-        let _ = self.inner.events.send(OrderEvent {
+        let _ = self.events.send(OrderEvent {
             order_id: order.order_id,
             status: order.status,
             at,
         });
-        if order.status.is_decided() || self.inner.config.events != EventScope::All {
+        if order.status.is_decided() || self.scope != EventScope::All {
             return;
         }
         let Some(event) = order_event(order) else {
             return;
         };
-        let service = self.clone();
+        let records = self.clone();
         let span = event_span(&event.key);
         tokio::spawn(
             async move {
-                if let Err(e) = service.publish(&event).await {
+                if let Err(e) = records.publish(&event).await {
                     tracing::warn!(order_id = %event.order_id, key = %event.key, error = %e, "event not published");
                 }
             }
@@ -187,7 +270,7 @@ impl OrderService {
         for event in order_event(order).into_iter().chain(notification) {
             // The second of the two not confirmed, as a broker might leave it.
             #[cfg(feature = "fault-injection")]
-            if event.key.starts_with("notification.") && self.inner.faults.event_fails() {
+            if event.key.starts_with("notification.") && self.faults.event_fails() {
                 return Err(StepError::Transient(
                     "fault injection: the decision's event was not confirmed".into(),
                 ));
@@ -206,8 +289,7 @@ impl OrderService {
     }
 
     async fn publish(&self, event: &Event) -> Result<(), crate::messaging::PublishError> {
-        self.inner
-            .broker
+        self.broker
             .publish_event(
                 EXCHANGE_ORDER_EVENTS,
                 &event.key,

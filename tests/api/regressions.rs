@@ -362,9 +362,10 @@ async fn work_in_flight_never_exceeds_the_prefetch_across_a_consumer_restart() {
     // Deliveries of the dead channel still being processed count against the new one.
     let processing_peak = app.active().orders.processing_peak();
     assert!(
-        processing_peak <= 4,
-        "at most the prefetch of deliveries in process, saw {processing_peak}"
+        (1..=4).contains(&processing_peak),
+        "at most the prefetch of deliveries in process (and some), saw {processing_peak}"
     );
+    assert_eq!(app.active().orders.processing(), 0, "none left counted");
     let keys: HashSet<String> = (0..12).map(|i| format!("pf-{i}")).collect();
     for key in &keys {
         decided(
