@@ -3,6 +3,7 @@
 //! on the in-process stream and as events on `order.events`.
 
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use serde_json::json;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -257,9 +258,9 @@ impl Records {
     }
 
     /// Publishes a decided order's events on `order.events` — `order.<status>` and its
-    /// `notification.<kind>` — and returns once the broker confirmed both. Called again for the
-    /// same decision (a redelivery, a retry) it publishes them again with the same ids: at least
-    /// once, deduplicated by a consumer on `message_id`.
+    /// `notification.<kind>`, both in flight at once — and returns once the broker confirmed
+    /// both. Called again for the same decision (a redelivery, a retry) it publishes them again
+    /// with the same ids: at least once, deduplicated by a consumer on `message_id`.
     pub(super) async fn publish_decision(&self, order: &Order) -> Result<(), StepError> {
         if !order.status.is_decided() {
             return Ok(());
@@ -267,23 +268,38 @@ impl Records {
         let at = order.history.last().map_or(order.updated_at, |(_, at)| *at);
         let notification = notification_for(order, order.status, order.rejection.as_ref(), at)
             .map(|n| notification_event(&n));
-        for event in order_event(order).into_iter().chain(notification) {
-            // The second of the two not confirmed, as a broker might leave it.
-            #[cfg(feature = "fault-injection")]
-            if event.key.starts_with("notification.") && self.faults.event_fails() {
+        let events: Vec<Event> = order_event(order).into_iter().chain(notification).collect();
+        // The second of the two not confirmed, as a broker might leave it.
+        #[cfg(feature = "fault-injection")]
+        let events = {
+            let mut events = events;
+            if self.faults.event_fails() {
+                events.retain(|e| !e.key.starts_with("notification."));
+                let published = join_all(events.iter().map(|e| self.publish(e))).await;
+                tracing::debug!(
+                    ?published,
+                    "fault injection: the notification is not confirmed"
+                );
                 return Err(StepError::Transient(
                     "fault injection: the decision's event was not confirmed".into(),
                 ));
             }
-            self.publish(&event)
-                .instrument(event_span(&event.key))
-                .await
-                .map_err(|e| {
-                    StepError::Transient(super::Cause::of(
-                        "the decision's event was not confirmed",
-                        e,
-                    ))
-                })?;
+            events
+        };
+        // Both in flight at once: one wait for the broker's confirms, not one per event.
+        let confirmed = join_all(
+            events
+                .iter()
+                .map(|e| self.publish(e).instrument(event_span(&e.key))),
+        )
+        .await;
+        for result in confirmed {
+            result.map_err(|e| {
+                StepError::Transient(super::Cause::of(
+                    "the decision's event was not confirmed",
+                    e,
+                ))
+            })?;
         }
         Ok(())
     }
