@@ -126,6 +126,77 @@ async fn sample(
 ) -> Snapshot {
     let m = sources.broker.monitor();
     let now = Instant::now();
+    let (connected, blocked, depths) = read_broker(sources, channel, m).await;
+    m.observe_drain(now);
+    m.refresh_decision_latency();
+    // The state follows the broker and the backlog even when no checkout arrives to ask.
+    m.evaluate();
+
+    let current = reading(m, now);
+    history.push_back(current.clone());
+    while history
+        .front()
+        .is_some_and(|r| now.duration_since(r.at) > RATE_WINDOW)
+    {
+        history.pop_front();
+    }
+    let oldest = history.front().cloned().unwrap_or_else(|| current.clone());
+    let seconds = now.duration_since(oldest.at).as_secs_f64();
+
+    let queues = queue_views(m, &current, &oldest, seconds, &depths);
+    let admission = m.admission_state();
+    metrics::gauge!("orderflow_admission_shedding")
+        .set(f64::from(u8::from(admission.state == "shedding")));
+    metrics::gauge!("orderflow_admission_expected_wait_seconds")
+        .set(admission.expected_wait_ms / 1000.0);
+    metrics::gauge!("orderflow_admission_drain_per_second").set(m.drain_per_s());
+    metrics::gauge!("orderflow_checkout_backlog").set(admission.backlog as f64);
+
+    let pool_state = sources.pool.state();
+    let db_pool = PoolView {
+        in_use: pool_state
+            .connections
+            .saturating_sub(pool_state.idle_connections),
+        idle: pool_state.idle_connections,
+    };
+    metrics::gauge!("orderflow_db_pool_connections", "state" => "in_use")
+        .set(f64::from(db_pool.in_use));
+    metrics::gauge!("orderflow_db_pool_connections", "state" => "idle")
+        .set(f64::from(db_pool.idle));
+
+    let active = (sources.active)();
+    let (memory_ahead_of_disk, hot_skus, engine) = active_view(m, active.as_deref()).await;
+    Snapshot {
+        at: Some(chrono::Utc::now()),
+        role: if active.is_some() {
+            "active"
+        } else {
+            "standby"
+        },
+        queues,
+        admission,
+        admitted_per_s: rate(current.admitted, oldest.admitted, seconds),
+        shed_per_s: rate(current.shed, oldest.shed, seconds),
+        decided_per_s: rate(current.decided, oldest.decided, seconds),
+        latency: m.accept_to_decided(10),
+        memory_ahead_of_disk,
+        hot_skus,
+        broker: BrokerView { connected, blocked },
+        db_pool,
+        engine,
+    }
+}
+
+/// Queue depths as read from the broker this round: `(work queue, its dead letters)` per queue.
+type Depths = Vec<(Option<(u64, u32)>, Option<(u64, u32)>)>;
+
+/// The broker's state and every queue's depth (a passive declare each, on the sampler's own
+/// channel, reopened when it is gone); the checkout queue's reading feeds admission.
+async fn read_broker(
+    sources: &Sources,
+    channel: &mut Option<lapin::Channel>,
+    m: &Monitor,
+) -> (bool, bool, Depths) {
     let connection = sources.broker.current();
     let connected = connection.as_ref().is_some_and(|c| c.status().connected());
     let blocked = connection.as_ref().is_some_and(|c| c.status().blocked());
@@ -165,24 +236,19 @@ async fn sample(
         }
         depths.push((work, dead));
     }
-    m.observe_drain(now);
-    m.refresh_decision_latency();
-    // The state follows the broker and the backlog even when no checkout arrives to ask.
-    m.evaluate();
+    (connected, blocked, depths)
+}
 
-    let current = reading(m, now);
-    history.push_back(current.clone());
-    while history
-        .front()
-        .is_some_and(|r| now.duration_since(r.at) > RATE_WINDOW)
-    {
-        history.pop_front();
-    }
-    let oldest = history.front().cloned().unwrap_or_else(|| current.clone());
-    let seconds = now.duration_since(oldest.at).as_secs_f64();
-
+/// Each queue as `/v1/queues` shows it, with its rates over the window; sets the queue gauges.
+fn queue_views(
+    m: &Monitor,
+    current: &Reading,
+    oldest: &Reading,
+    seconds: f64,
+    depths: &Depths,
+) -> Vec<QueueView> {
     let mut queues = Vec::new();
-    for (i, ((spec, counters), (work, dead))) in m.queues().iter().zip(&depths).enumerate() {
+    for (i, ((spec, counters), (work, dead))) in m.queues().iter().zip(depths).enumerate() {
         let (Some(c), Some(o)) = (current.queues.get(i), oldest.queues.get(i)) else {
             continue;
         };
@@ -228,28 +294,16 @@ async fn sample(
         queues.push(view);
     }
 
-    let admission = m.admission_state();
-    metrics::gauge!("orderflow_admission_shedding")
-        .set(f64::from(u8::from(admission.state == "shedding")));
-    metrics::gauge!("orderflow_admission_expected_wait_seconds")
-        .set(admission.expected_wait_ms / 1000.0);
-    metrics::gauge!("orderflow_admission_drain_per_second").set(m.drain_per_s());
-    metrics::gauge!("orderflow_checkout_backlog").set(admission.backlog as f64);
+    queues
+}
 
-    let pool_state = sources.pool.state();
-    let db_pool = PoolView {
-        in_use: pool_state
-            .connections
-            .saturating_sub(pool_state.idle_connections),
-        idle: pool_state.idle_connections,
-    };
-    metrics::gauge!("orderflow_db_pool_connections", "state" => "in_use")
-        .set(f64::from(db_pool.in_use));
-    metrics::gauge!("orderflow_db_pool_connections", "state" => "idle")
-        .set(f64::from(db_pool.idle));
-
-    let active = (sources.active)();
-    let memory_ahead_of_disk: Vec<WriterBacklog> = match active.as_ref() {
+/// What the active parts show: the writers' backlogs, the hottest SKUs with their ledgers, the
+/// engine's size; sets their gauges. Empty on a standby.
+async fn active_view(
+    m: &Monitor,
+    active: Option<&ActiveParts>,
+) -> (Vec<WriterBacklog>, Vec<HotSku>, EngineView) {
+    let memory_ahead_of_disk: Vec<WriterBacklog> = match active {
         Some(parts) => vec![
             WriterBacklog::of("stock", parts.engine.persister_stats().batches()),
             WriterBacklog::of("orders", &parts.orders.writer_stats()),
@@ -265,7 +319,7 @@ async fn sample(
     let interval = SAMPLE_EVERY.as_secs_f64();
     let mut hot_skus = Vec::new();
     let mut engine = EngineView::default();
-    if let Some(parts) = active.as_ref() {
+    if let Some(parts) = active {
         engine = EngineView {
             actors: parts.engine.sku_count(),
             requests_in_flight: parts.engine.requests_in_flight(),
@@ -289,23 +343,5 @@ async fn sample(
     metrics::gauge!("orderflow_engine_actors").set(engine.actors as f64);
     metrics::gauge!("orderflow_engine_requests_in_flight").set(engine.requests_in_flight as f64);
 
-    Snapshot {
-        at: Some(chrono::Utc::now()),
-        role: if active.is_some() {
-            "active"
-        } else {
-            "standby"
-        },
-        queues,
-        admission,
-        admitted_per_s: rate(current.admitted, oldest.admitted, seconds),
-        shed_per_s: rate(current.shed, oldest.shed, seconds),
-        decided_per_s: rate(current.decided, oldest.decided, seconds),
-        latency: m.accept_to_decided(10),
-        memory_ahead_of_disk,
-        hot_skus,
-        broker: BrokerView { connected, blocked },
-        db_pool,
-        engine,
-    }
+    (memory_ahead_of_disk, hot_skus, engine)
 }

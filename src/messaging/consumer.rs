@@ -32,6 +32,7 @@ use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -200,20 +201,7 @@ impl Consumer {
                 async move {
                     let _in_flight = in_flight;
                     let provenance = message.provenance();
-                    let outcome = match gate.check(&message) {
-                        Some(refused) => refused,
-                        // A panic is a bug that meets this message every time: its permanent
-                        // failure, dead-lettered with the reason, never a retry that comes back
-                        // forever nor a delivery left unsettled.
-                        None => match AssertUnwindSafe(handler(message)).catch_unwind().await {
-                            Ok(outcome) => outcome,
-                            Err(panic) => {
-                                let why = crate::blocking::panic_message(panic.as_ref());
-                                tracing::error!(queue = queue.name, panic = %why, "handling a delivery panicked");
-                                Outcome::DeadLetter(format!("panicked while handling it: {why}"))
-                            }
-                        },
-                    };
+                    let outcome = outcome_of(&gate, &handler, queue, message).await;
                     settle(&broker, queue, &delivery, provenance, outcome).await;
                     drop(permit);
                 }
@@ -240,6 +228,23 @@ impl Consumer {
     }
 }
 
+/// What becomes of a delivery: the gate's refusal, or what its handler says. A panic is a bug
+/// that meets this message every time: its permanent failure, dead-lettered with the reason,
+/// never a retry that comes back forever nor a delivery left unsettled.
+async fn outcome_of(gate: &Gate, handler: &Handler, queue: QueueSpec, message: Message) -> Outcome {
+    if let Some(refused) = gate.check(&message) {
+        return refused;
+    }
+    match AssertUnwindSafe(handler(message)).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let why = crate::blocking::panic_message(panic.as_ref());
+            tracing::error!(queue = queue.name, panic = %why, "handling a delivery panicked");
+            Outcome::DeadLetter(format!("panicked while handling it: {why}"))
+        }
+    }
+}
+
 /// How often this message was handed back already: the count orderflow wrote on its copy, read
 /// only from a delivery published by orderflow itself (a producer cannot forge it).
 fn handbacks(broker: &Broker, delivery: &Delivery) -> i64 {
@@ -252,6 +257,29 @@ fn handbacks(broker: &Broker, delivery: &Delivery) -> i64 {
     }
 }
 
+/// The properties of a copy orderflow publishes of a delivery (dead letter, hand-back): it
+/// carries orderflow's user_id (the broker allows no other) and names the original's producer,
+/// so it is judged as the original was. (An own message has no such header: with one it would
+/// not be own.)
+fn copy_properties(
+    delivery: &Delivery,
+    provenance: Option<&str>,
+    mut headers: FieldTable,
+) -> BasicProperties {
+    if let Some(p) = provenance {
+        headers.insert(
+            PRODUCER_HEADER.into(),
+            AMQPValue::LongString(LongString::from(p.to_owned())),
+        );
+    }
+    delivery.properties.clone().with_headers(headers)
+}
+
+const REQUEUE: BasicNackOptions = BasicNackOptions {
+    requeue: true,
+    multiple: false,
+};
+
 /// Acknowledges, dead-letters, hands back or requeues a delivery as its outcome says.
 async fn settle(
     broker: &Broker,
@@ -260,22 +288,6 @@ async fn settle(
     provenance: Option<String>,
     outcome: Outcome,
 ) {
-    // A copy carries orderflow's user_id (the broker allows no other) and names the original's
-    // producer, so it is judged as the original was.
-    // (An own message has no such header: with one it would not be own.)
-    let copy_props = |mut headers: FieldTable| {
-        if let Some(p) = &provenance {
-            headers.insert(
-                PRODUCER_HEADER.into(),
-                AMQPValue::LongString(LongString::from(p.clone())),
-            );
-        }
-        delivery.properties.clone().with_headers(headers)
-    };
-    let requeue = BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    };
     // A message handed back as often as the limit allows goes to the dead letters after all
     // (an outage longer than a day at the defaults, or an error wrongly taken for transient):
     // replayable, not circling forever.
@@ -289,102 +301,126 @@ async fn settle(
         },
         other => other,
     };
-    let mut how = Settled::Requeued;
-    let settled = match outcome {
+    let provenance = provenance.as_deref();
+    let (how, settled) = match outcome {
         Outcome::Ack => {
             #[cfg(feature = "fault-injection")]
             fault_abort_before_ack(queue);
-            how = Settled::Acked;
-            delivery.ack(BasicAckOptions::default()).await
+            (
+                Settled::Acked,
+                delivery.ack(BasicAckOptions::default()).await,
+            )
         }
-        Outcome::DeadLetter(_) | Outcome::DeadLetterRedacted { .. } => {
-            let (reason, body) = match outcome {
-                Outcome::DeadLetterRedacted { reason, body } => (reason, body),
-                Outcome::DeadLetter(reason) => (reason, delivery.data.clone()),
-                _ => (String::new(), Vec::new()),
-            };
-            // Whatever it was refused for, a dead letter keeps no card data (PCI DSS 3.3).
-            let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
-            tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
-            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            headers.insert(
-                REASON_HEADER.into(),
-                AMQPValue::LongString(LongString::from(reason.clone())),
-            );
-            // Kept for the retention, then gone (what is refused is not kept forever).
-            let ttl_ms = broker.dead_letter_ttl().as_millis().max(1).to_string();
-            let props = copy_props(headers).with_expiration(ttl_ms.as_str().into());
-            match broker
-                .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
-                .await
-            {
-                Ok(()) => {
-                    how = Settled::DeadLettered;
-                    let message_id = delivery
-                        .properties
-                        .message_id()
-                        .as_ref()
-                        .map(|m| m.to_string());
-                    broker
-                        .monitor()
-                        .record_dead_letter(queue.name, message_id, &reason);
-                    delivery.ack(BasicAckOptions::default()).await
-                }
-                Err(e) => {
-                    // Keep it: it comes back, and the delivery limit still applies.
-                    tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
-                    delivery.nack(requeue).await
-                }
-            }
+        Outcome::DeadLetter(reason) => {
+            let body = delivery.data.clone();
+            dead_letter(broker, queue, delivery, provenance, reason, body).await
         }
-        Outcome::Retry => {
-            let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-            headers.insert(
-                HANDBACK_HEADER.into(),
-                AMQPValue::LongLongInt(handbacks(broker, delivery).saturating_add(1)),
-            );
-            let props = copy_props(headers);
-            // The copy must go out before the original goes: a full queue (reject-publish) or a
-            // broker blip is waited out here, holding the delivery, rather than requeueing it —
-            // a requeue would count against its delivery limit.
-            let mut attempt = 0u32;
-            loop {
-                match broker
-                    .publish(
-                        queue.exchange,
-                        queue.routing_key,
-                        &delivery.data,
-                        props.clone(),
-                    )
-                    .await
-                {
-                    // The copy is durable: the original can go.
-                    Ok(()) => {
-                        how = Settled::HandedBack;
-                        break delivery.ack(BasicAckOptions::default()).await;
-                    }
-                    Err(e) if attempt < HANDBACK_ATTEMPTS => {
-                        attempt += 1;
-                        tracing::warn!(queue = queue.name, error = %e, attempt, "could not hand a message back yet");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; requeueing");
-                        break delivery.nack(requeue).await;
-                    }
-                }
-            }
+        Outcome::DeadLetterRedacted { reason, body } => {
+            dead_letter(broker, queue, delivery, provenance, reason, body).await
         }
-        Outcome::Requeue => delivery.nack(requeue).await,
-        Outcome::Abandon => {
-            how = Settled::Abandoned;
-            Ok(true)
-        }
+        Outcome::Retry => hand_back(broker, queue, delivery, provenance).await,
+        Outcome::Requeue => (Settled::Requeued, delivery.nack(REQUEUE).await),
+        Outcome::Abandon => (Settled::Abandoned, Ok(true)),
     };
     broker.monitor().record_settled(queue.name, how);
     if let Err(e) = settled {
         // The channel died: the broker redelivers it to the next consumer.
         tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");
+    }
+}
+
+/// A copy with the reason to the dead letters (no card data in it, kept for the retention),
+/// then the original acknowledged; if the copy cannot be published, the original is requeued
+/// (it comes back, and the delivery limit still applies).
+async fn dead_letter(
+    broker: &Broker,
+    queue: QueueSpec,
+    delivery: &Delivery,
+    provenance: Option<&str>,
+    reason: String,
+    body: Vec<u8>,
+) -> (Settled, lapin::Result<bool>) {
+    // Whatever it was refused for, a dead letter keeps no card data (PCI DSS 3.3).
+    let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
+    tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        REASON_HEADER.into(),
+        AMQPValue::LongString(LongString::from(reason.clone())),
+    );
+    // Kept for the retention, then gone (what is refused is not kept forever).
+    let ttl_ms = broker.dead_letter_ttl().as_millis().max(1).to_string();
+    let props =
+        copy_properties(delivery, provenance, headers).with_expiration(ttl_ms.as_str().into());
+    match broker
+        .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
+        .await
+    {
+        Ok(()) => {
+            let message_id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| m.to_string());
+            broker
+                .monitor()
+                .record_dead_letter(queue.name, message_id, &reason);
+            (
+                Settled::DeadLettered,
+                delivery.ack(BasicAckOptions::default()).await,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
+            (Settled::Requeued, delivery.nack(REQUEUE).await)
+        }
+    }
+}
+
+/// A copy with its hand-back count raised goes to the back of the queue, then the original is
+/// acknowledged. The copy must go out before the original goes: a full queue (reject-publish)
+/// or a broker blip is waited out here, holding the delivery, rather than requeueing it — a
+/// requeue would count against its delivery limit.
+async fn hand_back(
+    broker: &Broker,
+    queue: QueueSpec,
+    delivery: &Delivery,
+    provenance: Option<&str>,
+) -> (Settled, lapin::Result<bool>) {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        HANDBACK_HEADER.into(),
+        AMQPValue::LongLongInt(handbacks(broker, delivery).saturating_add(1)),
+    );
+    let props = copy_properties(delivery, provenance, headers);
+    let mut attempt = 0u32;
+    loop {
+        match broker
+            .publish(
+                queue.exchange,
+                queue.routing_key,
+                &delivery.data,
+                props.clone(),
+            )
+            .await
+        {
+            // The copy is durable: the original can go.
+            Ok(()) => {
+                return (
+                    Settled::HandedBack,
+                    delivery.ack(BasicAckOptions::default()).await,
+                )
+            }
+            Err(e) if attempt < HANDBACK_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(queue = queue.name, error = %e, attempt, "could not hand a message back yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; requeueing");
+                return (Settled::Requeued, delivery.nack(REQUEUE).await);
+            }
+        }
     }
 }
 
