@@ -47,6 +47,7 @@ impl ActiveParts {
         fence: Option<FenceGuard>,
         pool: DbPool,
         broker: Broker,
+        monitor: Arc<crate::monitor::Monitor>,
         config: Arc<Config>,
     ) -> Result<Arc<ActiveParts>, String> {
         let started = std::time::Instant::now();
@@ -70,6 +71,7 @@ impl ActiveParts {
             catalog: catalog.clone(),
             pool: pool.clone(),
             broker: broker.clone(),
+            monitor,
             gateway: Arc::new(SandboxGateway {
                 delay: config.sandbox_payment_delay,
             }),

@@ -342,6 +342,8 @@ fn dead_letters(config: &Config, action: DeadLetterAction) -> ExitCode {
                 handback_limit: config.handback_limit,
                 ..Default::default()
             },
+            // The command counts nothing anyone reads.
+            std::sync::Arc::default(),
         )
         .await?;
         let result = if action == "list" {

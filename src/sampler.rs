@@ -75,6 +75,8 @@ fn rate(now: u64, then: u64, seconds: f64) -> f64 {
 /// What the sampler reads besides the broker.
 pub struct Sources {
     pub broker: Broker,
+    /// Where the readings go.
+    pub monitor: Arc<Monitor>,
     pub pool: DbPool,
     /// The active parts, while this instance holds the lease.
     pub active: Box<dyn Fn() -> Option<Arc<ActiveParts>> + Send + Sync>,
@@ -90,7 +92,7 @@ pub fn spawn(sources: Sources) -> tokio::task::JoinHandle<()> {
         loop {
             ticker.tick().await;
             let snapshot = sample(&sources, &mut channel, &mut history).await;
-            sources.broker.monitor().publish_snapshot(snapshot);
+            sources.monitor.publish_snapshot(snapshot);
             if let Some(handle) = crate::monitor::prometheus::handle() {
                 handle.run_upkeep();
             }
@@ -124,7 +126,7 @@ async fn sample(
     channel: &mut Option<lapin::Channel>,
     history: &mut VecDeque<Reading>,
 ) -> Snapshot {
-    let m = sources.broker.monitor();
+    let m = &sources.monitor;
     let now = Instant::now();
     let (connected, blocked, depths) = read_broker(sources, channel, m).await;
     m.observe_drain(now);

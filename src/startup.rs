@@ -196,14 +196,17 @@ impl Application {
             handback_limit: config.handback_limit,
             ..TopologyConfig::default()
         };
-        let broker = Broker::connect(&config.amqp_url, topology)
+        // The service watching itself: given to the broker (it counts publishes and
+        // deliveries), the order service, the sampler and the API alike.
+        let monitor = Arc::new(crate::monitor::Monitor::new());
+        let broker = Broker::connect(&config.amqp_url, topology, Arc::clone(&monitor))
             .await
             .map_err(|source| StartupError::Broker {
                 url: crate::messaging::redact(&config.amqp_url),
                 source,
             })?;
         crate::monitor::leaders::spawn(
-            Arc::clone(broker.monitor()),
+            Arc::clone(&monitor),
             config.amqp_management.clone(),
             crate::monitor::leaders::vhost_path(&config.amqp_url),
         );
@@ -214,12 +217,12 @@ impl Application {
             })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         crate::monitor::prometheus::install();
-        broker.monitor().configure(AdmissionConfig {
+        monitor.configure(AdmissionConfig {
             target: config.admission_target,
             ..AdmissionConfig::default()
         });
         let leadership = Leadership::start(&config.database_url, config.lease.clone());
-        let state = AppState::new(pool, broker, Arc::new(config), leadership, gate);
+        let state = AppState::new(pool, broker, monitor, Arc::new(config), leadership, gate);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
@@ -294,6 +297,7 @@ impl Application {
         let watched = state.clone();
         let sampler = sampler::spawn(sampler::Sources {
             broker: state.broker.clone(),
+            monitor: Arc::clone(&state.monitor),
             pool: state.pool.clone(),
             active: Box::new(move || watched.active()),
         });
@@ -364,6 +368,7 @@ async fn follow_the_lease(state: AppState, stop: CancellationToken) {
                     fence,
                     state.pool.clone(),
                     state.broker.clone(),
+                    Arc::clone(&state.monitor),
                     Arc::clone(&state.config),
                 )
                 .await

@@ -401,3 +401,23 @@ fn the_order_service_is_implemented_in_its_own_file_only() {
     assert_eq!(at_home, 1, "one impl block, in mod.rs");
     assert!(elsewhere.is_empty(), "{elsewhere:?}");
 }
+
+/// Issue 19: the monitor is passed in as a dependency — made by `startup`, handed to the broker,
+/// the order service, the sampler and the API — and nobody outside `messaging` reaches it
+/// through the broker (`broker.monitor()`).
+#[test]
+fn nothing_reaches_the_monitor_through_the_broker() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut paths = Vec::new();
+    rust_files(&src, &mut paths);
+    let reaching: Vec<String> = paths
+        .into_iter()
+        .filter(|p| !p.starts_with(src.join("messaging")))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).expect("a source file is readable");
+            production_code(&text).contains(".monitor()")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(reaching.is_empty(), "{reaching:?}");
+}

@@ -39,6 +39,8 @@ use crate::persistence::DbPool;
 pub struct AppState {
     pub(crate) pool: DbPool,
     pub(crate) broker: Broker,
+    /// The service watching itself (the same the broker and the order service count into).
+    pub(crate) monitor: Arc<crate::monitor::Monitor>,
     pub(crate) config: Arc<Config>,
     pub(crate) leadership: Leadership,
     /// Customer keys and rate limits.
@@ -53,6 +55,7 @@ impl AppState {
     pub fn new(
         pool: DbPool,
         broker: Broker,
+        monitor: Arc<crate::monitor::Monitor>,
         config: Arc<Config>,
         leadership: Leadership,
         gate: Arc<auth::Gate>,
@@ -71,6 +74,7 @@ impl AppState {
         AppState {
             pool,
             broker,
+            monitor,
             config,
             leadership,
             gate,

@@ -68,7 +68,7 @@ pub struct Topology {
 }
 
 fn topology(state: &AppState) -> Topology {
-    let monitor = state.broker.monitor();
+    let monitor = &state.monitor;
     Topology {
         node: state.broker.node(),
         nodes: state.broker.nodes(),
@@ -82,7 +82,7 @@ fn topology(state: &AppState) -> Topology {
 fn queues_body<'a>(snapshot: &'a Snapshot, state: &AppState) -> QueuesBody<'a> {
     QueuesBody {
         queues: &snapshot.queues,
-        admission: state.broker.monitor().admission_state(),
+        admission: state.monitor.admission_state(),
         admitted_per_s: snapshot.admitted_per_s,
         shed_per_s: snapshot.shed_per_s,
         decided_per_s: snapshot.decided_per_s,
@@ -104,7 +104,7 @@ pub struct DeadLetterList {
 /// the last 5 s, consumers, and the admission state with its reason.
 #[utoipa::path(get, path = "/v1/queues", tag = "operations", responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s; `topology` (admin token only): the broker node in use, the nodes, each queue's leader and members", body = QueuesBody)))]
 pub async fn queues(admin: Option<Admin>, state: web::Data<AppState>) -> HttpResponse {
-    let snapshot = state.broker.monitor().snapshot();
+    let snapshot = state.monitor.snapshot();
     let mut body = queues_body(&snapshot, &state);
     if admin.is_some() {
         body.topology = Some(topology(&state));
@@ -121,7 +121,7 @@ pub async fn stream(
     state: web::Data<AppState>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>>, ApiError> {
     let slot = state.streams.monitor.take()?;
-    let receiver = state.broker.monitor().subscribe();
+    let receiver = state.monitor.subscribe();
     let body = stream::unfold((receiver, true), |(mut rx, first)| async move {
         if !first && rx.changed().await.is_err() {
             return None;
@@ -142,7 +142,7 @@ pub async fn dead_letters(_admin: Admin, state: web::Data<AppState>) -> HttpResp
     HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(DeadLetterList {
-            data: state.broker.monitor().recent_dead_letters(),
+            data: state.monitor.recent_dead_letters(),
         })
 }
 

@@ -127,7 +127,11 @@ impl Broker {
     /// failed, and declares the topology again. `urls` is one node URL or a comma-separated list
     /// of a cluster's nodes: the first connection starts at a node chosen at random (instances
     /// spread over the cluster), then goes in list order.
-    pub async fn connect(urls: &str, topology: TopologyConfig) -> Result<Broker, BrokerError> {
+    pub async fn connect(
+        urls: &str,
+        topology: TopologyConfig,
+        monitor: Arc<Monitor>,
+    ) -> Result<Broker, BrokerError> {
         let nodes = node_urls(urls).map_err(BrokerError::Unreachable)?;
         let start = fastrand::usize(..nodes.len());
         let (node, first) = connect_any(&nodes, start, &topology).await?;
@@ -142,7 +146,7 @@ impl Broker {
                 connected: AtomicBool::new(true),
                 connection: rx,
                 publish_channel: Mutex::new(None),
-                monitor: Arc::new(Monitor::new()),
+                monitor,
             }),
         };
         tracing::info!(node = %broker.node(), "connected to RabbitMQ");
@@ -213,8 +217,8 @@ impl Broker {
         &self.inner.own_user
     }
 
-    /// What this connection's traffic (and the service around it) looks like: counters,
-    /// depths, latencies, admission.
+    /// The monitor this connection counts its traffic into (publishes, deliveries,
+    /// settlements) — the one it was given; the rest of the service is given it too.
     pub fn monitor(&self) -> &Arc<Monitor> {
         &self.inner.monitor
     }

@@ -1,9 +1,11 @@
 //! The service watching itself: counters per queue (published, confirmed, delivered, acked,
 //! redelivered, dead-lettered, handed back), the queue depths the sampler reads from the broker,
 //! accept → decided and decision latencies, admission by wait budget, the hottest SKUs and the
-//! recent dead letters. One per broker connection, so one per application (tests run several in
-//! one process): the parts that count — publisher, consumers, intake, pipeline — reach it with
-//! `broker.monitor()`. It also feeds the process's `metrics` facade (`/metrics`).
+//! recent dead letters. One per application (tests run several in one process), made by
+//! `startup` and handed to whoever counts into it or reads it — the broker connection
+//! (publishes, deliveries, settlements), the order service (admission, decisions,
+//! reservations), the sampler and the API; it imports none of them. It also feeds the
+//! process's `metrics` facade (`/metrics`).
 //!
 //! - [`admission`]: the controller (pure); `door`: its verdicts for intake, what is admitted
 //!   and on its way, and the state as shown.

@@ -270,7 +270,7 @@ impl Intake {
         match published {
             Ok(()) => Ok(IntakeOutcome::Accepted(order_id)),
             Err(PublishError::Rejected) => {
-                self.p.broker.monitor().record_rejected_by_broker();
+                self.p.monitor.record_rejected_by_broker();
                 Err(IntakeError::Overloaded {
                     retry_after: admission::jittered(
                         admission::BROKER_RETRY_AFTER_S,
@@ -299,7 +299,7 @@ impl Intake {
         key: &str,
         lines: Option<&[(Sku, i64)]>,
     ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
-        let monitor = self.p.broker.monitor();
+        let monitor = &self.p.monitor;
         let (reason, retry_after) = match monitor.admit() {
             Ok(permit) => return Ok(Some(permit)),
             Err(shed) => shed,

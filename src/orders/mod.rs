@@ -63,6 +63,7 @@ use crate::domain::Sku;
 use crate::engine::Engine;
 use crate::messaging::consumer::{Message, Outcome};
 use crate::messaging::Broker;
+use crate::monitor::Monitor;
 use crate::persistence::orders::NotificationRecord;
 use crate::persistence::{DbError, DbPool};
 use capacity::Capacity;
@@ -186,6 +187,7 @@ struct Parts {
     catalog: Catalog,
     pool: DbPool,
     broker: Broker,
+    monitor: Arc<Monitor>,
     engine: Engine,
     clock: Arc<dyn Clock>,
     config: OrderConfig,
@@ -210,6 +212,8 @@ pub struct OrderParts {
     pub catalog: Catalog,
     pub pool: DbPool,
     pub broker: Broker,
+    /// The service watching itself: admission, decisions, reservations counted here.
+    pub monitor: Arc<Monitor>,
     pub gateway: Arc<dyn PaymentGateway>,
     pub clock: Arc<dyn Clock>,
     pub config: OrderConfig,
@@ -230,6 +234,7 @@ impl OrderService {
             writer::spawn(parts.pool.clone(), 65_536, parts.fence),
             parts.pool.clone(),
             parts.broker.clone(),
+            Arc::clone(&parts.monitor),
             parts.config.events,
             parts.clock.clone(),
             #[cfg(feature = "fault-injection")]
@@ -238,7 +243,7 @@ impl OrderService {
         let stock = Stock::new(
             parts.engine.clone(),
             parts.catalog.clone(),
-            parts.broker.monitor().clone(),
+            Arc::clone(&parts.monitor),
             #[cfg(feature = "fault-injection")]
             faults.clone(),
         );
@@ -252,6 +257,7 @@ impl OrderService {
             catalog: parts.catalog,
             pool: parts.pool,
             broker: parts.broker,
+            monitor: parts.monitor,
             engine: parts.engine,
             clock: parts.clock,
             config: parts.config,

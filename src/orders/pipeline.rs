@@ -206,8 +206,7 @@ impl Checkouts {
                 }
                 Ok(None) => {
                     self.p
-                        .broker
-                        .monitor()
+                        .monitor
                         .record_processed(message.accepted_ms, message.consumed);
                     return Outcome::Ack;
                 }

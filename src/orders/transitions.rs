@@ -22,6 +22,7 @@ use crate::domain::delivery::DeliverySlot;
 use crate::domain::order::{Order, OrderStatus, Rejection};
 use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
 use crate::messaging::Broker;
+use crate::monitor::Monitor;
 use crate::persistence::orders::{NotificationRow, TransitionRow};
 use crate::persistence::{DbError, DbPool};
 
@@ -70,6 +71,7 @@ pub(super) struct Records {
     pool: DbPool,
     events: broadcast::Sender<OrderEvent>,
     broker: Broker,
+    monitor: Arc<Monitor>,
     scope: EventScope,
     clock: Arc<dyn Clock>,
     #[cfg(feature = "fault-injection")]
@@ -81,6 +83,7 @@ impl Records {
         writer: OrderWriter,
         pool: DbPool,
         broker: Broker,
+        monitor: Arc<Monitor>,
         scope: EventScope,
         clock: Arc<dyn Clock>,
         #[cfg(feature = "fault-injection")] faults: Arc<super::faults::Faults>,
@@ -91,6 +94,7 @@ impl Records {
             pool,
             events,
             broker,
+            monitor,
             scope,
             clock,
             #[cfg(feature = "fault-injection")]
@@ -189,7 +193,7 @@ impl Records {
         order.history.push((step.to, now));
         order.settled = step.settled;
         if step.to.is_decided() {
-            self.broker.monitor().record_decision(
+            self.monitor.record_decision(
                 step.to.as_str(),
                 step.rejection.as_ref().map(|r| r.reason.as_str()),
             );

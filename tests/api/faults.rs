@@ -442,9 +442,10 @@ async fn a_restart_with_fifty_thousand_checkouts_queued_drains_them_with_bounded
     assert_eq!(service.terminate().code(), Some(0));
 
     // 50,000 checkouts published (confirmed) while no orderflow runs.
-    let broker = orderflow::messaging::Broker::connect(&vhost.url, Default::default())
-        .await
-        .expect("broker");
+    let broker =
+        orderflow::messaging::Broker::connect(&vhost.url, Default::default(), Default::default())
+            .await
+            .expect("broker");
     let published = Instant::now();
     for chunk in (0..QUEUED).collect::<Vec<_>>().chunks(2_000) {
         let sends = chunk.iter().map(|i| {
