@@ -282,8 +282,12 @@ impl Monitor {
         metrics::counter!(name, "queue" => queue.to_owned()).increment(1);
     }
 
-    /// A publish to a work queue was sent (`confirmed`: the broker confirmed it).
+    /// A publish was sent (`confirmed`: the broker confirmed it); per queue when it went to a
+    /// work queue.
     pub fn record_publish(&self, exchange: &str, routing_key: &str, outcome: PublishOutcome) {
+        // Every publish, events included: the work per order (`orderflow loadgen`).
+        metrics::counter!("orderflow_publishes_total", "exchange" => exchange.to_owned())
+            .increment(1);
         let Some((spec, c)) = self
             .queues
             .iter()

@@ -64,6 +64,10 @@ pub fn handle() -> Option<PrometheusHandle> {
 
 fn describe() {
     describe_counter!(
+        "orderflow_publishes_total",
+        "Messages this instance published (persistent, each with a confirm awaited), by exchange: checkouts, events, hand-backs, dead letters."
+    );
+    describe_counter!(
         "orderflow_checkouts_admitted_total",
         "Checkouts admission control let through to the queue."
     );

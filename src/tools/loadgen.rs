@@ -303,6 +303,7 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
     let statuses: Rc<RefCell<HashMap<u16, usize>>> = Rc::default();
     let run_id = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
+    let work_from = super::work::read(&client, &c.url, &c.database_url, false).await;
     let cpu_from = super::cpu::read();
     let deadline = started + Duration::from_secs(600);
     let workers = (0..c.customers as usize).map(|w| {
@@ -456,6 +457,11 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
         decided_n as u64,
         decided_n as f64 / span,
     );
+    if let Some(before) = work_from {
+        if let Some(after) = super::work::read(&client, &c.url, &c.database_url, true).await {
+            super::work::report(&before, &after, decided_n as u64);
+        }
+    }
     println!(
         "consistency      sold {sold_total} = stock taken {taken_total}: {}; undecided {undecided}: {}",
         if taken_ok && sold_total == taken_total { "ok" } else { "MISMATCH" },

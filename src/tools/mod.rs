@@ -11,3 +11,4 @@ pub mod openloop;
 pub mod phases;
 pub mod probe;
 pub mod queues;
+pub mod work;

@@ -194,6 +194,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut n = 0u64;
     let started = Instant::now();
+    let work_from = super::work::read(&client, &c.url, &c.database_url, false).await;
     let cpu_from = super::cpu::read();
     let mut phase_starts = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
@@ -509,6 +510,11 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         decided_total,
         decided_total as f64 / cpu_used.seconds.max(1e-9),
     );
+    if let Some(before) = work_from {
+        if let Some(after) = super::work::read(&client, &c.url, &c.database_url, true).await {
+            super::work::report(&before, &after, decided_total);
+        }
+    }
     // A rejected order's decision is announced before its held stock is released (decisions
     // are written first): the books balance once the releases are through.
     let mut taken_total = 0i64;

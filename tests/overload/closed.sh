@@ -60,7 +60,7 @@ for round in $(seq 1 "$rounds"); do
         verdict="FAILED"; failed=1
       fi
       echo "round $round, build $i ($bin), $shape: $verdict"
-      grep -E "^decided/s|^accept|^CPU per|^service CPU|^against probe|^consistency" "$log" | sed 's/^/    /'
+      grep -E "^decided/s|^accept|^CPU per|^service CPU|^against probe|^work per|^consistency" "$log" | sed 's/^/    /'
       stop_service
     done
   done
