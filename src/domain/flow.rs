@@ -8,6 +8,7 @@
 //!     │                                └──────declined ─▶ failed ─Release─▶ settled
 //!     └─short─▶ rejected ─Release (what it kept)─▶ settled
 //!  reserved (a slow gateway made it visible) ─PayAndDecide─▶ …
+//!  decided and settled ─Announce─▶ Done (acknowledged)
 //! ```
 //!
 //! Every step is idempotent where it acts (a reservation is keyed by the order, a transition
@@ -27,6 +28,9 @@ pub struct Position {
     /// This attempt reserved the lines itself (a fresh order), so it knows what is held without
     /// asking the stock records.
     pub holds_known: bool,
+    /// This attempt has announced the decision (its events confirmed). Never recorded: every
+    /// delivery announces again (at least once; `message_id`s are stable).
+    pub announced: bool,
 }
 
 /// The next step.
@@ -40,7 +44,9 @@ pub enum Step {
     ReleaseHeld,
     /// Release what the stock records say the order holds, then record it settled.
     ReleaseRecorded,
-    /// Decided and settled: announce the decision, then acknowledge.
+    /// Decided and settled: publish the decision's events and wait for their confirms.
+    Announce,
+    /// Decided, settled and announced: acknowledge the delivery.
     Done,
 }
 
@@ -56,7 +62,28 @@ pub fn next(p: Position) -> Step {
                 Step::ReleaseRecorded
             }
         }
+        _ if !p.announced => Step::Announce,
         _ => Step::Done,
+    }
+}
+
+/// Where the payment's answer takes an order that holds every line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPayment {
+    /// Approved: a delivery slot is booked and the order scheduled.
+    Schedule,
+    /// Declined: failed with this reason, its lines still held (released next, then settled).
+    Fail { reason: RejectionReason },
+}
+
+/// Where the gateway's answer takes a paid-for order.
+pub fn after_payment(approved: bool) -> AfterPayment {
+    if approved {
+        AfterPayment::Schedule
+    } else {
+        AfterPayment::Fail {
+            reason: RejectionReason::PaymentDeclined,
+        }
     }
 }
 
@@ -123,6 +150,8 @@ mod tests {
         payments: u32,
         paid_without_every_line: bool,
         released_in_wrong_status: bool,
+        /// Every announcement: the status announced and whether stock was still held then.
+        announced: Vec<(OrderStatus, bool)>,
     }
 
     impl World {
@@ -137,6 +166,7 @@ mod tests {
                 payments: 0,
                 paid_without_every_line: false,
                 released_in_wrong_status: false,
+                announced: Vec::new(),
             }
         }
 
@@ -144,11 +174,13 @@ mod tests {
         /// steps. Returns whether it reached `Done`.
         fn attempt(&mut self, fresh: bool, crash_after: usize) -> bool {
             let mut held: Option<BTreeSet<usize>> = None;
+            let mut announced = false;
             for _ in 0..crash_after {
                 let step = next(Position {
                     status: self.status,
                     settled: self.settled,
                     holds_known: held.is_some(),
+                    announced,
                 });
                 match step {
                     Step::Reserve => {
@@ -192,7 +224,13 @@ mod tests {
                         }
                         self.settled = true;
                     }
-                    Step::Done => return true,
+                    Step::Announce => {
+                        let holding =
+                            !self.holds.is_empty() && self.status != OrderStatus::Scheduled;
+                        self.announced.push((self.status, holding));
+                        announced = true;
+                    }
+                    Step::Done => return announced,
                 }
             }
             false
@@ -204,10 +242,9 @@ mod tests {
                 self.paid_without_every_line = true;
             }
             // The gateway's answer decides (the consumer's `pay_and_decide`).
-            self.status = if self.decline {
-                OrderStatus::Failed
-            } else {
-                OrderStatus::Scheduled
+            self.status = match after_payment(!self.decline) {
+                AfterPayment::Schedule => OrderStatus::Scheduled,
+                AfterPayment::Fail { .. } => OrderStatus::Failed,
             };
         }
     }
@@ -261,10 +298,19 @@ mod tests {
             if !short.is_empty() {
                 prop_assert_eq!(w.payments, 0, "a short order is never paid");
             }
-            // Idempotent: once decided, another delivery changes nothing.
+            // Announced only once decided and with nothing held that is to go back; the last
+            // delivery announced the final decision before it was done.
+            prop_assert!(
+                w.announced.iter().all(|(s, holding)| s.is_decided() && !holding),
+                "{:?}", w
+            );
+            prop_assert_eq!(w.announced.last().map(|(s, _)| *s), Some(want));
+            // Idempotent: once decided, another delivery changes nothing but announces again.
             let before = (w.status, w.settled, w.holds.clone(), w.payments);
+            let announcements = w.announced.len();
             prop_assert!(w.attempt(false, 8));
             prop_assert_eq!((w.status, w.settled, w.holds.clone(), w.payments), before);
+            prop_assert_eq!(w.announced.len(), announcements + 1);
         }
     }
 
@@ -275,6 +321,7 @@ mod tests {
                 status,
                 settled,
                 holds_known,
+                announced: true,
             })
         };
         assert_eq!(at(OrderStatus::Received, false, false), Step::Reserve);
@@ -290,6 +337,29 @@ mod tests {
         );
         assert_eq!(at(OrderStatus::Rejected, true, true), Step::Done);
         assert_eq!(at(OrderStatus::Scheduled, false, true), Step::Done);
+        // Decided and settled: announced before it is done, by every delivery.
+        let unannounced = |status, settled| {
+            next(Position {
+                status,
+                settled,
+                holds_known: false,
+                announced: false,
+            })
+        };
+        assert_eq!(unannounced(OrderStatus::Scheduled, true), Step::Announce);
+        assert_eq!(unannounced(OrderStatus::Rejected, true), Step::Announce);
+        assert_eq!(
+            unannounced(OrderStatus::Failed, false),
+            Step::ReleaseRecorded
+        );
+        assert_eq!(unannounced(OrderStatus::Received, false), Step::Reserve);
+        assert_eq!(after_payment(true), AfterPayment::Schedule);
+        assert_eq!(
+            after_payment(false),
+            AfterPayment::Fail {
+                reason: RejectionReason::PaymentDeclined
+            }
+        );
     }
 
     #[test]

@@ -26,8 +26,8 @@ use super::delivery::{self, Parsed};
 use super::{create, fingerprint, Deadline, Parts, StepError, HTTP_ORIGIN};
 use crate::domain::checkout::{Checkout, Payment};
 use crate::domain::clock;
-use crate::domain::flow::{self, AfterReservation, Step};
-use crate::domain::order::{Order, OrderStatus, Origin, Rejection, RejectionReason};
+use crate::domain::flow::{self, AfterPayment, AfterReservation, Step};
+use crate::domain::order::{Order, OrderStatus, Origin, Rejection};
 use crate::domain::Sku;
 use crate::messaging::consumer::{Message, Outcome};
 
@@ -43,8 +43,8 @@ pub(super) enum Start {
 
 /// Where a pass of [`Checkouts::run`] ended.
 enum Ran {
-    /// The order is decided (now, or before this delivery) and settled.
-    Decided(Box<Order>),
+    /// The order is decided (now, or before this delivery), settled and announced.
+    Decided,
     /// The message can never make an order: the reason, for its dead letter.
     Refused(String),
 }
@@ -186,12 +186,7 @@ impl Checkouts {
         let _guard = self.p.locks.of(order_id).lock().await;
         loop {
             let ran = match self.run(request, order_id, &deadline).await {
-                // Decided: its events confirmed before the delivery is acked. A failed publish
-                // is transient like any other: retried, or handed back and published again by
-                // the redelivery.
-                Ok(Ran::Decided(order)) => {
-                    self.p.records.publish_decision(&order).await.map(|()| None)
-                }
+                Ok(Ran::Decided) => Ok(None),
                 Ok(Ran::Refused(reason)) => Ok(Some(reason)),
                 Err(e) => Err(e),
             };
@@ -247,11 +242,16 @@ impl Checkouts {
             };
         // Lines this attempt knows it holds (a fresh order reserved nothing before).
         let mut held: Option<Vec<(Sku, i64)>> = None;
+        // Every delivery announces the decision it finds or makes (events confirmed before the
+        // ack; a failed publish is transient like any other: retried, or handed back and
+        // published again by the redelivery).
+        let mut announced = false;
         loop {
             let position = flow::Position {
                 status: order.status,
                 settled: order.settled,
                 holds_known: held.is_some(),
+                announced,
             };
             match flow::next(position) {
                 Step::Reserve => {
@@ -277,7 +277,11 @@ impl Checkouts {
                             .await?
                     }
                 },
-                Step::Done => return Ok(Ran::Decided(Box::new(order))),
+                Step::Announce => {
+                    self.p.records.publish_decision(&order).await?;
+                    announced = true;
+                }
+                Step::Done => return Ok(Ran::Decided),
             }
         }
     }
@@ -374,9 +378,13 @@ impl Checkouts {
         .map_err(|e| {
             StepError::Transient(super::Cause::of("the payment gateway did not answer", e))
         })?;
-        match auth {
-            Authorization::Approved { .. } => self.schedule(order, request, via, deadline).await,
-            Authorization::Declined { reason } => {
+        let declined = match auth {
+            Authorization::Approved { .. } => None,
+            Authorization::Declined { reason } => Some(reason),
+        };
+        match flow::after_payment(declined.is_none()) {
+            AfterPayment::Schedule => self.schedule(order, request, via, deadline).await,
+            AfterPayment::Fail { reason } => {
                 self.p
                     .records
                     .transition(
@@ -384,8 +392,8 @@ impl Checkouts {
                         Move {
                             via,
                             rejection: Some(Rejection::because(
-                                RejectionReason::PaymentDeclined,
                                 reason,
+                                declined.unwrap_or_default(),
                             )),
                             settled: false,
                             ..Move::to(OrderStatus::Failed)
