@@ -70,7 +70,7 @@ impl ActiveParts {
             engine: engine.clone(),
             catalog: catalog.clone(),
             pool: pool.clone(),
-            broker: broker.clone(),
+            publisher: Arc::new(broker.clone()),
             monitor,
             gateway: Arc::new(SandboxGateway {
                 delay: config.sandbox_payment_delay,

@@ -7,6 +7,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod gate;
 mod message;
+pub mod publisher;
 pub mod topology;
 
 pub use crate::telemetry::error_chain;

@@ -263,7 +263,7 @@ impl Intake {
         // before the confirm even reaches us.
         let customer = checkout.customer_id.as_str();
         self.p.keys.publishing(customer, key, order_id, fp);
-        let published = self.p.broker.publish_checkout(&outgoing).await;
+        let published = self.p.publisher.publish_checkout(&outgoing).await;
         if published.is_err() {
             self.p.keys.forget(customer, key);
         }

@@ -62,7 +62,7 @@ use crate::domain::order::{Order, OrderStatus};
 use crate::domain::Sku;
 use crate::engine::Engine;
 use crate::messaging::consumer::{Message, Outcome};
-use crate::messaging::Broker;
+use crate::messaging::publisher::Publisher;
 use crate::monitor::Monitor;
 use crate::persistence::orders::NotificationRecord;
 use crate::persistence::{DbError, DbPool};
@@ -186,7 +186,7 @@ struct Parts {
     capacity: Capacity,
     catalog: Catalog,
     pool: DbPool,
-    broker: Broker,
+    publisher: Arc<dyn Publisher>,
     monitor: Arc<Monitor>,
     engine: Engine,
     clock: Arc<dyn Clock>,
@@ -211,7 +211,10 @@ pub struct OrderParts {
     pub engine: Engine,
     pub catalog: Catalog,
     pub pool: DbPool,
-    pub broker: Broker,
+    /// Where checkouts and events are published (the broker, or a [`MemoryPublisher`]).
+    ///
+    /// [`MemoryPublisher`]: crate::messaging::publisher::MemoryPublisher
+    pub publisher: Arc<dyn Publisher>,
     /// The service watching itself: admission, decisions, reservations counted here.
     pub monitor: Arc<Monitor>,
     pub gateway: Arc<dyn PaymentGateway>,
@@ -233,7 +236,7 @@ impl OrderService {
         let records = Records::new(
             writer::spawn(parts.pool.clone(), 65_536, parts.fence),
             parts.pool.clone(),
-            parts.broker.clone(),
+            Arc::clone(&parts.publisher),
             Arc::clone(&parts.monitor),
             parts.config.events,
             parts.clock.clone(),
@@ -256,7 +259,7 @@ impl OrderService {
             capacity,
             catalog: parts.catalog,
             pool: parts.pool,
-            broker: parts.broker,
+            publisher: parts.publisher,
             monitor: parts.monitor,
             engine: parts.engine,
             clock: parts.clock,

@@ -116,7 +116,7 @@ impl Sweeper {
         let previous = self.seen_db_errors.swap(errors, Ordering::Relaxed);
         let unhealthy = failed
             || errors != previous
-            || !self.p.broker.is_connected()
+            || !self.p.publisher.is_connected()
             || self.p.records.writer().stats().is_failing()
             || !self.p.engine.is_healthy();
         let mut since = match self.healthy_since.lock() {

@@ -20,8 +20,8 @@ use crate::batch::SubmitError;
 use crate::domain::clock::Clock;
 use crate::domain::delivery::DeliverySlot;
 use crate::domain::order::{Order, OrderStatus, Rejection};
+use crate::messaging::publisher::Publisher;
 use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
-use crate::messaging::Broker;
 use crate::monitor::Monitor;
 use crate::persistence::orders::{NotificationRow, TransitionRow};
 use crate::persistence::{DbError, DbPool};
@@ -70,7 +70,7 @@ pub(super) struct Records {
     writer: OrderWriter,
     pool: DbPool,
     events: broadcast::Sender<OrderEvent>,
-    broker: Broker,
+    publisher: Arc<dyn Publisher>,
     monitor: Arc<Monitor>,
     scope: EventScope,
     clock: Arc<dyn Clock>,
@@ -82,7 +82,7 @@ impl Records {
     pub fn new(
         writer: OrderWriter,
         pool: DbPool,
-        broker: Broker,
+        publisher: Arc<dyn Publisher>,
         monitor: Arc<Monitor>,
         scope: EventScope,
         clock: Arc<dyn Clock>,
@@ -93,7 +93,7 @@ impl Records {
             writer,
             pool,
             events,
-            broker,
+            publisher,
             monitor,
             scope,
             clock,
@@ -309,7 +309,7 @@ impl Records {
     }
 
     async fn publish(&self, event: &Event) -> Result<(), crate::messaging::PublishError> {
-        self.broker
+        self.publisher
             .publish_event(
                 EXCHANGE_ORDER_EVENTS,
                 &event.key,
@@ -396,5 +396,108 @@ fn event_span(key: &str) -> tracing::Span {
         )
     } else {
         tracing::Span::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::checkout::{DeliveryMethod, Payment};
+    use crate::domain::order::{OrderItem, Origin};
+    use crate::domain::Sku;
+    use crate::messaging::publisher::MemoryPublisher;
+    use std::collections::BTreeSet;
+
+    /// Records over a pool that never connects (nothing here writes) and a publisher in memory.
+    fn records(publisher: Arc<MemoryPublisher>) -> Records {
+        let pool = DbPool::builder().min_idle(Some(0)).build_unchecked(
+            diesel::r2d2::ConnectionManager::new("postgres://127.0.0.1:1/nothing"),
+        );
+        Records::new(
+            super::super::writer::spawn(pool.clone(), 16, None),
+            pool,
+            publisher,
+            Arc::new(Monitor::new()),
+            EventScope::Decisions,
+            Arc::new(crate::domain::clock::SystemClock),
+            #[cfg(feature = "fault-injection")]
+            Arc::default(),
+        )
+    }
+
+    fn order(status: OrderStatus) -> Order {
+        let at = Utc::now();
+        Order {
+            order_id: Uuid::from_u128(42),
+            customer_id: "c-1".into(),
+            cart_id: None,
+            origin: Origin::Http,
+            status,
+            items: vec![OrderItem {
+                sku: Sku::parse("SKU-1").unwrap(),
+                quantity: 1,
+                unit_price_cents: 1990,
+            }],
+            total_cents: 1990,
+            currency: "BRL".into(),
+            delivery_method: DeliveryMethod::Standard,
+            payment: Payment::Pix,
+            delivery: None,
+            rejection: None,
+            history: vec![(OrderStatus::Received, at), (status, at)],
+            created_at: at,
+            updated_at: at,
+            fingerprint: "f".into(),
+            settled: true,
+        }
+    }
+
+    /// Issue 19: the events go through the publisher trait `messaging` provides — here one in
+    /// memory, no broker. A decision is announced as its two events, under ids that do not
+    /// change when it is announced again (a redelivery, a retry).
+    #[actix_web::test]
+    async fn a_decision_is_announced_as_its_two_events_under_ids_that_do_not_change() {
+        let publisher = Arc::new(MemoryPublisher::default());
+        let records = records(Arc::clone(&publisher));
+        let scheduled = order(OrderStatus::Scheduled);
+        records.publish_decision(&scheduled).await.unwrap();
+        let first = publisher.published();
+        let keys: BTreeSet<&str> = first.iter().map(|p| p.routing_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["notification.order_scheduled", "order.scheduled"])
+        );
+        assert!(first.iter().all(|p| p.exchange == EXCHANGE_ORDER_EVENTS));
+        let event = first
+            .iter()
+            .find(|p| p.routing_key == "order.scheduled")
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&event.body).unwrap();
+        assert_eq!(body["status"], "scheduled");
+        assert_eq!(body["order_id"], scheduled.order_id.to_string());
+
+        records.publish_decision(&scheduled).await.unwrap();
+        let again = publisher.published();
+        let ids = |p: &[crate::messaging::publisher::Published]| {
+            p.iter().map(|m| m.id.clone()).collect::<BTreeSet<_>>()
+        };
+        assert_eq!(again.len(), 4, "announced again");
+        assert_eq!(ids(&again), ids(&first), "under the same ids");
+    }
+
+    /// An event the broker does not confirm makes the announcement transient (retried, or
+    /// handed back); an order on its way is not announced by `publish_decision` at all.
+    #[actix_web::test]
+    async fn an_unconfirmed_event_is_transient_and_an_undecided_order_announces_nothing() {
+        let publisher = Arc::new(MemoryPublisher::default());
+        let records = records(Arc::clone(&publisher));
+        records
+            .publish_decision(&order(OrderStatus::Reserved))
+            .await
+            .unwrap();
+        assert!(publisher.published().is_empty());
+        publisher.fail_every(2);
+        let failed = records.publish_decision(&order(OrderStatus::Failed)).await;
+        assert!(matches!(failed, Err(StepError::Transient(_))), "{failed:?}");
     }
 }
