@@ -87,6 +87,13 @@ pub enum SubmitError {
 pub struct Ticket<O>(oneshot::Receiver<Result<O, WriteError>>);
 
 impl<O> Ticket<O> {
+    /// A ticket already answered (a store that writes at once, in memory).
+    pub fn ready(result: Result<O, WriteError>) -> Ticket<O> {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(result);
+        Ticket(rx)
+    }
+
     pub async fn wait(self) -> Result<O, WriteError> {
         self.0.await.unwrap_or(Err(WriteError::Stopped))
     }

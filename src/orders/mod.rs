@@ -36,6 +36,7 @@ mod queries;
 mod recent_keys;
 mod reservations;
 mod step;
+pub mod store;
 mod sweeper;
 mod transitions;
 pub mod writer;
@@ -234,8 +235,10 @@ impl OrderService {
         #[cfg(feature = "fault-injection")]
         let faults = Arc::new(faults::Faults::default());
         let records = Records::new(
-            writer::spawn(parts.pool.clone(), 65_536, parts.fence),
-            parts.pool.clone(),
+            Arc::new(writer::PgOrderStore::new(
+                writer::spawn(parts.pool.clone(), 65_536, parts.fence),
+                parts.pool.clone(),
+            )),
             Arc::clone(&parts.publisher),
             Arc::clone(&parts.monitor),
             parts.config.events,
@@ -355,12 +358,12 @@ impl OrderService {
     /// The order writer's counters: what is queued and not yet committed (memory ahead of
     /// disk) and its bound.
     pub fn writer_stats(&self) -> Arc<crate::batch::BatchStats> {
-        self.parts.records.writer().stats()
+        self.parts.records.store().stats()
     }
 
     /// Whether the order writer cannot write right now.
     pub fn writer_failing(&self) -> bool {
-        self.parts.records.writer().stats().is_failing()
+        self.parts.records.store().stats().is_failing()
     }
 
     /// `(year, month)` now, for card expiry at the door.
@@ -384,8 +387,7 @@ impl OrderService {
 
     /// Writes what the order writer holds and stops it (shutdown, after the consumers stopped).
     pub async fn shutdown(&self) {
-        let writer = self.parts.records.writer().clone();
-        let _ = crate::blocking::run(move || writer.stop_blocking()).await;
+        self.parts.records.store().stop().await;
     }
 
     /// Fault injection: make every release of `sku` fail transiently (or none, with `None`).

@@ -101,7 +101,7 @@ impl Sweeper {
         let errors = self
             .p
             .records
-            .writer()
+            .store()
             .stats()
             .db_errors
             .load(Ordering::Relaxed)
@@ -117,7 +117,7 @@ impl Sweeper {
         let unhealthy = failed
             || errors != previous
             || !self.p.publisher.is_connected()
-            || self.p.records.writer().stats().is_failing()
+            || self.p.records.store().stats().is_failing()
             || !self.p.engine.is_healthy();
         let mut since = match self.healthy_since.lock() {
             Ok(s) => s,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::writer::OrderWriter;
+use super::store::OrderStore;
 use super::{Deadline, EventScope, OrderEvent, StepError};
 use crate::batch::SubmitError;
 use crate::domain::clock::Clock;
@@ -24,7 +24,7 @@ use crate::messaging::publisher::Publisher;
 use crate::messaging::topology::EXCHANGE_ORDER_EVENTS;
 use crate::monitor::Monitor;
 use crate::persistence::orders::{NotificationRow, TransitionRow};
-use crate::persistence::{DbError, DbPool};
+use crate::persistence::DbError;
 
 /// A status change to make.
 #[derive(Debug, Clone)]
@@ -67,8 +67,7 @@ fn notification_message(kind: &str, order_id: Uuid) -> String {
 /// announcing what changed — on the in-process stream and as events on `order.events`.
 #[derive(Clone)]
 pub(super) struct Records {
-    writer: OrderWriter,
-    pool: DbPool,
+    store: Arc<dyn OrderStore>,
     events: broadcast::Sender<OrderEvent>,
     publisher: Arc<dyn Publisher>,
     monitor: Arc<Monitor>,
@@ -80,8 +79,7 @@ pub(super) struct Records {
 
 impl Records {
     pub fn new(
-        writer: OrderWriter,
-        pool: DbPool,
+        store: Arc<dyn OrderStore>,
         publisher: Arc<dyn Publisher>,
         monitor: Arc<Monitor>,
         scope: EventScope,
@@ -90,8 +88,7 @@ impl Records {
     ) -> Records {
         let (events, _) = broadcast::channel(4096);
         Records {
-            writer,
-            pool,
+            store,
             events,
             publisher,
             monitor,
@@ -107,9 +104,9 @@ impl Records {
         self.events.subscribe()
     }
 
-    /// The order writer (its counters; stopping it at shutdown).
-    pub fn writer(&self) -> &OrderWriter {
-        &self.writer
+    /// Where the records are kept (its counters; stopping it at shutdown).
+    pub fn store(&self) -> &dyn OrderStore {
+        self.store.as_ref()
     }
 
     /// Queues a write and waits (within `deadline`) until it is committed; waits out a
@@ -120,7 +117,7 @@ impl Records {
         deadline: &Deadline,
     ) -> Result<OrderWritten, StepError> {
         loop {
-            match self.writer.submit(item.clone()) {
+            match self.store.submit(item.clone()) {
                 Ok(ticket) => return Ok(deadline.bound(ticket.wait()).await??),
                 Err(SubmitError::Full) => {
                     if deadline.passed() {
@@ -137,7 +134,7 @@ impl Records {
 
     /// The order with its history, as stored.
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, DbError> {
-        super::queries::get(&self.pool, order_id).await
+        self.store.get(order_id).await
     }
 
     /// Moves the order (guarded by its current status), records history and notification,
@@ -401,21 +398,19 @@ fn event_span(key: &str) -> tracing::Span {
 
 #[cfg(test)]
 mod tests {
+    use super::super::store::MemOrderStore;
     use super::*;
     use crate::domain::checkout::{DeliveryMethod, Payment};
     use crate::domain::order::{OrderItem, Origin};
     use crate::domain::Sku;
     use crate::messaging::publisher::MemoryPublisher;
+    use crate::persistence::orders::NewOrderRow;
     use std::collections::BTreeSet;
 
-    /// Records over a pool that never connects (nothing here writes) and a publisher in memory.
+    /// Records kept in memory, published in memory: no database, no broker.
     fn records(publisher: Arc<MemoryPublisher>) -> Records {
-        let pool = DbPool::builder().min_idle(Some(0)).build_unchecked(
-            diesel::r2d2::ConnectionManager::new("postgres://127.0.0.1:1/nothing"),
-        );
         Records::new(
-            super::super::writer::spawn(pool.clone(), 16, None),
-            pool,
+            Arc::new(MemOrderStore::default()),
             publisher,
             Arc::new(Monitor::new()),
             EventScope::Decisions,
@@ -499,5 +494,55 @@ mod tests {
         publisher.fail_every(2);
         let failed = records.publish_decision(&order(OrderStatus::Failed)).await;
         assert!(matches!(failed, Err(StepError::Transient(_))), "{failed:?}");
+    }
+
+    /// Issue 19, item 2: the order store as a trait, kept in memory here. A status change
+    /// applies only from the status it expects: of two moves from `received`, the second finds
+    /// the order moved, reloads it and leaves it as the first made it — history, notification
+    /// and the event included.
+    #[actix_web::test]
+    async fn a_status_change_applies_only_from_the_status_it_expects() {
+        let publisher = Arc::new(MemoryPublisher::default());
+        let records = records(Arc::clone(&publisher));
+        let deadline = Deadline::after(Duration::from_secs(5));
+        let received = order(OrderStatus::Received);
+        let row = NewOrderRow::of(&received, "key-1", &Default::default());
+        let created = records
+            .write(OrderWrite::Create(Box::new(row.clone())), &deadline)
+            .await
+            .unwrap();
+        assert_eq!(created, OrderWritten::Created(true));
+        let again = records
+            .write(OrderWrite::Create(Box::new(row)), &deadline)
+            .await
+            .unwrap();
+        assert_eq!(again, OrderWritten::Created(false), "created once");
+
+        let mut first = records.get(received.order_id).await.unwrap().unwrap();
+        let mut second = first.clone();
+        records
+            .transition(&mut first, Move::to(OrderStatus::Cancelled), &deadline)
+            .await
+            .unwrap();
+        assert_eq!(first.status, OrderStatus::Cancelled);
+        let rejection =
+            Rejection::because(crate::domain::order::RejectionReason::OutOfStock, "short");
+        records
+            .transition(
+                &mut second,
+                Move {
+                    rejection: Some(rejection),
+                    ..Move::to(OrderStatus::Rejected)
+                },
+                &deadline,
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.status, OrderStatus::Cancelled, "reloaded, not moved");
+        let kept = records.get(received.order_id).await.unwrap().unwrap();
+        assert_eq!(kept.status, OrderStatus::Cancelled);
+        assert_eq!(kept.rejection, None);
+        let steps: Vec<OrderStatus> = kept.history.iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, [OrderStatus::Received, OrderStatus::Cancelled]);
     }
 }

@@ -13,7 +13,15 @@ use std::time::Duration;
 use diesel::Connection;
 use uuid::Uuid;
 
-use crate::batch::{BatchConfig, BatchWriter, Refusal, Sink, SinkError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::store::{OrderStore, Read};
+use crate::batch::{
+    BatchConfig, BatchStats, BatchWriter, Refusal, Sink, SinkError, SubmitError, Ticket,
+};
+use crate::domain::order::Order;
 use crate::lease::FenceGuard;
 use crate::persistence::orders::{self, KeyRow, KeyState, NewOrderRow, TransitionRow};
 use crate::persistence::{DbError, DbPool};
@@ -43,6 +51,40 @@ pub enum OrderWritten {
 }
 
 pub type OrderWriter = BatchWriter<OrderSink>;
+
+/// The order records in PostgreSQL: writes through the batching order writer, reads on the
+/// pool.
+pub struct PgOrderStore {
+    writer: OrderWriter,
+    pool: DbPool,
+}
+
+impl PgOrderStore {
+    pub fn new(writer: OrderWriter, pool: DbPool) -> PgOrderStore {
+        PgOrderStore { writer, pool }
+    }
+}
+
+impl OrderStore for PgOrderStore {
+    fn submit(&self, item: OrderWrite) -> Result<Ticket<OrderWritten>, SubmitError> {
+        self.writer.submit(item)
+    }
+
+    fn get(&self, order_id: Uuid) -> Read<'_, Option<Order>> {
+        Box::pin(super::queries::get(&self.pool, order_id))
+    }
+
+    fn stats(&self) -> Arc<BatchStats> {
+        self.writer.stats()
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        let writer = self.writer.clone();
+        Box::pin(async move {
+            let _ = crate::blocking::run(move || writer.stop_blocking()).await;
+        })
+    }
+}
 
 /// Starts the order writer thread; with a fence, every batch checks the lease first.
 pub fn spawn(pool: DbPool, capacity: usize, fence: Option<FenceGuard>) -> OrderWriter {

@@ -1,0 +1,176 @@
+//! Where the order records are kept, as a trait (issue 19, item 2): the PostgreSQL order writer
+//! ([`super::writer::PgOrderStore`]) in the service, [`MemOrderStore`] in tests — the same
+//! typed writes ([`OrderWrite`]) and the same answers ([`OrderWritten`]), as the engine has
+//! its `Store` with `PgStore` and `MemStore`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use super::writer::{OrderWrite, OrderWritten};
+use crate::batch::{BatchStats, SubmitError, Ticket};
+use crate::domain::order::Order;
+use crate::persistence::orders::{KeyState, NewOrderRow, TransitionRow};
+use crate::persistence::DbError;
+
+/// A read's answer, later.
+pub type Read<'a, T> = Pin<Box<dyn Future<Output = Result<T, DbError>> + Send + 'a>>;
+
+/// The order records.
+pub trait OrderStore: Send + Sync + 'static {
+    /// Queues a write; its ticket answers once it is durable (or refused).
+    fn submit(&self, item: OrderWrite) -> Result<Ticket<OrderWritten>, SubmitError>;
+    /// The order with its history, as kept.
+    fn get(&self, order_id: Uuid) -> Read<'_, Option<Order>>;
+    /// The writer's counters (queued, failing, …).
+    fn stats(&self) -> Arc<BatchStats>;
+    /// Writes what is queued and stops (shutdown).
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+#[derive(Default)]
+struct Kept {
+    orders: HashMap<Uuid, Order>,
+    /// `(customer, key)` → `(order id, fingerprint)`.
+    keys: HashMap<(String, String), (Uuid, String)>,
+    notifications: Vec<crate::persistence::orders::NotificationRow>,
+}
+
+/// The order records in memory, with the database's rules: a key keeps the order id and
+/// fingerprint it was first recorded with; an order is created once, and not under a key that
+/// stands for another request; a status change applies only from the status it expects.
+#[derive(Default)]
+pub struct MemOrderStore {
+    kept: Mutex<Kept>,
+    stats: Arc<BatchStats>,
+}
+
+impl MemOrderStore {
+    /// The notifications written so far.
+    pub fn notifications(&self) -> Vec<crate::persistence::orders::NotificationRow> {
+        self.lock().notifications.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&self, item: OrderWrite) -> OrderWritten {
+        let mut kept = self.lock();
+        match item {
+            OrderWrite::Key(k) => {
+                let slot = (k.customer_id.clone(), k.idempotency_key.clone());
+                match kept.keys.get(&slot).cloned() {
+                    Some((order_id, fingerprint)) => {
+                        let status = kept.orders.get(&order_id).map(|o| o.status);
+                        OrderWritten::Key(KeyState::Known {
+                            order_id,
+                            fingerprint,
+                            status,
+                        })
+                    }
+                    None => {
+                        kept.keys.insert(slot, (k.order_id, k.fingerprint));
+                        OrderWritten::Key(KeyState::New)
+                    }
+                }
+            }
+            OrderWrite::Create(row) => OrderWritten::Created(create(&mut kept, *row)),
+            OrderWrite::Transition(row) => OrderWritten::Moved(transition(&mut kept, *row)),
+            OrderWrite::Settle(order_id) => {
+                if let Some(order) = kept.orders.get_mut(&order_id) {
+                    order.settled = true;
+                }
+                OrderWritten::Settled
+            }
+        }
+    }
+}
+
+fn create(kept: &mut Kept, row: NewOrderRow) -> bool {
+    let slot = (row.customer_id.clone(), row.idempotency_key.clone());
+    let taken = match kept.keys.get(&slot) {
+        Some((id, _)) if *id != row.order_id => true,
+        _ => kept
+            .keys
+            .values()
+            .any(|(id, fp)| *id == row.order_id && *fp != row.request_fingerprint),
+    };
+    if taken || kept.orders.contains_key(&row.order_id) {
+        return false;
+    }
+    kept.keys
+        .entry(slot)
+        .or_insert((row.order_id, row.request_fingerprint.clone()));
+    kept.orders.insert(
+        row.order_id,
+        Order {
+            order_id: row.order_id,
+            customer_id: row.customer_id,
+            cart_id: row.cart_id,
+            origin: row.origin,
+            status: row.status,
+            items: row.items,
+            total_cents: row.total_cents,
+            currency: row.currency,
+            delivery_method: row.delivery_method,
+            payment: row.payment,
+            delivery: row.delivery,
+            rejection: row.rejection,
+            history: vec![(row.status, row.at)],
+            created_at: row.at,
+            updated_at: row.at,
+            fingerprint: row.request_fingerprint,
+            settled: true,
+        },
+    );
+    true
+}
+
+fn transition(kept: &mut Kept, row: TransitionRow) -> bool {
+    let Some(order) = kept.orders.get_mut(&row.order_id) else {
+        return false;
+    };
+    if order.status != row.from_status {
+        return false;
+    }
+    if let (Some(via), Some(at)) = (row.via_status, row.via_at) {
+        order.history.push((via, at));
+    }
+    order.status = row.to_status;
+    order.history.push((row.to_status, row.at));
+    if row.delivery.is_some() {
+        order.delivery = row.delivery;
+    }
+    if row.rejection.is_some() {
+        order.rejection = row.rejection;
+    }
+    order.settled = row.settled;
+    order.updated_at = row.at;
+    if let Some(note) = row.notification {
+        kept.notifications.push(note);
+    }
+    true
+}
+
+impl OrderStore for MemOrderStore {
+    fn submit(&self, item: OrderWrite) -> Result<Ticket<OrderWritten>, SubmitError> {
+        Ok(Ticket::ready(Ok(self.apply(item))))
+    }
+
+    fn get(&self, order_id: Uuid) -> Read<'_, Option<Order>> {
+        let order = self.lock().orders.get(&order_id).cloned();
+        Box::pin(async move { Ok(order) })
+    }
+
+    fn stats(&self) -> Arc<BatchStats> {
+        Arc::clone(&self.stats)
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
