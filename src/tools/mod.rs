@@ -1,6 +1,7 @@
 //! The operator's tools, part of the binary only: the load generator and the demo catalog.
 
 pub mod args;
+pub mod arrivals;
 pub mod costs;
 pub mod cpu;
 pub mod demo;

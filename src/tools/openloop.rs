@@ -16,116 +16,11 @@ use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use uuid::Uuid;
 
-use super::loadgen::{
-    answer, checkout_body, order_status, reserved_of, setup, sku_name, watch, LoadgenConfig,
-};
-use super::queues::{print_timeline, queue_state, QueueState};
+use super::arrivals::{one_checkout, PhaseStats, Shared};
+use super::loadgen::{order_status, reserved_of, setup, sku_name, watch, LoadgenConfig};
+use super::queues::{print_timeline, queue_state};
 
 pub use super::phases::{parse_phase, Phase};
-
-/// Attempts per checkout (the first and the retries after 503).
-const ATTEMPTS: u32 = 10;
-
-#[derive(Default)]
-struct PhaseStats {
-    offered: u64,
-    /// Arrivals not sent because `--customers` requests were already in flight (the client's
-    /// own limit: queueing them in the client would hide the overload it measures).
-    client_dropped: u64,
-    requests: u64,
-    admitted: u64,
-    shed: u64,
-    shed_without_retry_after: u64,
-    other: BTreeMap<u16, u64>,
-    peak_depth: u64,
-    /// Seconds from the phase's start until admission was seen open again (if it was shedding
-    /// when the phase began).
-    reopened_after: Option<f64>,
-    shedding_at_start: bool,
-    /// How long each 503 took to come back (µs).
-    shed_answer_us: Vec<u64>,
-}
-
-struct Shared {
-    phases: Vec<PhaseStats>,
-    /// (buyer — one per order, phase, accepted at, sku)
-    accepted: Vec<(String, usize, Instant, String)>,
-    /// Every checkout offered: (buyer, sku).
-    offered: Vec<(String, String)>,
-    /// Every answer, when it came: (at, status; 0 = none).
-    answers: Vec<(Instant, u16)>,
-    in_flight: u64,
-    peak_in_flight: u64,
-    /// `/v1/queues` every quarter second.
-    timeline: Vec<(Instant, QueueState)>,
-}
-
-/// Sends one checkout, retrying 503s after Retry-After; records what happened.
-async fn one_checkout(
-    client: awc::Client,
-    c: Rc<LoadgenConfig>,
-    shared: Rc<RefCell<Shared>>,
-    phase: usize,
-    key: String,
-    sku: String,
-) {
-    let url = &c.url;
-    let body = checkout_body(&key, &sku);
-    let token = super::loadgen::token_for(&c, &key);
-    for _ in 0..ATTEMPTS {
-        shared.borrow_mut().in_flight += 1;
-        {
-            let mut s = shared.borrow_mut();
-            s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
-        }
-        let asked_at = Instant::now();
-        let sent = client
-            .post(format!("{url}/v1/checkout"))
-            .insert_header(("Idempotency-Key", key.as_str()))
-            .insert_header(("Authorization", token.as_str()))
-            .send_json(&body)
-            .await;
-        let (code, retry_after) = answer(&sent);
-        let again = {
-            let mut s = shared.borrow_mut();
-            s.in_flight -= 1;
-            s.answers.push((Instant::now(), code));
-            let Some(stats) = s.phases.get_mut(phase) else {
-                return;
-            };
-            stats.requests += 1;
-            match code {
-                202 | 200 => {
-                    stats.admitted += 1;
-                    s.accepted
-                        .push((key.clone(), phase, Instant::now(), sku.clone()));
-                    false
-                }
-                503 => {
-                    stats.shed += 1;
-                    stats
-                        .shed_answer_us
-                        .push(u64::try_from(asked_at.elapsed().as_micros()).unwrap_or(u64::MAX));
-                    if retry_after.is_none() {
-                        stats.shed_without_retry_after += 1;
-                    }
-                    true
-                }
-                other => {
-                    // Final: another answer (409 out of stock), or none within the client's
-                    // time-out (retrying it would only add load the client cannot carry).
-                    *stats.other.entry(other).or_default() += 1;
-                    false
-                }
-            }
-        };
-        if !again {
-            return;
-        }
-        let wait = retry_after.map_or(Duration::from_millis(500), Duration::from_secs);
-        tokio::time::sleep(wait).await;
-    }
-}
 
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
@@ -247,7 +142,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         }
     }
     let sending = started.elapsed();
-    // Retries still pending finish (at most ATTEMPTS × Retry-After), then everything accepted
+    // Retries still pending finish (at most `arrivals::ATTEMPTS` × Retry-After), then everything accepted
     // must be decided.
     let settle_until = Instant::now() + Duration::from_secs(120);
     while shared.borrow().in_flight > 0 && Instant::now() < settle_until {
