@@ -13,34 +13,7 @@ bins=(); for b in "$@"; do bins+=("$(realpath "$b")"); done
 loadgen_bin=${bins[0]}
 rounds=${ROUNDS:-2}; orders=${ORDERS:-20000}; probe=${PROBE:-0}
 out=${OUT:-$(mktemp -d)}; mkdir -p "$out"
-name="of_closed_$$"
-work=$(mktemp -d)
-pid=""
-stop_service() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  pid=""
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_vhost "$name" >/dev/null 2>&1 || true
-}
-trap 'stop_service; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
-export ADMIN_TOKEN="closed-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export AUTH_JWT_SECRET="closed-jwt-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$name"
-export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$name"
-start_service() {
-  stop_service
-  rabbitmqctl -q add_vhost "$name" >/dev/null
-  rabbitmqctl -q set_permissions -p "$name" guest ".*" ".*" ".*" >/dev/null
-  rm -f "$work/port"
-  HTTP_ADDR=127.0.0.1:0 PORT_FILE="$work/port" "$1" serve >"$2" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 60); do
-    [ -s "$work/port" ] && curl -sf "http://127.0.0.1:$(cat "$work/port")/health/ready" >/dev/null && break
-    sleep 1
-  done
-  curl -sf "http://127.0.0.1:$(cat "$work/port")/health/ready" >/dev/null || { tail -30 "$2"; exit 1; }
-}
+. "$(dirname "$0")/service.sh"
 failed=0
 for round in $(seq 1 "$rounds"); do
   for i in "${!bins[@]}"; do
@@ -52,7 +25,6 @@ for round in $(seq 1 "$rounds"); do
       esac
       log="$out/r$round-b$i-$shape.log"
       start_service "$bin" "$out/r$round-b$i-$shape.service.log"
-      url="http://127.0.0.1:$(cat "$work/port")"
       if "$loadgen_bin" loadgen --url "$url" --customers 128 --orders "$orders" \
           --probe-seconds "$probe" "${args[@]}" >"$log" 2>&1; then
         verdict=ok

@@ -15,35 +15,10 @@ service_bin=$(realpath "${1:?the orderflow binary to load}")
 loadgen_bin=$(realpath "${2:-$1}")
 multiples=${MULTIPLES-"3 10"}; over=${OVER:-30}; runs=${RUNS:-1}
 out=${OUT:-$(mktemp -d)}; mkdir -p "$out"
-name="of_overload_$$"
-work=$(mktemp -d)
-pid=""
-stop_service() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  pid=""
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_vhost "$name" >/dev/null 2>&1 || true
-}
-trap 'stop_service; rm -rf "$work"' EXIT
-trap 'exit 130' INT TERM
-export ADMIN_TOKEN="overload-admin-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export AUTH_JWT_SECRET="overload-jwt-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$name"
-export AMQP_URL="amqp://guest:guest@127.0.0.1:5672/$name"
+. "$(dirname "$0")/service.sh"
 failed=0
 for run in $(seq 1 "$runs"); do
-  stop_service
-  rabbitmqctl -q add_vhost "$name" >/dev/null
-  rabbitmqctl -q set_permissions -p "$name" guest ".*" ".*" ".*" >/dev/null
-  rm -f "$work/port"
-  HTTP_ADDR=127.0.0.1:0 PORT_FILE="$work/port" "$service_bin" serve >"$out/service-$run.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 60); do
-    [ -s "$work/port" ] && curl -sf "http://127.0.0.1:$(cat "$work/port")/health/ready" >/dev/null && break
-    sleep 1
-  done
-  url="http://127.0.0.1:$(cat "$work/port")"
-  curl -sf "$url/health/ready" >/dev/null || { tail -30 "$out/service-$run.log"; exit 1; }
+  start_service "$service_bin" "$out/service-$run.log"
   "$loadgen_bin" loadgen --url "$url" --customers 128 --orders 16000 --hot-share 0.1 --skus 1000 \
     >"$out/closed-$run.log" 2>&1 || { echo "run $run: the closed loop failed"; failed=1; }
   capacity=$(awk '/^decided\/s/ {print $2}' "$out/closed-$run.log")
