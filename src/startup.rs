@@ -162,34 +162,8 @@ impl Application {
     /// (503 to everything but health) until it holds the lease; then it rebuilds the engine from
     /// PostgreSQL and starts consuming (DESIGN.md rules 4 and 6).
     pub async fn build(config: Config) -> Result<Application, StartupError> {
-        // Every customer route needs a verified token: without a key, nobody could be served
-        // (or, worse, everybody would be).
-        if !config.auth.any() {
-            return Err(StartupError::NoCustomerKey);
-        }
-        let gate = Arc::new(http::auth::Gate {
-            keys: crate::auth::CustomerKeys::load(&config.auth)
-                .map_err(StartupError::CustomerKeys)?,
-            limits: crate::auth::RateLimits::new(config.rate_limits),
-        });
-        if config.migrate_on_start {
-            let applied = migrate(&config).await?;
-            if applied > 0 {
-                tracing::info!(applied, "database migrated");
-            }
-        } else {
-            check_migrated(&config).await?;
-        }
-        let db_url = config.database_url.clone();
-        let pool_size = config.db_pool_size;
-        let db_err = |source| StartupError::Database {
-            url: redacted_db(&config.database_url),
-            source,
-        };
-        let pool = crate::blocking::run(move || persistence::connect_pool(&db_url, pool_size))
-            .await?
-            .map_err(db_err)?;
-        check_sync_standby(&pool, &config).await?;
+        let gate = customer_gate(&config)?;
+        let pool = database(&config).await?;
         let topology = TopologyConfig {
             delivery_limit: config.delivery_limit,
             dead_letter_ttl: config.dead_letter_ttl,
@@ -426,4 +400,40 @@ async fn shutdown_signal() {
 /// request id) that the handlers' own logs nest in.
 fn tracing_actix() -> tracing_actix_web::TracingLogger<tracing_actix_web::DefaultRootSpanBuilder> {
     tracing_actix_web::TracingLogger::default()
+}
+
+/// The database as the service needs it: migrated (or checked to be), its pool, and — when
+/// asked for — a synchronous standby behind it.
+async fn database(config: &Config) -> Result<persistence::DbPool, StartupError> {
+    if config.migrate_on_start {
+        let applied = migrate(config).await?;
+        if applied > 0 {
+            tracing::info!(applied, "database migrated");
+        }
+    } else {
+        check_migrated(config).await?;
+    }
+    let db_url = config.database_url.clone();
+    let pool_size = config.db_pool_size;
+    let db_err = |source| StartupError::Database {
+        url: redacted_db(&config.database_url),
+        source,
+    };
+    let pool = crate::blocking::run(move || persistence::connect_pool(&db_url, pool_size))
+        .await?
+        .map_err(db_err)?;
+    check_sync_standby(&pool, config).await?;
+    Ok(pool)
+}
+
+/// Who a customer is and how often they may ask. Every customer route needs a verified token:
+/// without a key, nobody could be served (or, worse, everybody would be).
+fn customer_gate(config: &Config) -> Result<Arc<http::auth::Gate>, StartupError> {
+    if !config.auth.any() {
+        return Err(StartupError::NoCustomerKey);
+    }
+    Ok(Arc::new(http::auth::Gate {
+        keys: crate::auth::CustomerKeys::load(&config.auth).map_err(StartupError::CustomerKeys)?,
+        limits: crate::auth::RateLimits::new(config.rate_limits),
+    }))
 }

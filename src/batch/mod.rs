@@ -328,45 +328,50 @@ impl<S: Sink> Writer<S> {
                 }
             }
             if !jobs.is_empty() {
-                let n = jobs.len() as i64;
-                self.stats
-                    .write_started_ms
-                    .store(now_ms(), Ordering::Relaxed);
-                let started = std::time::Instant::now();
-                // One span per item, each a child of its submitter's, over the whole batch
-                // transaction (its items commit together).
-                let traced = if crate::telemetry::exporting() {
-                    &jobs[..]
-                } else {
-                    &[]
-                };
-                let spans: Vec<tracing::Span> = traced
-                    .iter()
-                    .filter(|job| !job.span.is_none())
-                    .map(|job| {
-                        tracing::debug_span!(
-                            target: crate::telemetry::TARGET,
-                            parent: &job.span,
-                            "batch write",
-                            otel.name = format!("{} write", self.config.name),
-                            db.system = "postgresql",
-                            orderflow.batch_rows = n,
-                        )
-                    })
-                    .collect();
-                self.write(jobs, stopping);
-                drop(spans);
-                self.stats.write_started_ms.store(0, Ordering::Relaxed);
-                let writer = self.config.name;
-                metrics::histogram!("orderflow_batch_rows", "writer" => writer).record(n as f64);
-                metrics::histogram!("orderflow_batch_commit_seconds", "writer" => writer)
-                    .record(started.elapsed().as_secs_f64());
-                self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+                self.write_batch(jobs, stopping);
             }
             for flush in flushes {
                 let _ = flush.send(());
             }
         }
+    }
+
+    /// One batch written, timed and counted, each item's span a child of its submitter's.
+    fn write_batch(&mut self, jobs: Vec<Job<S::Item, S::Output>>, stopping: bool) {
+        let n = jobs.len() as i64;
+        self.stats
+            .write_started_ms
+            .store(now_ms(), Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        // One span per item, each a child of its submitter's, over the whole batch
+        // transaction (its items commit together).
+        let traced = if crate::telemetry::exporting() {
+            &jobs[..]
+        } else {
+            &[]
+        };
+        let spans: Vec<tracing::Span> = traced
+            .iter()
+            .filter(|job| !job.span.is_none())
+            .map(|job| {
+                tracing::debug_span!(
+                    target: crate::telemetry::TARGET,
+                    parent: &job.span,
+                    "batch write",
+                    otel.name = format!("{} write", self.config.name),
+                    db.system = "postgresql",
+                    orderflow.batch_rows = n,
+                )
+            })
+            .collect();
+        self.write(jobs, stopping);
+        drop(spans);
+        self.stats.write_started_ms.store(0, Ordering::Relaxed);
+        let writer = self.config.name;
+        metrics::histogram!("orderflow_batch_rows", "writer" => writer).record(n as f64);
+        metrics::histogram!("orderflow_batch_commit_seconds", "writer" => writer)
+            .record(started.elapsed().as_secs_f64());
+        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn write(&mut self, jobs: Vec<Job<S::Item, S::Output>>, stopping: bool) {

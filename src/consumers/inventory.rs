@@ -80,6 +80,19 @@ impl InFlight {
     }
 }
 
+/// The change's reference, from its message id: a delta needs one (without it a redelivery
+/// would apply it twice); a count does not (applying it again gives the same stock).
+fn reference_of(message_id: Option<&str>, op: &StockOp) -> Result<Option<String>, Outcome> {
+    match message_id.map(parse_key) {
+        Some(Ok(id)) => Ok(Some(format!("inventory:{id}"))),
+        Some(Err(e)) => Err(Outcome::DeadLetter(format!("message_id {e}"))),
+        None if matches!(op, StockOp::Adjust(_)) => Err(Outcome::DeadLetter(
+            "a delta needs a message_id: without one a redelivery would apply it twice".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
 pub async fn handle(
     engine: &Engine,
     in_flight: &InFlight,
@@ -96,15 +109,9 @@ pub async fn handle(
             return Outcome::DeadLetter(format!("invalid stock update: {}", fields.summary()))
         }
     };
-    let reference = match message.message_id.as_deref().map(parse_key) {
-        Some(Ok(id)) => Some(format!("inventory:{id}")),
-        Some(Err(e)) => return Outcome::DeadLetter(format!("message_id {e}")),
-        None if matches!(op, StockOp::Adjust(_)) => {
-            return Outcome::DeadLetter(
-                "a delta needs a message_id: without one a redelivery would apply it twice".into(),
-            )
-        }
-        None => None, // a count: applying it again gives the same stock
+    let reference = match reference_of(message.message_id.as_deref(), &op) {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
     };
     // Held until this delivery is settled; a duplicate in flight waits for it.
     let _claim = match &reference {
