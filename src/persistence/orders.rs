@@ -12,7 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use super::keys::{order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
-use super::schema::{notifications, order_history, orders};
+use super::schema::{notifications, orders};
 use super::DbError;
 use crate::domain::checkout::{Address, DeliveryMethod, Payment};
 use crate::domain::delivery::DeliverySlot;
@@ -37,6 +37,20 @@ pub struct NewOrderRow {
     pub payment: Payment,
     pub delivery: Option<DeliverySlot>,
     pub rejection: Option<Rejection>,
+    /// Every step so far, in the order they happened (one for an order written as it arrives;
+    /// all of them for an order first written decided).
+    pub history: Vec<HistoryStep>,
+    /// The order's creation: `created_at`; `updated_at` is the last step's.
+    pub at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `false` when the order ends without its stock and may still hold reservations.
+    pub settled: bool,
+}
+
+/// One step of an order's history as its row keeps it (`{"status", "at"}`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HistoryStep {
+    pub status: OrderStatus,
     pub at: DateTime<Utc>,
 }
 
@@ -59,7 +73,14 @@ impl NewOrderRow {
             payment: order.payment.clone(),
             delivery: order.delivery.clone(),
             rejection: order.rejection.clone(),
+            history: order
+                .history
+                .iter()
+                .map(|&(status, at)| HistoryStep { status, at })
+                .collect(),
             at: order.created_at,
+            updated_at: order.updated_at,
+            settled: order.settled,
         }
     }
 }
@@ -107,14 +128,14 @@ WITH x AS (
         order_id uuid, idempotency_key text, request_fingerprint text, customer_id text,
         cart_id uuid, origin text, status text, items jsonb, total_cents int8, currency text,
         delivery_method text, shipping_address jsonb, payment jsonb, delivery jsonb,
-        rejection jsonb, at timestamptz)
+        rejection jsonb, history jsonb, at timestamptz, updated_at timestamptz, settled bool)
 ), ins AS (
     INSERT INTO orders (order_id, idempotency_key, request_fingerprint, customer_id, cart_id,
         origin, status, items, total_cents, currency, delivery_method, shipping_address, payment,
-        delivery, rejection, created_at, updated_at)
+        delivery, rejection, history, created_at, updated_at, settled)
     SELECT order_id, idempotency_key, request_fingerprint, customer_id, cart_id, origin, status,
         items, total_cents, currency, delivery_method, shipping_address, payment, delivery,
-        rejection, at, at
+        rejection, history, at, updated_at, settled
     FROM x
     WHERE NOT EXISTS (SELECT 1 FROM checkout_keys k
                       WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint)
@@ -124,11 +145,7 @@ WITH x AS (
                         AND k.idempotency_key = x.idempotency_key
                         AND k.order_id <> x.order_id)
     ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id, status, created_at
-), hist AS (
-    INSERT INTO order_history (order_id, status, at)
-    SELECT order_id, status, created_at FROM ins
-    ON CONFLICT DO NOTHING
+    RETURNING order_id
 ), keys AS (
     INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
     SELECT order_id, customer_id, idempotency_key, request_fingerprint FROM ins JOIN x USING (order_id)
@@ -147,17 +164,15 @@ WITH x AS (
         delivery = COALESCE(x.delivery, o.delivery),
         rejection = COALESCE(x.rejection, o.rejection),
         settled = x.settled,
-        updated_at = x.at
+        updated_at = x.at,
+        history = o.history
+            || CASE WHEN x.via_status IS NULL THEN '[]'::jsonb
+                    ELSE jsonb_build_array(jsonb_build_object('status', x.via_status, 'at', x.via_at))
+               END
+            || jsonb_build_array(jsonb_build_object('status', x.to_status, 'at', x.at))
     FROM x
     WHERE o.order_id = x.order_id AND o.status = x.from_status
-    RETURNING o.order_id, o.status, x.at
-), hist AS (
-    INSERT INTO order_history (order_id, status, at)
-    SELECT order_id, status, at FROM up
-    UNION ALL
-    SELECT x.order_id, x.via_status, x.via_at FROM x JOIN up ON up.order_id = x.order_id
-    WHERE x.via_status IS NOT NULL
-    ON CONFLICT DO NOTHING
+    RETURNING o.order_id
 )
 SELECT order_id FROM up";
 
@@ -258,20 +273,30 @@ struct OrderRecord {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     settled: bool,
+    /// `[{"status", "at"}, …]`, in the order the steps happened.
+    history: Value,
+}
+
+/// A step as stored, its status still text (a status nobody knows is the row's failure).
+#[derive(serde::Deserialize)]
+struct StoredStep {
+    status: String,
+    at: DateTime<Utc>,
 }
 
 impl OrderRecord {
     /// The typed order, or why the stored row (or a status of its history) cannot be read as
     /// one — a status nobody knows is the row's failure, never a history entry left out.
-    fn into_order(self, history: Vec<(String, DateTime<Utc>)>) -> Result<Order, String> {
+    fn into_order(self) -> Result<Order, String> {
         let id = self.order_id;
         let field = |name: &str, e: serde_json::Error| format!("order {id}: {name}: {e}");
-        let history = history
+        let history = serde_json::from_value::<Vec<StoredStep>>(self.history)
+            .map_err(|e| field("history", e))?
             .into_iter()
-            .map(|(s, at)| {
-                OrderStatus::parse(&s)
+            .map(|StoredStep { status, at }| {
+                OrderStatus::parse(&status)
                     .map(|status| (status, at))
-                    .ok_or_else(|| format!("order {id}: history status {s:?}"))
+                    .ok_or_else(|| format!("order {id}: history status {status:?}"))
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Order {
@@ -311,29 +336,16 @@ fn optional<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// `(status, at)` of one order's history, in the order they happened.
-fn history(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-) -> Result<Vec<(String, DateTime<Utc>)>, DbError> {
-    Ok(order_history::table
-        .filter(order_history::order_id.eq(order_id))
-        .order(order_history::at)
-        .select((order_history::status, order_history::at))
-        .load(conn)?)
-}
-
 /// The typed order of a stored row; a row that cannot be read is logged and left out, so one
 /// bad row never hides the others (DESIGN.md rule 7).
-fn typed(conn: &mut PgConnection, record: OrderRecord) -> Result<Option<Order>, DbError> {
-    let history = history(conn, record.order_id)?;
-    Ok(match record.into_order(history) {
+fn typed(record: OrderRecord) -> Option<Order> {
+    match record.into_order() {
         Ok(order) => Some(order),
         Err(e) => {
             tracing::error!(error = %e, "a stored order cannot be read");
             None
         }
-    })
+    }
 }
 
 /// The order with its history, as stored.
@@ -343,7 +355,7 @@ pub fn find(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Order>, Db
         .first::<OrderRecord>(conn)
         .optional()?
     {
-        Some(record) => typed(conn, record),
+        Some(record) => Ok(typed(record)),
         None => Ok(None),
     }
 }
@@ -359,11 +371,7 @@ pub fn by_customer(
         .order(orders::created_at.desc())
         .limit(limit)
         .load(conn)?;
-    let mut out = Vec::with_capacity(records.len());
-    for record in records {
-        out.extend(typed(conn, record)?);
-    }
-    Ok(out)
+    Ok(records.into_iter().filter_map(typed).collect())
 }
 
 /// A notification as stored (and as `GET /v1/customers/{id}/notifications` shows it).

@@ -49,7 +49,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     cart_items,
     orders,
     checkout_keys,
-    order_history,
     notifications
 );
 
@@ -103,6 +102,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         settled -> Bool,
+        history -> Jsonb,
     }
 }
 
@@ -113,14 +113,6 @@ diesel::table! {
         customer_id -> Text,
         fingerprint -> Text,
         created_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    order_history (order_id, status) {
-        order_id -> Uuid,
-        status -> Text,
-        at -> Timestamptz,
     }
 }
 

@@ -8,9 +8,9 @@
 //!   `order.scheduled`, `notification.order_scheduled`), one of them (`order.scheduled`) routed
 //!   to a watcher's queue and delivered (as the load generator watches decisions); with
 //!   `ORDER_EVENTS=decisions` (`--probe-events decisions`) only `order.scheduled`.
-//! - PostgreSQL: in the order writer's batches, the idempotency key, the order (with its first
-//!   history row and key) and its move to `scheduled` (with two history rows and a
-//!   notification); in the stock persister's batches, the stock row (once per batch per SKU) and
+//! - PostgreSQL: in the order writer's batches, the idempotency key, the order (its history in
+//!   its row, and its key) and its move to `scheduled` (two steps appended to that history, and
+//!   a notification); in the stock persister's batches, the stock row (once per batch per SKU) and
 //!   one change-log row.
 //!
 //! The probe does exactly that with nothing in between — its own quorum queue and exchange, its

@@ -8,7 +8,9 @@ use orderflow::domain::delivery::{DeliverySlot, Window};
 use orderflow::domain::order::{OrderItem, OrderStatus, Origin};
 use orderflow::domain::{OnHandEffect, Sku};
 use orderflow::engine::{EventRecord, RowOutcome, RowWrite, Store};
-use orderflow::persistence::orders::{self, KeyRow, NewOrderRow, NotificationRow, TransitionRow};
+use orderflow::persistence::orders::{
+    self, HistoryStep, KeyRow, NewOrderRow, NotificationRow, TransitionRow,
+};
 use orderflow::persistence::{self, PgStore};
 use serde_json::json;
 use uuid::Uuid;
@@ -109,7 +111,13 @@ fn order_rows(
             payment: Payment::Pix,
             delivery: None,
             rejection: None,
+            history: vec![HistoryStep {
+                status: OrderStatus::Received,
+                at: now,
+            }],
             at: now,
+            updated_at: now,
+            settled: true,
         });
         moves.push(TransitionRow {
             order_id,
