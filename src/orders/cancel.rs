@@ -81,7 +81,7 @@ pub(super) async fn cancel(p: &Parts, order_id: Uuid) -> Result<Order, CancelErr
     if !order.settled {
         if let Err(e) = p
             .stock
-            .release_order(&p.records, &mut order, &deadline)
+            .release_order(&p.records, &p.payments, &mut order, &deadline)
             .await
         {
             // The cancel stands; the releases are finished by a retry or by the sweeper.

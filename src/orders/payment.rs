@@ -12,6 +12,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use dashmap::DashMap;
+
 use crate::domain::checkout::{card_expired, Payment, PaymentRequest, RawCard};
 use crate::domain::clock::Clock;
 
@@ -51,6 +53,10 @@ pub trait PaymentGateway: Send + Sync + 'static {
         currency: &'a str,
         payment: &'a Payment,
     ) -> Answer<'a, Authorization>;
+
+    /// Voids the order's authorization: the hold on the customer's funds is lifted. Idempotent
+    /// per `order_id`; voiding an order that holds no authorization is not an error.
+    fn void(&self, order_id: uuid::Uuid) -> Answer<'_, ()>;
 }
 
 /// Why a checkout's payment cannot be kept.
@@ -93,6 +99,20 @@ impl Payments {
             .authorize(order_id, amount_cents, currency, payment)
     }
 
+    /// Voids the order's authorization, if it holds one (an order that ends without its goods
+    /// after its payment may have been authorized: a cancel, an expiry, a decision another
+    /// attempt or instance made while this one was paying).
+    pub async fn void(&self, order_id: uuid::Uuid) -> Result<(), GatewayError> {
+        match self.gateway.void(order_id).await {
+            Err(GatewayError::Refused(why)) => {
+                // Nothing the gateway could void: nothing is held.
+                tracing::warn!(%order_id, %why, "the gateway refused to void an authorization");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// The payment as it may be kept, judged in `today` = `(year, month)`: a typed card
     /// exchanged for the gateway's token, a token described by the gateway (and its expiry
     /// checked), pix and boleto as they are. Intake and the consumer both ask here and differ only
@@ -127,10 +147,27 @@ impl Payments {
 /// declined; pix and boleto are approved. Its tokens describe themselves
 /// (`tok_sandbox_<brand>_<last4>_<MMYYYY>_<a|d>_<random>`), so any instance can read any token
 /// and a declining card's token declines. `delay` simulates a gateway's answer time
-/// (`SANDBOX_PAYMENT_DELAY_MS`).
+/// (`SANDBOX_PAYMENT_DELAY_MS`). Authorizations are kept by order id, process-wide, the way a
+/// real gateway keeps them outside every instance of the service.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SandboxGateway {
     pub delay: std::time::Duration,
+}
+
+/// Where an order's authorization stands at the sandbox gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationState {
+    /// Funds held for the order.
+    Authorized,
+    /// The hold was lifted.
+    Voided,
+}
+
+/// The sandbox gateway's authorizations (what a real gateway would keep on its side).
+fn sandbox_authorizations() -> &'static DashMap<uuid::Uuid, AuthorizationState> {
+    static AUTHORIZATIONS: std::sync::OnceLock<DashMap<uuid::Uuid, AuthorizationState>> =
+        std::sync::OnceLock::new();
+    AUTHORIZATIONS.get_or_init(DashMap::new)
 }
 
 pub const DECLINED_CARD: &str = "4000000000000002";
@@ -148,6 +185,11 @@ fn random_letters() -> String {
 const SANDBOX_PREFIX: &str = "tok_sandbox_";
 
 impl SandboxGateway {
+    /// Where the order's authorization stands at the sandbox (`None`: never authorized).
+    pub fn authorization_of(order_id: uuid::Uuid) -> Option<AuthorizationState> {
+        sandbox_authorizations().get(&order_id).map(|s| *s)
+    }
+
     /// The token of a card (what the sandbox's tokenization route and intake give out).
     pub fn token_for(card: &RawCard) -> Payment {
         let outcome = if card.number == DECLINED_CARD {
@@ -237,7 +279,7 @@ impl PaymentGateway for SandboxGateway {
     ) -> Answer<'a, Authorization> {
         Box::pin(async move {
             self.answer_time().await;
-            Ok(match payment {
+            let answer = match payment {
                 Payment::Card { card_token, .. } => match SandboxGateway::read(card_token) {
                     Some((_, false)) => Authorization::Approved {
                         authorization_id: format!("sandbox-{}", order_id.simple()),
@@ -252,7 +294,21 @@ impl PaymentGateway for SandboxGateway {
                 Payment::Pix | Payment::Boleto { .. } => Authorization::Approved {
                     authorization_id: format!("sandbox-{}", order_id.simple()),
                 },
-            })
+            };
+            if matches!(answer, Authorization::Approved { .. }) {
+                sandbox_authorizations().insert(order_id, AuthorizationState::Authorized);
+            }
+            Ok(answer)
+        })
+    }
+
+    fn void(&self, order_id: uuid::Uuid) -> Answer<'_, ()> {
+        Box::pin(async move {
+            self.answer_time().await;
+            if let Some(mut state) = sandbox_authorizations().get_mut(&order_id) {
+                *state = AuthorizationState::Voided;
+            }
+            Ok(())
         })
     }
 }
@@ -293,10 +349,28 @@ mod tests {
             gw.authorize(id, 100, "BRL", &approved).await.unwrap(),
             Authorization::Approved { .. }
         ));
+        assert_eq!(
+            SandboxGateway::authorization_of(id),
+            Some(AuthorizationState::Authorized)
+        );
+        gw.void(id).await.unwrap();
+        gw.void(id).await.unwrap();
+        assert_eq!(
+            SandboxGateway::authorization_of(id),
+            Some(AuthorizationState::Voided),
+            "voided, and voiding again changes nothing"
+        );
+        let other = uuid::Uuid::new_v4();
         assert!(matches!(
-            gw.authorize(id, 100, "BRL", &declined).await.unwrap(),
+            gw.authorize(other, 100, "BRL", &declined).await.unwrap(),
             Authorization::Declined { .. }
         ));
+        gw.void(other).await.unwrap();
+        assert_eq!(
+            SandboxGateway::authorization_of(other),
+            None,
+            "a declined payment holds nothing, and voiding it is no error"
+        );
         assert!(gw
             .describe("tok_sandbox_visa_4242_072031_a_short")
             .await

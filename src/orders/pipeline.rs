@@ -273,7 +273,7 @@ impl Checkouts {
                     None => {
                         self.p
                             .stock
-                            .release_order(&self.p.records, &mut order, deadline)
+                            .release_order(&self.p.records, &self.p.payments, &mut order, deadline)
                             .await?
                     }
                 },
@@ -437,6 +437,11 @@ impl Checkouts {
                 deadline,
             )
             .await;
+        if moved.is_ok() && order.status != OrderStatus::Scheduled {
+            // A cancel (or an expiry) decided the order while this attempt was paying: the
+            // authorization this attempt just made holds the customer's funds for nothing.
+            super::reservations::void(&self.p.payments, order.order_id, deadline).await?;
+        }
         if moved.is_ok() && order.delivery.as_ref() != Some(&slot) {
             // Another attempt won with another slot: this one is free again. (When the write
             // failed it may still commit later; the place stays booked — a day is under-filled

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use std::sync::Arc;
 
+use super::payment::Payments;
 use super::transitions::Records;
 use super::{Cause, Deadline, StepError, SUGGESTIONS};
 use crate::catalog::Catalog;
@@ -44,6 +45,19 @@ fn reserve_ref(order_id: Uuid) -> String {
 
 fn release_ref(order_id: Uuid) -> String {
     format!("order:{order_id}:release")
+}
+
+/// Voids the order's authorization (idempotent; nothing held is no error); a gateway that does
+/// not answer is transient trouble like any other.
+pub(super) async fn void(
+    payments: &Payments,
+    order_id: Uuid,
+    deadline: &Deadline,
+) -> Result<(), StepError> {
+    deadline
+        .bound(payments.void(order_id))
+        .await?
+        .map_err(|e| StepError::Transient(Cause::of("the payment gateway could not void", e)))
 }
 
 impl From<EngineError> for StepError {
@@ -83,10 +97,12 @@ impl Stock {
         }
     }
 
-    /// Releases whatever an order that ended without its goods still holds, and settles it.
+    /// Gives back whatever an order that ended without its goods still holds — its stock
+    /// reservations and its payment's authorization, if an attempt made one — and settles it.
     pub async fn release_order(
         &self,
         records: &Records,
+        payments: &Payments,
         order: &mut Order,
         deadline: &Deadline,
     ) -> Result<(), StepError> {
@@ -95,6 +111,7 @@ impl Stock {
         self.flush(deadline).await?;
         self.release_all(order.order_id, &order.lines(), true, deadline)
             .await?;
+        void(payments, order.order_id, deadline).await?;
         records.settle(order, deadline).await
     }
 

@@ -231,7 +231,7 @@ impl Sweeper {
         if order.status.releases_stock() && !order.settled {
             self.p
                 .stock
-                .release_order(&self.p.records, &mut order, &deadline)
+                .release_order(&self.p.records, &self.p.payments, &mut order, &deadline)
                 .await?;
             return Ok(true);
         }

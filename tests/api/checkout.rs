@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use futures_util::future::join_all;
+use orderflow::orders::payment::{AuthorizationState, SandboxGateway};
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, spawn_app, Reply, TestApp};
@@ -327,6 +328,13 @@ async fn declined_payment_and_cancel_release_the_stock() {
     let id = r.body["order_id"].as_str().unwrap().to_owned();
     assert_eq!(app.decided(&id).await["status"], "scheduled");
     assert_eq!(app.db.stock("PAY-1").1, 4);
+    assert_eq!(authorization(&id), Some(AuthorizationState::Authorized));
+    let declined_id = order["order_id"].as_str().unwrap();
+    assert_eq!(
+        authorization(declined_id),
+        None,
+        "a declined payment holds nothing"
+    );
 
     let cancelled = app
         .send(
@@ -337,6 +345,11 @@ async fn declined_payment_and_cancel_release_the_stock() {
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
+    assert_eq!(
+        authorization(&id),
+        Some(AuthorizationState::Voided),
+        "a cancelled order's funds are no longer held"
+    );
     // Cancelling again answers the cancelled order (a retried request) and releases nothing twice.
     let again = app
         .send(
@@ -694,6 +707,44 @@ async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
 }
 
 #[actix_web::test]
+async fn a_cancel_while_the_gateway_is_answering_voids_the_authorization_it_gave() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.sandbox_payment_delay = std::time::Duration::from_millis(1500)
+    })
+    .await;
+    app.product("VOID-1", "c", &[], 100, 5).await;
+    let r = app
+        .checkout(
+            "void-1",
+            &body("v-1", json!([{"sku": "VOID-1", "quantity": 2}])),
+        )
+        .await;
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    // The stock is held and the gateway is still answering.
+    app.eventually(&format!("/v1/orders/{id}"), |r| {
+        r.body["status"] == "reserved"
+    })
+    .await;
+    assert_eq!(authorization(&id), None, "not authorized yet");
+    let cancelled = app
+        .send(
+            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(app.db.stock("VOID-1").1, 0, "the stock is back on sale");
+    assert_eq!(
+        authorization(&id),
+        Some(AuthorizationState::Voided),
+        "the authorization the gateway gave meanwhile holds nothing"
+    );
+    app.db.assert_books_balance();
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn an_accepted_checkout_that_loses_the_last_unit_is_rejected_as_stock_conflict() {
     // One consumer, busy with a slow payment, while two checkouts for the last unit are both
     // accepted (the stock is there when each arrives): the first gets it, the second cannot.
@@ -780,4 +831,9 @@ async fn overload_turns_into_503_overloaded_with_retry_after() {
         assert_eq!(app.decided(id).await["status"], "scheduled");
     }
     app.stop().await;
+}
+
+/// Where the sandbox gateway says an order's authorization stands.
+fn authorization(order_id: &str) -> Option<AuthorizationState> {
+    SandboxGateway::authorization_of(order_id.parse().unwrap())
 }

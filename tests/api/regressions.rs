@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{Datelike, TimeZone, Utc};
 use diesel::RunQueryDsl;
+use orderflow::orders::payment::{AuthorizationState, SandboxGateway};
 use serde_json::json;
 
 use crate::checkout::body;
@@ -415,6 +416,12 @@ async fn an_order_whose_delivery_is_gone_is_decided_expired_and_its_stock_releas
         let order = app.get(&format!("/v1/orders/{id}")).await.body;
         assert_eq!(order["status"], status, "{order}");
         assert_eq!(order["rejection"]["reason"], "expired");
+        // The attempt before the crash had authorized the payment: the expiry voids it.
+        assert_eq!(
+            SandboxGateway::authorization_of(id.parse().unwrap()),
+            Some(AuthorizationState::Voided),
+            "{id}"
+        );
     }
     assert_eq!(app.db.stock("SW-1").1, 0, "their stock is back on sale");
     let kinds: Vec<String> = app.get("/v1/customers/sw/notifications").await.body["data"]
