@@ -142,13 +142,19 @@ impl FenceGuard {
     pub fn check(&self, conn: &mut PgConnection) -> QueryResult<bool> {
         let current = self.fence.check(conn)?;
         if !current {
-            tracing::error!(
-                epoch = self.fence.epoch,
-                "fenced: another instance holds the lease; this batch commits nothing"
-            );
-            (self.on_stale)();
+            self.stale();
         }
         Ok(current)
+    }
+
+    /// A statement that checked the fence itself found it stale: the batch committed nothing,
+    /// and the instance is told to step down.
+    pub fn stale(&self) {
+        tracing::error!(
+            epoch = self.fence.epoch,
+            "fenced: another instance holds the lease; this batch commits nothing"
+        );
+        (self.on_stale)();
     }
 }
 

@@ -5,6 +5,7 @@
 //! change log. A hot SKU costs one row write per batch, however many orders it served.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
@@ -18,16 +19,26 @@ use crate::engine::{RowOutcome, RowWrite, Store, StoreError};
 use crate::lease::FenceGuard;
 
 /// The engine's store on Postgres.
+type Conn = diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<PgConnection>>;
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: DbPool,
     /// Checked in every write transaction when this store belongs to a leased instance.
     fence: Option<FenceGuard>,
+    /// The writer's connection, kept between batches while it works: a batch is then one
+    /// round trip, without the pool's check-out query before it. Dropped on any error (the pool
+    /// gives a tested one next time).
+    kept: Arc<Mutex<Option<Conn>>>,
 }
 
 impl PgStore {
     pub fn new(pool: DbPool) -> PgStore {
-        PgStore { pool, fence: None }
+        PgStore {
+            pool,
+            fence: None,
+            kept: Arc::default(),
+        }
     }
 
     /// A store whose every write checks, in its transaction, that this instance still holds the
@@ -36,6 +47,23 @@ impl PgStore {
         PgStore {
             pool,
             fence: Some(fence),
+            kept: Arc::default(),
+        }
+    }
+
+    /// The kept connection, or one from the pool.
+    fn writer_conn(&self) -> Result<Conn, StoreError> {
+        let kept = self.kept.lock().ok().and_then(|mut k| k.take());
+        match kept {
+            Some(conn) => Ok(conn),
+            None => self.pool.get().map_err(pool),
+        }
+    }
+
+    /// Keeps a connection that just worked for the next batch.
+    fn keep(&self, conn: Conn) {
+        if let Ok(mut k) = self.kept.lock() {
+            *k = Some(conn);
         }
     }
 }
@@ -74,6 +102,146 @@ const INSERT_EVENTS: &str = "
 INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref, change_id)
 SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::text[], $8::text[], $9::uuid[])";
 
+/// The fast path as one statement, its own transaction: the fence (when the store has one), every
+/// row guarded by its version, and the change log of the rows whose guard matched. Answers the
+/// SKUs written, and one `NULL` row when the fence is stale (then nothing is written). Any
+/// refusal (a `CHECK`, a duplicate reference) fails the whole statement: nothing is written.
+const WRITE_IN_ONE: &str = "
+WITH fence AS (
+    SELECT 1 FROM leader_lease WHERE $16 AND id = 1 AND holder = $17 AND epoch = $18 FOR SHARE
+), allowed AS (
+    SELECT (NOT $16 OR EXISTS (SELECT 1 FROM fence)) AS ok
+), up AS (
+    UPDATE stock AS s SET
+        on_hand = CASE WHEN v.set_on_hand THEN v.on_hand ELSE s.on_hand + v.on_hand END,
+        reserved = s.reserved + v.reserved_delta,
+        version = v.new_version,
+        updated_at = now()
+    FROM unnest($1::text[], $2::bool[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+        AS v(sku, set_on_hand, on_hand, reserved_delta, expected_version, new_version)
+    WHERE s.sku = v.sku AND s.version = v.expected_version AND (SELECT ok FROM allowed)
+    RETURNING s.sku
+), logged AS (
+    INSERT INTO stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref, change_id)
+    SELECT e.* FROM unnest($7::text[], $8::int8[], $9::text[], $10::int8[], $11::int8[],
+                           $12::int8[], $13::text[], $14::text[], $15::uuid[])
+        AS e(sku, version, kind, quantity, on_hand, reserved, reason, ref, change_id)
+    WHERE e.sku IN (SELECT sku FROM up)
+)
+SELECT sku FROM up
+UNION ALL
+SELECT NULL FROM allowed WHERE NOT ok";
+
+#[derive(QueryableByName)]
+struct Written {
+    #[diesel(sql_type = Nullable<Text>)]
+    sku: Option<String>,
+}
+
+/// The rows of a batch as the statements bind them, column by column.
+#[derive(Default)]
+struct RowColumns<'a> {
+    skus: Vec<&'a str>,
+    set: Vec<bool>,
+    on_hand: Vec<i64>,
+    reserved: Vec<i64>,
+    expected: Vec<i64>,
+    new: Vec<i64>,
+}
+
+impl<'a> RowColumns<'a> {
+    fn of(rows: &[&'a RowWrite]) -> RowColumns<'a> {
+        let mut c = RowColumns::default();
+        for row in rows {
+            c.skus.push(row.sku.as_str());
+            let (is_set, value) = match row.on_hand {
+                OnHandEffect::Set(v) => (true, v),
+                OnHandEffect::Delta(d) => (false, d),
+            };
+            c.set.push(is_set);
+            c.on_hand.push(value);
+            c.reserved.push(row.reserved_delta);
+            c.expected.push(row.expected_version);
+            c.new.push(row.new_version);
+        }
+        c
+    }
+}
+
+/// The change-log rows of a batch, column by column.
+#[derive(Default)]
+struct EventColumns<'a> {
+    skus: Vec<&'a str>,
+    versions: Vec<i64>,
+    kinds: Vec<&'a str>,
+    quantities: Vec<i64>,
+    on_hand: Vec<i64>,
+    reserved: Vec<i64>,
+    reasons: Vec<Option<&'a str>>,
+    references: Vec<Option<&'a str>>,
+    change_ids: Vec<uuid::Uuid>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn of(rows: &[&'a RowWrite]) -> EventColumns<'a> {
+        let mut c = EventColumns::default();
+        for row in rows {
+            for e in &row.events {
+                c.skus.push(row.sku.as_str());
+                c.versions.push(e.version);
+                c.kinds.push(e.kind);
+                c.quantities.push(e.quantity);
+                c.on_hand.push(e.on_hand);
+                c.reserved.push(e.reserved);
+                c.reasons.push(e.reason.as_deref());
+                c.references.push(e.reference.as_deref());
+                c.change_ids.push(e.change_id);
+            }
+        }
+        c
+    }
+}
+
+/// [`WRITE_IN_ONE`]: `Ok(Some(applied SKUs))`, or `Ok(None)` when the fence is stale.
+fn write_in_one(
+    conn: &mut PgConnection,
+    rows: &[RowWrite],
+    fence: Option<&FenceGuard>,
+) -> Result<Option<HashSet<String>>, DieselError> {
+    let all: Vec<&RowWrite> = rows.iter().collect();
+    let (r, e) = (RowColumns::of(&all), EventColumns::of(&all));
+    let written = diesel::sql_query(WRITE_IN_ONE)
+        .bind::<Array<Text>, _>(r.skus)
+        .bind::<Array<Bool>, _>(r.set)
+        .bind::<Array<BigInt>, _>(r.on_hand)
+        .bind::<Array<BigInt>, _>(r.reserved)
+        .bind::<Array<BigInt>, _>(r.expected)
+        .bind::<Array<BigInt>, _>(r.new)
+        .bind::<Array<Text>, _>(e.skus)
+        .bind::<Array<BigInt>, _>(e.versions)
+        .bind::<Array<Text>, _>(e.kinds)
+        .bind::<Array<BigInt>, _>(e.quantities)
+        .bind::<Array<BigInt>, _>(e.on_hand)
+        .bind::<Array<BigInt>, _>(e.reserved)
+        .bind::<Array<Nullable<Text>>, _>(e.reasons)
+        .bind::<Array<Nullable<Text>>, _>(e.references)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(e.change_ids)
+        .bind::<Bool, _>(fence.is_some())
+        .bind::<diesel::sql_types::Uuid, _>(fence.map_or(uuid::Uuid::nil(), |g| g.fence.holder))
+        .bind::<BigInt, _>(fence.map_or(0, |g| g.fence.epoch))
+        .load::<Written>(conn)?;
+    let mut applied = HashSet::with_capacity(written.len());
+    for row in written {
+        match row.sku {
+            Some(sku) => {
+                applied.insert(sku);
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(applied))
+}
+
 /// Rows whose last change is already in the log — by its change id, not merely its version: a
 /// different change at the same version is not ours.
 const ALREADY_LOGGED: &str = "
@@ -86,72 +254,33 @@ fn update_rows(
     conn: &mut PgConnection,
     rows: &[&RowWrite],
 ) -> Result<HashSet<String>, DieselError> {
-    let mut skus = Vec::with_capacity(rows.len());
-    let mut set = Vec::with_capacity(rows.len());
-    let mut on_hand = Vec::with_capacity(rows.len());
-    let mut reserved = Vec::with_capacity(rows.len());
-    let mut expected = Vec::with_capacity(rows.len());
-    let mut new = Vec::with_capacity(rows.len());
-    for row in rows {
-        skus.push(row.sku.as_str());
-        let (is_set, value) = match row.on_hand {
-            OnHandEffect::Set(v) => (true, v),
-            OnHandEffect::Delta(d) => (false, d),
-        };
-        set.push(is_set);
-        on_hand.push(value);
-        reserved.push(row.reserved_delta);
-        expected.push(row.expected_version);
-        new.push(row.new_version);
-    }
+    let c = RowColumns::of(rows);
     let updated = diesel::sql_query(UPDATE_ROWS)
-        .bind::<Array<Text>, _>(skus)
-        .bind::<Array<Bool>, _>(set)
-        .bind::<Array<BigInt>, _>(on_hand)
-        .bind::<Array<BigInt>, _>(reserved)
-        .bind::<Array<BigInt>, _>(expected)
-        .bind::<Array<BigInt>, _>(new)
+        .bind::<Array<Text>, _>(c.skus)
+        .bind::<Array<Bool>, _>(c.set)
+        .bind::<Array<BigInt>, _>(c.on_hand)
+        .bind::<Array<BigInt>, _>(c.reserved)
+        .bind::<Array<BigInt>, _>(c.expected)
+        .bind::<Array<BigInt>, _>(c.new)
         .load::<SkuRow>(conn)?;
     Ok(updated.into_iter().map(|r| r.sku).collect())
 }
 
 fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), DieselError> {
-    let n: usize = rows.iter().map(|r| r.events.len()).sum();
-    if n == 0 {
+    let c = EventColumns::of(rows);
+    if c.skus.is_empty() {
         return Ok(());
     }
-    let mut skus = Vec::with_capacity(n);
-    let mut versions = Vec::with_capacity(n);
-    let mut kinds = Vec::with_capacity(n);
-    let mut quantities = Vec::with_capacity(n);
-    let mut on_hand = Vec::with_capacity(n);
-    let mut reserved = Vec::with_capacity(n);
-    let mut reasons = Vec::with_capacity(n);
-    let mut references = Vec::with_capacity(n);
-    let mut change_ids = Vec::with_capacity(n);
-    for row in rows {
-        for e in &row.events {
-            skus.push(row.sku.as_str());
-            versions.push(e.version);
-            kinds.push(e.kind);
-            quantities.push(e.quantity);
-            on_hand.push(e.on_hand);
-            reserved.push(e.reserved);
-            reasons.push(e.reason.as_deref());
-            references.push(e.reference.as_deref());
-            change_ids.push(e.change_id);
-        }
-    }
     diesel::sql_query(INSERT_EVENTS)
-        .bind::<Array<Text>, _>(skus)
-        .bind::<Array<BigInt>, _>(versions)
-        .bind::<Array<Text>, _>(kinds)
-        .bind::<Array<BigInt>, _>(quantities)
-        .bind::<Array<BigInt>, _>(on_hand)
-        .bind::<Array<BigInt>, _>(reserved)
-        .bind::<Array<Nullable<Text>>, _>(reasons)
-        .bind::<Array<Nullable<Text>>, _>(references)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(change_ids)
+        .bind::<Array<Text>, _>(c.skus)
+        .bind::<Array<BigInt>, _>(c.versions)
+        .bind::<Array<Text>, _>(c.kinds)
+        .bind::<Array<BigInt>, _>(c.quantities)
+        .bind::<Array<BigInt>, _>(c.on_hand)
+        .bind::<Array<BigInt>, _>(c.reserved)
+        .bind::<Array<Nullable<Text>>, _>(c.reasons)
+        .bind::<Array<Nullable<Text>>, _>(c.references)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(c.change_ids)
         .execute(conn)?;
     Ok(())
 }
@@ -311,7 +440,34 @@ impl Store for PgStore {
     }
 
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError> {
-        let mut conn = self.pool.get().map_err(pool)?;
+        let mut conn = self.writer_conn()?;
+        if !retry {
+            // The fast path: one statement, one round trip (a retry instead looks first for
+            // what an attempt whose answer was lost did commit).
+            match write_in_one(&mut conn, rows, self.fence.as_ref()) {
+                Ok(Some(applied)) => {
+                    self.keep(conn);
+                    return Ok(rows
+                        .iter()
+                        .map(|r| match applied.contains(r.sku.as_str()) {
+                            true => RowOutcome::Applied,
+                            false => RowOutcome::Conflict,
+                        })
+                        .collect());
+                }
+                Ok(None) => {
+                    if let Some(guard) = &self.fence {
+                        guard.stale();
+                    }
+                    return Err(StoreError::Fenced);
+                }
+                Err(e) if super::classify(&e) == super::ErrorClass::Transient => {
+                    return Err(StoreError::Unavailable(super::one_line(&e)))
+                }
+                // Some row was refused: the bulkhead below finds it and writes the others.
+                Err(_) => return self.write_each_fenced(&mut conn, rows, retry),
+            }
+        }
         let fenced = std::cell::Cell::new(false);
         // First, in the same transaction: is this instance still the one that may write?
         let check = |conn: &mut PgConnection| -> Result<(), DieselError> {
@@ -334,16 +490,32 @@ impl Store for PgStore {
                 Err(StoreError::Unavailable(super::one_line(&e)))
             }
             // Some row was refused (memory was wrong, or bad data): find it, write the others.
-            Err(_) => {
-                let each = conn.transaction(|conn| {
-                    check(conn)?;
-                    write_each(conn, rows, retry)
-                });
-                match each {
-                    Err(_) if fenced.get() => Err(StoreError::Fenced),
-                    other => other.map_err(db),
+            Err(_) => self.write_each_fenced(&mut conn, rows, retry),
+        }
+    }
+}
+
+impl PgStore {
+    /// The bulkhead ([`write_each`]) in one transaction that checks the fence first.
+    fn write_each_fenced(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[RowWrite],
+        retry: bool,
+    ) -> Result<Vec<RowOutcome>, StoreError> {
+        let fenced = std::cell::Cell::new(false);
+        let each = conn.transaction(|conn| {
+            if let Some(guard) = &self.fence {
+                if !guard.check(conn)? {
+                    fenced.set(true);
+                    return Err(DieselError::RollbackTransaction);
                 }
             }
+            write_each(conn, rows, retry)
+        });
+        match each {
+            Err(_) if fenced.get() => Err(StoreError::Fenced),
+            other => other.map_err(db),
         }
     }
 }
