@@ -89,7 +89,11 @@ impl OrderStore for PgOrderStore {
 /// Starts the order writer thread; with a fence, every batch checks the lease first.
 pub fn spawn(pool: DbPool, capacity: usize, fence: Option<FenceGuard>) -> OrderWriter {
     BatchWriter::spawn(
-        OrderSink { pool, fence },
+        OrderSink {
+            pool,
+            fence,
+            kept: None,
+        },
         BatchConfig {
             name: "orderflow-order-writer",
             max_batch: 1024,
@@ -104,7 +108,13 @@ pub fn spawn(pool: DbPool, capacity: usize, fence: Option<FenceGuard>) -> OrderW
 pub struct OrderSink {
     pool: DbPool,
     fence: Option<FenceGuard>,
+    /// The connection of the last batch that went through, kept for the next (no pool
+    /// check-out query before each batch); dropped on any error.
+    kept: Option<PooledConn>,
 }
+
+type PooledConn =
+    diesel::r2d2::PooledConnection<diesel::r2d2::ConnectionManager<diesel::PgConnection>>;
 
 type Results = Vec<Result<OrderWritten, Refusal>>;
 
@@ -113,10 +123,28 @@ impl Sink for OrderSink {
     type Output = OrderWritten;
 
     fn write(&mut self, items: &[OrderWrite], _attempt: u32) -> Result<Results, SinkError> {
-        let mut conn = self
-            .pool
-            .get()
-            .map_err(|e| SinkError::Transient(Box::new(DbError::from(e))))?;
+        let mut conn = match self.kept.take() {
+            Some(conn) => conn,
+            None => self
+                .pool
+                .get()
+                .map_err(|e| SinkError::Transient(Box::new(DbError::from(e))))?,
+        };
+        let written = self.write_on(&mut conn, items);
+        if written.is_ok() {
+            self.kept = Some(conn);
+        }
+        written
+    }
+}
+
+impl OrderSink {
+    /// One batch on `conn`, in one transaction that checks the fence first.
+    fn write_on(
+        &self,
+        conn: &mut diesel::PgConnection,
+        items: &[OrderWrite],
+    ) -> Result<Results, SinkError> {
         let fenced = std::cell::Cell::new(false);
         // First, in the same transaction: is this instance still the one that may write?
         let check = |conn: &mut diesel::PgConnection| -> Result<(), DbError> {
