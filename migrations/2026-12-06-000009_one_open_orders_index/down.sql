@@ -1,0 +1,1 @@
+CREATE INDEX orders_open_idx ON orders (status) WHERE status IN ('received', 'reserved');
