@@ -138,6 +138,37 @@ struct Written {
     sku: Option<String>,
 }
 
+/// Binds a batch's [`RowColumns`] to a statement, in the order its first six parameters expect
+/// (`sku, set_on_hand, on_hand, reserved_delta, expected_version, new_version`).
+macro_rules! bind_rows {
+    ($query:expr, $c:expr) => {
+        $query
+            .bind::<Array<Text>, _>($c.skus)
+            .bind::<Array<Bool>, _>($c.set)
+            .bind::<Array<BigInt>, _>($c.on_hand)
+            .bind::<Array<BigInt>, _>($c.reserved)
+            .bind::<Array<BigInt>, _>($c.expected)
+            .bind::<Array<BigInt>, _>($c.new)
+    };
+}
+
+/// Binds a batch's [`EventColumns`] after what the statement bound before, in the order of
+/// `stock_events (sku, version, kind, quantity, on_hand, reserved, reason, ref, change_id)`.
+macro_rules! bind_events {
+    ($query:expr, $c:expr) => {
+        $query
+            .bind::<Array<Text>, _>($c.skus)
+            .bind::<Array<BigInt>, _>($c.versions)
+            .bind::<Array<Text>, _>($c.kinds)
+            .bind::<Array<BigInt>, _>($c.quantities)
+            .bind::<Array<BigInt>, _>($c.on_hand)
+            .bind::<Array<BigInt>, _>($c.reserved)
+            .bind::<Array<Nullable<Text>>, _>($c.reasons)
+            .bind::<Array<Nullable<Text>>, _>($c.references)
+            .bind::<Array<diesel::sql_types::Uuid>, _>($c.change_ids)
+    };
+}
+
 /// The rows of a batch as the statements bind them, column by column.
 #[derive(Default)]
 struct RowColumns<'a> {
@@ -210,22 +241,8 @@ fn write_in_one(
 ) -> Result<Option<HashSet<String>>, DieselError> {
     let all: Vec<&RowWrite> = rows.iter().collect();
     let (r, e) = (RowColumns::of(&all), EventColumns::of(&all));
-    let written = diesel::sql_query(WRITE_IN_ONE)
-        .bind::<Array<Text>, _>(r.skus)
-        .bind::<Array<Bool>, _>(r.set)
-        .bind::<Array<BigInt>, _>(r.on_hand)
-        .bind::<Array<BigInt>, _>(r.reserved)
-        .bind::<Array<BigInt>, _>(r.expected)
-        .bind::<Array<BigInt>, _>(r.new)
-        .bind::<Array<Text>, _>(e.skus)
-        .bind::<Array<BigInt>, _>(e.versions)
-        .bind::<Array<Text>, _>(e.kinds)
-        .bind::<Array<BigInt>, _>(e.quantities)
-        .bind::<Array<BigInt>, _>(e.on_hand)
-        .bind::<Array<BigInt>, _>(e.reserved)
-        .bind::<Array<Nullable<Text>>, _>(e.reasons)
-        .bind::<Array<Nullable<Text>>, _>(e.references)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(e.change_ids)
+    let query = bind_rows!(diesel::sql_query(WRITE_IN_ONE), r);
+    let written = bind_events!(query, e)
         .bind::<Bool, _>(fence.is_some())
         .bind::<diesel::sql_types::Uuid, _>(fence.map_or(uuid::Uuid::nil(), |g| g.fence.holder))
         .bind::<BigInt, _>(fence.map_or(0, |g| g.fence.epoch))
@@ -255,14 +272,7 @@ fn update_rows(
     rows: &[&RowWrite],
 ) -> Result<HashSet<String>, DieselError> {
     let c = RowColumns::of(rows);
-    let updated = diesel::sql_query(UPDATE_ROWS)
-        .bind::<Array<Text>, _>(c.skus)
-        .bind::<Array<Bool>, _>(c.set)
-        .bind::<Array<BigInt>, _>(c.on_hand)
-        .bind::<Array<BigInt>, _>(c.reserved)
-        .bind::<Array<BigInt>, _>(c.expected)
-        .bind::<Array<BigInt>, _>(c.new)
-        .load::<SkuRow>(conn)?;
+    let updated = bind_rows!(diesel::sql_query(UPDATE_ROWS), c).load::<SkuRow>(conn)?;
     Ok(updated.into_iter().map(|r| r.sku).collect())
 }
 
@@ -271,17 +281,7 @@ fn insert_events(conn: &mut PgConnection, rows: &[&RowWrite]) -> Result<(), Dies
     if c.skus.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(INSERT_EVENTS)
-        .bind::<Array<Text>, _>(c.skus)
-        .bind::<Array<BigInt>, _>(c.versions)
-        .bind::<Array<Text>, _>(c.kinds)
-        .bind::<Array<BigInt>, _>(c.quantities)
-        .bind::<Array<BigInt>, _>(c.on_hand)
-        .bind::<Array<BigInt>, _>(c.reserved)
-        .bind::<Array<Nullable<Text>>, _>(c.reasons)
-        .bind::<Array<Nullable<Text>>, _>(c.references)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(c.change_ids)
-        .execute(conn)?;
+    bind_events!(diesel::sql_query(INSERT_EVENTS), c).execute(conn)?;
     Ok(())
 }
 

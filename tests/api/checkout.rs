@@ -644,22 +644,26 @@ async fn checkout_validation_answers_422_with_every_field() {
     app.stop().await;
 }
 
-#[actix_web::test]
-async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
-    use futures_util::StreamExt;
+/// A service whose gateway answers in 1.5 s, a product with 5 units, and the id of an order for
+/// `quantity` of them, accepted (202).
+async fn order_at_a_slow_gateway(sku: &str, quantity: i64) -> (TestApp, String) {
     let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
         c.sandbox_payment_delay = std::time::Duration::from_millis(1500)
     })
     .await;
-    app.product("SLOW-1", "c", &[], 100, 5).await;
-    let r = app
-        .checkout(
-            "slow-1",
-            &body("s-1", json!([{"sku": "SLOW-1", "quantity": 1}])),
-        )
-        .await;
-    assert_eq!(r.status, 202);
+    app.product(sku, "c", &[], 100, 5).await;
+    let key = sku.to_lowercase();
+    let line = json!([{"sku": sku, "quantity": quantity}]);
+    let r = app.checkout(&key, &body(&key, line)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
     let id = r.body["order_id"].as_str().unwrap().to_owned();
+    (app, id)
+}
+
+#[actix_web::test]
+async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
+    use futures_util::StreamExt;
+    let (app, id) = order_at_a_slow_gateway("SLOW-1", 1).await;
     // Follow the order's events (once the consumer made the order): `reserved` comes first, and
     // while it is the latest, the order reads as reserved — the decision comes after.
     app.eventually(&format!("/v1/orders/{id}"), |r| r.status == 200)
@@ -708,18 +712,7 @@ async fn with_a_slow_gateway_reserved_is_visible_before_the_decision() {
 
 #[actix_web::test]
 async fn a_cancel_while_the_gateway_is_answering_voids_the_authorization_it_gave() {
-    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
-        c.sandbox_payment_delay = std::time::Duration::from_millis(1500)
-    })
-    .await;
-    app.product("VOID-1", "c", &[], 100, 5).await;
-    let r = app
-        .checkout(
-            "void-1",
-            &body("v-1", json!([{"sku": "VOID-1", "quantity": 2}])),
-        )
-        .await;
-    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    let (app, id) = order_at_a_slow_gateway("VOID-1", 2).await;
     // The stock is held and the gateway is still answering.
     app.eventually(&format!("/v1/orders/{id}"), |r| {
         r.body["status"] == "reserved"
