@@ -9,6 +9,7 @@ pub mod orders;
 pub mod products;
 pub mod schema;
 mod stock;
+mod stock_sql;
 
 mod errors;
 pub(crate) use errors::one_line;
