@@ -35,6 +35,12 @@ impl TestApp {
         self.send(req, Some(body.clone())).await
     }
 
+    /// `POST /v1/orders/{id}/cancel` with the test client's default credentials.
+    pub async fn cancel(&self, order_id: &str) -> Reply {
+        let url = self.url(&format!("/v1/orders/{order_id}/cancel"));
+        self.send(self.client.post(url), None).await
+    }
+
     /// Waits until the order reaches a decided status; returns it.
     pub async fn decided(&self, order_id: &str) -> Value {
         self.eventually(&format!("/v1/orders/{order_id}"), |r| {
@@ -336,12 +342,7 @@ async fn declined_payment_and_cancel_release_the_stock() {
         "a declined payment holds nothing"
     );
 
-    let cancelled = app
-        .send(
-            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
-            None,
-        )
-        .await;
+    let cancelled = app.cancel(&id).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
@@ -351,24 +352,13 @@ async fn declined_payment_and_cancel_release_the_stock() {
         "a cancelled order's funds are no longer held"
     );
     // Cancelling again answers the cancelled order (a retried request) and releases nothing twice.
-    let again = app
-        .send(
-            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
-            None,
-        )
-        .await;
+    let again = app.cancel(&id).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["status"], "cancelled");
     assert_eq!(app.db.stock("PAY-1"), (4, 0, 5));
     // A failed order is past the point of no return.
     let failed_id = order["order_id"].as_str().unwrap();
-    let refused = app
-        .send(
-            app.client
-                .post(app.url(&format!("/v1/orders/{failed_id}/cancel"))),
-            None,
-        )
-        .await;
+    let refused = app.cancel(failed_id).await;
     assert_error(&refused, 409, "not_cancellable");
     let kinds: Vec<String> = app.get("/v1/customers/p-1/notifications").await.body["data"]
         .as_array()
@@ -719,12 +709,7 @@ async fn a_cancel_while_the_gateway_is_answering_voids_the_authorization_it_gave
     })
     .await;
     assert_eq!(authorization(&id), None, "not authorized yet");
-    let cancelled = app
-        .send(
-            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
-            None,
-        )
-        .await;
+    let cancelled = app.cancel(&id).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(app.db.stock("VOID-1").1, 0, "the stock is back on sale");

@@ -39,12 +39,7 @@ async fn cancelling_a_received_order_whose_reservation_committed_releases_it() {
         ),
     );
     assert_eq!(app.db.stock("RC-1").1, 2);
-    let r = app
-        .send(
-            app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
-            None,
-        )
-        .await;
+    let r = app.cancel(&id).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "cancelled");
     assert_eq!(
@@ -122,12 +117,7 @@ async fn a_cancel_cut_short_between_lines_is_cancelled_and_finished_later() {
     let orders = &app.active().orders;
     orders.fault_fail_releases_of(Some(orderflow::domain::Sku::parse("CA-B").unwrap()));
     for id in &ids {
-        let r = app
-            .send(
-                app.client.post(app.url(&format!("/v1/orders/{id}/cancel"))),
-                None,
-            )
-            .await;
+        let r = app.cancel(id).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(
             r.body["status"], "cancelled",
