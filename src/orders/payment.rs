@@ -163,6 +163,10 @@ pub enum AuthorizationState {
     Voided,
 }
 
+/// Authorizations the sandbox remembers at most (an arbitrary one is forgotten past this): a
+/// sandbox under load for days must not grow without bound.
+const SANDBOX_AUTHORIZATIONS_KEPT: usize = 500_000;
+
 /// The sandbox gateway's authorizations (what a real gateway would keep on its side).
 fn sandbox_authorizations() -> &'static DashMap<uuid::Uuid, AuthorizationState> {
     static AUTHORIZATIONS: std::sync::OnceLock<DashMap<uuid::Uuid, AuthorizationState>> =
@@ -296,7 +300,15 @@ impl PaymentGateway for SandboxGateway {
                 },
             };
             if matches!(answer, Authorization::Approved { .. }) {
-                sandbox_authorizations().insert(order_id, AuthorizationState::Authorized);
+                let kept = sandbox_authorizations();
+                if kept.len() >= SANDBOX_AUTHORIZATIONS_KEPT {
+                    // The iterator's shard guard is gone before the removal takes its own.
+                    let forgotten = kept.iter().next().map(|e| *e.key());
+                    if let Some(id) = forgotten {
+                        kept.remove(&id);
+                    }
+                }
+                kept.insert(order_id, AuthorizationState::Authorized);
             }
             Ok(answer)
         })
