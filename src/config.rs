@@ -76,6 +76,12 @@ pub struct Config {
     /// is a day): a dependency away for longer, or an error wrongly taken for transient, does
     /// not keep a message circling forever. Replay brings it back.
     pub handback_limit: i64,
+    /// Intake's checkouts in one broker message at most, when they wait for the broker together
+    /// (`CHECKOUT_BATCH`, default 32; 1: each alone).
+    pub checkout_batch: usize,
+    /// Checkout publishes unconfirmed at once (`CHECKOUT_PUBLISHES`, default 2): what arrives
+    /// while they are out goes out together, as one message.
+    pub checkout_publishes: usize,
     /// An order still `received`/`reserved` and untouched this long has lost its delivery and
     /// is decided as `expired` (`ORDER_STALE_AFTER_MS`).
     pub order_stale_after: Duration,
@@ -310,6 +316,8 @@ impl Config {
             )?),
             delivery_limit: number("DELIVERY_LIMIT", get("DELIVERY_LIMIT"), 5, 1)?,
             handback_limit: number("HANDBACK_LIMIT", get("HANDBACK_LIMIT"), 2880, 1)?,
+            checkout_batch: number("CHECKOUT_BATCH", get("CHECKOUT_BATCH"), 32, 1)?,
+            checkout_publishes: number("CHECKOUT_PUBLISHES", get("CHECKOUT_PUBLISHES"), 2, 1)?,
             order_stale_after: Duration::from_millis(number(
                 "ORDER_STALE_AFTER_MS",
                 get("ORDER_STALE_AFTER_MS"),

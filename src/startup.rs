@@ -168,6 +168,8 @@ impl Application {
             delivery_limit: config.delivery_limit,
             dead_letter_ttl: config.dead_letter_ttl,
             handback_limit: config.handback_limit,
+            checkout_batch: config.checkout_batch,
+            checkout_publishes: config.checkout_publishes,
             ..TopologyConfig::default()
         };
         // The service watching itself: given to the broker (it counts publishes and

@@ -1,9 +1,19 @@
-//! Publishing one of intake's own checkouts to `orders.checkout`: the properties and headers the
+//! Publishing intake's own checkouts to `orders.checkout`: the properties and headers the
 //! consumer reads (API.md's message plus orderflow's stamps), built here so that nothing above
 //! `messaging` handles an AMQP type.
+//!
+//! Checkouts that wait for the broker at the same moment go out together, as one confirmed
+//! message ([`super::batcher`]): a *checkout batch* — `content_type` [`BATCH_CONTENT_TYPE`],
+//! a JSON body `{"checkouts":[{key, order_id, fingerprint, judged_at, accepted_ms,
+//! traceparent?, body}]}` whose `body` is the checkout's canonical JSON as a string. Only
+//! orderflow's own messages are read that way (the broker checks `user_id`): for anyone else a
+//! batch is a body that is not a checkout. The consumer handles every checkout of a batch as
+//! its own message, and what it cannot ack it republishes alone (dead letter, hand-back), so
+//! the dead letters and the replay tool see single checkouts only.
 
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::topology::{
@@ -14,6 +24,9 @@ use super::{Broker, PublishError};
 /// `app_id` of checkouts orderflow's own HTTP intake published: the consumer trusts their order
 /// id and fingerprint headers (the broker checks `user_id`, so nobody else can claim it).
 pub const HTTP_ORIGIN: &str = "orderflow-http";
+
+/// `content_type` of a message carrying several of intake's checkouts.
+pub const BATCH_CONTENT_TYPE: &str = "application/vnd.orderflow.checkout-batch+json";
 
 /// A checkout intake accepted, as it goes on the queue.
 #[derive(Debug, Clone, Copy)]
@@ -30,13 +43,44 @@ pub struct OutgoingCheckout<'a> {
     pub body: &'a [u8],
 }
 
-impl OutgoingCheckout<'_> {
-    fn properties(&self) -> BasicProperties {
+/// One checkout as it travels: stamped when it was handed to the broker (accept time, trace),
+/// owned so that it can wait for a batch; alone it is a message with these as properties, in a
+/// batch an element of the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamped {
+    pub key: String,
+    pub order_id: Uuid,
+    pub fingerprint: String,
+    pub judged_at: u64,
+    /// Wall-clock ms when accepted, for the queue-wait and accept → decided measurements.
+    pub accepted_ms: i64,
+    /// The request's trace (when spans are exported): it continues in the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    /// The canonical checkout, JSON text.
+    pub body: String,
+}
+
+impl Stamped {
+    /// Stamped now, in the request's span.
+    pub fn of(checkout: &OutgoingCheckout<'_>) -> Stamped {
+        Stamped {
+            key: checkout.key.to_owned(),
+            order_id: checkout.order_id,
+            fingerprint: checkout.fingerprint.to_owned(),
+            judged_at: checkout.judged_at,
+            accepted_ms: chrono::Utc::now().timestamp_millis(),
+            traceparent: crate::telemetry::traceparent(&tracing::Span::current()),
+            body: String::from_utf8_lossy(checkout.body).into_owned(),
+        }
+    }
+
+    /// The properties of this checkout as a message of its own.
+    pub fn properties(&self) -> BasicProperties {
         let mut headers = FieldTable::default();
-        // Wall-clock ms when accepted, for the queue-wait and accept → decided measurements.
         headers.insert(
             ACCEPTED_HEADER.into(),
-            AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+            AMQPValue::LongLongInt(self.accepted_ms),
         );
         headers.insert(
             ORDER_ID_HEADER.into(),
@@ -44,37 +88,187 @@ impl OutgoingCheckout<'_> {
         );
         headers.insert(
             FINGERPRINT_HEADER.into(),
-            AMQPValue::LongString(self.fingerprint.into()),
+            AMQPValue::LongString(self.fingerprint.as_str().into()),
         );
-        // The request's trace continues in the consumer (when spans are exported).
-        if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+        if let Some(traceparent) = &self.traceparent {
             headers.insert(
                 crate::telemetry::TRACEPARENT.into(),
-                AMQPValue::LongString(traceparent.into()),
+                AMQPValue::LongString(traceparent.as_str().into()),
             );
         }
         BasicProperties::default()
-            .with_message_id(self.key.into())
+            .with_message_id(self.key.as_str().into())
             .with_app_id(HTTP_ORIGIN.into())
             .with_content_type("application/json".into())
             .with_timestamp(self.judged_at)
             .with_headers(headers)
     }
+
+    /// What this checkout adds to a batch's body at most (the JSON around it included).
+    pub fn weight(&self) -> usize {
+        escaped_len(&self.body)
+            + escaped_len(&self.key)
+            + escaped_len(&self.fingerprint)
+            + self.traceparent.as_deref().map_or(0, escaped_len)
+            + 256
+    }
+}
+
+/// The length of `text` as a JSON string, at most: a quote or backslash takes two bytes, a
+/// control character six.
+fn escaped_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The body of a checkout batch.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Batch {
+    pub checkouts: Vec<Stamped>,
+}
+
+impl Batch {
+    /// The batch as a message: its body and properties (the earliest accept stamp and judged
+    /// time of its checkouts; each checkout keeps its own in the body).
+    pub fn message(&self) -> (Vec<u8>, BasicProperties) {
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let accepted = self.checkouts.iter().map(|c| c.accepted_ms).min();
+        let judged = self.checkouts.iter().map(|c| c.judged_at).min();
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ACCEPTED_HEADER.into(),
+            AMQPValue::LongLongInt(accepted.unwrap_or(0)),
+        );
+        let props = BasicProperties::default()
+            .with_message_id(format!("batch:{}", Uuid::new_v4()).into())
+            .with_app_id(HTTP_ORIGIN.into())
+            .with_content_type(BATCH_CONTENT_TYPE.into())
+            .with_timestamp(judged.unwrap_or(0))
+            .with_headers(headers);
+        (body, props)
+    }
+
+    /// A batch's body read back; `Err` says why it is not one.
+    pub fn parse(body: &[u8]) -> Result<Batch, String> {
+        let batch: Batch =
+            serde_json::from_slice(body).map_err(|e| format!("not a checkout batch: {e}"))?;
+        if batch.checkouts.is_empty() {
+            return Err("not a checkout batch: no checkouts".into());
+        }
+        Ok(batch)
+    }
 }
 
 impl Broker {
     /// Publishes one of intake's checkouts, persistent and confirmed; returns once the broker
-    /// confirmed (or refused) it.
+    /// confirmed (or refused) it — alone, or in a batch with the checkouts that waited with it.
     pub async fn publish_checkout(
         &self,
         checkout: &OutgoingCheckout<'_>,
     ) -> Result<(), PublishError> {
-        self.publish(
-            EXCHANGE_ORDERS,
-            CHECKOUT_QUEUE.routing_key,
-            checkout.body,
-            checkout.properties(),
-        )
-        .await
+        self.batcher().submit(self, Stamped::of(checkout)).await
+    }
+
+    /// Publishes checkouts that waited together: one alone as its own message, several as a
+    /// batch.
+    pub(super) async fn publish_stamped(&self, checkouts: Vec<Stamped>) -> Result<(), PublishError> {
+        let (exchange, key) = (EXCHANGE_ORDERS, CHECKOUT_QUEUE.routing_key);
+        let n = checkouts.len();
+        let result = match checkouts.as_slice() {
+            [one] => {
+                self.publish(exchange, key, one.body.as_bytes(), one.properties())
+                    .await
+            }
+            _ => {
+                let (body, props) = Batch { checkouts }.message();
+                self.publish(exchange, key, &body, props).await
+            }
+        };
+        if result.is_ok() {
+            self.monitor().record_checkouts_published(n);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamped(key: &str, body: &str) -> Stamped {
+        Stamped {
+            key: key.into(),
+            order_id: Uuid::new_v4(),
+            fingerprint: format!("fp-{key}"),
+            judged_at: 1_700_000_000,
+            accepted_ms: 1_700_000_000_123,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_back_checkout_by_checkout_with_each_ones_stamps() {
+        let sent = vec![
+            stamped("k-1", r#"{"items":[{"sku":"A","quantity":1}],"note":"a \"quoted\" \u0000"}"#),
+            stamped("k-2", r#"{"items":[{"sku":"B","quantity":2}]}"#),
+        ];
+        let (body, props) = Batch {
+            checkouts: sent.clone(),
+        }
+        .message();
+        assert_eq!(
+            props.content_type().as_ref().map(|c| c.as_str()),
+            Some(BATCH_CONTENT_TYPE)
+        );
+        assert_eq!(props.timestamp(), &Some(1_700_000_000));
+        let back = Batch::parse(&body).unwrap();
+        assert_eq!(back.checkouts, sent, "every field, the bodies byte for byte");
+    }
+
+    #[test]
+    fn what_is_not_a_batch_says_so() {
+        assert!(Batch::parse(b"{\"checkouts\":[]}").is_err());
+        assert!(Batch::parse(b"{\"items\":[]}").is_err());
+        assert!(Batch::parse(b"\0").is_err());
+    }
+
+    #[test]
+    fn a_checkout_alone_carries_its_stamps_as_properties() {
+        let one = stamped("k-1", "{}");
+        let props = one.properties();
+        assert_eq!(
+            props.message_id().as_ref().map(|m| m.as_str()),
+            Some("k-1")
+        );
+        let headers = props.headers().clone().unwrap_or_default();
+        assert_eq!(
+            headers.inner().get(ACCEPTED_HEADER),
+            Some(&AMQPValue::LongLongInt(one.accepted_ms))
+        );
+        assert_eq!(
+            headers.inner().get(ORDER_ID_HEADER),
+            Some(&AMQPValue::LongString(one.order_id.to_string().into()))
+        );
+        assert!(headers.inner().contains_key(crate::telemetry::TRACEPARENT));
+    }
+
+    #[test]
+    fn a_checkouts_weight_bounds_what_it_adds_to_a_batch() {
+        let quotes = stamped("k\"", &"\"".repeat(1000));
+        let controls = stamped("k", &"\u{0}\n\\".repeat(300));
+        let light = stamped("k", "{}");
+        for one in [quotes, controls, light] {
+            let alone = serde_json::to_vec(&Batch {
+                checkouts: vec![one.clone()],
+            })
+            .unwrap();
+            assert!(alone.len() <= one.weight(), "{} > {}", alone.len(), one.weight());
+        }
     }
 }

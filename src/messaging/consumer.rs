@@ -181,27 +181,48 @@ impl Consumer {
                 return Ok(Ended::Closed);
             };
             let delivery = delivery?;
+            let message = Message::of(&delivery, self.broker.own_user());
+            // One of intake's batches counts, and is handled, checkout by checkout.
+            let checkouts = match self.gate.check(&message) {
+                None => message.checkouts(&delivery),
+                Some(_) => None,
+            };
+            let needed = match &checkouts {
+                Some(Ok(items)) => items.len().clamp(1, usize::from(self.prefetch.max(1))),
+                _ => 1,
+            };
             let permit = tokio::select! {
-                permit = Arc::clone(&self.permits).acquire_owned() => permit,
+                permit = Arc::clone(&self.permits).acquire_many_owned(needed as u32) => permit,
                 // Not started: it goes back to the queue with the channel.
                 _ = self.stop.cancelled() => break,
             };
             let Ok(permit) = permit else { break };
             let handler = Arc::clone(&self.handler);
             let broker = self.broker.clone();
-            let message = Message::of(&delivery, self.broker.own_user());
             let gate = Arc::clone(&self.gate);
             let in_flight = self.broker.monitor().record_delivery(
                 queue.name,
                 message.redelivered,
                 queue_wait(&message),
+                needed,
             );
+            if let Some(Ok(items)) = checkouts {
+                self.tracker.spawn(async move {
+                    let _in_flight = in_flight;
+                    super::batches::handle(&broker, queue, &gate, &handler, &delivery, items).await;
+                    drop(permit);
+                });
+                continue;
+            }
             let span = delivery_span(queue, &delivery, &message);
             self.tracker.spawn(
                 async move {
                     let _in_flight = in_flight;
                     let provenance = message.provenance();
-                    let outcome = outcome_of(&gate, &handler, queue, message).await;
+                    let outcome = match checkouts {
+                        Some(Err(why)) => Outcome::DeadLetter(why),
+                        _ => outcome_of(&gate, &handler, queue, message).await,
+                    };
                     settle(&broker, queue, &delivery, provenance, outcome).await;
                     drop(permit);
                 }
@@ -231,7 +252,12 @@ impl Consumer {
 /// What becomes of a delivery: the gate's refusal, or what its handler says. A panic is a bug
 /// that meets this message every time: its permanent failure, dead-lettered with the reason,
 /// never a retry that comes back forever nor a delivery left unsettled.
-async fn outcome_of(gate: &Gate, handler: &Handler, queue: QueueSpec, message: Message) -> Outcome {
+pub(super) async fn outcome_of(
+    gate: &Gate,
+    handler: &Handler,
+    queue: QueueSpec,
+    message: Message,
+) -> Outcome {
     if let Some(refused) = gate.check(&message) {
         return refused;
     }
@@ -275,7 +301,7 @@ fn copy_properties(
     delivery.properties.clone().with_headers(headers)
 }
 
-const REQUEUE: BasicNackOptions = BasicNackOptions {
+pub(super) const REQUEUE: BasicNackOptions = BasicNackOptions {
     requeue: true,
     multiple: false,
 };
@@ -340,41 +366,50 @@ async fn dead_letter(
     reason: String,
     body: Vec<u8>,
 ) -> (Settled, lapin::Result<bool>) {
-    // Whatever it was refused for, a dead letter keeps no card data (PCI DSS 3.3).
-    let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
-    tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(
-        REASON_HEADER.into(),
-        AMQPValue::LongString(LongString::from(reason.clone())),
-    );
-    // Kept for the retention, then gone (what is refused is not kept forever).
-    let ttl_ms = broker.dead_letter_ttl().as_millis().max(1).to_string();
-    let props =
-        copy_properties(delivery, provenance, headers).with_expiration(ttl_ms.as_str().into());
-    match broker
-        .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
-        .await
-    {
-        Ok(()) => {
-            let message_id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .map(|m| m.to_string());
-            broker
-                .monitor()
-                .record_dead_letter(queue.name, message_id, &reason);
-            (
-                Settled::DeadLettered,
-                delivery.ack(BasicAckOptions::default()).await,
-            )
-        }
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let props = copy_properties(delivery, provenance, headers);
+    match publish_dead_letter(broker, queue, props, &reason, body).await {
+        Ok(()) => (
+            Settled::DeadLettered,
+            delivery.ack(BasicAckOptions::default()).await,
+        ),
         Err(e) => {
             tracing::warn!(queue = queue.name, error = %e, "could not dead-letter; requeueing");
             (Settled::Requeued, delivery.nack(REQUEUE).await)
         }
     }
+}
+
+/// Publishes a message's dead letter: `props` (the message's own) with the reason, kept for the
+/// retention; `body` without card data, whatever it was refused for (PCI DSS 3.3). Counted as
+/// dead-lettered once confirmed.
+pub(super) async fn publish_dead_letter(
+    broker: &Broker,
+    queue: QueueSpec,
+    props: BasicProperties,
+    reason: &str,
+    body: Vec<u8>,
+) -> Result<(), super::PublishError> {
+    let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
+    tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        REASON_HEADER.into(),
+        AMQPValue::LongString(LongString::from(reason.to_owned())),
+    );
+    let message_id = props.message_id().as_ref().map(|m| m.to_string());
+    // Kept for the retention, then gone (what is refused is not kept forever).
+    let ttl_ms = broker.dead_letter_ttl().as_millis().max(1).to_string();
+    let props = props
+        .with_headers(headers)
+        .with_expiration(ttl_ms.as_str().into());
+    broker
+        .publish(EXCHANGE_DEAD_LETTER, queue.name, &body, props)
+        .await?;
+    broker
+        .monitor()
+        .record_dead_letter(queue.name, message_id, reason);
+    Ok(())
 }
 
 /// A copy with its hand-back count raised goes to the back of the queue, then the original is
@@ -427,7 +462,7 @@ async fn hand_back(
 /// Fault injection (tests only): `ORDERFLOW_FAULT_ABORT_BEFORE_ACK=N` kills the process after the
 /// N-th outcome of `orders.checkout` is durable and before it is acknowledged.
 #[cfg(feature = "fault-injection")]
-fn fault_abort_before_ack(queue: QueueSpec) {
+pub(super) fn fault_abort_before_ack(queue: QueueSpec) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static ACKS: AtomicU64 = AtomicU64::new(0);
     if queue.name != super::topology::CHECKOUT_QUEUE.name {

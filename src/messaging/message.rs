@@ -6,6 +6,7 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
 
+use super::checkout::{Batch, Stamped, BATCH_CONTENT_TYPE, HTTP_ORIGIN};
 use super::topology::{QueueSpec, ACCEPTED_HEADER, PRODUCER_HEADER};
 
 /// A delivery as a handler sees it.
@@ -129,6 +130,20 @@ pub(super) fn delivery_span(
     if !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
+    let parent = text_header(delivery, crate::telemetry::TRACEPARENT);
+    message_span(queue, message, parent.as_deref())
+}
+
+/// The span of one message's handling (alone, or one checkout of a batch), continuing the
+/// trace `parent` names.
+pub(super) fn message_span(
+    queue: QueueSpec,
+    message: &Message,
+    parent: Option<&str>,
+) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
     let span = tracing::debug_span!(
         target: crate::telemetry::TARGET,
         "consume",
@@ -140,7 +155,40 @@ pub(super) fn delivery_span(
         messaging.rabbitmq.redelivered = message.redelivered,
         orderflow.order_id = message.order_id.map(|id| id.to_string()).unwrap_or_default(),
     );
-    let parent = text_header(delivery, crate::telemetry::TRACEPARENT).filter(|t| t.len() <= 128);
-    crate::telemetry::continue_trace(&span, parent.as_deref());
+    crate::telemetry::continue_trace(&span, parent.filter(|t| t.len() <= 128));
     span
+}
+
+impl Message {
+    /// The checkouts of one of orderflow's own checkout batches, each as the message it would
+    /// have been alone (and as it is republished, should it be dead-lettered or handed back).
+    /// `None`: the delivery is not one (anyone else's message never is); `Some(Err)`: it says
+    /// it is one and is not.
+    pub(super) fn checkouts(&self, delivery: &Delivery) -> Option<Result<Vec<(Stamped, Message)>, String>> {
+        let content_type = delivery.properties.content_type().as_ref();
+        if !self.own || content_type.map(|c| c.as_str()) != Some(BATCH_CONTENT_TYPE) {
+            return None;
+        }
+        let batch = match Batch::parse(&self.data) {
+            Ok(batch) => batch,
+            Err(why) => return Some(Err(why)),
+        };
+        let items = batch.checkouts.into_iter().map(|checkout| {
+            let message = Message {
+                data: checkout.body.clone().into_bytes(),
+                message_id: Some(checkout.key.clone()),
+                producer: self.producer.clone(),
+                own: true,
+                app_id: Some(HTTP_ORIGIN.to_owned()),
+                timestamp: Some(checkout.judged_at),
+                redelivered: self.redelivered,
+                accepted_ms: Some(checkout.accepted_ms),
+                consumed: self.consumed,
+                order_id: Some(checkout.order_id),
+                fingerprint: Some(checkout.fingerprint.clone()),
+            };
+            (checkout, message)
+        });
+        Some(Ok(items.collect()))
+    }
 }

@@ -2,6 +2,8 @@
 //! recovery has open bugs), the topology declared on every connect, publishing with publisher
 //! confirms, and consumers that survive broker restarts.
 
+mod batcher;
+mod batches;
 pub mod checkout;
 pub mod consumer;
 pub mod dead_letters;
@@ -80,6 +82,8 @@ struct Inner {
     /// The confirm-mode channel publishes go through; replaced when its connection died.
     publish_channel: Mutex<Option<Channel>>,
     monitor: Arc<Monitor>,
+    /// Intake's checkouts waiting to go out together.
+    batcher: batcher::Batcher,
 }
 
 /// The service's connection to RabbitMQ; cheap to clone.
@@ -143,11 +147,15 @@ impl Broker {
                 nodes,
                 node: AtomicUsize::new(node),
                 own_user,
-                topology,
                 connected: AtomicBool::new(true),
                 connection: rx,
                 publish_channel: Mutex::new(None),
                 monitor,
+                batcher: batcher::Batcher::new(
+                    topology.checkout_batch,
+                    topology.checkout_publishes,
+                ),
+                topology,
             }),
         };
         tracing::info!(node = %broker.node(), "connected to RabbitMQ");
@@ -211,6 +219,10 @@ impl Broker {
     /// Hand-backs of one message before it is dead-lettered after all.
     pub fn handback_limit(&self) -> i64 {
         self.inner.topology.handback_limit
+    }
+
+    fn batcher(&self) -> &batcher::Batcher {
+        &self.inner.batcher
     }
 
     /// The RabbitMQ user this service publishes as.

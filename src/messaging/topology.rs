@@ -20,6 +20,12 @@ pub struct TopologyConfig {
     pub dead_letter_ttl: std::time::Duration,
     /// Hand-backs of one message before it is dead-lettered after all (`HANDBACK_LIMIT`).
     pub handback_limit: i64,
+    /// Intake's checkouts in one message at most, when they wait for the broker together
+    /// (`CHECKOUT_BATCH`; 1: every checkout alone).
+    pub checkout_batch: usize,
+    /// Publishes of intake's checkouts unconfirmed at once (`CHECKOUT_PUBLISHES`): the
+    /// checkouts that arrive while all are out wait, and go out together.
+    pub checkout_publishes: usize,
 }
 
 impl Default for TopologyConfig {
@@ -29,6 +35,8 @@ impl Default for TopologyConfig {
             delivery_limit: 5,
             dead_letter_ttl: std::time::Duration::from_secs(14 * 24 * 3600),
             handback_limit: 2880,
+            checkout_batch: 32,
+            checkout_publishes: 2,
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct Monitor {
     /// Until when (wall-clock ms) a publish that timed out counts the broker as stalled.
     publish_stalled_until_ms: AtomicI64,
     publish_timeouts: AtomicU64,
+    /// Checkouts per message on the checkout queue, as intake published them lately (an
+    /// exponentially weighted mean, ×1000): the broker counts messages, admission counts
+    /// checkouts.
+    checkouts_per_message_milli: AtomicU64,
     /// Checkouts admitted and not yet published (recording their key, publishing): waiting as
     /// surely as those in the queue, though the broker does not count them yet. Without them a
     /// thousand clients at the door all pass admission in the instant before the first publish.
@@ -149,6 +153,7 @@ impl Monitor {
             stall_since_ms: AtomicI64::new(0),
             publish_stalled_until_ms: AtomicI64::new(0),
             publish_timeouts: AtomicU64::new(0),
+            checkouts_per_message_milli: AtomicU64::new(1000),
             admitted_pending: AtomicU64::new(0),
             intake_us: AtomicU64::new(0),
             reservations: DashMap::new(),
@@ -228,18 +233,20 @@ impl Monitor {
         lock(&self.decision).summary(self.seconds(), seconds)
     }
 
-    /// A delivery arrived: `waited` since it was published, when known. In flight until the
-    /// returned guard is dropped.
+    /// A delivery arrived: `waited` since it was published, when known; it carries `checkouts`
+    /// (1, or a batch's). In flight until the returned guard is dropped.
     pub fn record_delivery(
         self: &Arc<Self>,
         queue: &str,
         redelivered: bool,
         waited: Option<Duration>,
+        checkouts: usize,
     ) -> Option<InFlight> {
+        let count = i64::try_from(checkouts.max(1)).unwrap_or(1);
         let index = self.queues.iter().position(|(q, _)| q.name == queue);
         if let Some(c) = index.and_then(|i| self.queues.get(i)).map(|(_, c)| c) {
             c.delivered.fetch_add(1, Ordering::Relaxed);
-            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            c.in_flight.fetch_add(count, Ordering::Relaxed);
             if redelivered {
                 c.redelivered.fetch_add(1, Ordering::Relaxed);
             }
@@ -257,7 +264,24 @@ impl Monitor {
         index.map(|index| InFlight {
             monitor: Arc::clone(self),
             index,
+            count,
         })
+    }
+
+    /// Intake's publish to the checkout queue was confirmed, carrying `checkouts` (1 alone, or
+    /// a batch's): the mean that turns the broker's message count into checkouts follows it.
+    pub fn record_checkouts_published(&self, checkouts: usize) {
+        let n = u64::try_from(checkouts.max(1)).unwrap_or(1).saturating_mul(1000);
+        let _ = self.checkouts_per_message_milli.fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |mean| Some(mean - mean / 32 + n / 32),
+        );
+    }
+
+    /// Checkouts per message on the checkout queue, lately.
+    pub fn checkouts_per_message(&self) -> f64 {
+        (self.checkouts_per_message_milli.load(Ordering::Relaxed) as f64 / 1000.0).max(1.0)
     }
 
     /// A delivery was settled: `how` is `acked`, `dead_lettered`, `handed_back` or `requeued`.
@@ -359,8 +383,9 @@ impl Monitor {
     }
 
     /// Checkouts waiting in the queue now: the last read of the queue, corrected by what this
-    /// process published and was delivered since. (What is in flight here is not waiting: its
-    /// time is the decision latency.)
+    /// process published and was delivered since — messages, each counted for the checkouts a
+    /// message carried lately. (What is in flight here is not waiting: its time is the decision
+    /// latency.)
     pub fn checkout_backlog(&self) -> u64 {
         let Some(c) = self.queue(crate::queues::CHECKOUT_QUEUE.name) else {
             return 0;
@@ -370,7 +395,8 @@ impl Monitor {
         let ready = self.checkout.ready.load(Ordering::Relaxed) as i64
             + confirmed.saturating_sub(self.checkout.confirmed.load(Ordering::Relaxed)) as i64
             - delivered.saturating_sub(self.checkout.delivered.load(Ordering::Relaxed)) as i64;
-        u64::try_from(ready.max(0)).unwrap_or(0)
+        let checkouts = ready.max(0) as f64 * self.checkouts_per_message();
+        checkouts.round() as u64
     }
 
     fn broker_health(&self) -> BrokerHealth {

@@ -56,7 +56,8 @@ pub struct QueueCounters {
     pub dead_lettered: AtomicU64,
     pub handed_back: AtomicU64,
     pub requeued: AtomicU64,
-    /// Delivered to this process and not settled yet (its share of `unacked`).
+    /// Delivered to this process and not settled yet (its share of `unacked`), counted in
+    /// checkouts (a batch counts for each of its checkouts).
     pub in_flight: AtomicI64,
 }
 
@@ -65,12 +66,14 @@ pub struct QueueCounters {
 pub struct InFlight {
     pub(super) monitor: Arc<Monitor>,
     pub(super) index: usize,
+    /// What it counts for: 1, or the checkouts of a batch.
+    pub(super) count: i64,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some((_, c)) = self.monitor.queues.get(self.index) {
-            c.in_flight.fetch_sub(1, Ordering::Relaxed);
+            c.in_flight.fetch_sub(self.count, Ordering::Relaxed);
         }
     }
 }
