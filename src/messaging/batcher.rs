@@ -43,7 +43,11 @@ impl Batcher {
 
     /// Publishes `checkout` — now, or with the next batch — and answers when its message was
     /// confirmed or refused.
-    pub(super) async fn submit(&self, broker: &Broker, checkout: Stamped) -> Result<(), PublishError> {
+    pub(super) async fn submit(
+        &self,
+        broker: &Broker,
+        checkout: Stamped,
+    ) -> Result<(), PublishError> {
         if self.max_items == 1 {
             return broker.publish_stamped(vec![checkout]).await;
         }

@@ -176,7 +176,10 @@ impl Broker {
 
     /// Publishes checkouts that waited together: one alone as its own message, several as a
     /// batch.
-    pub(super) async fn publish_stamped(&self, checkouts: Vec<Stamped>) -> Result<(), PublishError> {
+    pub(super) async fn publish_stamped(
+        &self,
+        checkouts: Vec<Stamped>,
+    ) -> Result<(), PublishError> {
         let (exchange, key) = (EXCHANGE_ORDERS, CHECKOUT_QUEUE.routing_key);
         let n = checkouts.len();
         let result = match checkouts.as_slice() {
@@ -215,7 +218,10 @@ mod tests {
     #[test]
     fn a_batch_reads_back_checkout_by_checkout_with_each_ones_stamps() {
         let sent = vec![
-            stamped("k-1", r#"{"items":[{"sku":"A","quantity":1}],"note":"a \"quoted\" \u0000"}"#),
+            stamped(
+                "k-1",
+                r#"{"items":[{"sku":"A","quantity":1}],"note":"a \"quoted\" \u0000"}"#,
+            ),
             stamped("k-2", r#"{"items":[{"sku":"B","quantity":2}]}"#),
         ];
         let (body, props) = Batch {
@@ -228,7 +234,10 @@ mod tests {
         );
         assert_eq!(props.timestamp(), &Some(1_700_000_000));
         let back = Batch::parse(&body).unwrap();
-        assert_eq!(back.checkouts, sent, "every field, the bodies byte for byte");
+        assert_eq!(
+            back.checkouts, sent,
+            "every field, the bodies byte for byte"
+        );
     }
 
     #[test]
@@ -242,10 +251,7 @@ mod tests {
     fn a_checkout_alone_carries_its_stamps_as_properties() {
         let one = stamped("k-1", "{}");
         let props = one.properties();
-        assert_eq!(
-            props.message_id().as_ref().map(|m| m.as_str()),
-            Some("k-1")
-        );
+        assert_eq!(props.message_id().as_ref().map(|m| m.as_str()), Some("k-1"));
         let headers = props.headers().clone().unwrap_or_default();
         assert_eq!(
             headers.inner().get(ACCEPTED_HEADER),
@@ -268,7 +274,12 @@ mod tests {
                 checkouts: vec![one.clone()],
             })
             .unwrap();
-            assert!(alone.len() <= one.weight(), "{} > {}", alone.len(), one.weight());
+            assert!(
+                alone.len() <= one.weight(),
+                "{} > {}",
+                alone.len(),
+                one.weight()
+            );
         }
     }
 }

@@ -164,7 +164,10 @@ impl Message {
     /// have been alone (and as it is republished, should it be dead-lettered or handed back).
     /// `None`: the delivery is not one (anyone else's message never is); `Some(Err)`: it says
     /// it is one and is not.
-    pub(super) fn checkouts(&self, delivery: &Delivery) -> Option<Result<Vec<(Stamped, Message)>, String>> {
+    pub(super) fn checkouts(
+        &self,
+        delivery: &Delivery,
+    ) -> Option<Result<Vec<(Stamped, Message)>, String>> {
         let content_type = delivery.properties.content_type().as_ref();
         if !self.own || content_type.map(|c| c.as_str()) != Some(BATCH_CONTENT_TYPE) {
             return None;

@@ -271,7 +271,9 @@ impl Monitor {
     /// Intake's publish to the checkout queue was confirmed, carrying `checkouts` (1 alone, or
     /// a batch's): the mean that turns the broker's message count into checkouts follows it.
     pub fn record_checkouts_published(&self, checkouts: usize) {
-        let n = u64::try_from(checkouts.max(1)).unwrap_or(1).saturating_mul(1000);
+        let n = u64::try_from(checkouts.max(1))
+            .unwrap_or(1)
+            .saturating_mul(1000);
         let _ = self.checkouts_per_message_milli.fetch_update(
             Ordering::Relaxed,
             Ordering::Relaxed,

@@ -987,6 +987,13 @@ impl TestApp {
     /// Waits (up to 10 s) for a message on a dead-letter queue; returns its body and the reason
     /// orderflow gave.
     pub async fn dead_letter(&self, queue: &str) -> (Value, String) {
+        let (_, body, reason) = self.dead_letter_with_id(queue).await;
+        (serde_json::from_str(&body).unwrap_or(Value::Null), reason)
+    }
+
+    /// Waits (up to 10 s) for a message on a dead-letter queue; returns its message id, its body
+    /// as text and the reason orderflow gave.
+    pub async fn dead_letter_with_id(&self, queue: &str) -> (String, String, String) {
         use lapin::options::{BasicAckOptions, BasicGetOptions};
         let conn = self.app_state.broker().wait_connection().await;
         let channel = conn.create_channel().await.expect("channel");
@@ -1011,9 +1018,15 @@ impl TestApp {
                         other => format!("{other:?}"),
                     })
                     .unwrap_or_default();
-                let body = serde_json::from_slice(&delivery.data).unwrap_or(Value::Null);
+                let id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&delivery.data).into_owned();
                 delivery.ack(BasicAckOptions::default()).await.expect("ack");
-                return (body, reason);
+                return (id, body, reason);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod batches;
 mod bulkheads;
 mod card_data;
 mod carts;
