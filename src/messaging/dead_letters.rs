@@ -77,6 +77,14 @@ impl DeadLetter {
                 {
                     *s = "[redacted]".into()
                 }
+                // A checkout inside a batch (one the broker dead-lettered whole) is JSON text:
+                // masked like any other.
+                serde_json::Value::String(s) if s.starts_with('{') => {
+                    if let Ok(mut inner) = serde_json::from_str::<serde_json::Value>(s) {
+                        mask(&mut inner);
+                        *s = inner.to_string();
+                    }
+                }
                 _ => {}
             }
         }
@@ -243,4 +251,30 @@ pub async fn replay(broker: &Broker, queue: QueueSpec) -> Result<Replayed, Broke
     }
     let _ = channel.close(200, "replayed".into()).await;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_dead_lettered_whole_is_listed_with_each_checkout_masked() {
+        let checkout = serde_json::json!({
+            "customer_id": "c-1",
+            "payment": {"method": "card", "card_token": "tok_secret"},
+            "shipping_address": {"recipient": "Ana Silva", "street": "Av. Paulista"},
+        });
+        let batch =
+            serde_json::json!({"checkouts": [{"key": "k-1", "body": checkout.to_string()}]});
+        let letter = DeadLetter {
+            message_id: Some("batch:1".into()),
+            reason: String::new(),
+            body: batch.to_string(),
+        };
+        let shown = letter.masked_body();
+        for secret in ["tok_secret", "Ana Silva", "Paulista"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("c-1") && shown.contains("k-1"), "{shown}");
+    }
 }
