@@ -37,6 +37,14 @@ pub struct LoadgenConfig {
     /// Orders per database batch in the probe.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub probe_batch: u32,
+    /// Checkouts per broker message at most in the probe, as the service's `CHECKOUT_BATCH`
+    /// (1: each alone, the pattern before checkout batches).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub probe_checkout_batch: u32,
+    /// Checkout publishes unconfirmed at once in the probe, as the service's
+    /// `CHECKOUT_PUBLISHES`.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub probe_checkout_publishes: u32,
     /// Concurrent customers.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub customers: u32,

@@ -18,6 +18,8 @@ pub async fn probe_first(c: &LoadgenConfig) -> Result<Option<Ceiling>, String> {
         hot: c.hot_share >= 0.5,
         prefetch: 256,
         events: c.probe_events,
+        checkout_batch: c.probe_checkout_batch as usize,
+        checkout_publishes: c.probe_checkout_publishes as usize,
     })
     .await;
     match probed {

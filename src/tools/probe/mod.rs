@@ -47,6 +47,10 @@ pub struct ProbeConfig {
     pub prefetch: u16,
     /// The events the service publishes per order (its `ORDER_EVENTS`).
     pub events: orderflow::orders::EventScope,
+    /// Checkouts per message at most, and publishes out at once (the service's
+    /// `CHECKOUT_BATCH`, `CHECKOUT_PUBLISHES`).
+    pub checkout_batch: usize,
+    pub checkout_publishes: usize,
 }
 
 /// One side's result.

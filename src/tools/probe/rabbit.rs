@@ -32,8 +32,9 @@ struct Names {
     watch: String,
 }
 
-/// RabbitMQ alone: checkouts published with confirms by 64 concurrent publishers, consumed and
-/// acked, four confirmed events per delivery, one routed to a watcher. Bounded in time (a
+/// RabbitMQ alone: checkouts published with confirms for 64 concurrent customers (several in one
+/// message when they wait together, as intake sends them), consumed and acked, the service's
+/// confirmed events per checkout, one routed to a watcher. Bounded in time (a
 /// broker blocking publishers cannot hang it); its queues and exchange are deleted however it
 /// ends.
 pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
@@ -145,11 +146,10 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
     // When the last delivery was acked, µs after the start: the clock stops there.
     let last_ack_us = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
-    let checkout = vec![b'x'; CHECKOUT_BYTES];
     let started = cpu::read();
     let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
-    // The consumer: four confirmed events per delivery (not awaited before the ack, as the
-    // service's are not), then the ack.
+    // The consumer: per checkout in a delivery, its confirmed events (not awaited before the
+    // ack, as the service's are not); then one ack for the delivery.
     let every_step = c.events == EventScope::All;
     let consumer = {
         let (publish, exchange, done) = (publish.clone(), exchange.clone(), Arc::clone(&done));
@@ -162,65 +162,98 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
                     ("order.scheduled", EVENT_BYTES),
                     ("notification.order_scheduled", NOTIFICATION_BYTES),
                 ];
-                let decision = [("order.scheduled", EVENT_BYTES)];
+                let decision = [
+                    ("order.scheduled", EVENT_BYTES),
+                    ("notification.order_scheduled", NOTIFICATION_BYTES),
+                ];
                 let events: &[(&str, usize)] = if every_step { &all } else { &decision };
-                for &(key, size) in events {
-                    let (publish, exchange) = (publish.clone(), exchange.clone());
-                    tokio::spawn(async move {
-                        if let Ok(confirm) = publish
-                            .basic_publish(
-                                exchange.as_str().into(),
-                                key.into(),
-                                BasicPublishOptions::default(),
-                                &vec![b'e'; size],
-                                persistent(),
-                            )
-                            .await
-                        {
-                            let _ = confirm.await;
-                        }
-                    });
+                let checkouts = (delivery.data.len() / CHECKOUT_BYTES).max(1);
+                for _ in 0..checkouts {
+                    for &(key, size) in events {
+                        let (publish, exchange) = (publish.clone(), exchange.clone());
+                        tokio::spawn(async move {
+                            if let Ok(confirm) = publish
+                                .basic_publish(
+                                    exchange.as_str().into(),
+                                    key.into(),
+                                    BasicPublishOptions::default(),
+                                    &vec![b'e'; size],
+                                    persistent(),
+                                )
+                                .await
+                            {
+                                let _ = confirm.await;
+                            }
+                        });
+                    }
                 }
                 if delivery.ack(BasicAckOptions::default()).await.is_ok() {
-                    done.fetch_add(1, Ordering::Relaxed);
+                    done.fetch_add(checkouts as u64, Ordering::Relaxed);
                     let at = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
                     last_ack_us.fetch_max(at, Ordering::Relaxed);
                 }
             }
         })
     };
-    // 64 publishers, each waiting for its confirm before the next (as HTTP handlers do).
-    let publishers = (0..64).map(|_| {
-        let (publish, queue, stop, checkout) = (
-            publish.clone(),
-            queue.clone(),
-            Rc::clone(&stop),
-            checkout.clone(),
-        );
+    // 64 customers, each waiting for its checkout's confirm before the next (as HTTP handlers
+    // do); as intake does, at most `checkout_publishes` messages are out at once, and the
+    // checkouts that wait meanwhile go out together (up to `checkout_batch` in one message).
+    let waiting: Rc<std::cell::RefCell<Vec<tokio::sync::oneshot::Sender<bool>>>> = Rc::default();
+    let wake = Rc::new(tokio::sync::Notify::new());
+    let senders = (0..c.checkout_publishes.max(1)).map(|_| {
+        let (publish, queue, stop) = (publish.clone(), queue.clone(), Rc::clone(&stop));
+        let (waiting, wake) = (Rc::clone(&waiting), Rc::clone(&wake));
+        let most = c.checkout_batch.max(1);
         async move {
-            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let sent = publish
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<_> = {
+                    let mut w = waiting.borrow_mut();
+                    let n = w.len().min(most);
+                    w.drain(..n).collect()
+                };
+                if batch.is_empty() {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), wake.notified()).await;
+                    continue;
+                }
+                let body = vec![b'x'; CHECKOUT_BYTES * batch.len()];
+                let confirmed = match publish
                     .basic_publish(
                         "".into(),
                         queue.as_str().into(),
                         BasicPublishOptions::default(),
-                        &checkout,
+                        &body,
                         persistent(),
                     )
-                    .await;
-                match sent {
-                    Ok(confirm) => {
-                        if confirm.await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => return,
+                    .await
+                {
+                    Ok(confirm) => confirm.await.is_ok(),
+                    Err(_) => false,
+                };
+                for answer in batch {
+                    let _ = answer.send(confirmed);
                 }
             }
         }
     });
-    futures_util::future::join_all(publishers).await;
-    stop.store(true, Ordering::Relaxed);
+    let customers = (0..64).map(|_| {
+        let (waiting, wake) = (Rc::clone(&waiting), Rc::clone(&wake));
+        async move {
+            while Instant::now() < deadline {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                waiting.borrow_mut().push(answer);
+                wake.notify_one();
+                if !matches!(answered.await, Ok(true)) {
+                    return;
+                }
+            }
+        }
+    });
+    let senders = futures_util::future::join_all(senders);
+    let publishers = async {
+        futures_util::future::join_all(customers).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    futures_util::future::join(senders, publishers).await;
     // What was published is consumed before the clock stops.
     let drain_until = Instant::now() + Duration::from_secs(30);
     let mut last = done.load(Ordering::Relaxed);
