@@ -3,7 +3,8 @@
 //! At most `in_flight` checkout publishes are unconfirmed at once. A checkout that finds a slot
 //! free goes out at once — alone when nobody else waits, so a quiet service adds no latency; one
 //! that finds every slot taken waits, and whoever frees a slot sends everything waiting by then
-//! (up to `max_items`, and under the size a message may have) as one message. Under load the
+//! (up to `max_items`, and under the size a message may have) as one message. Publishes run on
+//! tasks of their own on the broker's runtime, never inside one client's request. Under load the
 //! broker so stores, replicates, delivers and settles one message for many checkouts; each
 //! checkout's caller still answers only after *its* message is confirmed (API.md: 202 once the
 //! broker confirmed).
@@ -53,14 +54,15 @@ impl Batcher {
         }
         let (answer, answered) = oneshot::channel();
         self.lock().push_back((checkout, answer));
-        // A free slot: this caller sends what waits (its own checkout among it), then leaves
-        // whatever arrived meanwhile to a task of its own, not to its client's wait.
+        // A free slot: what waits (this checkout among it) goes out on a task of its own — never
+        // in this caller's future, which its client may drop, while it carries others' answers.
         if let Some(slot) = self.slot() {
-            self.send(broker, slot).await;
-            if !self.is_idle() {
-                let broker = broker.clone();
-                tokio::spawn(async move { broker.batcher().drain(&broker).await });
-            }
+            let sender = broker.clone();
+            broker.spawn(async move {
+                let batcher = sender.batcher();
+                batcher.send(&sender, slot).await;
+                batcher.drain(&sender).await;
+            });
         }
         // Sent by now, or by whoever holds a slot: each frees it, then sends what waits.
         answered.await.unwrap_or(Err(PublishError::NotConnected))

@@ -10,24 +10,34 @@
 //!   is always one checkout with its reason (replayed alone, exactly), one bad checkout never
 //!   holds the others (rule 7), and one that met transient trouble goes back alone, its
 //!   hand-backs counted from there (rule 8).
-//! - A copy the broker does not confirm: the batch goes back to the queue whole (its delivery
-//!   limit counts it); the checkouts already decided find their decisions on the redelivery.
+//! - A copy the broker does not confirm is tried again (every 2 s, as a hand-back is) while the
+//!   batch is held; only after as many attempts as a hand-back gets does the batch go back to
+//!   the queue whole (its delivery limit counts it; the checkouts already decided find their
+//!   decisions on the redelivery, and a copy already out goes out again — at least once).
+//! - Checkouts of a batch are handled at most as many at a time as the permits its delivery
+//!   holds (the consumer's prefetch bounds the work in flight, batches or not).
 //! - A checkout that must be abandoned (this instance stepped down): the batch is left
 //!   unsettled and goes back with the channel, whole.
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
 use tracing::Instrument;
 
 use super::checkout::Stamped;
-use super::consumer::{outcome_of, publish_dead_letter, Gate, Handler, Message, Outcome, REQUEUE};
+use super::consumer::{
+    outcome_of, publish_dead_letter, Gate, Handler, Message, Outcome, HANDBACK_ATTEMPTS, REQUEUE,
+};
 use super::message::message_span;
 use super::topology::{QueueSpec, HANDBACK_HEADER};
 use super::{Broker, PublishError};
 use crate::monitor::Settled;
 
-/// Handles every checkout of a batch, then settles the batch.
+/// Handles the checkouts of a batch, `at_once` at a time (the permits its delivery holds), then
+/// settles the batch.
 pub(super) async fn handle(
     broker: &Broker,
     queue: QueueSpec,
@@ -35,6 +45,7 @@ pub(super) async fn handle(
     handler: &Handler,
     delivery: &Delivery,
     checkouts: Vec<(Stamped, Message)>,
+    at_once: usize,
 ) {
     let handled = checkouts.into_iter().map(|(checkout, message)| {
         let span = message_span(queue, &message, checkout.traceparent.as_deref());
@@ -44,12 +55,38 @@ pub(super) async fn handle(
         }
         .instrument(span)
     });
-    let outcomes = futures_util::future::join_all(handled).await;
+    let outcomes = futures_util::stream::iter(handled)
+        .buffer_unordered(at_once.max(1))
+        .collect::<Vec<_>>()
+        .await;
     settle(broker, queue, delivery, outcomes).await;
 }
 
-/// What becomes of a checkout that is not acknowledged with its batch.
+/// A copy published, a blip of the broker (or a full queue: reject-publish) waited out here,
+/// holding the batch, as a single message's hand-back does: requeueing the batch would count
+/// against the delivery limit of every checkout in it.
 async fn copy_out(
+    broker: &Broker,
+    queue: QueueSpec,
+    checkout: &Stamped,
+    outcome: &Outcome,
+) -> Result<Settled, PublishError> {
+    let mut attempt = 0u32;
+    loop {
+        match copy_once(broker, queue, checkout, outcome.clone()).await {
+            Ok(how) => return Ok(how),
+            Err(e) if attempt < HANDBACK_ATTEMPTS => {
+                attempt += 1;
+                tracing::warn!(queue = queue.name, error = %e, attempt, "could not copy a checkout out of its batch yet");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What becomes of a checkout that is not acknowledged with its batch: its copy, once.
+async fn copy_once(
     broker: &Broker,
     queue: QueueSpec,
     checkout: &Stamped,
@@ -99,7 +136,7 @@ async fn settle(
         if outcome == Outcome::Ack {
             continue;
         }
-        match copy_out(broker, queue, &checkout, outcome).await {
+        match copy_out(broker, queue, &checkout, &outcome).await {
             Ok(how) => monitor.record_settled(queue.name, how),
             Err(e) => {
                 tracing::warn!(queue = queue.name, error = %e, "could not copy a checkout out of its batch; requeueing the batch");

@@ -193,7 +193,7 @@ impl Broker {
             }
         };
         if result.is_ok() {
-            self.monitor().record_checkouts_published(n);
+            self.monitor().record_checkouts_per_message(n);
         }
         result
     }

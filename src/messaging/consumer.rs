@@ -2,10 +2,12 @@
 //!
 //! - It waits for a live connection, opens a channel with its prefetch, consumes, and starts
 //!   over when the channel or connection dies.
-//! - Deliveries are handled concurrently, at most `prefetch` at a time *in all*: a permit is
-//!   taken before a delivery is handled and given back when it is settled, so tasks still
-//!   finishing on a dead channel count against the new one (never more work in flight than the
-//!   prefetch says).
+//! - Deliveries are handled concurrently, at most `prefetch` checkouts at a time *in all*: a
+//!   permit per checkout (one for any other message) is taken before a delivery is handled and
+//!   given back when it is settled, so tasks still finishing on a dead channel count against the
+//!   new one (never more work in flight than the prefetch says). Every delivery the broker sent
+//!   is taken in and counted at once, waiting for its permits if need be: with checkout batches
+//!   the broker's prefetch (in messages) can send more checkouts than there are permits.
 //! - A delivery is acknowledged only after its handler says the outcome is durable (DESIGN.md
 //!   rule 1). `DeadLetter` moves it, with the reason, to the dead-letter queue. `Retry` (the
 //!   handler met transient trouble for its whole retry window) hands it back as a fresh copy at
@@ -48,7 +50,7 @@ use super::Broker;
 use crate::monitor::Settled;
 
 /// How often a hand-back copy is tried (2 s apart) before the original is requeued instead.
-const HANDBACK_ATTEMPTS: u32 = 60;
+pub(super) const HANDBACK_ATTEMPTS: u32 = 60;
 
 /// What to do with a delivery once handled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,29 +189,45 @@ impl Consumer {
                 None => message.checkouts(&delivery),
                 Some(_) => None,
             };
-            let needed = match &checkouts {
-                Some(Ok(items)) => items.len().clamp(1, usize::from(self.prefetch.max(1))),
+            let count = match &checkouts {
+                Some(Ok(items)) => items.len(),
                 _ => 1,
             };
-            let permit = tokio::select! {
-                permit = Arc::clone(&self.permits).acquire_many_owned(needed as u32) => permit,
-                // Not started: it goes back to the queue with the channel.
-                _ = self.stop.cancelled() => break,
-            };
-            let Ok(permit) = permit else { break };
-            let handler = Arc::clone(&self.handler);
-            let broker = self.broker.clone();
-            let gate = Arc::clone(&self.gate);
+            if queue.name == super::topology::CHECKOUT_QUEUE.name {
+                self.broker.monitor().record_checkouts_per_message(count);
+            }
+            // Counted from its arrival: a delivery waiting here for its turn waits as surely
+            // as one in the queue (admission reads both).
             let in_flight = self.broker.monitor().record_delivery(
                 queue.name,
                 message.redelivered,
                 queue_wait(&message),
-                needed,
+                count,
             );
+            let turn = Turn {
+                permits: Arc::clone(&self.permits),
+                needed: count.clamp(1, usize::from(self.prefetch.max(1))),
+                stop: self.stop.clone(),
+            };
+            let handler = Arc::clone(&self.handler);
+            let broker = self.broker.clone();
+            let gate = Arc::clone(&self.gate);
             if let Some(Ok(items)) = checkouts {
                 self.tracker.spawn(async move {
                     let _in_flight = in_flight;
-                    super::batches::handle(&broker, queue, &gate, &handler, &delivery, items).await;
+                    let Some(permit) = turn.wait().await else {
+                        return;
+                    };
+                    super::batches::handle(
+                        &broker,
+                        queue,
+                        &gate,
+                        &handler,
+                        &delivery,
+                        items,
+                        turn.needed,
+                    )
+                    .await;
                     drop(permit);
                 });
                 continue;
@@ -218,6 +236,9 @@ impl Consumer {
             self.tracker.spawn(
                 async move {
                     let _in_flight = in_flight;
+                    let Some(permit) = turn.wait().await else {
+                        return;
+                    };
                     let provenance = message.provenance();
                     let outcome = match checkouts {
                         Some(Err(why)) => Outcome::DeadLetter(why),
@@ -246,6 +267,27 @@ impl Consumer {
         self.tracker.wait().await;
         let _ = tokio::time::timeout(step, channel.close(200, "orderflow stopping".into())).await;
         Ok(Ended::Stopped)
+    }
+}
+
+/// A delivery's turn: `needed` of the consumer's permits (one per checkout it carries, at most
+/// the prefetch) — so what is handled at once never exceeds the prefetch, while every delivery
+/// the broker sent is taken in (and counted) at once.
+struct Turn {
+    permits: Arc<Semaphore>,
+    needed: usize,
+    stop: CancellationToken,
+}
+
+impl Turn {
+    /// The permits, or `None` when the consumer stops first: not started, the delivery goes
+    /// back to the queue with the channel.
+    async fn wait(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let needed = u32::try_from(self.needed).unwrap_or(u32::MAX);
+        tokio::select! {
+            permit = Arc::clone(&self.permits).acquire_many_owned(needed) => permit.ok(),
+            _ = self.stop.cancelled() => None,
+        }
     }
 }
 

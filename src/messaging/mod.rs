@@ -84,6 +84,9 @@ struct Inner {
     monitor: Arc<Monitor>,
     /// Intake's checkouts waiting to go out together.
     batcher: batcher::Batcher,
+    /// The runtime the connection was made on (the process's main one): where publishes that
+    /// serve many callers run.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The service's connection to RabbitMQ; cheap to clone.
@@ -155,6 +158,7 @@ impl Broker {
                     topology.checkout_batch,
                     topology.checkout_publishes,
                 ),
+                runtime: tokio::runtime::Handle::current(),
                 topology,
             }),
         };
@@ -223,6 +227,11 @@ impl Broker {
 
     fn batcher(&self) -> &batcher::Batcher {
         &self.inner.batcher
+    }
+
+    /// Runs `task` on the broker's runtime, beyond any caller.
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.runtime.spawn(task);
     }
 
     /// The RabbitMQ user this service publishes as.

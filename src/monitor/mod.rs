@@ -78,7 +78,7 @@ pub struct Monitor {
     /// Until when (wall-clock ms) a publish that timed out counts the broker as stalled.
     publish_stalled_until_ms: AtomicI64,
     publish_timeouts: AtomicU64,
-    /// Checkouts per message on the checkout queue, as intake published them lately (an
+    /// Checkouts per message on the checkout queue lately, as published and delivered (an
     /// exponentially weighted mean, ×1000): the broker counts messages, admission counts
     /// checkouts.
     checkouts_per_message_milli: AtomicU64,
@@ -268,9 +268,11 @@ impl Monitor {
         })
     }
 
-    /// Intake's publish to the checkout queue was confirmed, carrying `checkouts` (1 alone, or
-    /// a batch's): the mean that turns the broker's message count into checkouts follows it.
-    pub fn record_checkouts_published(&self, checkouts: usize) {
+    /// A message of the checkout queue carrying `checkouts` (1 alone, or a batch's) went in
+    /// (intake's publish, confirmed) or came out (a delivery, anyone's): the mean that turns the
+    /// broker's message count into checkouts follows both — after a restart the deliveries
+    /// teach it what the queue holds before intake published anything.
+    pub fn record_checkouts_per_message(&self, checkouts: usize) {
         let n = u64::try_from(checkouts.max(1))
             .unwrap_or(1)
             .saturating_mul(1000);

@@ -287,3 +287,48 @@ async fn a_process_killed_after_deciding_a_batch_and_before_its_ack_decides_noth
     db.assert_books_balance();
     broker.close().await;
 }
+
+/// A batch of more checkouts than the consumer's prefetch: handled at most the prefetch at a
+/// time, and counted whole, from its arrival, in what admission reads as in flight.
+#[actix_web::test]
+async fn a_batch_larger_than_the_prefetch_is_handled_within_it_and_counted_whole() {
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.consumer_prefetch = 2;
+        c.sandbox_payment_delay = Duration::from_millis(400);
+    })
+    .await;
+    app.product("BP-1", "c", &[], 100, 100).await;
+    let b = tokenized(&body("bp", json!([{"sku": "BP-1", "quantity": 1}])));
+    let batch: Vec<Stamped> = (0..6).map(|i| stamped(&format!("bp-{i}"), &b)).collect();
+    publish_batch(app.app_state.broker(), batch).await;
+    let monitor = std::sync::Arc::clone(app.app_state.broker().monitor());
+    let started = Instant::now();
+    let mut counted = 0;
+    loop {
+        counted = counted.max(monitor.checkout_in_flight());
+        let done = sql_i64(
+            &app.db,
+            "SELECT count(*) AS n FROM orders WHERE status = 'scheduled'",
+        );
+        if done == 6 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{done} of 6 decided"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counted, 6, "the batch counted in flight whole");
+    let peak = app.active().orders.processing_peak();
+    assert!(
+        (1..=2).contains(&peak),
+        "at most the prefetch handled at once, saw {peak}"
+    );
+    assert_eq!(
+        settle_depth(&app.vhost, "orders.checkout", (0, 0)).await,
+        (0, 0)
+    );
+    app.db.assert_books_balance();
+    app.stop().await;
+}
