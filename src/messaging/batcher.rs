@@ -10,7 +10,9 @@
 //! broker confirmed).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -22,11 +24,21 @@ use super::{Broker, PublishError};
 /// properties).
 const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES - 4 * 1024;
 
+/// How long a checkout waits for a publish slot before it is withdrawn, unpublished, and its
+/// client answered 503: half the confirm time-out, so that one taken just before still has its
+/// answer within ~1.5 × that time-out. (Slots stay taken that long only while the broker does
+/// not confirm: a stalled connection, a memory alarm.)
+const WAIT_LIMIT: Duration = Duration::from_millis(super::CONFIRM_TIMEOUT.as_millis() as u64 / 2);
+
 type Answer = oneshot::Sender<Result<(), PublishError>>;
+
+/// A checkout waiting: its number (to withdraw it), itself, where its answer goes.
+type Waiting = (u64, Stamped, Answer);
 
 /// The checkouts waiting for a publish slot, and the slots.
 pub(super) struct Batcher {
-    waiting: Mutex<VecDeque<(Stamped, Answer)>>,
+    waiting: Mutex<VecDeque<Waiting>>,
+    numbers: AtomicU64,
     slots: Arc<Semaphore>,
     max_items: usize,
 }
@@ -37,6 +49,7 @@ impl Batcher {
     pub(super) fn new(max_items: usize, in_flight: usize) -> Batcher {
         Batcher {
             waiting: Mutex::new(VecDeque::new()),
+            numbers: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(in_flight.max(1))),
             max_items: max_items.max(1),
         }
@@ -52,8 +65,9 @@ impl Batcher {
         if self.max_items == 1 {
             return broker.publish_stamped(vec![checkout]).await;
         }
-        let (answer, answered) = oneshot::channel();
-        self.lock().push_back((checkout, answer));
+        let (answer, mut answered) = oneshot::channel();
+        let number = self.numbers.fetch_add(1, Ordering::Relaxed);
+        self.lock().push_back((number, checkout, answer));
         // A free slot: what waits (this checkout among it) goes out on a task of its own — never
         // in this caller's future, which its client may drop, while it carries others' answers.
         if let Some(slot) = self.slot() {
@@ -65,7 +79,23 @@ impl Batcher {
             });
         }
         // Sent by now, or by whoever holds a slot: each frees it, then sends what waits.
-        answered.await.unwrap_or(Err(PublishError::NotConnected))
+        match tokio::time::timeout(WAIT_LIMIT, &mut answered).await {
+            Ok(answer) => answer.unwrap_or(Err(PublishError::NotConnected)),
+            // Still waiting for a slot: withdrawn, never published — a clear 503 in bounded
+            // time, and nothing half-accepted.
+            Err(_) if self.withdraw(number) => Err(PublishError::Timeout),
+            // Taken into a publish meanwhile: its own confirm time-out bounds the rest.
+            Err(_) => answered.await.unwrap_or(Err(PublishError::NotConnected)),
+        }
+    }
+
+    /// Takes checkout `number` out of the queue, if it is still waiting there.
+    fn withdraw(&self, number: u64) -> bool {
+        let mut waiting = self.lock();
+        match waiting.iter().position(|(n, _, _)| *n == number) {
+            Some(i) => waiting.remove(i).is_some(),
+            None => false,
+        }
     }
 
     /// Sends batches while checkouts wait and a slot is free.
@@ -97,7 +127,8 @@ impl Batcher {
         if batch.is_empty() {
             return;
         }
-        let (checkouts, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let (checkouts, answers): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|(_, c, a)| (c, a)).unzip();
         let result = broker.publish_stamped(checkouts).await;
         // The slot is free before anyone is answered: whoever is woken and submits again finds it.
         drop(slot);
@@ -107,11 +138,11 @@ impl Batcher {
     }
 
     /// The oldest checkouts waiting, as many as one message takes.
-    fn take(&self) -> Vec<(Stamped, Answer)> {
+    fn take(&self) -> Vec<Waiting> {
         let mut waiting = self.lock();
         let mut batch = Vec::new();
         let mut bytes = 64;
-        while let Some((next, _)) = waiting.front() {
+        while let Some((_, next, _)) = waiting.front() {
             let weight = next.weight();
             let full = batch.len() >= self.max_items || bytes + weight > MAX_BATCH_BYTES;
             if full && !batch.is_empty() {
@@ -130,7 +161,7 @@ impl Batcher {
         self.lock().is_empty()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Stamped, Answer)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
         // Nothing panics while holding it; a poisoned lock still holds a consistent queue.
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -155,7 +186,8 @@ mod tests {
     fn waiting(b: &Batcher, items: impl IntoIterator<Item = Stamped>) {
         for c in items {
             let (answer, _) = oneshot::channel();
-            b.lock().push_back((c, answer));
+            let number = b.numbers.fetch_add(1, Ordering::Relaxed);
+            b.lock().push_back((number, c, answer));
         }
     }
 
@@ -180,7 +212,7 @@ mod tests {
                 break;
             }
             total += batch.len();
-            let checkouts = batch.into_iter().map(|(c, _)| c).collect();
+            let checkouts = batch.into_iter().map(|(_, c, _)| c).collect();
             let (body, _) = super::super::checkout::Batch { checkouts }.message();
             assert!(body.len() <= MAX_BATCH_BYTES, "{} bytes", body.len());
         }
@@ -193,6 +225,22 @@ mod tests {
         waiting(&b, [checkout(MAX_BATCH_BYTES), checkout(10)]);
         assert_eq!(b.take().len(), 1);
         assert_eq!(b.take().len(), 1);
+    }
+
+    #[test]
+    fn a_checkout_withdrawn_is_never_sent_and_one_taken_cannot_be_withdrawn() {
+        let b = Batcher::new(2, 1);
+        waiting(&b, (0..4).map(|_| checkout(1)));
+        let taken: Vec<u64> = b.take().into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(taken, [0, 1]);
+        assert!(
+            !b.withdraw(0),
+            "taken into a publish: it waits for that publish"
+        );
+        assert!(b.withdraw(2));
+        assert!(!b.withdraw(2), "once");
+        let rest: Vec<u64> = b.take().into_iter().map(|(n, _, _)| n).collect();
+        assert_eq!(rest, [3], "the withdrawn one is not sent");
     }
 
     #[test]

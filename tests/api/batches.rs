@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::checkout::body;
 use crate::helpers::{
-    http_client, order_of_key, pg_addr, settle_depth, spawn_app, spawn_app_with, sql_i64,
-    tokenized, Proxy, Service, TestApp, TestDb, TestVhost,
+    amqp_addr, http_client, order_of_key, pg_addr, settle_depth, spawn_app, spawn_app_with,
+    sql_i64, tokenized, Proxy, Service, TestApp, TestDb, TestVhost,
 };
 use crate::load::{decided, stock_up};
 use orderflow::messaging::checkout::{Batch, Stamped};
@@ -330,5 +330,59 @@ async fn a_batch_larger_than_the_prefetch_is_handled_within_it_and_counted_whole
         (0, 0)
     );
     app.db.assert_books_balance();
+    app.stop().await;
+}
+
+/// The broker stops answering while checkouts wait for a publish slot: each is answered 503 in
+/// bounded time — those still waiting are withdrawn, never published — not one publish time-out
+/// after another down the queue.
+#[actix_web::test]
+async fn checkouts_waiting_for_a_stalled_broker_are_answered_503_in_bounded_time() {
+    let proxy = Proxy::start(amqp_addr());
+    let app = spawn_app_with(TestDb::new(), |c| {
+        // No quick heartbeat: the connection stays up, as under a memory alarm.
+        c.amqp_url = proxy.amqp_url(&c.amqp_url);
+        // One publish out at a time, two checkouts in it: a long queue behind a stalled one.
+        c.checkout_publishes = 1;
+        c.checkout_batch = 2;
+    })
+    .await;
+    app.product("BS-1", "c", &[], 100, 1000).await;
+    let warm = app
+        .checkout(
+            "bs-warm",
+            &body("bs", json!([{"sku": "BS-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(warm.status, 202, "{}", warm.body);
+    app.decided(warm.body["order_id"].as_str().unwrap()).await;
+    proxy.stall();
+    let replies = futures_util::future::join_all((0..40).map(|i| {
+        let app = &app;
+        async move {
+            let started = Instant::now();
+            let b = body("bs", json!([{"sku": "BS-1", "quantity": 1}]));
+            let reply = app.checkout(&format!("bs-{i}"), &b).await;
+            (reply, started.elapsed())
+        }
+    }))
+    .await;
+    for (reply, took) in &replies {
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert!(reply.retry_after.is_some());
+        assert!(
+            *took < Duration::from_secs(9),
+            "answered within the confirm time-out and a half: {took:?}"
+        );
+    }
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // At most the one batch that was out when the broker stalled can have reached it; what
+    // waited behind it was never published.
+    let orders = sql_i64(&app.db, "SELECT count(*) AS n FROM orders");
+    assert!(
+        orders <= 3,
+        "{orders} orders: the warm-up and at most one batch of two"
+    );
     app.stop().await;
 }
