@@ -10,8 +10,9 @@ use serde_json::{json, Value};
 
 use crate::checkout::body;
 use crate::helpers::{
-    amqp_addr, http_client, order_of_key, pg_addr, settle_depth, spawn_app, spawn_app_with,
-    sql_i64, tokenized, Proxy, Service, TestApp, TestDb, TestVhost,
+    amqp_addr, http_client, order_of_key, pg_addr, settle_depth, spawn_app,
+    spawn_app_for_handbacks, spawn_app_with, sql_i64, tokenized, Proxy, Service, TestApp, TestDb,
+    TestVhost,
 };
 use crate::load::{decided, stock_up};
 use orderflow::messaging::checkout::{Batch, Stamped};
@@ -168,14 +169,7 @@ async fn a_checkout_that_cannot_be_processed_leaves_its_batch_alone_as_its_own_d
 #[actix_web::test]
 async fn the_checkouts_of_a_batch_are_handed_back_alone_and_capped_like_any_other() {
     let proxy = Proxy::start(pg_addr());
-    let app = spawn_app_with(TestDb::new(), |c| {
-        c.database_url = proxy.pg_url(&c.database_url);
-        c.retry_window = Duration::from_millis(300);
-        c.handback_limit = 2;
-        c.lease.ttl = Duration::from_secs(60);
-        c.lease.renew_every = Duration::from_secs(20);
-    })
-    .await;
+    let app = spawn_app_for_handbacks(&proxy).await;
     app.product("BH-1", "c", &[], 100, 10).await;
     proxy.cut();
     let b = tokenized(&body("bh", json!([{"sku": "BH-1", "quantity": 1}])));

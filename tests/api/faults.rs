@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::checkout::body;
 use crate::helpers::{
-    amqp_addr, http_client, pg_addr, queue_depth, settle_depth, spawn_app_with, sql_i64, Proxy,
-    Service, TestDb, TestVhost,
+    amqp_addr, http_client, pg_addr, queue_depth, settle_depth, spawn_app_for_handbacks,
+    spawn_app_with, sql_i64, Proxy, Service, TestDb, TestVhost,
 };
 use crate::load::{decided, stock_up, verify, Load};
 
@@ -538,15 +538,7 @@ async fn a_restart_with_fifty_thousand_checkouts_queued_drains_them_with_bounded
 #[actix_web::test]
 async fn a_checkout_handed_back_as_often_as_the_limit_allows_is_dead_lettered() {
     let proxy = Proxy::start(pg_addr());
-    let app = spawn_app_with(TestDb::new(), |c| {
-        c.database_url = proxy.pg_url(&c.database_url);
-        c.retry_window = Duration::from_millis(300);
-        c.handback_limit = 2;
-        // The instance keeps its lease through the outage (this test is about the messages).
-        c.lease.ttl = Duration::from_secs(60);
-        c.lease.renew_every = Duration::from_secs(20);
-    })
-    .await;
+    let app = spawn_app_for_handbacks(&proxy).await;
     app.product("HB-1", "c", &[], 100, 10).await;
     proxy.cut();
     app.publish(

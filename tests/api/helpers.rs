@@ -384,6 +384,20 @@ pub async fn spawn_app_with(db: TestDb, tweak: impl FnOnce(&mut Config)) -> Test
     spawn_app_on(db, TestVhost::new(), tweak).await
 }
 
+/// An application whose PostgreSQL goes through `proxy`, with short retry windows and two
+/// hand-backs allowed: for the tests of what a long outage does to messages. The instance keeps
+/// its lease through the outage (those tests are about the messages).
+pub async fn spawn_app_for_handbacks(proxy: &Proxy) -> TestApp {
+    spawn_app_with(TestDb::new(), |c| {
+        c.database_url = proxy.pg_url(&c.database_url);
+        c.retry_window = Duration::from_millis(300);
+        c.handback_limit = 2;
+        c.lease.ttl = Duration::from_secs(60);
+        c.lease.renew_every = Duration::from_secs(20);
+    })
+    .await
+}
+
 /// The application on a given database and vhost.
 pub async fn spawn_app_on(
     db: TestDb,
