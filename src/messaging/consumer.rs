@@ -184,10 +184,13 @@ impl Consumer {
             };
             let delivery = delivery?;
             let message = Message::of(&delivery, self.broker.own_user());
-            // One of intake's batches counts, and is handled, checkout by checkout.
+            // One of intake's batches (only ever on the checkout queue) counts, and is handled,
+            // checkout by checkout.
             let checkouts = match self.gate.check(&message) {
-                None => message.checkouts(&delivery),
-                Some(_) => None,
+                None if queue.name == super::topology::CHECKOUT_QUEUE.name => {
+                    message.checkouts(&delivery)
+                }
+                _ => None,
             };
             let count = match &checkouts {
                 Some(Ok(items)) => items.len(),
