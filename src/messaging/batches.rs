@@ -68,6 +68,7 @@ pub(super) async fn handle(
 async fn copy_out(
     broker: &Broker,
     queue: QueueSpec,
+    delivery: &Delivery,
     checkout: &Stamped,
     outcome: &Outcome,
 ) -> Result<Settled, PublishError> {
@@ -75,6 +76,9 @@ async fn copy_out(
     loop {
         match copy_once(broker, queue, checkout, outcome.clone()).await {
             Ok(how) => return Ok(how),
+            // The batch's channel died meanwhile: the batch is back in the queue already, and
+            // a copy now would be a second one.
+            Err(e) if delivery.acker.poisoned() => return Err(e),
             Err(e) if attempt < HANDBACK_ATTEMPTS => {
                 attempt += 1;
                 tracing::warn!(queue = queue.name, error = %e, attempt, "could not copy a checkout out of its batch yet");
@@ -136,7 +140,7 @@ async fn settle(
         if outcome == Outcome::Ack {
             continue;
         }
-        match copy_out(broker, queue, &checkout, &outcome).await {
+        match copy_out(broker, queue, delivery, &checkout, &outcome).await {
             Ok(how) => monitor.record_settled(queue.name, how),
             Err(e) => {
                 tracing::warn!(queue = queue.name, error = %e, "could not copy a checkout out of its batch; requeueing the batch");
@@ -151,8 +155,13 @@ async fn settle(
     #[cfg(feature = "fault-injection")]
     super::consumer::fault_abort_before_ack(queue);
     monitor.record_settled(queue.name, Settled::Acked);
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(true) => {}
         // The channel died: the broker redelivers the batch to the next consumer.
-        tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");
+        Ok(false) => tracing::warn!(
+            queue = queue.name,
+            "could not settle a batch: its channel is gone"
+        ),
+        Err(e) => tracing::warn!(queue = queue.name, error = %e, "could not settle a batch"),
     }
 }

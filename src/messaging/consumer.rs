@@ -218,7 +218,7 @@ impl Consumer {
             if let Some(Ok(items)) = checkouts {
                 self.tracker.spawn(async move {
                     let _in_flight = in_flight;
-                    let Some(permit) = turn.wait().await else {
+                    let Some(permit) = turn.wait(&delivery).await else {
                         return;
                     };
                     super::batches::handle(
@@ -239,7 +239,7 @@ impl Consumer {
             self.tracker.spawn(
                 async move {
                     let _in_flight = in_flight;
-                    let Some(permit) = turn.wait().await else {
+                    let Some(permit) = turn.wait(&delivery).await else {
                         return;
                     };
                     let provenance = message.provenance();
@@ -283,14 +283,17 @@ struct Turn {
 }
 
 impl Turn {
-    /// The permits, or `None` when the consumer stops first: not started, the delivery goes
-    /// back to the queue with the channel.
-    async fn wait(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// The permits, or `None` when the consumer stops first or the delivery's channel died
+    /// meanwhile: not started, the delivery goes (or went) back to the queue with its channel,
+    /// and its copy comes on the next one — handling the stale one too would do it twice.
+    async fn wait(&self, delivery: &Delivery) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let needed = u32::try_from(self.needed).unwrap_or(u32::MAX);
-        tokio::select! {
-            permit = Arc::clone(&self.permits).acquire_many_owned(needed) => permit.ok(),
+        let permit = tokio::select! {
+            biased;
             _ = self.stop.cancelled() => None,
-        }
+            permit = Arc::clone(&self.permits).acquire_many_owned(needed) => permit.ok(),
+        };
+        permit.filter(|_| !delivery.acker.poisoned())
     }
 }
 
@@ -394,9 +397,14 @@ async fn settle(
         Outcome::Abandon => (Settled::Abandoned, Ok(true)),
     };
     broker.monitor().record_settled(queue.name, how);
-    if let Err(e) = settled {
+    match settled {
+        Ok(true) => {}
         // The channel died: the broker redelivers it to the next consumer.
-        tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery");
+        Ok(false) => tracing::warn!(
+            queue = queue.name,
+            "could not settle a delivery: its channel is gone"
+        ),
+        Err(e) => tracing::warn!(queue = queue.name, error = %e, "could not settle a delivery"),
     }
 }
 
@@ -490,6 +498,11 @@ async fn hand_back(
                     Settled::HandedBack,
                     delivery.ack(BasicAckOptions::default()).await,
                 )
+            }
+            // The channel died meanwhile: the original is back in the queue already.
+            Err(e) if delivery.acker.poisoned() => {
+                tracing::warn!(queue = queue.name, error = %e, "could not hand a message back; its channel is gone");
+                return (Settled::Requeued, Ok(false));
             }
             Err(e) if attempt < HANDBACK_ATTEMPTS => {
                 attempt += 1;

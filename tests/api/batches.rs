@@ -380,3 +380,61 @@ async fn checkouts_waiting_for_a_stalled_broker_are_answered_503_in_bounded_time
     );
     app.stop().await;
 }
+
+/// The consumer's channel dies while a delivery waits for its permits behind a batch: the
+/// broker sends it again on the next channel, and the stale one is not handled too — a poison
+/// message waiting there is dead-lettered once, not twice.
+#[actix_web::test]
+async fn a_delivery_waiting_for_permits_when_its_channel_dies_is_handled_once() {
+    let proxy = Proxy::start(amqp_addr());
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.amqp_url = proxy.amqp_url(&c.amqp_url);
+        c.consumer_prefetch = 2;
+        c.sandbox_payment_delay = Duration::from_millis(1500);
+    })
+    .await;
+    app.product("BC-1", "c", &[], 100, 100).await;
+    let b = tokenized(&body("bc", json!([{"sku": "BC-1", "quantity": 1}])));
+    // The batch takes both permits for 1.5 s; the poison message, delivered too, waits.
+    let slow = vec![stamped("bc-1", &b), stamped("bc-2", &b)];
+    publish_batch(app.app_state.broker(), slow).await;
+    app.publish_checkout_raw(b"{\"half\": ", "bc-poison").await;
+    let monitor = std::sync::Arc::clone(app.app_state.broker().monitor());
+    let started = Instant::now();
+    while monitor.checkout_in_flight() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "both delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    let scheduled = || {
+        sql_i64(
+            &app.db,
+            "SELECT count(*) AS n FROM orders WHERE status = 'scheduled'",
+        )
+    };
+    while scheduled() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "both decided");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        settle_depth(&app.vhost, "orders.checkout", (0, 0)).await,
+        (0, 0)
+    );
+    // Long enough for a stale copy to have been handled after the batch's permits came back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        settle_depth(&app.vhost, "orders.checkout.dead", (1, 0)).await,
+        (1, 0),
+        "the poison message dead-lettered once"
+    );
+    let (key, _, reason) = app.dead_letter_with_id("orders.checkout.dead").await;
+    assert_eq!(key, "bc-poison");
+    assert!(reason.starts_with("body is not JSON"), "{reason}");
+    app.db.assert_books_balance();
+    app.stop().await;
+}
