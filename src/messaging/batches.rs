@@ -28,9 +28,8 @@ use lapin::types::AMQPValue;
 use tracing::Instrument;
 
 use super::checkout::Stamped;
-use super::consumer::{
-    outcome_of, publish_dead_letter, Gate, Handler, Message, Outcome, HANDBACK_ATTEMPTS, REQUEUE,
-};
+use super::consumer::{outcome_of, Gate, Handler, Message, Outcome, HANDBACK_ATTEMPTS, REQUEUE};
+use super::copies::publish_dead_letter;
 use super::message::message_span;
 use super::topology::{QueueSpec, HANDBACK_HEADER};
 use super::{Broker, PublishError};

@@ -6,6 +6,7 @@ mod batcher;
 mod batches;
 pub mod checkout;
 pub mod consumer;
+mod copies;
 pub mod dead_letters;
 pub mod gate;
 mod message;
