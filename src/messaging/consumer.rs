@@ -180,76 +180,7 @@ impl Consumer {
             let Some(delivery) = next else {
                 return Ok(Ended::Closed);
             };
-            let delivery = delivery?;
-            let message = Message::of(&delivery, self.broker.own_user());
-            // One of intake's batches (only ever on the checkout queue) counts, and is handled,
-            // checkout by checkout.
-            let checkouts = match self.gate.check(&message) {
-                None if queue.name == super::topology::CHECKOUT_QUEUE.name => {
-                    message.checkouts(&delivery)
-                }
-                _ => None,
-            };
-            let count = match &checkouts {
-                Some(Ok(items)) => items.len(),
-                _ => 1,
-            };
-            if queue.name == super::topology::CHECKOUT_QUEUE.name {
-                self.broker.monitor().record_checkouts_per_message(count);
-            }
-            // Counted from its arrival: a delivery waiting here for its turn waits as surely
-            // as one in the queue (admission reads both).
-            let in_flight = self.broker.monitor().record_delivery(
-                queue.name,
-                message.redelivered,
-                queue_wait(&message),
-                count,
-            );
-            let turn = Turn {
-                permits: Arc::clone(&self.permits),
-                needed: count.clamp(1, usize::from(self.prefetch.max(1))),
-                stop: self.stop.clone(),
-            };
-            let handler = Arc::clone(&self.handler);
-            let broker = self.broker.clone();
-            let gate = Arc::clone(&self.gate);
-            if let Some(Ok(items)) = checkouts {
-                self.tracker.spawn(async move {
-                    let _in_flight = in_flight;
-                    let Some(permit) = turn.wait(&delivery).await else {
-                        return;
-                    };
-                    super::batches::handle(
-                        &broker,
-                        queue,
-                        &gate,
-                        &handler,
-                        &delivery,
-                        items,
-                        turn.needed,
-                    )
-                    .await;
-                    drop(permit);
-                });
-                continue;
-            }
-            let span = delivery_span(queue, &delivery, &message);
-            self.tracker.spawn(
-                async move {
-                    let _in_flight = in_flight;
-                    let Some(permit) = turn.wait(&delivery).await else {
-                        return;
-                    };
-                    let provenance = message.provenance();
-                    let outcome = match checkouts {
-                        Some(Err(why)) => Outcome::DeadLetter(why),
-                        _ => outcome_of(&gate, &handler, queue, message).await,
-                    };
-                    settle(&broker, queue, &delivery, provenance, outcome).await;
-                    drop(permit);
-                }
-                .instrument(span),
-            );
+            self.take_in(delivery?);
         }
         let step = Duration::from_secs(5);
         if self.abandon.is_cancelled() {
@@ -268,6 +199,84 @@ impl Consumer {
         self.tracker.wait().await;
         let _ = tokio::time::timeout(step, channel.close(200, "orderflow stopping".into())).await;
         Ok(Ended::Stopped)
+    }
+
+    /// One delivery taken in: read (a batch of intake's split into its checkouts), counted in
+    /// flight from now, and handled on a task of its own once its turn comes.
+    fn take_in(&self, delivery: Delivery) {
+        let queue = self.queue;
+        let message = Message::of(&delivery, self.broker.own_user());
+        let checkouts = self.checkouts(&delivery, &message);
+        let count = match &checkouts {
+            Ok(Some(items)) => items.len(),
+            _ => 1,
+        };
+        if queue.name == super::topology::CHECKOUT_QUEUE.name {
+            self.broker.monitor().record_checkouts_per_message(count);
+        }
+        // Counted from its arrival: a delivery waiting here for its turn waits as surely as one
+        // in the queue (admission reads both).
+        let in_flight = self.broker.monitor().record_delivery(
+            queue.name,
+            message.redelivered,
+            queue_wait(&message),
+            count,
+        );
+        let turn = Turn {
+            permits: Arc::clone(&self.permits),
+            needed: count.clamp(1, usize::from(self.prefetch.max(1))),
+            stop: self.stop.clone(),
+        };
+        let (handler, gate, broker) = (
+            Arc::clone(&self.handler),
+            Arc::clone(&self.gate),
+            self.broker.clone(),
+        );
+        match checkouts {
+            Ok(Some(items)) => self.tracker.spawn(async move {
+                let _in_flight = in_flight;
+                let Some(permit) = turn.wait(&delivery).await else {
+                    return;
+                };
+                let at_once = turn.needed;
+                super::batches::handle(&broker, queue, &gate, &handler, &delivery, items, at_once)
+                    .await;
+                drop(permit);
+            }),
+            single => {
+                let span = delivery_span(queue, &delivery, &message);
+                self.tracker.spawn(
+                    async move {
+                        let _in_flight = in_flight;
+                        let Some(permit) = turn.wait(&delivery).await else {
+                            return;
+                        };
+                        let provenance = message.provenance();
+                        let outcome = match single {
+                            Err(why) => Outcome::DeadLetter(why),
+                            Ok(_) => outcome_of(&gate, &handler, queue, message).await,
+                        };
+                        settle(&broker, queue, &delivery, provenance, outcome).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                )
+            }
+        };
+    }
+
+    /// The checkouts of one of intake's batches (only ever on the checkout queue, and only past
+    /// the gate): `Ok(None)` for any other message, `Err` for a batch that is not one.
+    fn checkouts(
+        &self,
+        delivery: &Delivery,
+        message: &Message,
+    ) -> Result<Option<Vec<(super::checkout::Stamped, Message)>>, String> {
+        let on_checkouts = self.queue.name == super::topology::CHECKOUT_QUEUE.name;
+        if !on_checkouts || self.gate.check(message).is_some() {
+            return Ok(None);
+        }
+        message.checkouts(delivery).transpose()
     }
 }
 
