@@ -27,6 +27,9 @@ pub const FINGERPRINT_HEADER: &str = "x-orderflow-fingerprint";
 pub const PRODUCER_HEADER: &str = "x-orderflow-producer";
 /// Header counting how often an operator replayed a dead letter.
 pub const REPLAY_HEADER: &str = "x-orderflow-replays";
+/// Header of a checkout batch: the W3C `traceparent` of each of its checkouts, in the order of
+/// the body (empty where a checkout has none). A checkout alone carries `traceparent`.
+pub const TRACEPARENTS_HEADER: &str = "x-orderflow-traceparents";
 
 /// A work queue and where it is bound.
 #[derive(Debug, Clone, Copy)]

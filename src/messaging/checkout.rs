@@ -4,8 +4,9 @@
 //!
 //! Checkouts that wait for the broker at the same moment go out together, as one confirmed
 //! message ([`super::batcher`]): a *checkout batch* — `content_type` [`BATCH_CONTENT_TYPE`],
-//! a JSON body `{"checkouts":[{key, order_id, fingerprint, judged_at, accepted_ms,
-//! traceparent?, body}]}` whose `body` is the checkout's canonical JSON as a string. Only
+//! a JSON body `{"checkouts":[{key, order_id, fingerprint, judged_at, accepted_ms, body}]}`
+//! whose `body` is the checkout's canonical JSON as a string, and each checkout's trace in the
+//! AMQP header [`TRACEPARENTS_HEADER`] (W3C `traceparent`s, in the body's order). Only
 //! orderflow's own messages are read that way (the broker checks `user_id`): for anyone else a
 //! batch is a body that is not a checkout. The consumer handles every checkout of a batch as
 //! its own message, and what it cannot ack it republishes alone (dead letter, hand-back), so
@@ -18,6 +19,7 @@ use uuid::Uuid;
 
 use super::topology::{
     ACCEPTED_HEADER, CHECKOUT_QUEUE, EXCHANGE_ORDERS, FINGERPRINT_HEADER, ORDER_ID_HEADER,
+    TRACEPARENTS_HEADER,
 };
 use super::{Broker, PublishError};
 
@@ -54,8 +56,10 @@ pub struct Stamped {
     pub judged_at: u64,
     /// Wall-clock ms when accepted, for the queue-wait and accept → decided measurements.
     pub accepted_ms: i64,
-    /// The request's trace (when spans are exported): it continues in the consumer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The request's trace (when spans are exported): it continues in the consumer. It travels
+    /// in the AMQP headers — alone as `traceparent`, in a batch in [`TRACEPARENTS_HEADER`] —
+    /// never in the body (a batch of an earlier version that has it there is still read).
+    #[serde(default, skip_serializing)]
     pub traceparent: Option<String>,
     /// The canonical checkout, JSON text.
     pub body: String,
@@ -144,6 +148,15 @@ impl Batch {
             ACCEPTED_HEADER.into(),
             AMQPValue::LongLongInt(accepted.unwrap_or(0)),
         );
+        if self.checkouts.iter().any(|c| c.traceparent.is_some()) {
+            let traces = self.checkouts.iter().map(|c| {
+                AMQPValue::LongString(c.traceparent.as_deref().unwrap_or_default().into())
+            });
+            headers.insert(
+                TRACEPARENTS_HEADER.into(),
+                AMQPValue::FieldArray(traces.collect::<Vec<_>>().into()),
+            );
+        }
         let props = BasicProperties::default()
             .with_message_id(format!("batch:{}", Uuid::new_v4()).into())
             .with_app_id(HTTP_ORIGIN.into())
@@ -159,6 +172,25 @@ impl Batch {
             serde_json::from_slice(body).map_err(|e| format!("not a checkout batch: {e}"))?;
         if batch.checkouts.is_empty() {
             return Err("not a checkout batch: no checkouts".into());
+        }
+        Ok(batch)
+    }
+
+    /// A batch read back with its headers: each checkout's trace from
+    /// [`TRACEPARENTS_HEADER`] (one that is not a short text is no trace).
+    pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Result<Batch, String> {
+        let mut batch = Batch::parse(body)?;
+        let traces = headers.and_then(|h| match h.inner().get(TRACEPARENTS_HEADER) {
+            Some(AMQPValue::FieldArray(traces)) => Some(traces.as_slice().to_vec()),
+            _ => None,
+        });
+        for (checkout, trace) in batch.checkouts.iter_mut().zip(traces.unwrap_or_default()) {
+            if let AMQPValue::LongString(trace) = trace {
+                let trace = trace.to_string();
+                if !trace.is_empty() && trace.len() <= 128 {
+                    checkout.traceparent = Some(trace);
+                }
+            }
         }
         Ok(batch)
     }
@@ -233,11 +265,68 @@ mod tests {
             Some(BATCH_CONTENT_TYPE)
         );
         assert_eq!(props.timestamp(), &Some(1_700_000_000));
-        let back = Batch::parse(&body).unwrap();
+        let back = Batch::read(&body, props.headers().as_ref()).unwrap();
         assert_eq!(
             back.checkouts, sent,
             "every field, the bodies byte for byte"
         );
+    }
+
+    #[test]
+    fn a_batch_carries_each_checkouts_trace_in_its_headers_not_its_body() {
+        let mut untraced = stamped("k-2", "{}");
+        untraced.traceparent = None;
+        let mut other = stamped("k-3", "{}");
+        other.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+        let sent = vec![stamped("k-1", "{}"), untraced, other];
+        let (body, props) = Batch {
+            checkouts: sent.clone(),
+        }
+        .message();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("traceparent"),
+            "no trace in the body"
+        );
+        let headers = props.headers().clone().unwrap_or_default();
+        let Some(AMQPValue::FieldArray(traces)) = headers.inner().get(TRACEPARENTS_HEADER) else {
+            panic!("no {TRACEPARENTS_HEADER} header: {headers:?}");
+        };
+        assert_eq!(traces.as_slice().len(), 3);
+        let back = Batch::read(&body, Some(&headers)).unwrap();
+        let traces: Vec<_> = back
+            .checkouts
+            .iter()
+            .map(|c| c.traceparent.clone())
+            .collect();
+        let sent_traces: Vec<_> = sent.iter().map(|c| c.traceparent.clone()).collect();
+        assert_eq!(traces, sent_traces, "each checkout its own, in order");
+        // Without the header (spans not exported), no checkout has a trace.
+        let back = Batch::read(&body, None).unwrap();
+        assert!(back.checkouts.iter().all(|c| c.traceparent.is_none()));
+        // Untraced batches carry no header at all.
+        let (_, props) = Batch {
+            checkouts: vec![stamped("k-4", "{}")]
+                .into_iter()
+                .map(|mut c| {
+                    c.traceparent = None;
+                    c
+                })
+                .collect(),
+        }
+        .message();
+        let headers = props.headers().clone().unwrap_or_default();
+        assert!(headers.inner().get(TRACEPARENTS_HEADER).is_none());
+    }
+
+    #[test]
+    fn a_batch_with_its_traces_in_the_body_as_an_earlier_version_sent_it_is_read() {
+        let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let body = format!(
+            r#"{{"checkouts":[{{"key":"k","order_id":"{}","fingerprint":"f","judged_at":1,"accepted_ms":2,"traceparent":"{trace}","body":"{{}}"}}]}}"#,
+            Uuid::nil()
+        );
+        let back = Batch::read(body.as_bytes(), None).unwrap();
+        assert_eq!(back.checkouts[0].traceparent.as_deref(), Some(trace));
     }
 
     #[test]

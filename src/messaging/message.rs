@@ -172,7 +172,7 @@ impl Message {
         if !self.own || content_type.map(|c| c.as_str()) != Some(BATCH_CONTENT_TYPE) {
             return None;
         }
-        let batch = match Batch::parse(&self.data) {
+        let batch = match Batch::read(&self.data, delivery.properties.headers().as_ref()) {
             Ok(batch) => batch,
             Err(why) => return Some(Err(why)),
         };

@@ -113,6 +113,10 @@ fn start(db: &TestDb, vhost: &TestVhost, env: &[(&'static str, String)]) -> Serv
 }
 
 async fn checkout(service: &Service, key: &str, traceparent: Option<&str>) -> Value {
+    checkout_of(service, key, traceparent, "TR-1").await
+}
+
+async fn checkout_of(service: &Service, key: &str, traceparent: Option<&str>, sku: &str) -> Value {
     let mut req = http_client()
         .post(service.url("/v1/checkout"))
         .insert_header(("Idempotency-Key", key));
@@ -120,7 +124,7 @@ async fn checkout(service: &Service, key: &str, traceparent: Option<&str>) -> Va
         req = req.insert_header(("traceparent", tp));
     }
     let mut resp = req
-        .send_json(&body("tracer", json!([{"sku": "TR-1", "quantity": 1}])))
+        .send_json(&body("tracer", json!([{"sku": sku, "quantity": 1}])))
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 202);
@@ -328,4 +332,106 @@ async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_red
         .await
         .unwrap();
     assert_eq!(order["status"], "scheduled", "{order}");
+}
+
+/// The messages the service published to the checkout queue, from its `/metrics`.
+async fn checkout_messages(service: &Service) -> u64 {
+    let text = http_client()
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find(|l| {
+            l.starts_with("orderflow_queue_confirmed_total{")
+                && l.contains("queue=\"orders.checkout\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no confirmed count of orders.checkout in {text}"))
+}
+
+#[actix_web::test]
+async fn checkouts_that_travel_in_one_batch_keep_one_trace_each() {
+    let (spans, endpoint) = receiver();
+    let db = TestDb::new();
+    let vhost = TestVhost::new();
+    let client = http_client();
+    // One checkout publish out at a time: those arriving meanwhile go out together.
+    let mut env = otlp_env(&endpoint, "orderflow-batch");
+    env.push(("CHECKOUT_PUBLISHES", "1".into()));
+    let service = start(&db, &vhost, &env);
+    service.ready(&client).await;
+    // A SKU each: every checkout's stock write is its own (one SKU's would be written once for
+    // all, in one of their traces).
+    let sent = 24;
+    let skus: Vec<String> = (0..sent).map(|i| format!("TB-{i}")).collect();
+    let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 5)).collect();
+    stock_up(&client, &service.base, &stock).await;
+    // Each buyer's own caller trace.
+    let traces: Vec<String> = (0..sent)
+        .map(|i| format!("{:032x}", 0xb0_0000 + i))
+        .collect();
+    let accepted = futures_util::future::join_all(traces.iter().enumerate().map(|(i, trace)| {
+        let service = &service;
+        async move {
+            let parent = format!("00-{trace}-{:016x}-01", 0xca11e7 + i);
+            let key = format!("batch-trace-{i}");
+            let reply = checkout_of(service, &key, Some(&parent), &format!("TB-{i}")).await;
+            reply["order_id"].as_str().unwrap().to_owned()
+        }
+    }))
+    .await;
+    let messages = checkout_messages(&service).await;
+    assert!(
+        messages < sent as u64,
+        "{sent} checkouts went out in {messages} messages: no batch to look at"
+    );
+    // Every checkout's trace complete: from its request to its event.
+    let received = spans_until(&spans, |all| {
+        traces.iter().all(|trace| {
+            let mine: Vec<&Received> = all.iter().filter(|s| &s.trace == trace).collect();
+            PIPELINE.iter().all(|n| names(&mine).contains(*n))
+        })
+    })
+    .await;
+    for (trace, order_id) in traces.iter().zip(&accepted) {
+        let mine: Vec<&Received> = received.iter().filter(|s| &s.trace == trace).collect();
+        let one = |name: &str| -> &Received {
+            let found: Vec<&&Received> = mine.iter().filter(|s| s.name == name).collect();
+            assert_eq!(found.len(), 1, "{name} in {}", dump(&mine));
+            found[0]
+        };
+        // The consumer continued this checkout's own intake span, from the batch's header.
+        let (intake, process) = (one("intake"), one("orders.checkout process"));
+        assert_eq!(process.parent, intake.id, "{}", dump(&mine));
+        assert_eq!(
+            process.attributes["orderflow.order_id"],
+            *order_id,
+            "{}",
+            dump(&mine)
+        );
+        // Nothing of this order went to another checkout's trace.
+        let elsewhere = received
+            .iter()
+            .filter(|s| &s.trace != trace)
+            .filter(|s| s.attributes.values().any(|v| v == order_id))
+            .count();
+        assert_eq!(elsewhere, 0, "spans of {order_id} outside its trace");
+    }
+    println!(
+        "{sent} checkouts in {messages} messages; the trace of order {}:\n{}",
+        accepted[0],
+        dump(
+            &received
+                .iter()
+                .filter(|s| s.trace == traces[0])
+                .collect::<Vec<_>>()
+        )
+    );
 }
