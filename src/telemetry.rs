@@ -157,17 +157,35 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     carrier.remove(TRACEPARENT)
 }
 
+/// The context a `traceparent` names (invalid when it is malformed).
+fn context_of(traceparent: &str) -> opentelemetry::Context {
+    let mut carrier = HashMap::new();
+    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
+    TraceContextPropagator::new().extract(&carrier)
+}
+
 /// Makes `span` continue the trace of `traceparent` (a malformed one is ignored: the span
 /// starts a trace of its own).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent.filter(|_| exporting() && !span.is_none()) else {
         return;
     };
-    let mut carrier = HashMap::new();
-    carrier.insert(TRACEPARENT.to_owned(), traceparent.to_owned());
-    let cx = TraceContextPropagator::new().extract(&carrier);
+    let cx = context_of(traceparent);
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
+    }
+}
+
+/// Links `span` to the span `traceparent` names, in another trace (a message of a batch and
+/// the batch, say); a malformed one is ignored.
+pub fn link(span: &tracing::Span, traceparent: &str) {
+    if !exporting() || span.is_none() {
+        return;
+    }
+    let cx = context_of(traceparent);
+    let linked = cx.span().span_context().clone();
+    if linked.is_valid() {
+        span.add_link(linked);
     }
 }
 

@@ -46,8 +46,17 @@ pub(super) async fn handle(
     checkouts: Vec<(Stamped, Message)>,
     at_once: usize,
 ) {
-    let handled = checkouts.into_iter().map(|(checkout, message)| {
+    // Each checkout's handling continues its own trace, linked to the batch's.
+    let batch = crate::telemetry::traceparent(&tracing::Span::current());
+    let handled = checkouts.into_iter().map(|(mut checkout, message)| {
         let span = message_span(queue, &message, checkout.traceparent.as_deref());
+        if let Some(batch) = &batch {
+            crate::telemetry::link(&span, batch);
+        }
+        // One without a trace started one here: a copy of it carries it.
+        if checkout.traceparent.is_none() {
+            checkout.traceparent = crate::telemetry::traceparent(&span);
+        }
         async move {
             let outcome = outcome_of(gate, handler, queue, message).await;
             (checkout, outcome)

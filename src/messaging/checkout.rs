@@ -15,6 +15,7 @@
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::topology::{
@@ -196,6 +197,43 @@ impl Batch {
     }
 }
 
+/// The span of a batch's publish (when spans are exported): a trace of its own — the message's,
+/// whose `traceparent` header it becomes — linked to each checkout's (OpenTelemetry's
+/// messaging conventions for a batch); each checkout's trace continues from its own context in
+/// [`TRACEPARENTS_HEADER`].
+fn publish_span(checkouts: &[Stamped]) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        target: crate::telemetry::TARGET,
+        parent: None,
+        "publish",
+        otel.name = format!("{} publish", CHECKOUT_QUEUE.name),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = CHECKOUT_QUEUE.name,
+        messaging.batch.message_count = checkouts.len(),
+    );
+    for traceparent in checkouts.iter().filter_map(|c| c.traceparent.as_deref()) {
+        crate::telemetry::link(&span, traceparent);
+    }
+    span
+}
+
+/// `props` with a `traceparent` header, when there is one.
+fn with_traceparent(props: BasicProperties, traceparent: Option<String>) -> BasicProperties {
+    let Some(traceparent) = traceparent else {
+        return props;
+    };
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(
+        crate::telemetry::TRACEPARENT.into(),
+        AMQPValue::LongString(traceparent.into()),
+    );
+    props.with_headers(headers)
+}
+
 impl Broker {
     /// Publishes one of intake's checkouts, persistent and confirmed; returns once the broker
     /// confirmed (or refused) it — alone, or in a batch with the checkouts that waited with it.
@@ -220,8 +258,12 @@ impl Broker {
                     .await
             }
             _ => {
+                let span = publish_span(&checkouts);
                 let (body, props) = Batch { checkouts }.message();
-                self.publish(exchange, key, &body, props).await
+                let props = with_traceparent(props, crate::telemetry::traceparent(&span));
+                self.publish(exchange, key, &body, props)
+                    .instrument(span)
+                    .await
             }
         };
         if result.is_ok() {

@@ -42,7 +42,7 @@ use tracing::Instrument;
 use super::copies::{dead_letter, hand_back, handbacks};
 pub use super::gate::{Gate, MAX_MESSAGE_BYTES};
 pub use super::message::Message;
-use super::message::{delivery_span, queue_wait};
+use super::message::{batch_span, delivery_span, queue_wait};
 use super::topology::QueueSpec;
 use super::Broker;
 use crate::monitor::Settled;
@@ -233,16 +233,21 @@ impl Consumer {
             self.broker.clone(),
         );
         match checkouts {
-            Ok(Some(items)) => self.tracker.spawn(async move {
-                let _in_flight = in_flight;
-                let Some(permit) = turn.wait(&delivery).await else {
-                    return;
-                };
-                let at_once = turn.needed;
-                super::batches::handle(&broker, queue, &gate, &handler, &delivery, items, at_once)
-                    .await;
-                drop(permit);
-            }),
+            Ok(Some(items)) => {
+                let span = batch_span(queue, &delivery, items.len());
+                self.tracker.spawn(
+                    async move {
+                        let _in_flight = in_flight;
+                        let Some(permit) = turn.wait(&delivery).await else {
+                            return;
+                        };
+                        let (d, n) = (&delivery, turn.needed);
+                        super::batches::handle(&broker, queue, &gate, &handler, d, items, n).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                )
+            }
             single => {
                 let span = delivery_span(queue, &delivery, &message);
                 self.tracker.spawn(

@@ -44,6 +44,17 @@ fn copy_properties(
             AMQPValue::LongString(LongString::from(p.to_owned())),
         );
     }
+    // An original that came without a trace started one here (the delivery's span): its copy
+    // carries it, so the message stays one trace across hand-backs, dead letters and replays.
+    let traced = headers.inner().contains_key(crate::telemetry::TRACEPARENT);
+    if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+        if !traced {
+            headers.insert(
+                crate::telemetry::TRACEPARENT.into(),
+                AMQPValue::LongString(LongString::from(traceparent)),
+            );
+        }
+    }
     delivery.properties.clone().with_headers(headers)
 }
 

@@ -134,6 +134,30 @@ pub(super) fn delivery_span(
     message_span(queue, message, parent.as_deref())
 }
 
+/// The span of one of intake's batches received, from its arrival to its settlement: in the
+/// batch's own trace (its `traceparent` header, the publish's); each checkout's handling is a
+/// trace of its own, linked to this one.
+pub(super) fn batch_span(queue: QueueSpec, delivery: &Delivery, checkouts: usize) -> tracing::Span {
+    if !crate::telemetry::exporting() {
+        return tracing::Span::none();
+    }
+    let span = tracing::debug_span!(
+        target: crate::telemetry::TARGET,
+        parent: None,
+        "receive",
+        otel.name = format!("{} receive", queue.name),
+        otel.kind = "consumer",
+        messaging.system = "rabbitmq",
+        messaging.destination.name = queue.name,
+        messaging.message.id = delivery.properties.message_id().as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        messaging.rabbitmq.redelivered = delivery.redelivered,
+        messaging.batch.message_count = checkouts,
+    );
+    let parent = text_header(delivery, crate::telemetry::TRACEPARENT);
+    crate::telemetry::continue_trace(&span, parent.as_deref().filter(|t| t.len() <= 128));
+    span
+}
+
 /// The span of one message's handling (alone, or one checkout of a batch), continuing the
 /// trace `parent` names.
 pub(super) fn message_span(

@@ -27,6 +27,8 @@ struct Received {
     attributes: HashMap<String, String>,
     /// Which process sent it (its `service.instance.id`-less resource: the pid we tag).
     process: String,
+    /// The spans it links to, in other traces: (trace, span).
+    links: Vec<(String, String)>,
 }
 
 type Spans = Arc<Mutex<Vec<Received>>>;
@@ -71,6 +73,11 @@ async fn receive(spans: web::Data<Spans>, body: web::Bytes) -> HttpResponse {
                         .map(|kv| (kv.key.clone(), text(&kv.value)))
                         .collect(),
                     process: process.clone(),
+                    links: span
+                        .links
+                        .iter()
+                        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                        .collect(),
                 });
             }
         }
@@ -234,6 +241,7 @@ async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_red
                 .any(|s| s.trace == trace && s.process == process && s.name == name)
         };
         has("orderflow-b", "orders.checkout process")
+            && has("orderflow-b", "order.events publish")
             && has("orderflow-a", "sku actor apply")
             && has("orderflow-a", "orderflow-persister write")
     })
@@ -283,6 +291,19 @@ async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_red
     ] {
         assert!(first_names.contains(name), "no {name} in {first_names:?}");
     }
+    // The redelivery found the decision and announced it, in the same trace.
+    let announced = ours
+        .iter()
+        .find(|s| s.name == "order.events publish" && s.process == "orderflow-b")
+        .expect("the event's publish after the redelivery");
+    let mut at = announced.parent.as_str();
+    while let Some(parent) = ours.iter().find(|s| s.id == at) {
+        if parent.id == redelivery.id {
+            break;
+        }
+        at = parent.parent.as_str();
+    }
+    assert_eq!(at, redelivery.id, "{}", dump(&ours));
     // Nothing of this order went to another trace.
     let elsewhere: Vec<&Received> = received
         .iter()
@@ -334,6 +355,77 @@ async fn one_checkout_is_one_trace_from_the_request_to_its_decision_across_a_red
     assert_eq!(order["status"], "scheduled", "{order}");
 }
 
+/// A queue of the test's own bound to `exchange` with `key`: a copy of every message published
+/// there, read without acks (keep the connection as long as the consumer).
+async fn tap(vhost: &TestVhost, exchange: &str, key: &str) -> (lapin::Connection, lapin::Consumer) {
+    let conn = lapin::Connection::connect(&vhost.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    let queue = channel
+        .queue_declare("".into(), exclusive, lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.name().as_str().into(),
+            exchange.into(),
+            key.into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let no_ack = lapin::options::BasicConsumeOptions {
+        no_ack: true,
+        ..Default::default()
+    };
+    let consumer = channel
+        .basic_consume(
+            queue.name().as_str().into(),
+            "tap".into(),
+            no_ack,
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (conn, consumer)
+}
+
+/// What a tap holds now (until it is quiet for half a second).
+async fn drain(tap: &mut lapin::Consumer) -> Vec<lapin::message::Delivery> {
+    let mut out = Vec::new();
+    while let Ok(Some(Ok(d))) = tokio::time::timeout(
+        Duration::from_millis(500),
+        futures_util::StreamExt::next(tap),
+    )
+    .await
+    {
+        out.push(d);
+    }
+    out
+}
+
+/// A text header of a message.
+fn header(d: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match d.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// (trace, span) of a W3C `traceparent`.
+fn ids(traceparent: &str) -> (String, String) {
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
 /// The messages the service published to the checkout queue, from its `/metrics`.
 async fn checkout_messages(service: &Service) -> u64 {
     let text = http_client()
@@ -373,6 +465,9 @@ async fn checkouts_that_travel_in_one_batch_keep_one_trace_each() {
     let skus: Vec<String> = (0..sent).map(|i| format!("TB-{i}")).collect();
     let stock: Vec<(&str, i64)> = skus.iter().map(|s| (s.as_str(), 5)).collect();
     stock_up(&client, &service.base, &stock).await;
+    // Copies of every checkout message and every event, to read their headers.
+    let (_c1, mut checkout_tap) = tap(&vhost, "orders", "checkout").await;
+    let (_c2, mut event_tap) = tap(&vhost, "order.events", "#").await;
     // Each buyer's own caller trace.
     let traces: Vec<String> = (0..sent)
         .map(|i| format!("{:032x}", 0xb0_0000 + i))
@@ -394,10 +489,14 @@ async fn checkouts_that_travel_in_one_batch_keep_one_trace_each() {
     );
     // Every checkout's trace complete: from its request to its event.
     let received = spans_until(&spans, |all| {
-        traces.iter().all(|trace| {
-            let mine: Vec<&Received> = all.iter().filter(|s| &s.trace == trace).collect();
-            PIPELINE.iter().all(|n| names(&mine).contains(*n))
-        })
+        let count = |name: &str| all.iter().filter(|s| s.name == name).count();
+        let batches = count("orders.checkout publish");
+        batches > 0
+            && count("orders.checkout receive") == batches
+            && traces.iter().all(|trace| {
+                let mine: Vec<&Received> = all.iter().filter(|s| &s.trace == trace).collect();
+                PIPELINE.iter().all(|n| names(&mine).contains(*n))
+            })
     })
     .await;
     for (trace, order_id) in traces.iter().zip(&accepted) {
@@ -424,6 +523,95 @@ async fn checkouts_that_travel_in_one_batch_keep_one_trace_each() {
             .count();
         assert_eq!(elsewhere, 0, "spans of {order_id} outside its trace");
     }
+    let span = |trace: &str, id: &str| -> Option<&Received> {
+        received.iter().find(|s| s.trace == trace && s.id == id)
+    };
+    let intake_of = |trace: &str| -> (String, String) {
+        let s = received
+            .iter()
+            .find(|s| s.trace == trace && s.name == "intake")
+            .unwrap();
+        (s.trace.clone(), s.id.clone())
+    };
+    // On the wire: a batch carries its own `traceparent` (its publish) and each checkout's in
+    // x-orderflow-traceparents; a checkout alone carries its own in `traceparent`.
+    let mut carried = BTreeSet::new();
+    let mut batches = 0;
+    for message in drain(&mut checkout_tap).await {
+        let own = header(&message, "traceparent").expect("a traceparent header");
+        let batch = message
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.to_string())
+            == Some(orderflow::messaging::checkout::BATCH_CONTENT_TYPE.to_owned());
+        if !batch {
+            carried.insert(ids(&own));
+            continue;
+        }
+        batches += 1;
+        let checkouts = orderflow::messaging::checkout::Batch::parse(&message.data)
+            .unwrap()
+            .checkouts
+            .len();
+        let headers = message.properties.headers().clone().unwrap();
+        let Some(lapin::types::AMQPValue::FieldArray(each)) =
+            headers.inner().get("x-orderflow-traceparents")
+        else {
+            panic!("a batch without its checkouts' traces: {headers:?}");
+        };
+        assert_eq!(each.as_slice().len(), checkouts);
+        let each: BTreeSet<(String, String)> = each
+            .as_slice()
+            .iter()
+            .map(|t| match t {
+                lapin::types::AMQPValue::LongString(t) => ids(&t.to_string()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The batch's publish span links to each checkout's intake span; its receive span
+        // continues the batch's header; each checkout's handling links to that receive.
+        let (trace, id) = ids(&own);
+        let publish = span(&trace, &id).expect("the batch's publish span");
+        assert_eq!(publish.name, "orders.checkout publish");
+        let links: BTreeSet<(String, String)> = publish.links.iter().cloned().collect();
+        assert_eq!(
+            links, each,
+            "the publish links to every checkout it carried"
+        );
+        let receive = received
+            .iter()
+            .find(|s| s.trace == trace && s.parent == id && s.name == "orders.checkout receive")
+            .expect("the batch's receive span, a child of its publish");
+        for (t, _) in &each {
+            let process = received
+                .iter()
+                .find(|s| &s.trace == t && s.name == "orders.checkout process")
+                .unwrap();
+            assert!(
+                process.links.contains(&(trace.clone(), receive.id.clone())),
+                "{process:?} does not link to its batch"
+            );
+        }
+        carried.extend(each);
+    }
+    assert!(batches > 0, "no batch on the wire");
+    let intakes: BTreeSet<(String, String)> = traces.iter().map(|t| intake_of(t)).collect();
+    assert_eq!(carried, intakes, "every checkout's intake span on the wire");
+    // Every event carries its order's trace.
+    let trace_of: HashMap<&str, &str> = accepted
+        .iter()
+        .map(String::as_str)
+        .zip(traces.iter().map(String::as_str))
+        .collect();
+    let events = drain(&mut event_tap).await;
+    assert!(events.len() >= sent, "{} events", events.len());
+    for event in &events {
+        let body: Value = serde_json::from_slice(&event.data).unwrap();
+        let order = body["order_id"].as_str().unwrap();
+        let (trace, _) = ids(&header(event, "traceparent").expect("an event's traceparent"));
+        assert_eq!(trace, trace_of[order], "{} of {order}", event.routing_key);
+    }
     println!(
         "{sent} checkouts in {messages} messages; the trace of order {}:\n{}",
         accepted[0],
@@ -433,5 +621,73 @@ async fn checkouts_that_travel_in_one_batch_keep_one_trace_each() {
                 .filter(|s| s.trace == traces[0])
                 .collect::<Vec<_>>()
         )
+    );
+}
+
+#[actix_web::test]
+async fn a_message_that_came_without_a_trace_keeps_the_one_it_started_in_its_copy() {
+    let (spans, endpoint) = receiver();
+    let db = TestDb::new();
+    let vhost = TestVhost::new();
+    let client = http_client();
+    let service = start(&db, &vhost, &otlp_env(&endpoint, "orderflow-copies"));
+    service.ready(&client).await;
+    // Another system's message, with no trace, that is no checkout: dead-lettered.
+    let conn = lapin::Connection::connect(&vhost.url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_publish(
+            "orders".into(),
+            "checkout".into(),
+            lapin::options::BasicPublishOptions::default(),
+            b"not a checkout",
+            lapin::BasicProperties::default().with_message_id("untraced-1".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let received = spans_until(&spans, |all| {
+        all.iter().any(|s| {
+            s.name == "orders.checkout process"
+                && s.attributes.get("messaging.message.id").map(String::as_str)
+                    == Some("untraced-1")
+        })
+    })
+    .await;
+    let process = received
+        .iter()
+        .find(|s| {
+            s.name == "orders.checkout process"
+                && s.attributes.get("messaging.message.id").map(String::as_str)
+                    == Some("untraced-1")
+        })
+        .unwrap();
+    // Its dead letter carries the trace its handling started: whoever replays it continues it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let letter = loop {
+        let got = channel
+            .basic_get(
+                "orders.checkout.dead".into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap();
+        if let Some(letter) = got {
+            break letter.delivery;
+        }
+        assert!(Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let traceparent = header(&letter, "traceparent").expect("the dead letter's traceparent");
+    assert_eq!(
+        ids(&traceparent),
+        (process.trace.clone(), process.id.clone())
     );
 }
