@@ -132,6 +132,8 @@ async fn a_client_generated_from_the_openapi_document_type_checks_and_runs_the_w
         seen["history"],
         json!(["received", "reserved", "scheduled"])
     );
+    // The events stream told the same story and ended at the decision.
+    assert_eq!(seen["streamed"], seen["history"], "{seen}");
     assert_eq!(seen["cart_total_cents"], 3980);
     assert_eq!(seen["order_total_cents"], 3980);
     assert_eq!(seen["card_last4"], "1111");

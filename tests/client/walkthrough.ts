@@ -105,6 +105,19 @@ if (!order) throw new Error("no order");
 const impossible: Order["status"] = "shipped";
 void impossible;
 
+// The order's changes as server-sent events: its history, then the stream ends at the decision.
+const stream = must(
+  "GET order events",
+  await shopper.GET("/v1/orders/{order_id}/events", {
+    params: { path: { order_id: accepted.order_id } },
+    parseAs: "text",
+  }),
+);
+const streamed = stream
+  .split("\n")
+  .filter((line) => line.startsWith("data:"))
+  .map((line) => (JSON.parse(line.slice(5)) as { status: string }).status);
+
 const mine = must("GET my orders", await shopper.GET("/v1/customers/me/orders"));
 const notes = must("GET my notifications", await shopper.GET("/v1/customers/me/notifications"));
 const after = must("GET inventory", await shopper.GET("/v1/inventory/{sku}", { params: { path: { sku } } }));
@@ -120,6 +133,7 @@ console.log(
     order_total_cents: order.total_cents,
     payment: order.payment,
     history: order.history.map((h) => h.status),
+    streamed,
     delivery_carrier: order.delivery?.carrier ?? null,
     my_order_ids: mine.data.map((o) => o.order_id),
     notification_kinds: notes.data.map((n) => n.kind),
