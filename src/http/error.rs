@@ -12,6 +12,28 @@ use crate::orders::{CancelError, IntakeError};
 use crate::persistence::carts::CartError;
 use crate::persistence::DbError;
 
+/// Every `error.code` an answer can carry (the OpenAPI document lists them; a test checks that
+/// every code this file writes is here).
+pub const CODES: [&str; 17] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "rate_limited",
+    "not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "unsupported_media_type",
+    "validation_failed",
+    "idempotency_mismatch",
+    "out_of_stock",
+    "cart_checked_out",
+    "cart_empty",
+    "not_cancellable",
+    "overloaded",
+    "unavailable",
+    "internal",
+];
+
 /// An error answer of the HTTP API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -361,6 +383,30 @@ impl ResponseError for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The document's list of codes is every code this file can write, and nothing else.
+    #[test]
+    fn every_code_written_here_is_in_the_documented_list() {
+        let source = include_str!("error.rs");
+        let (code, _) = source.split_once("#[cfg(test)]").unwrap_or((source, ""));
+        let mut written = std::collections::BTreeSet::new();
+        for line in code.lines().map(str::trim) {
+            let literal = line
+                .strip_prefix("code: \"")
+                .or_else(|| line.split_once("=> \"").map(|(_, rest)| rest));
+            if let Some(rest) = literal {
+                // A code is a snake_case word (a message is not).
+                let name = rest.split_once('"').map(|(name, _)| name);
+                if let Some(name) =
+                    name.filter(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+                {
+                    written.insert(name);
+                }
+            }
+        }
+        let listed: std::collections::BTreeSet<&str> = CODES.into_iter().collect();
+        assert_eq!(written, listed);
+    }
 
     /// Issue 19, item 7: a 500 keeps what went wrong as its source (for the log), and says
     /// nothing of it to the caller.

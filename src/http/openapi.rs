@@ -11,6 +11,7 @@ use super::{carts, health, inventory, monitor, orders, products, sandbox, stream
 /// Every error answer: `{"error": {"code", "message", "details"}}`.
 #[derive(ToSchema)]
 #[allow(dead_code)]
+#[schema(example = json!({"error": {"code": "not_found", "message": "order not found", "details": {}}}))]
 pub struct ErrorBody {
     error: ErrorDetail,
 }
@@ -18,16 +19,93 @@ pub struct ErrorBody {
 /// The error itself.
 #[derive(ToSchema)]
 #[allow(dead_code)]
+#[schema(example = json!({"code": "not_found", "message": "order not found", "details": {}}))]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`, `out_of_stock`,
-    /// `not_cancellable`, `cart_checked_out`, `payload_too_large`, `unsupported_media_type`,
-    /// `validation_failed`, `idempotency_mismatch`, `overloaded`, `unavailable`.
+    /// What went wrong, for programs: one of the listed codes (`ErrorCodes` sets the list).
     code: String,
     /// For humans.
     message: String,
-    /// `fields` for `validation_failed`, `items` for `out_of_stock`, …
+    /// `fields` for `validation_failed`, `items` (with suggestions) for `out_of_stock`,
+    /// `request_id` for a 5xx, `retry_after_s` for a 503; `{}` otherwise.
     #[schema(value_type = Object)]
     details: (),
+}
+
+/// The document's answers say what the routes do beyond their bodies: the list of error codes;
+/// `Retry-After` on every 429 and 503, `WWW-Authenticate` on every 401, `Allow` on every 405;
+/// and every route's possible 500 (`internal`, its `details.request_id` finds the cause in the
+/// log).
+struct ErrorAnswers;
+
+impl Modify for ErrorAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Header, RefOr, ResponseBuilder, Schema};
+        if let Some(components) = openapi.components.as_mut() {
+            if let Some(RefOr::T(Schema::Object(detail))) =
+                components.schemas.get_mut("ErrorDetail")
+            {
+                let codes = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(crate::http::error::CODES))
+                    .description(Some("What went wrong, for programs."));
+                detail.properties.insert("code".into(), codes.into());
+            }
+        }
+        let header = |schema: ObjectBuilder, description: &str| {
+            let mut header = Header::new(schema);
+            header.description = Some(description.to_owned());
+            header
+        };
+        let text =
+            |description: &str| header(ObjectBuilder::new().schema_type(Type::String), description);
+        let seconds = header(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(1)),
+            "Seconds to wait before trying again.",
+        );
+        let internal = ResponseBuilder::new()
+            .description("Internal error (`internal`): nothing of the cause is shown; `details.request_id` (also `X-Request-Id`) finds it in the log")
+            .content(
+                "application/json",
+                utoipa::openapi::ContentBuilder::new()
+                    .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let answers = &mut operation.responses.responses;
+                for (status, answer) in answers.iter_mut() {
+                    let RefOr::T(answer) = answer else { continue };
+                    let (name, header) = match status.as_str() {
+                        "429" | "503" => ("Retry-After", seconds.clone()),
+                        "401" => (
+                            "WWW-Authenticate",
+                            text("`Bearer`, with the reason when a token was refused."),
+                        ),
+                        "405" => (
+                            "Allow",
+                            text("The methods this resource answers (RFC 9110)."),
+                        ),
+                        _ => continue,
+                    };
+                    answer.headers.insert(name.into(), header);
+                }
+                answers
+                    .entry("500".into())
+                    .or_insert_with(|| RefOr::T(internal.clone()));
+            }
+        }
+    }
 }
 
 /// The admin bearer token (`Authorization: Bearer $ADMIN_TOKEN`).
@@ -91,7 +169,7 @@ impl Modify for AdminToken {
         inventory::adjust,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&AdminToken),
+    modifiers(&AdminToken, &ErrorAnswers),
 )]
 pub struct ApiDoc;
 
@@ -99,4 +177,40 @@ pub struct ApiDoc;
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "This document", body = Object)))]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer says what comes with it: `Retry-After` on each 429/503, `WWW-Authenticate`
+    /// on each 401, `Allow` on each 405, a 500 on every route; the codes are the list.
+    #[test]
+    fn the_document_declares_each_answers_headers_and_every_error_code() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let answers = operation["responses"].as_object().unwrap();
+                assert!(answers.contains_key("500"), "{method} {path}: no 500");
+                for (status, answer) in answers {
+                    let needed = match status.as_str() {
+                        "429" | "503" => "Retry-After",
+                        "401" => "WWW-Authenticate",
+                        "405" => "Allow",
+                        _ => continue,
+                    };
+                    assert!(
+                        answer["headers"][needed].is_object(),
+                        "{method} {path} {status}: no {needed}: {answer}"
+                    );
+                    *seen.entry(needed).or_default() += 1;
+                }
+            }
+        }
+        assert!(seen.get("Retry-After") > Some(&5), "{seen:?}");
+        assert!(seen.get("WWW-Authenticate") > Some(&5), "{seen:?}");
+        let codes = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"];
+        assert_eq!(*codes, serde_json::json!(crate::http::error::CODES));
+    }
 }
