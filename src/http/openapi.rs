@@ -169,14 +169,146 @@ impl Modify for AdminToken {
         inventory::adjust,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
-    modifiers(&AdminToken, &ErrorAnswers),
+    modifiers(&AdminToken, &ErrorAnswers, &Links),
 )]
 pub struct ApiDoc;
+
+/// (method, path of the maker, the id's name, the routes that take it as (method, path)).
+type Follow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Links from what makes a resource to what reads and changes it (OpenAPI links): a client — and
+/// schemathesis's stateful phase — follows a new cart, order or product with its id.
+struct Links;
+
+impl Links {
+    const FOLLOW: [Follow; 3] = [
+        (
+            "post",
+            "/v1/carts",
+            "cart_id",
+            &[
+                ("get", "/v1/carts/{cart_id}"),
+                ("put", "/v1/carts/{cart_id}/items/{sku}"),
+            ],
+        ),
+        (
+            "post",
+            "/v1/checkout",
+            "order_id",
+            &[
+                ("get", "/v1/orders/{order_id}"),
+                ("get", "/v1/orders/{order_id}/events"),
+                ("post", "/v1/orders/{order_id}/cancel"),
+            ],
+        ),
+        (
+            "put",
+            "/v1/products/{sku}",
+            "sku",
+            &[
+                ("get", "/v1/products/{sku}"),
+                ("get", "/v1/products/{sku}/similar"),
+                ("get", "/v1/inventory/{sku}"),
+                ("put", "/v1/inventory/{sku}"),
+                ("post", "/v1/inventory/{sku}/adjustments"),
+                ("put", "/v1/carts/{cart_id}/items/{sku}"),
+            ],
+        ),
+    ];
+}
+
+/// The operation at `method` `path`.
+fn operation<'a>(
+    openapi: &'a mut utoipa::openapi::OpenApi,
+    method: &str,
+    path: &str,
+) -> Option<&'a mut utoipa::openapi::path::Operation> {
+    let item = openapi.paths.paths.get_mut(path)?;
+    match method {
+        "get" => item.get.as_mut(),
+        "put" => item.put.as_mut(),
+        "post" => item.post.as_mut(),
+        _ => None,
+    }
+}
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::RefOr;
+        for (method, path, id, targets) in Self::FOLLOW {
+            let mut links = Vec::new();
+            for (target_method, target_path) in targets {
+                let Some(target) = operation(openapi, target_method, target_path) else {
+                    continue;
+                };
+                let Some(operation_id) = target.operation_id.clone() else {
+                    continue;
+                };
+                let link = LinkBuilder::new()
+                    .operation_id(operation_id.as_str())
+                    .parameter(id, format!("$response.body#/{id}"))
+                    .description(format!("{target_method} {target_path} with this {id}"))
+                    .build();
+                links.push((operation_id, link));
+            }
+            let Some(maker) = operation(openapi, method, path) else {
+                continue;
+            };
+            for (status, answer) in maker.responses.responses.iter_mut() {
+                let RefOr::T(answer) = answer else { continue };
+                if !status.starts_with('2') {
+                    continue;
+                }
+                for (name, link) in &links {
+                    answer.links.insert(name.clone(), RefOr::T(link.clone()));
+                }
+            }
+        }
+    }
+}
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "This document", body = Object)))]
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(json())
+}
+
+/// The document as served. utoipa 5.5 writes a link's fields in snake case (`operation_id`);
+/// OpenAPI's are camel case (`operationId`), and clients read only those.
+pub fn json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let answers = doc
+        .get_mut("paths")
+        .and_then(|p| p.as_object_mut())
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|answers| answers.values_mut());
+    for answer in answers {
+        let Some(links) = answer.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.to_owned(), value);
+                }
+            }
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -187,7 +319,7 @@ mod tests {
     /// on each 401, `Allow` on each 405, a 500 on every route; the codes are the list.
     #[test]
     fn the_document_declares_each_answers_headers_and_every_error_code() {
-        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let doc = json();
         let mut seen = std::collections::BTreeMap::<&str, usize>::new();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
@@ -210,6 +342,21 @@ mod tests {
         }
         assert!(seen.get("Retry-After") > Some(&5), "{seen:?}");
         assert!(seen.get("WWW-Authenticate") > Some(&5), "{seen:?}");
+        // A new order links to reading, following and cancelling it by its id.
+        let made = &doc["paths"]["/v1/checkout"]["post"]["responses"]["202"]["links"];
+        let follows: Vec<&str> = made
+            .as_object()
+            .map(|l| {
+                l.values()
+                    .filter_map(|l| l["operationId"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(follows.len(), 3, "{made}");
+        assert!(follows.contains(&"get_order"), "{made}");
+        for link in made.as_object().unwrap().values() {
+            assert_eq!(link["parameters"]["order_id"], "$response.body#/order_id");
+        }
         let codes = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"];
         assert_eq!(*codes, serde_json::json!(crate::http::error::CODES));
     }
