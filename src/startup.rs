@@ -44,6 +44,9 @@ pub enum StartupError {
     NoCustomerKey,
     #[error("customer keys: {0}. Check AUTH_JWT_PUBLIC_KEYS.")]
     CustomerKeys(#[source] crate::auth::AuthError),
+    /// `demo-data` offline: a service holds the lease (it owns the stock).
+    #[error("a service is active on this database (it holds the lease and owns the stock): load the demo data through it with `demo-data N --url http://…`, or stop it first")]
+    ServiceActive,
     /// `demo-data`: SKUs whose stock could not be set, each with why.
     #[error("{} demo SKU(s) did not get their stock: {}", .0.len(), .0.iter().take(20).cloned().collect::<Vec<_>>().join("; "))]
     Demo(Vec<String>),

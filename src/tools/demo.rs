@@ -219,19 +219,44 @@ pub fn catalog(n: usize) -> Vec<(Product, i64)> {
 }
 
 /// `orderflow demo-data [N]`: loads N demo products (default 3,000) with stock. Stock goes
-/// through an engine of its own, like every stock change, so run it while the service is
-/// stopped (or restart the service after it): two engines must not own the same SKUs.
+/// through an engine of its own, like every stock change, so it runs while no service is
+/// active: it takes the lease as a service would (two engines must not own the same SKUs), and
+/// refuses when a service holds it (its lease is live: `--url` loads through that service). Its
+/// writes are fenced by the lease; it gives the lease up when done.
 pub async fn load(
     config: &orderflow::config::Config,
     n: usize,
+) -> Result<usize, orderflow::startup::StartupError> {
+    use orderflow::lease::{Leadership, Role};
+
+    orderflow::startup::migrate(config).await?;
+    let leadership = Leadership::start(&config.database_url, config.lease.clone());
+    // A lease left by a service that died lapses within its time-to-live; a live one is renewed.
+    let mut role = leadership.watch();
+    let wait = config.lease.ttl + config.lease.renew_every * 2 + std::time::Duration::from_secs(1);
+    let taken = tokio::time::timeout(wait, role.wait_for(|r| matches!(r, Role::Active { .. })))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    let result = match leadership.fence() {
+        Some(fence) if taken => load_as(config, n, &leadership, fence).await,
+        _ => Err(orderflow::startup::StartupError::ServiceActive),
+    };
+    leadership.release().await;
+    result
+}
+
+async fn load_as(
+    config: &orderflow::config::Config,
+    n: usize,
+    leadership: &orderflow::lease::Leadership,
+    fence: orderflow::lease::Fence,
 ) -> Result<usize, orderflow::startup::StartupError> {
     use std::sync::Arc;
 
     use orderflow::engine::{Engine, Store};
     use orderflow::persistence::{self, DbError, PgStore};
-    use orderflow::startup::{migrate, StartupError};
+    use orderflow::startup::StartupError;
 
-    migrate(config).await?;
     let url = config.database_url.clone();
     let db_err = |source| StartupError::Database {
         url: orderflow::messaging::redact(&config.database_url),
@@ -250,7 +275,9 @@ pub async fn load(
     })
     .await
     .map_err(db_err)?;
-    let store: Arc<dyn Store> = Arc::new(PgStore::new(pool));
+    let demote = leadership.clone();
+    let guard = orderflow::lease::FenceGuard::new(fence, Arc::new(move || demote.demote()));
+    let store: Arc<dyn Store> = Arc::new(PgStore::fenced(pool, guard));
     let engine = Engine::start(store, config.engine.clone())
         .await
         .map_err(StartupError::Engine)?;

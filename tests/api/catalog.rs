@@ -200,6 +200,39 @@ async fn demo_data_online(url: &str, n: u32, token: &str) -> std::process::Outpu
     .expect("the command ran")
 }
 
+/// `orderflow demo-data N` offline, straight into `db`'s database.
+async fn demo_data_offline(db: &crate::helpers::TestDb, n: u32) -> std::process::Output {
+    let (url, n) = (db.url.clone(), n.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+            .args(["demo-data", &n])
+            .env("DATABASE_URL", url)
+            .env_remove("AUTH_JWT_SECRET")
+            .output()
+            .expect("run orderflow demo-data")
+    })
+    .await
+    .expect("the command ran")
+}
+
+/// Every SKU's stock in `db`'s database.
+fn stock_in(db: &crate::helpers::TestDb) -> Vec<(String, i64)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        sku: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        on_hand: i64,
+    }
+    use diesel::RunQueryDsl;
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT p.sku, s.on_hand FROM products p JOIN stock s USING (sku) ORDER BY p.sku",
+    )
+    .load(&mut db.conn())
+    .expect("products with stock");
+    rows.into_iter().map(|r| (r.sku, r.on_hand)).collect()
+}
+
 /// Every SKU's stock as the running engine serves it (and the database agrees).
 async fn stock_of_every_sku(app: &crate::helpers::TestApp) -> Vec<(String, i64)> {
     #[derive(diesel::QueryableByName)]
@@ -267,6 +300,16 @@ async fn demo_data_loads_into_a_running_service_through_its_admin_api_with_backp
         page.body
     );
 
+    // Each SKU has exactly the stock of the demo catalog: the same as the offline mode writes.
+    let offline = crate::helpers::TestDb::new();
+    let out = demo_data_offline(&offline, 400).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stock_in(&offline), first);
+
     // Loading again is idempotent: the same products, the same stock.
     let again = demo_data_online(&app.address, 400, crate::helpers::ADMIN_TOKEN).await;
     assert!(
@@ -281,5 +324,40 @@ async fn demo_data_loads_into_a_running_service_through_its_admin_api_with_backp
     assert!(!wrong.status.success());
     let said = String::from_utf8_lossy(&wrong.stderr);
     assert!(said.contains("refused the admin token"), "{said}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn demo_data_offline_loads_while_no_service_is_active_and_refuses_while_one_is() {
+    let db = crate::helpers::TestDb::new();
+    let out = demo_data_offline(&db, 200).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("loaded 200 demo products"), "{stdout}");
+    let loaded = stock_in(&db);
+    assert_eq!(loaded.len(), 200, "every SKU with its stock");
+    assert!(loaded.iter().any(|(_, s)| *s > 0));
+    // It gave the lease up: a service starts on the database at once and serves that stock.
+    let app = crate::helpers::spawn_app_with(db, |_| {}).await;
+    let (sku, on_hand) = &loaded[7];
+    let live = app.get(&format!("/v1/inventory/{sku}")).await;
+    assert_eq!(live.body["on_hand"], *on_hand, "{}", live.body);
+    // While the service is active, the offline mode refuses (two engines must not own the
+    // same SKUs) and says what to do; it changed nothing.
+    app.admin_put(&format!("/v1/inventory/{sku}"), json!({"on_hand": 777}))
+        .await;
+    let refused = demo_data_offline(&app.db, 200).await;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("a service is active") && said.contains("--url"),
+        "{said}"
+    );
+    let live = app.get(&format!("/v1/inventory/{sku}")).await;
+    assert_eq!(live.body["on_hand"], 777, "{}", live.body);
     app.stop().await;
 }
