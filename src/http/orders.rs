@@ -138,16 +138,23 @@ fn lines_as_sent(items: Option<&Value>) -> Option<Vec<(crate::domain::Sku, i64)>
 /// The trace of a checkout starts here, or continues the caller's `traceparent` (disabled when
 /// no spans are exported).
 fn intake_span(req: &HttpRequest) -> tracing::Span {
+    server_span(req, "/v1/checkout")
+}
+
+/// The span of a `POST` to `route` that changes an order, continuing the caller's
+/// `traceparent` (or starting a trace): its steps and the events it publishes are in it.
+fn server_span(req: &HttpRequest, route: &'static str) -> tracing::Span {
     if !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
     let span = tracing::debug_span!(
         target: crate::telemetry::TARGET,
-        "checkout",
-        otel.name = "POST /v1/checkout",
+        "request",
+        otel.name = format!("POST {route}"),
         otel.kind = "server",
         http.request.method = "POST",
-        http.route = "/v1/checkout",
+        http.route = route,
+        orderflow.order_id = tracing::field::Empty,
     );
     let parent = req
         .headers()
@@ -166,8 +173,19 @@ pub async fn get(owned: OwnedOrder) -> Result<HttpResponse, ApiError> {
 
 /// `POST /v1/orders/{order_id}/cancel`.
 #[utoipa::path(post, path = "/v1/orders/{order_id}/cancel", tag = "orders", security(("customer" = []), ("admin" = [])), params(("order_id" = String, Path)), responses((status = 200, description = "The cancelled order", body = crate::domain::order::OrderView), (status = 401, description = "No valid bearer token (`WWW-Authenticate: Bearer`)", body = ErrorBody), (status = 404, description = "Not found (or another customer's)", body = ErrorBody), (status = 409, description = "Rejected or failed (`not_cancellable`)", body = ErrorBody), (status = 429, description = "Rate limited, with `Retry-After`", body = ErrorBody), (status = 503, description = "Unavailable or overloaded, with `Retry-After`", body = ErrorBody)))]
-pub async fn cancel(owned: OwnedOrder, state: Active) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(&state.orders.cancel(owned.order.order_id).await?))
+pub async fn cancel(
+    req: HttpRequest,
+    owned: OwnedOrder,
+    state: Active,
+) -> Result<HttpResponse, ApiError> {
+    let span = server_span(&req, "/v1/orders/{order_id}/cancel");
+    span.record("orderflow.order_id", owned.order.order_id.to_string());
+    let cancelled = state
+        .orders
+        .cancel(owned.order.order_id)
+        .instrument(span)
+        .await?;
+    Ok(HttpResponse::Ok().json(&cancelled))
 }
 
 async fn orders_of(scope: CustomerScope, state: Active) -> Result<HttpResponse, ApiError> {

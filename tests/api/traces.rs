@@ -691,3 +691,50 @@ async fn a_message_that_came_without_a_trace_keeps_the_one_it_started_in_its_cop
         (process.trace.clone(), process.id.clone())
     );
 }
+
+#[actix_web::test]
+async fn a_cancel_continues_the_callers_trace_to_its_event() {
+    let (spans, endpoint) = receiver();
+    let db = TestDb::new();
+    let vhost = TestVhost::new();
+    let client = http_client();
+    let service = start(&db, &vhost, &otlp_env(&endpoint, "orderflow-cancel"));
+    service.ready(&client).await;
+    stock_up(&client, &service.base, &[("TR-1", 10)]).await;
+    let accepted = checkout(&service, "cancel-trace-1", None).await;
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut r = client
+            .get(service.url(&format!("/v1/orders/{order_id}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 && r.json::<Value>().await.unwrap()["status"] == "scheduled" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never scheduled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (trace, caller) = ("5ca1ab1e5ca1ab1e5ca1ab1e5ca1ab1e", "0ddba11c0ddba11c");
+    let resp = client
+        .post(service.url(&format!("/v1/orders/{order_id}/cancel")))
+        .insert_header(("traceparent", format!("00-{trace}-{caller}-01")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let received = spans_until(&spans, |all| {
+        let mine: Vec<&Received> = all.iter().filter(|s| s.trace == trace).collect();
+        names(&mine).contains("order.events publish")
+    })
+    .await;
+    let mine: Vec<&Received> = received.iter().filter(|s| s.trace == trace).collect();
+    println!("the trace of the cancel of {order_id}:\n{}", dump(&mine));
+    let request = mine
+        .iter()
+        .find(|s| s.name == "POST /v1/orders/{order_id}/cancel")
+        .expect("the cancel's span");
+    assert_eq!(request.parent, caller);
+    assert_eq!(request.attributes["orderflow.order_id"], order_id);
+}
