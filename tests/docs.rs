@@ -27,7 +27,7 @@ const FILES: &[&str] = &[
     "README.md",
 ];
 /// Made by a command, not kept in the repository.
-const GENERATED: &[&str] = &["deploy/secrets/"];
+const GENERATED: &[&str] = &["deploy/secrets/", "generated/"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,6 +147,59 @@ fn tree_paths(text: &str) -> Vec<String> {
     paths
 }
 
+/// The text inside fenced code blocks.
+fn fenced(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            inside = !inside;
+            continue;
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every file of the repository (not what builds or installs make), as `a/b/c.rs`.
+fn repository_files() -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !["target", "node_modules", ".git", "build", "generated"]
+                    .contains(&name.as_str())
+                {
+                    walk(&path, base, out);
+                }
+            } else if let Ok(relative) = path.strip_prefix(base) {
+                out.push(relative.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root(), &root(), &mut out);
+    out
+}
+
+/// A bare file name or partial path in backticks (`messaging/batcher.rs`, `roles.sql`).
+fn is_file_name(token: &str) -> bool {
+    const EXTENSIONS: &[&str] = &[".rs", ".sh", ".sql", ".yml", ".yaml", ".ts", ".py", ".toml"];
+    EXTENSIONS.iter().any(|e| token.ends_with(e))
+        && !token.contains(['*', '<', '{', '$', ' ', '…'])
+        && !token.starts_with("../")
+        && !token.starts_with('/')
+        && !GENERATED.iter().any(|g| token.starts_with(g))
+        && !is_repo_path(token)
+}
+
 #[test]
 fn the_readme_is_short() {
     let text = std::fs::read_to_string(root().join("README.md")).expect("README.md");
@@ -161,6 +214,7 @@ fn the_readme_is_short() {
 fn every_path_and_link_the_docs_name_exists() {
     let mut missing = Vec::new();
     let mut checked = 0;
+    let files = repository_files();
     for doc in documents() {
         let text = std::fs::read_to_string(&doc).expect("a readable document");
         let fences = text
@@ -187,6 +241,28 @@ fn every_path_and_link_the_docs_name_exists() {
                 checked += 1;
                 if !root().join(path).exists() {
                     missing.push(format!("{name}: `{path}`"));
+                }
+            }
+        }
+        // A bare name or a path below a folder: some file of the repository ends with it.
+        for token in between(&body, "`", '`') {
+            let path = token.trim_end_matches([',', '.', ':', ')']);
+            if is_file_name(path) {
+                checked += 1;
+                let suffix = format!("/{path}");
+                if !files.iter().any(|f| f == path || f.ends_with(&suffix)) {
+                    missing.push(format!("{name}: `{path}` (no such file anywhere)"));
+                }
+            }
+        }
+        // Commands in code blocks name real paths too.
+        for word in fenced(&text).split_whitespace() {
+            let path = word.trim_matches(|c| c == '"' || c == '\'' || c == '(' || c == ')');
+            let path = path.trim_end_matches([',', ';']);
+            if is_repo_path(path) {
+                checked += 1;
+                if !root().join(path).exists() {
+                    missing.push(format!("{name}: {path} (in a code block)"));
                 }
             }
         }
