@@ -288,9 +288,25 @@ fn run(config: Config, command: Command) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("orderflow: {e}");
-            ExitCode::FAILURE
+            exit_now(1)
         }
     }
+}
+
+/// Ends a process that failed at once, its one line said. Threads it started may still be
+/// running — the database pool's, connecting to PostgreSQL through libpq and OpenSSL — and
+/// libc's exit handlers (OpenSSL's clean-up among them) racing them can kill the process with a
+/// signal instead of the exit code (seen once in the start-up test, status `None`).
+fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    extern "C" {
+        fn _exit(status: i32) -> !;
+    }
+    // SAFETY: `_exit` takes a plain int and never returns; what it skips (exit handlers, stdio
+    // buffers) holds nothing of ours: stdout and stderr are flushed above.
+    unsafe { _exit(code) }
 }
 
 /// `orderflow token --customer ID [--ttl SECONDS]`.
