@@ -176,6 +176,11 @@ pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
     }
 }
 
+/// Whether `traceparent` names a span (a valid W3C `traceparent` of at most 128 bytes).
+pub fn is_trace(traceparent: &str) -> bool {
+    traceparent.len() <= 128 && context_of(traceparent).span().span_context().is_valid()
+}
+
 /// Links `span` to the span `traceparent` names, in another trace (a message of a batch and
 /// the batch, say); a malformed one is ignored.
 pub fn link(span: &tracing::Span, traceparent: &str) {

@@ -109,7 +109,8 @@ impl Stamped {
             .with_headers(headers)
     }
 
-    /// What this checkout adds to a batch's body at most (the JSON around it included).
+    /// What this checkout adds to a batch at most (the JSON around it included; its trace
+    /// travels in the headers, counted here all the same).
     pub fn weight(&self) -> usize {
         escaped_len(&self.body)
             + escaped_len(&self.key)
@@ -181,8 +182,13 @@ impl Batch {
     /// [`TRACEPARENTS_HEADER`] (one that is not a short text is no trace).
     pub fn read(body: &[u8], headers: Option<&FieldTable>) -> Result<Batch, String> {
         let mut batch = Batch::parse(body)?;
+        // One per checkout, in order; an array of another length matches none of them.
         let traces = headers.and_then(|h| match h.inner().get(TRACEPARENTS_HEADER) {
-            Some(AMQPValue::FieldArray(traces)) => Some(traces.as_slice().to_vec()),
+            Some(AMQPValue::FieldArray(traces))
+                if traces.as_slice().len() == batch.checkouts.len() =>
+            {
+                Some(traces.as_slice().to_vec())
+            }
             _ => None,
         });
         for (checkout, trace) in batch.checkouts.iter_mut().zip(traces.unwrap_or_default()) {
@@ -342,6 +348,22 @@ mod tests {
             .collect();
         let sent_traces: Vec<_> = sent.iter().map(|c| c.traceparent.clone()).collect();
         assert_eq!(traces, sent_traces, "each checkout its own, in order");
+        // An array that does not match the body one for one gives no checkout a trace.
+        let mut short = headers.clone();
+        short.insert(
+            TRACEPARENTS_HEADER.into(),
+            AMQPValue::FieldArray(
+                sent[..2]
+                    .iter()
+                    .map(|c| {
+                        AMQPValue::LongString(c.traceparent.clone().unwrap_or_default().into())
+                    })
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+        );
+        let back = Batch::read(&body, Some(&short)).unwrap();
+        assert!(back.checkouts.iter().all(|c| c.traceparent.is_none()));
         // Without the header (spans not exported), no checkout has a trace.
         let back = Batch::read(&body, None).unwrap();
         assert!(back.checkouts.iter().all(|c| c.traceparent.is_none()));

@@ -46,8 +46,11 @@ fn copy_properties(
     }
     // An original that came without a trace started one here (the delivery's span): its copy
     // carries it, so the message stays one trace across hand-backs, dead letters and replays.
-    let traced = headers.inner().contains_key(crate::telemetry::TRACEPARENT);
     if let Some(traceparent) = crate::telemetry::traceparent(&tracing::Span::current()) {
+        let traced = match headers.inner().get(crate::telemetry::TRACEPARENT) {
+            Some(AMQPValue::LongString(t)) => crate::telemetry::is_trace(&t.to_string()),
+            _ => false,
+        };
         if !traced {
             headers.insert(
                 crate::telemetry::TRACEPARENT.into(),

@@ -168,8 +168,11 @@ pub(super) fn message_span(
     if !crate::telemetry::exporting() {
         return tracing::Span::none();
     }
+    // A trace of its own (or its producer's), not its caller's: within a batch, a checkout
+    // is not a step of the batch.
     let span = tracing::debug_span!(
         target: crate::telemetry::TARGET,
+        parent: None,
         "consume",
         otel.name = format!("{} process", queue.name),
         otel.kind = "consumer",

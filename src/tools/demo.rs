@@ -232,8 +232,13 @@ pub async fn load(
     orderflow::startup::migrate(config).await?;
     let leadership = Leadership::start(&config.database_url, config.lease.clone());
     // A lease left by a service that died lapses within its time-to-live; a live one is renewed.
+    // Waited: the lapse, two tries to take it, and a slow connection (libpq's 2 s time-out).
     let mut role = leadership.watch();
-    let wait = config.lease.ttl + config.lease.renew_every * 2 + std::time::Duration::from_secs(1);
+    let lease = &config.lease;
+    let wait = lease.ttl
+        + lease.retry_every * 2
+        + lease.renew_every * 2
+        + std::time::Duration::from_secs(3);
     let taken = tokio::time::timeout(wait, role.wait_for(|r| matches!(r, Role::Active { .. })))
         .await
         .is_ok_and(|r| r.is_ok());

@@ -726,7 +726,9 @@ async fn a_cancel_continues_the_callers_trace_to_its_event() {
     assert_eq!(resp.status().as_u16(), 200);
     let received = spans_until(&spans, |all| {
         let mine: Vec<&Received> = all.iter().filter(|s| s.trace == trace).collect();
-        names(&mine).contains("order.events publish")
+        let names = names(&mine);
+        names.contains("order.events publish")
+            && names.contains("POST /v1/orders/{order_id}/cancel")
     })
     .await;
     let mine: Vec<&Received> = received.iter().filter(|s| s.trace == trace).collect();
