@@ -235,31 +235,13 @@ fn stock_in(db: &crate::helpers::TestDb) -> Vec<(String, i64)> {
 
 /// Every SKU's stock as the running engine serves it (and the database agrees).
 async fn stock_of_every_sku(app: &crate::helpers::TestApp) -> Vec<(String, i64)> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        sku: String,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        on_hand: i64,
-    }
-    use diesel::RunQueryDsl;
-    let rows: Vec<Row> = diesel::sql_query(
-        "SELECT p.sku, s.on_hand FROM products p JOIN stock s USING (sku) ORDER BY p.sku",
-    )
-    .load(&mut app.db.conn())
-    .expect("products with stock");
-    let mut out = Vec::new();
-    for row in rows {
-        let live = app.get(&format!("/v1/inventory/{}", row.sku)).await;
+    let rows = stock_in(&app.db);
+    for (sku, on_hand) in &rows {
+        let live = app.get(&format!("/v1/inventory/{sku}")).await;
         assert_eq!(live.status, 200, "{}", live.body);
-        assert_eq!(
-            live.body["on_hand"], row.on_hand,
-            "{}: engine vs database",
-            row.sku
-        );
-        out.push((row.sku, row.on_hand));
+        assert_eq!(live.body["on_hand"], *on_hand, "{sku}: engine vs database");
     }
-    out
+    rows
 }
 
 #[actix_web::test]
