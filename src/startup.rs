@@ -202,40 +202,10 @@ impl Application {
         });
         let leadership = Leadership::start(&config.database_url, config.lease.clone());
         let state = AppState::new(pool, broker, monitor, Arc::new(config), leadership, gate);
-        let app_state = state.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                // No answer is ever sniffed into something it is not (JSON as HTML, …).
-                .wrap(
-                    actix_web::middleware::DefaultHeaders::new()
-                        .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
-                )
-                .wrap(actix_web::middleware::from_fn(
-                    http::error::scope_request_id,
-                ))
-                .wrap(tracing_actix())
-                .configure(http::configure(app_state.clone()))
-                .default_service(web::to(http::not_found))
-        })
-        .workers(state.config.http_workers)
-        .disable_signals()
-        .shutdown_timeout(10)
-        .listen(listener)
-        .map_err(|source| StartupError::Listen {
-            addr: state.config.http_addr.to_string(),
-            source,
-        })?
-        .run();
+        let server = http_server(&state, listener)?;
         tracing::info!(port, "orderflow listening");
         if let Some(path) = &state.config.port_file {
-            // Written whole under a temporary name, then renamed: a reader never sees half.
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, port.to_string())
-                .and_then(|()| std::fs::rename(&tmp, path))
-                .map_err(|source| StartupError::Listen {
-                    addr: format!("PORT_FILE {}", path.display()),
-                    source,
-                })?;
+            write_port_file(path, port)?;
         }
         let (stopped, _) = watch::channel(false);
         Ok(Application {
@@ -399,6 +369,49 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+/// The HTTP server on `listener`, serving the API with `state` (not yet running).
+fn http_server(
+    state: &AppState,
+    listener: TcpListener,
+) -> Result<actix_web::dev::Server, StartupError> {
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            // No answer is ever sniffed into something it is not (JSON as HTML, …).
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((actix_web::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")),
+            )
+            .wrap(actix_web::middleware::from_fn(
+                http::error::scope_request_id,
+            ))
+            .wrap(tracing_actix())
+            .configure(http::configure(app_state.clone()))
+            .default_service(web::to(http::not_found))
+    })
+    .workers(state.config.http_workers)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .listen(listener)
+    .map_err(|source| StartupError::Listen {
+        addr: state.config.http_addr.to_string(),
+        source,
+    })?
+    .run();
+    Ok(server)
+}
+
+/// `PORT_FILE`: the port, written whole under a temporary name, then renamed (a reader never
+/// sees half).
+fn write_port_file(path: &std::path::Path, port: u16) -> Result<(), StartupError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, port.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|source| StartupError::Listen {
+            addr: format!("PORT_FILE {}", path.display()),
+            source,
+        })
 }
 
 /// Request logging through tracing: one span per request (method, route, status, latency,

@@ -62,158 +62,68 @@ pub fn handle() -> Option<PrometheusHandle> {
     HANDLE.get().cloned().flatten()
 }
 
+/// A metric family's kind.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric family the service exposes: kind, name, unit and help (described at install).
+const FAMILIES: &[(Kind, &str, Option<Unit>, &str)] = &[
+    (Counter, "orderflow_publishes_total", None, "Messages this instance published (persistent, each with a confirm awaited), by exchange: checkouts, events, hand-backs, dead letters."),
+    (Counter, "orderflow_checkouts_admitted_total", None, "Checkouts admission control let through to the queue."),
+    (Counter, "orderflow_checkouts_shed_total", None, "Checkouts answered 503 overloaded, by reason (wait_budget, broker_blocked, broker_stalled, queue_full)."),
+    (Gauge, "orderflow_admission_shedding", None, "1 while admission control sheds checkouts."),
+    (Gauge, "orderflow_admission_expected_wait_seconds", Some(Unit::Seconds), "Expected accept-to-decided wait of a checkout arriving now (queued / drain rate + max(in flight / drain rate, median decision latency))."),
+    (Gauge, "orderflow_admission_drain_per_second", None, "Measured checkout decisions per second while there is a backlog."),
+    (Gauge, "orderflow_checkout_backlog", None, "Checkouts waiting in orders.checkout (the last read, corrected by what this instance published and consumed since)."),
+    (Gauge, "orderflow_queue_ready_messages", None, "Messages ready in a queue, as the broker counts them (sampled)."),
+    (Gauge, "orderflow_queue_unacked_messages", None, "Messages delivered to this instance and not yet settled."),
+    (Gauge, "orderflow_queue_consumers", None, "Consumers of a queue, as the broker counts them (sampled)."),
+    (Counter, "orderflow_queue_published_total", None, "Messages published to a queue's exchange by this instance."),
+    (Counter, "orderflow_queue_confirmed_total", None, "Publishes the broker confirmed."),
+    (Counter, "orderflow_queue_publish_rejected_total", None, "Publishes the broker refused (the queue is full: reject-publish)."),
+    (Counter, "orderflow_queue_publish_timeouts_total", None, "Publishes not confirmed in time."),
+    (Counter, "orderflow_queue_delivered_total", None, "Deliveries received from a queue."),
+    (Counter, "orderflow_queue_redelivered_total", None, "Deliveries flagged redelivered by the broker."),
+    (Counter, "orderflow_queue_acked_total", None, "Deliveries acknowledged."),
+    (Counter, "orderflow_queue_dead_lettered_total", None, "Deliveries moved to the dead-letter queue."),
+    (Counter, "orderflow_queue_handed_back_total", None, "Deliveries handed back as a fresh copy after a transient outage."),
+    (Counter, "orderflow_queue_requeued_total", None, "Deliveries given back to the queue as they were."),
+    (Histogram, "orderflow_queue_wait_seconds", Some(Unit::Seconds), "Time from publish (orderflow's accept stamp, else the message timestamp) to consume."),
+    (Histogram, "orderflow_checkout_accept_to_decided_seconds", Some(Unit::Seconds), "Time from the 202 of a checkout to its decision."),
+    (Histogram, "orderflow_checkout_processing_seconds", Some(Unit::Seconds), "Time from consuming a checkout message to its outcome."),
+    (Counter, "orderflow_orders_decided_total", None, "Orders reaching a decision, by status and rejection reason."),
+    (Histogram, "orderflow_batch_rows", None, "Rows per batch a write-behind writer commits (writer = stock persister or order writer)."),
+    (Histogram, "orderflow_batch_commit_seconds", Some(Unit::Seconds), "Time to commit one batch, retries included."),
+    (Gauge, "orderflow_batch_backlog_rows", None, "Items queued in a writer and not yet committed: memory ahead of disk."),
+    (Gauge, "orderflow_batch_capacity_rows", None, "The most items a write-behind writer may hold before writes answer 503 (its bound)."),
+    (Gauge, "orderflow_engine_actors", None, "SKU actors running."),
+    (Gauge, "orderflow_engine_requests_in_flight", None, "Engine requests sent to SKU actors and not yet answered (the mailboxes' depth, summed)."),
+    (Gauge, "orderflow_db_pool_connections", None, "PostgreSQL pool connections, by state (in_use, idle)."),
+    (Gauge, "orderflow_broker_connected", None, "1 while the RabbitMQ connection is open."),
+    (Gauge, "orderflow_database_reachable", None, "1 while the lease's PostgreSQL connection answers (checked every LEASE_RENEW_MS or LEASE_RETRY_MS)."),
+    (Gauge, "orderflow_lease_active", None, "1 while this instance holds the lease (the active instance)."),
+    (Gauge, "orderflow_lease_epoch", None, "The lease epoch this instance holds (0 when standby)."),
+    (Counter, "orderflow_lease_acquired_total", None, "Times this instance took the lease (each is a failover or a start)."),
+    (Gauge, "orderflow_broker_blocked", None, "1 while the broker blocks this connection's publishes (connection.blocked: a memory or disk alarm)."),
+];
+
 fn describe() {
-    describe_counter!(
-        "orderflow_publishes_total",
-        "Messages this instance published (persistent, each with a confirm awaited), by exchange: checkouts, events, hand-backs, dead letters."
-    );
-    describe_counter!(
-        "orderflow_checkouts_admitted_total",
-        "Checkouts admission control let through to the queue."
-    );
-    describe_counter!(
-        "orderflow_checkouts_shed_total",
-        "Checkouts answered 503 overloaded, by reason (wait_budget, broker_blocked, broker_stalled, queue_full)."
-    );
-    describe_gauge!(
-        "orderflow_admission_shedding",
-        "1 while admission control sheds checkouts."
-    );
-    describe_gauge!(
-        "orderflow_admission_expected_wait_seconds",
-        Unit::Seconds,
-        "Expected accept-to-decided wait of a checkout arriving now (queued / drain rate + max(in flight / drain rate, median decision latency))."
-    );
-    describe_gauge!(
-        "orderflow_admission_drain_per_second",
-        "Measured checkout decisions per second while there is a backlog."
-    );
-    describe_gauge!(
-        "orderflow_checkout_backlog",
-        "Checkouts waiting in orders.checkout (the last read, corrected by what this instance published and consumed since)."
-    );
-    describe_gauge!(
-        "orderflow_queue_ready_messages",
-        "Messages ready in a queue, as the broker counts them (sampled)."
-    );
-    describe_gauge!(
-        "orderflow_queue_unacked_messages",
-        "Messages delivered to this instance and not yet settled."
-    );
-    describe_gauge!(
-        "orderflow_queue_consumers",
-        "Consumers of a queue, as the broker counts them (sampled)."
-    );
-    for (name, help) in [
-        (
-            "orderflow_queue_published_total",
-            "Messages published to a queue's exchange by this instance.",
-        ),
-        (
-            "orderflow_queue_confirmed_total",
-            "Publishes the broker confirmed.",
-        ),
-        (
-            "orderflow_queue_publish_rejected_total",
-            "Publishes the broker refused (the queue is full: reject-publish).",
-        ),
-        (
-            "orderflow_queue_publish_timeouts_total",
-            "Publishes not confirmed in time.",
-        ),
-        (
-            "orderflow_queue_delivered_total",
-            "Deliveries received from a queue.",
-        ),
-        (
-            "orderflow_queue_redelivered_total",
-            "Deliveries flagged redelivered by the broker.",
-        ),
-        ("orderflow_queue_acked_total", "Deliveries acknowledged."),
-        (
-            "orderflow_queue_dead_lettered_total",
-            "Deliveries moved to the dead-letter queue.",
-        ),
-        (
-            "orderflow_queue_handed_back_total",
-            "Deliveries handed back as a fresh copy after a transient outage.",
-        ),
-        (
-            "orderflow_queue_requeued_total",
-            "Deliveries given back to the queue as they were.",
-        ),
-    ] {
-        describe_counter!(name, help);
+    for &(kind, name, unit, help) in FAMILIES {
+        match (kind, unit) {
+            (Counter, None) => describe_counter!(name, help),
+            (Counter, Some(unit)) => describe_counter!(name, unit, help),
+            (Gauge, None) => describe_gauge!(name, help),
+            (Gauge, Some(unit)) => describe_gauge!(name, unit, help),
+            (Histogram, None) => describe_histogram!(name, help),
+            (Histogram, Some(unit)) => describe_histogram!(name, unit, help),
+        }
     }
-    describe_histogram!(
-        "orderflow_queue_wait_seconds",
-        Unit::Seconds,
-        "Time from publish (orderflow's accept stamp, else the message timestamp) to consume."
-    );
-    describe_histogram!(
-        "orderflow_checkout_accept_to_decided_seconds",
-        Unit::Seconds,
-        "Time from the 202 of a checkout to its decision."
-    );
-    describe_histogram!(
-        "orderflow_checkout_processing_seconds",
-        Unit::Seconds,
-        "Time from consuming a checkout message to its outcome."
-    );
-    describe_counter!(
-        "orderflow_orders_decided_total",
-        "Orders reaching a decision, by status and rejection reason."
-    );
-    describe_histogram!(
-        "orderflow_batch_rows",
-        "Rows per batch a write-behind writer commits (writer = stock persister or order writer)."
-    );
-    describe_histogram!(
-        "orderflow_batch_commit_seconds",
-        Unit::Seconds,
-        "Time to commit one batch, retries included."
-    );
-    describe_gauge!(
-        "orderflow_batch_backlog_rows",
-        "Items queued in a writer and not yet committed: memory ahead of disk."
-    );
-    describe_gauge!(
-        "orderflow_batch_capacity_rows",
-        "The most items a write-behind writer may hold before writes answer 503 (its bound)."
-    );
-    describe_gauge!("orderflow_engine_actors", "SKU actors running.");
-    describe_gauge!(
-        "orderflow_engine_requests_in_flight",
-        "Engine requests sent to SKU actors and not yet answered (the mailboxes' depth, summed)."
-    );
-    describe_gauge!(
-        "orderflow_db_pool_connections",
-        "PostgreSQL pool connections, by state (in_use, idle)."
-    );
-    describe_gauge!(
-        "orderflow_broker_connected",
-        "1 while the RabbitMQ connection is open."
-    );
-    describe_gauge!(
-        "orderflow_database_reachable",
-        "1 while the lease's PostgreSQL connection answers (checked every LEASE_RENEW_MS or LEASE_RETRY_MS)."
-    );
-    describe_gauge!(
-        "orderflow_lease_active",
-        "1 while this instance holds the lease (the active instance)."
-    );
-    describe_gauge!(
-        "orderflow_lease_epoch",
-        "The lease epoch this instance holds (0 when standby)."
-    );
-    describe_counter!(
-        "orderflow_lease_acquired_total",
-        "Times this instance took the lease (each is a failover or a start)."
-    );
-    describe_gauge!(
-        "orderflow_broker_blocked",
-        "1 while the broker blocks this connection's publishes (connection.blocked: a memory or disk alarm)."
-    );
 }
 
 /// Registers the counters whose first event an alert must see, at 0.
