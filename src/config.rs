@@ -118,261 +118,243 @@ impl Config {
 
     /// Reads configuration through `lookup` (the environment, or a map in tests).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
-        fn number<T>(key: &str, raw: Option<String>, default: T, min: T) -> Result<T, ConfigError>
-        where
-            T: std::str::FromStr + PartialOrd + std::fmt::Display,
-        {
-            match raw {
-                None => Ok(default),
-                Some(raw) => match raw.trim().parse::<T>() {
-                    Ok(v) if v >= min => Ok(v),
-                    _ => Err(ConfigError(format!(
-                        "{key}={raw:?} is not a number >= {min}"
-                    ))),
-                },
-            }
-        }
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        let v = Vars(lookup);
+        let database_url = v
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         crate::persistence::split_database_url(&database_url).map_err(ConfigError)?;
-        let migration_database_url = get("MIGRATION_DATABASE_URL");
+        let migration_database_url = v.get("MIGRATION_DATABASE_URL");
         if let Some(url) = &migration_database_url {
             crate::persistence::split_database_url(url)
                 .map_err(|e| ConfigError(format!("MIGRATION_DATABASE_URL: {e}")))?;
         }
-        let migrate_on_start = match get("MIGRATE_ON_START").as_deref().map(str::trim) {
-            None | Some("true" | "1" | "yes") => true,
-            Some("false" | "0" | "no") => false,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "MIGRATE_ON_START={other:?}: expected true or false"
-                )))
-            }
-        };
-        let sync_standby = match get("DATABASE_SYNC_STANDBY").as_deref().map(str::trim) {
-            None | Some("warn") => SyncStandby::Warn,
-            Some("require") => SyncStandby::Require,
-            Some("off") => SyncStandby::Off,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "DATABASE_SYNC_STANDBY={other:?}: expected warn, require or off"
-                )))
-            }
-        };
-        let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
+        let amqp_url = v.get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.into());
         crate::messaging::node_urls(&amqp_url).map_err(ConfigError)?;
-        let amqp_management = get("AMQP_MANAGEMENT_URL")
+        let amqp_management = v
+            .get("AMQP_MANAGEMENT_URL")
             .map(|list| crate::monitor::leaders::endpoints(&list))
             .transpose()
             .map_err(ConfigError)?
             .unwrap_or_default();
-        let raw_addr = get("HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let http_addr = raw_addr.parse().map_err(|_| {
-            ConfigError(format!(
-                "HTTP_ADDR={raw_addr:?} is not an address like 127.0.0.1:8080"
-            ))
-        })?;
-        let defaults = EngineConfig::default();
-        let shards = number("ENGINE_SHARDS", get("ENGINE_SHARDS"), defaults.shards, 1)?;
-        let persister = PersisterConfig {
-            max_batch: number(
-                "PERSIST_BATCH_MAX",
-                get("PERSIST_BATCH_MAX"),
-                defaults.persister.max_batch,
-                1,
-            )?,
-            linger: Duration::from_millis(number(
-                "PERSIST_LINGER_MS",
-                get("PERSIST_LINGER_MS"),
-                defaults.persister.linger.as_millis() as u64,
-                0,
-            )?),
-            queue_capacity: number(
-                "PERSIST_QUEUE",
-                get("PERSIST_QUEUE"),
-                defaults.persister.queue_capacity,
-                1,
-            )?,
-        };
         Ok(Config {
             database_url,
             migration_database_url,
-            migrate_on_start,
-            sync_standby,
+            migrate_on_start: migrate_on_start(&v)?,
+            sync_standby: sync_standby(&v)?,
             amqp_url,
             amqp_management,
-            http_addr,
-            port_file: get("PORT_FILE").map(std::path::PathBuf::from),
+            http_addr: http_addr(&v)?,
+            port_file: v.get("PORT_FILE").map(std::path::PathBuf::from),
             admin_tokens: crate::auth::AdminTokens::parse(
-                get("ADMIN_TOKEN").as_deref(),
-                get("ADMIN_TOKENS").as_deref(),
+                v.get("ADMIN_TOKEN").as_deref(),
+                v.get("ADMIN_TOKENS").as_deref(),
             )
             .map_err(ConfigError)?,
-            auth: {
-                let secret = get("AUTH_JWT_SECRET");
-                if let Some(s) = &secret {
-                    if s.len() < crate::auth::customer::MIN_SECRET_BYTES {
-                        return Err(ConfigError(format!(
-                            "AUTH_JWT_SECRET must be at least {} bytes (it has {}); make one with `openssl rand -hex 32`",
-                            crate::auth::customer::MIN_SECRET_BYTES,
-                            s.len()
-                        )));
-                    }
-                }
-                crate::auth::KeySettings {
-                    secret: secret.map(crate::auth::Secret::new),
-                    public_keys: get("AUTH_JWT_PUBLIC_KEYS").map(std::path::PathBuf::from),
-                    issuer: get("AUTH_JWT_ISSUER"),
-                    audience: get("AUTH_JWT_AUDIENCE"),
-                }
-            },
-            dead_letter_ttl: Duration::from_secs(number(
-                "DEAD_LETTER_TTL_S",
-                get("DEAD_LETTER_TTL_S"),
-                14 * 24 * 3600,
-                1,
-            )?),
-            producers: {
-                let list = |key: &str| -> Option<Vec<String>> {
-                    get(key).map(|raw| {
-                        raw.split(',')
-                            .map(str::trim)
-                            .filter(|u| !u.is_empty())
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                };
-                crate::consumers::Producers {
-                    checkout: list("CHECKOUT_PRODUCERS"),
-                    inventory: list("INVENTORY_PRODUCERS"),
-                    carts: list("CART_PRODUCERS"),
-                }
-            },
-            rate_limits: {
-                let d = crate::auth::RateSettings::default();
-                crate::auth::RateSettings {
-                    per_second: number(
-                        "RATE_LIMIT_PER_SECOND",
-                        get("RATE_LIMIT_PER_SECOND"),
-                        d.per_second,
-                        1,
-                    )?,
-                    burst: number("RATE_LIMIT_BURST", get("RATE_LIMIT_BURST"), d.burst, 1)?,
-                }
-            },
-            key_retention: Duration::from_secs(number(
-                "IDEMPOTENCY_KEY_TTL_S",
-                get("IDEMPOTENCY_KEY_TTL_S"),
-                86_400,
-                60,
-            )?),
-            sse_max_streams: number("SSE_MAX_STREAMS", get("SSE_MAX_STREAMS"), 1024, 1)?,
-            sse_max_lifetime: Duration::from_secs(number(
-                "SSE_MAX_LIFETIME_S",
-                get("SSE_MAX_LIFETIME_S"),
-                3_600,
-                1,
-            )?),
-            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".into()),
-            max_body_bytes: number("MAX_BODY_BYTES", get("MAX_BODY_BYTES"), 64 * 1024, 1)?,
-            db_pool_size: number("DB_POOL_SIZE", get("DB_POOL_SIZE"), 16, 2)?,
-            order_events: match get("ORDER_EVENTS") {
-                None => crate::orders::EventScope::Decisions,
-                Some(raw) => crate::orders::EventScope::parse(raw.trim()).ok_or_else(|| {
-                    ConfigError(format!("ORDER_EVENTS={raw}: expected all or decisions"))
-                })?,
-            },
-            http_workers: match number(
-                "HTTP_WORKERS",
-                get("HTTP_WORKERS"),
-                std::thread::available_parallelism().map_or(1, |n| n.get()),
-                1,
-            )? {
-                n if n > 1024 => {
-                    return Err(ConfigError(format!(
-                        "HTTP_WORKERS={n}: at most 1024 threads"
-                    )))
-                }
-                n => n,
-            },
-            durable_timeout: Duration::from_millis(number(
-                "DURABLE_TIMEOUT_MS",
-                get("DURABLE_TIMEOUT_MS"),
-                5_000,
-                1,
-            )?),
-            consumer_prefetch: number("CONSUMER_PREFETCH", get("CONSUMER_PREFETCH"), 512, 1)?,
-            admission_target: Duration::from_millis(number(
-                "ADMISSION_TARGET_MS",
-                get("ADMISSION_TARGET_MS"),
-                1_000,
-                10,
-            )?),
-            retry_window: Duration::from_millis(number(
-                "RETRY_WINDOW_MS",
-                get("RETRY_WINDOW_MS"),
-                30_000,
-                1,
-            )?),
-            delivery_limit: number("DELIVERY_LIMIT", get("DELIVERY_LIMIT"), 5, 1)?,
-            handback_limit: number("HANDBACK_LIMIT", get("HANDBACK_LIMIT"), 2880, 1)?,
-            checkout_batch: number("CHECKOUT_BATCH", get("CHECKOUT_BATCH"), 32, 1)?,
-            checkout_publishes: number("CHECKOUT_PUBLISHES", get("CHECKOUT_PUBLISHES"), 2, 1)?,
-            order_stale_after: Duration::from_millis(number(
-                "ORDER_STALE_AFTER_MS",
-                get("ORDER_STALE_AFTER_MS"),
-                600_000,
-                1,
-            )?),
-            sweep_every: Duration::from_millis(number(
-                "SWEEP_EVERY_MS",
-                get("SWEEP_EVERY_MS"),
-                30_000,
-                10,
-            )?),
-            lease: {
-                let d = crate::lease::LeaseConfig::default();
-                let ms =
-                    |key: &str, default: Duration, min: u64| -> Result<Duration, ConfigError> {
-                        Ok(Duration::from_millis(number(
-                            key,
-                            get(key),
-                            default.as_millis() as u64,
-                            min,
-                        )?))
-                    };
-                let lease = crate::lease::LeaseConfig {
-                    ttl: ms("LEASE_TTL_MS", d.ttl, 500)?,
-                    renew_every: ms("LEASE_RENEW_MS", d.renew_every, 50)?,
-                    retry_every: ms("LEASE_RETRY_MS", d.retry_every, 50)?,
-                };
-                if lease.renew_every * 2 > lease.ttl {
-                    return Err(ConfigError(format!(
-                        "LEASE_RENEW_MS={} must be at most half of LEASE_TTL_MS={}",
-                        lease.renew_every.as_millis(),
-                        lease.ttl.as_millis()
-                    )));
-                }
-                lease
-            },
-            sandbox_payment_delay: Duration::from_millis(number(
-                "SANDBOX_PAYMENT_DELAY_MS",
-                get("SANDBOX_PAYMENT_DELAY_MS"),
-                0,
-                0,
-            )?),
-            engine: EngineConfig {
-                shards,
-                persister,
-                feed_capacity: number(
-                    "STOCK_STREAM_BUFFER",
-                    get("STOCK_STREAM_BUFFER"),
-                    defaults.feed_capacity,
-                    16,
-                )?,
-            },
+            auth: customer_keys(&v)?,
+            dead_letter_ttl: v.secs("DEAD_LETTER_TTL_S", 14 * 24 * 3600, 1)?,
+            producers: producers(&v),
+            rate_limits: rate_limits(&v)?,
+            key_retention: v.secs("IDEMPOTENCY_KEY_TTL_S", 86_400, 60)?,
+            sse_max_streams: v.number("SSE_MAX_STREAMS", 1024, 1)?,
+            sse_max_lifetime: v.secs("SSE_MAX_LIFETIME_S", 3_600, 1)?,
+            log_filter: v.get("RUST_LOG").unwrap_or_else(|| "info".into()),
+            max_body_bytes: v.number("MAX_BODY_BYTES", 64 * 1024, 1)?,
+            db_pool_size: v.number("DB_POOL_SIZE", 16, 2)?,
+            order_events: order_events(&v)?,
+            http_workers: http_workers(&v)?,
+            durable_timeout: v.millis("DURABLE_TIMEOUT_MS", 5_000, 1)?,
+            consumer_prefetch: v.number("CONSUMER_PREFETCH", 512, 1)?,
+            admission_target: v.millis("ADMISSION_TARGET_MS", 1_000, 10)?,
+            retry_window: v.millis("RETRY_WINDOW_MS", 30_000, 1)?,
+            delivery_limit: v.number("DELIVERY_LIMIT", 5, 1)?,
+            handback_limit: v.number("HANDBACK_LIMIT", 2880, 1)?,
+            checkout_batch: v.number("CHECKOUT_BATCH", 32, 1)?,
+            checkout_publishes: v.number("CHECKOUT_PUBLISHES", 2, 1)?,
+            order_stale_after: v.millis("ORDER_STALE_AFTER_MS", 600_000, 1)?,
+            sweep_every: v.millis("SWEEP_EVERY_MS", 30_000, 10)?,
+            lease: lease(&v)?,
+            sandbox_payment_delay: v.millis("SANDBOX_PAYMENT_DELAY_MS", 0, 0)?,
+            engine: engine(&v)?,
         })
     }
+}
+
+/// The variables, through a lookup: a blank one counts as unset.
+struct Vars<F: Fn(&str) -> Option<String>>(F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<F> {
+    fn get(&self, key: &str) -> Option<String> {
+        (self.0)(key).filter(|v| !v.trim().is_empty())
+    }
+
+    /// A number of at least `min`, `default` when unset.
+    fn number<T>(&self, key: &str, default: T, min: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => match raw.trim().parse::<T>() {
+                Ok(v) if v >= min => Ok(v),
+                _ => Err(ConfigError(format!(
+                    "{key}={raw:?} is not a number >= {min}"
+                ))),
+            },
+        }
+    }
+
+    fn millis(&self, key: &str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+        self.number(key, default, min).map(Duration::from_millis)
+    }
+
+    fn secs(&self, key: &str, default: u64, min: u64) -> Result<Duration, ConfigError> {
+        self.number(key, default, min).map(Duration::from_secs)
+    }
+
+    /// A comma-separated list (blank entries dropped), `None` when unset.
+    fn list(&self, key: &str) -> Option<Vec<String>> {
+        self.get(key).map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+    }
+}
+
+fn migrate_on_start<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<bool, ConfigError> {
+    match v.get("MIGRATE_ON_START").as_deref().map(str::trim) {
+        None | Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError(format!(
+            "MIGRATE_ON_START={other:?}: expected true or false"
+        ))),
+    }
+}
+
+fn sync_standby<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<SyncStandby, ConfigError> {
+    match v.get("DATABASE_SYNC_STANDBY").as_deref().map(str::trim) {
+        None | Some("warn") => Ok(SyncStandby::Warn),
+        Some("require") => Ok(SyncStandby::Require),
+        Some("off") => Ok(SyncStandby::Off),
+        Some(other) => Err(ConfigError(format!(
+            "DATABASE_SYNC_STANDBY={other:?}: expected warn, require or off"
+        ))),
+    }
+}
+
+fn http_addr<F: Fn(&str) -> Option<String>>(
+    v: &Vars<F>,
+) -> Result<std::net::SocketAddr, ConfigError> {
+    let raw = v
+        .get("HTTP_ADDR")
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    raw.parse().map_err(|_| {
+        ConfigError(format!(
+            "HTTP_ADDR={raw:?} is not an address like 127.0.0.1:8080"
+        ))
+    })
+}
+
+/// How customer tokens are verified.
+fn customer_keys<F: Fn(&str) -> Option<String>>(
+    v: &Vars<F>,
+) -> Result<crate::auth::KeySettings, ConfigError> {
+    let secret = v.get("AUTH_JWT_SECRET");
+    if let Some(s) = &secret {
+        if s.len() < crate::auth::customer::MIN_SECRET_BYTES {
+            return Err(ConfigError(format!(
+                "AUTH_JWT_SECRET must be at least {} bytes (it has {}); make one with `openssl rand -hex 32`",
+                crate::auth::customer::MIN_SECRET_BYTES,
+                s.len()
+            )));
+        }
+    }
+    Ok(crate::auth::KeySettings {
+        secret: secret.map(crate::auth::Secret::new),
+        public_keys: v.get("AUTH_JWT_PUBLIC_KEYS").map(std::path::PathBuf::from),
+        issuer: v.get("AUTH_JWT_ISSUER"),
+        audience: v.get("AUTH_JWT_AUDIENCE"),
+    })
+}
+
+fn producers<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> crate::consumers::Producers {
+    crate::consumers::Producers {
+        checkout: v.list("CHECKOUT_PRODUCERS"),
+        inventory: v.list("INVENTORY_PRODUCERS"),
+        carts: v.list("CART_PRODUCERS"),
+    }
+}
+
+fn rate_limits<F: Fn(&str) -> Option<String>>(
+    v: &Vars<F>,
+) -> Result<crate::auth::RateSettings, ConfigError> {
+    let d = crate::auth::RateSettings::default();
+    Ok(crate::auth::RateSettings {
+        per_second: v.number("RATE_LIMIT_PER_SECOND", d.per_second, 1)?,
+        burst: v.number("RATE_LIMIT_BURST", d.burst, 1)?,
+    })
+}
+
+fn order_events<F: Fn(&str) -> Option<String>>(
+    v: &Vars<F>,
+) -> Result<crate::orders::EventScope, ConfigError> {
+    match v.get("ORDER_EVENTS") {
+        None => Ok(crate::orders::EventScope::Decisions),
+        Some(raw) => crate::orders::EventScope::parse(raw.trim())
+            .ok_or_else(|| ConfigError(format!("ORDER_EVENTS={raw}: expected all or decisions"))),
+    }
+}
+
+fn http_workers<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<usize, ConfigError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match v.number("HTTP_WORKERS", cores, 1)? {
+        n if n > 1024 => Err(ConfigError(format!(
+            "HTTP_WORKERS={n}: at most 1024 threads"
+        ))),
+        n => Ok(n),
+    }
+}
+
+/// The lease's timing; renewing at least twice per time-to-live.
+fn lease<F: Fn(&str) -> Option<String>>(
+    v: &Vars<F>,
+) -> Result<crate::lease::LeaseConfig, ConfigError> {
+    let d = crate::lease::LeaseConfig::default();
+    let ms =
+        |key: &str, default: Duration, min: u64| v.millis(key, default.as_millis() as u64, min);
+    let lease = crate::lease::LeaseConfig {
+        ttl: ms("LEASE_TTL_MS", d.ttl, 500)?,
+        renew_every: ms("LEASE_RENEW_MS", d.renew_every, 50)?,
+        retry_every: ms("LEASE_RETRY_MS", d.retry_every, 50)?,
+    };
+    if lease.renew_every * 2 > lease.ttl {
+        return Err(ConfigError(format!(
+            "LEASE_RENEW_MS={} must be at most half of LEASE_TTL_MS={}",
+            lease.renew_every.as_millis(),
+            lease.ttl.as_millis()
+        )));
+    }
+    Ok(lease)
+}
+
+/// The engine: its arbiters, its persister and its stock stream.
+fn engine<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<EngineConfig, ConfigError> {
+    let d = EngineConfig::default();
+    Ok(EngineConfig {
+        shards: v.number("ENGINE_SHARDS", d.shards, 1)?,
+        persister: PersisterConfig {
+            max_batch: v.number("PERSIST_BATCH_MAX", d.persister.max_batch, 1)?,
+            linger: v.millis(
+                "PERSIST_LINGER_MS",
+                d.persister.linger.as_millis() as u64,
+                0,
+            )?,
+            queue_capacity: v.number("PERSIST_QUEUE", d.persister.queue_capacity, 1)?,
+        },
+        feed_capacity: v.number("STOCK_STREAM_BUFFER", d.feed_capacity, 16)?,
+    })
 }
 
 #[cfg(test)]
