@@ -27,11 +27,18 @@ impl StockLevel {
     }
 }
 
-/// A SKU's stock level with the version of the last change applied to it.
+/// A SKU's stock level with the version of the last change applied to it, and the units held in
+/// memory for orders not yet decided.
+///
+/// `level` and `version` are what the database holds (or will, once the write-behind persister
+/// catches up); `held` is memory's alone: units an order took while it is being decided, which
+/// reach the database only with the order's decision, in the same transaction (or are dropped).
+/// Held units count against `available` at once, so two orders never hold the same unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ledger {
     pub level: StockLevel,
     pub version: i64,
+    pub held: i64,
 }
 
 /// One operation on a ledger.
@@ -90,6 +97,8 @@ pub enum LedgerError {
     ZeroDelta,
     #[error("number out of range")]
     Overflow,
+    #[error("cannot let go of {requested} held units: only {held} held")]
+    NotHeld { requested: i64, held: i64 },
 }
 
 /// How a change affects `on_hand` when written to the database: set outright (a warehouse count)
@@ -137,11 +146,73 @@ impl Ledger {
         Ledger {
             level: StockLevel { on_hand, reserved },
             version,
+            held: 0,
         }
     }
 
+    /// Units that can still be promised: on hand, less what is reserved and what is held.
     pub fn available(&self) -> i64 {
-        self.level.available()
+        self.level.available() - self.held
+    }
+
+    /// Holds `qty` units for an order being decided: memory only, no version (nothing is
+    /// written). Refused like a reservation when fewer are available.
+    pub fn hold(&self, qty: i64) -> Result<Ledger, LedgerError> {
+        if qty < 1 {
+            return Err(LedgerError::NonPositiveQuantity(qty));
+        }
+        if qty > self.available() {
+            return Err(LedgerError::Insufficient {
+                requested: qty,
+                available: self.available(),
+            });
+        }
+        Ok(Ledger {
+            held: self.held.checked_add(qty).ok_or(LedgerError::Overflow)?,
+            ..*self
+        })
+    }
+
+    /// Lets go of `qty` held units (the order was decided without them, or never written).
+    pub fn drop_hold(&self, qty: i64) -> Result<Ledger, LedgerError> {
+        if qty < 1 {
+            return Err(LedgerError::NonPositiveQuantity(qty));
+        }
+        if qty > self.held {
+            return Err(LedgerError::NotHeld {
+                requested: qty,
+                held: self.held,
+            });
+        }
+        Ok(Ledger {
+            held: self.held - qty,
+            ..*self
+        })
+    }
+
+    /// `qty` held units were committed as reservations by `changes` stock changes (one per
+    /// order line): they move from `held` to `reserved`, and the version moves with the
+    /// database's.
+    pub fn commit_holds(&self, qty: i64, changes: i64) -> Result<Ledger, LedgerError> {
+        let dropped = self.drop_hold(qty)?;
+        if changes < 1 {
+            return Err(LedgerError::NonPositiveQuantity(changes));
+        }
+        Ok(Ledger {
+            level: StockLevel {
+                on_hand: self.level.on_hand,
+                reserved: self
+                    .level
+                    .reserved
+                    .checked_add(qty)
+                    .ok_or(LedgerError::Overflow)?,
+            },
+            version: self
+                .version
+                .checked_add(changes)
+                .ok_or(LedgerError::Overflow)?,
+            held: dropped.held,
+        })
     }
 
     /// Decides `op` against this ledger. Pure: returns the change (with the new ledger in
@@ -204,10 +275,14 @@ impl Ledger {
         if new_on_hand < 0 {
             return Err(LedgerError::NegativeOnHand(new_on_hand));
         }
-        if new_on_hand < new_reserved {
+        // Held units are promised too: on hand never drops below them either.
+        let promised = new_reserved
+            .checked_add(self.held)
+            .ok_or(LedgerError::Overflow)?;
+        if new_on_hand < promised {
             return Err(LedgerError::BelowReserved {
                 on_hand: new_on_hand,
-                reserved: new_reserved,
+                reserved: promised,
             });
         }
         let level = StockLevel {
@@ -223,6 +298,7 @@ impl Ledger {
             after: Ledger {
                 level,
                 version: self.version.checked_add(1).ok_or(LedgerError::Overflow)?,
+                held: self.held,
             },
         })
     }
@@ -341,6 +417,54 @@ mod tests {
         ]
     }
 
+    #[derive(Debug, Clone)]
+    enum HoldStep {
+        Hold(i64),
+        Commit(usize),
+        Drop(usize),
+        Op(StockOp),
+    }
+
+    fn hold_step() -> impl Strategy<Value = HoldStep> {
+        prop_oneof![
+            (-1i64..15).prop_map(HoldStep::Hold),
+            (0usize..8).prop_map(HoldStep::Commit),
+            (0usize..8).prop_map(HoldStep::Drop),
+            op().prop_map(HoldStep::Op),
+        ]
+    }
+
+    #[test]
+    fn a_hold_counts_against_available_until_committed_or_dropped() {
+        let l = Ledger::new(10, 2, 5).hold(3).unwrap();
+        assert_eq!((l.available(), l.held, l.version), (5, 3, 5));
+        assert_eq!(
+            l.hold(6),
+            Err(LedgerError::Insufficient {
+                requested: 6,
+                available: 5
+            })
+        );
+        // On hand cannot be set below what is reserved and held.
+        assert_eq!(
+            l.decide(StockOp::SetOnHand(4)),
+            Err(LedgerError::BelowReserved {
+                on_hand: 4,
+                reserved: 5
+            })
+        );
+        let committed = l.commit_holds(3, 1).unwrap();
+        assert_eq!(committed, Ledger::new(10, 5, 6));
+        assert_eq!(l.drop_hold(3).unwrap(), Ledger::new(10, 2, 5));
+        assert_eq!(
+            l.drop_hold(4),
+            Err(LedgerError::NotHeld {
+                requested: 4,
+                held: 3
+            })
+        );
+    }
+
     proptest! {
         /// Random sequences never break the invariants, refused operations change nothing,
         /// and the coalesced database effect of the accepted ones lands exactly on memory.
@@ -394,6 +518,83 @@ mod tests {
                     (got, want) => prop_assert!(false, "{:?} on {:?}: got {:?}, the model says {:?}", op, l, got, want),
                 }
             }
+        }
+
+        /// Holds against a reference model: memory's holds, their commits and drops, mixed
+        /// with every other operation. The model keeps each order's hold by itself; the ledger
+        /// keeps a sum. Every decision agrees, nothing promised (reserved or held) ever exceeds
+        /// on hand, a commit moves exactly its units to `reserved` and the version by its
+        /// changes, and once every hold is committed or dropped the ledger is the database's
+        /// (what the model's committed operations alone produce).
+        #[test]
+        fn holds_match_a_reference_model(start in 0i64..60, steps in prop::collection::vec(hold_step(), 0..200)) {
+            let mut l = Ledger::new(start, 0, 0);
+            let (mut on_hand, mut reserved, mut version) = (start, 0i64, 0i64);
+            let mut holds: Vec<i64> = Vec::new();
+            for step in steps {
+                let held: i64 = holds.iter().sum();
+                match step {
+                    HoldStep::Hold(q) => {
+                        let fits = q >= 1 && q <= on_hand - reserved - held;
+                        match l.hold(q) {
+                            Ok(next) => { prop_assert!(fits, "held {} on {:?}", q, l); holds.push(q); l = next; }
+                            Err(_) => prop_assert!(!fits, "refused to hold {} on {:?}", q, l),
+                        }
+                    }
+                    HoldStep::Commit(i) | HoldStep::Drop(i) if holds.is_empty() => {
+                        let _ = i;
+                        prop_assert!(l.drop_hold(1).is_err());
+                        prop_assert!(l.commit_holds(1, 1).is_err());
+                    }
+                    HoldStep::Commit(i) => {
+                        let q = holds.remove(i % holds.len());
+                        let next = l.commit_holds(q, 1).expect("a hold commits");
+                        reserved += q;
+                        version += 1;
+                        prop_assert_eq!(next.level.reserved, l.level.reserved + q);
+                        prop_assert_eq!(next.version, l.version + 1);
+                        prop_assert_eq!(next.available(), l.available());
+                        l = next;
+                    }
+                    HoldStep::Drop(i) => {
+                        let q = holds.remove(i % holds.len());
+                        let next = l.drop_hold(q).expect("a hold drops");
+                        prop_assert_eq!(next.available(), l.available() + q);
+                        prop_assert_eq!((next.level, next.version), (l.level, l.version));
+                        l = next;
+                    }
+                    HoldStep::Op(op) => {
+                        let q = op.quantity();
+                        let expected = match op {
+                            StockOp::Reserve(_) if q >= 1 && q <= on_hand - reserved - held => Some((on_hand, reserved + q)),
+                            StockOp::Release(_) if q >= 1 && q <= reserved => Some((on_hand, reserved - q)),
+                            StockOp::CommitSale(_) if q >= 1 && q <= reserved => Some((on_hand - q, reserved - q)),
+                            StockOp::SetOnHand(_) if q >= 0 && q >= reserved + held => Some((q, reserved)),
+                            StockOp::Adjust(_) if q != 0 && on_hand + q >= reserved + held => Some((on_hand + q, reserved)),
+                            _ => None,
+                        };
+                        match (l.decide(op), expected) {
+                            (Ok(change), Some((h, r))) => {
+                                prop_assert_eq!((change.after.level.on_hand, change.after.level.reserved), (h, r));
+                                prop_assert_eq!(change.after.held, held);
+                                l = change.after;
+                                on_hand = h;
+                                reserved = r;
+                                version += 1;
+                            }
+                            (Err(_), None) => {}
+                            (got, want) => prop_assert!(false, "{:?} on {:?}: got {:?}, the model says {:?}", op, l, got, want),
+                        }
+                    }
+                }
+                prop_assert_eq!(l.held, holds.iter().sum::<i64>());
+                prop_assert!(l.available() >= 0, "{:?}", l);
+                prop_assert!(l.level.reserved >= 0);
+            }
+            for q in holds.drain(..) {
+                l = l.drop_hold(q).expect("a hold drops");
+            }
+            prop_assert_eq!(l, Ledger::new(on_hand, reserved, version));
         }
 
         /// Reservations never oversell: the units granted never exceed the stock.
