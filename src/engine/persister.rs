@@ -7,7 +7,7 @@
 //! - Batches are bounded by size (`max_batch`) and by time (`linger`).
 //! - A batch that fails because the database is away is retried, in order, until it goes
 //!   through: nothing is reported durable before it is committed.
-//! - A row the store refuses as a conflict (version, `CHECK`, duplicate reference) resolves its
+//! - A row the store refuses as a conflict (a `CHECK`, a duplicate reference) resolves its
 //!   tickets as `Conflict`; a row it refuses for a data reason resolves them as `Refused` (a
 //!   permanent error for that caller alone). Either way the SKU's actor resyncs from the store.
 //! - Readers (the stock stream, the availability board) hear of a change only once it is
@@ -278,22 +278,23 @@ impl Sink for StockSink {
     }
 }
 
-/// The changes of one SKU inside one round, coalesced into a single row write.
+/// The changes of one SKU inside one batch, coalesced into a single row write.
 struct Group {
     row: RowWrite,
+    /// The newest actor generation among its changes (a conflict resyncs the SKU unless it
+    /// resynced since).
     generation: u64,
     /// Indexes of the changes it carries.
     members: Vec<usize>,
 }
 
-/// Coalesces changes per SKU. A SKU's changes chain when each was decided on the version the
-/// previous one produced (and in the same actor generation); a break in the chain (a resync
-/// between them) starts a new group in the next round, so one round never writes a row twice.
+/// Coalesces changes per SKU, in the order they were decided: one row write per SKU per batch,
+/// however many changes it carries. Changes are deltas on what the database holds, so changes
+/// decided in different actor generations (a resync between them) coalesce too.
 fn coalesce(changes: &[Change]) -> Vec<Vec<Group>> {
     use std::collections::HashMap;
-    let mut rounds: Vec<Vec<Group>> = Vec::new();
-    // sku -> (round, index) of its open group
-    let mut open: HashMap<&Sku, (usize, usize)> = HashMap::new();
+    let mut round: Vec<Group> = Vec::new();
+    let mut open: HashMap<&Sku, usize> = HashMap::new();
     for (index, c) in changes.iter().enumerate() {
         let after = c.change.after;
         let event = EventRecord {
@@ -306,42 +307,31 @@ fn coalesce(changes: &[Change]) -> Vec<Vec<Group>> {
             reference: c.reference.clone(),
             change_id: c.change_id,
         };
-        if let Some(&(r, i)) = open.get(&c.sku) {
-            if let Some(group) = rounds.get_mut(r).and_then(|round| round.get_mut(i)) {
-                if group.row.new_version == c.change.version_before
-                    && group.generation == c.generation
-                {
-                    group.row.on_hand = group.row.on_hand.then(c.change.on_hand);
-                    group.row.reserved_delta += c.change.reserved_delta;
-                    group.row.new_version = after.version;
-                    group.row.events.push(event);
-                    group.members.push(index);
-                    continue;
-                }
-            }
+        if let Some(group) = open.get(&c.sku).and_then(|&i| round.get_mut(i)) {
+            group.row.on_hand = group.row.on_hand.then(c.change.on_hand);
+            group.row.reserved_delta += c.change.reserved_delta;
+            group.row.events.push(event);
+            group.generation = group.generation.max(c.generation);
+            group.members.push(index);
+            continue;
         }
-        let round_index = open.get(&c.sku).map_or(0, |&(r, _)| r + 1);
-        if rounds.len() <= round_index {
-            rounds.push(Vec::new());
-        }
-        let group = Group {
+        open.insert(&c.sku, round.len());
+        round.push(Group {
             row: RowWrite {
                 sku: c.sku.clone(),
                 on_hand: c.change.on_hand,
                 reserved_delta: c.change.reserved_delta,
-                expected_version: c.change.version_before,
-                new_version: after.version,
                 events: vec![event],
             },
             generation: c.generation,
             members: vec![index],
-        };
-        if let Some(round) = rounds.get_mut(round_index) {
-            open.insert(&c.sku, (round_index, round.len()));
-            round.push(group);
-        }
+        });
     }
-    rounds
+    if round.is_empty() {
+        Vec::new()
+    } else {
+        vec![round]
+    }
 }
 
 #[cfg(test)]
@@ -375,8 +365,6 @@ mod tests {
         let rounds = coalesce(&changes);
         assert_eq!(rounds.len(), 1);
         let row_a = &rounds[0][0].row;
-        assert_eq!(row_a.expected_version, 3);
-        assert_eq!(row_a.new_version, 6);
         assert_eq!(row_a.on_hand, OnHandEffect::Delta(4));
         assert_eq!(row_a.reserved_delta, 1);
         assert_eq!(row_a.events.len(), 3);
@@ -385,7 +373,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_chain_goes_to_the_next_round() {
+    fn changes_of_two_generations_coalesce_into_one_delta() {
         let mut stale = Ledger::new(10, 0, 3);
         let mut fresh = Ledger::new(10, 0, 3);
         let changes = vec![
@@ -393,8 +381,9 @@ mod tests {
             change("A", &mut fresh, StockOp::Reserve(1), 1),
         ];
         let rounds = coalesce(&changes);
-        assert_eq!(rounds.len(), 2);
-        assert_eq!(rounds[1][0].row.expected_version, 3);
-        assert_eq!(rounds[1][0].generation, 1);
+        assert_eq!(rounds.len(), 1);
+        assert_eq!(rounds[0][0].row.reserved_delta, 3);
+        assert_eq!(rounds[0][0].row.events.len(), 2);
+        assert_eq!(rounds[0][0].generation, 1);
     }
 }

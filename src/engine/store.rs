@@ -40,6 +40,10 @@ impl StoreError {
 }
 
 /// One recorded stock change, stored in the change log with the row write it belongs to.
+///
+/// `version`, `on_hand` and `reserved` are memory's view when the change was decided; the
+/// database writes the log row with its own (the row's version and numbers as each change left
+/// them), which equal memory's whenever no other writer moved the row in between.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRecord {
     pub version: i64,
@@ -54,15 +58,31 @@ pub struct EventRecord {
     pub change_id: uuid::Uuid,
 }
 
-/// All changes to one SKU inside a batch, coalesced into one version-guarded row write.
+impl EventRecord {
+    /// What the change does to the row: its effect on `on_hand` and on `reserved`.
+    pub fn effect(&self) -> (OnHandEffect, i64) {
+        let q = self.quantity;
+        match self.kind {
+            "reserve" => (OnHandEffect::Delta(0), q),
+            "release" => (OnHandEffect::Delta(0), -q),
+            "commit_sale" => (OnHandEffect::Delta(-q), -q),
+            "set_on_hand" => (OnHandEffect::Set(q), 0),
+            "adjust" => (OnHandEffect::Delta(q), 0),
+            _ => (OnHandEffect::Delta(0), 0),
+        }
+    }
+}
+
+/// All changes to one SKU inside a batch, coalesced into one row write: deltas (and at most a
+/// warehouse count's absolute `on_hand`) that the database applies to what it holds, guarded by
+/// the table's `CHECK`s (stock never negative, never more reserved than on hand). The version
+/// moves by one per change. Deltas commute, so two writers (the persister, and the order writer
+/// committing held units with their orders) may each write a SKU without knowing of the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowWrite {
     pub sku: Sku,
     pub on_hand: OnHandEffect,
     pub reserved_delta: i64,
-    /// The row is written only if it still holds this version.
-    pub expected_version: i64,
-    pub new_version: i64,
     pub events: Vec<EventRecord>,
 }
 
@@ -70,8 +90,8 @@ pub struct RowWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowOutcome {
     Applied,
-    /// Memory was wrong: another version was there, a `CHECK` constraint failed (stock would go
-    /// negative), or the change's reference is already recorded (a duplicate).
+    /// Memory was wrong: a `CHECK` constraint failed (stock would go negative, or below what is
+    /// reserved), or the change's reference is already recorded (a duplicate).
     Conflict,
     /// The store refused the row for a data reason; retrying cannot help.
     Refused(String),
@@ -85,12 +105,12 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self, sku: &Sku) -> Result<Option<Ledger>, StoreError>;
     /// Every SKU's ledger, to rebuild memory on start.
     fn load_all(&self) -> Result<Vec<(Sku, Ledger)>, StoreError>;
-    /// Writes the rows (each SKU at most once) in ONE transaction: a row whose version guard or
-    /// constraints fail, or that the database refuses for a data reason, is refused alone and
-    /// the others commit. `Err` only when the store is away ([`StoreError::Unavailable`]): then
-    /// nothing is known and the batch is retried. `retry` says that an earlier attempt of this
-    /// batch failed in a way that may have committed it, so a version mismatch has to be checked
-    /// against the change log (by change id) before it is called a conflict.
+    /// Writes the rows (each SKU at most once) in ONE transaction: a row whose constraints fail,
+    /// or that the database refuses for a data reason, is refused alone and the others commit.
+    /// `Err` only when the store is away ([`StoreError::Unavailable`]): then nothing is known
+    /// and the batch is retried. `retry` says that an earlier attempt of this batch failed in a
+    /// way that may have committed it, so a row whose last change is already in the change log
+    /// (by change id) is not written again.
     fn write_batch(&self, rows: &[RowWrite], retry: bool) -> Result<Vec<RowOutcome>, StoreError>;
     /// Whether a change with this reference was already committed for this SKU.
     fn change_applied(&self, sku: &Sku, reference: &str) -> Result<bool, StoreError>;
@@ -148,11 +168,7 @@ impl Store for MemStore {
                 };
                 let on_hand = row.on_hand.apply_to(current.level.on_hand);
                 let reserved = current.level.reserved + row.reserved_delta;
-                if current.version != row.expected_version
-                    || on_hand < 0
-                    || reserved < 0
-                    || reserved > on_hand
-                {
+                if on_hand < 0 || reserved < 0 || reserved > on_hand {
                     return RowOutcome::Conflict;
                 }
                 let mut refs = match self.references.lock() {
@@ -169,7 +185,8 @@ impl Store for MemStore {
                     return RowOutcome::Conflict;
                 }
                 refs.extend(new_refs);
-                *current = Ledger::new(on_hand, reserved, row.new_version);
+                *current =
+                    Ledger::new(on_hand, reserved, current.version + row.events.len() as i64);
                 RowOutcome::Applied
             })
             .collect())

@@ -1,8 +1,8 @@
 //! [`PgStore`]: the engine's durable store on Postgres.
 //!
 //! A batch is one statement, its own transaction and one round trip (`stock_sql.rs`): the fence,
-//! one `UPDATE … FROM unnest(…)` writing every SKU row of the batch, each guarded by its expected
-//! version, and one `INSERT … SELECT FROM unnest(…)` appending the change log. A hot SKU costs one
+//! one `UPDATE … FROM unnest(…)` writing every SKU row of the batch as deltas guarded by the
+//! table's `CHECK`s, and one `INSERT … SELECT FROM unnest(…)` appending the change log. A hot SKU costs one
 //! row write per batch, however many orders it served. The writer keeps its connection between
 //! batches.
 

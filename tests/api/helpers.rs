@@ -291,6 +291,21 @@ impl TestDb {
             .expect("stock row")
     }
 
+    /// The change log of a SKU in version order: (version, on_hand, reserved) after each change.
+    pub fn events(&self, sku: &str) -> Vec<(i64, i64, i64)> {
+        use orderflow::persistence::schema::stock_events;
+        stock_events::table
+            .filter(stock_events::sku.eq(sku))
+            .order(stock_events::version)
+            .select((
+                stock_events::version,
+                stock_events::on_hand,
+                stock_events::reserved,
+            ))
+            .load(&mut self.conn())
+            .expect("load events")
+    }
+
     /// Number of change-log rows of a SKU.
     pub fn event_count(&self, sku: &str) -> i64 {
         use orderflow::persistence::schema::stock_events;

@@ -196,7 +196,6 @@ pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
         });
         let stock = scope.spawn(|| -> Result<u64, String> {
             let store = PgStore::new(pool.clone());
-            let mut versions = vec![0i64; skus.len()];
             let mut n = 0u64;
             let mut next_sku = 0usize;
             while Instant::now() < deadline {
@@ -205,14 +204,11 @@ pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
                 for _ in 0..batch {
                     let i = next_sku % skus.len();
                     next_sku += 1;
-                    let Some(version) = versions.get_mut(i) else {
-                        break;
-                    };
                     let sku = Sku::parse(skus.get(i).map_or("", String::as_str))
                         .map_err(|e| e.to_string())?;
                     let event = |v: i64| EventRecord {
                         version: v,
-                        kind: "reserved",
+                        kind: "reserve",
                         quantity: 1,
                         on_hand: 1_000_000_000_000,
                         reserved: v,
@@ -222,17 +218,14 @@ pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
                     };
                     match rows.iter_mut().find(|r| r.sku == sku) {
                         Some(row) => {
-                            row.new_version += 1;
                             row.reserved_delta += 1;
-                            row.events.push(event(row.new_version));
+                            row.events.push(event(0));
                         }
                         None => rows.push(RowWrite {
                             sku,
                             on_hand: OnHandEffect::Delta(0),
                             reserved_delta: 1,
-                            expected_version: *version,
-                            new_version: *version + 1,
-                            events: vec![event(*version + 1)],
+                            events: vec![event(0)],
                         }),
                     }
                 }
@@ -241,13 +234,6 @@ pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
                     return Err(format!(
                         "probe, Postgres: a stock row was not applied: {refused:?}"
                     ));
-                }
-                for row in &rows {
-                    if let Some(i) = skus.iter().position(|s| s == row.sku.as_str()) {
-                        if let Some(v) = versions.get_mut(i) {
-                            *v = row.new_version;
-                        }
-                    }
                 }
                 n += batch as u64;
             }
