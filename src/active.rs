@@ -82,6 +82,7 @@ impl ActiveParts {
                 sweep_every: config.sweep_every,
                 key_retention: config.key_retention,
                 events: config.order_events,
+                one_write: config.one_write,
             },
             fence,
         })

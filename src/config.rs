@@ -53,6 +53,9 @@ pub struct Config {
     /// Which events orders publish on `order.events` (`ORDER_EVENTS`: `decisions`, the default,
     /// or `all`).
     pub order_events: crate::orders::EventScope,
+    /// `ORDER_WRITES`: `one` (the default) decides a first delivery in memory and writes it
+    /// once, decided, with its stock; `staged` writes every step (created, reserved, decided).
+    pub one_write: bool,
     /// How long an admin stock write waits for its change to be durable before answering 503.
     pub durable_timeout: Duration,
     /// Unacknowledged deliveries each consumer may hold (RabbitMQ prefetch; `CONSUMER_PREFETCH`,
@@ -161,6 +164,7 @@ impl Config {
             max_body_bytes: v.number("MAX_BODY_BYTES", 64 * 1024, 1)?,
             db_pool_size: v.number("DB_POOL_SIZE", 16, 2)?,
             order_events: order_events(&v)?,
+            one_write: order_writes(&v)?,
             http_workers: http_workers(&v)?,
             durable_timeout: v.millis("DURABLE_TIMEOUT_MS", 5_000, 1)?,
             consumer_prefetch: v.number("CONSUMER_PREFETCH", 512, 1)?,
@@ -307,6 +311,16 @@ fn order_events<F: Fn(&str) -> Option<String>>(
     }
 }
 
+fn order_writes<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<bool, ConfigError> {
+    match v.get("ORDER_WRITES").as_deref().map(str::trim) {
+        None | Some("one") => Ok(true),
+        Some("staged") => Ok(false),
+        Some(raw) => Err(ConfigError(format!(
+            "ORDER_WRITES={raw}: expected one or staged"
+        ))),
+    }
+}
+
 fn http_workers<F: Fn(&str) -> Option<String>>(v: &Vars<F>) -> Result<usize, ConfigError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     match v.number("HTTP_WORKERS", cores, 1)? {
@@ -393,6 +407,10 @@ mod tests {
         assert!(e.0.contains("postgres"));
         let e = config(&[("ORDER_EVENTS", "some")]).unwrap_err();
         assert!(e.0.contains("ORDER_EVENTS"), "{e}");
+        let e = config(&[("ORDER_WRITES", "two")]).unwrap_err();
+        assert!(e.0.contains("ORDER_WRITES"), "{e}");
+        assert!(config(&[]).unwrap().one_write);
+        assert!(!config(&[("ORDER_WRITES", "staged")]).unwrap().one_write);
         for bad in ["0", "100000"] {
             let e = config(&[("HTTP_WORKERS", bad)]).unwrap_err();
             assert!(e.0.contains("HTTP_WORKERS"), "{e}");

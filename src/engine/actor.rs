@@ -28,6 +28,9 @@ pub struct SkuActor {
     feed: StockFeed,
     /// This SKU's cell on the availability board.
     available: Arc<AtomicI64>,
+    /// The database's version when memory was last loaded from it: a commit of held units that
+    /// left the row at this version or below is already in what was loaded.
+    synced_at: i64,
 }
 
 impl SkuActor {
@@ -48,12 +51,19 @@ impl SkuActor {
             store,
             feed,
             available,
+            synced_at: ledger.version,
         }
     }
 
     /// Moves memory to `ledger`, which the store holds (a resync): tells the board and the
     /// stream too. Decided changes are announced by the persister once committed, not here.
     fn set_committed(&mut self, ledger: Ledger, kind: &'static str) {
+        // Units held for orders being decided are memory's alone: a reload keeps them.
+        self.synced_at = ledger.version;
+        let ledger = Ledger {
+            held: self.ledger.held,
+            ..ledger
+        };
         self.ledger = ledger;
         self.available.store(ledger.available(), Ordering::Relaxed);
         // No subscriber is not an error; a slow one is told it lagged, on its side.
@@ -143,6 +153,81 @@ impl Handler<Snapshot> for SkuActor {
     }
 }
 
+/// Hold units for an order being decided: memory only, nothing written (the order's one write
+/// commits them with its decision, or they are dropped).
+#[derive(Message)]
+#[rtype(result = "Result<Ledger, EngineError>")]
+pub(crate) struct Hold {
+    pub qty: i64,
+    /// Set when the handler begins (see [`Apply::started`]).
+    pub started: Arc<AtomicBool>,
+}
+
+impl Handler<Hold> for SkuActor {
+    type Result = Result<Ledger, EngineError>;
+
+    fn handle(&mut self, msg: Hold, _: &mut Self::Context) -> Self::Result {
+        msg.started.store(true, Ordering::Release);
+        self.ledger = self.ledger.hold(msg.qty)?;
+        Ok(self.ledger)
+    }
+}
+
+/// Let go of held units: their order was decided without them, or its write never happened.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct DropHold {
+    pub qty: i64,
+}
+
+impl Handler<DropHold> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DropHold, _: &mut Self::Context) {
+        match self.ledger.drop_hold(msg.qty) {
+            Ok(ledger) => self.ledger = ledger,
+            // This actor was rebuilt since the hold was taken (a crash): it never had it.
+            Err(e) => tracing::warn!(sku = %self.sku, error = %e, "dropping a hold this actor does not have"),
+        }
+    }
+}
+
+/// Held units were committed as reservations, with their orders, by the order writer: the
+/// database's row moved by `qty` reserved and `changes` versions, to `version_after`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct HoldsCommitted {
+    pub qty: i64,
+    pub changes: i64,
+    pub version_after: i64,
+}
+
+impl Handler<HoldsCommitted> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HoldsCommitted, _: &mut Self::Context) {
+        self.ledger = absorb_commit(self.ledger, &msg, self.synced_at);
+    }
+}
+
+/// Memory after a commit of held units. The units leave `held` (what this actor still holds of
+/// them: an actor rebuilt after a crash holds none); they join `reserved`, and the version moves,
+/// unless memory was loaded after the commit (then they are in what was loaded).
+fn absorb_commit(ledger: Ledger, msg: &HoldsCommitted, synced_at: i64) -> Ledger {
+    let held = ledger.held - msg.qty.min(ledger.held).max(0);
+    if msg.version_after <= synced_at {
+        return Ledger { held, ..ledger };
+    }
+    Ledger {
+        level: crate::domain::StockLevel {
+            on_hand: ledger.level.on_hand,
+            reserved: ledger.level.reserved.saturating_add(msg.qty),
+        },
+        version: ledger.version.saturating_add(msg.changes),
+        held,
+    }
+}
+
 /// The store refused a write decided in `generation`: reload from the store.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -189,6 +274,33 @@ impl Handler<Resync> for SkuActor {
             }
             actor.generation += 1;
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_moves_held_units_to_reserved_unless_memory_was_loaded_after_it() {
+        let holding = Ledger::new(10, 2, 5).hold(3).unwrap();
+        let commit = HoldsCommitted {
+            qty: 3,
+            changes: 2,
+            version_after: 7,
+        };
+        assert_eq!(absorb_commit(holding, &commit, 5), Ledger::new(10, 5, 7));
+        // Loaded at version 7 (the commit included), the hold is let go and nothing added.
+        let loaded = Ledger {
+            held: 3,
+            ..Ledger::new(10, 5, 7)
+        };
+        assert_eq!(absorb_commit(loaded, &commit, 7), Ledger::new(10, 5, 7));
+        // An actor rebuilt after a crash never had the hold: the commit still counts.
+        assert_eq!(
+            absorb_commit(Ledger::new(10, 2, 5), &commit, 5),
+            Ledger::new(10, 5, 7)
+        );
     }
 }
 

@@ -32,7 +32,7 @@ use actix::prelude::*;
 use dashmap::DashMap;
 
 use crate::domain::{Ledger, LedgerError, Sku, StockOp};
-use actor::{Apply, Resync, Snapshot};
+use actor::{Apply, DropHold, Hold, HoldsCommitted, Resync, Snapshot};
 #[cfg(feature = "fault-injection")]
 use actor::{Corrupt, Crash};
 use persister::PersisterHandle;
@@ -251,18 +251,7 @@ impl Engine {
                 started: Arc::clone(&started),
                 span: crate::telemetry::current(),
             };
-            let sent = {
-                // Counted until answered — or until this future is dropped (a caller gone).
-                struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
-                impl Drop for Counted<'_> {
-                    fn drop(&mut self) {
-                        self.0.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-                self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
-                let _counted = Counted(&self.inner.in_flight);
-                addr.send(msg).await
-            };
+            let sent = self.counted(addr.send(msg)).await;
             match sent {
                 Ok(result) => return result,
                 Err(_) if attempt == 0 && !started.load(Ordering::Acquire) => {
@@ -272,6 +261,85 @@ impl Engine {
             }
         }
         Err(EngineError::Unavailable)
+    }
+
+    /// Waits for an actor's answer, counted in [`Engine::requests_in_flight`] until it comes —
+    /// or until this future is dropped (a caller gone).
+    async fn counted<T>(&self, answer: impl std::future::Future<Output = T>) -> T {
+        struct Counted<'a>(&'a std::sync::atomic::AtomicI64);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.inner.in_flight);
+        answer.await
+    }
+
+    /// Holds `qty` units of one SKU for an order being decided: memory only (see
+    /// [`Ledger::hold`]). The order's one write commits them ([`Engine::holds_committed`]) or
+    /// they are let go ([`Engine::drop_hold`]). Returns the ledger after the hold.
+    pub async fn hold(&self, sku: &Sku, qty: i64) -> Result<Ledger, EngineError> {
+        let mut addr = self.addr(sku).await?;
+        for attempt in 0..2 {
+            let started = Arc::new(AtomicBool::new(false));
+            let msg = Hold {
+                qty,
+                started: Arc::clone(&started),
+            };
+            match self.counted(addr.send(msg)).await {
+                Ok(result) => return result,
+                Err(_) if attempt == 0 && !started.load(Ordering::Acquire) => {
+                    addr = self.replace(sku, &addr).await?;
+                }
+                // The actor died holding it: its memory, and the hold, are gone with it.
+                Err(_) => break,
+            }
+        }
+        Err(EngineError::Unavailable)
+    }
+
+    /// Lets go of units held by [`Engine::hold`] (the order was decided without them, or its
+    /// write did not happen).
+    pub fn drop_hold(&self, sku: &Sku, qty: i64) {
+        if let Some(addr) = self.inner.registry.get(sku) {
+            addr.do_send(DropHold { qty });
+        }
+    }
+
+    /// Held units were committed with their orders: `qty` units reserved by `changes` stock
+    /// changes, which left the SKU's row as `after`. The actor moves them from held to
+    /// reserved; readers (the board, the stock stream) hear of it now.
+    pub fn holds_committed(&self, sku: &Sku, qty: i64, changes: i64, after: Ledger) {
+        if let Some(addr) = self.inner.registry.get(sku) {
+            addr.do_send(HoldsCommitted {
+                qty,
+                changes,
+                version_after: after.version,
+            });
+        }
+        self.inner
+            .feed
+            .board
+            .cell(sku)
+            .store(after.available(), Ordering::Relaxed);
+        // No subscriber is not an error; a slow one is told it lagged, on its side.
+        let _ = self
+            .inner
+            .feed
+            .events
+            .send(StockEvent::new(sku.clone(), "reserve", after));
+    }
+
+    /// Reloads the SKU's memory from the store (its holds kept): after the database refused
+    /// what memory held, or when a write's outcome is unknown.
+    pub fn resync(&self, sku: &Sku) {
+        if let Some(addr) = self.inner.registry.get(sku) {
+            addr.do_send(Resync {
+                generation: u64::MAX,
+            });
+        }
     }
 
     /// Reserves `qty` units of one SKU.

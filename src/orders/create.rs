@@ -13,7 +13,7 @@ use crate::persistence::orders::NewOrderRow;
 use crate::persistence::run_blocking;
 
 /// An order's lines and where they leave it.
-struct Lines {
+pub(super) struct Lines {
     lines: Vec<(Sku, i64)>,
     status: OrderStatus,
     rejection: Option<Rejection>,
@@ -66,7 +66,7 @@ pub(super) async fn create_or_load(
 
 /// The order as first written: priced from the catalog, the payment as kept. `Err(why)`:
 /// it can never be one.
-fn new_order(
+pub(super) fn new_order(
     p: &Parts,
     request: &Request<'_>,
     order_id: uuid::Uuid,
@@ -119,7 +119,7 @@ fn new_order(
 /// The order's lines: from the request (every SKU known), or claimed from the cart (one
 /// order per cart; a cart that cannot serve it makes the order rejected). `Ok(Err(why))`:
 /// the message can never make an order.
-async fn lines(
+pub(super) async fn lines(
     p: &Parts,
     request: &Request<'_>,
     order_id: uuid::Uuid,

@@ -30,6 +30,7 @@ pub(crate) mod faults;
 mod intake;
 mod keys;
 mod locks;
+mod one_write;
 pub mod payment;
 mod pipeline;
 mod queries;
@@ -140,6 +141,10 @@ pub struct OrderConfig {
     pub events: EventScope,
     /// How long an idempotency key is remembered.
     pub key_retention: Duration,
+    /// A first delivery is decided in memory and written once, decided, with its stock
+    /// (`ORDER_WRITES=one`, the default); `false` takes every delivery through the staged path
+    /// (`ORDER_WRITES=staged`: created, reserved, decided, each its own write).
+    pub one_write: bool,
 }
 
 impl Default for OrderConfig {
@@ -150,6 +155,7 @@ impl Default for OrderConfig {
             sweep_every: Duration::from_secs(30),
             events: EventScope::Decisions,
             key_retention: Duration::from_secs(86_400),
+            one_write: true,
         }
     }
 }
@@ -322,9 +328,13 @@ impl OrderService {
         cancel::cancel(&self.parts, order_id).await
     }
 
-    /// The order with its history, as stored.
+    /// The order with its history, as stored — or, while it is being decided in memory (not
+    /// written yet), as it stands (`received`).
     pub async fn get(&self, order_id: Uuid) -> Result<Option<Order>, DbError> {
-        queries::get(&self.parts.pool, order_id).await
+        match queries::get(&self.parts.pool, order_id).await? {
+            Some(order) => Ok(Some(order)),
+            None => Ok(self.checkouts.in_flight_order(order_id)),
+        }
     }
 
     /// A customer's orders, newest first.

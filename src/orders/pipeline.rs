@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::delivery::{self, Parsed};
+use super::one_write::Once;
 use super::{create, fingerprint, Deadline, Parts, StepError, HTTP_ORIGIN};
 use crate::domain::checkout::{Checkout, Payment};
 use crate::domain::clock;
@@ -57,6 +58,9 @@ pub(super) struct Request<'a> {
     pub(super) key: &'a str,
     pub(super) fingerprint: &'a str,
     pub(super) origin: Origin,
+    /// The order may hold an authorization an earlier attempt made (a redelivery, or a one
+    /// write that did not land): an order that ends rejected voids it.
+    pub(super) may_be_authorized: std::sync::atomic::AtomicBool,
 }
 
 /// The `orders.checkout` consumer's handler: from a delivery to a decided, durable order.
@@ -65,6 +69,8 @@ pub(super) struct Checkouts {
     p: Arc<Parts>,
     /// Deliveries being processed now, and the most there ever were.
     processing: Arc<(AtomicUsize, AtomicUsize)>,
+    /// Orders being decided in memory by the one write, not yet written.
+    in_flight: Arc<super::one_write::InFlight>,
 }
 
 /// Counts a delivery in process while it lives.
@@ -89,7 +95,21 @@ impl Checkouts {
         Checkouts {
             p,
             processing: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+
+    pub(super) fn parts(&self) -> &Parts {
+        &self.p
+    }
+
+    pub(super) fn in_flight(&self) -> &super::one_write::InFlight {
+        &self.in_flight
+    }
+
+    /// An order being decided in memory (not written yet), as it stands.
+    pub fn in_flight_order(&self, order_id: uuid::Uuid) -> Option<Order> {
+        self.in_flight.get(&order_id).map(|o| o.clone())
     }
 
     /// Deliveries being processed now.
@@ -158,6 +178,7 @@ impl Checkouts {
             key: &key,
             fingerprint: &fp,
             origin,
+            may_be_authorized: std::sync::atomic::AtomicBool::new(message.redelivered),
         };
         self.decide(&request, order_id, &message).await
     }
@@ -184,8 +205,21 @@ impl Checkouts {
     ) -> Outcome {
         let deadline = Deadline::after(self.p.config.retry_window);
         let _guard = self.p.locks.of(order_id).lock().await;
+        // A first delivery is decided in memory and written once; a redelivery, and any attempt
+        // after the first, takes the staged path (it resumes from what is recorded).
+        let mut once = self.p.config.one_write && !message.redelivered;
         loop {
-            let ran = match self.run(request, order_id, &deadline).await {
+            let ran = if std::mem::take(&mut once) {
+                match self.run_once(request, order_id, &deadline).await {
+                    Ok(Once::Decided) => Ok(Ran::Decided),
+                    Ok(Once::Refused(reason)) => Ok(Ran::Refused(reason)),
+                    Ok(Once::Staged) => self.run(request, order_id, &deadline).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.run(request, order_id, &deadline).await
+            };
+            let ran = match ran {
                 Ok(Ran::Decided) => Ok(None),
                 Ok(Ran::Refused(reason)) => Ok(Some(reason)),
                 Err(e) => Err(e),
@@ -333,7 +367,16 @@ impl Checkouts {
                         },
                         deadline,
                     )
-                    .await?
+                    .await?;
+                // An earlier attempt may have authorized it (and crashed, or lost its write):
+                // the funds are not held for an order that ends rejected.
+                if request
+                    .may_be_authorized
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    && order.status == OrderStatus::Rejected
+                {
+                    super::reservations::void(&self.p.payments, order.order_id, deadline).await?;
+                }
             }
         }
         Ok(fresh.then_some(kept))

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::writer::{OrderWrite, OrderWritten};
 use crate::batch::{BatchStats, SubmitError, Ticket};
 use crate::domain::order::Order;
-use crate::persistence::orders::{KeyState, NewOrderRow, TransitionRow};
+use crate::persistence::orders::{DecidedOutcome, KeyState, NewOrderRow, TransitionRow};
 use crate::persistence::DbError;
 
 /// A read's answer, later.
@@ -80,6 +80,16 @@ impl MemOrderStore {
             }
             OrderWrite::Create(row) => OrderWritten::Created(create(&mut kept, *row)),
             OrderWrite::Transition(row) => OrderWritten::Moved(transition(&mut kept, *row)),
+            OrderWrite::Decided(d) => {
+                if !create(&mut kept, d.order) {
+                    return OrderWritten::Decided(DecidedOutcome::Exists);
+                }
+                if let Some(note) = d.notification {
+                    kept.notifications.push(note);
+                }
+                // No stock here: its held units are not this store's to commit.
+                OrderWritten::Decided(DecidedOutcome::Written(Vec::new()))
+            }
             OrderWrite::Settle(order_id) => {
                 if let Some(order) = kept.orders.get_mut(&order_id) {
                     order.settled = true;
@@ -120,11 +130,11 @@ fn create(kept: &mut Kept, row: NewOrderRow) -> bool {
             payment: row.payment,
             delivery: row.delivery,
             rejection: row.rejection,
-            history: vec![(row.status, row.at)],
+            history: row.history.iter().map(|h| (h.status, h.at)).collect(),
             created_at: row.at,
-            updated_at: row.at,
+            updated_at: row.updated_at,
             fingerprint: row.request_fingerprint,
-            settled: true,
+            settled: row.settled,
         },
     );
     true

@@ -258,6 +258,31 @@ impl Records {
         );
     }
 
+    /// Announces every step of an order written once, decided (see [`Records::announce`]):
+    /// the steps on the way, then the decision.
+    pub(super) fn announce_steps(&self, order: &Order) {
+        let on_the_way = order.history.len().saturating_sub(1);
+        for (i, &(status, at)) in order.history.iter().take(on_the_way).enumerate() {
+            if self.scope == EventScope::All {
+                // Published as the order was at that step.
+                let mut step = order.clone();
+                step.status = status;
+                step.updated_at = at;
+                step.history = order.history.iter().take(i + 1).copied().collect();
+                step.delivery = None;
+                step.rejection = None;
+                self.announce(&step);
+            } else {
+                let _ = self.events.send(OrderEvent {
+                    order_id: order.order_id,
+                    status,
+                    at,
+                });
+            }
+        }
+        self.announce(order);
+    }
+
     /// Publishes a decided order's events on `order.events` — `order.<status>` and its
     /// `notification.<kind>`, both in flight at once — and returns once the broker confirmed
     /// both. Called again for the same decision (a redelivery, a retry) it publishes them again
@@ -358,7 +383,7 @@ fn notification_event(n: &NotificationRow) -> Event {
 }
 
 /// The customer's notification for an order reaching `to` (none for a step on the way).
-fn notification_for(
+pub(super) fn notification_for(
     order: &Order,
     to: OrderStatus,
     rejection: Option<&Rejection>,

@@ -23,7 +23,9 @@ use crate::batch::{
 };
 use crate::domain::order::Order;
 use crate::lease::FenceGuard;
-use crate::persistence::orders::{self, KeyRow, KeyState, NewOrderRow, TransitionRow};
+use crate::persistence::orders::{
+    self, DecidedOutcome, DecidedRow, KeyRow, KeyState, NewOrderRow, TransitionRow,
+};
 use crate::persistence::{DbError, DbPool};
 
 /// One write of the order pipeline.
@@ -37,6 +39,8 @@ pub enum OrderWrite {
     Transition(Box<TransitionRow>),
     /// Every reservation of this order is released.
     Settle(Uuid),
+    /// An order written once, decided, with the units it holds (the one write).
+    Decided(Box<DecidedRow>),
 }
 
 /// What a write did.
@@ -48,6 +52,7 @@ pub enum OrderWritten {
     /// `true` when the order moved now (it was still in `from_status`).
     Moved(bool),
     Settled,
+    Decided(DecidedOutcome),
 }
 
 pub type OrderWriter = BatchWriter<OrderSink>;
@@ -226,16 +231,19 @@ fn write_all(
     let mut creates = Vec::new();
     let mut transitions = Vec::new();
     let mut settles = Vec::new();
+    let mut decided = Vec::new();
     for item in items {
         match item {
             OrderWrite::Key(k) => keys.push(k.clone()),
             OrderWrite::Create(c) => creates.push(NewOrderRow::clone(c)),
             OrderWrite::Transition(t) => transitions.push(TransitionRow::clone(t)),
             OrderWrite::Settle(id) => settles.push(*id),
+            OrderWrite::Decided(d) => decided.push(d.as_ref()),
         }
     }
     let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
     let created = orders::create_orders(conn, &creates)?;
+    let mut decisions = orders::write_decided(conn, &decided)?.into_iter();
     let moved = orders::apply_transitions(conn, &transitions)?;
     orders::settle(conn, &settles)?;
     Ok(items
@@ -245,6 +253,9 @@ fn write_all(
             OrderWrite::Create(c) => OrderWritten::Created(created.contains(&c.order_id)),
             OrderWrite::Transition(t) => OrderWritten::Moved(moved.contains(&t.order_id)),
             OrderWrite::Settle(_) => OrderWritten::Settled,
+            OrderWrite::Decided(_) => OrderWritten::Decided(
+                decisions.next().unwrap_or(DecidedOutcome::StockRefused),
+            ),
         })
         .collect())
 }
@@ -261,6 +272,11 @@ fn write_each(conn: &mut diesel::PgConnection, items: &[OrderWrite]) -> Result<R
                     .ok_or_else(|| Refusal("internal: no result".into())),
             ),
             Err(e) if e.is_transient() => return Err(e),
+            // Memory believed in stock the database does not hold: the order is decided again.
+            Err(e) if matches!(item, OrderWrite::Decided(_)) && orders::is_stock_refusal(&e) => {
+                tracing::warn!(error = %e, order_id = %kind(item).1, "the database refused an order's held units");
+                results.push(Ok(OrderWritten::Decided(DecidedOutcome::StockRefused)));
+            }
             Err(e) => {
                 tracing::error!(error = %e, write = ?kind(item), "the database refused an order write");
                 results.push(Err(Refusal(e.to_string())));
@@ -276,5 +292,6 @@ fn kind(item: &OrderWrite) -> (&'static str, Uuid) {
         OrderWrite::Create(c) => ("create", c.order_id),
         OrderWrite::Transition(t) => ("transition", t.order_id),
         OrderWrite::Settle(id) => ("settle", *id),
+        OrderWrite::Decided(d) => ("decided", d.order.order_id),
     }
 }

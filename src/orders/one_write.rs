@@ -1,0 +1,350 @@
+//! The one write (issue 19, item 3; `docs/one-write.md`): a first delivery of a checkout is
+//! decided in memory — its lines held at their SKU actors ([`crate::engine::Engine::hold`]), its
+//! payment authorized, a delivery slot booked — and written **once, decided**, in one
+//! transaction of the order writer: the order row with its key, fingerprint and whole history,
+//! its held units as reservations (the guarded `stock` deltas and their `stock_events`
+//! references), its notification. Then its events, then the ack.
+//!
+//! ```text
+//!  delivery ─▶ hold every line ─all held─▶ authorize ─approved─▶ book a slot ─▶ scheduled ┐
+//!                  │                           └─declined─▶ drop the holds ─▶ failed      ├─▶ one write
+//!                  └─short─▶ drop the holds ─▶ rejected (with suggestions) ───────────────┘
+//!  one write ─written─▶ holds become reservations ─▶ events (confirmed) ─▶ ack
+//!            ─exists / stock refused─▶ holds dropped ─▶ the staged path takes the order from there
+//! ```
+//!
+//! Nothing of the order reaches PostgreSQL before its decision: a crash before the commit
+//! leaves the checkout in the queue and no trace of it, and the redelivery (`redelivered`) is
+//! taken by the staged path ([`super::pipeline`]), which resumes from whatever is recorded and
+//! voids an authorization an order that ends rejected may hold. The order's lock (held from the
+//! first hold to the ack) keeps a cancel of it waiting until it is decided.
+
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
+use uuid::Uuid;
+
+use super::payment::Authorization;
+use super::pipeline::{Checkouts, Request};
+use super::writer::{OrderWrite, OrderWritten};
+use super::{create, Cause, Deadline, StepError, SUGGESTIONS};
+use crate::domain::delivery::DeliverySlot;
+use crate::domain::flow::{self, AfterPayment, AfterReservation};
+use crate::domain::order::{Order, OrderStatus, Rejection, ShortLine};
+use crate::domain::{LedgerError, Sku};
+use crate::engine::EngineError;
+use crate::persistence::orders::{DecidedOutcome, DecidedRow, NewOrderRow};
+
+/// Where the one write left a delivery.
+pub(super) enum Once {
+    /// Decided, written and announced.
+    Decided,
+    /// The message can never make an order: the reason, for its dead letter.
+    Refused(String),
+    /// The staged path goes on with the order: it was there already (an earlier delivery), or
+    /// the database refused what memory held.
+    Staged,
+}
+
+/// What an order decided in memory holds, and what it took on the way.
+struct Decided {
+    /// Units held at the SKU actors (a scheduled order's lines; nothing otherwise).
+    held: Vec<(Sku, i64)>,
+    /// The delivery slot booked (a scheduled order).
+    slot: Option<DeliverySlot>,
+}
+
+/// Orders being decided in memory, readable by `GET /v1/orders/{id}` until they are written.
+pub(super) type InFlight = dashmap::DashMap<Uuid, Order>;
+
+/// Takes the order out of [`InFlight`] when its attempt ends, however it ends.
+struct Listed<'a>(&'a InFlight, Uuid);
+
+impl Drop for Listed<'_> {
+    fn drop(&mut self) {
+        self.0.remove(&self.1);
+    }
+}
+
+impl Checkouts {
+    /// Decides a first delivery in memory and writes it once.
+    pub(super) async fn run_once(
+        &self,
+        request: &Request<'_>,
+        order_id: Uuid,
+        deadline: &Deadline,
+    ) -> Result<Once, StepError> {
+        let p = self.parts();
+        let lines = match create::lines(p, request, order_id, deadline).await? {
+            Ok(lines) => lines,
+            Err(refused) => return Ok(Once::Refused(refused)),
+        };
+        let mut order = match create::new_order(p, request, order_id, lines) {
+            Ok(order) => order,
+            Err(refused) => return Ok(Once::Refused(refused)),
+        };
+        self.in_flight().insert(order_id, order.clone());
+        let _listed = Listed(self.in_flight(), order_id);
+        let decided = if order.status == OrderStatus::Received {
+            self.decide_in_memory(&mut order, request, deadline).await?
+        } else {
+            // Decided already (a cart that cannot serve it): nothing to hold.
+            Decided {
+                held: Vec::new(),
+                slot: None,
+            }
+        };
+        self.write_once(order, decided, request, deadline).await
+    }
+
+    /// Holds every line and decides: rejected short (holds dropped), failed on a declined
+    /// payment (holds dropped), or scheduled (holds kept for the write).
+    async fn decide_in_memory(
+        &self,
+        order: &mut Order,
+        request: &Request<'_>,
+        deadline: &Deadline,
+    ) -> Result<Decided, StepError> {
+        let p = self.parts();
+        let (held, short) = self.hold_all(order).await?;
+        fault_point("held");
+        let reserved_at = p.clock.now();
+        if !short.is_empty() {
+            self.drop_holds(&held);
+            let found = flow::Reserved::Short {
+                kept_any: !held.is_empty(),
+            };
+            if let AfterReservation::Reject { reason, .. } =
+                flow::after_reservation(order.origin, true, found)
+            {
+                let rejection = Rejection::short(reason, short);
+                decide(order, OrderStatus::Rejected, None, None, Some(rejection), reserved_at);
+            }
+            return Ok(Decided {
+                held: Vec::new(),
+                slot: None,
+            });
+        }
+        let authorized = deadline
+            .bound(p.payments.authorize(
+                order.order_id,
+                order.total_cents,
+                &order.currency,
+                request.payment,
+            ))
+            .await
+            .and_then(|a| {
+                a.map_err(|e| {
+                    StepError::Transient(Cause::of("the payment gateway did not answer", e))
+                })
+            });
+        let auth = match authorized {
+            Ok(auth) => auth,
+            Err(e) => {
+                self.drop_holds(&held);
+                return Err(e);
+            }
+        };
+        request.may_be_authorized.store(true, Ordering::Relaxed);
+        fault_point("authorized");
+        let via = Some((OrderStatus::Reserved, reserved_at));
+        let now = p.clock.now();
+        match (flow::after_payment(matches!(auth, Authorization::Approved { .. })), auth) {
+            (AfterPayment::Schedule, _) => {
+                let method = request.checkout.delivery_method;
+                let Some(slot) = p.capacity.book(method, order.order_id, now) else {
+                    self.drop_holds(&held);
+                    return Err(StepError::Transient(
+                        "no delivery capacity within a year".into(),
+                    ));
+                };
+                decide(order, OrderStatus::Scheduled, via, Some(slot.clone()), None, now);
+                Ok(Decided {
+                    held,
+                    slot: Some(slot),
+                })
+            }
+            (AfterPayment::Fail { reason }, auth) => {
+                self.drop_holds(&held);
+                let declined = match auth {
+                    Authorization::Declined { reason } => reason,
+                    Authorization::Approved { .. } => String::new(),
+                };
+                let rejection = Rejection::because(reason, declined);
+                decide(order, OrderStatus::Failed, via, None, Some(rejection), now);
+                Ok(Decided {
+                    held: Vec::new(),
+                    slot: None,
+                })
+            }
+        }
+    }
+
+    /// Holds every line at its SKU's actor, all at once: the lines held, and those short (with
+    /// suggestions). Any other answer drops what was held and is the attempt's failure.
+    async fn hold_all(
+        &self,
+        order: &Order,
+    ) -> Result<(Vec<(Sku, i64)>, Vec<ShortLine>), StepError> {
+        let p = self.parts();
+        let lines = order.lines();
+        for (sku, _) in &lines {
+            p.monitor.record_reservation(sku.as_str());
+        }
+        let answers = join_all(lines.iter().map(|(sku, q)| p.engine.hold(sku, *q))).await;
+        let (mut held, mut short, mut failed) = (Vec::new(), Vec::new(), None);
+        for ((sku, q), answer) in lines.into_iter().zip(answers) {
+            let available = match answer {
+                Ok(_) => {
+                    held.push((sku, q));
+                    continue;
+                }
+                Err(EngineError::Rejected(LedgerError::Insufficient { available, .. })) => {
+                    available
+                }
+                Err(EngineError::UnknownSku) => 0,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            let suggestions = p.catalog.similar(&sku, SUGGESTIONS).unwrap_or_default();
+            short.push(ShortLine {
+                sku,
+                requested: q,
+                available: available.max(0),
+                suggestions,
+            });
+        }
+        if let Some(e) = failed {
+            self.drop_holds(&held);
+            return Err(StepError::from(e));
+        }
+        Ok((held, short))
+    }
+
+    /// Writes the decided order once, with what it holds; then announces it.
+    async fn write_once(
+        &self,
+        order: Order,
+        decided: Decided,
+        request: &Request<'_>,
+        deadline: &Deadline,
+    ) -> Result<Once, StepError> {
+        let p = self.parts();
+        let notification = super::transitions::notification_for(
+            &order,
+            order.status,
+            order.rejection.as_ref(),
+            order.updated_at,
+        );
+        let row = DecidedRow {
+            order: NewOrderRow::of(&order, request.key, &request.checkout.address),
+            notification,
+            holds: decided.held.clone(),
+        };
+        let written = p
+            .records
+            .write(OrderWrite::Decided(Box::new(row)), deadline)
+            .await;
+        let outcome = match written {
+            Ok(OrderWritten::Decided(outcome)) => outcome,
+            Ok(other) => {
+                self.let_go(&decided, request, false);
+                return Err(StepError::Refused(format!("internal: {other:?}").into()));
+            }
+            Err(e) => {
+                // Not known to be written (a write that timed out may still commit): the holds
+                // go; memory that under-counts a commit is refused by the database later and
+                // reloaded, never oversold. The slot stays booked (a day under-filled by one
+                // rather than over-filled).
+                self.drop_holds(&decided.held);
+                return Err(e);
+            }
+        };
+        match outcome {
+            DecidedOutcome::Written(after) => {
+                for (sku, qty) in &decided.held {
+                    match after.iter().find(|(s, _)| s == sku) {
+                        Some((_, row)) => p.engine.holds_committed(sku, *qty, 1, *row),
+                        None => p.engine.drop_hold(sku, *qty),
+                    }
+                }
+                fault_point("committed");
+                p.keys
+                    .forget(request.checkout.customer_id.as_str(), request.key);
+                p.monitor.record_decision(
+                    order.status.as_str(),
+                    order.rejection.as_ref().map(|r| r.reason.as_str()),
+                );
+                p.records.announce_steps(&order);
+                p.records.publish_decision(&order).await?;
+                fault_point("announced");
+                Ok(Once::Decided)
+            }
+            DecidedOutcome::Exists | DecidedOutcome::StockRefused => {
+                // The order is there already, or memory held units the database does not
+                // have (reloaded now): the staged path goes on from what is recorded.
+                self.let_go(&decided, request, true);
+                Ok(Once::Staged)
+            }
+        }
+    }
+
+    /// An order decided in memory that was not written: its holds and its slot go; with
+    /// `reload`, its SKUs are reloaded from the database (the write may be an earlier
+    /// attempt's commit, or memory was wrong).
+    fn let_go(&self, decided: &Decided, request: &Request<'_>, reload: bool) {
+        let p = self.parts();
+        self.drop_holds(&decided.held);
+        if reload {
+            for (sku, _) in &decided.held {
+                p.engine.resync(sku);
+            }
+        }
+        if let Some(slot) = &decided.slot {
+            p.capacity
+                .unbook(request.checkout.delivery_method, slot.scheduled_for);
+        }
+    }
+
+    fn drop_holds(&self, held: &[(Sku, i64)]) {
+        for (sku, qty) in held {
+            self.parts().engine.drop_hold(sku, *qty);
+        }
+    }
+}
+
+/// The order decided in memory: the step on the way (`reserved`) and the decision in its
+/// history, with what the decision carries.
+fn decide(
+    order: &mut Order,
+    to: OrderStatus,
+    via: Option<(OrderStatus, DateTime<Utc>)>,
+    delivery: Option<DeliverySlot>,
+    rejection: Option<Rejection>,
+    at: DateTime<Utc>,
+) {
+    if let Some(step) = via {
+        order.history.push(step);
+    }
+    order.history.push((to, at));
+    order.status = to;
+    order.updated_at = at;
+    order.delivery = delivery;
+    order.rejection = rejection;
+    order.settled = true;
+}
+
+/// Fault injection: `ORDERFLOW_FAULT_ABORT_AT=<point>` ends the process there, as `kill -9`
+/// would (the crash tests of the one write).
+fn fault_point(point: &str) {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var("ORDERFLOW_FAULT_ABORT_AT").as_deref() == Ok(point) {
+        eprintln!("fault injection: aborting at {point}");
+        std::process::abort();
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    let _ = point;
+}
