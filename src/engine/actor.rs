@@ -161,6 +161,8 @@ pub(crate) struct Hold {
     pub qty: i64,
     /// Set when the handler begins (see [`Apply::started`]).
     pub started: Arc<AtomicBool>,
+    /// The caller's span (none when nothing is exported).
+    pub span: tracing::Span,
 }
 
 impl Handler<Hold> for SkuActor {
@@ -168,6 +170,12 @@ impl Handler<Hold> for SkuActor {
 
     fn handle(&mut self, msg: Hold, _: &mut Self::Context) -> Self::Result {
         msg.started.store(true, Ordering::Release);
+        let span = if msg.span.is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::debug_span!(target: crate::telemetry::TARGET, parent: &msg.span, "sku actor", otel.name = "sku actor hold", sku = %self.sku)
+        };
+        let _entered = span.enter();
         self.ledger = self.ledger.hold(msg.qty)?;
         Ok(self.ledger)
     }
@@ -187,7 +195,9 @@ impl Handler<DropHold> for SkuActor {
         match self.ledger.drop_hold(msg.qty) {
             Ok(ledger) => self.ledger = ledger,
             // This actor was rebuilt since the hold was taken (a crash): it never had it.
-            Err(e) => tracing::warn!(sku = %self.sku, error = %e, "dropping a hold this actor does not have"),
+            Err(e) => {
+                tracing::warn!(sku = %self.sku, error = %e, "dropping a hold this actor does not have")
+            }
         }
     }
 }

@@ -287,6 +287,7 @@ impl Engine {
             let msg = Hold {
                 qty,
                 started: Arc::clone(&started),
+                span: crate::telemetry::current(),
             };
             match self.counted(addr.send(msg)).await {
                 Ok(result) => return result,

@@ -25,6 +25,9 @@ pub struct Message {
     /// The `timestamp` property (seconds since the epoch), only on orderflow's own messages.
     pub timestamp: Option<u64>,
     pub redelivered: bool,
+    /// A copy orderflow handed back to the queue after a retry window of transient trouble (an
+    /// earlier delivery may have gone some way with it).
+    pub handed_back: bool,
     /// When orderflow's intake accepted it (wall-clock ms), if it came that way.
     pub accepted_ms: Option<i64>,
     /// When the delivery arrived.
@@ -67,6 +70,7 @@ impl Message {
                 .map(|m| m.to_string()),
             timestamp: props.timestamp().filter(|_| own),
             redelivered: delivery.redelivered,
+            handed_back: own_copy_header(delivery, own_user, crate::queues::HANDBACK_HEADER),
             accepted_ms: accepted_ms(delivery).filter(|_| own),
             consumed: std::time::Instant::now(),
             order_id: order_id(delivery).filter(|_| own),
@@ -78,6 +82,14 @@ impl Message {
     pub(super) fn provenance(&self) -> Option<String> {
         (!self.own).then(|| self.producer.clone().unwrap_or_default())
     }
+}
+
+/// Whether a header orderflow writes on its own copies is there (read only from orderflow's
+/// own publishes: a producer cannot forge it).
+fn own_copy_header(delivery: &Delivery, own_user: &str, name: &str) -> bool {
+    let from_us = delivery.properties.user_id().as_ref().map(|u| u.as_str()) == Some(own_user);
+    let headers = delivery.properties.headers().as_ref();
+    from_us && headers.is_some_and(|h| h.inner().contains_key(name))
 }
 
 /// Intake's accept stamp, from its header.
@@ -212,6 +224,7 @@ impl Message {
                 app_id: Some(HTTP_ORIGIN.to_owned()),
                 timestamp: Some(checkout.judged_at),
                 redelivered: self.redelivered,
+                handed_back: self.handed_back,
                 accepted_ms: Some(checkout.accepted_ms),
                 consumed: self.consumed,
                 order_id: Some(checkout.order_id),

@@ -87,7 +87,7 @@ impl Checkouts {
         self.in_flight().insert(order_id, order.clone());
         let _listed = Listed(self.in_flight(), order_id);
         let decided = if order.status == OrderStatus::Received {
-            self.decide_in_memory(&mut order, request, deadline).await?
+            self.decide_in_memory(&mut order, request).await?
         } else {
             // Decided already (a cart that cannot serve it): nothing to hold.
             Decided {
@@ -104,12 +104,19 @@ impl Checkouts {
         &self,
         order: &mut Order,
         request: &Request<'_>,
-        deadline: &Deadline,
     ) -> Result<Decided, StepError> {
         let p = self.parts();
         let (held, short) = self.hold_all(order).await?;
         fault_point("held");
         let reserved_at = p.clock.now();
+        if short.is_empty() {
+            // Held, the payment next: a reader sees it `reserved` meanwhile.
+            if let Some(mut shown) = self.in_flight().get_mut(&order.order_id) {
+                shown.status = OrderStatus::Reserved;
+                shown.history.push((OrderStatus::Reserved, reserved_at));
+                shown.updated_at = reserved_at;
+            }
+        }
         if !short.is_empty() {
             self.drop_holds(&held);
             let found = flow::Reserved::Short {
@@ -119,26 +126,32 @@ impl Checkouts {
                 flow::after_reservation(order.origin, true, found)
             {
                 let rejection = Rejection::short(reason, short);
-                decide(order, OrderStatus::Rejected, None, None, Some(rejection), reserved_at);
+                decide(
+                    order,
+                    OrderStatus::Rejected,
+                    None,
+                    None,
+                    Some(rejection),
+                    reserved_at,
+                );
             }
             return Ok(Decided {
                 held: Vec::new(),
                 slot: None,
             });
         }
-        let authorized = deadline
-            .bound(p.payments.authorize(
+        // Not bounded by the retry window (nor is the staged path's): a slow gateway is no
+        // outage, and the units stay held meanwhile.
+        let authorized = p
+            .payments
+            .authorize(
                 order.order_id,
                 order.total_cents,
                 &order.currency,
                 request.payment,
-            ))
+            )
             .await
-            .and_then(|a| {
-                a.map_err(|e| {
-                    StepError::Transient(Cause::of("the payment gateway did not answer", e))
-                })
-            });
+            .map_err(|e| StepError::Transient(Cause::of("the payment gateway did not answer", e)));
         let auth = match authorized {
             Ok(auth) => auth,
             Err(e) => {
@@ -150,7 +163,10 @@ impl Checkouts {
         fault_point("authorized");
         let via = Some((OrderStatus::Reserved, reserved_at));
         let now = p.clock.now();
-        match (flow::after_payment(matches!(auth, Authorization::Approved { .. })), auth) {
+        match (
+            flow::after_payment(matches!(auth, Authorization::Approved { .. })),
+            auth,
+        ) {
             (AfterPayment::Schedule, _) => {
                 let method = request.checkout.delivery_method;
                 let Some(slot) = p.capacity.book(method, order.order_id, now) else {
@@ -159,7 +175,14 @@ impl Checkouts {
                         "no delivery capacity within a year".into(),
                     ));
                 };
-                decide(order, OrderStatus::Scheduled, via, Some(slot.clone()), None, now);
+                decide(
+                    order,
+                    OrderStatus::Scheduled,
+                    via,
+                    Some(slot.clone()),
+                    None,
+                    now,
+                );
                 Ok(Decided {
                     held,
                     slot: Some(slot),
@@ -244,33 +267,38 @@ impl Checkouts {
             notification,
             holds: decided.held.clone(),
         };
-        let written = p
+        // The write has the retry window from now: what came before it (a slow gateway) is not
+        // the database's trouble.
+        let deadline = Deadline::after(p.config.retry_window).max(*deadline);
+        let ticket = match p
             .records
-            .write(OrderWrite::Decided(Box::new(row)), deadline)
-            .await;
-        let outcome = match written {
-            Ok(OrderWritten::Decided(outcome)) => outcome,
-            Ok(other) => {
-                self.let_go(&decided, request, false);
-                return Err(StepError::Refused(format!("internal: {other:?}").into()));
-            }
+            .submit(OrderWrite::Decided(Box::new(row)), &deadline)
+            .await
+        {
+            Ok(ticket) => ticket,
             Err(e) => {
-                // Not known to be written (a write that timed out may still commit): the holds
-                // go; memory that under-counts a commit is refused by the database later and
-                // reloaded, never oversold. The slot stays booked (a day under-filled by one
-                // rather than over-filled).
-                self.drop_holds(&decided.held);
+                self.let_go(&decided, request);
                 return Err(e);
             }
         };
+        // The holds follow the write's outcome whenever it comes — also after this attempt gave
+        // up waiting (a write that timed out may still commit).
+        let mut wait = Box::pin(ticket.wait());
+        let written = match deadline.bound(&mut wait).await {
+            Ok(written) => written,
+            Err(timed_out) => {
+                let (engine, held) = (p.engine.clone(), decided.held.clone());
+                tokio::spawn(async move { settle_holds(&engine, &held, &wait.await) });
+                return Err(timed_out);
+            }
+        };
+        settle_holds(&p.engine, &decided.held, &written);
+        let outcome = match written? {
+            OrderWritten::Decided(outcome) => outcome,
+            other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
+        };
         match outcome {
-            DecidedOutcome::Written(after) => {
-                for (sku, qty) in &decided.held {
-                    match after.iter().find(|(s, _)| s == sku) {
-                        Some((_, row)) => p.engine.holds_committed(sku, *qty, 1, *row),
-                        None => p.engine.drop_hold(sku, *qty),
-                    }
-                }
+            DecidedOutcome::Written(_) => {
                 fault_point("committed");
                 p.keys
                     .forget(request.checkout.customer_id.as_str(), request.key);
@@ -283,28 +311,24 @@ impl Checkouts {
                 fault_point("announced");
                 Ok(Once::Decided)
             }
-            DecidedOutcome::Exists | DecidedOutcome::StockRefused => {
+            DecidedOutcome::Exists | DecidedOutcome::StockRefused | DecidedOutcome::Unsure => {
                 // The order is there already, or memory held units the database does not
-                // have (reloaded now): the staged path goes on from what is recorded.
-                self.let_go(&decided, request, true);
+                // have (reloaded): the staged path goes on from what is recorded.
+                if let Some(slot) = &decided.slot {
+                    p.capacity
+                        .unbook(request.checkout.delivery_method, slot.scheduled_for);
+                }
                 Ok(Once::Staged)
             }
         }
     }
 
-    /// An order decided in memory that was not written: its holds and its slot go; with
-    /// `reload`, its SKUs are reloaded from the database (the write may be an earlier
-    /// attempt's commit, or memory was wrong).
-    fn let_go(&self, decided: &Decided, request: &Request<'_>, reload: bool) {
-        let p = self.parts();
+    /// An order decided in memory that was never submitted: its holds and its slot go.
+    fn let_go(&self, decided: &Decided, request: &Request<'_>) {
         self.drop_holds(&decided.held);
-        if reload {
-            for (sku, _) in &decided.held {
-                p.engine.resync(sku);
-            }
-        }
         if let Some(slot) = &decided.slot {
-            p.capacity
+            self.parts()
+                .capacity
                 .unbook(request.checkout.delivery_method, slot.scheduled_for);
         }
     }
@@ -312,6 +336,33 @@ impl Checkouts {
     fn drop_holds(&self, held: &[(Sku, i64)]) {
         for (sku, qty) in held {
             self.parts().engine.drop_hold(sku, *qty);
+        }
+    }
+}
+
+/// Held units after their order's write: reservations when it was written, let go otherwise
+/// (and the SKU reloaded when the database refused them, or when the write may have been an
+/// earlier attempt's commit).
+fn settle_holds(
+    engine: &crate::engine::Engine,
+    held: &[(Sku, i64)],
+    written: &Result<OrderWritten, crate::batch::WriteError>,
+) {
+    let outcome = match written {
+        Ok(OrderWritten::Decided(outcome)) => outcome,
+        _ => &DecidedOutcome::Exists,
+    };
+    for (sku, qty) in held {
+        match outcome {
+            DecidedOutcome::Written(after) => match after.iter().find(|(s, _)| s == sku) {
+                Some((_, row)) => engine.holds_committed(sku, *qty, 1, *row),
+                None => engine.drop_hold(sku, *qty),
+            },
+            DecidedOutcome::Exists => engine.drop_hold(sku, *qty),
+            DecidedOutcome::StockRefused | DecidedOutcome::Unsure => {
+                engine.drop_hold(sku, *qty);
+                engine.resync(sku);
+            }
         }
     }
 }

@@ -203,17 +203,24 @@ impl Checkouts {
         order_id: uuid::Uuid,
         message: &Message,
     ) -> Outcome {
-        let deadline = Deadline::after(self.p.config.retry_window);
+        let mut deadline = Deadline::after(self.p.config.retry_window);
         let _guard = self.p.locks.of(order_id).lock().await;
         // A first delivery is decided in memory and written once; a redelivery, and any attempt
         // after the first, takes the staged path (it resumes from what is recorded).
-        let mut once = self.p.config.one_write && !message.redelivered;
+        // (Copies an earlier delivery may have taken some way — redeliveries, hand-backs —
+        // are taken by the staged path.)
+        let mut once = self.p.config.one_write && !message.redelivered && !message.handed_back;
         loop {
             let ran = if std::mem::take(&mut once) {
                 match self.run_once(request, order_id, &deadline).await {
                     Ok(Once::Decided) => Ok(Ran::Decided),
                     Ok(Once::Refused(reason)) => Ok(Ran::Refused(reason)),
-                    Ok(Once::Staged) => self.run(request, order_id, &deadline).await,
+                    Ok(Once::Staged) => {
+                        // A retry window of its own: the time the attempt spent deciding in
+                        // memory (a slow gateway) was no outage.
+                        deadline = Deadline::after(self.p.config.retry_window);
+                        self.run(request, order_id, &deadline).await
+                    }
                     Err(e) => Err(e),
                 }
             } else {

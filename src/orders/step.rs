@@ -91,6 +91,11 @@ impl Deadline {
         Deadline(Instant::now() + window)
     }
 
+    /// The later of the two deadlines.
+    pub fn max(self, other: Deadline) -> Deadline {
+        Deadline(self.0.max(other.0))
+    }
+
     pub fn passed(&self) -> bool {
         Instant::now() >= self.0
     }

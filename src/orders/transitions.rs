@@ -116,9 +116,19 @@ impl Records {
         item: OrderWrite,
         deadline: &Deadline,
     ) -> Result<OrderWritten, StepError> {
+        let ticket = self.submit(item, deadline).await?;
+        Ok(deadline.bound(ticket.wait()).await??)
+    }
+
+    /// Queues a write (waiting out a saturated writer, within `deadline`): its ticket.
+    pub async fn submit(
+        &self,
+        item: OrderWrite,
+        deadline: &Deadline,
+    ) -> Result<crate::batch::Ticket<OrderWritten>, StepError> {
         loop {
             match self.store.submit(item.clone()) {
-                Ok(ticket) => return Ok(deadline.bound(ticket.wait()).await??),
+                Ok(ticket) => return Ok(ticket),
                 Err(SubmitError::Full) => {
                     if deadline.passed() {
                         return Err(StepError::Transient("the order writer is saturated".into()));

@@ -41,7 +41,11 @@ fn order(status: OrderStatus) -> Order {
         payment: Payment::Pix,
         delivery: None,
         rejection: None,
-        history: vec![(OrderStatus::Received, at), (status, at)],
+        history: if status == OrderStatus::Received {
+            vec![(status, at)]
+        } else {
+            vec![(OrderStatus::Received, at), (status, at)]
+        },
         created_at: at,
         updated_at: at,
         fingerprint: "f".into(),

@@ -127,7 +127,7 @@ impl Sink for OrderSink {
     type Item = OrderWrite;
     type Output = OrderWritten;
 
-    fn write(&mut self, items: &[OrderWrite], _attempt: u32) -> Result<Results, SinkError> {
+    fn write(&mut self, items: &[OrderWrite], attempt: u32) -> Result<Results, SinkError> {
         let mut conn = match self.kept.take() {
             Some(conn) => conn,
             None => self
@@ -135,9 +135,18 @@ impl Sink for OrderSink {
                 .get()
                 .map_err(|e| SinkError::Transient(Box::new(DbError::from(e))))?,
         };
-        let written = self.write_on(&mut conn, items);
+        let mut written = self.write_on(&mut conn, items);
         if written.is_ok() {
             self.kept = Some(conn);
+        }
+        if let (true, Ok(results)) = (attempt > 0, written.as_mut()) {
+            // An earlier attempt may have committed before its answer was lost: an order found
+            // there may be this write's own.
+            for result in results.iter_mut() {
+                if let Ok(OrderWritten::Decided(outcome @ DecidedOutcome::Exists)) = result {
+                    *outcome = DecidedOutcome::Unsure;
+                }
+            }
         }
         written
     }
@@ -253,9 +262,9 @@ fn write_all(
             OrderWrite::Create(c) => OrderWritten::Created(created.contains(&c.order_id)),
             OrderWrite::Transition(t) => OrderWritten::Moved(moved.contains(&t.order_id)),
             OrderWrite::Settle(_) => OrderWritten::Settled,
-            OrderWrite::Decided(_) => OrderWritten::Decided(
-                decisions.next().unwrap_or(DecidedOutcome::StockRefused),
-            ),
+            OrderWrite::Decided(_) => {
+                OrderWritten::Decided(decisions.next().unwrap_or(DecidedOutcome::StockRefused))
+            }
         })
         .collect())
 }

@@ -137,6 +137,9 @@ pub enum DecidedOutcome {
     /// The database refused its units (memory believed in stock it does not hold): nothing was
     /// written.
     StockRefused,
+    /// The order is there, and this write was retried after an attempt whose answer was lost:
+    /// it may be this write's own commit (its units reserved).
+    Unsure,
 }
 
 #[derive(QueryableByName)]
@@ -278,7 +281,10 @@ pub fn write_decided(
     let rows: Vec<&NewOrderRow> = decided.iter().map(|d| &d.order).collect();
     let created = create_orders(conn, &rows)?;
     let mut by_sku: HashMap<&str, RowWrite> = HashMap::new();
-    for d in decided.iter().filter(|d| created.contains(&d.order.order_id)) {
+    for d in decided
+        .iter()
+        .filter(|d| created.contains(&d.order.order_id))
+    {
         for (sku, qty) in &d.holds {
             let row = by_sku.entry(sku.as_str()).or_insert_with(|| RowWrite {
                 sku: sku.clone(),
@@ -334,11 +340,15 @@ pub fn is_stock_refusal(e: &DbError) -> bool {
     match e {
         DbError::Query(Error::DatabaseError(DatabaseErrorKind::CheckViolation, info)) => {
             info.table_name() == Some("stock")
-                || info.constraint_name().is_some_and(|c| c.starts_with("stock_"))
+                || info
+                    .constraint_name()
+                    .is_some_and(|c| c.starts_with("stock_"))
         }
         DbError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
             info.table_name() == Some("stock_events")
-                || info.constraint_name().is_some_and(|c| c.starts_with("stock_events"))
+                || info
+                    .constraint_name()
+                    .is_some_and(|c| c.starts_with("stock_events"))
         }
         _ => false,
     }
