@@ -140,6 +140,19 @@ impl Checkouts {
                 slot: None,
             });
         }
+        self.pay_and_book(order, request, held, reserved_at).await
+    }
+
+    /// Authorizes the payment of an order that holds every line, and decides: scheduled with a
+    /// slot (its holds kept for the write), or failed (its holds dropped).
+    async fn pay_and_book(
+        &self,
+        order: &mut Order,
+        request: &Request<'_>,
+        held: Vec<(Sku, i64)>,
+        reserved_at: DateTime<Utc>,
+    ) -> Result<Decided, StepError> {
+        let p = self.parts();
         // Not bounded by the retry window (nor is the staged path's): a slow gateway is no
         // outage, and the units stay held meanwhile.
         let authorized = p

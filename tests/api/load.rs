@@ -231,7 +231,7 @@ pub async fn stock_up(client: &awc::Client, base: &str, products: &[(&str, i64)]
     }
 }
 
-async fn get_json(client: &awc::Client, url: &str) -> Option<(u16, Value)> {
+pub async fn get_json(client: &awc::Client, url: &str) -> Option<(u16, Value)> {
     let mut resp = client.get(url).send().await.ok()?;
     let status = resp.status().as_u16();
     let body = resp.json::<Value>().limit(1 << 22).await.ok()?;

@@ -23,6 +23,7 @@ mod identity;
 mod inventory_queue;
 mod load;
 mod monitor;
+mod one_write;
 mod overload;
 mod probe;
 mod regressions;

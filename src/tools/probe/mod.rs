@@ -8,10 +8,10 @@
 //!   `order.scheduled`, `notification.order_scheduled`), one of them (`order.scheduled`) routed
 //!   to a watcher's queue and delivered (as the load generator watches decisions); with
 //!   `ORDER_EVENTS=decisions` (`--probe-events decisions`) only `order.scheduled`.
-//! - PostgreSQL: in the order writer's batches, the idempotency key, the order (its history in
-//!   its row, and its key) and its move to `scheduled` (two steps appended to that history, and
-//!   a notification); in the stock persister's batches, the stock row (once per batch per SKU) and
-//!   one change-log row.
+//! - PostgreSQL (the one write, `ORDER_WRITES=one`): in the order writer's batches, intake's
+//!   idempotency key; then the order written once, decided (its row with its whole history and
+//!   its key), its held unit committed with it (the stock row, once per batch per SKU, and one
+//!   change-log row) and its notification — one transaction per batch.
 //!
 //! The probe does exactly that with nothing in between — its own quorum queue and exchange, its
 //! own scratch database, the crate's own SQL — and reports orders/s and CPU µs per order of each

@@ -6,12 +6,11 @@ use diesel::prelude::*;
 use orderflow::domain::checkout::{Address, DeliveryMethod, Payment};
 use orderflow::domain::delivery::{DeliverySlot, Window};
 use orderflow::domain::order::{OrderItem, OrderStatus, Origin};
-use orderflow::domain::{OnHandEffect, Sku};
-use orderflow::engine::{EventRecord, RowOutcome, RowWrite, Store};
+use orderflow::domain::Sku;
+use orderflow::persistence;
 use orderflow::persistence::orders::{
-    self, HistoryStep, KeyRow, NewOrderRow, NotificationRow, TransitionRow,
+    self, DecidedRow, HistoryStep, KeyRow, NewOrderRow, NotificationRow,
 };
-use orderflow::persistence::{self, PgStore};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -61,13 +60,11 @@ impl Drop for Scratch {
     }
 }
 
-/// The rows of one batch of orders, as the pipeline builds them.
-fn order_rows(
-    batch: usize,
-    skus: &[String],
-) -> (Vec<KeyRow>, Vec<NewOrderRow>, Vec<TransitionRow>) {
+/// The rows of one batch of orders, as the pipeline builds them: intake's keys, and the orders
+/// written once, decided, each holding one unit.
+fn order_rows(batch: usize, skus: &[String]) -> (Vec<KeyRow>, Vec<DecidedRow>) {
     let now = chrono::Utc::now();
-    let (mut keys, mut creates, mut moves) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut keys, mut decided) = (Vec::new(), Vec::new());
     for i in 0..batch {
         let key = format!("probe-{}", Uuid::new_v4().simple());
         let order_id = Uuid::new_v4();
@@ -81,14 +78,14 @@ fn order_rows(
             idempotency_key: key.clone(),
             fingerprint: fingerprint.clone(),
         });
-        creates.push(NewOrderRow {
+        let order = NewOrderRow {
             order_id,
             idempotency_key: key,
             request_fingerprint: fingerprint,
             customer_id: format!("lg-{i}"),
             cart_id: None,
             origin: Origin::Http,
-            status: OrderStatus::Received,
+            status: OrderStatus::Scheduled,
             items: vec![OrderItem {
                 sku: sku.clone(),
                 quantity: 1,
@@ -109,20 +106,6 @@ fn order_rows(
                 country: "BR".into(),
             },
             payment: Payment::Pix,
-            delivery: None,
-            rejection: None,
-            history: vec![HistoryStep {
-                status: OrderStatus::Received,
-                at: now,
-            }],
-            at: now,
-            updated_at: now,
-            settled: true,
-        });
-        moves.push(TransitionRow {
-            order_id,
-            from_status: OrderStatus::Received,
-            to_status: OrderStatus::Scheduled,
             delivery: Some(DeliverySlot {
                 scheduled_for: now.date_naive(),
                 window: Window {
@@ -133,10 +116,20 @@ fn order_rows(
                 tracking_code: format!("PR{}", order_id.simple()),
             }),
             rejection: None,
+            history: [
+                OrderStatus::Received,
+                OrderStatus::Reserved,
+                OrderStatus::Scheduled,
+            ]
+            .map(|status| HistoryStep { status, at: now })
+            .to_vec(),
             at: now,
-            via_status: Some(OrderStatus::Reserved),
-            via_at: Some(now),
+            updated_at: now,
             settled: true,
+        };
+        decided.push(DecidedRow {
+            order,
+            holds: vec![(sku.clone(), 1)],
             notification: Some(NotificationRow {
                 id: Uuid::new_v5(&order_id, b"order_scheduled"),
                 customer_id: format!("lg-{i}"),
@@ -148,11 +141,11 @@ fn order_rows(
             }),
         });
     }
-    (keys, creates, moves)
+    (keys, decided)
 }
 
-/// PostgreSQL alone: the order writer's and the stock persister's batches, each on its own
-/// connection and thread as in the service, for `seconds`.
+/// PostgreSQL alone: the order writer's batches (intake's keys, then the one write of the orders
+/// decided with their stock), on one connection and thread as in the service, for `seconds`.
 pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
     let scratch = Scratch::new(&c.database_url)?;
     let err = |e: diesel::result::Error| format!("probe, Postgres: {e}");
@@ -178,76 +171,33 @@ pub(super) fn run(c: &ProbeConfig) -> Result<Side, String> {
     let pool = persistence::connect_pool(&scratch.url, 4).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
     let started = cpu::read();
-    let (written, reserved) = std::thread::scope(|scope| {
-        let orders = scope.spawn(|| -> Result<u64, String> {
-            let mut conn = pool.get().map_err(|e| e.to_string())?;
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let (keys, creates, moves) = order_rows(batch, &skus);
-                conn.transaction(|conn| {
-                    orders::record_keys(conn, &keys)?;
-                    orders::create_orders(conn, &creates)?;
-                    orders::apply_transitions(conn, &moves)
-                })
+    // The order writer's two batches per order: intake's keys, then the one write (the orders
+    // decided, with their units), each its own transaction, on the writer's one connection.
+    let written = (|| -> Result<u64, String> {
+        let mut conn = pool.get().map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            let (keys, decided) = order_rows(batch, &skus);
+            conn.transaction(|conn| orders::record_keys(conn, &keys))
                 .map_err(|e| e.to_string())?;
-                n += batch as u64;
+            let refs: Vec<&DecidedRow> = decided.iter().collect();
+            let outcomes = conn
+                .transaction(|conn| orders::write_decided(conn, &refs))
+                .map_err(|e| e.to_string())?;
+            if let Some(bad) = outcomes
+                .iter()
+                .find(|o| !matches!(o, orders::DecidedOutcome::Written(_)))
+            {
+                return Err(format!(
+                    "probe, Postgres: an order was not written: {bad:?}"
+                ));
             }
-            Ok(n)
-        });
-        let stock = scope.spawn(|| -> Result<u64, String> {
-            let store = PgStore::new(pool.clone());
-            let mut n = 0u64;
-            let mut next_sku = 0usize;
-            while Instant::now() < deadline {
-                // A batch of `batch` reservations: one row write per SKU it touches.
-                let mut rows: Vec<RowWrite> = Vec::new();
-                for _ in 0..batch {
-                    let i = next_sku % skus.len();
-                    next_sku += 1;
-                    let sku = Sku::parse(skus.get(i).map_or("", String::as_str))
-                        .map_err(|e| e.to_string())?;
-                    let event = |v: i64| EventRecord {
-                        version: v,
-                        kind: "reserve",
-                        quantity: 1,
-                        on_hand: 1_000_000_000_000,
-                        reserved: v,
-                        reason: None,
-                        reference: Some(format!("order:{}:reserve", Uuid::new_v4())),
-                        change_id: Uuid::new_v4(),
-                    };
-                    match rows.iter_mut().find(|r| r.sku == sku) {
-                        Some(row) => {
-                            row.reserved_delta += 1;
-                            row.events.push(event(0));
-                        }
-                        None => rows.push(RowWrite {
-                            sku,
-                            on_hand: OnHandEffect::Delta(0),
-                            reserved_delta: 1,
-                            events: vec![event(0)],
-                        }),
-                    }
-                }
-                let outcomes = store.write_batch(&rows, false).map_err(|e| e.to_string())?;
-                if let Some(refused) = outcomes.iter().find(|o| **o != RowOutcome::Applied) {
-                    return Err(format!(
-                        "probe, Postgres: a stock row was not applied: {refused:?}"
-                    ));
-                }
-                n += batch as u64;
-            }
-            Ok(n)
-        });
-        (
-            orders
-                .join()
-                .map_err(|_| "probe thread panicked".to_owned()),
-            stock.join().map_err(|_| "probe thread panicked".to_owned()),
-        )
-    });
+            n += batch as u64;
+        }
+        Ok(n)
+    })();
     let used = started.until(&cpu::read());
-    let orders = written??.min(reserved??);
+    let orders = written?;
     Ok(Side {
         orders,
         per_second: orders as f64 / used.seconds.max(1e-9),
