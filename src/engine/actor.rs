@@ -5,7 +5,7 @@
 //! only waiting it ever does is a resync after the store refused one of its writes, and then it
 //! pauses its own mailbox (`ctx.wait`) so no decision is taken on a ledger known to be wrong.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,18 @@ pub struct SkuActor {
     /// The database's version when memory was last loaded from it: a commit of held units that
     /// left the row at this version or below is already in what was loaded.
     synced_at: i64,
+    /// This actor among every actor the process started: holds are its own (an actor rebuilt
+    /// after a crash never had its predecessor's).
+    incarnation: HoldToken,
+}
+
+/// Which actor took a hold: letting it go, or committing it, touches only that actor's holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldToken(u64);
+
+fn next_incarnation() -> HoldToken {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    HoldToken(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl SkuActor {
@@ -52,6 +64,7 @@ impl SkuActor {
             feed,
             available,
             synced_at: ledger.version,
+            incarnation: next_incarnation(),
         }
     }
 
@@ -156,7 +169,7 @@ impl Handler<Snapshot> for SkuActor {
 /// Hold units for an order being decided: memory only, nothing written (the order's one write
 /// commits them with its decision, or they are dropped).
 #[derive(Message)]
-#[rtype(result = "Result<Ledger, EngineError>")]
+#[rtype(result = "Result<HoldToken, EngineError>")]
 pub(crate) struct Hold {
     pub qty: i64,
     /// Set when the handler begins (see [`Apply::started`]).
@@ -166,7 +179,7 @@ pub(crate) struct Hold {
 }
 
 impl Handler<Hold> for SkuActor {
-    type Result = Result<Ledger, EngineError>;
+    type Result = Result<HoldToken, EngineError>;
 
     fn handle(&mut self, msg: Hold, _: &mut Self::Context) -> Self::Result {
         msg.started.store(true, Ordering::Release);
@@ -177,7 +190,7 @@ impl Handler<Hold> for SkuActor {
         };
         let _entered = span.enter();
         self.ledger = self.ledger.hold(msg.qty)?;
-        Ok(self.ledger)
+        Ok(self.incarnation)
     }
 }
 
@@ -186,17 +199,20 @@ impl Handler<Hold> for SkuActor {
 #[rtype(result = "()")]
 pub(crate) struct DropHold {
     pub qty: i64,
+    pub token: HoldToken,
 }
 
 impl Handler<DropHold> for SkuActor {
     type Result = ();
 
     fn handle(&mut self, msg: DropHold, _: &mut Self::Context) {
+        if msg.token != self.incarnation {
+            return; // taken by an actor that died since (a crash): it went with it
+        }
         match self.ledger.drop_hold(msg.qty) {
             Ok(ledger) => self.ledger = ledger,
-            // This actor was rebuilt since the hold was taken (a crash): it never had it.
             Err(e) => {
-                tracing::warn!(sku = %self.sku, error = %e, "dropping a hold this actor does not have")
+                tracing::error!(sku = %self.sku, error = %e, "dropping a hold this actor does not have")
             }
         }
     }
@@ -210,21 +226,27 @@ pub(crate) struct HoldsCommitted {
     pub qty: i64,
     pub changes: i64,
     pub version_after: i64,
+    pub token: HoldToken,
 }
 
 impl Handler<HoldsCommitted> for SkuActor {
     type Result = ();
 
     fn handle(&mut self, msg: HoldsCommitted, _: &mut Self::Context) {
-        self.ledger = absorb_commit(self.ledger, &msg, self.synced_at);
+        let ours = msg.token == self.incarnation;
+        self.ledger = absorb_commit(self.ledger, &msg, ours, self.synced_at);
     }
 }
 
-/// Memory after a commit of held units. The units leave `held` (what this actor still holds of
-/// them: an actor rebuilt after a crash holds none); they join `reserved`, and the version moves,
-/// unless memory was loaded after the commit (then they are in what was loaded).
-fn absorb_commit(ledger: Ledger, msg: &HoldsCommitted, synced_at: i64) -> Ledger {
-    let held = ledger.held - msg.qty.min(ledger.held).max(0);
+/// Memory after a commit of held units. The units leave `held` when this actor took them
+/// (`ours`; an actor rebuilt after a crash never had them); they join `reserved`, and the version
+/// moves, unless memory was loaded after the commit (then they are in what was loaded).
+fn absorb_commit(ledger: Ledger, msg: &HoldsCommitted, ours: bool, synced_at: i64) -> Ledger {
+    let held = if ours {
+        ledger.held - msg.qty.min(ledger.held).max(0)
+    } else {
+        ledger.held
+    };
     if msg.version_after <= synced_at {
         return Ledger { held, ..ledger };
     }
@@ -298,18 +320,30 @@ mod tests {
             qty: 3,
             changes: 2,
             version_after: 7,
+            token: HoldToken(1),
         };
-        assert_eq!(absorb_commit(holding, &commit, 5), Ledger::new(10, 5, 7));
+        assert_eq!(
+            absorb_commit(holding, &commit, true, 5),
+            Ledger::new(10, 5, 7)
+        );
         // Loaded at version 7 (the commit included), the hold is let go and nothing added.
         let loaded = Ledger {
             held: 3,
             ..Ledger::new(10, 5, 7)
         };
-        assert_eq!(absorb_commit(loaded, &commit, 7), Ledger::new(10, 5, 7));
-        // An actor rebuilt after a crash never had the hold: the commit still counts.
         assert_eq!(
-            absorb_commit(Ledger::new(10, 2, 5), &commit, 5),
+            absorb_commit(loaded, &commit, true, 7),
             Ledger::new(10, 5, 7)
+        );
+        // An actor rebuilt after a crash never had the hold: the commit still counts, and the
+        // holds it took itself stay.
+        let rebuilt = Ledger::new(10, 2, 5).hold(1).unwrap();
+        assert_eq!(
+            absorb_commit(rebuilt, &commit, false, 5),
+            Ledger {
+                held: 1,
+                ..Ledger::new(10, 5, 7)
+            }
         );
     }
 }

@@ -19,7 +19,7 @@ mod ids;
 mod persister;
 mod store;
 
-pub use actor::{Applied, SkuActor};
+pub use actor::{Applied, HoldToken, SkuActor};
 pub use feed::{AvailabilityBoard, StockEvent, StockFeed};
 pub use persister::{Durability, DurabilityError, DurableTicket, PersisterConfig, PersisterStats};
 pub use store::{EventRecord, MemStore, RowOutcome, RowWrite, Store, StoreError};
@@ -279,8 +279,8 @@ impl Engine {
 
     /// Holds `qty` units of one SKU for an order being decided: memory only (see
     /// [`Ledger::hold`]). The order's one write commits them ([`Engine::holds_committed`]) or
-    /// they are let go ([`Engine::drop_hold`]). Returns the ledger after the hold.
-    pub async fn hold(&self, sku: &Sku, qty: i64) -> Result<Ledger, EngineError> {
+    /// they are let go ([`Engine::drop_hold`]), with the token of the actor that holds them.
+    pub async fn hold(&self, sku: &Sku, qty: i64) -> Result<HoldToken, EngineError> {
         let mut addr = self.addr(sku).await?;
         for attempt in 0..2 {
             let started = Arc::new(AtomicBool::new(false));
@@ -303,21 +303,29 @@ impl Engine {
 
     /// Lets go of units held by [`Engine::hold`] (the order was decided without them, or its
     /// write did not happen).
-    pub fn drop_hold(&self, sku: &Sku, qty: i64) {
+    pub fn drop_hold(&self, sku: &Sku, qty: i64, token: HoldToken) {
         if let Some(addr) = self.inner.registry.get(sku) {
-            addr.do_send(DropHold { qty });
+            addr.do_send(DropHold { qty, token });
         }
     }
 
     /// Held units were committed with their orders: `qty` units reserved by `changes` stock
     /// changes, which left the SKU's row as `after`. The actor moves them from held to
     /// reserved; readers (the board, the stock stream) hear of it now.
-    pub fn holds_committed(&self, sku: &Sku, qty: i64, changes: i64, after: Ledger) {
+    pub fn holds_committed(
+        &self,
+        sku: &Sku,
+        qty: i64,
+        changes: i64,
+        after: Ledger,
+        token: HoldToken,
+    ) {
         if let Some(addr) = self.inner.registry.get(sku) {
             addr.do_send(HoldsCommitted {
                 qty,
                 changes,
                 version_after: after.version,
+                token,
             });
         }
         self.inner

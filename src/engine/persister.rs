@@ -330,6 +330,8 @@ fn coalesce(changes: &[Change]) -> Vec<Vec<Group>> {
     if round.is_empty() {
         Vec::new()
     } else {
+        // By SKU in order: every writer of `stock` updates a batch's rows in the same order.
+        round.sort_by(|a, b| a.row.sku.cmp(&b.row.sku));
         vec![round]
     }
 }

@@ -51,10 +51,19 @@ pub(super) async fn cancel(p: &Parts, order_id: Uuid) -> Result<Order, CancelErr
         .bound(p.locks.of(order_id).lock())
         .await
         .map_err(|_| CancelError::Unavailable("the order is being processed; retry".into()))?;
-    let mut order = deadline
-        .bound(p.records.get(order_id))
-        .await??
-        .ok_or(CancelError::NotFound)?;
+    let Some(mut order) = deadline.bound(p.records.get(order_id)).await?? else {
+        // Accepted at intake and not decided yet (its delivery is in the queue, or was handed
+        // back): ask again shortly, rather than hear it does not exist.
+        let accepted = deadline
+            .bound(crate::persistence::run_blocking(&p.pool, move |c| {
+                crate::persistence::orders::key_recorded(c, order_id)
+            }))
+            .await??;
+        return Err(match accepted {
+            true => CancelError::Unavailable("the order is being processed; retry".into()),
+            false => CancelError::NotFound,
+        });
+    };
     if order.status != OrderStatus::Cancelled {
         if !order.status.can_become(OrderStatus::Cancelled) {
             return Err(CancelError::NotCancellable(order.status));

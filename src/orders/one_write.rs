@@ -33,7 +33,7 @@ use crate::domain::delivery::DeliverySlot;
 use crate::domain::flow::{self, AfterPayment, AfterReservation};
 use crate::domain::order::{Order, OrderStatus, Rejection, ShortLine};
 use crate::domain::{LedgerError, Sku};
-use crate::engine::EngineError;
+use crate::engine::{EngineError, HoldToken};
 use crate::persistence::orders::{DecidedOutcome, DecidedRow, NewOrderRow};
 
 /// Where the one write left a delivery.
@@ -47,10 +47,18 @@ pub(super) enum Once {
     Staged,
 }
 
+/// Units held at one SKU's actor for this order, and the actor that holds them.
+#[derive(Debug, Clone)]
+struct Held {
+    sku: Sku,
+    qty: i64,
+    token: HoldToken,
+}
+
 /// What an order decided in memory holds, and what it took on the way.
 struct Decided {
     /// Units held at the SKU actors (a scheduled order's lines; nothing otherwise).
-    held: Vec<(Sku, i64)>,
+    held: Vec<Held>,
     /// The delivery slot booked (a scheduled order).
     slot: Option<DeliverySlot>,
 }
@@ -149,10 +157,13 @@ impl Checkouts {
         &self,
         order: &mut Order,
         request: &Request<'_>,
-        held: Vec<(Sku, i64)>,
+        held: Vec<Held>,
         reserved_at: DateTime<Utc>,
     ) -> Result<Decided, StepError> {
         let p = self.parts();
+        // From here on an authorization may exist (an answer lost on the way counts): whoever
+        // decides the order rejected voids it.
+        request.may_be_authorized.store(true, Ordering::Relaxed);
         // Not bounded by the retry window (nor is the staged path's): a slow gateway is no
         // outage, and the units stay held meanwhile.
         let authorized = p
@@ -172,7 +183,6 @@ impl Checkouts {
                 return Err(e);
             }
         };
-        request.may_be_authorized.store(true, Ordering::Relaxed);
         fault_point("authorized");
         let via = Some((OrderStatus::Reserved, reserved_at));
         let now = p.clock.now();
@@ -219,10 +229,7 @@ impl Checkouts {
 
     /// Holds every line at its SKU's actor, all at once: the lines held, and those short (with
     /// suggestions). Any other answer drops what was held and is the attempt's failure.
-    async fn hold_all(
-        &self,
-        order: &Order,
-    ) -> Result<(Vec<(Sku, i64)>, Vec<ShortLine>), StepError> {
+    async fn hold_all(&self, order: &Order) -> Result<(Vec<Held>, Vec<ShortLine>), StepError> {
         let p = self.parts();
         let lines = order.lines();
         for (sku, _) in &lines {
@@ -232,8 +239,8 @@ impl Checkouts {
         let (mut held, mut short, mut failed) = (Vec::new(), Vec::new(), None);
         for ((sku, q), answer) in lines.into_iter().zip(answers) {
             let available = match answer {
-                Ok(_) => {
-                    held.push((sku, q));
+                Ok(token) => {
+                    held.push(Held { sku, qty: q, token });
                     continue;
                 }
                 Err(EngineError::Rejected(LedgerError::Insufficient { available, .. })) => {
@@ -278,7 +285,11 @@ impl Checkouts {
         let row = DecidedRow {
             order: NewOrderRow::of(&order, request.key, &request.checkout.address),
             notification,
-            holds: decided.held.clone(),
+            holds: decided
+                .held
+                .iter()
+                .map(|h| (h.sku.clone(), h.qty))
+                .collect(),
         };
         // The write has the retry window from now: what came before it (a slow gateway) is not
         // the database's trouble.
@@ -306,9 +317,17 @@ impl Checkouts {
             }
         };
         settle_holds(&p.engine, &decided.held, &written);
-        let outcome = match written? {
-            OrderWritten::Decided(outcome) => outcome,
-            other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
+        let outcome = match written {
+            Ok(OrderWritten::Decided(outcome)) => outcome,
+            Ok(other) => return Err(StepError::Refused(format!("internal: {other:?}").into())),
+            Err(e) => {
+                let e = StepError::from(e);
+                if matches!(e, StepError::Refused(_)) && decided.slot.is_some() {
+                    // Never an order (dead-lettered): its authorization holds nothing.
+                    super::reservations::void(&p.payments, order.order_id, &deadline).await?;
+                }
+                return Err(e);
+            }
         };
         match outcome {
             DecidedOutcome::Written(_) => {
@@ -324,16 +343,51 @@ impl Checkouts {
                 fault_point("announced");
                 Ok(Once::Decided)
             }
-            DecidedOutcome::Exists | DecidedOutcome::StockRefused | DecidedOutcome::Unsure => {
-                // The order is there already, or memory held units the database does not
-                // have (reloaded): the staged path goes on from what is recorded.
+            // Memory held units the database does not have (reloaded): the staged path decides
+            // the order again from the database's numbers (voiding the authorization if it ends
+            // rejected).
+            DecidedOutcome::StockRefused => {
                 if let Some(slot) = &decided.slot {
                     p.capacity
                         .unbook(request.checkout.delivery_method, slot.scheduled_for);
                 }
                 Ok(Once::Staged)
             }
+            // The order is there already (an earlier delivery's, or this write's own commit
+            // whose answer was lost): the staged path announces what is recorded.
+            DecidedOutcome::Exists | DecidedOutcome::Unsure => {
+                self.not_ours(&order, &decided, request, &deadline).await?;
+                Ok(Once::Staged)
+            }
         }
+    }
+
+    /// This attempt's decision lost to one recorded before it: what it took for itself goes —
+    /// the slot, unless the recorded order has it; the authorization, unless the recorded order
+    /// is scheduled (it then stands for that order).
+    async fn not_ours(
+        &self,
+        order: &Order,
+        decided: &Decided,
+        request: &Request<'_>,
+        deadline: &Deadline,
+    ) -> Result<(), StepError> {
+        let Some(slot) = &decided.slot else {
+            return Ok(()); // nothing booked, nothing authorized
+        };
+        let p = self.parts();
+        let recorded = deadline.bound(p.records.get(order.order_id)).await??;
+        let scheduled = recorded
+            .as_ref()
+            .is_some_and(|o| o.status == OrderStatus::Scheduled);
+        if recorded.as_ref().and_then(|o| o.delivery.as_ref()) != Some(slot) {
+            p.capacity
+                .unbook(request.checkout.delivery_method, slot.scheduled_for);
+        }
+        if !scheduled {
+            super::reservations::void(&p.payments, order.order_id, deadline).await?;
+        }
+        Ok(())
     }
 
     /// An order decided in memory that was never submitted: its holds and its slot go.
@@ -346,9 +400,9 @@ impl Checkouts {
         }
     }
 
-    fn drop_holds(&self, held: &[(Sku, i64)]) {
-        for (sku, qty) in held {
-            self.parts().engine.drop_hold(sku, *qty);
+    fn drop_holds(&self, held: &[Held]) {
+        for h in held {
+            self.parts().engine.drop_hold(&h.sku, h.qty, h.token);
         }
     }
 }
@@ -358,23 +412,25 @@ impl Checkouts {
 /// earlier attempt's commit).
 fn settle_holds(
     engine: &crate::engine::Engine,
-    held: &[(Sku, i64)],
+    held: &[Held],
     written: &Result<OrderWritten, crate::batch::WriteError>,
 ) {
     let outcome = match written {
         Ok(OrderWritten::Decided(outcome)) => outcome,
+        // The writer stopped with it queued: written or not, nobody knows.
+        Err(crate::batch::WriteError::Stopped) => &DecidedOutcome::Unsure,
         _ => &DecidedOutcome::Exists,
     };
-    for (sku, qty) in held {
+    for h in held {
         match outcome {
-            DecidedOutcome::Written(after) => match after.iter().find(|(s, _)| s == sku) {
-                Some((_, row)) => engine.holds_committed(sku, *qty, 1, *row),
-                None => engine.drop_hold(sku, *qty),
+            DecidedOutcome::Written(after) => match after.iter().find(|(s, _)| *s == h.sku) {
+                Some((_, row)) => engine.holds_committed(&h.sku, h.qty, 1, *row, h.token),
+                None => engine.drop_hold(&h.sku, h.qty, h.token),
             },
-            DecidedOutcome::Exists => engine.drop_hold(sku, *qty),
+            DecidedOutcome::Exists => engine.drop_hold(&h.sku, h.qty, h.token),
             DecidedOutcome::StockRefused | DecidedOutcome::Unsure => {
-                engine.drop_hold(sku, *qty);
-                engine.resync(sku);
+                engine.drop_hold(&h.sku, h.qty, h.token);
+                engine.resync(&h.sku);
             }
         }
     }

@@ -178,7 +178,9 @@ impl Checkouts {
             key: &key,
             fingerprint: &fp,
             origin,
-            may_be_authorized: std::sync::atomic::AtomicBool::new(message.redelivered),
+            may_be_authorized: std::sync::atomic::AtomicBool::new(
+                message.redelivered || message.handed_back,
+            ),
         };
         self.decide(&request, order_id, &message).await
     }
@@ -363,6 +365,16 @@ impl Checkouts {
             }
             // The decision first; the lines it kept are released after.
             AfterReservation::Reject { reason, settled } => {
+                // An earlier attempt may have authorized it (and crashed, or lost its write):
+                // the funds are not held for an order that ends rejected. Voided before the
+                // decision is written (idempotent), so a failure here is retried by whoever
+                // takes the order next, never forgotten behind a written decision.
+                if request
+                    .may_be_authorized
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    super::reservations::void(&self.p.payments, order.order_id, deadline).await?;
+                }
                 self.p
                     .records
                     .transition(
@@ -374,16 +386,7 @@ impl Checkouts {
                         },
                         deadline,
                     )
-                    .await?;
-                // An earlier attempt may have authorized it (and crashed, or lost its write):
-                // the funds are not held for an order that ends rejected.
-                if request
-                    .may_be_authorized
-                    .load(std::sync::atomic::Ordering::Relaxed)
-                    && order.status == OrderStatus::Rejected
-                {
-                    super::reservations::void(&self.p.payments, order.order_id, deadline).await?;
-                }
+                    .await?
             }
         }
         Ok(fresh.then_some(kept))

@@ -59,6 +59,18 @@ pub fn prune_keys(
 }
 
 /// The secret order ids of checkouts from other systems are keyed with (made by a migration).
+/// Whether intake recorded a key for this order id (it was accepted, perhaps not decided yet).
+pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<bool, DbError> {
+    use super::schema::checkout_keys;
+    use diesel::prelude::*;
+    Ok(checkout_keys::table
+        .find(order_id)
+        .select(checkout_keys::order_id)
+        .first::<uuid::Uuid>(conn)
+        .optional()?
+        .is_some())
+}
+
 pub fn order_id_secret(conn: &mut PgConnection) -> Result<Vec<u8>, DbError> {
     use super::schema::server_secrets;
     server_secrets::table

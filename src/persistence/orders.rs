@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use super::keys::{order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
+pub use super::keys::{key_recorded, order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
 use super::schema::{notifications, orders};
 use super::DbError;
 use crate::domain::checkout::{Address, DeliveryMethod, Payment};
@@ -274,13 +274,13 @@ pub fn write_decided(
     decided: &[&DecidedRow],
 ) -> Result<Vec<DecidedOutcome>, DbError> {
     use crate::engine::{EventRecord, RowWrite};
-    use std::collections::HashMap;
     if decided.is_empty() {
         return Ok(Vec::new());
     }
     let rows: Vec<&NewOrderRow> = decided.iter().map(|d| &d.order).collect();
     let created = create_orders(conn, &rows)?;
-    let mut by_sku: HashMap<&str, RowWrite> = HashMap::new();
+    // By SKU in order: every writer of `stock` updates a batch's rows in the same order.
+    let mut by_sku: std::collections::BTreeMap<&str, RowWrite> = Default::default();
     for d in decided
         .iter()
         .filter(|d| created.contains(&d.order.order_id))

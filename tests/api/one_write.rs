@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use orderflow::orders::payment::{AuthorizationState, SandboxGateway};
 use serde_json::json;
 
 use crate::checkout::body;
@@ -175,10 +176,16 @@ async fn held_units_the_database_refuses_redecide_only_their_order() {
         )
         .await;
     assert_eq!((short.status, fine.status), (202, 202), "{}", short.body);
-    let short = app.decided(short.body["order_id"].as_str().unwrap()).await;
+    let short_id = short.body["order_id"].as_str().unwrap().to_owned();
+    let short = app.decided(&short_id).await;
     let fine = app.decided(fine.body["order_id"].as_str().unwrap()).await;
     assert_eq!(short["status"], "rejected", "{short}");
     assert_eq!(short["rejection"]["items"][0]["available"], 0);
+    // Its payment was authorized before the database refused its unit: voided.
+    assert_eq!(
+        SandboxGateway::authorization_of(short_id.parse().unwrap()),
+        Some(AuthorizationState::Voided)
+    );
     assert_eq!(fine["status"], "scheduled");
     assert_eq!(app.db.stock("MW-1").1, 1, "nothing oversold");
     assert_eq!(app.db.stock("MW-2").1, 2);
