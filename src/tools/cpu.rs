@@ -19,7 +19,9 @@ pub const GROUPS: [&str; 4] = ["orderflow", "postgres", "beam.smp", "loadgen"];
 #[derive(Debug, Clone)]
 pub struct CpuReading {
     at: Instant,
-    groups: HashMap<&'static str, f64>,
+    /// Each process's CPU seconds by (group, pid): a process that ends between two readings
+    /// (a test's own broker node) takes its own time with it, never the others'.
+    processes: HashMap<(&'static str, u32), f64>,
     busy: f64,
     total: f64,
 }
@@ -87,7 +89,7 @@ fn machine() -> (f64, f64) {
 
 /// Reads every process now.
 pub fn read() -> CpuReading {
-    let mut groups: HashMap<&'static str, f64> = GROUPS.iter().map(|g| (*g, 0.0)).collect();
+    let mut processes: HashMap<(&'static str, u32), f64> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -102,7 +104,7 @@ pub fn read() -> CpuReading {
             };
             if let Some((comm, seconds)) = parse_stat(&line) {
                 if let Some(group) = group_of(pid, &comm) {
-                    *groups.entry(group).or_default() += seconds;
+                    processes.insert((group, pid), seconds);
                 }
             }
         }
@@ -110,21 +112,29 @@ pub fn read() -> CpuReading {
     let (busy, total) = machine();
     CpuReading {
         at: Instant::now(),
-        groups,
+        processes,
         busy,
         total,
     }
 }
 
 impl CpuReading {
-    /// What was used from `self` to `later`.
+    /// What was used from `self` to `later`: per group, what each process still there used
+    /// (all of it for one started meanwhile).
     pub fn until(&self, later: &CpuReading) -> CpuUse {
         let groups = GROUPS
             .iter()
             .map(|g| {
-                let before = self.groups.get(g).copied().unwrap_or(0.0);
-                let after = later.groups.get(g).copied().unwrap_or(0.0);
-                (*g, (after - before).max(0.0))
+                let used: f64 = later
+                    .processes
+                    .iter()
+                    .filter(|((group, _), _)| group == g)
+                    .map(|(key, after)| {
+                        let before = self.processes.get(key).copied().unwrap_or(0.0);
+                        (after - before).max(0.0)
+                    })
+                    .sum();
+                (*g, used)
             })
             .collect();
         CpuUse {
