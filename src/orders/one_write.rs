@@ -317,6 +317,21 @@ impl Checkouts {
             }
         };
         settle_holds(&p.engine, &decided.held, &written);
+        self.after_write(order, &decided, written, request, &deadline)
+            .await
+    }
+
+    /// What the one write's answer leads to: the decision announced, or the staged path (the
+    /// holds already follow the answer).
+    async fn after_write(
+        &self,
+        order: Order,
+        decided: &Decided,
+        written: Result<OrderWritten, crate::batch::WriteError>,
+        request: &Request<'_>,
+        deadline: &Deadline,
+    ) -> Result<Once, StepError> {
+        let p = self.parts();
         let outcome = match written {
             Ok(OrderWritten::Decided(outcome)) => outcome,
             Ok(other) => return Err(StepError::Refused(format!("internal: {other:?}").into())),
@@ -324,7 +339,7 @@ impl Checkouts {
                 let e = StepError::from(e);
                 if matches!(e, StepError::Refused(_)) && decided.slot.is_some() {
                     // Never an order (dead-lettered): its authorization holds nothing.
-                    super::reservations::void(&p.payments, order.order_id, &deadline).await?;
+                    super::reservations::void(&p.payments, order.order_id, deadline).await?;
                 }
                 return Err(e);
             }
@@ -356,7 +371,7 @@ impl Checkouts {
             // The order is there already (an earlier delivery's, or this write's own commit
             // whose answer was lost): the staged path announces what is recorded.
             DecidedOutcome::Exists | DecidedOutcome::Unsure => {
-                self.not_ours(&order, &decided, request, &deadline).await?;
+                self.not_ours(&order, decided, request, deadline).await?;
                 Ok(Once::Staged)
             }
         }
