@@ -372,6 +372,16 @@ mod tests {
         assert_eq!(row_a.events.len(), 3);
         assert_eq!(rounds[0][0].members, vec![0, 2, 3]);
         assert_eq!(rounds[0][1].row.sku.as_str(), "B");
+        // Rows in SKU order, whatever order their changes came in (every writer of `stock`
+        // locks a batch's rows in the same order).
+        let mut c = Ledger::new(5, 0, 0);
+        let later = vec![
+            change("C", &mut c, StockOp::Reserve(1), 0),
+            change("B", &mut b, StockOp::Reserve(1), 0),
+        ];
+        let rounds = coalesce(&later);
+        let skus: Vec<&str> = rounds[0].iter().map(|g| g.row.sku.as_str()).collect();
+        assert_eq!(skus, ["B", "C"]);
     }
 
     #[test]

@@ -278,6 +278,28 @@ async fn a_crashed_actor_is_replaced_from_durable_state() {
     engine.shutdown().await;
 }
 
+/// A hold belongs to the actor that took it: the actor that replaces a crashed one never had the
+/// dead one's holds, and letting one of those go leaves the holds it took itself alone.
+#[actix_web::test]
+async fn a_hold_of_a_crashed_actor_is_not_let_go_from_its_replacement() {
+    let db = TestDb::new();
+    seed_products(&db, &["TOK"]);
+    let engine = engine_on(&db).await;
+    let s = sku("TOK");
+    durably(&engine, &s, StockOp::SetOnHand(10)).await;
+    let old = engine.hold(&s, 1).await.expect("held");
+    engine.fault_crash_actor(&s).await.unwrap();
+    let new = engine.hold(&s, 2).await.expect("held by the new actor");
+    assert_ne!(old, new);
+    engine.drop_hold(&s, 1, old);
+    let ledger = engine.ledger(&s).await.unwrap();
+    assert_eq!((ledger.held, ledger.available()), (2, 8), "{ledger:?}");
+    engine.drop_hold(&s, 2, new);
+    assert_eq!(engine.ledger(&s).await.unwrap(), Ledger::new(10, 0, 1));
+    assert_eq!(db.stock("TOK"), (10, 0, 1), "a hold is never written");
+    engine.shutdown().await;
+}
+
 #[actix_web::test]
 async fn unknown_skus_are_reported_not_invented() {
     let db = TestDb::new();
