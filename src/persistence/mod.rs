@@ -4,6 +4,7 @@
 //! Every function here blocks; async callers run them with `web::block` / `spawn_blocking`.
 
 pub mod carts;
+mod decided;
 pub mod keys;
 pub mod orders;
 pub mod products;
