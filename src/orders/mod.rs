@@ -33,6 +33,7 @@ mod locks;
 mod one_write;
 pub mod payment;
 mod pipeline;
+mod processing;
 mod queries;
 mod recent_keys;
 mod reservations;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use super::delivery::{self, Parsed};
 use super::one_write::Once;
+use super::processing::InProcess;
 use super::{create, fingerprint, Deadline, Parts, StepError, HTTP_ORIGIN};
 use crate::domain::checkout::{Checkout, Payment};
 use crate::domain::clock;
@@ -71,23 +72,6 @@ pub(super) struct Checkouts {
     processing: Arc<(AtomicUsize, AtomicUsize)>,
     /// Orders being decided in memory by the one write, not yet written.
     in_flight: Arc<super::one_write::InFlight>,
-}
-
-/// Counts a delivery in process while it lives.
-struct InProcess<'a>(&'a (AtomicUsize, AtomicUsize));
-
-impl<'a> InProcess<'a> {
-    fn enter(counters: &'a (AtomicUsize, AtomicUsize)) -> InProcess<'a> {
-        let now = counters.0.fetch_add(1, Ordering::Relaxed) + 1;
-        counters.1.fetch_max(now, Ordering::Relaxed);
-        InProcess(counters)
-    }
-}
-
-impl Drop for InProcess<'_> {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Checkouts {
