@@ -262,7 +262,14 @@ impl Checkouts {
         }
         if let Some(e) = failed {
             self.drop_holds(&held);
-            return Err(StepError::from(e));
+            return Err(match e {
+                // The ledger refuses what the line asks (out of range): asking again cannot
+                // help — the message's failure, as the staged path has it.
+                EngineError::Rejected(why) => {
+                    StepError::Refused(format!("stock change refused: {why}").into())
+                }
+                other => StepError::from(other),
+            });
         }
         Ok((held, short))
     }
