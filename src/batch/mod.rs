@@ -107,7 +107,9 @@ pub struct BatchConfig {
     pub max_batch: usize,
     /// How long the first item of a batch may wait for company.
     pub linger: Duration,
-    /// A batch closes early when nothing arrives for this long.
+    /// A batch closes early when nothing arrives for this long — or at once, with nothing
+    /// queued, when it already holds as many items as the batch before it (the callers that
+    /// waited on that batch are back: a closed loop need not wait the gap out).
     pub idle_gap: Duration,
     /// Items queued at most (memory ahead of disk).
     pub capacity: usize,
@@ -211,6 +213,7 @@ impl<S: Sink> BatchWriter<S> {
                     config,
                     stats: Arc::clone(&thread_stats),
                     given_up: false,
+                    last_len: usize::MAX,
                 };
                 writer.run(rx);
                 thread_stats.running.store(false, Ordering::Relaxed);
@@ -280,6 +283,8 @@ struct Writer<S: Sink> {
     config: BatchConfig,
     stats: Arc<BatchStats>,
     given_up: bool,
+    /// Items in the batch written last (`usize::MAX` before the first).
+    last_len: usize,
 }
 
 impl<S: Sink> Writer<S> {
@@ -313,7 +318,7 @@ impl<S: Sink> Writer<S> {
                     Err(TryRecvError::Disconnected) => None,
                     Err(TryRecvError::Empty) => {
                         let now = Instant::now();
-                        if jobs.is_empty() || now >= deadline {
+                        if jobs.is_empty() || now >= deadline || jobs.len() >= self.last_len {
                             None
                         } else {
                             // Wait for company only while it keeps coming.
@@ -328,6 +333,7 @@ impl<S: Sink> Writer<S> {
                 }
             }
             if !jobs.is_empty() {
+                self.last_len = jobs.len();
                 self.write_batch(jobs, stopping);
             }
             for flush in flushes {

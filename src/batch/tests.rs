@@ -120,3 +120,52 @@ fn a_transient_failure_keeps_the_error_and_its_causes() {
         "the pool timed out: connection refused"
     );
 }
+
+/// A sink that keeps the size of every batch it is given.
+struct Sizes(Arc<Mutex<Vec<usize>>>);
+
+impl Sink for Sizes {
+    type Item = u32;
+    type Output = ();
+
+    fn write(
+        &mut self,
+        items: &[u32],
+        _attempt: u32,
+    ) -> Result<Vec<Result<(), Refusal>>, SinkError> {
+        self.0.lock().unwrap().push(items.len());
+        Ok(items.iter().map(|_| Ok(())).collect())
+    }
+}
+
+#[actix_rt::test]
+async fn a_batch_as_large_as_the_last_closes_without_waiting_the_idle_gap() {
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let gap = Duration::from_secs(2);
+    let writer = BatchWriter::spawn(
+        Sizes(Arc::clone(&sizes)),
+        BatchConfig {
+            idle_gap: gap,
+            linger: Duration::from_secs(20),
+            ..config()
+        },
+    );
+    let round = |n: u32| {
+        let tickets: Vec<_> = (0..n).map(|i| writer.submit(i).unwrap()).collect();
+        async move {
+            let started = Instant::now();
+            for t in tickets {
+                t.wait().await.unwrap();
+            }
+            started.elapsed()
+        }
+    };
+    // The first batch has no batch before it: it waits the gap out.
+    assert!(round(3).await >= gap / 2);
+    // Three again: the batch closes as soon as the third is in and nothing else is queued.
+    assert!(round(3).await < gap / 2);
+    // Two are fewer than the last batch: they wait for company the whole gap.
+    assert!(round(2).await >= gap / 2);
+    assert_eq!(*sizes.lock().unwrap(), vec![3, 3, 2]);
+    writer.stop_blocking();
+}
