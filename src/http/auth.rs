@@ -193,7 +193,8 @@ fn unknown_cart() -> ApiError {
     ApiError::NotFound("unknown cart".into())
 }
 
-/// The order of `/v1/orders/{order_id}...`, read once, when it is the caller's; 404 otherwise.
+/// The order of `/v1/orders/{order_id}...`, read once, when it is the caller's; 404 otherwise
+/// (503 with `Retry-After` while the caller's accepted order waits in the queue).
 pub struct OwnedOrder {
     pub order: Order,
     pub caller: Caller,
@@ -209,7 +210,16 @@ impl FromRequest for OwnedOrder {
             let (caller, order_id, parts) = checked?;
             match parts.orders.get(order_id).await? {
                 Some(order) if caller.owns(&order.customer_id) => Ok(OwnedOrder { order, caller }),
-                _ => Err(unknown_order()),
+                Some(_) => Err(unknown_order()),
+                // Accepted (its key recorded) and still in the queue: the caller's own order
+                // is there, only not readable yet — retry, never "unknown".
+                None => match parts.orders.accepted_by(order_id).await? {
+                    Some(owner) if caller.owns(&owner) => Err(ApiError::unavailable(
+                        "the order is accepted and waiting to be processed; retry",
+                        1,
+                    )),
+                    _ => Err(unknown_order()),
+                },
             }
         })
     }

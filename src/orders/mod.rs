@@ -338,6 +338,15 @@ impl OrderService {
         }
     }
 
+    /// The customer whose checkout was accepted with this order id, when intake recorded its
+    /// key — the order may still be in the queue, in no table yet.
+    pub async fn accepted_by(&self, order_id: Uuid) -> Result<Option<String>, DbError> {
+        crate::persistence::run_blocking(&self.parts.pool, move |c| {
+            crate::persistence::orders::accepted_by(c, order_id)
+        })
+        .await
+    }
+
     /// A customer's orders, newest first.
     pub async fn of_customer(&self, customer_id: String) -> Result<Vec<Order>, DbError> {
         queries::of_customer(&self.parts.pool, customer_id).await

@@ -58,19 +58,27 @@ pub fn prune_keys(
     .map_err(DbError::from)
 }
 
-/// The secret order ids of checkouts from other systems are keyed with (made by a migration).
 /// Whether intake recorded a key for this order id (it was accepted, perhaps not decided yet).
 pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<bool, DbError> {
+    Ok(accepted_by(conn, order_id)?.is_some())
+}
+
+/// The customer whose checkout intake accepted with this order id (its key is recorded; the
+/// order may not be decided yet), if any.
+pub fn accepted_by(
+    conn: &mut PgConnection,
+    order_id: uuid::Uuid,
+) -> Result<Option<String>, DbError> {
     use super::schema::checkout_keys;
     use diesel::prelude::*;
     Ok(checkout_keys::table
         .find(order_id)
-        .select(checkout_keys::order_id)
-        .first::<uuid::Uuid>(conn)
-        .optional()?
-        .is_some())
+        .select(checkout_keys::customer_id)
+        .first::<String>(conn)
+        .optional()?)
 }
 
+/// The secret order ids of checkouts from other systems are keyed with (made by a migration).
 pub fn order_id_secret(conn: &mut PgConnection) -> Result<Vec<u8>, DbError> {
     use super::schema::server_secrets;
     server_secrets::table

@@ -12,7 +12,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use super::decided::{is_stock_refusal, write_decided, DecidedOutcome, DecidedRow};
-pub use super::keys::{key_recorded, order_id_secret, prune_keys, record_keys, KeyRow, KeyState};
+pub use super::keys::{
+    accepted_by, key_recorded, order_id_secret, prune_keys, record_keys, KeyRow, KeyState,
+};
 use super::schema::{notifications, orders};
 use super::DbError;
 use crate::domain::checkout::{Address, DeliveryMethod, Payment};

@@ -724,6 +724,69 @@ async fn a_cancel_while_the_gateway_is_answering_voids_the_authorization_it_gave
     app.stop().await;
 }
 
+/// Issue 19: an order accepted and still in the queue is in no table yet (the one write records
+/// it decided); cancelling it then answers 503 with `Retry-After` — not 404, which would tell its
+/// owner it does not exist — and, once it is decided, the cancel goes through.
+#[actix_web::test]
+async fn a_cancel_of_an_order_still_in_the_queue_answers_retry_not_404() {
+    // One consumer, busy with a slow payment, while the second order waits in the queue.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.consumer_prefetch = 1;
+        c.sandbox_payment_delay = std::time::Duration::from_millis(1500);
+    })
+    .await;
+    app.product("CQ-BUSY", "c", &[], 100, 10).await;
+    app.product("CQ-1", "c", &[], 100, 5).await;
+    let busy = app
+        .checkout(
+            "cq-busy",
+            &body("cq", json!([{"sku": "CQ-BUSY", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(busy.status, 202, "{}", busy.body);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let queued = app
+        .checkout("cq-1", &body("cq", json!([{"sku": "CQ-1", "quantity": 2}])))
+        .await;
+    assert_eq!(queued.status, 202, "{}", queued.body);
+    let id = queued.body["order_id"].as_str().unwrap().to_owned();
+    let read = app
+        .send(
+            app.as_customer(app.anon.get(app.url(&format!("/v1/orders/{id}"))), "cq"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        read.status, 503,
+        "its owner is told to retry: {}",
+        read.body
+    );
+    assert!(read.retry_after.is_some());
+    let early = app.cancel(&id).await;
+    assert_eq!(early.status, 503, "{}", early.body);
+    assert_eq!(early.body["error"]["code"], "unavailable", "{}", early.body);
+    assert!(early.retry_after.is_some(), "a 503 says when to retry");
+    // A stranger's cancel of the same queued order is a plain 404 (ids cannot be probed).
+    let stranger = app
+        .send(
+            app.as_customer(
+                app.anon.post(app.url(&format!("/v1/orders/{id}/cancel"))),
+                "eve",
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(stranger.status, 404, "{}", stranger.body);
+    let decided = app.decided(&id).await;
+    assert_eq!(decided["status"], "scheduled", "{decided}");
+    let cancelled = app.cancel(&id).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    assert_eq!(app.db.stock("CQ-1").1, 0, "its units are back on sale");
+    app.db.assert_books_balance();
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn an_accepted_checkout_that_loses_the_last_unit_is_rejected_as_stock_conflict() {
     // One consumer, busy with a slow payment, while two checkouts for the last unit are both
