@@ -7,10 +7,12 @@ pub mod carts;
 mod decided;
 pub mod keys;
 pub mod orders;
+mod prepared;
 pub mod products;
 pub mod schema;
 mod stock;
 mod stock_sql;
+pub(crate) use prepared::Prepared;
 
 mod errors;
 pub(crate) use errors::one_line;

@@ -418,3 +418,56 @@ async fn a_slow_stock_reader_never_slows_the_engine_and_is_told_what_it_missed()
     assert_eq!(engine.feed().board().available(&fast), 900);
     engine.shutdown().await;
 }
+
+/// Issue 19: the stock batch is one statement the writer's connection prepares once and keeps
+/// (parsed and planned once, not per batch): three batches, one prepared statement.
+#[test]
+fn the_stock_batch_statement_is_prepared_once_per_connection() {
+    use diesel::RunQueryDsl;
+    use orderflow::domain::OnHandEffect;
+    use orderflow::engine::{EventRecord, RowOutcome, RowWrite};
+    let db = TestDb::new();
+    seed_products(&db, &["P"]);
+    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
+    let store = PgStore::new(pool.clone());
+    for n in 1..=3 {
+        let row = RowWrite {
+            sku: sku("P"),
+            on_hand: OnHandEffect::Set(10 * n),
+            reserved_delta: 0,
+            events: vec![EventRecord {
+                version: 0,
+                kind: "set_on_hand",
+                quantity: 10 * n,
+                on_hand: 0,
+                reserved: 0,
+                reason: None,
+                reference: None,
+                change_id: uuid::Uuid::new_v4(),
+            }],
+        };
+        assert_eq!(
+            store.write_batch(&[row], false).expect("written"),
+            [RowOutcome::Applied]
+        );
+    }
+    assert_eq!(db.stock("P").0, 30);
+    assert_eq!(db.events("P").len(), 3);
+    // The store kept the pool's only connection; dropped, it goes back, and that session shows
+    // what it prepared.
+    drop(store);
+    #[derive(diesel::QueryableByName)]
+    struct Statement {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let prepared: Vec<Statement> =
+        diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+            .load(&mut pool.get().expect("the same connection"))
+            .unwrap();
+    let batch = prepared
+        .iter()
+        .filter(|p| p.statement.contains("INSERT INTO stock_events"))
+        .count();
+    assert_eq!(batch, 1, "one prepared batch statement");
+}

@@ -1,0 +1,33 @@
+//! A raw SQL statement the connection prepares once (issue 19: the hot batch statements).
+
+/// A constant SQL statement (a `sql_query` with its binds) that the connection may prepare once
+/// and keep in its statement cache: diesel never caches a `sql_query` (its text might be built
+/// at run time), so a hot batch statement would be parsed and planned on every call. Only for
+/// statements whose text is a constant — each distinct text is kept for the connection's life.
+pub(crate) struct Prepared<Q>(pub Q);
+
+impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>
+    diesel::query_builder::QueryFragment<diesel::pg::Pg> for Prepared<Q>
+{
+    fn walk_ast<'b>(
+        &'b self,
+        pass: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> diesel::QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _: &diesel::pg::Pg) -> diesel::QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> diesel::query_builder::QueryId for Prepared<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q> diesel::query_builder::Query for Prepared<Q> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Q, Conn> diesel::RunQueryDsl<Conn> for Prepared<Q> {}
