@@ -84,9 +84,7 @@ pub fn write_decided(
         .filter_map(|d| d.notification.as_ref())
         .collect();
     if !notes.is_empty() {
-        diesel::sql_query(NOTIFY)
-            .bind::<Text, _>(json(&notes)?)
-            .execute(conn)?;
+        super::Prepared(diesel::sql_query(NOTIFY).bind::<Text, _>(json(&notes)?)).execute(conn)?;
     }
     Ok(decided
         .iter()

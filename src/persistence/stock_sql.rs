@@ -271,7 +271,7 @@ pub(crate) fn write_rows(
     }
     let c = RowColumns::of(rows);
     let after: HashMap<String, crate::domain::Ledger> =
-        bind_rows!(diesel::sql_query(UPDATE_ROWS), c)
+        super::Prepared(bind_rows!(diesel::sql_query(UPDATE_ROWS), c))
             .load::<RowAfter>(conn)?
             .into_iter()
             .map(|r| {
@@ -300,7 +300,7 @@ pub(crate) fn write_rows(
         }
     }
     if !e.skus.is_empty() {
-        diesel::sql_query(INSERT_EVENTS)
+        let insert = diesel::sql_query(INSERT_EVENTS)
             .bind::<Array<Text>, _>(e.skus)
             .bind::<Array<BigInt>, _>(e.versions)
             .bind::<Array<Text>, _>(e.kinds)
@@ -309,8 +309,8 @@ pub(crate) fn write_rows(
             .bind::<Array<BigInt>, _>(e.reserved)
             .bind::<Array<Nullable<Text>>, _>(e.reasons)
             .bind::<Array<Nullable<Text>>, _>(e.references)
-            .bind::<Array<diesel::sql_types::Uuid>, _>(e.change_ids)
-            .execute(conn)?;
+            .bind::<Array<diesel::sql_types::Uuid>, _>(e.change_ids);
+        super::Prepared(insert).execute(conn)?;
     }
     Ok(after)
 }
