@@ -125,12 +125,12 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let found: std::collections::HashMap<Uuid, Found> =
-        super::Prepared(diesel::sql_query(KEYS).bind::<Text, _>(json(keys)?))
-            .load::<Found>(conn)?
-            .into_iter()
-            .map(|f| (f.order_id, f))
-            .collect();
+    let found: std::collections::HashMap<Uuid, Found> = diesel::sql_query(KEYS)
+        .bind::<Text, _>(json(keys)?)
+        .load::<Found>(conn)?
+        .into_iter()
+        .map(|f| (f.order_id, f))
+        .collect();
     Ok(keys
         .iter()
         .map(|k| match found.get(&k.order_id) {

@@ -205,13 +205,14 @@ pub fn create_orders<R: Serialize>(
     if creates.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(
-        super::Prepared(diesel::sql_query(CREATE).bind::<Text, _>(json(creates)?))
-            .load::<Id>(conn)?
-            .into_iter()
-            .map(|r| r.order_id)
-            .collect(),
-    )
+    // Not a prepared statement (unlike the stock batch, see `Prepared`): a generic plan made
+    // while `orders` and `checkout_keys` were small keeps scanning them whole as they grow.
+    Ok(diesel::sql_query(CREATE)
+        .bind::<Text, _>(json(creates)?)
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.order_id)
+        .collect())
 }
 
 /// Applies the status changes whose order is still in `from_status`, with their history and
@@ -223,19 +224,21 @@ pub fn apply_transitions(
     if transitions.is_empty() {
         return Ok(HashSet::new());
     }
-    let moved: HashSet<Uuid> =
-        super::Prepared(diesel::sql_query(TRANSITION).bind::<Text, _>(json(transitions)?))
-            .load::<Id>(conn)?
-            .into_iter()
-            .map(|r| r.order_id)
-            .collect();
+    let moved: HashSet<Uuid> = diesel::sql_query(TRANSITION)
+        .bind::<Text, _>(json(transitions)?)
+        .load::<Id>(conn)?
+        .into_iter()
+        .map(|r| r.order_id)
+        .collect();
     let notes: Vec<&NotificationRow> = transitions
         .iter()
         .filter(|t| moved.contains(&t.order_id))
         .filter_map(|t| t.notification.as_ref())
         .collect();
     if !notes.is_empty() {
-        super::Prepared(diesel::sql_query(NOTIFY).bind::<Text, _>(json(&notes)?)).execute(conn)?;
+        diesel::sql_query(NOTIFY)
+            .bind::<Text, _>(json(&notes)?)
+            .execute(conn)?;
     }
     Ok(moved)
 }
@@ -243,11 +246,9 @@ pub fn apply_transitions(
 /// Marks orders whose stock is all released.
 pub fn settle(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), DbError> {
     if !order_ids.is_empty() {
-        super::Prepared(
-            diesel::sql_query(SETTLE)
-                .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(order_ids),
-        )
-        .execute(conn)?;
+        diesel::sql_query(SETTLE)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(order_ids)
+            .execute(conn)?;
     }
     Ok(())
 }

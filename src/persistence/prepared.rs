@@ -3,7 +3,14 @@
 /// A constant SQL statement (a `sql_query` with its binds) that the connection may prepare once
 /// and keep in its statement cache: diesel never caches a `sql_query` (its text might be built
 /// at run time), so a hot batch statement would be parsed and planned on every call. Only for
-/// statements whose text is a constant — each distinct text is kept for the connection's life.
+/// statements whose text is a constant — each distinct text is kept for the connection's life —
+/// and whose plan does not depend on a table's size: after five runs PostgreSQL may keep a
+/// generic plan, made with the statistics of that moment. Used for the stock batch (checked:
+/// with 10,000 SKUs its generic plan is an index scan of `stock` by SKU; planned while `stock`
+/// holds a handful of rows it may scan it whole until autovacuum's next `ANALYZE` replans it)
+/// and for plain inserts from arrays. Not for a statement joining `orders` or `checkout_keys`:
+/// planned while they were empty, it kept scanning them whole — PostgreSQL's CPU per order
+/// +40 % in a closed-loop run.
 pub(crate) struct Prepared<Q>(pub Q);
 
 impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>
