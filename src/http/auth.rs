@@ -185,6 +185,12 @@ fn path_resource(
     Ok((caller, id, active(req)?))
 }
 
+/// How long an accepted checkout may wait in the queue and still be answered "retry" (503)
+/// rather than "unknown" (404).
+fn queued_at_most() -> chrono::Duration {
+    chrono::Duration::minutes(10)
+}
+
 fn unknown_order() -> ApiError {
     ApiError::NotFound("unknown order".into())
 }
@@ -212,12 +218,18 @@ impl FromRequest for OwnedOrder {
                 Some(order) if caller.owns(&order.customer_id) => Ok(OwnedOrder { order, caller }),
                 Some(_) => Err(unknown_order()),
                 // Accepted (its key recorded) and still in the queue: the caller's own order
-                // is there, only not readable yet — retry, never "unknown".
+                // is there, only not readable yet — retry, never "unknown". Not for ever: a
+                // checkout accepted longer ago than `QUEUED_AT_MOST` and still no order was
+                // dead-lettered (its reason is with the dead letter), and reads as unknown.
                 None => match parts.orders.accepted_by(order_id).await? {
-                    Some(owner) if caller.owns(&owner) => Err(ApiError::unavailable(
-                        "the order is accepted and waiting to be processed; retry",
-                        1,
-                    )),
+                    Some((owner, at))
+                        if caller.owns(&owner) && chrono::Utc::now() - at < queued_at_most() =>
+                    {
+                        Err(ApiError::unavailable(
+                            "the order is accepted and waiting to be processed; retry",
+                            1,
+                        ))
+                    }
                     _ => Err(unknown_order()),
                 },
             }

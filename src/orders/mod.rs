@@ -338,9 +338,12 @@ impl OrderService {
         }
     }
 
-    /// The customer whose checkout was accepted with this order id, when intake recorded its
-    /// key — the order may still be in the queue, in no table yet.
-    pub async fn accepted_by(&self, order_id: Uuid) -> Result<Option<String>, DbError> {
+    /// The customer whose checkout was accepted with this order id, and when, if intake recorded
+    /// its key — the order may still be in the queue, in no table yet.
+    pub async fn accepted_by(
+        &self,
+        order_id: Uuid,
+    ) -> Result<Option<(String, DateTime<Utc>)>, DbError> {
         crate::persistence::run_blocking(&self.parts.pool, move |c| {
             crate::persistence::orders::accepted_by(c, order_id)
         })

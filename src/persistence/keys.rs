@@ -63,18 +63,18 @@ pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<boo
     Ok(accepted_by(conn, order_id)?.is_some())
 }
 
-/// The customer whose checkout intake accepted with this order id (its key is recorded; the
-/// order may not be decided yet), if any.
+/// The customer whose checkout intake accepted with this order id, and when (its key is
+/// recorded; the order may not be decided yet), if any.
 pub fn accepted_by(
     conn: &mut PgConnection,
     order_id: uuid::Uuid,
-) -> Result<Option<String>, DbError> {
+) -> Result<Option<(String, DateTime<Utc>)>, DbError> {
     use super::schema::checkout_keys;
     use diesel::prelude::*;
     Ok(checkout_keys::table
         .find(order_id)
-        .select(checkout_keys::customer_id)
-        .first::<String>(conn)
+        .select((checkout_keys::customer_id, checkout_keys::created_at))
+        .first::<(String, DateTime<Utc>)>(conn)
         .optional()?)
 }
 

@@ -784,6 +784,38 @@ async fn a_cancel_of_an_order_still_in_the_queue_answers_retry_not_404() {
     assert_eq!(cancelled.body["status"], "cancelled");
     assert_eq!(app.db.stock("CQ-1").1, 0, "its units are back on sale");
     app.db.assert_books_balance();
+    // A key whose checkout never became an order (dead-lettered) is "retry" only for a while:
+    // accepted eleven minutes ago, it reads as unknown.
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        order_id: uuid::Uuid,
+    }
+    use diesel::RunQueryDsl;
+    let key = |age: &str| {
+        diesel::sql_query(format!(
+            "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint, \
+             created_at) VALUES (gen_random_uuid(), 'cq', 'cq-{age}', 'f', \
+             now() - interval '{age}') RETURNING order_id"
+        ))
+        .get_result::<Id>(&mut app.db.conn())
+        .unwrap()
+        .order_id
+    };
+    let (fresh, old) = (key("1 second"), key("11 minutes"));
+    let read = |id: uuid::Uuid| {
+        let app = &app;
+        async move {
+            app.send(
+                app.as_customer(app.anon.get(app.url(&format!("/v1/orders/{id}"))), "cq"),
+                None,
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(read(fresh).await, 503);
+    assert_eq!(read(old).await, 404);
     app.stop().await;
 }
 
