@@ -93,8 +93,8 @@ for (let i = 0; i < 150; i++) {
   const answer = await shopper.GET("/v1/orders/{order_id}", {
     params: { path: { order_id: accepted.order_id } },
   });
-  // The order's row is written by the consumer: until it has taken the message, 404.
-  if (answer.response.status !== 404) {
+  // Accepted and still in the queue (no consumer has taken it yet): 503 with Retry-After.
+  if (answer.response.status !== 503) {
     order = must("GET order", answer);
     if (!["received", "reserved"].includes(order.status)) break;
   }
