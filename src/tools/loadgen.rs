@@ -279,167 +279,263 @@ pub(super) fn answer<S>(
 }
 
 /// Runs the load and prints the report.
-pub async fn run(c: LoadgenConfig) -> Result<(), String> {
-    let client = awc::Client::builder()
+/// What became of the accepted orders, from the decisions `order.events` announced.
+struct Tally {
+    /// Accept→decided, ms, one per decided order.
+    to_decision: Vec<f64>,
+    /// Decided orders by status.
+    outcome: HashMap<String, usize>,
+    /// Units sold (scheduled orders) per SKU.
+    sold: HashMap<String, i64>,
+    undecided: usize,
+    /// The last decision (`started` when there is none).
+    last: Instant,
+}
+
+impl Tally {
+    fn of(
+        accepted: &[(String, Instant, String)],
+        decided: &DashMap<String, (Instant, String)>,
+        started: Instant,
+    ) -> Tally {
+        let mut t = Tally {
+            to_decision: Vec::with_capacity(accepted.len()),
+            outcome: HashMap::new(),
+            sold: HashMap::new(),
+            undecided: 0,
+            last: started,
+        };
+        for (id, at, sku) in accepted {
+            match decided.get(id) {
+                Some(d) => {
+                    let (when, status) = d.value();
+                    t.to_decision
+                        .push(when.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+                    *t.outcome.entry(status.clone()).or_default() += 1;
+                    if status == "scheduled" {
+                        *t.sold.entry(sku.clone()).or_default() += 1;
+                    }
+                    t.last = t.last.max(*when);
+                }
+                None => t.undecided += 1,
+            }
+        }
+        t
+    }
+}
+
+/// The intake answers by status code, `0` as "no answer".
+fn answers_line(statuses: &HashMap<u16, usize>) -> String {
+    let mut codes: Vec<_> = statuses.iter().map(|(k, v)| (*k, *v)).collect();
+    codes.sort();
+    codes
+        .iter()
+        .map(|(k, v)| match k {
+            0 => format!("no answer: {v}"),
+            k => format!("{k}: {v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits (at most `patience`) until every accepted order's decision was announced.
+async fn wait_for_decisions(
+    accepted: &[(String, Instant, String)],
+    decided: &DashMap<String, (Instant, String)>,
+    patience: Duration,
+) {
+    let until = Instant::now() + patience;
+    while accepted.iter().any(|(id, _, _)| !decided.contains_key(id)) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sets the run's products and stock up, and says how long it took.
+async fn timed_setup(client: &awc::Client, c: &LoadgenConfig) -> Result<(), String> {
+    let t = Instant::now();
+    setup(client, c).await?;
+    println!(
+        "setup: LG-HOT stock {} and {} other SKUs in {:.1} s",
+        c.hot_stock(),
+        if c.hot_share < 1.0 { c.skus } else { 0 },
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The units each SKU's `reserved` grew by since `before`, against what was sold of it:
+/// `(every SKU's matches, units taken in all)`.
+async fn stock_taken(
+    client: &awc::Client,
+    url: &str,
+    skus: &[String],
+    before: &HashMap<String, i64>,
+    sold: &HashMap<String, i64>,
+) -> (bool, i64) {
+    let (mut ok, mut total) = (true, 0i64);
+    for sku in skus {
+        let after = reserved_of(client, url, sku).await.unwrap_or(-1);
+        let taken = after - before.get(sku).copied().unwrap_or(0);
+        total += taken;
+        if taken != sold.get(sku).copied().unwrap_or(0) {
+            ok = false;
+        }
+    }
+    (ok, total)
+}
+
+/// The intake side of the report: orders and requests sent, the answers, accepted/s.
+fn print_intake(shared: &Customers, sending: Duration, accepted: usize) {
+    let c = &shared.c;
+    println!(
+        "orders sent      {} ({} requests with retries) in {:.2} s by {} customers, hot share {:.0}%",
+        (c.orders as usize).min(*shared.next.borrow()),
+        shared.intake_ms.borrow().len(),
+        sending.as_secs_f64(),
+        c.customers,
+        c.hot_share * 100.0
+    );
+    println!(
+        "intake answers   {}",
+        answers_line(&shared.statuses.borrow())
+    );
+    println!(
+        "accepted/s       {:.0}",
+        accepted as f64 / sending.as_secs_f64().max(1e-9)
+    );
+}
+
+/// What the run's customers share: where to send, what they count.
+struct Customers {
+    client: awc::Client,
+    c: LoadgenConfig,
+    run_id: String,
+    deadline: Instant,
+    /// Orders sent so far (each customer takes the next number).
+    next: RefCell<usize>,
+    /// Intake latencies, ms, one per request (retries included).
+    intake_ms: RefCell<Vec<f64>>,
+    /// `(buyer, accepted at, sku)` of each accepted checkout.
+    accepted: RefCell<Vec<(String, Instant, String)>>,
+    /// Intake answers by status code (`0`: none).
+    statuses: RefCell<HashMap<u16, usize>>,
+}
+
+/// Customer `w` of the closed loop: checkouts one after another (a 503 waits what
+/// `Retry-After` says and tries again) until the run's orders are all sent or its deadline.
+async fn customer(s: Rc<Customers>, w: usize) {
+    let Customers {
+        client,
+        c,
+        run_id,
+        next,
+        intake_ms,
+        accepted,
+        statuses,
+        ..
+    } = &*s;
+    let deadline = s.deadline;
+    let mut rng: u64 = 0x9E37_79B9 ^ (w as u64 + 1).wrapping_mul(0x5851_F42D_4C95_7F2D);
+    loop {
+        let i = {
+            let mut n = next.borrow_mut();
+            if *n >= c.orders as usize || Instant::now() > deadline {
+                return;
+            }
+            *n += 1;
+            *n
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
+        let sku = if hot {
+            "LG-HOT".to_owned()
+        } else {
+            sku_name((rng >> 16) as usize % c.skus.max(1))
+        };
+        let key = format!("lg-{run_id}-{i}");
+        let buyer = key.clone();
+        let token = token_for(c, &buyer);
+        // Like a real client: on 503, wait what Retry-After says and send it again.
+        for _attempt in 0..30 {
+            let t = Instant::now();
+            let sent = client
+                .post(format!("{}/v1/checkout", c.url))
+                .insert_header(("Idempotency-Key", key.as_str()))
+                .insert_header(("Authorization", token.as_str()))
+                .send_json(&checkout_body(&buyer, &sku))
+                .await;
+            intake_ms
+                .borrow_mut()
+                .push(t.elapsed().as_secs_f64() * 1000.0);
+            let (code, retry_after) = answer(&sent);
+            *statuses.borrow_mut().entry(code).or_default() += 1;
+            if code == 202 || code == 200 {
+                accepted
+                    .borrow_mut()
+                    .push((buyer.clone(), Instant::now(), sku.clone()));
+            }
+            if code != 503 && code != 0 {
+                break;
+            }
+            let wait = retry_after.map_or(Duration::from_millis(200), Duration::from_secs);
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The run's HTTP client: a connection for every customer, and a few more.
+fn http_client(c: &LoadgenConfig) -> awc::Client {
+    awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .connector(awc::Connector::new().limit((c.customers as usize + 8).max(40)))
-        .finish();
+        .finish()
+}
+
+pub async fn run(c: LoadgenConfig) -> Result<(), String> {
+    let client = http_client(&c);
     let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {
-        let t = Instant::now();
-        setup(&client, &c).await?;
-        println!(
-            "setup: LG-HOT stock {} and {} other SKUs in {:.1} s",
-            c.hot_stock(),
-            if c.hot_share < 1.0 { c.skus } else { 0 },
-            t.elapsed().as_secs_f64()
-        );
+        timed_setup(&client, &c).await?;
     }
     let (decided, skus_used, before) = watch(&client, &c).await?;
 
-    let next = Rc::new(RefCell::new(0usize));
-    let intake_ms: Rc<RefCell<Vec<f64>>> = Rc::default();
-    let accepted: Rc<RefCell<Vec<(String, Instant, String)>>> = Rc::default();
-    let statuses: Rc<RefCell<HashMap<u16, usize>>> = Rc::default();
     let run_id = Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let work_from = super::work::read(&client, &c.url, &c.database_url, false).await;
     let cpu_from = super::cpu::read();
-    let deadline = started + Duration::from_secs(600);
-    let workers = (0..c.customers as usize).map(|w| {
-        let (client, c, next, intake_ms, accepted, statuses, run_id) = (
-            client.clone(),
-            c.clone(),
-            next.clone(),
-            intake_ms.clone(),
-            accepted.clone(),
-            statuses.clone(),
-            run_id.clone(),
-        );
-        async move {
-            let mut rng: u64 = 0x9E37_79B9 ^ (w as u64 + 1).wrapping_mul(0x5851_F42D_4C95_7F2D);
-            loop {
-                let i = {
-                    let mut n = next.borrow_mut();
-                    if *n >= c.orders as usize || Instant::now() > deadline {
-                        return;
-                    }
-                    *n += 1;
-                    *n
-                };
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
-                let sku = if hot {
-                    "LG-HOT".to_owned()
-                } else {
-                    sku_name((rng >> 16) as usize % c.skus.max(1))
-                };
-                let key = format!("lg-{run_id}-{i}");
-                let buyer = key.clone();
-                let token = token_for(&c, &buyer);
-                // Like a real client: on 503, wait what Retry-After says and send it again.
-                for _attempt in 0..30 {
-                    let t = Instant::now();
-                    let sent = client
-                        .post(format!("{}/v1/checkout", c.url))
-                        .insert_header(("Idempotency-Key", key.as_str()))
-                        .insert_header(("Authorization", token.as_str()))
-                        .send_json(&checkout_body(&buyer, &sku))
-                        .await;
-                    intake_ms
-                        .borrow_mut()
-                        .push(t.elapsed().as_secs_f64() * 1000.0);
-                    let (code, retry_after) = answer(&sent);
-                    *statuses.borrow_mut().entry(code).or_default() += 1;
-                    if code == 202 || code == 200 {
-                        accepted
-                            .borrow_mut()
-                            .push((buyer.clone(), Instant::now(), sku.clone()));
-                    }
-                    if code != 503 && code != 0 {
-                        break;
-                    }
-                    let wait = retry_after.map_or(Duration::from_millis(200), Duration::from_secs);
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+    let shared = Rc::new(Customers {
+        client: client.clone(),
+        c: c.clone(),
+        run_id,
+        deadline: started + Duration::from_secs(600),
+        next: RefCell::new(0),
+        intake_ms: RefCell::default(),
+        accepted: RefCell::default(),
+        statuses: RefCell::default(),
     });
+    let workers = (0..c.customers as usize).map(|w| customer(Rc::clone(&shared), w));
     join_all(workers).await;
     let sending = started.elapsed();
-    let accepted = accepted.borrow().clone();
-    let wait_until = Instant::now() + Duration::from_secs(60);
-    while accepted.iter().any(|(id, _, _)| !decided.contains_key(id)) && Instant::now() < wait_until
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let accepted = shared.accepted.borrow().clone();
+    wait_for_decisions(&accepted, &decided, Duration::from_secs(60)).await;
     let cpu_to = super::cpu::read();
-    let mut to_decision = Vec::with_capacity(accepted.len());
-    let mut undecided = 0usize;
-    let mut outcome: HashMap<String, usize> = HashMap::new();
-    let mut sold: HashMap<String, i64> = HashMap::new();
-    let mut last = started;
-    for (id, at, sku) in &accepted {
-        match decided.get(id) {
-            Some(d) => {
-                let (when, status) = d.value();
-                to_decision.push(when.saturating_duration_since(*at).as_secs_f64() * 1000.0);
-                *outcome.entry(status.clone()).or_default() += 1;
-                if status == "scheduled" {
-                    *sold.entry(sku.clone()).or_default() += 1;
-                }
-                last = last.max(*when);
-            }
-            None => undecided += 1,
-        }
-    }
-    let mut taken_ok = true;
-    let mut taken_total = 0i64;
-    for sku in &skus_used {
-        let after = reserved_of(&client, &c.url, sku).await.unwrap_or(-1);
-        let taken = after - before.get(sku).copied().unwrap_or(0);
-        taken_total += taken;
-        if taken != sold.get(sku).copied().unwrap_or(0) {
-            taken_ok = false;
-        }
-    }
+    let Tally {
+        to_decision,
+        outcome,
+        sold,
+        undecided,
+        last,
+    } = Tally::of(&accepted, &decided, started);
+    let (taken_ok, taken_total) = stock_taken(&client, &c.url, &skus_used, &before, &sold).await;
     let sold_total: i64 = sold.values().sum();
     let decided_n = to_decision.len();
     let span = last
         .saturating_duration_since(started)
         .as_secs_f64()
         .max(1e-9);
-    println!(
-        "orders sent      {} ({} requests with retries) in {:.2} s by {} customers, hot share {:.0}%",
-        (c.orders as usize).min(*next.borrow()),
-        intake_ms.borrow().len(),
-        sending.as_secs_f64(),
-        c.customers,
-        c.hot_share * 100.0
-    );
-    let mut codes: Vec<_> = statuses.borrow().iter().map(|(k, v)| (*k, *v)).collect();
-    codes.sort();
-    println!(
-        "intake answers   {}",
-        codes
-            .iter()
-            .map(|(k, v)| format!(
-                "{}: {v}",
-                if *k == 0 {
-                    "no answer".to_string()
-                } else {
-                    k.to_string()
-                }
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!(
-        "accepted/s       {:.0}",
-        accepted.len() as f64 / sending.as_secs_f64().max(1e-9)
-    );
+    print_intake(&shared, sending, accepted.len());
     println!(
         "decided/s        {:.0}  ({decided_n} decided: {})",
         decided_n as f64 / span,
@@ -449,7 +545,10 @@ pub async fn run(c: LoadgenConfig) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("intake latency   {}", summary(intake_ms.borrow().clone()));
+    println!(
+        "intake latency   {}",
+        summary(shared.intake_ms.borrow().clone())
+    );
     println!("accept→decided   {}", summary(to_decision));
     super::costs::report(
         ceiling.as_ref(),

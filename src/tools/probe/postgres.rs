@@ -78,70 +78,91 @@ fn order_rows(batch: usize, skus: &[String]) -> (Vec<KeyRow>, Vec<DecidedRow>) {
             idempotency_key: key.clone(),
             fingerprint: fingerprint.clone(),
         });
-        let order = NewOrderRow {
-            order_id,
-            idempotency_key: key,
-            request_fingerprint: fingerprint,
-            customer_id: format!("lg-{i}"),
-            cart_id: None,
-            origin: Origin::Http,
-            status: OrderStatus::Scheduled,
-            items: vec![OrderItem {
-                sku: sku.clone(),
-                quantity: 1,
-                unit_price_cents: 1990,
-            }],
-            total_cents: 1990,
-            currency: "BRL".into(),
-            delivery_method: DeliveryMethod::Standard,
-            shipping_address: Address {
-                recipient: "Load Test".into(),
-                street: "Rua do Teste".into(),
-                number: "1".into(),
-                complement: None,
-                district: None,
-                city: "São Paulo".into(),
-                state: "SP".into(),
-                postal_code: "01001-000".into(),
-                country: "BR".into(),
-            },
-            payment: Payment::Pix,
-            delivery: Some(DeliverySlot {
-                scheduled_for: now.date_naive(),
-                window: Window {
-                    from: "09:00".into(),
-                    to: "18:00".into(),
-                },
-                carrier: "probe".into(),
-                tracking_code: format!("PR{}", order_id.simple()),
-            }),
-            rejection: None,
-            history: [
-                OrderStatus::Received,
-                OrderStatus::Reserved,
-                OrderStatus::Scheduled,
-            ]
-            .map(|status| HistoryStep { status, at: now })
-            .to_vec(),
-            at: now,
-            updated_at: now,
-            settled: true,
-        };
+        let order = scheduled_order(order_id, key, fingerprint, format!("lg-{i}"), &sku, now);
         decided.push(DecidedRow {
             order,
             holds: vec![(sku.clone(), 1)],
-            notification: Some(NotificationRow {
-                id: Uuid::new_v5(&order_id, b"order_scheduled"),
-                customer_id: format!("lg-{i}"),
-                kind: "order_scheduled".into(),
-                order_id,
-                message: format!("Your order {order_id} is scheduled for delivery."),
-                suggestions: json!([]),
-                created_at: now,
-            }),
+            notification: Some(scheduled_note(order_id, format!("lg-{i}"), now)),
         });
     }
     (keys, decided)
+}
+
+/// A `scheduled` order of one unit of `sku`, as the one write records it.
+fn scheduled_order(
+    order_id: Uuid,
+    idempotency_key: String,
+    request_fingerprint: String,
+    customer_id: String,
+    sku: &Sku,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewOrderRow {
+    NewOrderRow {
+        order_id,
+        idempotency_key,
+        request_fingerprint,
+        customer_id,
+        cart_id: None,
+        origin: Origin::Http,
+        status: OrderStatus::Scheduled,
+        items: vec![OrderItem {
+            sku: sku.clone(),
+            quantity: 1,
+            unit_price_cents: 1990,
+        }],
+        total_cents: 1990,
+        currency: "BRL".into(),
+        delivery_method: DeliveryMethod::Standard,
+        shipping_address: Address {
+            recipient: "Load Test".into(),
+            street: "Rua do Teste".into(),
+            number: "1".into(),
+            complement: None,
+            district: None,
+            city: "São Paulo".into(),
+            state: "SP".into(),
+            postal_code: "01001-000".into(),
+            country: "BR".into(),
+        },
+        payment: Payment::Pix,
+        delivery: Some(DeliverySlot {
+            scheduled_for: now.date_naive(),
+            window: Window {
+                from: "09:00".into(),
+                to: "18:00".into(),
+            },
+            carrier: "probe".into(),
+            tracking_code: format!("PR{}", order_id.simple()),
+        }),
+        rejection: None,
+        history: [
+            OrderStatus::Received,
+            OrderStatus::Reserved,
+            OrderStatus::Scheduled,
+        ]
+        .map(|status| HistoryStep { status, at: now })
+        .to_vec(),
+        at: now,
+        updated_at: now,
+        settled: true,
+    }
+}
+
+/// The `order_scheduled` notification of `order_id`.
+fn scheduled_note(
+    order_id: Uuid,
+    customer_id: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NotificationRow {
+    NotificationRow {
+        id: Uuid::new_v5(&order_id, b"order_scheduled"),
+        customer_id,
+        kind: "order_scheduled".into(),
+        order_id,
+        message: format!("Your order {order_id} is scheduled for delivery."),
+        suggestions: json!([]),
+        created_at: now,
+    }
 }
 
 /// PostgreSQL alone: the order writer's batches (intake's keys, then the one write of the orders
