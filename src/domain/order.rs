@@ -319,6 +319,17 @@ impl Serialize for Order {
     }
 }
 
+/// The reference of an order's reservation in a SKU's change log (unique per SKU, so a
+/// redelivery cannot reserve twice). Both the staged path and the one write record it.
+pub fn reserve_ref(order_id: Uuid) -> String {
+    format!("order:{order_id}:reserve")
+}
+
+/// The reference of the release of an order's reservation in a SKU's change log.
+pub fn release_ref(order_id: Uuid) -> String {
+    format!("order:{order_id}:release")
+}
+
 #[cfg(test)]
 mod tests {
     use super::OrderStatus::*;

@@ -219,7 +219,7 @@ impl FromRequest for OwnedOrder {
                 Some(_) => Err(unknown_order()),
                 // Accepted (its key recorded) and still in the queue: the caller's own order
                 // is there, only not readable yet — retry, never "unknown". Not for ever: a
-                // checkout accepted longer ago than `QUEUED_AT_MOST` and still no order was
+                // checkout accepted longer ago than `queued_at_most()` and still no order was
                 // dead-lettered (its reason is with the dead letter), and reads as unknown.
                 None => match parts.orders.accepted_by(order_id).await? {
                     Some((owner, at))

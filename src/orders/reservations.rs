@@ -14,8 +14,8 @@ use super::payment::Payments;
 use super::transitions::Records;
 use super::{Cause, Deadline, StepError, SUGGESTIONS};
 use crate::catalog::Catalog;
-use crate::domain::order::Order;
 use crate::domain::order::ShortLine;
+use crate::domain::order::{release_ref, reserve_ref, Order};
 use crate::domain::{LedgerError, Sku, StockOp};
 use crate::engine::Engine;
 use crate::engine::{DurabilityError, EngineError};
@@ -37,14 +37,6 @@ pub(super) enum Reservation {
 enum Line {
     Done,
     Short(i64),
-}
-
-fn reserve_ref(order_id: Uuid) -> String {
-    format!("order:{order_id}:reserve")
-}
-
-fn release_ref(order_id: Uuid) -> String {
-    format!("order:{order_id}:release")
 }
 
 /// Voids the order's authorization (idempotent; nothing held is no error); a gateway that does

@@ -71,7 +71,7 @@ pub fn write_decided(
                 on_hand: 0,
                 reserved: 0,
                 reason: None,
-                reference: Some(format!("order:{}:reserve", d.order.order_id)),
+                reference: Some(crate::domain::order::reserve_ref(d.order.order_id)),
                 change_id: Uuid::new_v4(),
             });
         }

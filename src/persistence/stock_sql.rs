@@ -211,7 +211,7 @@ pub(super) fn write_in_one(
 ) -> Result<Option<HashSet<String>>, DieselError> {
     let all: Vec<&RowWrite> = rows.iter().collect();
     let (r, e) = (RowColumns::of(&all), TailColumns::of(&all));
-    let written = run_write_in_one(conn, &r, &e, fence)?;
+    let written = run_write_in_one(conn, r, e, fence)?;
     let mut applied = HashSet::with_capacity(written.len());
     for row in written {
         match row.sku {
@@ -227,26 +227,21 @@ pub(super) fn write_in_one(
 /// [`WRITE_IN_ONE`] with a batch's columns bound, as the connection's prepared statement.
 fn run_write_in_one(
     conn: &mut PgConnection,
-    r: &RowColumns<'_>,
-    e: &TailColumns<'_>,
+    r: RowColumns<'_>,
+    e: TailColumns<'_>,
     fence: Option<&FenceGuard>,
 ) -> Result<Vec<Written>, DieselError> {
-    let query = diesel::sql_query(WRITE_IN_ONE)
-        .bind::<Array<Text>, _>(&r.skus)
-        .bind::<Array<Bool>, _>(&r.set)
-        .bind::<Array<BigInt>, _>(&r.on_hand)
-        .bind::<Array<BigInt>, _>(&r.reserved)
-        .bind::<Array<BigInt>, _>(&r.changes)
-        .bind::<Array<Text>, _>(&e.skus)
-        .bind::<Array<BigInt>, _>(&e.later)
-        .bind::<Array<Text>, _>(&e.kinds)
-        .bind::<Array<BigInt>, _>(&e.quantities)
-        .bind::<Array<Nullable<BigInt>>, _>(&e.on_hand_at)
-        .bind::<Array<BigInt>, _>(&e.on_hand_later)
-        .bind::<Array<BigInt>, _>(&e.reserved_later)
-        .bind::<Array<Nullable<Text>>, _>(&e.reasons)
-        .bind::<Array<Nullable<Text>>, _>(&e.references)
-        .bind::<Array<diesel::sql_types::Uuid>, _>(&e.change_ids)
+    let query = bind_rows!(diesel::sql_query(WRITE_IN_ONE), r)
+        .bind::<Array<Text>, _>(e.skus)
+        .bind::<Array<BigInt>, _>(e.later)
+        .bind::<Array<Text>, _>(e.kinds)
+        .bind::<Array<BigInt>, _>(e.quantities)
+        .bind::<Array<Nullable<BigInt>>, _>(e.on_hand_at)
+        .bind::<Array<BigInt>, _>(e.on_hand_later)
+        .bind::<Array<BigInt>, _>(e.reserved_later)
+        .bind::<Array<Nullable<Text>>, _>(e.reasons)
+        .bind::<Array<Nullable<Text>>, _>(e.references)
+        .bind::<Array<diesel::sql_types::Uuid>, _>(e.change_ids)
         .bind::<Bool, _>(fence.is_some())
         .bind::<diesel::sql_types::Uuid, _>(fence.map_or(uuid::Uuid::nil(), |g| g.fence.holder))
         .bind::<BigInt, _>(fence.map_or(0, |g| g.fence.epoch));
