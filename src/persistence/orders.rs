@@ -140,13 +140,17 @@ WITH x AS (
         items, total_cents, currency, delivery_method, shipping_address, payment, delivery,
         rejection, history, at, updated_at, settled
     FROM x
+    -- `OFFSET 0`: each check stays one probe of a unique index per row, never a join that
+    -- scans the table (see `create_orders`).
     WHERE NOT EXISTS (SELECT 1 FROM checkout_keys k
-                      WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint)
+                      WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint
+                      OFFSET 0)
       -- The customer's key already stands for another order.
       AND NOT EXISTS (SELECT 1 FROM checkout_keys k
                       WHERE k.customer_id = x.customer_id
                         AND k.idempotency_key = x.idempotency_key
-                        AND k.order_id <> x.order_id)
+                        AND k.order_id <> x.order_id
+                      OFFSET 0)
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id
 ), keys AS (
@@ -205,14 +209,16 @@ pub fn create_orders<R: Serialize>(
     if creates.is_empty() {
         return Ok(HashSet::new());
     }
-    // Not a prepared statement (unlike the stock batch, see `Prepared`): a generic plan made
-    // while `orders` and `checkout_keys` were small keeps scanning them whole as they grow.
-    Ok(diesel::sql_query(CREATE)
-        .bind::<Text, _>(json(creates)?)
-        .load::<Id>(conn)?
-        .into_iter()
-        .map(|r| r.order_id)
-        .collect())
+    // Prepared once per connection: its checks of `checkout_keys` are subplans (`OFFSET 0`
+    // keeps them from becoming anti-joins), index probes whatever the table's size, so a
+    // generic plan made while the table was empty stays right as it grows.
+    Ok(
+        super::Prepared(diesel::sql_query(CREATE).bind::<Text, _>(json(creates)?))
+            .load::<Id>(conn)?
+            .into_iter()
+            .map(|r| r.order_id)
+            .collect(),
+    )
 }
 
 /// Applies the status changes whose order is still in `from_status`, with their history and

@@ -8,9 +8,11 @@
 /// generic plan, made with the statistics of that moment. Used for the stock batch (checked:
 /// with 10,000 SKUs its generic plan is an index scan of `stock` by SKU; planned while `stock`
 /// holds a handful of rows it may scan it whole until autovacuum's next `ANALYZE` replans it)
-/// and for plain inserts from arrays. Not for a statement joining `orders` or `checkout_keys`:
-/// planned while they were empty, it kept scanning them whole — PostgreSQL's CPU per order
-/// +40 % in a closed-loop run.
+/// and for plain inserts from arrays. A statement that looks up `orders` or `checkout_keys`
+/// is prepared only in a form that leaves the planner no join to choose (a `LATERAL … LIMIT 1`
+/// or an `OFFSET 0` subplan: one unique-index probe per row): as plain joins, planned while
+/// those tables were empty, they kept scanning them whole — PostgreSQL's CPU per order +40 % in
+/// a closed-loop run. (`apply_transitions` and `settle` are neither, and stay unprepared.)
 pub(crate) struct Prepared<Q>(pub Q);
 
 impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>

@@ -471,3 +471,107 @@ fn the_stock_batch_statement_is_prepared_once_per_connection() {
         .count();
     assert_eq!(batch, 1, "one prepared batch statement");
 }
+
+/// Intake's key batch and the writer's order creation look `checkout_keys` up one unique-index
+/// probe per row, whatever the table holds, so both can keep one generic plan per connection:
+/// planned as joins over a batch estimated at 100 rows, the key batch scanned the whole table on
+/// every batch (20,000 keys read per batch in a closed-loop run at 20,000 orders).
+#[test]
+fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
+    use diesel::RunQueryDsl;
+    use orderflow::persistence::keys::{record_keys, KeyRow, KeyState};
+    use orderflow::persistence::orders::create_orders;
+    let db = TestDb::new();
+    diesel::sql_query(
+        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
+         SELECT gen_random_uuid(), 'old-' || i, 'k', 'f' FROM generate_series(1, 20000) i",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
+    let mut conn = pool.get().expect("the pool's one connection");
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let seq_scans = |conn: &mut diesel::PgConnection| -> i64 {
+        // This session's counts reach the shared statistics when it is next idle.
+        diesel::sql_query("SELECT pg_stat_force_next_flush()")
+            .execute(conn)
+            .unwrap();
+        diesel::sql_query(
+            "SELECT seq_scan AS n FROM pg_stat_user_tables WHERE relname = 'checkout_keys'",
+        )
+        .get_result::<Count>(conn)
+        .unwrap()
+        .n
+    };
+    let before = seq_scans(&mut conn);
+    // More rounds than the five custom plans PostgreSQL makes before it may keep a generic one.
+    for round in 0..8 {
+        let keys: Vec<KeyRow> = (0..20)
+            .map(|i| KeyRow {
+                order_id: uuid::Uuid::new_v4(),
+                customer_id: format!("c-{round}-{i}"),
+                idempotency_key: "k".into(),
+                fingerprint: "f".into(),
+            })
+            .collect();
+        let states = record_keys(&mut conn, &keys).expect("keys recorded");
+        assert!(states.iter().all(|s| *s == KeyState::New), "{states:?}");
+        // The same keys again: each is known, with its order id and fingerprint.
+        let again = record_keys(&mut conn, &keys).expect("keys looked up");
+        for (k, s) in keys.iter().zip(&again) {
+            assert_eq!(
+                *s,
+                KeyState::Known {
+                    order_id: k.order_id,
+                    fingerprint: "f".into(),
+                    status: None
+                }
+            );
+        }
+        let rows: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "order_id": k.order_id, "idempotency_key": k.idempotency_key,
+                    "request_fingerprint": k.fingerprint, "customer_id": k.customer_id,
+                    "origin": "http", "status": "scheduled", "items": [], "total_cents": 1,
+                    "currency": "BRL", "delivery_method": "standard", "shipping_address": {},
+                    "payment": {"method": "pix"}, "history": [], "at": "2026-12-07T00:00:00Z",
+                    "updated_at": "2026-12-07T00:00:00Z", "settled": true
+                })
+            })
+            .collect();
+        let created = create_orders(&mut conn, &rows).expect("orders created");
+        assert_eq!(created.len(), 20, "every order with its own key is created");
+    }
+    assert_eq!(
+        seq_scans(&mut conn) - before,
+        0,
+        "no batch scanned checkout_keys whole"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Statement {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        statement: String,
+    }
+    let prepared: Vec<Statement> =
+        diesel::sql_query("SELECT statement FROM pg_prepared_statements")
+            .load(&mut conn)
+            .unwrap();
+    let of = |table: &str| {
+        prepared
+            .iter()
+            .filter(|p| p.statement.contains(&format!("INSERT INTO {table} ")))
+            .count()
+    };
+    assert_eq!(
+        of("checkout_keys"),
+        2,
+        "the key batch and the creation, prepared once each"
+    );
+    assert_eq!(of("orders"), 1, "the creation, prepared once");
+}
