@@ -575,3 +575,96 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
     );
     assert_eq!(of("orders"), 1, "the creation, prepared once");
 }
+
+/// The stock batch is prepared once per connection; a generic plan made while `stock` held a
+/// few rows joins it by a whole scan, and would keep doing so as the catalog grows unless the
+/// table's statistics change. A product created when the table has doubled since PostgreSQL last
+/// measured it refreshes them, so the batches go back to one index probe per row.
+#[test]
+fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
+    use diesel::RunQueryDsl;
+    use orderflow::domain::OnHandEffect;
+    use orderflow::engine::{EventRecord, RowOutcome, RowWrite};
+    let db = TestDb::new();
+    let small: Vec<String> = (0..50).map(|i| format!("S{i:03}")).collect();
+    seed_products(&db, &small.iter().map(String::as_str).collect::<Vec<_>>());
+    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
+    let store = PgStore::new(pool);
+    let mut writes = 0;
+    let mut round = |n: i64| {
+        let rows: Vec<RowWrite> = small[..20]
+            .iter()
+            .map(|s| RowWrite {
+                sku: sku(s),
+                on_hand: OnHandEffect::Set(n),
+                reserved_delta: 0,
+                events: vec![EventRecord {
+                    version: 0,
+                    kind: "set_on_hand",
+                    quantity: n,
+                    on_hand: 0,
+                    reserved: 0,
+                    reason: None,
+                    reference: None,
+                    change_id: uuid::Uuid::new_v4(),
+                }],
+            })
+            .collect();
+        let outcomes = store.write_batch(&rows, false).expect("written");
+        assert!(outcomes.iter().all(|o| *o == RowOutcome::Applied));
+        writes += 20;
+        writes
+    };
+    #[derive(diesel::QueryableByName)]
+    struct Counts {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        seq_scan: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n_tup_upd: i64,
+    }
+    // The statistics of the writer's session, once it has reported its `updates` (a session
+    // reports when idle, at most once a second).
+    let scans_after = |updates: i64| -> i64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let c: Counts = diesel::sql_query(
+                "SELECT seq_scan, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'stock'",
+            )
+            .get_result(&mut db.conn())
+            .unwrap();
+            if c.n_tup_upd >= updates {
+                return c.seq_scan;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no statistics reported"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    // Planned (custom five times, then generic) while the table is small.
+    let mut updates = 0;
+    for n in 1..=8 {
+        updates = round(n);
+    }
+    let before = scans_after(updates);
+    // The catalog grows (loaded in bulk), and one more product is created the usual way.
+    diesel::sql_query(
+        "WITH p AS (INSERT INTO products (sku, name, category, tags, price_cents, currency)
+                    SELECT 'B' || i, 'bulk', 'test', '{}', 100, 'BRL'
+                    FROM generate_series(1, 20000) i RETURNING sku)
+         INSERT INTO stock (sku) SELECT sku FROM p",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+    seed_products(&db, &["GROWN"]);
+    for n in 9..=16 {
+        updates = round(n);
+    }
+    assert_eq!(
+        scans_after(updates) - before,
+        0,
+        "the batches over a grown catalog did not scan stock whole"
+    );
+    assert_eq!(db.stock("S000").0, 16);
+}
