@@ -102,7 +102,13 @@ fn replan_stock_when_grown(conn: &mut PgConnection) -> Result<(), DbError> {
     )
     .get_result::<Pages>(conn)?;
     if pages.now >= 2 * pages.measured.max(1) {
-        diesel::sql_query("ANALYZE stock").execute(conn)?;
+        // Not behind a long VACUUM of the table (their locks conflict): the product's request
+        // would wait for it. Skipped now, it runs at the next product created.
+        conn.transaction(|conn| {
+            diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(conn)?;
+            diesel::sql_query("ANALYZE stock").execute(conn)?;
+            Ok::<_, DbError>(())
+        })?;
     }
     Ok(())
 }
