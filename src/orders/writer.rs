@@ -177,7 +177,12 @@ impl OrderSink {
         match first {
             Ok(results) => Ok(results.into_iter().map(Ok).collect()),
             Err(_) if fenced.get() => Err(SinkError::Fenced),
-            Err(e) if e.is_transient() => Err(SinkError::Transient(Box::new(e))),
+            Err(e) if e.is_transient() => {
+                if let DbError::Query(q) = &e {
+                    crate::persistence::forget_statements_if_stale(conn, q);
+                }
+                Err(SinkError::Transient(Box::new(e)))
+            }
             // One row (or more) the database will not take: isolate it.
             Err(_) => {
                 let each = conn.transaction(|conn| {

@@ -60,8 +60,11 @@ pub enum ErrorClass {
 /// Messages of transient errors that diesel does not give a kind of their own (it exposes no
 /// SQLSTATE): deadlocks, cancelled statements, a server shutting down or starting, and the
 /// server's resources running out (classes 53 and 58: disk full, out of memory, I/O) — the
-/// same statement succeeds once an operator made room.
-const TRANSIENT_MESSAGES: [&str; 17] = [
+/// same statement succeeds once an operator made room — and a statement this connection prepared
+/// before a migration changed the type of a column it returns (`STALE_PLAN`: it succeeds once the
+/// connection forgot its prepared statements, see [`forget_statements_if_stale`]).
+const TRANSIENT_MESSAGES: [&str; 18] = [
+    STALE_PLAN,
     "deadlock detected",
     "canceling statement due to",
     "could not serialize",
@@ -80,6 +83,28 @@ const TRANSIENT_MESSAGES: [&str; 17] = [
     "I/O error",
     "remaining connection slots",
 ];
+
+/// PostgreSQL's answer to a prepared statement whose result's type a schema change altered.
+const STALE_PLAN: &str = "cached plan must not change result type";
+
+/// After `e` on `conn`: when it is a prepared statement gone stale under a schema change (a
+/// migration run by another instance), the connection forgets the statements it prepared, so
+/// the next attempt prepares them again as the schema now is. Without it every attempt on that
+/// connection fails the same way until it is closed. (The old statements stay on the server
+/// until the connection ends: a few per schema change.)
+pub(crate) fn forget_statements_if_stale(
+    conn: &mut diesel::PgConnection,
+    e: &diesel::result::Error,
+) {
+    use diesel::connection::{CacheSize, Connection};
+    if let diesel::result::Error::DatabaseError(_, info) = e {
+        if info.message().contains(STALE_PLAN) {
+            tracing::warn!("the schema changed under this connection's prepared statements: preparing them again");
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+            conn.set_prepared_statement_cache_size(CacheSize::Unbounded);
+        }
+    }
+}
 
 /// Classifies a diesel error; see [`ErrorClass`].
 pub fn classify(e: &diesel::result::Error) -> ErrorClass {

@@ -15,6 +15,7 @@ mod stock_sql;
 pub(crate) use prepared::Prepared;
 
 mod errors;
+pub(crate) use errors::forget_statements_if_stale;
 pub(crate) use errors::one_line;
 pub use errors::{classify, DbError, ErrorClass};
 pub use stock::PgStore;

@@ -95,22 +95,24 @@ struct Pages {
 /// where it runs; where it does not, a catalog grown from a hundred SKUs to ten thousand kept
 /// every stock batch scanning the whole table (650 rows read per order in a closed-loop run).
 fn replan_stock_when_grown(conn: &mut PgConnection) -> Result<(), DbError> {
-    let pages = diesel::sql_query(
-        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS now,
-                c.relpages::int8 AS measured
-         FROM pg_class c WHERE c.oid = 'stock'::regclass",
-    )
-    .get_result::<Pages>(conn)?;
-    if pages.now >= 2 * pages.measured.max(1) {
-        // Not behind a long VACUUM of the table (their locks conflict): the product's request
-        // would wait for it. Skipped now, it runs at the next product created.
-        conn.transaction(|conn| {
+    // One transaction (a savepoint, should a caller's be open): a failure here leaves nothing
+    // behind on the connection.
+    conn.transaction(|conn| {
+        let pages = diesel::sql_query(
+            "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int8 AS now,
+                    c.relpages::int8 AS measured
+             FROM pg_class c WHERE c.oid = 'stock'::regclass",
+        )
+        .get_result::<Pages>(conn)?;
+        if pages.now >= 2 * pages.measured.max(1) {
+            // Not behind a long VACUUM of the table (their locks conflict): the wait for the lock
+            // is bounded; skipped now, it runs at the next product created. (The ANALYZE itself
+            // reads a sample of at most 30,000 rows.)
             diesel::sql_query("SET LOCAL lock_timeout = '200ms'").execute(conn)?;
             diesel::sql_query("ANALYZE stock").execute(conn)?;
-            Ok::<_, DbError>(())
-        })?;
-    }
-    Ok(())
+        }
+        Ok::<_, DbError>(())
+    })
 }
 
 /// Every product, to fill the in-memory catalog on start.

@@ -148,7 +148,8 @@ impl Store for PgStore {
                     return Err(StoreError::Fenced);
                 }
                 Err(e) if super::classify(&e) == super::ErrorClass::Transient => {
-                    return Err(StoreError::Unavailable(super::one_line(&e)))
+                    super::errors::forget_statements_if_stale(&mut conn, &e);
+                    return Err(StoreError::Unavailable(super::one_line(&e)));
                 }
                 // Some row was refused: the bulkhead below finds it and writes the others.
                 Err(_) => return self.write_each_fenced(&mut conn, rows, retry),
@@ -173,6 +174,7 @@ impl Store for PgStore {
             Ok(outcomes) => Ok(outcomes),
             Err(_) if fenced.get() => Err(StoreError::Fenced),
             Err(e) if super::classify(&e) == super::ErrorClass::Transient => {
+                super::errors::forget_statements_if_stale(&mut conn, &e);
                 Err(StoreError::Unavailable(super::one_line(&e)))
             }
             // Some row was refused (memory was wrong, or bad data): find it, write the others.

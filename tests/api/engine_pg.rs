@@ -625,7 +625,7 @@ fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
     // The statistics of the writer's session, once it has reported its `updates` (a session
     // reports when idle, at most once a second).
     let scans_after = |updates: i64| -> i64 {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let c: Counts = diesel::sql_query(
                 "SELECT seq_scan, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'stock'",
@@ -667,4 +667,71 @@ fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
         "the batches over a grown catalog did not scan stock whole"
     );
     assert_eq!(db.stock("S000").0, 16);
+}
+
+/// A migration run by another instance changes the type of a column a prepared statement returns:
+/// PostgreSQL answers that connection "cached plan must not change result type" on every use.
+/// That is transient — retried, never refused, so no order is dead-lettered or answered 422 for
+/// it — and the connection prepares its statements again, so the retry goes through.
+#[test]
+fn a_schema_change_under_a_prepared_statement_is_retried_not_refused() {
+    use diesel::RunQueryDsl;
+    use orderflow::domain::OnHandEffect;
+    use orderflow::engine::{EventRecord, RowOutcome, RowWrite, StoreError};
+    use orderflow::persistence::keys::{record_keys, KeyRow};
+    let db = TestDb::new();
+    seed_products(&db, &["P"]);
+    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
+    let store = PgStore::new(pool.clone());
+    let row = |n: i64| RowWrite {
+        sku: sku("P"),
+        on_hand: OnHandEffect::Set(n),
+        reserved_delta: 0,
+        events: vec![EventRecord {
+            version: 0,
+            kind: "set_on_hand",
+            quantity: n,
+            on_hand: 0,
+            reserved: 0,
+            reason: None,
+            reference: None,
+            change_id: uuid::Uuid::new_v4(),
+        }],
+    };
+    assert_eq!(
+        store.write_batch(&[row(1)], false).expect("written"),
+        [RowOutcome::Applied]
+    );
+    // The same values, another type for the column the stock batch returns.
+    diesel::sql_query("ALTER TABLE stock ALTER COLUMN sku TYPE varchar(64)")
+        .execute(&mut db.conn())
+        .unwrap();
+    match store.write_batch(&[row(2)], false) {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("cached plan"), "{why}"),
+        other => panic!("a stale prepared statement must be a transient failure: {other:?}"),
+    }
+    assert_eq!(
+        store.write_batch(&[row(2)], false).expect("prepared again"),
+        [RowOutcome::Applied]
+    );
+    assert_eq!(db.stock("P").0, 2);
+    drop(store);
+
+    // Intake's key batch on a connection that prepared it before such a change.
+    let mut conn = pool.get().expect("the pool's one connection");
+    let key = |i: u32| KeyRow {
+        order_id: uuid::Uuid::new_v4(),
+        customer_id: format!("c-{i}"),
+        idempotency_key: "k".into(),
+        fingerprint: "f".into(),
+    };
+    record_keys(&mut conn, &[key(1)]).expect("recorded");
+    diesel::sql_query("ALTER TABLE checkout_keys ALTER COLUMN fingerprint TYPE varchar(64)")
+        .execute(&mut db.conn())
+        .unwrap();
+    let stale = record_keys(&mut conn, &[key(2)]).expect_err("the statement is stale");
+    assert!(
+        stale.is_transient(),
+        "a stale prepared statement is transient: {stale}"
+    );
 }
