@@ -13,6 +13,12 @@
 /// or an `OFFSET 0` subplan: one unique-index probe per row): as plain joins, planned while
 /// those tables were empty, they kept scanning them whole — PostgreSQL's CPU per order +40 % in
 /// a closed-loop run. (`apply_transitions` and `settle` are neither, and stay unprepared.)
+///
+/// A schema change that alters the type of a column such a statement returns makes PostgreSQL
+/// refuse it on that connection ("cached plan must not change result type"): that is transient,
+/// and the writers make the connection prepare its statements again
+/// ([`super::forget_statements_if_stale`]). A pooler in transaction mode between the service and
+/// PostgreSQL would break prepared statements altogether: it is not supported.
 pub(crate) struct Prepared<Q>(pub Q);
 
 impl<Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>>
