@@ -12,7 +12,8 @@
 /// is prepared only in a form that leaves the planner no join to choose (a `LATERAL … LIMIT 1`
 /// or an `OFFSET 0` subplan: one unique-index probe per row): as plain joins, planned while
 /// those tables were empty, they kept scanning them whole — PostgreSQL's CPU per order +40 % in
-/// a closed-loop run. (`apply_transitions` and `settle` are neither, and stay unprepared.)
+/// a closed-loop run. (`apply_transitions` and `settle` are neither, and stay unprepared: each is planned with
+/// its batch's ids as an array, so its rows of `orders` are found by index.)
 ///
 /// A schema change that alters the type of a column such a statement returns makes PostgreSQL
 /// refuse it on that connection ("cached plan must not change result type"): that is transient,

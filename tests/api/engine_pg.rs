@@ -735,3 +735,90 @@ fn a_schema_change_under_a_prepared_statement_is_retried_not_refused() {
         "a stale prepared statement is transient: {stale}"
     );
 }
+
+/// The staged path's status changes (a cancel, a redelivery resuming an order) find their orders
+/// by index, however many orders the table holds: joined only to a batch PostgreSQL estimates at
+/// 100 rows, `orders` was hashed whole on every batch until the table grew large.
+#[test]
+fn status_changes_find_their_orders_by_index_whatever_the_table_holds() {
+    use diesel::RunQueryDsl;
+    use orderflow::domain::order::OrderStatus;
+    use orderflow::persistence::orders::{apply_transitions, create_orders, TransitionRow};
+    let db = TestDb::new();
+    diesel::sql_query(
+        "INSERT INTO orders (order_id, idempotency_key, request_fingerprint, customer_id, origin,
+                             status, items, total_cents, currency, delivery_method,
+                             shipping_address, payment)
+         SELECT gen_random_uuid(), 'k', 'f', 'old-' || i, 'http', 'scheduled', '[]', 1, 'BRL',
+                'standard', '{}', '{}'
+         FROM generate_series(1, 20000) i",
+    )
+    .execute(&mut db.conn())
+    .unwrap();
+    let mut conn = db.conn();
+    let ids: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
+    let rows: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| {
+            serde_json::json!({
+                "order_id": id, "idempotency_key": "k", "request_fingerprint": "f",
+                "customer_id": format!("c-{id}"), "origin": "http", "status": "received",
+                "items": [], "total_cents": 1, "currency": "BRL", "delivery_method": "standard",
+                "shipping_address": {}, "payment": {"method": "pix"}, "history": [],
+                "at": "2026-12-07T00:00:00Z", "updated_at": "2026-12-07T00:00:00Z",
+                "settled": true
+            })
+        })
+        .collect();
+    assert_eq!(create_orders(&mut conn, &rows).expect("created").len(), 20);
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let seq_scans = |conn: &mut diesel::PgConnection| -> i64 {
+        diesel::sql_query("SELECT pg_stat_force_next_flush()")
+            .execute(conn)
+            .unwrap();
+        diesel::sql_query("SELECT seq_scan AS n FROM pg_stat_user_tables WHERE relname = 'orders'")
+            .get_result::<Count>(conn)
+            .unwrap()
+            .n
+    };
+    let before = seq_scans(&mut conn);
+    let at = chrono::Utc::now();
+    let cancel = |from: OrderStatus, id: &uuid::Uuid| TransitionRow {
+        order_id: *id,
+        from_status: from,
+        to_status: OrderStatus::Cancelled,
+        delivery: None,
+        rejection: None,
+        at,
+        via_status: None,
+        via_at: None,
+        settled: true,
+        notification: None,
+    };
+    let moved = apply_transitions(
+        &mut conn,
+        &ids.iter()
+            .map(|id| cancel(OrderStatus::Received, id))
+            .collect::<Vec<_>>(),
+    )
+    .expect("applied");
+    assert_eq!(moved.len(), 20, "every received order is cancelled");
+    // Guarded by the status it leaves: the same change again moves nothing.
+    let again = apply_transitions(
+        &mut conn,
+        &ids.iter()
+            .map(|id| cancel(OrderStatus::Received, id))
+            .collect::<Vec<_>>(),
+    )
+    .expect("applied");
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        seq_scans(&mut conn) - before,
+        0,
+        "no status change scanned orders whole"
+    );
+}
