@@ -165,6 +165,19 @@ pub(super) fn token_for(c: &LoadgenConfig, customer: &str) -> String {
     format!("Bearer {token}")
 }
 
+/// The SKU of the next checkout: the hot one with `hot_share`'s chance, else one of `skus`
+/// uniformly (a xorshift step of `rng`, so a run's sequence repeats).
+pub(super) fn next_sku(rng: &mut u64, c: &LoadgenConfig) -> String {
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    if (*rng % 10_000) as f64 / 10_000.0 < c.hot_share {
+        "LG-HOT".to_owned()
+    } else {
+        sku_name((*rng >> 16) as usize % c.skus.max(1))
+    }
+}
+
 /// Decision times (by the buyer, one per order) as `order.events` announces them.
 pub(super) async fn watch_decisions(
     amqp_url: &str,
@@ -445,15 +458,7 @@ async fn customer(s: Rc<Customers>, w: usize) {
             *n += 1;
             *n
         };
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
-        let sku = if hot {
-            "LG-HOT".to_owned()
-        } else {
-            sku_name((rng >> 16) as usize % c.skus.max(1))
-        };
+        let sku = next_sku(&mut rng, c);
         let key = format!("lg-{run_id}-{i}");
         let buyer = key.clone();
         let token = token_for(c, &buyer);

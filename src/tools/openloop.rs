@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use uuid::Uuid;
 
 use super::arrivals::{one_checkout, PhaseStats, Shared};
-use super::loadgen::{order_status, reserved_of, setup, sku_name, watch, LoadgenConfig};
+use super::loadgen::{next_sku, order_status, reserved_of, setup, watch, LoadgenConfig};
 use super::queues::{print_timeline, queue_state};
 
 pub use super::phases::{parse_phase, Phase};
@@ -107,15 +107,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
         for k in 0..count {
             let due = start + Duration::from_secs_f64(k as f64 / phase.rate);
             tokio::time::sleep_until(due.into()).await;
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let hot = (rng % 10_000) as f64 / 10_000.0 < c.hot_share;
-            let sku = if hot {
-                "LG-HOT".to_owned()
-            } else {
-                sku_name((rng >> 16) as usize % c.skus.max(1))
-            };
+            let sku = next_sku(&mut rng, &c);
             n += 1;
             let key = format!("ol-{run_id}-{n}");
             {

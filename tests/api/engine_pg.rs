@@ -10,6 +10,25 @@ use orderflow::persistence::PgStore;
 
 use crate::helpers::{seed_products, TestDb};
 
+/// One stock row's write setting its `on_hand` to `n` (a warehouse count), with its log entry.
+fn set_on_hand(s: &str, n: i64) -> orderflow::engine::RowWrite {
+    orderflow::engine::RowWrite {
+        sku: sku(s),
+        on_hand: orderflow::domain::OnHandEffect::Set(n),
+        reserved_delta: 0,
+        events: vec![orderflow::engine::EventRecord {
+            version: 0,
+            kind: "set_on_hand",
+            quantity: n,
+            on_hand: 0,
+            reserved: 0,
+            reason: None,
+            reference: None,
+            change_id: uuid::Uuid::new_v4(),
+        }],
+    }
+}
+
 fn sku(s: &str) -> Sku {
     Sku::parse(s).unwrap()
 }
@@ -424,28 +443,13 @@ async fn a_slow_stock_reader_never_slows_the_engine_and_is_told_what_it_missed()
 #[test]
 fn the_stock_batch_statement_is_prepared_once_per_connection() {
     use diesel::RunQueryDsl;
-    use orderflow::domain::OnHandEffect;
-    use orderflow::engine::{EventRecord, RowOutcome, RowWrite};
+    use orderflow::engine::RowOutcome;
     let db = TestDb::new();
     seed_products(&db, &["P"]);
     let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
     let store = PgStore::new(pool.clone());
     for n in 1..=3 {
-        let row = RowWrite {
-            sku: sku("P"),
-            on_hand: OnHandEffect::Set(10 * n),
-            reserved_delta: 0,
-            events: vec![EventRecord {
-                version: 0,
-                kind: "set_on_hand",
-                quantity: 10 * n,
-                on_hand: 0,
-                reserved: 0,
-                reason: None,
-                reference: None,
-                change_id: uuid::Uuid::new_v4(),
-            }],
-        };
+        let row = set_on_hand("P", 10 * n);
         assert_eq!(
             store.write_batch(&[row], false).expect("written"),
             [RowOutcome::Applied]
@@ -583,8 +587,7 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
 #[test]
 fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
     use diesel::RunQueryDsl;
-    use orderflow::domain::OnHandEffect;
-    use orderflow::engine::{EventRecord, RowOutcome, RowWrite};
+    use orderflow::engine::{RowOutcome, RowWrite};
     let db = TestDb::new();
     let small: Vec<String> = (0..50).map(|i| format!("S{i:03}")).collect();
     seed_products(&db, &small.iter().map(String::as_str).collect::<Vec<_>>());
@@ -592,24 +595,7 @@ fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
     let store = PgStore::new(pool);
     let mut writes = 0;
     let mut round = |n: i64| {
-        let rows: Vec<RowWrite> = small[..20]
-            .iter()
-            .map(|s| RowWrite {
-                sku: sku(s),
-                on_hand: OnHandEffect::Set(n),
-                reserved_delta: 0,
-                events: vec![EventRecord {
-                    version: 0,
-                    kind: "set_on_hand",
-                    quantity: n,
-                    on_hand: 0,
-                    reserved: 0,
-                    reason: None,
-                    reference: None,
-                    change_id: uuid::Uuid::new_v4(),
-                }],
-            })
-            .collect();
+        let rows: Vec<RowWrite> = small[..20].iter().map(|s| set_on_hand(s, n)).collect();
         let outcomes = store.write_batch(&rows, false).expect("written");
         assert!(outcomes.iter().all(|o| *o == RowOutcome::Applied));
         writes += 20;
@@ -676,28 +662,13 @@ fn the_stock_batch_is_planned_again_by_index_once_the_catalog_has_grown() {
 #[test]
 fn a_schema_change_under_a_prepared_statement_is_retried_not_refused() {
     use diesel::RunQueryDsl;
-    use orderflow::domain::OnHandEffect;
-    use orderflow::engine::{EventRecord, RowOutcome, RowWrite, StoreError};
+    use orderflow::engine::{RowOutcome, StoreError};
     use orderflow::persistence::keys::{record_keys, KeyRow};
     let db = TestDb::new();
     seed_products(&db, &["P"]);
     let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
     let store = PgStore::new(pool.clone());
-    let row = |n: i64| RowWrite {
-        sku: sku("P"),
-        on_hand: OnHandEffect::Set(n),
-        reserved_delta: 0,
-        events: vec![EventRecord {
-            version: 0,
-            kind: "set_on_hand",
-            quantity: n,
-            on_hand: 0,
-            reserved: 0,
-            reason: None,
-            reference: None,
-            change_id: uuid::Uuid::new_v4(),
-        }],
-    };
+    let row = |n: i64| set_on_hand("P", n);
     assert_eq!(
         store.write_batch(&[row(1)], false).expect("written"),
         [RowOutcome::Applied]
