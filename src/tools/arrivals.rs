@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::args::LoadgenConfig;
-use super::loadgen::{answer, checkout_body};
+use super::driving::{answer, checkout_body};
 use super::queues::QueueState;
 
 /// Attempts per checkout (the first and the retries after 503).
@@ -47,6 +47,21 @@ pub(super) struct Shared {
     pub(super) timeline: Vec<(Instant, QueueState)>,
 }
 
+impl Shared {
+    /// Nothing recorded yet, for `phases` phases.
+    pub(super) fn for_phases(phases: usize) -> Shared {
+        Shared {
+            phases: (0..phases).map(|_| PhaseStats::default()).collect(),
+            accepted: Vec::new(),
+            offered: Vec::new(),
+            answers: Vec::new(),
+            in_flight: 0,
+            peak_in_flight: 0,
+            timeline: Vec::new(),
+        }
+    }
+}
+
 /// Sends one checkout, retrying 503s after Retry-After; records what happened.
 pub(super) async fn one_checkout(
     client: awc::Client,
@@ -58,7 +73,7 @@ pub(super) async fn one_checkout(
 ) {
     let url = &c.url;
     let body = checkout_body(&key, &sku);
-    let token = super::loadgen::token_for(&c, &key);
+    let token = super::driving::token_for(&c, &key);
     for _ in 0..ATTEMPTS {
         shared.borrow_mut().in_flight += 1;
         {

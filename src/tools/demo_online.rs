@@ -111,7 +111,7 @@ async fn put(
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
         let sent = client.put(url).bearer_auth(token).send_json(body).await;
-        let (code, retry_after) = super::loadgen::answer(&sent);
+        let (code, retry_after) = super::driving::answer(&sent);
         if (200..300).contains(&code) {
             return Ok(u64::from(attempt - 1));
         }

@@ -86,41 +86,8 @@ pub(super) async fn run(c: &ProbeConfig) -> Result<Side, String> {
 }
 
 async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Result<Side, String> {
-    let err = |e: lapin::Error| format!("probe, RabbitMQ: {e}");
-    let (queue, exchange, watch) = (&names.queue, &names.exchange, &names.watch);
     let admin = conn.create_channel().await.map_err(err)?;
-    let mut quorum = FieldTable::default();
-    quorum.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    admin
-        .queue_declare(queue.as_str().into(), durable, quorum)
-        .await
-        .map_err(err)?;
-    admin
-        .exchange_declare(
-            exchange.as_str().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(err)?;
-    // The watcher (the load generator's part): no acks.
-    let mut watcher =
-        crate::tools::loadgen::watch_queue(&admin, watch, exchange, &["order.scheduled"])
-            .await
-            .map_err(err)?;
-    tokio::spawn(async move { while let Some(Ok(_)) = watcher.next().await {} });
-
+    declare(&admin, names).await?;
     let publish = conn.create_channel().await.map_err(err)?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
@@ -131,9 +98,9 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         .basic_qos(c.prefetch, BasicQosOptions::default())
         .await
         .map_err(err)?;
-    let mut deliveries = consume
+    let deliveries = consume
         .basic_consume(
-            queue.as_str().into(),
+            names.queue.as_str().into(),
             "probe".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -141,67 +108,151 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         .await
         .map_err(err)?;
 
-    let stop = Rc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
-    // When the last delivery was acked, µs after the start: the clock stops there.
-    let last_ack_us = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
+    let counts = Counts {
+        done: Arc::new(AtomicU64::new(0)),
+        last_ack_us: Arc::new(AtomicU64::new(0)),
+        t0: Instant::now(),
+    };
     let started = cpu::read();
     let deadline = Instant::now() + Duration::from_secs_f64(c.seconds);
-    // The consumer: per checkout in a delivery, its confirmed events (not awaited before the
-    // ack, as the service's are not); then one ack for the delivery.
     let every_step = c.events == EventScope::All;
-    let consumer = {
-        let (publish, exchange, done) = (publish.clone(), exchange.clone(), Arc::clone(&done));
-        let last_ack_us = Arc::clone(&last_ack_us);
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = deliveries.next().await {
-                let all = [
-                    ("order.received", EVENT_BYTES),
-                    ("order.reserved", EVENT_BYTES),
-                    ("order.scheduled", EVENT_BYTES),
-                    ("notification.order_scheduled", NOTIFICATION_BYTES),
-                ];
-                let decision = [
-                    ("order.scheduled", EVENT_BYTES),
-                    ("notification.order_scheduled", NOTIFICATION_BYTES),
-                ];
-                let events: &[(&str, usize)] = if every_step { &all } else { &decision };
-                let checkouts = (delivery.data.len() / CHECKOUT_BYTES).max(1);
-                for _ in 0..checkouts {
-                    for &(key, size) in events {
-                        let (publish, exchange) = (publish.clone(), exchange.clone());
-                        tokio::spawn(async move {
-                            if let Ok(confirm) = publish
-                                .basic_publish(
-                                    exchange.as_str().into(),
-                                    key.into(),
-                                    BasicPublishOptions::default(),
-                                    &vec![b'e'; size],
-                                    persistent(),
-                                )
-                                .await
-                            {
-                                let _ = confirm.await;
-                            }
-                        });
-                    }
-                }
-                if delivery.ack(BasicAckOptions::default()).await.is_ok() {
-                    done.fetch_add(checkouts as u64, Ordering::Relaxed);
-                    let at = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    last_ack_us.fetch_max(at, Ordering::Relaxed);
-                }
-            }
-        })
+    let consumer = tokio::spawn(consume_and_announce(
+        deliveries,
+        publish.clone(),
+        names.exchange.clone(),
+        every_step,
+        counts.clone(),
+    ));
+    publish_checkouts(c, &publish, &names.queue, deadline).await;
+    drain(&admin, &names.queue, &counts.done).await;
+    let used = started.until(&cpu::read());
+    let orders = counts.done.load(Ordering::Relaxed);
+    consumer.abort();
+    let seconds = (counts.last_ack_us.load(Ordering::Relaxed) as f64 / 1e6).max(1e-9);
+    Ok(Side {
+        orders,
+        per_second: orders as f64 / seconds,
+        cpu: used,
+    })
+}
+
+fn err(e: lapin::Error) -> String {
+    format!("probe, RabbitMQ: {e}")
+}
+
+/// The probe's quorum queue and events exchange, and the watcher on `order.scheduled` (the load
+/// generator's part: no acks), drained in the background.
+async fn declare(admin: &lapin::Channel, names: &Names) -> Result<(), String> {
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
     };
-    // 64 customers, each waiting for its checkout's confirm before the next (as HTTP handlers
-    // do); as intake does, at most `checkout_publishes` messages are out at once, and the
-    // checkouts that wait meanwhile go out together (up to `checkout_batch` in one message).
+    admin
+        .queue_declare(names.queue.as_str().into(), durable, quorum)
+        .await
+        .map_err(err)?;
+    admin
+        .exchange_declare(
+            names.exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(err)?;
+    let mut watcher = crate::tools::driving::watch_queue(
+        admin,
+        &names.watch,
+        &names.exchange,
+        &["order.scheduled"],
+    )
+    .await
+    .map_err(err)?;
+    tokio::spawn(async move { while let Some(Ok(_)) = watcher.next().await {} });
+    Ok(())
+}
+
+/// Checkouts consumed, and when the last delivery was acked (µs after `t0`: the clock stops
+/// there).
+#[derive(Clone)]
+struct Counts {
+    done: Arc<AtomicU64>,
+    last_ack_us: Arc<AtomicU64>,
+    t0: Instant,
+}
+
+/// The consumer: per checkout in a delivery, its confirmed events (not awaited before the ack,
+/// as the service's are not); then one ack for the delivery.
+async fn consume_and_announce(
+    mut deliveries: lapin::Consumer,
+    publish: lapin::Channel,
+    exchange: String,
+    every_step: bool,
+    counts: Counts,
+) {
+    let all = [
+        ("order.received", EVENT_BYTES),
+        ("order.reserved", EVENT_BYTES),
+        ("order.scheduled", EVENT_BYTES),
+        ("notification.order_scheduled", NOTIFICATION_BYTES),
+    ];
+    let decision = [
+        ("order.scheduled", EVENT_BYTES),
+        ("notification.order_scheduled", NOTIFICATION_BYTES),
+    ];
+    let events: &[(&str, usize)] = if every_step { &all } else { &decision };
+    while let Some(Ok(delivery)) = deliveries.next().await {
+        let checkouts = (delivery.data.len() / CHECKOUT_BYTES).max(1);
+        for _ in 0..checkouts {
+            for &(key, size) in events {
+                let (publish, exchange) = (publish.clone(), exchange.clone());
+                tokio::spawn(async move {
+                    if let Ok(confirm) = publish
+                        .basic_publish(
+                            exchange.as_str().into(),
+                            key.into(),
+                            BasicPublishOptions::default(),
+                            &vec![b'e'; size],
+                            persistent(),
+                        )
+                        .await
+                    {
+                        let _ = confirm.await;
+                    }
+                });
+            }
+        }
+        if delivery.ack(BasicAckOptions::default()).await.is_ok() {
+            counts.done.fetch_add(checkouts as u64, Ordering::Relaxed);
+            let at = u64::try_from(counts.t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+            counts.last_ack_us.fetch_max(at, Ordering::Relaxed);
+        }
+    }
+}
+
+/// 64 customers until `deadline`, each waiting for its checkout's confirm before the next (as
+/// HTTP handlers do); as intake does, at most `checkout_publishes` messages are out at once,
+/// and the checkouts that wait meanwhile go out together (up to `checkout_batch` in one
+/// message).
+async fn publish_checkouts(
+    c: &ProbeConfig,
+    publish: &lapin::Channel,
+    queue: &str,
+    deadline: Instant,
+) {
+    let stop = Rc::new(AtomicBool::new(false));
     let waiting: Rc<std::cell::RefCell<Vec<tokio::sync::oneshot::Sender<bool>>>> = Rc::default();
     let wake = Rc::new(tokio::sync::Notify::new());
     let senders = (0..c.checkout_publishes.max(1)).map(|_| {
-        let (publish, queue, stop) = (publish.clone(), queue.clone(), Rc::clone(&stop));
+        let (publish, stop) = (publish.clone(), Rc::clone(&stop));
         let (waiting, wake) = (Rc::clone(&waiting), Rc::clone(&wake));
         let most = c.checkout_batch.max(1);
         async move {
@@ -219,7 +270,7 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
                 let confirmed = match publish
                     .basic_publish(
                         "".into(),
-                        queue.as_str().into(),
+                        queue.into(),
                         BasicPublishOptions::default(),
                         &body,
                         persistent(),
@@ -254,7 +305,11 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         stop.store(true, Ordering::Relaxed);
     };
     futures_util::future::join(senders, publishers).await;
-    // What was published is consumed before the clock stops.
+}
+
+/// What was published is consumed before the clock stops: until the queue is empty and no ack
+/// came for 50 ms (30 s at most).
+async fn drain(admin: &lapin::Channel, queue: &str, done: &AtomicU64) {
     let drain_until = Instant::now() + Duration::from_secs(30);
     let mut last = done.load(Ordering::Relaxed);
     loop {
@@ -262,7 +317,7 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         let now = done.load(Ordering::Relaxed);
         let queued = admin
             .queue_declare(
-                queue.as_str().into(),
+                queue.into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -277,13 +332,4 @@ async fn measure(c: &ProbeConfig, conn: &lapin::Connection, names: &Names) -> Re
         }
         last = now;
     }
-    let used = started.until(&cpu::read());
-    let orders = done.load(Ordering::Relaxed);
-    consumer.abort();
-    let seconds = (last_ack_us.load(Ordering::Relaxed) as f64 / 1e6).max(1e-9);
-    Ok(Side {
-        orders,
-        per_second: orders as f64 / seconds,
-        cpu: used,
-    })
 }
