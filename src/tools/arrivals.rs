@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::args::LoadgenConfig;
-use super::driving::{answer, checkout_body};
+use super::driving::{checkout_body, send_checkout};
 use super::queues::QueueState;
 
 /// Attempts per checkout (the first and the retries after 503).
@@ -81,13 +81,7 @@ pub(super) async fn one_checkout(
             s.peak_in_flight = s.peak_in_flight.max(s.in_flight);
         }
         let asked_at = Instant::now();
-        let sent = client
-            .post(format!("{url}/v1/checkout"))
-            .insert_header(("Idempotency-Key", key.as_str()))
-            .insert_header(("Authorization", token.as_str()))
-            .send_json(&body)
-            .await;
-        let (code, retry_after) = answer(&sent);
+        let (code, retry_after) = send_checkout(&client, url, &key, &token, &body).await;
         let again = {
             let mut s = shared.borrow_mut();
             s.in_flight -= 1;

@@ -249,6 +249,30 @@ pub(super) async fn order_status(
         .map(str::to_owned)
 }
 
+/// Sends a checkout and reads its answer to the end, as a storefront does (the 202 carries the
+/// order's id): awc closes a connection whose answer was left unread, so skipping it would
+/// cost a TCP connection per order, which no real client pays. The status (0 when none came)
+/// and `Retry-After` in seconds.
+pub(super) async fn send_checkout(
+    client: &awc::Client,
+    url: &str,
+    key: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, Option<u64>) {
+    let sent = client
+        .post(format!("{url}/v1/checkout"))
+        .insert_header(("Idempotency-Key", key))
+        .insert_header(("Authorization", token))
+        .send_json(body)
+        .await;
+    let answered = answer(&sent);
+    if let Ok(mut response) = sent {
+        let _ = response.body().limit(64 * 1024).await;
+    }
+    answered
+}
+
 /// A checkout's answer: the status (0 when none came) and `Retry-After` in seconds.
 pub(super) fn answer<S>(
     sent: &Result<awc::ClientResponse<S>, awc::error::SendRequestError>,

@@ -15,7 +15,9 @@ use futures_util::future::join_all;
 use uuid::Uuid;
 
 pub use super::args::LoadgenConfig;
-use super::driving::{answer, checkout_body, next_sku, setup, stock_taken, token_for, watch};
+use super::driving::{
+    checkout_body, next_sku, send_checkout, setup, stock_taken, token_for, watch,
+};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -188,16 +190,11 @@ async fn customer(s: Rc<Customers>, w: usize) {
         // Like a real client: on 503, wait what Retry-After says and send it again.
         for _attempt in 0..30 {
             let t = Instant::now();
-            let sent = client
-                .post(format!("{}/v1/checkout", c.url))
-                .insert_header(("Idempotency-Key", key.as_str()))
-                .insert_header(("Authorization", token.as_str()))
-                .send_json(&checkout_body(&buyer, &sku))
-                .await;
+            let body = checkout_body(&buyer, &sku);
+            let (code, retry_after) = send_checkout(client, &c.url, &key, &token, &body).await;
             intake_ms
                 .borrow_mut()
                 .push(t.elapsed().as_secs_f64() * 1000.0);
-            let (code, retry_after) = answer(&sent);
             *statuses.borrow_mut().entry(code).or_default() += 1;
             if code == 202 || code == 200 {
                 accepted
