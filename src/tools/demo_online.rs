@@ -34,10 +34,7 @@ pub async fn load(base: &str, token: &str, n: usize, concurrency: usize) -> Resu
             "--url must be an http:// or https:// URL, not {base:?}"
         ));
     }
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connector(awc::Connector::new().limit(concurrency + 4))
-        .finish();
+    let client = super::driving::http_client(concurrency + 4);
     // One request first: a wrong URL or token is one clear error, not N failures.
     check_admin(&client, &base, token).await?;
     let products = super::demo::catalog(n);

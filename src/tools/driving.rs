@@ -309,3 +309,18 @@ pub(super) async fn stock_taken(
     }
     (ok, total)
 }
+
+/// The load tools' HTTP client: at most `connections` at once, 30 s per request. Connections
+/// are kept between requests, but only while younger than the service's idle limit (actix-web
+/// closes a connection idle for 5 s): one kept longer fails the next request sent on it, as
+/// after the limit probe's seconds.
+pub(super) fn http_client(connections: usize) -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connector(
+            awc::Connector::new()
+                .limit(connections)
+                .conn_keep_alive(Duration::from_secs(2)),
+        )
+        .finish()
+}

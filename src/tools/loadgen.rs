@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 pub use super::args::LoadgenConfig;
 use super::driving::{
-    checkout_body, next_sku, send_checkout, setup, stock_taken, token_for, watch,
+    checkout_body, http_client, next_sku, send_checkout, setup, stock_taken, token_for, watch,
 };
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -211,15 +211,8 @@ async fn customer(s: Rc<Customers>, w: usize) {
 }
 
 /// The run's HTTP client: a connection for every customer, and a few more.
-fn http_client(c: &LoadgenConfig) -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connector(awc::Connector::new().limit((c.customers as usize + 8).max(40)))
-        .finish()
-}
-
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
-    let client = http_client(&c);
+    let client = http_client((c.customers as usize + 8).max(40));
     let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {
         timed_setup(&client, &c).await?;

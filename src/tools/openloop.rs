@@ -29,10 +29,7 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let total: f64 = phases.iter().map(|p| p.rate * p.seconds).sum();
     let mut c = c;
     c.orders = (total.ceil() as u32).max(1);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connector(awc::Connector::new().limit(c.customers as usize))
-        .finish();
+    let client = super::driving::http_client(c.customers as usize);
     let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {
         setup(&client, &c).await?;
