@@ -267,8 +267,13 @@ pub(super) async fn send_checkout(
         .send_json(body)
         .await;
     let answered = answer(&sent);
-    if let Ok(mut response) = sent {
-        let _ = response.body().limit(64 * 1024).await;
+    if let Ok(response) = sent {
+        // awc's request time-out ends with the headers: the body gets its own.
+        let _ = response
+            .timeout(Duration::from_secs(30))
+            .body()
+            .limit(64 * 1024)
+            .await;
     }
     answered
 }

@@ -210,8 +210,9 @@ async fn customer(s: Rc<Customers>, w: usize) {
     }
 }
 
-/// The run's HTTP client: a connection for every customer, and a few more.
+/// Runs the load and prints the report.
 pub async fn run(c: LoadgenConfig) -> Result<(), String> {
+    // A connection for every customer, and a few more.
     let client = http_client((c.customers as usize + 8).max(40));
     let ceiling = super::costs::probe_first(&c).await?;
     if c.setup {

@@ -39,9 +39,11 @@ pub async fn run(c: LoadgenConfig, phases: Vec<Phase>) -> Result<(), String> {
     let shared = Rc::new(RefCell::new(Shared::for_phases(phases.len())));
     let watcher = QueueWatcher::start(&client, &c.url, &shared);
 
+    // The run's clock starts before the readings, as the timeline's second 0.
+    let started = Instant::now();
     let work_from = super::work::read(&client, &c.url, &c.database_url, false).await;
     let cpu_from = super::cpu::read();
-    let sent = send_arrivals(&client, &config, &phases, &shared, &watcher).await;
+    let sent = send_arrivals(&client, &config, &phases, &shared, &watcher, started).await;
     let wait_until = wait_for_decisions(&shared, &decided).await;
     let cpu_used = cpu_from.until(&super::cpu::read());
     wait_until_quiet(&client, &c.url, &decided, wait_until).await;
@@ -171,11 +173,11 @@ async fn send_arrivals(
     phases: &[Phase],
     shared: &Rc<RefCell<Shared>>,
     watcher: &QueueWatcher,
+    started: Instant,
 ) -> Sent {
     let run_id = Uuid::new_v4().simple().to_string();
     let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut n = 0u64;
-    let started = Instant::now();
     let mut phase_starts = Vec::new();
     for (i, phase) in phases.iter().enumerate() {
         let start = Instant::now();
