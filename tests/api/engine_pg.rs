@@ -10,6 +10,16 @@ use orderflow::persistence::PgStore;
 
 use crate::helpers::{seed_products, TestDb};
 
+/// A database holding product `sku`, a pool of one connection to it, and the engine's store on
+/// that pool: the statements a test watches are prepared on that one connection.
+fn one_product_on_one_connection(sku: &str) -> (TestDb, orderflow::persistence::DbPool, PgStore) {
+    let db = TestDb::new();
+    seed_products(&db, &[sku]);
+    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
+    let store = PgStore::new(pool.clone());
+    (db, pool, store)
+}
+
 /// One stock row's write setting its `on_hand` to `n` (a warehouse count), with its log entry.
 fn set_on_hand(s: &str, n: i64) -> orderflow::engine::RowWrite {
     orderflow::engine::RowWrite {
@@ -444,10 +454,7 @@ async fn a_slow_stock_reader_never_slows_the_engine_and_is_told_what_it_missed()
 fn the_stock_batch_statement_is_prepared_once_per_connection() {
     use diesel::RunQueryDsl;
     use orderflow::engine::RowOutcome;
-    let db = TestDb::new();
-    seed_products(&db, &["P"]);
-    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
-    let store = PgStore::new(pool.clone());
+    let (db, pool, store) = one_product_on_one_connection("P");
     for n in 1..=3 {
         let row = set_on_hand("P", 10 * n);
         assert_eq!(
@@ -664,10 +671,7 @@ fn a_schema_change_under_a_prepared_statement_is_retried_not_refused() {
     use diesel::RunQueryDsl;
     use orderflow::engine::{RowOutcome, StoreError};
     use orderflow::persistence::keys::{record_keys, KeyRow};
-    let db = TestDb::new();
-    seed_products(&db, &["P"]);
-    let pool = orderflow::persistence::connect_pool(&db.url, 1).expect("pool");
-    let store = PgStore::new(pool.clone());
+    let (db, pool, store) = one_product_on_one_connection("P");
     let row = |n: i64| set_on_hand("P", n);
     assert_eq!(
         store.write_batch(&[row(1)], false).expect("written"),
