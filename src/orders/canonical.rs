@@ -5,23 +5,16 @@ use serde::Serialize;
 
 /// A stable fingerprint of a request body: FNV-1a over its canonical JSON. Canonical because
 /// `serde_json::Value` keeps object keys sorted (the crate is built without `preserve_order`) and
-/// writes numbers and strings one way; [`canonical_json`] spells that out.
+/// writes numbers and strings one way; [`write_canonical`] spells that out.
 pub fn fingerprint(body: &serde_json::Value) -> String {
-    format!(
-        "{:016x}",
-        crate::domain::fnv1a(canonical_json(body).bytes())
-    )
-}
-
-/// JSON with object keys in sorted order and no whitespace, whatever order they came in.
-pub fn canonical_json(value: &serde_json::Value) -> String {
     let mut out = Vec::with_capacity(512);
-    write_canonical(&mut out, value);
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    write_canonical(&mut out, body);
+    format!("{:016x}", crate::domain::fnv1a(out.iter().copied()))
 }
 
-/// [`canonical_json`] written into one buffer: no string per node (this runs for every checkout,
-/// at intake and again in the consumer).
+/// The canonical JSON of `value` — object keys in sorted order, no whitespace, whatever order
+/// they came in — written into one buffer: no string per node (this runs for every checkout, at
+/// intake and again in the consumer).
 fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
     use serde_json::Value;
     match value {
@@ -53,24 +46,26 @@ fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
     }
 }
 
-/// A string or scalar as serde_json writes it compactly. Writing into a `Vec` cannot fail, and
-/// neither can a string or scalar; were it to, the `Display` form (what this wrote before) goes
-/// in instead.
+/// A string or scalar as serde_json writes it compactly. Writing a string or scalar into a `Vec`
+/// cannot fail; were it to, the value's `Debug` form goes in instead (so the fingerprint still
+/// differs from another value's).
 fn write_plain<T: Serialize + ?Sized + std::fmt::Debug>(out: &mut Vec<u8>, value: &T) {
     let mark = out.len();
     if serde_json::to_writer(&mut *out, value).is_err() {
         out.truncate(mark);
-        out.extend_from_slice(
-            serde_json::to_string(value)
-                .unwrap_or_else(|_| format!("{value:?}"))
-                .as_bytes(),
-        );
+        out.extend_from_slice(format!("{value:?}").as_bytes());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn canonical_json(value: &serde_json::Value) -> String {
+        let mut out = Vec::new();
+        write_canonical(&mut out, value);
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
 
     /// The canonical form as first written (a string per node): stored fingerprints were made
     /// with it, so the one-buffer writer must give the same bytes for every value.

@@ -44,7 +44,7 @@ mod sweeper;
 mod transitions;
 pub mod writer;
 
-pub use canonical::{canonical_json, fingerprint};
+pub use canonical::fingerprint;
 
 pub use cancel::CancelError;
 pub use intake::{IntakeError, IntakeOutcome};

@@ -2,11 +2,9 @@
 //! units as reservations and its notification, in the order writer's transaction.
 
 use diesel::pg::PgConnection;
-use diesel::prelude::*;
-use diesel::sql_types::Text;
 use uuid::Uuid;
 
-use super::orders::{create_orders, json, NewOrderRow, NotificationRow, NOTIFY};
+use super::orders::{create_orders, NewOrderRow, NotificationRow};
 use super::DbError;
 
 /// An order written once, decided (issue 19's one write): its row with its whole history, its
@@ -83,9 +81,7 @@ pub fn write_decided(
         .filter(|d| created.contains(&d.order.order_id))
         .filter_map(|d| d.notification.as_ref())
         .collect();
-    if !notes.is_empty() {
-        super::Prepared(diesel::sql_query(NOTIFY).bind::<Text, _>(json(&notes)?)).execute(conn)?;
-    }
+    super::orders::notify(conn, &notes)?;
     Ok(decided
         .iter()
         .map(|d| {

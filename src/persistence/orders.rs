@@ -186,12 +186,20 @@ WITH x AS (
 )
 SELECT order_id FROM up";
 
-pub(super) const NOTIFY: &str = "
+const NOTIFY: &str = "
 INSERT INTO notifications (id, customer_id, kind, order_id, message, suggestions, created_at)
 SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
     id uuid, customer_id text, kind text, order_id uuid, message text, suggestions jsonb,
     created_at timestamptz)
 ON CONFLICT (id) DO NOTHING";
+
+/// The notifications of a batch's orders, inserted in one prepared statement (none: nothing).
+pub(super) fn notify(conn: &mut PgConnection, notes: &[&NotificationRow]) -> Result<(), DbError> {
+    if !notes.is_empty() {
+        super::Prepared(diesel::sql_query(NOTIFY).bind::<Text, _>(json(notes)?)).execute(conn)?;
+    }
+    Ok(())
+}
 
 const SETTLE: &str = "UPDATE orders SET settled = true WHERE order_id = ANY($1)";
 
@@ -246,9 +254,7 @@ pub fn apply_transitions(
         .filter(|t| moved.contains(&t.order_id))
         .filter_map(|t| t.notification.as_ref())
         .collect();
-    if !notes.is_empty() {
-        super::Prepared(diesel::sql_query(NOTIFY).bind::<Text, _>(json(&notes)?)).execute(conn)?;
-    }
+    notify(conn, &notes)?;
     Ok(moved)
 }
 

@@ -154,10 +154,7 @@ pub(super) fn next_sku(rng: &mut u64, c: &LoadgenConfig) -> String {
 }
 
 /// Decision times (by the buyer, one per order) as `order.events` announces them.
-pub(super) async fn watch_decisions(
-    amqp_url: &str,
-    decided: Arc<DashMap<String, (Instant, String)>>,
-) -> Result<(), String> {
+pub(super) async fn watch_decisions(amqp_url: &str, decided: Decided) -> Result<(), String> {
     // No heartbeats: a load generator saturating its own thread must not lose this connection
     // (and every decision after it) to a missed heartbeat.
     let node = orderflow::messaging::first_node(amqp_url);
@@ -212,7 +209,7 @@ pub(super) type Watch = (Decided, Vec<String>, HashMap<String, i64>);
 
 /// Starts watching decisions and reads the SKUs' reservations before the run.
 pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Watch, String> {
-    let decided: Arc<DashMap<String, (Instant, String)>> = Arc::new(DashMap::new());
+    let decided: Decided = Arc::new(DashMap::new());
     watch_decisions(&c.amqp_url, Arc::clone(&decided)).await?;
     let mut skus_used: Vec<String> = vec!["LG-HOT".into()];
     if c.hot_share < 1.0 {
@@ -228,7 +225,6 @@ pub(super) async fn watch(client: &awc::Client, c: &LoadgenConfig) -> Result<Wat
     Ok((decided, skus_used, before))
 }
 
-/// An order's status, from the service.
 /// The status of a buyer's order, asked with the buyer's own token.
 pub(super) async fn order_status(
     client: &awc::Client,
