@@ -414,10 +414,10 @@ fn write_port_file(path: &std::path::Path, port: u16) -> Result<(), StartupError
         })
 }
 
-/// Request logging through tracing: one span per request (method, route, status, latency,
+/// Request logging through tracing: one span per request (method, route, path, client, status,
 /// request id) that the handlers' own logs nest in.
-fn tracing_actix() -> tracing_actix_web::TracingLogger<tracing_actix_web::DefaultRootSpanBuilder> {
-    tracing_actix_web::TracingLogger::default()
+fn tracing_actix() -> tracing_actix_web::TracingLogger<http::request_span::RequestSpan> {
+    tracing_actix_web::TracingLogger::new()
 }
 
 /// The database as the service needs it: migrated (or checked to be), its pool, and — when

@@ -81,34 +81,86 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// The checkout as it is queued and fingerprinted: only what the validator read (so no
-    /// field a client added rides along — a stray `cvv` included), with `payment` as given.
-    pub fn canonical_body(&self, payment: serde_json::Value) -> serde_json::Value {
-        let mut body = serde_json::Map::new();
-        body.insert("customer_id".into(), self.customer_id.as_str().into());
-        match &self.lines {
-            LineSource::Cart(id) => {
-                body.insert("cart_id".into(), id.to_string().into());
-            }
-            LineSource::Items(items) => {
-                let lines = items
-                    .iter()
-                    .map(|(sku, q)| serde_json::json!({"sku": sku.as_str(), "quantity": q}))
-                    .collect();
-                body.insert("items".into(), serde_json::Value::Array(lines));
-            }
+    /// The checkout as it is queued and fingerprinted, as canonical JSON (object keys in sorted
+    /// order, no whitespace) written into `out`: only what the validator read (so no field a
+    /// client added rides along — a stray `cvv` included), with `payment` as given. Written
+    /// straight from the typed checkout, no JSON tree: this runs twice for every checkout at
+    /// intake. The bytes are those of the `serde_json::Value` the checkout was once turned into
+    /// (stored fingerprints were made from them; a property test holds them equal).
+    pub fn write_canonical(&self, out: &mut Vec<u8>, payment: &serde_json::Value) {
+        out.push(b'{');
+        if let LineSource::Cart(id) = &self.lines {
+            field(out, "cart_id", &id.to_string());
+            out.push(b',');
         }
-        body.insert("payment".into(), payment);
-        body.insert(
-            "shipping_address".into(),
-            serde_json::to_value(&self.address).unwrap_or_default(),
-        );
-        body.insert(
-            "delivery_method".into(),
-            self.delivery_method.as_str().into(),
-        );
-        serde_json::Value::Object(body)
+        field(out, "customer_id", self.customer_id.as_str());
+        out.push(b',');
+        field(out, "delivery_method", self.delivery_method.as_str());
+        if let LineSource::Items(items) = &self.lines {
+            out.extend_from_slice(b",\"items\":[");
+            for (i, (sku, quantity)) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"quantity\":");
+                json(out, quantity);
+                out.push(b',');
+                field(out, "sku", sku.as_str());
+                out.push(b'}');
+            }
+            out.push(b']');
+        }
+        // A `Value`'s objects keep their keys sorted (serde_json without `preserve_order`).
+        out.extend_from_slice(b",\"payment\":");
+        json(out, payment);
+        out.extend_from_slice(b",\"shipping_address\":");
+        self.address.write_canonical(out);
+        out.push(b'}');
     }
+}
+
+impl Address {
+    /// The address as canonical JSON: its keys in sorted order, an absent optional field left out.
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        field(out, "city", &self.city);
+        optional(out, "complement", self.complement.as_deref());
+        out.push(b',');
+        field(out, "country", &self.country);
+        optional(out, "district", self.district.as_deref());
+        for (key, value) in [
+            ("number", &self.number),
+            ("postal_code", &self.postal_code),
+            ("recipient", &self.recipient),
+            ("state", &self.state),
+            ("street", &self.street),
+        ] {
+            out.push(b',');
+            field(out, key, value);
+        }
+        out.push(b'}');
+    }
+}
+
+/// `"key":"value"`, both escaped as serde_json escapes them.
+fn field(out: &mut Vec<u8>, key: &str, value: &str) {
+    json(out, key);
+    out.push(b':');
+    json(out, value);
+}
+
+/// `,"key":"value"` when there is a value.
+fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        out.push(b',');
+        field(out, key, value);
+    }
+}
+
+/// `value` as serde_json writes it compactly. Writing a string, a number or a `Value` into a
+/// `Vec` cannot fail.
+fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// One line: a SKU (at most once per order) and how many.

@@ -155,3 +155,106 @@ fn boleto_needs_a_real_document_and_expiry_is_by_month() {
         .get("items")
         .is_some());
 }
+
+/// The checkout as it was first queued and fingerprinted: a JSON tree (`Value` keeps its keys
+/// sorted), written compactly. Stored fingerprints and queued bodies were made with it.
+fn canonical_body_as_first_written(c: &Checkout, payment: serde_json::Value) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert("customer_id".into(), c.customer_id.as_str().into());
+    match &c.lines {
+        LineSource::Cart(id) => {
+            body.insert("cart_id".into(), id.to_string().into());
+        }
+        LineSource::Items(items) => {
+            let lines = items
+                .iter()
+                .map(|(sku, q)| json!({"sku": sku.as_str(), "quantity": q}))
+                .collect();
+            body.insert("items".into(), serde_json::Value::Array(lines));
+        }
+    }
+    body.insert("payment".into(), payment);
+    body.insert(
+        "shipping_address".into(),
+        serde_json::to_value(&c.address).unwrap(),
+    );
+    body.insert("delivery_method".into(), c.delivery_method.as_str().into());
+    serde_json::Value::Object(body).to_string()
+}
+
+fn any_checkout() -> impl proptest::strategy::Strategy<Value = (Checkout, serde_json::Value)> {
+    use proptest::prelude::*;
+    // Text heavy in what JSON escapes (quotes, backslashes, control characters) and in what it
+    // does not (non-ASCII).
+    let text = || prop_oneof![any::<String>(), "[\\\\\"\\x00-\\x1f\\x7fa-zé€😀 ]{0,12}"];
+    let lines = prop_oneof![
+        any::<u128>().prop_map(|id| LineSource::Cart(uuid::Uuid::from_u128(id))),
+        proptest::collection::vec(("[A-Za-z0-9._-]{1,12}", any::<i64>()), 0..5).prop_map(|items| {
+            LineSource::Items(
+                items
+                    .into_iter()
+                    .map(|(sku, q)| (Sku::parse(&sku).unwrap(), q))
+                    .collect(),
+            )
+        }),
+    ];
+    let address = (
+        proptest::collection::vec(text(), 7),
+        proptest::option::of(text()),
+        proptest::option::of(text()),
+    )
+        .prop_map(|(t, complement, district)| Address {
+            recipient: t[0].clone(),
+            street: t[1].clone(),
+            number: t[2].clone(),
+            complement,
+            district,
+            city: t[3].clone(),
+            state: t[4].clone(),
+            postal_code: t[5].clone(),
+            country: t[6].clone(),
+        });
+    let method = prop_oneof![
+        Just(DeliveryMethod::Standard),
+        Just(DeliveryMethod::Express),
+        Just(DeliveryMethod::SameDay),
+        Just(DeliveryMethod::Pickup),
+    ];
+    // The payment as intake passes it: a small object (a card's identity, a token, a method).
+    let payment = proptest::collection::btree_map(
+        text(),
+        prop_oneof![
+            text().prop_map(serde_json::Value::String),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ],
+        0..5,
+    )
+    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()));
+    ("[!-~é€😀]{1,20}", lines, address, method, payment).prop_map(
+        |(customer, lines, address, delivery_method, payment)| {
+            let checkout = Checkout {
+                customer_id: CustomerId::parse(&customer).unwrap(),
+                lines,
+                payment: PaymentRequest::Token("tok".into()),
+                address,
+                delivery_method,
+            };
+            (checkout, payment)
+        },
+    )
+}
+
+proptest::proptest! {
+    #[test]
+    fn the_canonical_checkout_is_byte_for_byte_what_was_queued_and_fingerprinted(
+        (checkout, payment) in any_checkout()
+    ) {
+        let mut written = Vec::new();
+        checkout.write_canonical(&mut written, &payment);
+        proptest::prop_assert_eq!(
+            String::from_utf8(written).unwrap(),
+            canonical_body_as_first_written(&checkout, payment)
+        );
+    }
+}

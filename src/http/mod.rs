@@ -10,6 +10,7 @@ mod monitor;
 pub mod openapi;
 mod orders;
 mod products;
+pub mod request_span;
 mod sandbox;
 mod stream;
 

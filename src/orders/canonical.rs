@@ -9,7 +9,13 @@ use serde::Serialize;
 pub fn fingerprint(body: &serde_json::Value) -> String {
     let mut out = Vec::with_capacity(512);
     write_canonical(&mut out, body);
-    format!("{:016x}", crate::domain::fnv1a(out.iter().copied()))
+    fingerprint_of(&out)
+}
+
+/// The fingerprint of a body already in canonical JSON (as
+/// [`crate::domain::checkout::Checkout::write_canonical`] writes it).
+pub fn fingerprint_of(canonical: &[u8]) -> String {
+    format!("{:016x}", crate::domain::fnv1a(canonical.iter().copied()))
 }
 
 /// The canonical JSON of `value` — object keys in sorted order, no whitespace, whatever order

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::writer::{OrderWrite, OrderWritten};
 use std::sync::Arc;
 
-use super::{fingerprint, Deadline, Parts, StepError};
+use super::{fingerprint_of, Deadline, Parts, StepError};
 use crate::auth::OrderIds;
 use crate::domain::checkout::{Checkout, LineSource, Payment, PaymentRequest};
 use crate::domain::money::total_cents;
@@ -136,9 +136,12 @@ impl Intake {
         let customer = checkout.customer_id.as_str();
         // The request as the validator read it (a typed card as its keyed digest): what the
         // idempotency key is compared on.
-        let fp = fingerprint(
-            &checkout.canonical_body(payment_identity(&checkout.payment, &self.p.keys.ids)),
+        let mut canonical = Vec::with_capacity(512);
+        checkout.write_canonical(
+            &mut canonical,
+            &payment_identity(&checkout.payment, &self.p.keys.ids),
         );
+        let fp = fingerprint_of(&canonical);
         let deadline = Deadline::after(INTAKE_TIMEOUT);
         let _guard = deadline
             .bound(self.p.keys.lock(customer, key).lock())
@@ -250,14 +253,17 @@ impl Intake {
         };
         let payment = self.resolve_payment(&checkout.payment, field).await?;
         // Only what the validator read is published: no field a client added rides along.
-        let body = checkout.canonical_body(serde_json::to_value(&payment).unwrap_or_default());
-        let payload = body.to_string();
+        let mut payload = Vec::with_capacity(512);
+        checkout.write_canonical(
+            &mut payload,
+            &serde_json::to_value(&payment).unwrap_or_default(),
+        );
         let outgoing = OutgoingCheckout {
             key,
             order_id,
             fingerprint: fp,
             judged_at: u64::try_from(self.p.clock.now().timestamp()).unwrap_or(0),
-            body: payload.as_bytes(),
+            body: &payload,
         };
         // Recorded before publishing: the consumer may create the order (and clear this entry)
         // before the confirm even reaches us.

@@ -44,7 +44,7 @@ mod sweeper;
 mod transitions;
 pub mod writer;
 
-pub use canonical::fingerprint;
+pub use canonical::{fingerprint, fingerprint_of};
 
 pub use cancel::CancelError;
 pub use intake::{IntakeError, IntakeOutcome};
