@@ -30,9 +30,9 @@ pub struct LoadgenConfig {
     /// Run the limit probe only (no load).
     #[arg(long)]
     pub probe_only: bool,
-    /// The events per order the probe publishes, as the service's `ORDER_EVENTS`: `all` (four)
-    /// or `decisions` (one).
-    #[arg(long, default_value = "all", value_parser = parse_events)]
+    /// The events per order the probe publishes, as the service's `ORDER_EVENTS`: `decisions`
+    /// (two: the decision and its notification; the service's default) or `all` (four).
+    #[arg(long, default_value = "decisions", value_parser = parse_events)]
     pub probe_events: orderflow::orders::EventScope,
     /// Orders per database batch in the probe.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
