@@ -134,17 +134,6 @@ fn scrub(value: &mut Value) {
     }
 }
 
-/// Zeroes every string in a JSON tree (a request that carried a card, once it is read).
-pub fn wipe(value: &mut Value) {
-    use zeroize::Zeroize;
-    match value {
-        Value::String(s) => s.zeroize(),
-        Value::Object(map) => map.values_mut().for_each(wipe),
-        Value::Array(items) => items.iter_mut().for_each(wipe),
-        _ => {}
-    }
-}
-
 /// A dead letter's body as it may be kept: the original when it holds no card data; else a
 /// redacted copy (JSON) or, when it is not JSON, a note of its size.
 pub fn safe_to_keep(data: &[u8]) -> Option<Vec<u8>> {

@@ -110,9 +110,8 @@ impl Checkout {
             }
             out.push(b']');
         }
-        // A `Value`'s objects keep their keys sorted (serde_json without `preserve_order`).
         out.extend_from_slice(b",\"payment\":");
-        json(out, payment);
+        super::canonical::write_canonical(out, payment);
         out.extend_from_slice(b",\"shipping_address\":");
         self.address.write_canonical(out);
         out.push(b'}');
@@ -157,8 +156,8 @@ fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     }
 }
 
-/// `value` as serde_json writes it compactly. Writing a string, a number or a `Value` into a
-/// `Vec` cannot fail.
+/// `value` as serde_json writes it compactly. Writing a string or a number into a `Vec` cannot
+/// fail.
 fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(&mut *out, value);
 }

@@ -158,7 +158,7 @@ fn boleto_needs_a_real_document_and_expiry_is_by_month() {
 
 /// The checkout as it was first queued and fingerprinted: a JSON tree (`Value` keeps its keys
 /// sorted), written compactly. Stored fingerprints and queued bodies were made with it.
-fn canonical_body_as_first_written(c: &Checkout, payment: serde_json::Value) -> String {
+fn canonical_body_as_first_written(c: &Checkout, payment: serde_json::Value) -> serde_json::Value {
     let mut body = serde_json::Map::new();
     body.insert("customer_id".into(), c.customer_id.as_str().into());
     match &c.lines {
@@ -179,7 +179,7 @@ fn canonical_body_as_first_written(c: &Checkout, payment: serde_json::Value) -> 
         serde_json::to_value(&c.address).unwrap(),
     );
     body.insert("delivery_method".into(), c.delivery_method.as_str().into());
-    serde_json::Value::Object(body).to_string()
+    serde_json::Value::Object(body)
 }
 
 fn any_checkout() -> impl proptest::strategy::Strategy<Value = (Checkout, serde_json::Value)> {
@@ -220,17 +220,24 @@ fn any_checkout() -> impl proptest::strategy::Strategy<Value = (Checkout, serde_
         Just(DeliveryMethod::SameDay),
         Just(DeliveryMethod::Pickup),
     ];
-    // The payment as intake passes it: a small object (a card's identity, a token, a method).
-    let payment = proptest::collection::btree_map(
-        text(),
-        prop_oneof![
-            text().prop_map(serde_json::Value::String),
-            any::<i64>().prop_map(serde_json::Value::from),
-            Just(serde_json::Value::Null),
-        ],
-        0..5,
-    )
-    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()));
+    // The payment as intake passes it: a small object (a card's identity, a token, a method),
+    // here with whatever JSON may nest in it.
+    let leaf = prop_oneof![
+        text().prop_map(serde_json::Value::String),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        Just(serde_json::Value::Null),
+    ];
+    let payment = leaf
+        .prop_recursive(2, 16, 4, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+                proptest::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+        .prop_map(|v| json!({ "method": "card", "details": v }));
     ("[!-~é€😀]{1,20}", lines, address, method, payment).prop_map(
         |(customer, lines, address, delivery_method, payment)| {
             let checkout = Checkout {
@@ -252,9 +259,13 @@ proptest::proptest! {
     ) {
         let mut written = Vec::new();
         checkout.write_canonical(&mut written, &payment);
+        let tree = canonical_body_as_first_written(&checkout, payment);
+        // The same fingerprint as the tree's (what stored keys were compared on) …
         proptest::prop_assert_eq!(
-            String::from_utf8(written).unwrap(),
-            canonical_body_as_first_written(&checkout, payment)
+            crate::domain::canonical::fingerprint_of(&written),
+            crate::domain::canonical::fingerprint(&tree)
         );
+        // … because the same bytes as the tree's, as queued.
+        proptest::prop_assert_eq!(String::from_utf8(written).unwrap(), tree.to_string());
     }
 }

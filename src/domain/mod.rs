@@ -4,6 +4,7 @@
 //! shells that feed these types and carry out what they return, so the rules of the business can
 //! be tested (and property-tested) without a runtime.
 
+pub mod canonical;
 pub mod card_data;
 pub mod cart;
 pub mod checkout;

@@ -246,7 +246,10 @@ pub fn card_expired(exp: (i32, u32), today: (i32, u32)) -> bool {
 impl Drop for CardInput {
     fn drop(&mut self) {
         use zeroize::Zeroize;
-        for field in [&mut self.number, &mut self.cvv].into_iter().flatten() {
+        for field in [&mut self.number, &mut self.cvv, &mut self.holder_name]
+            .into_iter()
+            .flatten()
+        {
             field.zeroize();
         }
     }

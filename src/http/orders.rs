@@ -6,7 +6,7 @@
 use actix_web::web;
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tracing::Instrument;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -18,6 +18,7 @@ use super::stream::Step;
 use super::{Active, ApiError, AppState};
 use crate::domain::checkout::CheckoutInput;
 use crate::domain::order::{Order, OrderStatus};
+use crate::domain::validation::Object;
 use crate::orders::{IntakeOutcome, OrderEvent};
 use crate::persistence::orders::NotificationRecord;
 
@@ -63,7 +64,7 @@ pub async fn checkout(
     caller: Caller,
     state: Active,
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: web::Json<Object<CheckoutInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let key = req
         .headers()
@@ -75,34 +76,20 @@ pub async fn checkout(
     if key.len() > 255 {
         return Err(ApiError::field(KEY_HEADER, "must be at most 255 bytes"));
     }
-    let mut body = body.into_inner();
-    let Some(fields) = body.as_object_mut() else {
-        return Err(ApiError::bad_request("the body must be a JSON object"));
-    };
-    // The customer is the token's; the body may only repeat it. Written into the body, so the
-    // fingerprint and the queued message say who it is whether the client named it or not.
-    let named = match fields.get("customer_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(named)) => Some(named.as_str()),
-        Some(_) => return Err(ApiError::field("customer_id", "must be a string")),
-    };
-    let customer = caller.acting_for(named)?;
-    fields.insert(
-        "customer_id".into(),
-        Value::String(customer.as_str().to_owned()),
-    );
-    // Admission before the checkout is parsed and validated: a shed answer costs little
-    // (issue 20). The lines as sent serve the 409 a shed checkout of known-short stock gets.
-    let lines = lines_as_sent(fields.get("items"));
+    // Read straight into the typed request (a JSON object), no JSON tree on the way; a typed
+    // card's number and code are wiped when the request is dropped (`CardInput`'s `Drop`).
+    let Object(mut input) = body.into_inner();
+    // The customer is the token's; the body may only repeat it. Written into the request, so
+    // the fingerprint and the queued message say who it is whether the client named it or not.
+    let customer = caller.acting_for(input.customer_id.as_deref())?;
+    input.customer_id = Some(customer.as_str().to_owned());
+    // Admission before the checkout is validated: a shed answer costs little (issue 20). The
+    // lines as sent serve the 409 a shed checkout of known-short stock gets.
+    let lines = lines_as_sent(input.items.as_deref());
     let admitted = state
         .orders
         .admit(customer.as_str(), &key, lines.as_deref())?;
-    // Read from the tree (no copy of it): the tree stays for the fingerprint and the publish.
-    let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
-        .map_err(|e| ApiError::bad_request(format!("body is not the expected JSON: {e}")))?;
     let checkout = input.validate(state.orders.today());
-    // The request tree held the card as typed: wiped now (the checkout holds what is needed).
-    crate::domain::card_data::wipe(&mut body);
     drop(input);
     let checkout = checkout?;
     let span = intake_span(&req);
@@ -123,13 +110,14 @@ pub async fn checkout(
 
 /// `items` as sent, if every line is a `{"sku": valid SKU, "quantity": integer >= 1}`; else
 /// `None` (the full validation says what is wrong, once admitted).
-fn lines_as_sent(items: Option<&Value>) -> Option<Vec<(crate::domain::Sku, i64)>> {
+fn lines_as_sent(
+    items: Option<&[crate::domain::checkout::ItemInput]>,
+) -> Option<Vec<(crate::domain::Sku, i64)>> {
     items?
-        .as_array()?
         .iter()
         .map(|line| {
-            let sku = crate::domain::Sku::parse(line.get("sku")?.as_str()?).ok()?;
-            let quantity = line.get("quantity")?.as_i64().filter(|q| *q >= 1)?;
+            let sku = crate::domain::Sku::parse(line.sku.as_deref()?).ok()?;
+            let quantity = line.quantity.filter(|q| *q >= 1)?;
             Some((sku, quantity))
         })
         .collect()

@@ -21,8 +21,10 @@ impl RootSpanBuilder for RequestSpan {
         let route = request.match_pattern();
         let id = request.extensions().get::<RequestId>().copied();
         let peer = request.peer_addr();
-        // tracing-actix-web's target, as its own span had: `RUST_LOG` directives for it still
-        // apply, and the exporter (orderflow's targets only) leaves it out, as before.
+        // Under tracing-actix-web's target, as its own span was: `RUST_LOG` directives for
+        // `tracing_actix_web` still apply, and the exporter (orderflow's targets only) leaves
+        // it out, as before. The client is the socket's peer (behind a proxy, the proxy): no
+        // `Forwarded` header a client could forge.
         tracing::info_span!(
             target: "tracing_actix_web",
             "HTTP request",
@@ -37,19 +39,21 @@ impl RootSpanBuilder for RequestSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        let (status, error) = match outcome {
-            Ok(response) => (
-                response.status(),
-                response.response().error().map(ToString::to_string),
-            ),
-            Err(error) => (
-                error.as_response_error().status_code(),
-                Some(error.to_string()),
-            ),
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
         };
         span.record("http.status_code", status.as_u16());
-        if let Some(error) = error {
-            span.record("exception.message", error);
+        // A server error's cause, for the log; a client's mistake is the client's answer only
+        // (its text may echo what was sent).
+        if status.is_server_error() {
+            let error = match outcome {
+                Ok(response) => response.response().error().map(ToString::to_string),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(error) = error {
+                span.record("exception.message", error);
+            }
         }
     }
 }

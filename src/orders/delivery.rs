@@ -9,6 +9,7 @@ use crate::domain::card_data;
 use crate::domain::checkout::{Checkout, CheckoutInput, PaymentRequest};
 use crate::domain::clock;
 use crate::domain::parse_key;
+use crate::domain::validation::Object;
 use crate::messaging::consumer::{Message, Outcome};
 
 /// A delivery read and validated: its body (kept for the fingerprint), the checkout, its key and
@@ -50,7 +51,7 @@ pub(super) fn parse(message: &Message, now: DateTime<Utc>) -> Result<Parsed, Out
         });
     }
     // Read from the tree (no copy of it): the tree stays for the fingerprint.
-    let input = <CheckoutInput as serde::Deserialize>::deserialize(&body)
+    let Object(input) = <Object<CheckoutInput> as serde::Deserialize>::deserialize(&body)
         .map_err(|e| Outcome::DeadLetter(format!("body is not a checkout: {e}")))?;
     let key = match message.message_id.as_deref().map(parse_key) {
         Some(Ok(k)) => k,

@@ -22,7 +22,6 @@
 //! redelivered message resumes where the order is, and never decides it twice.
 
 mod cancel;
-mod canonical;
 mod capacity;
 mod create;
 mod delivery;
@@ -44,7 +43,7 @@ mod sweeper;
 mod transitions;
 pub mod writer;
 
-pub use canonical::{fingerprint, fingerprint_of};
+pub use crate::domain::canonical::{fingerprint, fingerprint_of};
 
 pub use cancel::CancelError;
 pub use intake::{IntakeError, IntakeOutcome};

@@ -40,6 +40,32 @@ async fn still_serving(app: &TestApp, sku: &str, key: &str) {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// A checkout body that is an array, not an object, is refused at both doors: serde would read
+/// it field by field in order (`CheckoutInput`'s declaration order below) and take it.
+#[actix_web::test]
+async fn a_checkout_that_is_an_array_is_refused_at_both_doors() {
+    let app = spawn_app().await;
+    app.product("ARR-1", "c", &[], 100, 5).await;
+    let b = body("arr", json!([{"sku": "ARR-1", "quantity": 1}]));
+    let as_array = json!([
+        "arr",
+        null,
+        b["items"],
+        {"method": "pix"},
+        b["shipping_address"],
+        b["delivery_method"]
+    ]);
+    let r = app.checkout("arr-http", &as_array).await;
+    assert_error(&r, 400, "bad_request");
+    app.publish("orders", "checkout", &as_array, Some("arr-queue"))
+        .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.starts_with("body is not a checkout"), "{reason}");
+    let stock = app.get("/v1/inventory/ARR-1").await;
+    assert_eq!(stock.body["reserved"], 0, "{}", stock.body);
+    still_serving(&app, "ARR-1", "arr-calm").await;
+}
+
 #[actix_web::test]
 async fn nul_and_control_characters_are_refused_at_every_door_and_orders_keep_being_decided() {
     let app = spawn_app().await;

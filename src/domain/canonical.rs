@@ -13,15 +13,15 @@ pub fn fingerprint(body: &serde_json::Value) -> String {
 }
 
 /// The fingerprint of a body already in canonical JSON (as
-/// [`crate::domain::checkout::Checkout::write_canonical`] writes it).
+/// [`super::checkout::Checkout::write_canonical`] writes it).
 pub fn fingerprint_of(canonical: &[u8]) -> String {
-    format!("{:016x}", crate::domain::fnv1a(canonical.iter().copied()))
+    format!("{:016x}", super::fnv1a(canonical.iter().copied()))
 }
 
 /// The canonical JSON of `value` — object keys in sorted order, no whitespace, whatever order
 /// they came in — written into one buffer: no string per node (this runs for every checkout, at
 /// intake and again in the consumer).
-fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
+pub fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
