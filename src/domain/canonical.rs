@@ -19,8 +19,8 @@ pub fn fingerprint_of(canonical: &[u8]) -> String {
 }
 
 /// The canonical JSON of `value` — object keys in sorted order, no whitespace, whatever order
-/// they came in — written into one buffer: no string per node (this runs for every checkout, at
-/// intake and again in the consumer).
+/// they came in — written into one buffer: no string per node (the consumer's fingerprint of a
+/// checkout from another system; intake's payments).
 pub fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
     use serde_json::Value;
     match value {
@@ -52,15 +52,10 @@ pub fn write_canonical(out: &mut Vec<u8>, value: &serde_json::Value) {
     }
 }
 
-/// A string or scalar as serde_json writes it compactly. Writing a string or scalar into a `Vec`
-/// cannot fail; were it to, the value's `Debug` form goes in instead (so the fingerprint still
-/// differs from another value's).
-fn write_plain<T: Serialize + ?Sized + std::fmt::Debug>(out: &mut Vec<u8>, value: &T) {
-    let mark = out.len();
-    if serde_json::to_writer(&mut *out, value).is_err() {
-        out.truncate(mark);
-        out.extend_from_slice(format!("{value:?}").as_bytes());
-    }
+/// A string, a number or a scalar as serde_json writes it compactly. Writing one into a `Vec`
+/// cannot fail.
+pub(crate) fn write_plain<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

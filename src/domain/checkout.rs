@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::canonical::write_plain;
 use super::cart::{CustomerId, MAX_LINE_QUANTITY};
 use super::documents::{cnpj_valid, cpf_valid, digits_of};
 pub use super::payment::{
@@ -90,7 +91,9 @@ impl Checkout {
     pub fn write_canonical(&self, out: &mut Vec<u8>, payment: &serde_json::Value) {
         out.push(b'{');
         if let LineSource::Cart(id) = &self.lines {
-            field(out, "cart_id", &id.to_string());
+            write_plain(out, "cart_id");
+            out.push(b':');
+            write_plain(out, id);
             out.push(b',');
         }
         field(out, "customer_id", self.customer_id.as_str());
@@ -103,7 +106,7 @@ impl Checkout {
                     out.push(b',');
                 }
                 out.extend_from_slice(b"{\"quantity\":");
-                json(out, quantity);
+                write_plain(out, quantity);
                 out.push(b',');
                 field(out, "sku", sku.as_str());
                 out.push(b'}');
@@ -143,9 +146,9 @@ impl Address {
 
 /// `"key":"value"`, both escaped as serde_json escapes them.
 fn field(out: &mut Vec<u8>, key: &str, value: &str) {
-    json(out, key);
+    write_plain(out, key);
     out.push(b':');
-    json(out, value);
+    write_plain(out, value);
 }
 
 /// `,"key":"value"` when there is a value.
@@ -154,12 +157,6 @@ fn optional(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
         out.push(b',');
         field(out, key, value);
     }
-}
-
-/// `value` as serde_json writes it compactly. Writing a string or a number into a `Vec` cannot
-/// fail.
-fn json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// One line: a SKU (at most once per order) and how many.

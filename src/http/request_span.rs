@@ -39,21 +39,15 @@ impl RootSpanBuilder for RequestSpan {
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
-        let status = match outcome {
-            Ok(response) => response.status(),
-            Err(error) => error.as_response_error().status_code(),
+        let (status, error) = match outcome {
+            Ok(response) => (response.status(), response.response().error()),
+            Err(error) => (error.as_response_error().status_code(), Some(error)),
         };
         span.record("http.status_code", status.as_u16());
         // A server error's cause, for the log; a client's mistake is the client's answer only
         // (its text may echo what was sent).
-        if status.is_server_error() {
-            let error = match outcome {
-                Ok(response) => response.response().error().map(ToString::to_string),
-                Err(error) => Some(error.to_string()),
-            };
-            if let Some(error) = error {
-                span.record("exception.message", error);
-            }
+        if let Some(error) = error.filter(|_| status.is_server_error()) {
+            span.record("exception.message", error.to_string());
         }
     }
 }

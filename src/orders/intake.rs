@@ -293,7 +293,7 @@ impl Intake {
 
     /// Admission, before anything else of a checkout (issue 20): from the customer, the key and
     /// the lines as sent (`None` when they are not plain items), so that a shed answer costs no
-    /// parse, validation, fingerprint, lock or database — the keys are looked up in memory
+    /// validation, fingerprint, lock or database (only the body's read) — the keys are looked up in memory
     /// ([`super::recent_keys`]), the stock in the engine's snapshot. `Ok(Some(permit))`:
     /// admitted (the permit held while the checkout is on its way); `Ok(None)`: shedding, but a
     /// key seen before is not a new checkout and goes on to its 200/202 (or 422 mismatch).
