@@ -132,6 +132,14 @@ WITH x AS (
         cart_id uuid, origin text, status text, items jsonb, total_cents int8, currency text,
         delivery_method text, shipping_address jsonb, payment jsonb, delivery jsonb,
         rejection jsonb, history jsonb, at timestamptz, updated_at timestamptz, settled bool)
+), kx AS (
+    -- The order's key as intake recorded it (an order taken over HTTP), found by one probe of
+    -- the primary key; none for an order from another system's message.
+    SELECT x.*, k.customer_id AS key_customer, k.idempotency_key AS key_key,
+           k.fingerprint AS key_fingerprint
+    FROM x LEFT JOIN LATERAL (SELECT k.customer_id, k.idempotency_key, k.fingerprint
+                              FROM checkout_keys k WHERE k.order_id = x.order_id
+                              LIMIT 1) k ON true
 ), ins AS (
     INSERT INTO orders (order_id, idempotency_key, request_fingerprint, customer_id, cart_id,
         origin, status, items, total_cents, currency, delivery_method, shipping_address, payment,
@@ -139,23 +147,27 @@ WITH x AS (
     SELECT order_id, idempotency_key, request_fingerprint, customer_id, cart_id, origin, status,
         items, total_cents, currency, delivery_method, shipping_address, payment, delivery,
         rejection, history, at, updated_at, settled
-    FROM x
-    -- `OFFSET 0`: each check stays one probe of a unique index per row, never a join that
-    -- scans the table (see `create_orders`).
-    WHERE NOT EXISTS (SELECT 1 FROM checkout_keys k
-                      WHERE k.order_id = x.order_id AND k.fingerprint <> x.request_fingerprint
-                      OFFSET 0)
-      -- The customer's key already stands for another order.
-      AND NOT EXISTS (SELECT 1 FROM checkout_keys k
-                      WHERE k.customer_id = x.customer_id
-                        AND k.idempotency_key = x.idempotency_key
-                        AND k.order_id <> x.order_id
-                      OFFSET 0)
+    FROM kx
+    WHERE CASE
+        -- Recorded for this order: it must be this request (same customer, key, fingerprint).
+        WHEN key_fingerprint IS NOT NULL THEN
+            key_customer = customer_id AND key_key = idempotency_key
+            AND key_fingerprint = request_fingerprint
+        -- Not recorded: the customer's key must not stand for another order yet (`OFFSET 0`:
+        -- one probe of its unique index per row, never a join that scans the table; `CASE`
+        -- runs it only for these rows).
+        ELSE NOT EXISTS (SELECT 1 FROM checkout_keys k
+                         WHERE k.customer_id = kx.customer_id
+                           AND k.idempotency_key = kx.idempotency_key
+                         OFFSET 0)
+    END
     ON CONFLICT (order_id) DO NOTHING
     RETURNING order_id
 ), keys AS (
+    -- Only the keys not recorded yet (intake records those of its own checkouts).
     INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
-    SELECT order_id, customer_id, idempotency_key, request_fingerprint FROM ins JOIN x USING (order_id)
+    SELECT order_id, customer_id, idempotency_key, request_fingerprint
+    FROM ins JOIN kx USING (order_id) WHERE kx.key_fingerprint IS NULL
     ON CONFLICT DO NOTHING
 )
 SELECT order_id FROM ins";
@@ -220,9 +232,10 @@ pub fn create_orders<R: Serialize>(
     if creates.is_empty() {
         return Ok(HashSet::new());
     }
-    // Prepared once per connection: its checks of `checkout_keys` are subplans (`OFFSET 0`
-    // keeps them from becoming anti-joins), index probes whatever the table's size, so a
-    // generic plan made while the table was empty stays right as it grows.
+    // Prepared once per connection: its lookups of `checkout_keys` are index probes per row (a
+    // `LATERAL … LIMIT 1`, and a subplan `OFFSET 0` keeps from becoming an anti-join) whatever
+    // the table's size, so a generic plan made while the table was empty stays right as it
+    // grows.
     Ok(
         super::Prepared(diesel::sql_query(CREATE).bind::<Text, _>(json(creates)?))
             .load::<Id>(conn)?

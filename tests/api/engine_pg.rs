@@ -587,6 +587,107 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
     assert_eq!(of("orders"), 1, "the creation, prepared once");
 }
 
+/// An order is created only if its key allows it: the key intake recorded for it must be this
+/// request's (customer, key and fingerprint); an order whose key was never recorded (another
+/// system's message) is created only while its customer's key stands for no other order, and
+/// its key is recorded with it. Whatever was refused leaves the tables as they were.
+#[test]
+fn an_order_is_created_only_where_its_key_allows_it() {
+    use diesel::RunQueryDsl;
+    use orderflow::persistence::keys::{record_keys, KeyRow};
+    use orderflow::persistence::orders::create_orders;
+    use uuid::Uuid;
+    let db = TestDb::new();
+    let mut conn = db.conn();
+    let key = |order_id: Uuid, customer: &str, k: &str, fp: &str| KeyRow {
+        order_id,
+        customer_id: customer.into(),
+        idempotency_key: k.into(),
+        fingerprint: fp.into(),
+    };
+    let row = |order_id: Uuid, customer: &str, k: &str, fp: &str| {
+        serde_json::json!({
+            "order_id": order_id, "idempotency_key": k, "request_fingerprint": fp,
+            "customer_id": customer, "origin": "http", "status": "scheduled", "items": [],
+            "total_cents": 1, "currency": "BRL", "delivery_method": "standard",
+            "shipping_address": {}, "payment": {"method": "pix"}, "history": [],
+            "at": "2026-12-07T00:00:00Z", "updated_at": "2026-12-07T00:00:00Z", "settled": true
+        })
+    };
+    let ids: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
+    // Intake recorded: 0 (this request), 1 (another fingerprint), 2 (another customer's key
+    // under this id), 3 (another key of the same customer); and a key of customer c-4 stands
+    // for order 6 already.
+    record_keys(
+        &mut conn,
+        &[
+            key(ids[0], "c-0", "k", "f"),
+            key(ids[1], "c-1", "k", "f"),
+            key(ids[2], "c-9", "k", "f"),
+            key(ids[3], "c-3", "other", "f"),
+            key(ids[6], "c-4", "k", "f"),
+        ],
+    )
+    .expect("keys recorded");
+    let created = create_orders(
+        &mut conn,
+        &[
+            row(ids[0], "c-0", "k", "f"),
+            row(ids[1], "c-1", "k", "g"),
+            row(ids[2], "c-2", "k", "f"),
+            row(ids[3], "c-3", "k", "f"),
+            // Never recorded: 4's key is order 6's, 5's is free.
+            row(ids[4], "c-4", "k", "f"),
+            row(ids[5], "c-5", "k", "f"),
+        ],
+    )
+    .expect("creation");
+    let expected: std::collections::HashSet<Uuid> = [ids[0], ids[5]].into();
+    assert_eq!(created, expected);
+    #[derive(diesel::QueryableByName, Debug, PartialEq)]
+    struct Key {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        order_id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        customer_id: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        idempotency_key: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        fingerprint: String,
+    }
+    let keys: Vec<Key> = diesel::sql_query(
+        "SELECT order_id, customer_id, idempotency_key, fingerprint FROM checkout_keys
+         ORDER BY customer_id, idempotency_key",
+    )
+    .load(&mut conn)
+    .unwrap();
+    let k = |order_id: Uuid, customer: &str, key: &str| Key {
+        order_id,
+        customer_id: customer.into(),
+        idempotency_key: key.into(),
+        fingerprint: "f".into(),
+    };
+    assert_eq!(
+        keys,
+        vec![
+            k(ids[0], "c-0", "k"),
+            k(ids[1], "c-1", "k"),
+            k(ids[3], "c-3", "other"),
+            k(ids[6], "c-4", "k"),
+            k(ids[5], "c-5", "k"),
+            k(ids[2], "c-9", "k"),
+        ],
+        "the new order's key recorded once, every other key as it was"
+    );
+    // Created again (a redelivery): nothing new, nothing refused twice over.
+    let again = create_orders(
+        &mut conn,
+        &[row(ids[0], "c-0", "k", "f"), row(ids[5], "c-5", "k", "f")],
+    )
+    .expect("creation again");
+    assert!(again.is_empty(), "{again:?}");
+}
+
 /// The stock batch is prepared once per connection; a generic plan made while `stock` held a
 /// few rows joins it by a whole scan, and would keep doing so as the catalog grows unless the
 /// table's statistics change. A product created when the table has doubled since PostgreSQL last

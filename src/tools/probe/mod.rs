@@ -7,7 +7,8 @@
 //!   with confirms to the topic exchange `order.events` (`order.received`, `order.reserved`,
 //!   `order.scheduled`, `notification.order_scheduled`), one of them (`order.scheduled`) routed
 //!   to a watcher's queue and delivered (as the load generator watches decisions); with
-//!   `ORDER_EVENTS=decisions` (`--probe-events decisions`) only `order.scheduled`.
+//!   `ORDER_EVENTS=decisions` (the default; `--probe-events decisions`) only the decision's two,
+//!   `order.scheduled` and `notification.order_scheduled`.
 //! - PostgreSQL (the one write, `ORDER_WRITES=one`): in the order writer's batches, intake's
 //!   idempotency key; then the order written once, decided (its row with its whole history and
 //!   its key), its held unit committed with it (the stock row, once per batch per SKU, and one
