@@ -107,7 +107,8 @@ SELECT x.order_id, (ins.order_id IS NOT NULL) AS inserted, k.order_id AS known_i
 FROM x
 LEFT JOIN ins ON ins.order_id = x.order_id
 LEFT JOIN LATERAL (SELECT k.order_id, k.fingerprint FROM checkout_keys k
-                   WHERE k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key
+                   WHERE ins.order_id IS NULL
+                     AND k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key
                    LIMIT 1) k ON true
 LEFT JOIN LATERAL (SELECT o.status FROM orders o WHERE o.order_id = k.order_id LIMIT 1) o ON true";
 
