@@ -102,14 +102,15 @@ impl MemOrderStore {
 
 fn create(kept: &mut Kept, row: NewOrderRow) -> bool {
     let slot = (row.customer_id.clone(), row.idempotency_key.clone());
-    let taken = match kept.keys.get(&slot) {
-        Some((id, _)) if *id != row.order_id => true,
-        _ => kept
-            .keys
-            .values()
-            .any(|(id, fp)| *id == row.order_id && *fp != row.request_fingerprint),
+    // As the database's creation: the key recorded for this order id must be this request's
+    // (customer, key, fingerprint); an id nobody recorded a key for needs its customer's key
+    // free.
+    let recorded = kept.keys.iter().find(|(_, (id, _))| *id == row.order_id);
+    let allowed = match recorded {
+        Some((at, (_, fp))) => *at == slot && *fp == row.request_fingerprint,
+        None => !kept.keys.contains_key(&slot),
     };
-    if taken || kept.orders.contains_key(&row.order_id) {
+    if !allowed || kept.orders.contains_key(&row.order_id) {
         return false;
     }
     kept.keys
@@ -182,5 +183,82 @@ impl OrderStore for MemOrderStore {
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::checkout::{Address, DeliveryMethod, Payment};
+    use crate::domain::order::{OrderStatus, Origin};
+    use crate::persistence::keys::KeyRow;
+
+    fn key(order_id: Uuid, customer: &str, key: &str, fp: &str) -> OrderWrite {
+        OrderWrite::Key(KeyRow {
+            order_id,
+            customer_id: customer.into(),
+            idempotency_key: key.into(),
+            fingerprint: fp.into(),
+        })
+    }
+
+    fn create(order_id: Uuid, customer: &str, key: &str, fp: &str) -> OrderWrite {
+        let at = chrono::DateTime::<chrono::Utc>::from_timestamp(1_780_000_000, 0).unwrap();
+        let order = Order {
+            order_id,
+            customer_id: customer.into(),
+            cart_id: None,
+            origin: Origin::Http,
+            status: OrderStatus::Scheduled,
+            items: Vec::new(),
+            total_cents: 1,
+            currency: "BRL".into(),
+            delivery_method: DeliveryMethod::Standard,
+            payment: Payment::Pix,
+            delivery: None,
+            rejection: None,
+            history: vec![(OrderStatus::Scheduled, at)],
+            created_at: at,
+            updated_at: at,
+            fingerprint: fp.into(),
+            settled: true,
+        };
+        OrderWrite::Create(Box::new(NewOrderRow::of(&order, key, &Address::default())))
+    }
+
+    /// The same cases as `engine_pg::an_order_is_created_only_where_its_key_allows_it`, against
+    /// the database: the store the pipeline's tests run on keeps the database's rule.
+    #[test]
+    fn an_order_is_created_only_where_its_key_allows_it() {
+        let store = MemOrderStore::default();
+        let ids: Vec<Uuid> = (0..7).map(Uuid::from_u128).collect();
+        for k in [
+            key(ids[0], "c-0", "k", "f"),
+            key(ids[1], "c-1", "k", "f"),
+            key(ids[2], "c-9", "k", "f"),
+            key(ids[3], "c-3", "other", "f"),
+            key(ids[6], "c-4", "k", "f"),
+        ] {
+            assert!(matches!(store.apply(k), OrderWritten::Key(KeyState::New)));
+        }
+        let created: Vec<bool> = [
+            create(ids[0], "c-0", "k", "f"),
+            create(ids[1], "c-1", "k", "g"),
+            create(ids[2], "c-2", "k", "f"),
+            create(ids[3], "c-3", "k", "f"),
+            create(ids[4], "c-4", "k", "f"),
+            create(ids[5], "c-5", "k", "f"),
+        ]
+        .into_iter()
+        .map(|w| matches!(store.apply(w), OrderWritten::Created(true)))
+        .collect();
+        assert_eq!(created, [true, false, false, false, false, true]);
+        let kept = store.lock();
+        assert_eq!(kept.keys.len(), 6, "one key recorded with order 5, none twice");
+        assert_eq!(
+            kept.keys.get(&("c-5".to_owned(), "k".to_owned())),
+            Some(&(ids[5], "f".to_owned()))
+        );
+        assert!(!kept.keys.values().any(|(id, _)| *id == ids[4]));
     }
 }
