@@ -12,7 +12,7 @@
     p50: [], p95: [], p99: [], target: [], stock: [], orders: [],
   };
   // What a test (or a curious operator in the console) can read.
-  const state = { snapshots: 0, episodes: [], last: null, charts: null };
+  const state = { snapshots: 0, refused: 0, episodes: [], last: null, charts: null };
   window.orderflowDashboard = state;
 
   function chart(el, title, lines) {
@@ -136,12 +136,22 @@
     tables(s);
   }
 
+  // The browser reconnects a dropped stream by itself, but gives up for good on one the service
+  // refused (503 when every stream slot is taken, or any other answer than the stream): this
+  // opens a new one then, one second later, then two, up to thirty.
+  let retryMs = 1000;
   function connect() {
     const source = new EventSource("/v1/monitor/stream");
     source.addEventListener("snapshot", onSnapshot);
+    source.onopen = () => { retryMs = 1000; };
     source.onerror = () => {
       $("role").textContent = "reconnecting…";
       $("role").className = "badge down";
+      if (source.readyState === EventSource.CLOSED) {
+        state.refused += 1;
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(retryMs * 2, 30000);
+      }
     };
   }
 

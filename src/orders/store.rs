@@ -254,7 +254,11 @@ mod tests {
         .collect();
         assert_eq!(created, [true, false, false, false, false, true]);
         let kept = store.lock();
-        assert_eq!(kept.keys.len(), 6, "one key recorded with order 5, none twice");
+        assert_eq!(
+            kept.keys.len(),
+            6,
+            "one key recorded with order 5, none twice"
+        );
         assert_eq!(
             kept.keys.get(&("c-5".to_owned(), "k".to_owned())),
             Some(&(ids[5], "f".to_owned()))

@@ -506,8 +506,21 @@ async fn the_live_feed_streams_snapshots() {
 }
 
 /// Where the browser test's pieces are: node, playwright-core (`npm ci` in tests/browser) and
-/// Debian's chromium. `None` when one is missing.
+/// Debian's chromium. `None` when one is missing (the test is then skipped), unless the kit is
+/// required (`.ci/run` installs it and sets ORDERFLOW_BROWSER_TESTS=required): then it fails.
 fn browser_kit() -> Option<(std::path::PathBuf, String)> {
+    let kit = browser_kit_found();
+    if kit.is_none() {
+        assert!(
+            std::env::var("ORDERFLOW_BROWSER_TESTS").as_deref() != Ok("required"),
+            "the browser test is required here, but node, tests/browser/node_modules or chromium is missing"
+        );
+        eprintln!("skipped: no node + playwright-core + chromium (see .ci/run)");
+    }
+    kit
+}
+
+fn browser_kit_found() -> Option<(std::path::PathBuf, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let node_ok = std::process::Command::new("node")
@@ -523,12 +536,6 @@ fn browser_kit() -> Option<(std::path::PathBuf, String)> {
 #[actix_web::test]
 async fn the_dashboard_in_a_real_browser_follows_traffic_and_shows_shedding() {
     let Some((dir, chromium)) = browser_kit() else {
-        // .ci/run installs the kit and sets ORDERFLOW_BROWSER_TESTS=required.
-        assert!(
-            std::env::var("ORDERFLOW_BROWSER_TESTS").as_deref() != Ok("required"),
-            "the browser test is required here, but node, tests/browser/node_modules or chromium is missing"
-        );
-        eprintln!("skipped: no node + playwright-core + chromium (see .ci/run)");
         return;
     };
     // Slow decisions, two at a time: ~10/s, so 40/s offered overloads it within seconds.
@@ -588,5 +595,59 @@ async fn the_dashboard_in_a_real_browser_follows_traffic_and_shows_shedding() {
         report["deadLetter"].as_str().unwrap().contains("not JSON"),
         "{report}"
     );
+    app.stop().await;
+}
+
+/// The browser gives up for good on a stream the service refused: the dashboard must open a
+/// new one itself, and be live again once a slot is free, without a reload.
+#[actix_web::test]
+async fn the_dashboard_reconnects_after_its_live_feed_was_refused() {
+    let Some((dir, chromium)) = browser_kit() else {
+        return;
+    };
+    let app = spawn_app_with(TestDb::new(), |c| c.sse_max_streams = 1).await;
+    // The one slot, taken by a client of its own (dropped whole to free it).
+    let holder = awc::Client::default();
+    let held = holder
+        .get(app.url("/v1/monitor/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    let refused = app.get("/v1/monitor/stream").await;
+    assert_error(&refused, 503, "unavailable");
+    let mut child = std::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("reconnect.mjs")
+        .arg(&app.address)
+        .env("CHROMIUM", chromium)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    // Until the page says it was refused (or node ends: the report says why).
+    let stderr = child.stderr.take().unwrap();
+    let seen = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.trim() == "refused")
+    })
+    .await
+    .unwrap();
+    drop(held);
+    drop(holder);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .expect("node ran");
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(seen, "the page never saw its feed refused: {report}");
+    assert!(output.status.success(), "the browser test failed: {report}");
+    let report: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["snapshotsWhileRefused"], 0, "{report}");
+    assert_eq!(report["role"], "active", "{report}");
     app.stop().await;
 }
