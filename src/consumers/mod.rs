@@ -21,9 +21,11 @@ use crate::messaging::topology::{CARTS_QUEUE, CHECKOUT_QUEUE, INVENTORY_QUEUE};
 use crate::messaging::Broker;
 use crate::orders::OrderService;
 
-/// Parses a JSON body, or says why it is not one.
+/// Parses a JSON body — an object, never an array read field by field — or says why it is not
+/// one.
 pub(crate) fn parse<T: serde::de::DeserializeOwned>(message: &Message) -> Result<T, Outcome> {
-    serde_json::from_slice(&message.data)
+    serde_json::from_slice::<crate::domain::validation::Object<T>>(&message.data)
+        .map(|crate::domain::validation::Object(t)| t)
         .map_err(|e| Outcome::DeadLetter(format!("body is not the expected JSON: {e}")))
 }
 

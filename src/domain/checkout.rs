@@ -176,6 +176,7 @@ pub struct PaymentInput {
     #[schema(required = true, value_type = String, pattern = "^(card|pix|boleto)$")]
     pub method: Option<String>,
     #[schema(nullable)]
+    #[serde(default, deserialize_with = "super::validation::optional_object")]
     pub card: Option<CardInput>,
     /// 1 to 255 visible ASCII characters.
     #[schema(pattern = "^[!-~]{1,255}$")]
@@ -224,10 +225,13 @@ pub struct CheckoutInput {
     pub cart_id: Option<String>,
     /// 1 to 50 lines.
     #[schema(min_items = 1, max_items = 50)]
+    #[serde(default, deserialize_with = "super::validation::optional_objects")]
     pub items: Option<Vec<ItemInput>>,
     #[schema(required = true, nullable = false)]
+    #[serde(default, deserialize_with = "super::validation::optional_object")]
     pub payment: Option<PaymentInput>,
     #[schema(required = true, nullable = false)]
+    #[serde(default, deserialize_with = "super::validation::optional_object")]
     pub shipping_address: Option<AddressInput>,
     #[schema(required = true, value_type = String, pattern = "^(standard|express|same_day|pickup)$")]
     pub delivery_method: Option<String>,

@@ -229,6 +229,27 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
     }
 }
 
+/// `deserialize_with` of a nested request struct that may be absent or `null`: read only from
+/// a JSON object, as [`Object`] reads a body.
+pub fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<Object<T>> as serde::Deserialize>::deserialize(d).map(|o| o.map(|Object(t)| t))
+}
+
+/// `deserialize_with` of a list of nested request structs that may be absent or `null`: each
+/// read only from a JSON object.
+pub fn optional_objects<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<Vec<Object<T>>> as serde::Deserialize>::deserialize(d)
+        .map(|o| o.map(|v| v.into_iter().map(|Object(t)| t).collect()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use super::auth::{Caller, OwnedCart};
 use super::openapi::ErrorBody;
 use super::{path_sku, Active, ApiError};
 use crate::domain::cart::CartItemInput;
+use crate::domain::validation::Object;
 
 /// `POST /v1/carts`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -20,8 +21,9 @@ pub struct NewCart {
 pub async fn create(
     caller: Caller,
     state: Active,
-    body: web::Json<NewCart>,
+    body: web::Json<Object<NewCart>>,
 ) -> Result<HttpResponse, ApiError> {
+    let Object(body) = body.into_inner();
     let customer = caller.acting_for(body.customer_id.as_deref())?;
     let cart = state.carts.create(customer).await?;
     Ok(HttpResponse::Created().json(cart))
@@ -37,8 +39,9 @@ pub async fn put_item(
     cart: OwnedCart,
     state: Active,
     path: web::Path<(String, String)>,
-    body: web::Json<CartItemInput>,
+    body: web::Json<Object<CartItemInput>>,
 ) -> Result<HttpResponse, ApiError> {
+    let Object(body) = body.into_inner();
     let (_, raw_sku) = path.into_inner();
     let sku = path_sku(&raw_sku)?;
     let change = body.validate()?;

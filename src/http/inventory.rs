@@ -12,6 +12,7 @@ use super::openapi::ErrorBody;
 use super::{ok_json, path_sku, Active, ApiError};
 use crate::active::ActiveParts;
 use crate::domain::inventory::{StockUpdateInput, UpdateForm};
+use crate::domain::validation::Object;
 use crate::domain::{Ledger, Sku, StockOp};
 
 /// `PUT /v1/inventory/{sku}`: the warehouse count.
@@ -120,9 +121,9 @@ pub async fn put(
     _admin: Admin,
     state: Active,
     path: web::Path<String>,
-    input: web::Json<StockCount>,
+    input: web::Json<Object<StockCount>>,
 ) -> Result<HttpResponse, ApiError> {
-    let StockCount { on_hand, reason } = input.into_inner();
+    let Object(StockCount { on_hand, reason }) = input.into_inner();
     let input = StockUpdateInput {
         on_hand,
         delta: None,
@@ -136,9 +137,9 @@ pub async fn adjust(
     _admin: Admin,
     state: Active,
     path: web::Path<String>,
-    input: web::Json<StockAdjustment>,
+    input: web::Json<Object<StockAdjustment>>,
 ) -> Result<HttpResponse, ApiError> {
-    let StockAdjustment { delta, reason } = input.into_inner();
+    let Object(StockAdjustment { delta, reason }) = input.into_inner();
     let input = StockUpdateInput {
         on_hand: None,
         delta,

@@ -10,6 +10,7 @@ use super::openapi::ErrorBody;
 use super::{path_sku, Active, ApiError};
 use crate::active::ActiveParts;
 use crate::domain::similarity::Suggestion;
+use crate::domain::validation::Object;
 use crate::domain::{Ledger, Product, ProductInput, Sku};
 use crate::engine::EngineError;
 use crate::persistence::products;
@@ -174,10 +175,11 @@ pub async fn put(
     _admin: Admin,
     state: Active,
     path: web::Path<String>,
-    input: web::Json<ProductInput>,
+    input: web::Json<Object<ProductInput>>,
 ) -> Result<HttpResponse, ApiError> {
     let sku = Sku::parse(&path).map_err(|e| ApiError::field("sku", e))?;
-    let product = input.into_inner().validate(sku.clone())?;
+    let Object(input) = input.into_inner();
+    let product = input.validate(sku.clone())?;
     let pool = state.pool.clone();
     let stored = product.clone();
     let created =

@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse};
 use super::openapi::ErrorBody;
 use super::{Active, ApiError};
 use crate::domain::checkout::{CardInput, Payment};
+use crate::domain::validation::Object;
 use crate::domain::FieldErrors;
 
 /// A card as the gateway tokenized it: what a checkout's `payment.card_token` takes.
@@ -26,8 +27,9 @@ pub struct CardToken {
 #[utoipa::path(post, path = "/v1/sandbox/card-tokens", tag = "payments", request_body = CardInput, responses((status = 201, description = "The card's token", body = CardToken), (status = 400, description = "Not JSON or not the expected shape", body = ErrorBody), (status = 413, description = "Body too large", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 422, description = "Validation failed (Luhn, expiry, CVV)", body = ErrorBody), (status = 503, description = "Unavailable, with `Retry-After`", body = ErrorBody)))]
 pub async fn card_tokens(
     state: Active,
-    body: web::Json<CardInput>,
+    body: web::Json<Object<CardInput>>,
 ) -> Result<HttpResponse, ApiError> {
+    let Object(body) = body.into_inner();
     let mut errors = FieldErrors::new();
     let card = body.validate(&mut errors, state.orders.today(), "");
     let Some(card) = card else {

@@ -66,6 +66,142 @@ async fn a_checkout_that_is_an_array_is_refused_at_both_doors() {
     still_serving(&app, "ARR-1", "arr-calm").await;
 }
 
+/// serde's derived structs also read an array, field by field in order: no client means that,
+/// so an object sent as an array — a nested one too — is refused as the wrong shape at every
+/// door (400 over HTTP, dead-lettered on a queue) and changes nothing.
+#[actix_web::test]
+async fn objects_sent_as_arrays_are_refused_at_every_door() {
+    let app = spawn_app().await;
+    app.product("ARR-2", "c", &[], 100, 5).await;
+    let b = body("arr", json!([{"sku": "ARR-2", "quantity": 1}]));
+    let address: Vec<Value> = [
+        "recipient",
+        "street",
+        "number",
+        "complement",
+        "district",
+        "city",
+        "state",
+        "postal_code",
+        "country",
+    ]
+    .iter()
+    .map(|k| b["shipping_address"][*k].clone())
+    .collect();
+    let mut nested = Vec::new();
+    let mut as_array = b.clone();
+    as_array["shipping_address"] = json!(address);
+    nested.push(("shipping_address", as_array));
+    let mut as_array = b.clone();
+    as_array["items"] = json!([["ARR-2", 1]]);
+    nested.push(("items", as_array));
+    let mut as_array = b.clone();
+    as_array["payment"] = json!(["pix"]);
+    nested.push(("payment", as_array));
+    let mut as_array = b.clone();
+    as_array["payment"] =
+        json!({"method": "card", "card": ["4111111111111111", "Ana", 12, 2031, "123"]});
+    nested.push(("payment.card", as_array));
+    for (what, checkout) in &nested {
+        let r = app.checkout(&format!("arr-{what}"), checkout).await;
+        assert_error(&r, 400, "bad_request");
+        let r = &r.body["error"]["message"];
+        assert!(!r.to_string().contains("4111"), "{what}: {r}");
+    }
+    // On the queue (the card as a token, as another system sends it).
+    let mut queued = nested[0].1.clone();
+    queued["payment"] = json!({"method": "pix"});
+    app.publish("orders", "checkout", &queued, Some("arr-queued"))
+        .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.starts_with("body is not a checkout"), "{reason}");
+
+    // Every other body.
+    let cart = app
+        .send(
+            app.client.post(app.url("/v1/carts")),
+            Some(json!({"customer_id": "arr"})),
+        )
+        .await;
+    assert_eq!(cart.status, 201, "{}", cart.body);
+    let cart = cart.body["cart_id"].as_str().unwrap().to_owned();
+    let url = |p: String| app.url(&p);
+    for (what, req, body) in [
+        (
+            "cart",
+            app.client.post(url("/v1/carts".into())),
+            json!(["arr"]),
+        ),
+        (
+            "cart line",
+            app.client.put(url(format!("/v1/carts/{cart}/items/ARR-2"))),
+            json!([2, true]),
+        ),
+        (
+            "stock count",
+            app.admin(app.client.put(url("/v1/inventory/ARR-2".into()))),
+            json!([0, "count"]),
+        ),
+        (
+            "stock adjustment",
+            app.admin(
+                app.client
+                    .post(url("/v1/inventory/ARR-2/adjustments".into())),
+            ),
+            json!([-5, "shrink"]),
+        ),
+        (
+            "product",
+            app.admin(app.client.put(url("/v1/products/ARR-2".into()))),
+            json!(["Mug", "c", [], 1]),
+        ),
+        (
+            "card token",
+            app.anon.post(url("/v1/sandbox/card-tokens".into())),
+            json!(["4111111111111111", "Ana", 12, 2031, "123"]),
+        ),
+    ] {
+        let r = app.send(req, Some(body)).await;
+        assert_eq!(r.status, 400, "{what}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "bad_request", "{what}: {}", r.body);
+    }
+    app.publish(
+        "carts",
+        "cart.item",
+        &json!([cart, "arr", "ARR-2", 1, true]),
+        None,
+    )
+    .await;
+    let (_, reason) = app.dead_letter("carts.events.dead").await;
+    assert!(
+        reason.starts_with("body is not the expected JSON"),
+        "{reason}"
+    );
+    app.publish(
+        "inventory",
+        "stock.update",
+        &json!(["ARR-2", 0]),
+        Some("arr-inventory"),
+    )
+    .await;
+    let (_, reason) = app.dead_letter("inventory.updates.dead").await;
+    assert!(
+        reason.starts_with("body is not the expected JSON"),
+        "{reason}"
+    );
+    // Nothing changed: the stock, the product, the cart.
+    let stock = app.get("/v1/inventory/ARR-2").await;
+    assert_eq!(stock.body["on_hand"], 5, "{}", stock.body);
+    assert_eq!(stock.body["reserved"], 0, "{}", stock.body);
+    let product = app.get("/v1/products/ARR-2").await;
+    assert_eq!(product.body["price_cents"], 100, "{}", product.body);
+    let cart = app
+        .send(app.client.get(url(format!("/v1/carts/{cart}"))), None)
+        .await;
+    assert_eq!(cart.body["items"], json!([]), "{}", cart.body);
+    still_serving(&app, "ARR-2", "arr-calm").await;
+}
+
 #[actix_web::test]
 async fn nul_and_control_characters_are_refused_at_every_door_and_orders_keep_being_decided() {
     let app = spawn_app().await;
