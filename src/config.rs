@@ -37,8 +37,7 @@ pub struct Config {
     /// Writes per customer (`RATE_LIMIT_PER_SECOND`, `RATE_LIMIT_BURST`).
     pub rate_limits: crate::auth::RateSettings,
     /// How long an idempotency key is remembered (`IDEMPOTENCY_KEY_TTL_S`, default 24 h): a
-    /// reuse after that is a new order. A key whose order was never written (its checkout
-    /// still queued, or a dead letter) is kept 14 days at least.
+    /// reuse after that is a new order.
     pub key_retention: Duration,
     /// Open server-sent-event streams at most, per SSE route (`SSE_MAX_STREAMS`).
     pub sse_max_streams: usize,

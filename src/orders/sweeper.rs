@@ -34,12 +34,6 @@ use crate::persistence::run_blocking;
 const BATCH: i64 = 500;
 /// A settled-late order is left alone this long (its own consumer is probably finishing it).
 const UNSETTLED_GRACE: Duration = Duration::from_secs(2);
-/// A key whose order was never written is kept at least this long: with one write, a checkout
-/// still in the queue (a consumer down for a day) has no order row yet, and a dead letter may
-/// be replayed for as long as the broker keeps it (14 days, `messaging::topology`). Forgotten
-/// sooner, a reuse of the key would take it, and the checkout its 202 answered would be
-/// refused when it comes.
-const UNWRITTEN_KEY_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -152,13 +146,10 @@ impl Sweeper {
                 return Err(e.into());
             }
         };
-        let retention = self.p.config.key_retention;
-        let before = now - chrono::Duration::from_std(retention).unwrap_or_default();
-        let unwritten_before = now
-            - chrono::Duration::from_std(retention.max(UNWRITTEN_KEY_RETENTION))
-                .unwrap_or_default();
+        let before =
+            now - chrono::Duration::from_std(self.p.config.key_retention).unwrap_or_default();
         match run_blocking(&self.p.pool, move |c| {
-            order_store::prune_keys(c, before, unwritten_before, 10 * BATCH)
+            order_store::prune_keys(c, before, 10 * BATCH)
         })
         .await
         {

@@ -37,28 +37,22 @@ pub enum KeyState {
     Racing,
 }
 
-/// Forgets idempotency keys recorded before `before` whose order is decided, and those
-/// recorded before `unwritten_before` whose order was never written (its checkout may still be
-/// on its way until then): a reuse after that is a new order. At most `limit` a call; returns
-/// how many went.
+/// Forgets idempotency keys recorded before `before` whose order is decided (or never came):
+/// a reuse after that is a new order. At most `limit` a call; returns how many went.
 pub fn prune_keys(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
-    unwritten_before: DateTime<Utc>,
     limit: i64,
 ) -> Result<usize, DbError> {
     diesel::sql_query(
         "DELETE FROM checkout_keys WHERE order_id IN (
              SELECT k.order_id FROM checkout_keys k
-             LEFT JOIN LATERAL (SELECT o.status FROM orders o WHERE o.order_id = k.order_id
-                                LIMIT 1) o ON true
              WHERE k.created_at < $1
-               AND CASE WHEN o.status IS NULL THEN k.created_at < $2
-                        ELSE o.status NOT IN ('received', 'reserved') END
-             LIMIT $3)",
+               AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = k.order_id
+                               AND o.status IN ('received', 'reserved'))
+             LIMIT $2)",
     )
     .bind::<diesel::sql_types::Timestamptz, _>(before)
-    .bind::<diesel::sql_types::Timestamptz, _>(unwritten_before)
     .bind::<diesel::sql_types::BigInt, _>(limit)
     .execute(conn)
     .map_err(DbError::from)

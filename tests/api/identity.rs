@@ -502,50 +502,6 @@ async fn keys_are_forgotten_after_their_retention_and_a_reuse_is_a_new_order() {
     app.stop().await;
 }
 
-/// With one write, a checkout still in the queue has no order row: its key must outlive the
-/// key retention (as long as a dead letter may be replayed), or a reuse of the key would take
-/// it and the checkout its 202 answered would be refused when it comes.
-#[actix_web::test]
-async fn a_key_whose_order_was_never_written_outlives_the_key_retention() {
-    use diesel::RunQueryDsl;
-    let app = spawn_app_with(TestDb::new(), |c| {
-        c.key_retention = Duration::from_secs(60);
-    })
-    .await;
-    // Keys of checkouts never written as orders: a day old, and fifteen days old.
-    diesel::sql_query(
-        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint, created_at)
-         VALUES (gen_random_uuid(), 'ana', 'queued-a-day', 'f', now() - interval '1 day'),
-                (gen_random_uuid(), 'ana', 'gone-long-ago', 'f', now() - interval '15 days')",
-    )
-    .execute(&mut app.db.conn())
-    .unwrap();
-    let report = app.active().orders.sweep().await.unwrap();
-    assert_eq!(report.keys_forgotten, 1);
-    #[derive(diesel::QueryableByName)]
-    struct Key {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        idempotency_key: String,
-    }
-    let kept: Vec<String> = diesel::sql_query("SELECT idempotency_key FROM checkout_keys")
-        .load::<Key>(&mut app.db.conn())
-        .unwrap()
-        .into_iter()
-        .map(|k| k.idempotency_key)
-        .collect();
-    assert_eq!(kept, ["queued-a-day"]);
-    // Its reuse with another body is still the mismatch it is.
-    app.product("KW-1", "c", &[], 300, 10).await;
-    let reuse = app
-        .checkout(
-            "queued-a-day",
-            &body("ana", json!([{"sku": "KW-1", "quantity": 1}])),
-        )
-        .await;
-    assert_error(&reuse, 422, "idempotency_mismatch");
-    app.stop().await;
-}
-
 #[actix_web::test]
 async fn customer_keys_rotate_through_the_key_file_without_a_restart() {
     let keys = KeyDir::new();
