@@ -61,6 +61,20 @@ fn has_card_number(value: &Value) -> bool {
     }
 }
 
+/// `text` as it may be written down — a dead letter's reason, an error message echoing what was
+/// sent: unchanged unless it holds a card number; then every digit in it masked (`#`).
+pub fn without_card_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    if text_has_card_number(text) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Whether a text holds a card number: a run of 13–19 digits (single spaces or dashes between
 /// digits allowed) that passes Luhn and stands on its own — not glued to letters or other digits
 /// on either side (so the digit groups of a UUID or a token are not taken for one).
@@ -174,6 +188,22 @@ fn any_string_has_card_number(value: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_text_with_a_card_number_is_written_with_its_digits_masked() {
+        let echoed =
+            "invalid type: integer `4242424242424242`, expected a string at line 1 column 31";
+        let kept = without_card_numbers(echoed);
+        assert!(!text_has_card_number(&kept), "{kept}");
+        assert!(!kept.chars().any(|c| c.is_ascii_digit()), "{kept}");
+        assert!(kept.starts_with("invalid type: integer `####"), "{kept}");
+        // Anything else is kept as it is (no copy).
+        let plain = "missing field `sku` at line 1 column 31";
+        assert!(matches!(
+            without_card_numbers(plain),
+            std::borrow::Cow::Borrowed(p) if p == plain
+        ));
+    }
 
     #[test]
     fn card_numbers_and_cvvs_are_found_and_removed() {

@@ -261,7 +261,11 @@ fn json_error(e: JsonPayloadError, limit: usize) -> ApiError {
             ApiError::PayloadTooLarge { limit }
         }
         JsonPayloadError::Deserialize(e) => ApiError::BadRequest {
-            message: format!("body is not the expected JSON: {e}"),
+            // serde's message may echo a value sent ("invalid type: integer `…`").
+            message: crate::domain::card_data::without_card_numbers(&format!(
+                "body is not the expected JSON: {e}"
+            ))
+            .into_owned(),
             details: json!({ "line": e.line(), "column": e.column() }),
         },
         other => ApiError::bad_request(format!("could not read the body: {other}")),

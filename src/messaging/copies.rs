@@ -97,6 +97,8 @@ pub(super) async fn publish_dead_letter(
     body: Vec<u8>,
 ) -> Result<(), super::PublishError> {
     let body = crate::domain::card_data::safe_to_keep(&body).unwrap_or(body);
+    // A reason may echo what was refused (serde's "invalid type: integer `…`").
+    let reason = &*crate::domain::card_data::without_card_numbers(reason);
     tracing::warn!(queue = queue.name, %reason, "dead-lettering a message");
     let mut headers = props.headers().clone().unwrap_or_default();
     headers.insert(

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use crate::checkout::body;
 use crate::helpers::{
-    assert_error, customer_token, http_client, order_of_key, spawn_app_with, sql_i64, tokenized,
-    Service, TestApp, TestDb, TestVhost,
+    assert_error, customer_token, http_client, order_of_key, spawn_app, spawn_app_with, sql_i64,
+    tokenized, Service, TestApp, TestDb, TestVhost,
 };
 
 /// Every 13–19-digit run (single spaces or dashes between digits allowed) that passes Luhn, and
@@ -627,6 +627,66 @@ async fn raw_cards_on_the_queue_are_refused_and_the_sandbox_route_validates_like
     let r = app.checkout("rq-forged", &forged).await;
     assert_error(&r, 422, "validation_failed");
     app.stop().await;
+}
+
+/// serde's message for a value of the wrong type echoes it ("invalid type: integer `…`"): a
+/// card number sent as a JSON number where a string belongs is written nowhere — not in the
+/// 400 answered, not in a dead letter's reason, not in the dead letters listed.
+#[actix_web::test]
+async fn a_card_number_echoed_by_a_parse_error_is_written_nowhere() {
+    let app = spawn_app().await;
+    app.product("ECHO-1", "c", &[], 100, 5).await;
+    let mut b = body("echo", json!([{"sku": "ECHO-1", "quantity": 1}]));
+    b["shipping_address"]["street"] = json!(4242424242424242u64);
+    let r = app.checkout("echo-http", &b).await;
+    assert_error(&r, 400, "bad_request");
+    assert_eq!(
+        card_data_in(&r.body.to_string()),
+        Vec::<String>::new(),
+        "{}",
+        r.body
+    );
+    // On the queues: a cart event and a stock message, each with one.
+    app.publish(
+        "carts",
+        "cart.item",
+        &json!({"cart_id": 4242424242424242u64, "sku": "ECHO-1", "quantity": 1}),
+        None,
+    )
+    .await;
+    let (_, reason) = app.dead_letter("carts.events.dead").await;
+    assert!(
+        reason.starts_with("body is not the expected JSON"),
+        "{reason}"
+    );
+    assert_eq!(card_data_in(&reason), Vec::<String>::new(), "{reason}");
+    app.publish(
+        "inventory",
+        "stock.update",
+        &json!({"sku": 4242424242424242u64, "on_hand": 1}),
+        Some("echo-stock"),
+    )
+    .await;
+    let (_, reason) = app.dead_letter("inventory.updates.dead").await;
+    assert_eq!(card_data_in(&reason), Vec::<String>::new(), "{reason}");
+    let listed = app
+        .send(
+            app.admin(app.client.get(app.url("/v1/monitor/dead-letters"))),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, 200);
+    assert!(
+        listed.body["data"].as_array().unwrap().len() >= 2,
+        "{}",
+        listed.body
+    );
+    assert_eq!(
+        card_data_in(&listed.body.to_string()),
+        Vec::<String>::new(),
+        "{}",
+        listed.body
+    );
 }
 
 #[actix_web::test]
