@@ -38,7 +38,9 @@ pub enum KeyState {
 }
 
 /// Forgets idempotency keys recorded before `before` whose order is decided (or never came):
-/// a reuse after that is a new order. At most `limit` a call; returns how many went.
+/// a reuse after that is a new order. At most `limit` a call; returns how many went. Keys
+/// another call is forgetting now are skipped, not waited for (two sweeps never block each
+/// other, and a batch short of `limit` means none is left).
 pub fn prune_keys(
     conn: &mut PgConnection,
     before: DateTime<Utc>,
@@ -50,7 +52,8 @@ pub fn prune_keys(
              WHERE k.created_at < $1
                AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = k.order_id
                                AND o.status IN ('received', 'reserved'))
-             LIMIT $2)",
+             LIMIT $2
+             FOR UPDATE OF k SKIP LOCKED)",
     )
     .bind::<diesel::sql_types::Timestamptz, _>(before)
     .bind::<diesel::sql_types::BigInt, _>(limit)

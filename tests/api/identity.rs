@@ -502,6 +502,47 @@ async fn keys_are_forgotten_after_their_retention_and_a_reuse_is_a_new_order() {
     app.stop().await;
 }
 
+/// Keys arrive at the checkout rate: a round of the sweeper forgets every key past its
+/// retention, however many, not one batch of them (5,000 a round was 167 a second, so under
+/// a sustained load above that the table only grew).
+#[actix_web::test]
+async fn a_sweep_forgets_every_key_past_its_retention_not_one_batch() {
+    use diesel::RunQueryDsl;
+    // The service's own rounds: the first as it starts, then none during the test.
+    let app = spawn_app_with(TestDb::new(), |c| {
+        c.key_retention = Duration::from_secs(60);
+        c.sweep_every = Duration::from_secs(3600);
+    })
+    .await;
+    diesel::sql_query(
+        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint, created_at)
+         SELECT gen_random_uuid(), 'c-' || i, 'k', 'f', now() - interval '2 minutes'
+         FROM generate_series(1, 12000) i",
+    )
+    .execute(&mut app.db.conn())
+    .unwrap();
+    // One recent key stays.
+    diesel::sql_query(
+        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
+         VALUES (gen_random_uuid(), 'recent', 'k', 'f')",
+    )
+    .execute(&mut app.db.conn())
+    .unwrap();
+    // One round (the service's own first round may run meanwhile and take its share: wait
+    // for it too, briefly).
+    app.active().orders.sweep().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let left = loop {
+        let left = sql_i64(&app.db, "SELECT count(*) AS n FROM checkout_keys");
+        if left == 1 || std::time::Instant::now() > deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(left, 1, "only the recent key is left after one round");
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn customer_keys_rotate_through_the_key_file_without_a_restart() {
     let keys = KeyDir::new();
