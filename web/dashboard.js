@@ -138,7 +138,8 @@
 
   // The browser reconnects a dropped stream by itself, but gives up for good on one the service
   // refused (503 when every stream slot is taken, or any other answer than the stream): this
-  // opens a new one then, one second later, then two, up to thirty.
+  // opens a new one then, about one second later, then two, up to thirty — each wait between
+  // half and all of that, so that tabs refused together do not all come back together.
   let retryMs = 1000;
   function connect() {
     const source = new EventSource("/v1/monitor/stream");
@@ -149,7 +150,7 @@
       $("role").className = "badge down";
       if (source.readyState === EventSource.CLOSED) {
         state.refused += 1;
-        setTimeout(connect, retryMs);
+        setTimeout(connect, retryMs * (0.5 + Math.random() / 2));
         retryMs = Math.min(retryMs * 2, 30000);
       }
     };

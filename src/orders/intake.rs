@@ -2,9 +2,12 @@
 //! the fast path, the publish. Answers 202 only once the broker confirmed the checkout.
 //!
 //! The key is recorded in PostgreSQL (batched by the order writer) before the checkout is
-//! published, with the fingerprint of its request: the same key with another body is refused
-//! (422 `idempotency_mismatch`) across restarts and after a publish that timed out. The same key
-//! with the same body before its order exists is published again — harmless, the consumer is
+//! published, with the fingerprint of its request, once the fast path took the checkout: one
+//! refused at the door (out of stock, an unknown cart) records nothing, so a flash sale's
+//! refusals cost a read, not a write, and their keys may be used again with another body.
+//! Recorded, the same key with another body is refused (422 `idempotency_mismatch`) across
+//! restarts and after a publish that timed out. The same key with the same body before its
+//! order exists is published again — harmless, the consumer is
 //! idempotent — so a checkout whose publish was lost is not lost.
 
 use std::time::Duration;
@@ -154,12 +157,24 @@ impl Intake {
                 Err(IntakeError::Mismatch)
             };
         }
+        // The fast path first: a checkout it refuses (409 at the door of a flash sale, an
+        // unknown cart) records nothing — unless its key was used before, when the key's own
+        // answer (its order, or 422 for another body) comes first, as it always did.
+        let lines = self.fast_path(checkout, &deadline).await;
+        if let Err(refused) = lines {
+            if !self.key_seen(customer, key, &deadline).await? {
+                return Err(refused);
+            }
+            return match self.record_key(customer, key, &fp, &deadline).await? {
+                Ok(_) => Err(refused),
+                Err(existing) => Ok(existing),
+            };
+        }
         let order_id = match self.record_key(customer, key, &fp, &deadline).await? {
             Ok(order_id) => order_id,
             Err(existing) => return Ok(existing),
         };
         tracing::Span::current().record("order_id", tracing::field::display(order_id));
-        self.fast_path(checkout, &deadline).await?;
         self.publish_accepted(checkout, key, order_id, &fp).await
     }
 
@@ -213,6 +228,25 @@ impl Intake {
             }
         };
         Ok(Ok(order_id))
+    }
+
+    /// Whether this customer's key was used before: seen here lately, or recorded.
+    async fn key_seen(
+        &self,
+        customer: &str,
+        key: &str,
+        deadline: &Deadline,
+    ) -> Result<bool, IntakeError> {
+        if self.p.keys.recent.contains(customer, key) {
+            return Ok(true);
+        }
+        let (customer, key) = (customer.to_owned(), key.to_owned());
+        Ok(deadline
+            .bound(run_blocking(&self.p.pool, move |c| {
+                crate::persistence::orders::key_known(c, &customer, &key)
+            }))
+            .await?
+            .map_err(StepError::from)?)
     }
 
     /// The fast path: the lines (a cart's read), their total, and the engine's snapshot of the

@@ -66,6 +66,19 @@ pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<boo
     Ok(accepted_by(conn, order_id)?.is_some())
 }
 
+/// Whether the customer's key is recorded (read only: intake asks before it answers a checkout
+/// the fast path refused, so that a refusal records nothing but a repeat of an accepted
+/// checkout still gets its order).
+pub fn key_known(conn: &mut PgConnection, customer: &str, key: &str) -> Result<bool, DbError> {
+    use super::schema::checkout_keys;
+    Ok(diesel::select(diesel::dsl::exists(
+        checkout_keys::table
+            .filter(checkout_keys::customer_id.eq(customer))
+            .filter(checkout_keys::idempotency_key.eq(key)),
+    ))
+    .get_result(conn)?)
+}
+
 /// The customer whose checkout intake accepted with this order id, and when (its key is
 /// recorded; the order may not be decided yet), if any.
 pub fn accepted_by(

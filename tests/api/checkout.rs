@@ -441,6 +441,57 @@ async fn retried_keys_and_duplicate_deliveries_make_one_order() {
     app.stop().await;
 }
 
+/// A checkout the fast path refuses records nothing — a flash sale's refusals cost no write, and
+/// a refused key may be used again with another body — while a repeat of an accepted checkout
+/// still gets its order (or 422 for another body) before any 409: after a restart too, when
+/// only the database remembers the key.
+#[actix_web::test]
+async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_order() {
+    let app = spawn_app().await;
+    app.product("DOOR-1", "c", &[], 100, 1).await;
+    let one = json!([{"sku": "DOOR-1", "quantity": 1}]);
+    let first = body("door-0", one.clone());
+    let r = app.checkout("door-key", &first).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.decided(&id).await["status"], "scheduled");
+    // Sold out: every new checkout is refused at the door, and none leaves its key behind.
+    for i in 1..=20 {
+        let b = body(&format!("door-{i}"), one.clone());
+        assert_error(
+            &app.checkout(&format!("door-key-{i}"), &b).await,
+            409,
+            "out_of_stock",
+        );
+    }
+    let keys = "SELECT count(*) AS n FROM checkout_keys";
+    assert_eq!(crate::helpers::sql_i64(&app.db, keys), 1);
+    let two = json!([{"sku": "DOOR-1", "quantity": 2}]);
+    let r = app.checkout("door-key", &body("door-0", two.clone())).await;
+    assert_error(&r, 422, "idempotency_mismatch");
+
+    // A new process: only the database remembers the accepted key.
+    let crate::helpers::TestApp { db, .. } = app.stop_keeping_db().await;
+    let app = crate::helpers::spawn_app_with(db, |_| {}).await;
+    let r = app.checkout("door-key", &first).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["order_id"], id.as_str());
+    let r = app.checkout("door-key", &body("door-0", two.clone())).await;
+    assert_error(&r, 422, "idempotency_mismatch");
+
+    // Restocked, a key refused before is a new checkout, its body another one.
+    let r = app
+        .admin_put("/v1/inventory/DOOR-1", json!({"on_hand": 5}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = app.checkout("door-key-1", &body("door-1", two)).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
+    assert_eq!(order["status"], "scheduled");
+    assert_eq!(crate::helpers::sql_i64(&app.db, keys), 2);
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn poison_messages_are_dead_lettered_and_the_service_keeps_serving() {
     let app = spawn_app().await;
