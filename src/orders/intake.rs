@@ -240,13 +240,21 @@ impl Intake {
         if self.p.keys.recent.contains(customer, key) {
             return Ok(true);
         }
-        let (customer, key) = (customer.to_owned(), key.to_owned());
-        Ok(deadline
-            .bound(run_blocking(&self.p.pool, move |c| {
-                crate::persistence::orders::key_known(c, &customer, &key)
-            }))
+        let lookup = KeyRow {
+            order_id: OrderIds::random(),
+            customer_id: customer.to_owned(),
+            idempotency_key: key.to_owned(),
+            fingerprint: String::new(),
+        };
+        match self
+            .p
+            .records
+            .write(OrderWrite::KeyKnown(lookup), deadline)
             .await?
-            .map_err(StepError::from)?)
+        {
+            OrderWritten::KeyKnown(known) => Ok(known),
+            other => Err(StepError::Refused(format!("internal: {other:?}").into()).into()),
+        }
     }
 
     /// The fast path: the lines (a cart's read), their total, and the engine's snapshot of the

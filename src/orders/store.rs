@@ -78,6 +78,10 @@ impl MemOrderStore {
                     }
                 }
             }
+            OrderWrite::KeyKnown(k) => OrderWritten::KeyKnown(
+                kept.keys
+                    .contains_key(&(k.customer_id.clone(), k.idempotency_key.clone())),
+            ),
             OrderWrite::Create(row) => OrderWritten::Created(create(&mut kept, *row)),
             OrderWrite::Transition(row) => OrderWritten::Moved(transition(&mut kept, *row)),
             OrderWrite::Decided(d) => {
@@ -224,6 +228,36 @@ mod tests {
             settled: true,
         };
         OrderWrite::Create(Box::new(NewOrderRow::of(&order, key, &Address::default())))
+    }
+
+    /// A lookup finds a key by its customer and key, whatever id and fingerprint it asks with,
+    /// and records nothing.
+    #[test]
+    fn a_key_lookup_finds_the_customers_key_and_records_nothing() {
+        let store = MemOrderStore::default();
+        let lookup =
+            |id: u128, customer: &str, k: &str| match key(Uuid::from_u128(id), customer, k, "") {
+                OrderWrite::Key(row) => OrderWrite::KeyKnown(row),
+                other => other,
+            };
+        assert_eq!(
+            store.apply(lookup(1, "c-1", "k")),
+            OrderWritten::KeyKnown(false)
+        );
+        assert!(store.lock().keys.is_empty());
+        store.apply(key(Uuid::from_u128(2), "c-1", "k", "f"));
+        assert_eq!(
+            store.apply(lookup(3, "c-1", "k")),
+            OrderWritten::KeyKnown(true)
+        );
+        assert_eq!(
+            store.apply(lookup(4, "c-2", "k")),
+            OrderWritten::KeyKnown(false)
+        );
+        assert_eq!(
+            store.apply(lookup(5, "c-1", "k2")),
+            OrderWritten::KeyKnown(false)
+        );
     }
 
     /// The same cases as `engine_pg::an_order_is_created_only_where_its_key_allows_it`, against

@@ -66,18 +66,36 @@ pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<boo
     Ok(accepted_by(conn, order_id)?.is_some())
 }
 
-/// Whether the customer's key is recorded (read only: intake asks before it answers a checkout
-/// the fast path refused, so that a refusal records nothing but a repeat of an accepted
-/// checkout still gets its order).
-pub fn key_known(conn: &mut PgConnection, customer: &str, key: &str) -> Result<bool, DbError> {
-    use super::schema::checkout_keys;
-    Ok(diesel::select(diesel::dsl::exists(
-        checkout_keys::table
-            .filter(checkout_keys::customer_id.eq(customer))
-            .filter(checkout_keys::idempotency_key.eq(key)),
-    ))
-    .get_result(conn)?)
+/// Which of these keys are recorded (by the customer and key of each; the result holds the
+/// `order_id` each was asked with): a read, one probe of the `(customer, key)` index per key.
+/// Intake asks before it answers a checkout the fast path refused, so that a refusal records
+/// nothing but a repeat of an accepted checkout still gets its order.
+pub fn keys_known(
+    conn: &mut PgConnection,
+    keys: &[KeyRow],
+) -> Result<std::collections::HashSet<Uuid>, DbError> {
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        order_id: Uuid,
+    }
+    if keys.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    Ok(
+        super::Prepared(diesel::sql_query(KNOWN).bind::<Text, _>(json(keys)?))
+            .load::<Found>(conn)?
+            .into_iter()
+            .map(|f| f.order_id)
+            .collect(),
+    )
 }
+
+const KNOWN: &str = "
+SELECT x.order_id
+FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, customer_id text, idempotency_key text)
+WHERE EXISTS (SELECT 1 FROM checkout_keys k
+              WHERE k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key)";
 
 /// The customer whose checkout intake accepted with this order id, and when (its key is
 /// recorded; the order may not be decided yet), if any.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 pub use super::decided::{is_stock_refusal, write_decided, DecidedOutcome, DecidedRow};
 pub use super::keys::{
-    accepted_by, key_known, key_recorded, order_id_secret, prune_keys, record_keys, KeyRow,
+    accepted_by, key_recorded, keys_known, order_id_secret, prune_keys, record_keys, KeyRow,
     KeyState,
 };
 use super::schema::{notifications, orders};
