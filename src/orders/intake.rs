@@ -158,17 +158,9 @@ impl Intake {
             };
         }
         // The fast path first: a checkout it refuses (409 at the door of a flash sale, an
-        // unknown cart) records nothing — unless its key was used before, when the key's own
-        // answer (its order, or 422 for another body) comes first, as it always did.
-        let lines = self.fast_path(checkout, &deadline).await;
-        if let Err(refused) = lines {
-            if !self.key_seen(customer, key, &deadline).await? {
-                return Err(refused);
-            }
-            return match self.record_key(customer, key, &fp, &deadline).await? {
-                Ok(_) => Err(refused),
-                Err(existing) => Ok(existing),
-            };
+        // unknown cart) records nothing.
+        if let Err(refused) = self.fast_path(checkout, &deadline).await {
+            return self.refused(checkout, key, &fp, refused, &deadline).await;
         }
         let order_id = match self.record_key(customer, key, &fp, &deadline).await? {
             Ok(order_id) => order_id,
@@ -230,31 +222,53 @@ impl Intake {
         Ok(Ok(order_id))
     }
 
-    /// Whether this customer's key was used before: seen here lately, or recorded.
-    async fn key_seen(
+    /// The answer to a checkout the fast path refused; nothing is recorded for it. A key used
+    /// before gets its own answer first: its order (200), 422 for another body — and, for the
+    /// same body accepted before and not decided yet (still in the queue, or its publish lost),
+    /// its 202 again when only the stock refused it now, published again (the consumer is
+    /// idempotent; it rejects the order if the units are still short).
+    async fn refused(
         &self,
-        customer: &str,
+        checkout: &Checkout,
         key: &str,
+        fp: &str,
+        refused: IntakeError,
         deadline: &Deadline,
-    ) -> Result<bool, IntakeError> {
-        if self.p.keys.recent.contains(customer, key) {
-            return Ok(true);
-        }
+    ) -> Result<IntakeOutcome, IntakeError> {
+        let customer = checkout.customer_id.as_str();
         let lookup = KeyRow {
             order_id: OrderIds::random(),
             customer_id: customer.to_owned(),
             idempotency_key: key.to_owned(),
             fingerprint: String::new(),
         };
-        match self
+        let recorded = match self
             .p
             .records
-            .write(OrderWrite::KeyKnown(lookup), deadline)
+            .write(OrderWrite::KeyLookup(lookup), deadline)
             .await?
         {
-            OrderWritten::KeyKnown(known) => Ok(known),
-            other => Err(StepError::Refused(format!("internal: {other:?}").into()).into()),
+            OrderWritten::KeyFound(found) => found,
+            other => {
+                return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
+            }
+        };
+        let Some(recorded) = recorded else {
+            return Err(refused);
+        };
+        if recorded.fingerprint != fp {
+            return Err(IntakeError::Mismatch);
         }
+        if let Some(status) = recorded.status {
+            return Ok(IntakeOutcome::Existing(recorded.order_id, status));
+        }
+        if !matches!(refused, IntakeError::OutOfStock(_)) {
+            return Err(refused);
+        }
+        self.p.keys.recent.insert(customer, key);
+        tracing::Span::current().record("order_id", tracing::field::display(recorded.order_id));
+        self.publish_accepted(checkout, key, recorded.order_id, fp)
+            .await
     }
 
     /// The fast path: the lines (a cart's read), their total, and the engine's snapshot of the

@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::writer::{OrderWrite, OrderWritten};
 use crate::batch::{BatchStats, SubmitError, Ticket};
 use crate::domain::order::Order;
-use crate::persistence::orders::{DecidedOutcome, KeyState, NewOrderRow, TransitionRow};
+use crate::persistence::orders::{
+    DecidedOutcome, KeyState, NewOrderRow, RecordedKey, TransitionRow,
+};
 use crate::persistence::DbError;
 
 /// A read's answer, later.
@@ -78,10 +80,16 @@ impl MemOrderStore {
                     }
                 }
             }
-            OrderWrite::KeyKnown(k) => OrderWritten::KeyKnown(
-                kept.keys
-                    .contains_key(&(k.customer_id.clone(), k.idempotency_key.clone())),
-            ),
+            OrderWrite::KeyLookup(k) => {
+                let slot = (k.customer_id, k.idempotency_key);
+                OrderWritten::KeyFound(kept.keys.get(&slot).map(|(order_id, fingerprint)| {
+                    RecordedKey {
+                        order_id: *order_id,
+                        fingerprint: fingerprint.clone(),
+                        status: kept.orders.get(order_id).map(|o| o.status),
+                    }
+                }))
+            }
             OrderWrite::Create(row) => OrderWritten::Created(create(&mut kept, *row)),
             OrderWrite::Transition(row) => OrderWritten::Moved(transition(&mut kept, *row)),
             OrderWrite::Decided(d) => {
@@ -230,33 +238,43 @@ mod tests {
         OrderWrite::Create(Box::new(NewOrderRow::of(&order, key, &Address::default())))
     }
 
-    /// A lookup finds a key by its customer and key, whatever id and fingerprint it asks with,
-    /// and records nothing.
+    /// A lookup finds a key by its customer and key, whatever id it asks with, says what is
+    /// recorded for it, and records nothing.
     #[test]
-    fn a_key_lookup_finds_the_customers_key_and_records_nothing() {
+    fn a_key_lookup_says_what_is_recorded_and_records_nothing() {
         let store = MemOrderStore::default();
         let lookup =
             |id: u128, customer: &str, k: &str| match key(Uuid::from_u128(id), customer, k, "") {
-                OrderWrite::Key(row) => OrderWrite::KeyKnown(row),
+                OrderWrite::Key(row) => OrderWrite::KeyLookup(row),
                 other => other,
             };
         assert_eq!(
             store.apply(lookup(1, "c-1", "k")),
-            OrderWritten::KeyKnown(false)
+            OrderWritten::KeyFound(None)
         );
         assert!(store.lock().keys.is_empty());
-        store.apply(key(Uuid::from_u128(2), "c-1", "k", "f"));
+        let id = Uuid::from_u128(2);
+        store.apply(key(id, "c-1", "k", "f"));
+        let recorded = |status| {
+            OrderWritten::KeyFound(Some(RecordedKey {
+                order_id: id,
+                fingerprint: "f".into(),
+                status,
+            }))
+        };
+        assert_eq!(store.apply(lookup(3, "c-1", "k")), recorded(None));
+        store.apply(create(id, "c-1", "k", "f"));
         assert_eq!(
-            store.apply(lookup(3, "c-1", "k")),
-            OrderWritten::KeyKnown(true)
+            store.apply(lookup(4, "c-1", "k")),
+            recorded(Some(OrderStatus::Scheduled))
         );
         assert_eq!(
-            store.apply(lookup(4, "c-2", "k")),
-            OrderWritten::KeyKnown(false)
+            store.apply(lookup(5, "c-2", "k")),
+            OrderWritten::KeyFound(None)
         );
         assert_eq!(
-            store.apply(lookup(5, "c-1", "k2")),
-            OrderWritten::KeyKnown(false)
+            store.apply(lookup(6, "c-1", "k2")),
+            OrderWritten::KeyFound(None)
         );
     }
 

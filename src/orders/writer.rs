@@ -24,7 +24,7 @@ use crate::batch::{
 use crate::domain::order::Order;
 use crate::lease::FenceGuard;
 use crate::persistence::orders::{
-    self, DecidedOutcome, DecidedRow, KeyRow, KeyState, NewOrderRow, TransitionRow,
+    self, DecidedOutcome, DecidedRow, KeyRow, KeyState, NewOrderRow, RecordedKey, TransitionRow,
 };
 use crate::persistence::{DbError, DbPool};
 
@@ -33,9 +33,9 @@ use crate::persistence::{DbError, DbPool};
 pub enum OrderWrite {
     /// Record an idempotency key before its checkout is published.
     Key(KeyRow),
-    /// Whether a customer's key is recorded (a read, batched with the writes; the row's
-    /// `order_id` only tells the lookups apart, its fingerprint is not compared).
-    KeyKnown(KeyRow),
+    /// What is recorded for a customer's key, if anything (a read, batched with the writes;
+    /// the row's `order_id` only tells the lookups apart, its fingerprint is not used).
+    KeyLookup(KeyRow),
     /// Create an order unless it exists.
     Create(Box<NewOrderRow>),
     /// Move an order, if it is still in `from_status`.
@@ -50,7 +50,7 @@ pub enum OrderWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderWritten {
     Key(KeyState),
-    KeyKnown(bool),
+    KeyFound(Option<RecordedKey>),
     /// `true` when the order was created now (not found already there).
     Created(bool),
     /// `true` when the order moved now (it was still in `from_status`).
@@ -254,7 +254,7 @@ fn write_all(
     for item in items {
         match item {
             OrderWrite::Key(k) => keys.push(k.clone()),
-            OrderWrite::KeyKnown(k) => lookups.push(k.clone()),
+            OrderWrite::KeyLookup(k) => lookups.push(k.clone()),
             OrderWrite::Create(c) => creates.push(NewOrderRow::clone(c)),
             OrderWrite::Transition(t) => transitions.push(TransitionRow::clone(t)),
             OrderWrite::Settle(id) => settles.push(*id),
@@ -262,7 +262,7 @@ fn write_all(
         }
     }
     let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
-    let known = orders::keys_known(conn, &lookups)?;
+    let mut found = orders::recorded_keys(conn, &lookups)?;
     let created = orders::create_orders(conn, &creates)?;
     let mut decisions = orders::write_decided(conn, &decided)?.into_iter();
     let moved = orders::apply_transitions(conn, &transitions)?;
@@ -271,7 +271,7 @@ fn write_all(
         .iter()
         .map(|item| match item {
             OrderWrite::Key(_) => OrderWritten::Key(key_states.next().unwrap_or(KeyState::New)),
-            OrderWrite::KeyKnown(k) => OrderWritten::KeyKnown(known.contains(&k.order_id)),
+            OrderWrite::KeyLookup(k) => OrderWritten::KeyFound(found.remove(&k.order_id)),
             OrderWrite::Create(c) => OrderWritten::Created(created.contains(&c.order_id)),
             OrderWrite::Transition(t) => OrderWritten::Moved(moved.contains(&t.order_id)),
             OrderWrite::Settle(_) => OrderWritten::Settled,
@@ -311,7 +311,7 @@ fn write_each(conn: &mut diesel::PgConnection, items: &[OrderWrite]) -> Result<R
 fn kind(item: &OrderWrite) -> (&'static str, Uuid) {
     match item {
         OrderWrite::Key(k) => ("key", k.order_id),
-        OrderWrite::KeyKnown(k) => ("key lookup", k.order_id),
+        OrderWrite::KeyLookup(k) => ("key lookup", k.order_id),
         OrderWrite::Create(c) => ("create", c.order_id),
         OrderWrite::Transition(t) => ("transition", t.order_id),
         OrderWrite::Settle(id) => ("settle", *id),

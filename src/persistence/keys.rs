@@ -66,36 +66,63 @@ pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<boo
     Ok(accepted_by(conn, order_id)?.is_some())
 }
 
-/// Which of these keys are recorded (by the customer and key of each; the result holds the
-/// `order_id` each was asked with): a read, one probe of the `(customer, key)` index per key.
-/// Intake asks before it answers a checkout the fast path refused, so that a refusal records
-/// nothing but a repeat of an accepted checkout still gets its order.
-pub fn keys_known(
+/// What is recorded for a customer's key: the order id it was given, the fingerprint of its
+/// request, and the status of its order if the order exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedKey {
+    pub order_id: Uuid,
+    pub fingerprint: String,
+    pub status: Option<OrderStatus>,
+}
+
+/// What is recorded for each of these keys (by the customer and key of each), by the
+/// `order_id` each was asked with; a key not recorded is absent. A read: one probe of the
+/// `(customer, key)` index per key and one of the orders' primary key per key found, planned
+/// so whatever the tables hold (`LATERAL … LIMIT 1`, as [`record_keys`]). Intake asks before
+/// it answers a checkout the fast path refused: a refusal records nothing, a repeat of an
+/// accepted checkout still gets its own answer.
+pub fn recorded_keys(
     conn: &mut PgConnection,
     keys: &[KeyRow],
-) -> Result<std::collections::HashSet<Uuid>, DbError> {
+) -> Result<std::collections::HashMap<Uuid, RecordedKey>, DbError> {
     #[derive(QueryableByName)]
     struct Found {
         #[diesel(sql_type = diesel::sql_types::Uuid)]
+        asked: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
         order_id: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        fingerprint: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        status: Option<String>,
     }
     if keys.is_empty() {
-        return Ok(std::collections::HashSet::new());
+        return Ok(std::collections::HashMap::new());
     }
     Ok(
-        super::Prepared(diesel::sql_query(KNOWN).bind::<Text, _>(json(keys)?))
+        super::Prepared(diesel::sql_query(RECORDED).bind::<Text, _>(json(keys)?))
             .load::<Found>(conn)?
             .into_iter()
-            .map(|f| f.order_id)
+            .map(|f| {
+                let key = RecordedKey {
+                    order_id: f.order_id,
+                    fingerprint: f.fingerprint,
+                    // The schema checks the status; one nobody knows reads as no order yet.
+                    status: f.status.as_deref().and_then(OrderStatus::parse),
+                };
+                (f.asked, key)
+            })
             .collect(),
     )
 }
 
-const KNOWN: &str = "
-SELECT x.order_id
+const RECORDED: &str = "
+SELECT x.order_id AS asked, k.order_id, k.fingerprint, o.status
 FROM jsonb_to_recordset($1::jsonb) AS x(order_id uuid, customer_id text, idempotency_key text)
-WHERE EXISTS (SELECT 1 FROM checkout_keys k
-              WHERE k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key)";
+JOIN LATERAL (SELECT k.order_id, k.fingerprint FROM checkout_keys k
+              WHERE k.customer_id = x.customer_id AND k.idempotency_key = x.idempotency_key
+              LIMIT 1) k ON true
+LEFT JOIN LATERAL (SELECT o.status FROM orders o WHERE o.order_id = k.order_id LIMIT 1) o ON true";
 
 /// The customer whose checkout intake accepted with this order id, and when (its key is
 /// recorded; the order may not be decided yet), if any.

@@ -443,8 +443,8 @@ async fn retried_keys_and_duplicate_deliveries_make_one_order() {
 
 /// A checkout the fast path refuses records nothing — a flash sale's refusals cost no write, and
 /// a refused key may be used again with another body — while a repeat of an accepted checkout
-/// still gets its order (or 422 for another body) before any 409: after a restart too, when
-/// only the database remembers the key.
+/// still gets its own answer before any 409 (its order, 422 for another body, 202 again while it
+/// is not decided): after a restart too, when only the database remembers the key.
 #[actix_web::test]
 async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_order() {
     let app = spawn_app().await;
@@ -478,6 +478,28 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     assert_eq!(r.body["order_id"], id.as_str());
     let r = app.checkout("door-key", &body("door-0", two.clone())).await;
     assert_error(&r, 422, "idempotency_mismatch");
+    // A key accepted with this body and not decided yet (its checkout still in the queue, or
+    // its publish lost): the same body gets its 202 again, not 409, and its order is decided —
+    // rejected, the units being short.
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        order_id: uuid::Uuid,
+    }
+    use diesel::RunQueryDsl;
+    let queued = diesel::sql_query(
+        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint)
+         SELECT gen_random_uuid(), customer_id, 'door-queued', fingerprint FROM checkout_keys
+         WHERE idempotency_key = 'door-key' RETURNING order_id",
+    )
+    .get_result::<Id>(&mut app.db.conn())
+    .unwrap()
+    .order_id
+    .to_string();
+    let r = app.checkout("door-queued", &first).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["order_id"], queued.as_str());
+    assert_eq!(app.decided(&queued).await["status"], "rejected");
 
     // Restocked, a key refused before is a new checkout, its body another one.
     let r = app
@@ -488,7 +510,7 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     assert_eq!(r.status, 202, "{}", r.body);
     let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
     assert_eq!(order["status"], "scheduled");
-    assert_eq!(crate::helpers::sql_i64(&app.db, keys), 2);
+    assert_eq!(crate::helpers::sql_i64(&app.db, keys), 3);
     app.stop().await;
 }
 

@@ -483,14 +483,14 @@ fn the_stock_batch_statement_is_prepared_once_per_connection() {
     assert_eq!(batch, 1, "one prepared batch statement");
 }
 
-/// Intake's key batch and the writer's order creation look `checkout_keys` up one unique-index
-/// probe per row, whatever the table holds, so both can keep one generic plan per connection:
+/// Intake's key batch, its lookup of a refused checkout's key and the writer's order creation
+/// look `checkout_keys` up one unique-index probe per row, whatever the table holds, so both can keep one generic plan per connection:
 /// planned as joins over a batch estimated at 100 rows, the key batch scanned the whole table on
 /// every batch (20,000 keys read per batch in a closed-loop run at 20,000 orders).
 #[test]
 fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
     use diesel::RunQueryDsl;
-    use orderflow::persistence::keys::{record_keys, KeyRow, KeyState};
+    use orderflow::persistence::keys::{record_keys, recorded_keys, KeyRow, KeyState, RecordedKey};
     use orderflow::persistence::orders::create_orders;
     let db = TestDb::new();
     diesel::sql_query(
@@ -529,6 +529,16 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
                 fingerprint: "f".into(),
             })
             .collect();
+        // Looked up before they are recorded (a refusal's lookup): none is there, none is left.
+        let lookups: Vec<KeyRow> = keys
+            .iter()
+            .map(|k| KeyRow {
+                order_id: uuid::Uuid::new_v4(),
+                ..k.clone()
+            })
+            .collect();
+        let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
+        assert!(found.is_empty(), "{found:?}");
         let states = record_keys(&mut conn, &keys).expect("keys recorded");
         assert!(states.iter().all(|s| *s == KeyState::New), "{states:?}");
         // The same keys again: each is known, with its order id and fingerprint.
@@ -558,6 +568,19 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
             .collect();
         let created = create_orders(&mut conn, &rows).expect("orders created");
         assert_eq!(created.len(), 20, "every order with its own key is created");
+        // Looked up now: each key's order id, fingerprint and order status, by the lookup's id.
+        let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
+        assert_eq!(found.len(), 20);
+        for (asked, k) in lookups.iter().zip(&keys) {
+            assert_eq!(
+                found.get(&asked.order_id),
+                Some(&RecordedKey {
+                    order_id: k.order_id,
+                    fingerprint: "f".into(),
+                    status: Some(orderflow::domain::order::OrderStatus::Scheduled),
+                })
+            );
+        }
     }
     assert_eq!(
         seq_scans(&mut conn) - before,
@@ -583,6 +606,16 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
         of("checkout_keys"),
         2,
         "the key batch and the creation, prepared once each"
+    );
+    assert_eq!(
+        prepared
+            .iter()
+            .filter(|p| p
+                .statement
+                .contains("JOIN LATERAL (SELECT k.order_id, k.fingerprint"))
+            .count(),
+        2,
+        "the key batch and the lookup, prepared once each"
     );
     assert_eq!(of("orders"), 1, "the creation, prepared once");
 }
