@@ -224,9 +224,10 @@ impl Intake {
 
     /// The answer to a checkout the fast path refused; nothing is recorded for it. A key used
     /// before gets its own answer first: its order (200), 422 for another body — and, for the
-    /// same body accepted before and not decided yet (still in the queue, or its publish lost),
-    /// its 202 again when only the stock refused it now, published again (the consumer is
-    /// idempotent; it rejects the order if the units are still short).
+    /// same body accepted before and not decided yet, its 202 again: when only the stock refused
+    /// it now, published again (still in the queue, or its publish lost: the consumer is
+    /// idempotent, and rejects the order if the units are still short); when its cart names
+    /// this very order, as it is (the consumer has it).
     async fn refused(
         &self,
         checkout: &Checkout,
@@ -235,6 +236,9 @@ impl Intake {
         refused: IntakeError,
         deadline: &Deadline,
     ) -> Result<IntakeOutcome, IntakeError> {
+        if matches!(refused, IntakeError::Unavailable(_)) {
+            return Err(refused); // nothing to look up through an outage
+        }
         let customer = checkout.customer_id.as_str();
         let lookup = KeyRow {
             order_id: OrderIds::random(),
@@ -256,16 +260,21 @@ impl Intake {
         let Some(recorded) = recorded else {
             return Err(refused);
         };
+        // Seen: while admission sheds, its repeats go on to this answer.
+        self.p.keys.recent.insert(customer, key);
         if recorded.fingerprint != fp {
             return Err(IntakeError::Mismatch);
         }
         if let Some(status) = recorded.status {
             return Ok(IntakeOutcome::Existing(recorded.order_id, status));
         }
-        if !matches!(refused, IntakeError::OutOfStock(_)) {
-            return Err(refused);
+        match refused {
+            IntakeError::OutOfStock(_) => {}
+            IntakeError::CartOrdered(order) if order == recorded.order_id => {
+                return Ok(IntakeOutcome::Accepted(order));
+            }
+            _ => return Err(refused),
         }
-        self.p.keys.recent.insert(customer, key);
         tracing::Span::current().record("order_id", tracing::field::display(recorded.order_id));
         self.publish_accepted(checkout, key, recorded.order_id, fp)
             .await

@@ -262,11 +262,12 @@ fn write_all(
         }
     }
     let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
-    let mut found = orders::recorded_keys(conn, &lookups)?;
     let created = orders::create_orders(conn, &creates)?;
     let mut decisions = orders::write_decided(conn, &decided)?.into_iter();
     let moved = orders::apply_transitions(conn, &transitions)?;
     orders::settle(conn, &settles)?;
+    // Last: a lookup sees what its own batch wrote (an order decided beside it).
+    let mut found = orders::recorded_keys(conn, &lookups)?;
     Ok(items
         .iter()
         .map(|item| match item {

@@ -444,7 +444,8 @@ async fn retried_keys_and_duplicate_deliveries_make_one_order() {
 /// A checkout the fast path refuses records nothing — a flash sale's refusals cost no write, and
 /// a refused key may be used again with another body — while a repeat of an accepted checkout
 /// still gets its own answer before any 409 (its order, 422 for another body, 202 again while it
-/// is not decided): after a restart too, when only the database remembers the key.
+/// is not decided, its cart's too): after a restart too, when only the database remembers the
+/// key.
 #[actix_web::test]
 async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_order() {
     let app = spawn_app().await;
@@ -511,6 +512,41 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
     assert_eq!(order["status"], "scheduled");
     assert_eq!(crate::helpers::sql_i64(&app.db, keys), 3);
+
+    // A cart's checkout accepted, the cart claimed by its order and the order not written yet
+    // (the consumer deciding it; its row removed here to stand for that moment): the repeat is
+    // 202 with that order, not 409 "cart already ordered".
+    let cart = app
+        .send(
+            app.client.post(app.url("/v1/carts")),
+            Some(json!({"customer_id": "door-0"})),
+        )
+        .await
+        .body["cart_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .send(
+            app.client
+                .put(app.url(&format!("/v1/carts/{cart}/items/DOOR-1"))),
+            Some(json!({"quantity": 1, "added_to_cart": true})),
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.body);
+    let mut by_cart = body("door-0", json!(null));
+    by_cart.as_object_mut().unwrap().remove("items");
+    by_cart["cart_id"] = json!(cart);
+    let r = app.checkout("door-cart", &by_cart).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let claimed = r.body["order_id"].as_str().unwrap().to_owned();
+    app.decided(&claimed).await;
+    diesel::sql_query(format!("DELETE FROM orders WHERE order_id = '{claimed}'"))
+        .execute(&mut app.db.conn())
+        .unwrap();
+    let r = app.checkout("door-cart", &by_cart).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.body["order_id"], claimed.as_str());
     app.stop().await;
 }
 

@@ -541,6 +541,19 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
         assert!(found.is_empty(), "{found:?}");
         let states = record_keys(&mut conn, &keys).expect("keys recorded");
         assert!(states.iter().all(|s| *s == KeyState::New), "{states:?}");
+        // Recorded, no order yet: each key's order id and fingerprint, no status.
+        let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
+        assert_eq!(found.len(), 20);
+        for (asked, k) in lookups.iter().zip(&keys) {
+            assert_eq!(
+                found.get(&asked.order_id),
+                Some(&RecordedKey {
+                    order_id: k.order_id,
+                    fingerprint: "f".into(),
+                    status: None,
+                })
+            );
+        }
         // The same keys again: each is known, with its order id and fingerprint.
         let again = record_keys(&mut conn, &keys).expect("keys looked up");
         for (k, s) in keys.iter().zip(&again) {
