@@ -4,7 +4,8 @@
 //! The key is recorded in PostgreSQL (batched by the order writer) before the checkout is
 //! published, with the fingerprint of its request, once the fast path took the checkout: one
 //! refused at the door (out of stock, an unknown cart) records nothing, so a flash sale's
-//! refusals cost a read, not a write, and their keys may be used again with another body.
+//! refusals cost a read, not a write, and their keys may be used again with another body (a
+//! payment refused after the key was recorded lets it go again).
 //! Recorded, the same key with another body is refused (422 `idempotency_mismatch`) across
 //! restarts and after a publish that timed out. The same key with the same body before its
 //! order exists is published again — harmless, the consumer is
@@ -162,23 +163,43 @@ impl Intake {
         if let Err(refused) = self.fast_path(checkout, &deadline).await {
             return self.refused(checkout, key, &fp, refused, &deadline).await;
         }
-        let order_id = match self.record_key(customer, key, &fp, &deadline).await? {
-            Ok(order_id) => order_id,
+        let (order_id, recorded_now) = match self.record_key(customer, key, &fp, &deadline).await? {
+            Ok(recorded) => recorded,
             Err(existing) => return Ok(existing),
         };
         tracing::Span::current().record("order_id", tracing::field::display(order_id));
-        self.publish_accepted(checkout, key, order_id, &fp).await
+        let published = self.publish_accepted(checkout, key, order_id, &fp).await;
+        if recorded_now && matches!(published, Err(IntakeError::Payment(..))) {
+            // Refused before anything was published: the key is let go, as a refusal at the
+            // door records nothing. (A publish that failed keeps it: its confirm may be lost.)
+            self.forget_key(order_id, &deadline).await;
+        }
+        published
+    }
+
+    /// Lets go of a key recorded by this request for a checkout it then refused (its order id
+    /// never published); a failure only leaves the key, as it was before.
+    async fn forget_key(&self, order_id: Uuid, deadline: &Deadline) {
+        if let Err(e) = self
+            .p
+            .records
+            .write(OrderWrite::ForgetKey(order_id), deadline)
+            .await
+        {
+            tracing::warn!(error = %e, %order_id, "a refused checkout's key was kept");
+        }
     }
 
     /// Records the key with a random order id (a key seen before keeps the id it got):
-    /// `Ok(order_id)` to go on with, `Err(outcome)` when the key's order exists already.
+    /// `Ok((order_id, recorded now))` to go on with, `Err(outcome)` when the key's order exists
+    /// already.
     async fn record_key(
         &self,
         customer: &str,
         key: &str,
         fp: &str,
         deadline: &Deadline,
-    ) -> Result<Result<Uuid, IntakeOutcome>, IntakeError> {
+    ) -> Result<Result<(Uuid, bool), IntakeOutcome>, IntakeError> {
         let proposed = OrderIds::random();
         let recorded = self
             .p
@@ -194,7 +215,7 @@ impl Intake {
             )
             .await?;
         self.p.keys.recent.insert(customer, key);
-        let order_id = match recorded {
+        let recorded = match recorded {
             OrderWritten::Key(KeyState::Known {
                 order_id,
                 fingerprint,
@@ -207,9 +228,9 @@ impl Intake {
                     return Ok(Err(IntakeOutcome::Existing(order_id, status)));
                 }
                 // Known, no order yet: its publish may have been lost; it goes out again.
-                order_id
+                (order_id, false)
             }
-            OrderWritten::Key(KeyState::New) => proposed,
+            OrderWritten::Key(KeyState::New) => (proposed, true),
             OrderWritten::Key(KeyState::Racing) => {
                 return Err(IntakeError::Unavailable(
                     "this key is being recorded by another request; retry".into(),
@@ -219,7 +240,7 @@ impl Intake {
                 return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
             }
         };
-        Ok(Ok(order_id))
+        Ok(Ok(recorded))
     }
 
     /// The answer to a checkout the fast path refused; nothing is recorded for it. A key used

@@ -80,6 +80,12 @@ impl MemOrderStore {
                     }
                 }
             }
+            OrderWrite::ForgetKey(order_id) => {
+                if !kept.orders.contains_key(&order_id) {
+                    kept.keys.retain(|_, (id, _)| *id != order_id);
+                }
+                OrderWritten::KeyForgotten
+            }
             OrderWrite::KeyLookup(k) => {
                 let slot = (k.customer_id, k.idempotency_key);
                 OrderWritten::KeyFound(kept.keys.get(&slot).map(|(order_id, fingerprint)| {
@@ -274,6 +280,19 @@ mod tests {
         );
         assert_eq!(
             store.apply(lookup(6, "c-1", "k2")),
+            OrderWritten::KeyFound(None)
+        );
+        // A key is let go only while its order does not exist.
+        store.apply(OrderWrite::ForgetKey(id));
+        assert_ne!(
+            store.apply(lookup(7, "c-1", "k")),
+            OrderWritten::KeyFound(None)
+        );
+        let unused = Uuid::from_u128(8);
+        store.apply(key(unused, "c-3", "k", "f"));
+        store.apply(OrderWrite::ForgetKey(unused));
+        assert_eq!(
+            store.apply(lookup(9, "c-3", "k")),
             OrderWritten::KeyFound(None)
         );
     }

@@ -36,6 +36,9 @@ pub enum OrderWrite {
     /// What is recorded for a customer's key, if anything (a read, batched with the writes;
     /// the row's `order_id` only tells the lookups apart, its fingerprint is not used).
     KeyLookup(KeyRow),
+    /// Let go of the key recorded for this order id, unless its order exists (intake refused
+    /// the checkout after recording its key, before publishing it).
+    ForgetKey(Uuid),
     /// Create an order unless it exists.
     Create(Box<NewOrderRow>),
     /// Move an order, if it is still in `from_status`.
@@ -51,6 +54,7 @@ pub enum OrderWrite {
 pub enum OrderWritten {
     Key(KeyState),
     KeyFound(Option<RecordedKey>),
+    KeyForgotten,
     /// `true` when the order was created now (not found already there).
     Created(bool),
     /// `true` when the order moved now (it was still in `from_status`).
@@ -247,6 +251,7 @@ fn write_all(
 ) -> Result<Vec<OrderWritten>, DbError> {
     let mut keys = Vec::new();
     let mut lookups = Vec::new();
+    let mut forgets = Vec::new();
     let mut creates = Vec::new();
     let mut transitions = Vec::new();
     let mut settles = Vec::new();
@@ -255,6 +260,7 @@ fn write_all(
         match item {
             OrderWrite::Key(k) => keys.push(k.clone()),
             OrderWrite::KeyLookup(k) => lookups.push(k.clone()),
+            OrderWrite::ForgetKey(id) => forgets.push(*id),
             OrderWrite::Create(c) => creates.push(NewOrderRow::clone(c)),
             OrderWrite::Transition(t) => transitions.push(TransitionRow::clone(t)),
             OrderWrite::Settle(id) => settles.push(*id),
@@ -262,6 +268,7 @@ fn write_all(
         }
     }
     let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
+    orders::forget_unused_keys(conn, &forgets)?;
     let created = orders::create_orders(conn, &creates)?;
     let mut decisions = orders::write_decided(conn, &decided)?.into_iter();
     let moved = orders::apply_transitions(conn, &transitions)?;
@@ -273,6 +280,7 @@ fn write_all(
         .map(|item| match item {
             OrderWrite::Key(_) => OrderWritten::Key(key_states.next().unwrap_or(KeyState::New)),
             OrderWrite::KeyLookup(k) => OrderWritten::KeyFound(found.remove(&k.order_id)),
+            OrderWrite::ForgetKey(_) => OrderWritten::KeyForgotten,
             OrderWrite::Create(c) => OrderWritten::Created(created.contains(&c.order_id)),
             OrderWrite::Transition(t) => OrderWritten::Moved(moved.contains(&t.order_id)),
             OrderWrite::Settle(_) => OrderWritten::Settled,
@@ -313,6 +321,7 @@ fn kind(item: &OrderWrite) -> (&'static str, Uuid) {
     match item {
         OrderWrite::Key(k) => ("key", k.order_id),
         OrderWrite::KeyLookup(k) => ("key lookup", k.order_id),
+        OrderWrite::ForgetKey(id) => ("forget key", *id),
         OrderWrite::Create(c) => ("create", c.order_id),
         OrderWrite::Transition(t) => ("transition", t.order_id),
         OrderWrite::Settle(id) => ("settle", *id),

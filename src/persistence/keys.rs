@@ -61,6 +61,21 @@ pub fn prune_keys(
     .map_err(DbError::from)
 }
 
+/// Lets go of the keys recorded for these order ids whose order does not exist (intake refused
+/// their checkouts after recording the keys, before publishing them).
+pub fn forget_unused_keys(conn: &mut PgConnection, order_ids: &[Uuid]) -> Result<(), DbError> {
+    if order_ids.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "DELETE FROM checkout_keys k WHERE k.order_id = ANY($1)
+           AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.order_id = k.order_id)",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(order_ids)
+    .execute(conn)?;
+    Ok(())
+}
+
 /// Whether intake recorded a key for this order id (it was accepted, perhaps not decided yet).
 pub fn key_recorded(conn: &mut PgConnection, order_id: uuid::Uuid) -> Result<bool, DbError> {
     Ok(accepted_by(conn, order_id)?.is_some())

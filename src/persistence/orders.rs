@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 pub use super::decided::{is_stock_refusal, write_decided, DecidedOutcome, DecidedRow};
 pub use super::keys::{
-    accepted_by, key_recorded, order_id_secret, prune_keys, record_keys, recorded_keys, KeyRow,
-    KeyState, RecordedKey,
+    accepted_by, forget_unused_keys, key_recorded, order_id_secret, prune_keys, record_keys,
+    recorded_keys, KeyRow, KeyState, RecordedKey,
 };
 use super::schema::{notifications, orders};
 use super::DbError;

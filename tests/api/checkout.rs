@@ -442,7 +442,8 @@ async fn retried_keys_and_duplicate_deliveries_make_one_order() {
 }
 
 /// A checkout the fast path refuses records nothing — a flash sale's refusals cost no write, and
-/// a refused key may be used again with another body — while a repeat of an accepted checkout
+/// a refused key may be used again with another body; one refused for its payment lets its key
+/// go — while a repeat of an accepted checkout
 /// still gets its own answer before any 409 (its order, 422 for another body, 202 again while it
 /// is not decided, its cart's too): after a restart too, when only the database remembers the
 /// key.
@@ -512,6 +513,17 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     let order = app.decided(r.body["order_id"].as_str().unwrap()).await;
     assert_eq!(order["status"], "scheduled");
     assert_eq!(crate::helpers::sql_i64(&app.db, keys), 3);
+    // Refused for its payment (a card token the gateway does not know) after its key was
+    // recorded: the key is let go too, and the same key comes again with a card.
+    let mut forged = body("door-2", one.clone());
+    forged["payment"] = json!({"method": "card", "card_token": "tok_forged"});
+    let r = app.checkout("door-key-2", &forged).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(crate::helpers::sql_i64(&app.db, keys), 3);
+    let r = app
+        .checkout("door-key-2", &body("door-2", one.clone()))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
 
     // A cart's checkout accepted, the cart claimed by its order and the order not written yet
     // (the consumer deciding it; its row removed here to stand for that moment): the repeat is

@@ -490,7 +490,9 @@ fn the_stock_batch_statement_is_prepared_once_per_connection() {
 #[test]
 fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
     use diesel::RunQueryDsl;
-    use orderflow::persistence::keys::{record_keys, recorded_keys, KeyRow, KeyState, RecordedKey};
+    use orderflow::persistence::keys::{
+        forget_unused_keys, record_keys, recorded_keys, KeyRow, KeyState, RecordedKey,
+    };
     use orderflow::persistence::orders::create_orders;
     let db = TestDb::new();
     diesel::sql_query(
@@ -581,6 +583,9 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
             .collect();
         let created = create_orders(&mut conn, &rows).expect("orders created");
         assert_eq!(created.len(), 20, "every order with its own key is created");
+        // A key whose order exists is never let go.
+        let ids: Vec<uuid::Uuid> = keys.iter().map(|k| k.order_id).collect();
+        forget_unused_keys(&mut conn, &ids).expect("nothing to forget");
         // Looked up now: each key's order id, fingerprint and order status, by the lookup's id.
         let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
         assert_eq!(found.len(), 20);
