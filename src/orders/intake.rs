@@ -172,21 +172,26 @@ impl Intake {
         if recorded_now && matches!(published, Err(IntakeError::Payment(..))) {
             // Refused before anything was published: the key is let go, as a refusal at the
             // door records nothing. (A publish that failed keeps it: its confirm may be lost.)
-            self.forget_key(order_id, &deadline).await;
+            self.forget_key(customer, key, order_id, &deadline).await;
         }
         published
     }
 
     /// Lets go of a key recorded by this request for a checkout it then refused (its order id
-    /// never published); a failure only leaves the key, as it was before.
-    async fn forget_key(&self, order_id: Uuid, deadline: &Deadline) {
-        if let Err(e) = self
+    /// never published); a failure only leaves the key, as it was before. A forget still queued
+    /// when the wait ends runs before any key its batch records (the writer's order), so a
+    /// retry of the key never sees it vanish.
+    async fn forget_key(&self, customer: &str, key: &str, order_id: Uuid, deadline: &Deadline) {
+        match self
             .p
             .records
             .write(OrderWrite::ForgetKey(order_id), deadline)
             .await
         {
-            tracing::warn!(error = %e, %order_id, "a refused checkout's key was kept");
+            Ok(_) => self.p.keys.recent.remove(customer, key),
+            Err(e) => {
+                tracing::warn!(error = %e, %order_id, "a refused checkout's key may have been kept");
+            }
         }
     }
 
@@ -227,8 +232,10 @@ impl Intake {
                 if let Some(status) = status {
                     return Ok(Err(IntakeOutcome::Existing(order_id, status)));
                 }
-                // Known, no order yet: its publish may have been lost; it goes out again.
-                (order_id, false)
+                // Known, no order yet: its publish may have been lost; it goes out again. (Known
+                // under the id this request proposed: its own insert, answered on a retry of
+                // the batch — recorded now all the same.)
+                (order_id, order_id == proposed)
             }
             OrderWritten::Key(KeyState::New) => (proposed, true),
             OrderWritten::Key(KeyState::Racing) => {

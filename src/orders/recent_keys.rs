@@ -46,6 +46,15 @@ impl RecentKeys {
         g.0.insert(hash);
     }
 
+    /// Forgets a key (one recorded and let go again); another key of the same hash goes too,
+    /// which only closes admission's door to it.
+    pub fn remove(&self, customer: &str, key: &str) {
+        let hash = slot_hash(customer, key);
+        let mut g = self.lock();
+        g.0.remove(&hash);
+        g.1.remove(&hash);
+    }
+
     pub fn contains(&self, customer: &str, key: &str) -> bool {
         let hash = slot_hash(customer, key);
         let g = self.lock();
@@ -72,6 +81,13 @@ mod tests {
         assert!(!keys.contains("c-1", "k2"));
         // The separator keeps ("c-1", "0k") and ("c-10", "k") apart.
         assert!(!keys.contains("c-", "1k"));
+        // Removed from whichever generation holds it.
+        let keys = RecentKeys::new(1);
+        keys.insert("c-1", "k");
+        keys.insert("c-2", "k");
+        keys.remove("c-1", "k");
+        keys.remove("c-2", "k");
+        assert!(!keys.contains("c-1", "k") && !keys.contains("c-2", "k"));
     }
 
     #[test]

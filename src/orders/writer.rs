@@ -267,8 +267,10 @@ fn write_all(
             OrderWrite::Decided(d) => decided.push(d.as_ref()),
         }
     }
-    let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
+    // A key let go before any key is recorded: a retry that reuses it in the same batch (its
+    // refused request stopped waiting for the forget) records it anew, never sees it vanish.
     orders::forget_unused_keys(conn, &forgets)?;
+    let mut key_states = orders::record_keys(conn, &keys)?.into_iter();
     let created = orders::create_orders(conn, &creates)?;
     let mut decisions = orders::write_decided(conn, &decided)?.into_iter();
     let moved = orders::apply_transitions(conn, &transitions)?;

@@ -254,6 +254,64 @@ async fn an_order_write_the_database_refuses_fails_alone_and_its_batch_commits()
         .unwrap();
 }
 
+/// A key let go (a refused payment's) and the same key recorded again by a retry, in one batch
+/// — the refused request stopped waiting for its forget and released the key's lock: the retry
+/// records the key anew and keeps it, never sees it vanish under it.
+#[actix_web::test]
+async fn a_key_let_go_and_recorded_again_in_one_batch_is_recorded() {
+    use orderflow::orders::writer::{self, OrderWrite, OrderWritten};
+    use orderflow::persistence::orders::KeyState;
+    let db = TestDb::new();
+    let proxy = Proxy::start(pg_addr());
+    let writer = writer::spawn(pool_through(&proxy, &db).await, 1024, None);
+    let key = |order_id: Uuid, customer: &str| {
+        OrderWrite::Key(KeyRow {
+            order_id,
+            customer_id: customer.into(),
+            idempotency_key: "k".into(),
+            fingerprint: "f".into(),
+        })
+    };
+    let (refused, retry) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = writer.submit(key(refused, "c-1")).unwrap();
+    assert_eq!(
+        within(first.wait()).await,
+        Ok(OrderWritten::Key(KeyState::New))
+    );
+    // The writer held up by a batch of its own; the forget and the retry's key queue behind it
+    // and go together.
+    proxy.cut();
+    let blocker = writer.submit(key(Uuid::new_v4(), "c-2")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let forget = writer.submit(OrderWrite::ForgetKey(refused)).unwrap();
+    let again = writer.submit(key(retry, "c-1")).unwrap();
+    proxy.restore();
+    assert_eq!(
+        within(blocker.wait()).await,
+        Ok(OrderWritten::Key(KeyState::New))
+    );
+    assert_eq!(within(forget.wait()).await, Ok(OrderWritten::KeyForgotten));
+    assert_eq!(
+        within(again.wait()).await,
+        Ok(OrderWritten::Key(KeyState::New)),
+        "the retry records the key anew"
+    );
+    assert_eq!(
+        sql_i64(
+            &db,
+            &format!(
+                "SELECT count(*) AS n FROM checkout_keys WHERE customer_id = 'c-1' \
+                 AND order_id = '{retry}'"
+            )
+        ),
+        1,
+        "and its key stays"
+    );
+    tokio::task::spawn_blocking(move || writer.stop_blocking())
+        .await
+        .unwrap();
+}
+
 fn row(sku_name: &str, expected: i64, change_id: Uuid, delta: i64) -> RowWrite {
     RowWrite {
         sku: sku(sku_name),

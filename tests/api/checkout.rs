@@ -518,7 +518,12 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     let mut forged = body("door-2", one.clone());
     forged["payment"] = json!({"method": "card", "card_token": "tok_forged"});
     let r = app.checkout("door-key-2", &forged).await;
-    assert_eq!(r.status, 422, "{}", r.body);
+    assert_error(&r, 422, "validation_failed");
+    assert!(
+        r.body["error"]["details"]["fields"]["payment.card_token"].is_array(),
+        "{}",
+        r.body
+    );
     assert_eq!(crate::helpers::sql_i64(&app.db, keys), 3);
     let r = app
         .checkout("door-key-2", &body("door-2", one.clone()))
