@@ -20,16 +20,15 @@ use std::sync::Arc;
 
 use super::{fingerprint_of, Deadline, Parts, StepError};
 use crate::auth::OrderIds;
-use crate::domain::checkout::{Checkout, LineSource, Payment, PaymentRequest};
-use crate::domain::money::total_cents;
+use crate::domain::checkout::{Checkout, Payment, PaymentRequest};
 use crate::domain::order::{OrderStatus, ShortLine};
 use crate::domain::{FieldErrors, Sku};
 use crate::messaging::checkout::OutgoingCheckout;
 use crate::messaging::PublishError;
 use crate::monitor::admission;
-use crate::persistence::carts as cart_store;
-use crate::persistence::orders::{KeyRow, KeyState};
-use crate::persistence::run_blocking;
+use crate::persistence::orders::{KeyRow, KeyState, RecordedKey};
+
+mod lines;
 
 /// What identifies a request's payment in its fingerprint: a typed card by a digest keyed with
 /// the server's secret (the same card makes the same fingerprint; the digest tells nobody the
@@ -46,6 +45,17 @@ fn payment_identity(asked: &PaymentRequest, ids: &crate::auth::OrderIds) -> serd
         }),
         PaymentRequest::Token(token) => serde_json::json!({"method": "card", "card_token": token}),
     }
+}
+
+/// The answer a recorded key gives a request with fingerprint `fp` whatever else holds: 422 for
+/// another body, its order (200) once the order exists; `None` while the order is not decided.
+fn answer_of(recorded: &RecordedKey, fp: &str) -> Result<Option<IntakeOutcome>, IntakeError> {
+    if recorded.fingerprint != fp {
+        return Err(IntakeError::Mismatch);
+    }
+    Ok(recorded
+        .status
+        .map(|status| IntakeOutcome::Existing(recorded.order_id, status)))
 }
 
 /// How long intake waits on the database before answering 503.
@@ -221,21 +231,14 @@ impl Intake {
             .await?;
         self.p.keys.recent.insert(customer, key);
         let recorded = match recorded {
-            OrderWritten::Key(KeyState::Known {
-                order_id,
-                fingerprint,
-                status,
-            }) => {
-                if fingerprint != fp {
-                    return Err(IntakeError::Mismatch);
-                }
-                if let Some(status) = status {
-                    return Ok(Err(IntakeOutcome::Existing(order_id, status)));
+            OrderWritten::Key(KeyState::Known(known)) => {
+                if let Some(answer) = answer_of(&known, fp)? {
+                    return Ok(Err(answer));
                 }
                 // Known, no order yet: its publish may have been lost; it goes out again. (Known
                 // under the id this request proposed: its own insert, answered on a retry of
                 // the batch — recorded now all the same.)
-                (order_id, order_id == proposed)
+                (known.order_id, known.order_id == proposed)
             }
             OrderWritten::Key(KeyState::New) => (proposed, true),
             OrderWritten::Key(KeyState::Racing) => {
@@ -290,11 +293,8 @@ impl Intake {
         };
         // Seen: while admission sheds, its repeats go on to this answer.
         self.p.keys.recent.insert(customer, key);
-        if recorded.fingerprint != fp {
-            return Err(IntakeError::Mismatch);
-        }
-        if let Some(status) = recorded.status {
-            return Ok(IntakeOutcome::Existing(recorded.order_id, status));
+        if let Some(answer) = answer_of(&recorded, fp)? {
+            return Ok(answer);
         }
         match refused {
             IntakeError::OutOfStock(_) => {}
@@ -306,27 +306,6 @@ impl Intake {
         tracing::Span::current().record("order_id", tracing::field::display(recorded.order_id));
         self.publish_accepted(checkout, key, recorded.order_id, fp)
             .await
-    }
-
-    /// The fast path: the lines (a cart's read), their total, and the engine's snapshot of the
-    /// stock — a short line is refused now, with suggestions.
-    async fn fast_path(&self, checkout: &Checkout, deadline: &Deadline) -> Result<(), IntakeError> {
-        let lines = self.intake_lines(checkout, deadline).await?;
-        let prices = lines.iter().map(|(sku, q)| {
-            let price = self.p.catalog.get(sku).map_or(0, |p| p.price_cents);
-            (price, *q)
-        });
-        if total_cents(prices).is_none() {
-            return Err(IntakeError::Validation(FieldErrors::single(
-                "items",
-                "the order total does not fit in a 64-bit number of cents",
-            )));
-        }
-        let short = self.p.stock.short_lines(&lines);
-        if !short.is_empty() {
-            return Err(IntakeError::OutOfStock(short));
-        }
-        Ok(())
     }
 
     /// The checkout published with the payment as kept (a card's token); `Ok` once the broker
@@ -457,52 +436,5 @@ impl Intake {
                     IntakeError::Unavailable("the payment gateway is unavailable".into())
                 }
             })
-    }
-
-    /// The lines a checkout asks for, checked against the catalog (and the cart).
-    async fn intake_lines(
-        &self,
-        checkout: &Checkout,
-        deadline: &Deadline,
-    ) -> Result<Vec<(Sku, i64)>, IntakeError> {
-        match &checkout.lines {
-            LineSource::Items(items) => {
-                let mut errors = FieldErrors::new();
-                for (i, (sku, _)) in items.iter().enumerate() {
-                    if self.p.catalog.get(sku).is_none() {
-                        errors.add(&format!("items.{i}.sku"), "unknown sku");
-                    }
-                }
-                errors
-                    .into_result(items.clone())
-                    .map_err(IntakeError::Validation)
-            }
-            LineSource::Cart(cart_id) => {
-                let cart_id = *cart_id;
-                let found = deadline
-                    .bound(run_blocking(&self.p.pool, move |c| {
-                        cart_store::find_with_lines(c, cart_id)
-                    }))
-                    .await?
-                    .map_err(StepError::from)?;
-                let (cart, lines) = found.ok_or(IntakeError::UnknownCart)?;
-                if cart.customer_id != checkout.customer_id.as_str() {
-                    return Err(IntakeError::UnknownCart);
-                }
-                if let Some(order) = cart.order_id {
-                    return Err(IntakeError::CartOrdered(order));
-                }
-                if lines.is_empty() {
-                    return Err(IntakeError::Validation(FieldErrors::single(
-                        "cart_id",
-                        "the cart is empty",
-                    )));
-                }
-                Ok(lines
-                    .into_iter()
-                    .filter_map(|(s, q)| Some((Sku::parse(&s).ok()?, q)))
-                    .collect())
-            }
-        }
     }
 }

@@ -68,11 +68,11 @@ impl MemOrderStore {
                 match kept.keys.get(&slot).cloned() {
                     Some((order_id, fingerprint)) => {
                         let status = kept.orders.get(&order_id).map(|o| o.status);
-                        OrderWritten::Key(KeyState::Known {
+                        OrderWritten::Key(KeyState::Known(RecordedKey {
                             order_id,
                             fingerprint,
                             status,
-                        })
+                        }))
                     }
                     None => {
                         kept.keys.insert(slot, (k.order_id, k.fingerprint));

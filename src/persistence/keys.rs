@@ -27,12 +27,8 @@ pub struct KeyRow {
 pub enum KeyState {
     /// Recorded now, with the proposed order id: never seen before.
     New,
-    /// Seen before: its order id and fingerprint; `status` of its order if the order exists.
-    Known {
-        order_id: Uuid,
-        fingerprint: String,
-        status: Option<OrderStatus>,
-    },
+    /// Seen before: what is recorded for it.
+    Known(RecordedKey),
     /// Being recorded by another request at this very moment (in the same batch): retry.
     Racing,
 }
@@ -217,12 +213,12 @@ pub fn record_keys(conn: &mut PgConnection, keys: &[KeyRow]) -> Result<Vec<KeySt
         .iter()
         .map(|k| match found.get(&k.order_id) {
             Some(f) if !f.inserted => match f.known_id {
-                Some(order_id) => KeyState::Known {
+                Some(order_id) => KeyState::Known(RecordedKey {
                     order_id,
                     fingerprint: f.fingerprint.clone().unwrap_or_default(),
                     // The schema checks the status; one nobody knows reads as no order yet.
                     status: f.status.as_deref().and_then(OrderStatus::parse),
-                },
+                }),
                 None => KeyState::Racing,
             },
             _ => KeyState::New,

@@ -543,29 +543,31 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
         assert!(found.is_empty(), "{found:?}");
         let states = record_keys(&mut conn, &keys).expect("keys recorded");
         assert!(states.iter().all(|s| *s == KeyState::New), "{states:?}");
-        // Recorded, no order yet: each key's order id and fingerprint, no status.
-        let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
-        assert_eq!(found.len(), 20);
-        for (asked, k) in lookups.iter().zip(&keys) {
-            assert_eq!(
-                found.get(&asked.order_id),
-                Some(&RecordedKey {
+        // Each key looked up by the lookup's id: its order id, fingerprint and order status.
+        let each_found = |conn: &mut diesel::PgConnection, status| {
+            let found = recorded_keys(conn, &lookups).expect("keys looked up");
+            assert_eq!(found.len(), 20);
+            for (asked, k) in lookups.iter().zip(&keys) {
+                let expected = RecordedKey {
                     order_id: k.order_id,
                     fingerprint: "f".into(),
-                    status: None,
-                })
-            );
-        }
+                    status,
+                };
+                assert_eq!(found.get(&asked.order_id), Some(&expected));
+            }
+        };
+        // Recorded, no order yet: no status.
+        each_found(&mut conn, None);
         // The same keys again: each is known, with its order id and fingerprint.
         let again = record_keys(&mut conn, &keys).expect("keys looked up");
         for (k, s) in keys.iter().zip(&again) {
             assert_eq!(
                 *s,
-                KeyState::Known {
+                KeyState::Known(RecordedKey {
                     order_id: k.order_id,
                     fingerprint: "f".into(),
                     status: None
-                }
+                })
             );
         }
         let rows: Vec<serde_json::Value> = keys
@@ -586,19 +588,11 @@ fn intake_keys_and_order_creation_probe_checkout_keys_whatever_it_holds() {
         // A key whose order exists is never let go.
         let ids: Vec<uuid::Uuid> = keys.iter().map(|k| k.order_id).collect();
         forget_unused_keys(&mut conn, &ids).expect("nothing to forget");
-        // Looked up now: each key's order id, fingerprint and order status, by the lookup's id.
-        let found = recorded_keys(&mut conn, &lookups).expect("keys looked up");
-        assert_eq!(found.len(), 20);
-        for (asked, k) in lookups.iter().zip(&keys) {
-            assert_eq!(
-                found.get(&asked.order_id),
-                Some(&RecordedKey {
-                    order_id: k.order_id,
-                    fingerprint: "f".into(),
-                    status: Some(orderflow::domain::order::OrderStatus::Scheduled),
-                })
-            );
-        }
+        // Looked up now: the order's status too.
+        each_found(
+            &mut conn,
+            Some(orderflow::domain::order::OrderStatus::Scheduled),
+        );
     }
     assert_eq!(
         seq_scans(&mut conn) - before,
