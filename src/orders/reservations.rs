@@ -58,7 +58,16 @@ impl From<EngineError> for StepError {
             EngineError::Store(s) if !s.is_transient() => {
                 StepError::Refused(Cause::of("the database refused it", s))
             }
-            other => StepError::Transient(Cause::of("the stock engine could not answer", other)),
+            // What the ledger refuses, or a SKU the store does not have: asking again cannot
+            // help (the callers answer a short line before this; a new caller gets it right).
+            refused @ (EngineError::Rejected(_) | EngineError::UnknownSku) => {
+                StepError::Refused(Cause::of("the stock engine refused it", refused))
+            }
+            transient @ (EngineError::Store(_)
+            | EngineError::Overloaded
+            | EngineError::Unavailable) => {
+                StepError::Transient(Cause::of("the stock engine could not answer", transient))
+            }
         }
     }
 }
@@ -300,6 +309,34 @@ impl Stock {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_the_engine_refuses_is_refused_and_only_its_outages_are_transient() {
+        let refused = [
+            EngineError::Rejected(LedgerError::NonPositiveQuantity(0)),
+            EngineError::Rejected(LedgerError::Overflow),
+            EngineError::UnknownSku,
+        ];
+        for e in refused {
+            let shown = e.to_string();
+            assert!(
+                matches!(StepError::from(e), StepError::Refused(_)),
+                "{shown}"
+            );
+        }
+        for e in [EngineError::Overloaded, EngineError::Unavailable] {
+            let shown = e.to_string();
+            assert!(
+                matches!(StepError::from(e), StepError::Transient(_)),
+                "{shown}"
+            );
         }
     }
 }

@@ -20,6 +20,7 @@ pub async fn probe_first(c: &LoadgenConfig) -> Result<Option<Ceiling>, String> {
         events: c.probe_events,
         checkout_batch: c.probe_checkout_batch as usize,
         checkout_publishes: c.probe_checkout_publishes as usize,
+        rate: c.probe_rate,
     })
     .await;
     match probed {

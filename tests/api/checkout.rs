@@ -567,6 +567,57 @@ async fn a_checkout_refused_at_the_door_records_no_key_but_a_repeat_keeps_its_or
     app.stop().await;
 }
 
+/// A checkout refused for its payment lets go only of a key its own request recorded. A repeat
+/// of a key an earlier request recorded (accepted, its checkout still in the queue) that the
+/// gateway refuses this time leaves that key: without it, the key with another body would be
+/// taken for a new checkout while the first is still on its way.
+#[actix_web::test]
+async fn a_payment_refusal_keeps_a_key_another_request_recorded() {
+    use diesel::RunQueryDsl;
+    let app = spawn_app().await;
+    app.product("KEEP-1", "c", &[], 100, 5).await;
+    // A key let go is kept aside by this test's own trigger: the fingerprint a request is
+    // recorded under is the server's to compute.
+    for statement in [
+        "CREATE TABLE let_go (LIKE checkout_keys)",
+        "CREATE FUNCTION keep_let_go() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN INSERT INTO let_go SELECT OLD.*; RETURN NULL; END $$",
+        "CREATE TRIGGER keep_let_go AFTER DELETE ON checkout_keys \
+         FOR EACH ROW EXECUTE FUNCTION keep_let_go()",
+    ] {
+        diesel::sql_query(statement)
+            .execute(&mut app.db.conn())
+            .unwrap();
+    }
+    let mut refused = body("keep-0", json!([{"sku": "KEEP-1", "quantity": 1}]));
+    refused["payment"] = json!({"method": "card", "card_token": "tok_forged"});
+    let r = app.checkout("keep-key-1", &refused).await;
+    assert_error(&r, 422, "validation_failed");
+    let count = |q: &str| crate::helpers::sql_i64(&app.db, q);
+    assert_eq!(count("SELECT count(*) AS n FROM checkout_keys"), 0);
+    assert_eq!(count("SELECT count(*) AS n FROM let_go"), 1);
+
+    // The same request recorded under another key by an earlier request whose checkout is
+    // still queued (the row written here stands for it): refused again, the key stays.
+    let recorded =
+        "INSERT INTO checkout_keys (order_id, customer_id, idempotency_key, fingerprint) \
+         SELECT gen_random_uuid(), customer_id, 'keep-key-2', fingerprint FROM let_go";
+    diesel::sql_query(recorded)
+        .execute(&mut app.db.conn())
+        .unwrap();
+    let r = app.checkout("keep-key-2", &refused).await;
+    assert_error(&r, 422, "validation_failed");
+    let kept = "SELECT count(*) AS n FROM checkout_keys WHERE idempotency_key = 'keep-key-2'";
+    assert_eq!(count(kept), 1, "a key another request recorded was let go");
+    let two = body("keep-0", json!([{"sku": "KEEP-1", "quantity": 2}]));
+    assert_error(
+        &app.checkout("keep-key-2", &two).await,
+        422,
+        "idempotency_mismatch",
+    );
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn poison_messages_are_dead_lettered_and_the_service_keeps_serving() {
     let app = spawn_app().await;

@@ -245,6 +245,58 @@ async fn a_queue_checkout_reusing_a_message_id_with_another_body_is_dead_lettere
     app.stop().await;
 }
 
+/// Another system's message that reuses the key of a storefront checkout by the same customer is
+/// no second order: dead-lettered with its reason, the stock taken once, and the authorization
+/// its attempt made voided.
+#[actix_web::test]
+async fn a_message_reusing_a_storefront_checkouts_key_is_no_second_order() {
+    use diesel::{QueryDsl, RunQueryDsl};
+    use orderflow::orders::payment::{AuthorizationState, SandboxGateway};
+    use orderflow::persistence::schema::server_secrets;
+    let app = spawn_app().await;
+    app.product("RK-1", "c", &[], 100, 10).await;
+    let r = app
+        .checkout(
+            "rk-key",
+            &body("rk", json!([{"sku": "RK-1", "quantity": 1}])),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let first = r.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.decided(&first).await["status"], "scheduled");
+    app.publish(
+        "orders",
+        "checkout",
+        &body("rk", json!([{"sku": "RK-1", "quantity": 2}])),
+        Some("rk-key"),
+    )
+    .await;
+    let (_, reason) = app.dead_letter("orders.checkout.dead").await;
+    assert!(reason.contains("idempotency key reused"), "{reason}");
+    assert_eq!(app.db.stock("RK-1").1, 1, "the message reserved nothing");
+    let orders = app.get("/v1/customers/rk/orders").await;
+    assert_eq!(
+        orders.body["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        orders.body
+    );
+    // The message's own order id (keyed over customer and key) was authorized, then voided.
+    let secret: Vec<u8> = server_secrets::table
+        .find("order_ids")
+        .select(server_secrets::secret)
+        .first(&mut app.db.conn())
+        .unwrap();
+    let theirs = orderflow::auth::OrderIds::new(secret)
+        .unwrap()
+        .derive("rk", "rk-key");
+    assert_eq!(
+        SandboxGateway::authorization_of(theirs),
+        Some(AuthorizationState::Voided)
+    );
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn with_order_events_all_other_systems_receive_every_step_by_routing_key() {
     let app = spawn_app_with(TestDb::new(), |c| {

@@ -3,21 +3,20 @@
 
 use crate::helpers::{pg_base, TestVhost};
 
-fn databases_named(prefix: &str) -> Vec<String> {
+fn database_exists(name: &str) -> bool {
     use diesel::prelude::*;
     #[derive(QueryableByName)]
-    struct Name {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        datname: String,
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
     }
     let mut conn = PgConnection::establish(&format!("{}/postgres", pg_base())).unwrap();
-    diesel::sql_query("SELECT datname FROM pg_database WHERE datname LIKE $1")
-        .bind::<diesel::sql_types::Text, _>(format!("{prefix}%"))
-        .load::<Name>(&mut conn)
+    diesel::sql_query("SELECT count(*) AS n FROM pg_database WHERE datname = $1")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .get_result::<Count>(&mut conn)
         .unwrap()
-        .into_iter()
-        .map(|n| n.datname)
-        .collect()
+        .n
+        > 0
 }
 
 /// A figure from a probe line: the number before `unit`.
@@ -34,25 +33,31 @@ fn figure(line: &str, unit: &str) -> f64 {
         .unwrap_or_else(|_| panic!("a number before {unit} in {line}"))
 }
 
+/// Runs `orderflow loadgen --probe-only` with `args` on `vhost`: its output, and the name of
+/// the scratch database it made (named after its process: another test's probe may run beside
+/// it).
+fn probe(vhost: &TestVhost, args: &[&str]) -> (String, String) {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
+        .args(["loadgen", "--probe-only"])
+        .args(args)
+        .env("AMQP_URL", &vhost.url)
+        .env("DATABASE_URL", format!("{}/postgres", pg_base()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run orderflow");
+    let scratch = format!("orderflow_probe_{}", child.id());
+    let out = child.wait_with_output().expect("orderflow ran");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, scratch)
+}
+
 #[test]
 fn the_limit_probe_measures_each_side_alone_and_cleans_up() {
     let vhost = TestVhost::new();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_orderflow"))
-        .args([
-            "loadgen",
-            "--probe-only",
-            "--probe-seconds",
-            "1",
-            "--probe-batch",
-            "16",
-        ])
-        .env("AMQP_URL", &vhost.url)
-        .env("DATABASE_URL", format!("{}/postgres", pg_base()))
-        .output()
-        .expect("run orderflow");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, scratch) = probe(&vhost, &["--probe-seconds", "1", "--probe-batch", "16"]);
     let line = |start: &str| {
         stdout
             .lines()
@@ -96,9 +101,8 @@ fn the_limit_probe_measures_each_side_alone_and_cleans_up() {
     );
     // Nothing left: the scratch database is dropped, the probe's queues are gone.
     assert!(
-        databases_named("orderflow_probe_").is_empty(),
-        "scratch databases left: {:?}",
-        databases_named("orderflow_probe_")
+        !database_exists(&scratch),
+        "scratch database left: {scratch}"
     );
     let queues = std::process::Command::new("rabbitmqctl")
         .args(["-q", "list_queues", "-p", &vhost.name, "name"])
@@ -106,4 +110,20 @@ fn the_limit_probe_measures_each_side_alone_and_cleans_up() {
         .expect("rabbitmqctl");
     let queues = String::from_utf8_lossy(&queues.stdout);
     assert!(!queues.contains("probe."), "probe queues left: {queues}");
+}
+
+/// Paced, the RabbitMQ side runs at the rate asked (what the pattern costs the broker at a
+/// pipeline's rate), not at its ceiling.
+#[test]
+fn a_paced_probe_keeps_to_its_rate() {
+    let vhost = TestVhost::new();
+    let (stdout, _) = probe(&vhost, &["--probe-seconds", "2", "--probe-rate", "300"]);
+    let rabbit = stdout
+        .lines()
+        .find(|l| l.starts_with("probe RabbitMQ alone"))
+        .unwrap_or_else(|| panic!("the RabbitMQ side: {stdout}"));
+    let rate = figure(rabbit, "orders/s");
+    // Each of the 64 customers' first checkout is due within the first period: at most 64 more
+    // than 600 in 2 s.
+    assert!(rate > 0.0 && rate <= 300.0 * 1.25, "{rabbit}");
 }

@@ -52,6 +52,9 @@ pub struct ProbeConfig {
     /// `CHECKOUT_BATCH`, `CHECKOUT_PUBLISHES`).
     pub checkout_batch: usize,
     pub checkout_publishes: usize,
+    /// RabbitMQ's side paced to this many orders/s (0: as fast as it goes) — what the pattern
+    /// costs the broker at the rate a pipeline runs at, rather than at the broker's own ceiling.
+    pub rate: f64,
 }
 
 /// One side's result.

@@ -286,10 +286,22 @@ async fn publish_checkouts(
             }
         }
     });
-    let customers = (0..64).map(|_| {
+    // Paced (`rate` orders/s in all): each customer keeps its own schedule, one checkout every
+    // 64 / rate s, starting at an offset of its own; one that falls behind does not catch up.
+    let start = Instant::now();
+    let every = (c.rate > 0.0).then(|| Duration::from_secs_f64(64.0 / c.rate));
+    let customers = (0..64u32).map(|i| {
         let (waiting, wake) = (Rc::clone(&waiting), Rc::clone(&wake));
         async move {
+            let mut next = every.map(|e| start + e.mul_f64(f64::from(i) / 64.0));
             while Instant::now() < deadline {
+                if let (Some(at), Some(e)) = (next.as_mut(), every) {
+                    if *at >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep_until((*at).into()).await;
+                    *at = (*at + e).max(Instant::now());
+                }
                 let (answer, answered) = tokio::sync::oneshot::channel();
                 waiting.borrow_mut().push(answer);
                 wake.notify_one();
