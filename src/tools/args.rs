@@ -45,8 +45,9 @@ pub struct LoadgenConfig {
     /// `CHECKOUT_PUBLISHES`.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub probe_checkout_publishes: u32,
-    /// The probe's RabbitMQ side paced to this many orders/s (0: as fast as it goes): what the
-    /// pattern costs the broker at a pipeline's rate. Its orders/s is then that rate, no ceiling.
+    /// The probe's RabbitMQ side paced to this many orders/s (0: as fast as it goes; else 1 to
+    /// 1,000,000, with `--probe-only`): what the pattern costs the broker at a pipeline's rate.
+    /// Its orders/s is then that rate, no ceiling.
     #[arg(long, default_value_t = 0.0)]
     pub probe_rate: f64,
     /// Concurrent customers.
@@ -97,8 +98,14 @@ pub struct LoadgenConfig {
 impl LoadgenConfig {
     /// Checks what clap cannot.
     pub fn check(&self) -> Result<(), String> {
-        if !(0.0..=1e6).contains(&self.probe_rate) {
-            return Err("--probe-rate must be in 0..1000000".into());
+        // 0 (or -0) is unpaced; a pace slower than one order a second is no pace to measure.
+        if self.probe_rate != 0.0 && !(1.0..=1e6).contains(&self.probe_rate) {
+            return Err("--probe-rate must be 0 (as fast as it goes) or in 1..1000000".into());
+        }
+        if self.probe_rate != 0.0 && !self.probe_only {
+            return Err(
+                "--probe-rate goes with --probe-only: a paced probe is no ceiling for a run".into(),
+            );
         }
         if !(0.0..=600.0).contains(&self.probe_seconds) {
             return Err("--probe-seconds must be in 0..600".into());

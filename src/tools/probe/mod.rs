@@ -70,6 +70,8 @@ pub struct Side {
 pub struct Ceiling {
     pub rabbit: Side,
     pub postgres: Side,
+    /// The RabbitMQ side was paced to this many orders/s: its figure is no ceiling.
+    pub paced: Option<f64>,
 }
 
 impl Ceiling {
@@ -95,6 +97,10 @@ impl Ceiling {
                 side.orders,
                 side.cpu.per_unit(side.orders)
             );
+        }
+        if let Some(rate) = self.paced {
+            println!("probe paced      the RabbitMQ side at {rate:.0} orders/s asked: no ceiling");
+            return;
         }
         println!(
             "probe ceiling    {:>6.0} orders/s  (both sharing the machine); their own CPU {:.0} µs/order \
@@ -126,5 +132,9 @@ pub async fn run(c: &ProbeConfig) -> Result<Ceiling, String> {
     .await
     .map_err(|_| format!("probe, Postgres: not done within {} s", limit.as_secs()))?
     .map_err(|e| e.to_string())??;
-    Ok(Ceiling { rabbit, postgres })
+    Ok(Ceiling {
+        rabbit,
+        postgres,
+        paced: (c.rate > 0.0).then_some(c.rate),
+    })
 }

@@ -239,7 +239,7 @@ async fn consume_and_announce(
 }
 
 /// 64 customers until `deadline`, each waiting for its checkout's confirm before the next (as
-/// HTTP handlers do); as intake does, at most `checkout_publishes` messages are out at once,
+/// HTTP handlers do), and with a `rate` its next slot too; as intake does, at most `checkout_publishes` messages are out at once,
 /// and the checkouts that wait meanwhile go out together (up to `checkout_batch` in one
 /// message).
 async fn publish_checkouts(
