@@ -88,7 +88,8 @@ pub async fn checkout(
     let lines = lines_as_sent(input.items.as_deref());
     let admitted = state
         .orders
-        .admit(customer.as_str(), &key, lines.as_deref())?;
+        .admit(customer.as_str(), &key, lines.as_deref())
+        .await?;
     let checkout = input.validate(state.orders.today());
     drop(input);
     let checkout = checkout?;

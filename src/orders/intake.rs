@@ -61,6 +61,9 @@ fn answer_of(recorded: &RecordedKey, fp: &str) -> Result<Option<IntakeOutcome>, 
 /// How long intake waits on the database before answering 503.
 const INTAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a shed checkout's key lookup may take before the checkout is shed instead.
+const SHED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What intake did with a checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntakeOutcome {
@@ -271,28 +274,9 @@ impl Intake {
             return Err(refused); // nothing to look up through an outage
         }
         let customer = checkout.customer_id.as_str();
-        let lookup = KeyRow {
-            order_id: OrderIds::random(),
-            customer_id: customer.to_owned(),
-            idempotency_key: key.to_owned(),
-            fingerprint: String::new(),
-        };
-        let recorded = match self
-            .p
-            .records
-            .write(OrderWrite::KeyLookup(lookup), deadline)
-            .await?
-        {
-            OrderWritten::KeyFound(found) => found,
-            other => {
-                return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
-            }
-        };
-        let Some(recorded) = recorded else {
+        let Some(recorded) = self.recorded_key(customer, key, deadline).await? else {
             return Err(refused);
         };
-        // Seen: while admission sheds, its repeats go on to this answer.
-        self.p.keys.recent.insert(customer, key);
         if let Some(answer) = answer_of(&recorded, fp)? {
             return Ok(answer);
         }
@@ -306,6 +290,38 @@ impl Intake {
         tracing::Span::current().record("order_id", tracing::field::display(recorded.order_id));
         self.publish_accepted(checkout, key, recorded.order_id, fp)
             .await
+    }
+
+    /// What is recorded for the customer's key, looked up in the order writer's batch (writes
+    /// nothing). A key found joins the in-memory set: while admission sheds, its repeats go on
+    /// to their own answer.
+    async fn recorded_key(
+        &self,
+        customer: &str,
+        key: &str,
+        deadline: &Deadline,
+    ) -> Result<Option<RecordedKey>, IntakeError> {
+        let lookup = KeyRow {
+            order_id: OrderIds::random(),
+            customer_id: customer.to_owned(),
+            idempotency_key: key.to_owned(),
+            fingerprint: String::new(),
+        };
+        let found = match self
+            .p
+            .records
+            .write(OrderWrite::KeyLookup(lookup), deadline)
+            .await?
+        {
+            OrderWritten::KeyFound(found) => found,
+            other => {
+                return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
+            }
+        };
+        if found.is_some() {
+            self.p.keys.recent.insert(customer, key);
+        }
+        Ok(found)
     }
 
     /// The checkout published with the payment as kept (a card's token); `Ok` once the broker
@@ -364,12 +380,12 @@ impl Intake {
     }
 
     /// Admission, before anything else of a checkout (issue 20): from the customer, the key and
-    /// the lines as sent (`None` when they are not plain items), so that a shed answer costs no
+    /// the lines as sent (`None` when they are not plain items), so that a 503 costs no
     /// validation, fingerprint, lock or database (only the body's read) — the keys are looked up in memory
     /// ([`super::recent_keys`]), the stock in the engine's snapshot. `Ok(Some(permit))`:
     /// admitted (the permit held while the checkout is on its way); `Ok(None)`: shedding, but a
     /// key seen before is not a new checkout and goes on to its 200/202 (or 422 mismatch).
-    pub fn admit(
+    pub async fn admit(
         &self,
         customer: &str,
         key: &str,
@@ -383,26 +399,39 @@ impl Intake {
         if self.p.keys.recent.contains(customer, key) {
             return Ok(None);
         }
-        // A new checkout the engine already knows cannot be served gets the clearer answer:
-        // 409 at the door (no retry), not 503 (retry). In memory only.
-        if let Some(items) = lines {
-            let known_skus = items
-                .iter()
-                .all(|(sku, _)| self.p.catalog.get(sku).is_some());
-            let short = if known_skus {
-                self.p.stock.short_lines(items)
-            } else {
-                Vec::new()
-            };
-            if !short.is_empty() {
-                return Err(IntakeError::OutOfStock(short));
-            }
-        }
-        Err(IntakeError::Shedding {
+        let shed = || IntakeError::Shedding {
             backlog: monitor.checkout_backlog() + monitor.admitted_pending(),
             retry_after,
             reason: reason.as_str(),
-        })
+        };
+        // A new checkout the engine already knows cannot be served gets the clearer answer:
+        // 409 at the door (no retry), not 503 (retry).
+        let Some(items) = lines else {
+            return Err(shed());
+        };
+        let known_skus = items
+            .iter()
+            .all(|(sku, _)| self.p.catalog.get(sku).is_some());
+        let short = if known_skus {
+            self.p.stock.short_lines(items)
+        } else {
+            Vec::new()
+        };
+        if short.is_empty() {
+            return Err(shed());
+        }
+        // But a 409 is final: a key recorded before (before a restart, by another instance, or
+        // longer ago than memory keeps) is looked up first and goes on to its own answer — one
+        // probe in the order writer's batch, only for a checkout about to be told 409; one that
+        // cannot be looked up now is shed (retry), never told 409.
+        match self
+            .recorded_key(customer, key, &Deadline::after(SHED_LOOKUP_TIMEOUT))
+            .await
+        {
+            Ok(None) => Err(IntakeError::OutOfStock(short)),
+            Ok(Some(_)) => Ok(None),
+            Err(_) => Err(shed()),
+        }
     }
 
     /// A typed card exchanged for the gateway's token (the sandbox's browser tokenization).

@@ -257,13 +257,13 @@ impl OrderService {
     }
 
     /// Admission, before anything else of a checkout: see [`Intake::admit`].
-    pub fn admit(
+    pub async fn admit(
         &self,
         customer: &str,
         key: &str,
         lines: Option<&[(Sku, i64)]>,
     ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
-        self.intake.admit(customer, key, lines)
+        self.intake.admit(customer, key, lines).await
     }
 
     /// A validated checkout from `POST /v1/checkout`: see [`Intake::intake`].

@@ -459,6 +459,44 @@ async fn a_stalled_broker_sheds_checkouts_at_once_and_admission_reopens_when_it_
     app.stop().await;
 }
 
+/// While admission sheds, a 409 at the door is final, so a key recorded before — here by the
+/// process before a restart, whose memory is gone — is looked up first: its repeat gets its
+/// order (200), another body 422, and only a new key 409.
+#[actix_web::test]
+async fn while_shedding_a_key_recorded_before_a_restart_gets_its_order_not_409() {
+    let proxy = Proxy::start(amqp_addr());
+    let stallable = |c: &mut orderflow::config::Config| {
+        c.amqp_url = format!("{}?heartbeat=60", proxy.amqp_url(&c.amqp_url));
+    };
+    let app = spawn_app_with(TestDb::new(), stallable).await;
+    app.product("SR-1", "c", &[], 100, 1).await;
+    let first = body("sr", json!([{"sku": "SR-1", "quantity": 1}]));
+    let r = app.checkout("sr-key", &first).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.decided(&id).await["status"], "scheduled");
+
+    let TestApp { db, .. } = app.stop_keeping_db().await;
+    let app = spawn_app_with(db, stallable).await;
+    proxy.stall();
+    queues_until(&app, Duration::from_secs(10), "admission sheds", |b| {
+        b["admission"]["state"] == "shedding"
+    })
+    .await;
+    let r = app.checkout("sr-key", &first).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["order_id"], id.as_str());
+    let two = body("sr", json!([{"sku": "SR-1", "quantity": 2}]));
+    assert_error(
+        &app.checkout("sr-key", &two).await,
+        422,
+        "idempotency_mismatch",
+    );
+    assert_error(&app.checkout("sr-new", &first).await, 409, "out_of_stock");
+    proxy.restore();
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn the_live_feed_streams_snapshots() {
     let app = spawn_app().await;
