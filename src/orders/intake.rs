@@ -61,8 +61,10 @@ fn answer_of(recorded: &RecordedKey, fp: &str) -> Result<Option<IntakeOutcome>, 
 /// How long intake waits on the database before answering 503.
 const INTAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long a shed checkout's key lookup may take before the checkout is shed instead.
-const SHED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a shed checkout's key lookup may take before the checkout is shed instead (a
+/// healthy writer answers in a few milliseconds), and how many may be in flight at once.
+const SHED_LOOKUP_TIMEOUT: Duration = Duration::from_millis(250);
+const SHED_LOOKUPS: usize = 64;
 
 /// What intake did with a checkout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +133,16 @@ impl From<StepError> for IntakeError {
 #[derive(Clone)]
 pub(super) struct Intake {
     p: Arc<Parts>,
+    /// Key lookups of shed checkouts in flight at once (see [`Intake::admit`]).
+    shed_lookups: Arc<tokio::sync::Semaphore>,
 }
 
 impl Intake {
     pub fn new(p: Arc<Parts>) -> Intake {
-        Intake { p }
+        Intake {
+            p,
+            shed_lookups: Arc::new(tokio::sync::Semaphore::new(SHED_LOOKUPS)),
+        }
     }
 
     /// Validated checkout from `POST /v1/checkout`, past [`Intake::admit`] (its permit,
@@ -300,7 +307,7 @@ impl Intake {
         customer: &str,
         key: &str,
         deadline: &Deadline,
-    ) -> Result<Option<RecordedKey>, IntakeError> {
+    ) -> Result<Option<RecordedKey>, StepError> {
         let lookup = KeyRow {
             order_id: OrderIds::random(),
             customer_id: customer.to_owned(),
@@ -314,9 +321,7 @@ impl Intake {
             .await?
         {
             OrderWritten::KeyFound(found) => found,
-            other => {
-                return Err(StepError::Refused(format!("internal: {other:?}").into()).into());
-            }
+            other => return Err(StepError::Refused(format!("internal: {other:?}").into())),
         };
         if found.is_some() {
             self.p.keys.recent.insert(customer, key);
@@ -382,7 +387,8 @@ impl Intake {
     /// Admission, before anything else of a checkout (issue 20): from the customer, the key and
     /// the lines as sent (`None` when they are not plain items), so that a 503 costs no
     /// validation, fingerprint, lock or database (only the body's read) — the keys are looked up in memory
-    /// ([`super::recent_keys`]), the stock in the engine's snapshot. `Ok(Some(permit))`:
+    /// ([`super::recent_keys`]), the stock in the engine's snapshot; only a 409 about to be
+    /// given looks its key up in the database first (bounded). `Ok(Some(permit))`:
     /// admitted (the permit held while the checkout is on its way); `Ok(None)`: shedding, but a
     /// key seen before is not a new checkout and goes on to its 200/202 (or 422 mismatch).
     pub async fn admit(
@@ -422,15 +428,25 @@ impl Intake {
         }
         // But a 409 is final: a key recorded before (before a restart, by another instance, or
         // longer ago than memory keeps) is looked up first and goes on to its own answer — one
-        // probe in the order writer's batch, only for a checkout about to be told 409; one that
-        // cannot be looked up now is shed (retry), never told 409.
+        // probe in the order writer's batch, only for a checkout about to be told 409, at most
+        // `SHED_LOOKUPS` at once and never while the writer is failing. One that cannot be
+        // looked up now is shed (retry), never told 409.
+        let Ok(_lookup) = self.shed_lookups.try_acquire() else {
+            return Err(shed());
+        };
+        if self.p.records.store().stats().is_failing() {
+            return Err(shed());
+        }
         match self
             .recorded_key(customer, key, &Deadline::after(SHED_LOOKUP_TIMEOUT))
             .await
         {
             Ok(None) => Err(IntakeError::OutOfStock(short)),
             Ok(Some(_)) => Ok(None),
-            Err(_) => Err(shed()),
+            Err(e) => {
+                tracing::debug!(error = %e, "a shed checkout's key could not be looked up");
+                Err(shed())
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 //! The idempotency keys this process has recorded or seen, in memory: what lets a shed answer
 //! skip the database. While admission sheds, a checkout whose key is here goes on to its
 //! 200/202 (or 422 mismatch) through the usual path; any other gets 503 without touching a
-//! shared resource. The set only opens that door: a stale or colliding entry lets one request
+//! shared resource (or, about to be told 409 for short stock, is looked up in the database
+//! first: `Intake::admit`). The set only opens that door: a stale or colliding entry lets one request
 //! through admission to the path that checks the key properly, never answers for it.
 //!
 //! Bounded: two generations of at most `capacity` hashes each; when the current one is full it
