@@ -434,7 +434,7 @@ impl Intake {
         let Ok(_lookup) = self.shed_lookups.try_acquire() else {
             return Err(shed());
         };
-        if self.p.records.store().stats().is_failing() {
+        if self.p.records.writer_failing() {
             return Err(shed());
         }
         match self

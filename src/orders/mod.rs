@@ -357,7 +357,7 @@ impl OrderService {
 
     /// Whether the order writer cannot write right now.
     pub fn writer_failing(&self) -> bool {
-        self.parts.records.store().stats().is_failing()
+        self.parts.records.writer_failing()
     }
 
     /// `(year, month)` now, for card expiry at the door.

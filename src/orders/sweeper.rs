@@ -121,7 +121,7 @@ impl Sweeper {
         let unhealthy = failed
             || errors != previous
             || !self.p.publisher.is_connected()
-            || self.p.records.store().stats().is_failing()
+            || self.p.records.writer_failing()
             || !self.p.engine.is_healthy();
         let mut since = match self.healthy_since.lock() {
             Ok(s) => s,

@@ -109,6 +109,11 @@ impl Records {
         self.store.as_ref()
     }
 
+    /// Whether the order writer cannot write right now.
+    pub fn writer_failing(&self) -> bool {
+        self.store.stats().is_failing()
+    }
+
     /// Queues a write and waits (within `deadline`) until it is committed; waits out a
     /// saturated writer.
     pub async fn write(
