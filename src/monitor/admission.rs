@@ -3,13 +3,16 @@
 //! rate, plus the current decision latency — stays inside a target. The decision latency is read ahead, not behind: the checkouts already in
 //! flight (prefetched and being processed) will take `in_flight ÷ drain` to clear, which is
 //! known now, while the measured latency only shows it once they finish; the measured median
-//! is the floor (one decision's own time when little is in flight). Past it, intake answers 503 `overloaded` with an honest, jittered
-//! `Retry-After` (the time until the backlog drains back to where admission reopens).
+//! is the floor (one decision's own time when little is in flight). Past it, intake answers 503 `overloaded` with an honest
+//! `Retry-After`: no sooner than the backlog drains back to where admission reopens, and in a
+//! second that the clients already told to come back have not filled ([`super::returns`]).
 //!
 //! Pure arithmetic on observations, no clock or I/O of its own: the sampler and intake feed it,
 //! the unit tests below drive it.
 
 use std::time::{Duration, Instant};
+
+use super::returns::{Returns, RETURN_SHARE};
 
 /// The wait budget and the bounds of the controller.
 #[derive(Debug, Clone)]
@@ -43,7 +46,8 @@ pub const REOPEN_AT: f64 = 0.3;
 /// slow on its own is not a queue, and shedding cannot make it faster. Under [`REOPEN_AT`], so a
 /// slow gateway alone can neither start a shedding episode nor keep one from ending.
 pub const LATENCY_FLOOR_AT: f64 = 0.25;
-/// Retry-After never says more than this.
+/// The time to drain (and a broker's jittered wait) never says more than this; a booked
+/// `Retry-After` may say up to [`super::returns::RETURN_HORIZON_S`], when a crowd is that large.
 pub const MAX_RETRY_AFTER_S: u32 = 60;
 /// What a blocked or stalled broker asks clients to wait.
 pub const BROKER_RETRY_AFTER_S: u32 = 2;
@@ -96,7 +100,8 @@ pub struct Observation {
     pub broker: BrokerHealth,
 }
 
-/// Admit, or shed with a Retry-After (whole seconds, before jitter).
+/// Admit, or shed with the earliest Retry-After (whole seconds; before jitter for a broker
+/// reason, before booking for the wait budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Admit,
@@ -111,6 +116,8 @@ pub enum Verdict {
 pub struct Controller {
     config: AdmissionConfig,
     shedding: Option<(Instant, ShedReason)>,
+    /// The clients told to come back, per second ahead.
+    returns: Returns,
 }
 
 impl Controller {
@@ -118,6 +125,7 @@ impl Controller {
         Controller {
             config,
             shedding: None,
+            returns: Returns::default(),
         }
     }
 
@@ -159,7 +167,8 @@ impl Controller {
         Duration::from_secs_f64(queued.min(86_400.0)) + self.decision_latency(o)
     }
 
-    /// Seconds until the backlog drains to where admission reopens (at least 1).
+    /// Seconds until the backlog drains to where admission reopens (at least 1): the earliest a
+    /// shed client is told to come back.
     pub fn retry_after(&self, o: &Observation) -> u32 {
         let drain = self.drain(o);
         let reopen_backlog = (self.config.target.as_secs_f64() * REOPEN_AT
@@ -169,6 +178,16 @@ impl Controller {
         let excess = (self.ahead(o) - reopen_backlog).max(0.0);
         let seconds = (excess / drain).ceil();
         (seconds as u32).clamp(1, MAX_RETRY_AFTER_S)
+    }
+
+    /// The `Retry-After` of a checkout shed now for the wait budget, booked: the first second,
+    /// from when the backlog will have drained to the reopening point, with room among the
+    /// clients already told to come back ([`RETURN_SHARE`] of the drain per second; see
+    /// [`super::returns`]). Ask only for a 503 that is sent: the booking counts it.
+    pub fn book_return(&mut self, o: &Observation, now: Instant) -> u32 {
+        let earliest = self.retry_after(o);
+        let room = RETURN_SHARE * self.drain(o);
+        self.returns.book(now, earliest, room)
     }
 
     /// The state after this observation, and what to do with the checkout that asked.
@@ -463,5 +482,91 @@ mod tests {
         // …but more than the estimate, unsaturated, shows the capacity is at least that.
         d.observe(t0 + 4 * s, 5900, 0, 30);
         assert!((d.rate() - 2200.0).abs() < 1e-9, "{}", d.rate());
+    }
+
+    /// A model of issue 20's run: checkouts arrive fresh at `3 × drain` for 30 s, then at half
+    /// the drain for `tail` s; the queue is decided at `drain`/s; a shed client comes back after
+    /// what it was told, up to ten attempts (as the load generator's), until the last fresh
+    /// arrival. Returns the checkouts admitted during the overload and the time of every 503 (s).
+    fn issue_20_run(
+        tail: f64,
+        mut told: impl FnMut(&mut Controller, &Observation, Instant) -> u32,
+    ) -> (u64, Vec<f64>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let drain = 400.0;
+        let t0 = Instant::now();
+        let mut c = controller();
+        let mut backlog = 0.0_f64;
+        let mut last = 0.0_f64;
+        // (when, in µs; attempts made)
+        let mut returns: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+        let fresh = (0..(3.0 * drain * 30.0) as u64)
+            .map(|k| k as f64 / (3.0 * drain))
+            .chain((0..(0.5 * drain * tail) as u64).map(|k| 30.0 + k as f64 / (0.5 * drain)));
+        let mut fresh = fresh.peekable();
+        let (mut admitted, mut sheds) = (0, Vec::new());
+        loop {
+            let next_return = returns.peek().map(|Reverse((at, _))| *at as f64 / 1e6);
+            let a_return_first = match (fresh.peek(), next_return) {
+                (Some(f), Some(r)) => r < *f,
+                (None, Some(r)) if r < 30.0 + tail => true,
+                (Some(_), _) => false,
+                (None, _) => break,
+            };
+            let (at, attempts) = if a_return_first {
+                let Reverse((at, attempts)) = returns.pop().unwrap();
+                (at as f64 / 1e6, attempts)
+            } else {
+                (fresh.next().unwrap(), 0)
+            };
+            backlog = (backlog - drain * (at - last)).max(0.0);
+            last = at;
+            let o = obs(backlog.ceil() as u64, drain);
+            let now = t0 + Duration::from_secs_f64(at);
+            match c.decide(&o, now) {
+                Verdict::Admit => {
+                    backlog += 1.0;
+                    if at < 30.0 {
+                        admitted += 1;
+                    }
+                }
+                Verdict::Shed { .. } => {
+                    sheds.push(at);
+                    let wait = told(&mut c, &o, now);
+                    if attempts + 1 < 10 {
+                        let back = ((at + f64::from(wait)) * 1e6) as u64;
+                        returns.push(Reverse((back, attempts + 1)));
+                    }
+                }
+            }
+        }
+        (admitted, sheds)
+    }
+
+    #[test]
+    fn after_an_overload_the_clients_told_to_come_back_fit_beside_the_fresh_ones() {
+        // Booked: the door is full during the overload (goodput held), and within a second of
+        // the fall nobody is shed any more — nor in the next ten minutes, when the last of the
+        // crowd has come back: the returns fit in the room left to them.
+        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now));
+        assert!(
+            admitted as f64 >= 0.95 * 400.0 * 30.0,
+            "admitted {admitted}"
+        );
+        let last = sheds.iter().copied().fold(0.0, f64::max);
+        assert!(
+            last < 31.0,
+            "the last 503 {last:.2} s, the rate fell at 30 s"
+        );
+        // Told only the time to drain (jittered), every client shed comes back within a second
+        // or two, together: the door stays at its budget long after the fall.
+        let mut unit = 0.0;
+        let (_, sheds) = issue_20_run(10.0, |c, o, _| {
+            unit = (unit + 0.618_034) % 1.0;
+            jittered(c.retry_after(o), unit)
+        });
+        let late = sheds.iter().filter(|t| **t > 32.0).count();
+        assert!(late > 1000, "{late} shed more than 2 s after the fall");
     }
 }

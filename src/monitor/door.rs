@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 use super::admission::{self, Observation, Verdict};
 use super::{lock, AdmissionView, Monitor};
 
+/// A checkout the door shed: why, and what was seen when it was (for its `Retry-After`, booked
+/// when the 503 is about to be sent).
+#[derive(Debug, Clone, Copy)]
+pub struct Shed {
+    pub reason: admission::ShedReason,
+    /// The earliest `Retry-After`, before jitter or booking.
+    retry_after_s: u32,
+    observed: Observation,
+}
+
 /// An admitted checkout on its way to the queue (see [`Monitor::admit`]).
 #[must_use]
 pub struct Admitted(Arc<Monitor>, Instant);
@@ -55,11 +65,13 @@ impl Monitor {
         }
     }
 
-    /// Admit this checkout, or shed it: `Err((reason, retry_after_s))`, jittered. An admitted
-    /// checkout counts as waiting until its [`Admitted`] is dropped (its publish finished).
-    pub fn admit(self: &Arc<Self>) -> Result<Admitted, (admission::ShedReason, u32)> {
+    /// Admit this checkout, or shed it. An admitted checkout counts as waiting until its
+    /// [`Admitted`] is dropped (its publish finished); a shed one is told when to come back by
+    /// [`Monitor::retry_after`], asked only if the answer is a 503.
+    pub fn admit(self: &Arc<Self>) -> Result<Admitted, Shed> {
         let o = self.observation();
-        let verdict = lock(&self.controller).decide(&o, Instant::now());
+        let now = Instant::now();
+        let verdict = lock(&self.controller).decide(&o, now);
         match verdict {
             Verdict::Admit => {
                 self.admitted_pending.fetch_add(1, Ordering::Relaxed);
@@ -74,8 +86,25 @@ impl Monitor {
                 lock(&self.admission).shed += 1;
                 metrics::counter!("orderflow_checkouts_shed_total", "reason" => reason.as_str())
                     .increment(1);
-                Err((reason, admission::jittered(retry_after_s, fastrand::f64())))
+                Err(Shed {
+                    reason,
+                    retry_after_s,
+                    observed: o,
+                })
             }
+        }
+    }
+
+    /// The `Retry-After` for a checkout shed at the door, to be sent with its 503: for the wait
+    /// budget, a second booked among the clients already told to come back (so a checkout
+    /// that is answered otherwise — its key known, out of stock — never asks); for the
+    /// broker, the broker's wait, jittered.
+    pub fn retry_after(&self, shed: &Shed) -> u32 {
+        match shed.reason {
+            admission::ShedReason::WaitBudget => {
+                lock(&self.controller).book_return(&shed.observed, Instant::now())
+            }
+            _ => admission::jittered(shed.retry_after_s, fastrand::f64()),
         }
     }
 
@@ -136,9 +165,9 @@ mod tests {
         for _ in 0..1000 {
             match monitor.admit() {
                 Ok(permit) => admitted.push(permit),
-                Err((reason, retry_after)) => {
-                    assert_eq!(reason, admission::ShedReason::WaitBudget);
-                    assert!(retry_after >= 1);
+                Err(refused) => {
+                    assert_eq!(refused.reason, admission::ShedReason::WaitBudget);
+                    assert!(monitor.retry_after(&refused) >= 1);
                     shed += 1;
                 }
             }

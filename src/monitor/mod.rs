@@ -19,6 +19,7 @@ mod door;
 mod latency;
 pub mod leaders;
 pub mod prometheus;
+pub mod returns;
 pub mod snapshot;
 mod views;
 
@@ -33,7 +34,7 @@ use tokio::sync::watch;
 use crate::queues::{QueueSpec, QUEUES};
 use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator};
 
-pub use door::Admitted;
+pub use door::{Admitted, Shed};
 use latency::Latencies;
 pub use latency::LatencySummary;
 pub use snapshot::Snapshot;

@@ -398,17 +398,18 @@ impl Intake {
         lines: Option<&[(Sku, i64)]>,
     ) -> Result<Option<crate::monitor::Admitted>, IntakeError> {
         let monitor = &self.p.monitor;
-        let (reason, retry_after) = match monitor.admit() {
+        let refused = match monitor.admit() {
             Ok(permit) => return Ok(Some(permit)),
-            Err(shed) => shed,
+            Err(refused) => refused,
         };
         if self.p.keys.recent.contains(customer, key) {
             return Ok(None);
         }
+        // Told when to come back only when the answer is this 503 (the time is booked).
         let shed = || IntakeError::Shedding {
             backlog: monitor.checkout_backlog() + monitor.admitted_pending(),
-            retry_after,
-            reason: reason.as_str(),
+            retry_after: monitor.retry_after(&refused),
+            reason: refused.reason.as_str(),
         };
         // A new checkout the engine already knows cannot be served gets the clearer answer:
         // 409 at the door (no retry), not 503 (retry).

@@ -31,6 +31,11 @@ pub(super) struct PhaseStats {
     pub(super) shedding_at_start: bool,
     /// How long each 503 took to come back (µs).
     pub(super) shed_answer_us: Vec<u64>,
+    /// What each 503 said to wait (`Retry-After`, s).
+    pub(super) told_s: Vec<u64>,
+    /// Checkouts told to come back after the last phase ends: the run does not wait for them
+    /// (their retry would land while it checks its books).
+    pub(super) gave_up_after_run: u64,
 }
 
 pub(super) struct Shared {
@@ -45,6 +50,8 @@ pub(super) struct Shared {
     pub(super) peak_in_flight: u64,
     /// `/v1/queues` every quarter second.
     pub(super) timeline: Vec<(Instant, QueueState)>,
+    /// When the last phase ends: no retry is sent within a second of it, or after it.
+    pub(super) retry_until: Option<Instant>,
 }
 
 impl Shared {
@@ -58,6 +65,7 @@ impl Shared {
             in_flight: 0,
             peak_in_flight: 0,
             timeline: Vec::new(),
+            retry_until: None,
         }
     }
 }
@@ -105,7 +113,17 @@ pub(super) async fn one_checkout(
                     if retry_after.is_none() {
                         stats.shed_without_retry_after += 1;
                     }
-                    true
+                    stats.told_s.extend(retry_after);
+                    // A second's margin: the run waits for what is in flight from the end on.
+                    let back_at = Instant::now() + retry_wait(retry_after) + Duration::from_secs(1);
+                    if s.retry_until.is_some_and(|until| back_at > until) {
+                        if let Some(stats) = s.phases.get_mut(phase) {
+                            stats.gave_up_after_run += 1;
+                        }
+                        false
+                    } else {
+                        true
+                    }
                 }
                 other => {
                     // Final: another answer (409 out of stock), or none within the client's
@@ -118,7 +136,11 @@ pub(super) async fn one_checkout(
         if !again {
             return;
         }
-        let wait = retry_after.map_or(Duration::from_millis(500), Duration::from_secs);
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep(retry_wait(retry_after)).await;
     }
+}
+
+/// What a 503's `Retry-After` says to wait (half a second without one).
+fn retry_wait(retry_after: Option<u64>) -> Duration {
+    retry_after.map_or(Duration::from_millis(500), Duration::from_secs)
 }

@@ -29,6 +29,7 @@ pub(super) fn take_shared(shared: &Rc<RefCell<Shared>>) -> Shared {
         answers: std::mem::take(&mut b.answers),
         in_flight: b.in_flight,
         peak_in_flight: b.peak_in_flight,
+        retry_until: b.retry_until,
     }
 }
 
@@ -236,6 +237,7 @@ impl Report<'_> {
         }
         );
         print_shed_answers(&stats.shed_answer_us);
+        print_told(&stats.told_s, stats.gave_up_after_run);
         super::expect::PhaseSeen {
             rate: phase.rate,
             slower_than_before,
@@ -263,5 +265,27 @@ fn print_shed_answers(us: &[u64]) {
         at(0.5),
         at(0.99),
         ms(t.last().copied().unwrap_or(0))
+    );
+}
+
+/// What the phase's 503s told their clients to wait, and how many of them were told a time
+/// after the run's end (and gave up rather than retry into the books' check).
+fn print_told(told: &[u64], gave_up: u64) {
+    if told.is_empty() {
+        return;
+    }
+    let mut t = told.to_vec();
+    t.sort_unstable();
+    let at = |q: f64| {
+        t.get(((t.len() - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "  503 told Retry-After p50 {} s  p90 {} s  p99 {} s  max {} s; {gave_up} told a time after the run's end (not retried)",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(1.0)
     );
 }

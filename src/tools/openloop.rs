@@ -1,7 +1,8 @@
 //! `orderflow loadgen --rate N --duration S [--then RATE:SECONDS …]`: an open-loop load. Checkouts
 //! arrive at a fixed rate whatever the service answers — a closed loop (N customers each waiting
 //! for the last answer) slows down with the service and hides overload. A 503 is retried after
-//! its `Retry-After`, like a polite client (each retry is more offered load). Each phase reports
+//! its `Retry-After`, like a polite client (each retry is more offered load), unless it would
+//! land after the last phase (the client gives up, counted: the run ends). Each phase reports
 //! offered, admitted, shed and decided per second, accept → decided percentiles (an HDR
 //! histogram, from the 202 to the `order.events` announcement), the checkout queue's peak depth
 //! and — after an overloaded phase — how long admission took to reopen. The run ends with the
@@ -182,6 +183,10 @@ async fn send_arrivals(
     for (i, phase) in phases.iter().enumerate() {
         let start = Instant::now();
         phase_starts.push(start);
+        if i == 0 {
+            let seconds: f64 = phases.iter().map(|p| p.seconds).sum();
+            shared.borrow_mut().retry_until = Some(start + Duration::from_secs_f64(seconds));
+        }
         watcher.begin_phase(i, start);
         let shedding = queue_state(client, &c.url)
             .await
@@ -227,9 +232,14 @@ async fn send_arrivals(
     }
 }
 
-/// Waits for the retries still pending (at most `arrivals::ATTEMPTS` × Retry-After), then for
-/// every accepted checkout's decision; returns the deadline it waited to.
+/// Waits until no retry can be sent any more (the last phase's end: a later one gives up) and
+/// none is in flight, then for every accepted checkout's decision; returns the deadline it
+/// waited to.
 async fn wait_for_decisions(shared: &Rc<RefCell<Shared>>, decided: &Decided) -> Instant {
+    let retry_until = shared.borrow().retry_until;
+    if let Some(until) = retry_until {
+        tokio::time::sleep_until(until.into()).await;
+    }
     let settle_until = Instant::now() + Duration::from_secs(120);
     while shared.borrow().in_flight > 0 && Instant::now() < settle_until {
         tokio::time::sleep(Duration::from_millis(100)).await;

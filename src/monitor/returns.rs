@@ -1,0 +1,240 @@
+//! When shed clients are told to come back: a `Retry-After` that counts the clients already told.
+//!
+//! A shed checkout's `Retry-After` used to be the time for the backlog to drain to where
+//! admission reopens — a second or two under any overload — so every client shed in a second
+//! came back together a second or two later, was mostly shed again, and came back again. After
+//! the overload those returns alone were more than the capacity: the door stayed at its budget,
+//! shedding, for 3.6–4.5 s after the rate fell to half the capacity (issue 20 expects ≤ 2 s).
+//!
+//! Here the seconds ahead are a timetable: each second may take [`RETURN_SHARE`] of the measured
+//! drain in returning clients, the rest being left for checkouts arriving fresh. A shed client is
+//! told the first second, no earlier than the drain allows, that still has room, so the clients
+//! told to come back never come back faster than that share of the capacity — during the
+//! overload, and after it, when they and the fresh checkouts at up to half the capacity fit
+//! together and the door stops shedding. Every client is booked: a crowd larger than a minute's
+//! room is told later seconds, up to [`RETURN_HORIZON_S`] (at 0.3 × 3,000 decisions/s, that is
+//! 540,000 clients); told a time inside a minute and left unbooked, those would come back a
+//! minute later as a second overload. A client that comes back while fresh checkouts still
+//! fill the door may be shed again, and is booked again.
+//!
+//! Pure, like the controller: the caller passes the clock.
+
+use std::time::Instant;
+
+/// The share of the drain per second that returning clients may book. Under one half, so that
+/// after an overload the returns and fresh checkouts at up to half the capacity stay together
+/// under it, and the queue drains instead of holding at the budget.
+pub const RETURN_SHARE: f64 = 0.3;
+
+/// The furthest second a client is told (and booked): ten minutes. With every second up to it
+/// taken, the client is told this one all the same (and counted in it).
+pub const RETURN_HORIZON_S: u32 = 600;
+
+/// Seconds kept ahead, the current one included.
+const SLOTS: usize = RETURN_HORIZON_S as usize + 1;
+
+/// Counts per unit of time (a second, a tenth), for the `counts.len()` units from `head` on:
+/// unit `u` in `counts[u % len]`.
+#[derive(Debug, Clone)]
+struct Ring {
+    head: u64,
+    counts: Vec<u32>,
+}
+
+impl Ring {
+    fn new(len: usize) -> Ring {
+        Ring {
+            head: 0,
+            counts: vec![0; len],
+        }
+    }
+
+    /// Moves on to unit `to`: the units that have passed are emptied for reuse.
+    fn advance(&mut self, to: u64) {
+        let len = self.counts.len() as u64;
+        for unit in self.head..to.min(self.head + len) {
+            if let Some(count) = self.count(unit) {
+                *count = 0;
+            }
+        }
+        self.head = self.head.max(to);
+    }
+
+    fn count(&mut self, unit: u64) -> Option<&mut u32> {
+        let len = self.counts.len() as u64;
+        self.counts.get_mut((unit % len.max(1)) as usize)
+    }
+}
+
+/// Clients told to come back, per second ahead and per tenth of a second: a client shed at
+/// some fraction of a second comes back at the same fraction (a `Retry-After` is whole
+/// seconds), so clients shed together would come back together, a clump the door's budget
+/// may not hold; each tenth takes at most a tenth of the second's room.
+#[derive(Debug, Clone)]
+pub struct Returns {
+    origin: Option<Instant>,
+    seconds: Ring,
+    tenths: Ring,
+}
+
+impl Default for Returns {
+    fn default() -> Self {
+        Returns {
+            origin: None,
+            seconds: Ring::new(SLOTS),
+            tenths: Ring::new(SLOTS * 10),
+        }
+    }
+}
+
+impl Returns {
+    /// The current tenth of a second (since the first use); what has passed is emptied.
+    fn advance(&mut self, now: Instant) -> u64 {
+        let origin = *self.origin.get_or_insert(now);
+        let tenth = (now.saturating_duration_since(origin).as_millis() / 100) as u64;
+        self.seconds.advance(tenth / 10);
+        self.tenths.advance(tenth);
+        tenth
+    }
+
+    /// Books a return for a client shed at `now`: the first second from `earliest` on (the
+    /// next one at the soonest) with fewer than `room` booked, and fewer than a tenth of it in
+    /// the tenth the client will come back in — or, every one taken, the last. Returns the
+    /// seconds to wait.
+    pub fn book(&mut self, now: Instant, earliest: u32, room: f64) -> u32 {
+        let tenth = self.advance(now);
+        let per_second = room.max(1.0).min(f64::from(u32::MAX)) as u32;
+        let per_tenth = per_second.div_ceil(10);
+        let mut wait = earliest.clamp(1, RETURN_HORIZON_S);
+        while wait < RETURN_HORIZON_S {
+            let back = tenth + 10 * u64::from(wait);
+            let second_full = self
+                .seconds
+                .count(back / 10)
+                .is_some_and(|n| *n >= per_second);
+            let tenth_full = self.tenths.count(back).is_some_and(|n| *n >= per_tenth);
+            if !second_full && !tenth_full {
+                break;
+            }
+            wait += 1;
+        }
+        let back = tenth + 10 * u64::from(wait);
+        for count in [self.seconds.count(back / 10), self.tenths.count(back)]
+            .into_iter()
+            .flatten()
+        {
+            *count = count.saturating_add(1);
+        }
+        wait
+    }
+
+    /// Clients booked to come back in the second `wait` seconds after `now`'s (0 for a second
+    /// out of range).
+    pub fn booked(&mut self, now: Instant, wait: u32) -> u32 {
+        let second = self.advance(now) / 10;
+        if wait > RETURN_HORIZON_S {
+            return 0;
+        }
+        self.seconds
+            .count(second + u64::from(wait))
+            .map_or(0, |count| *count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tenths(n: u64) -> Duration {
+        Duration::from_millis(100 * n)
+    }
+
+    #[test]
+    fn each_second_takes_its_room_then_the_next_is_told() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        // Shed a tenth of a second apart (each in a tenth of its own).
+        let told: Vec<u32> = (0..7).map(|i| r.book(t0 + tenths(i), 1, 3.0)).collect();
+        assert_eq!(told, vec![1, 1, 1, 2, 2, 2, 3]);
+        // Never before the drain allows, and never second 0.
+        assert_eq!(r.book(t0 + tenths(7), 5, 3.0), 5);
+        assert_eq!(r.book(t0 + tenths(8), 0, 3.0), 3);
+        assert_eq!(r.booked(t0, 3), 2);
+        // A client shed 1.5 s later comes back at the same fraction of a second: 1 s from
+        // then is second 2 (full), 2 s from then second 3 (one place left).
+        let later = t0 + tenths(15);
+        assert_eq!(r.book(later, 1, 3.0), 2);
+        assert_eq!(r.booked(later, 1), 3);
+    }
+
+    #[test]
+    fn clients_shed_together_are_spread_over_seconds_a_tenth_of_the_room_at_a_time() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        // 100 a second, but 25 shed in the same instant would come back in the same instant:
+        // ten in each second.
+        let told: Vec<u32> = (0..25).map(|_| r.book(t0, 1, 100.0)).collect();
+        assert_eq!(told, [vec![1; 10], vec![2; 10], vec![3; 5]].concat());
+        // Shed half a second later, the next clients come back in second 1's other tenths.
+        assert_eq!(r.book(t0 + tenths(5), 1, 100.0), 1);
+        assert_eq!(r.booked(t0, 1), 11);
+        // A second's room under ten: still at most one a tenth.
+        let mut r = Returns::default();
+        assert_eq!(r.book(t0, 1, 3.0), 1);
+        assert_eq!(r.book(t0, 1, 3.0), 2);
+    }
+
+    #[test]
+    fn seconds_that_passed_are_free_again() {
+        let h = RETURN_HORIZON_S;
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        for _ in 0..h {
+            r.book(t0, 1, 1.0);
+        }
+        assert_eq!(r.booked(t0, h), 1);
+        // A horizon on, every booked second but the last has passed; the last is now.
+        let later = t0 + Duration::from_secs(u64::from(h));
+        assert_eq!(r.booked(later, 0), 1);
+        assert_eq!(r.booked(later, 1), 0);
+        assert_eq!(r.book(later, 1, 1.0), 1);
+        // Long idle: nothing is left over either.
+        let much_later = later + Duration::from_secs(36_000);
+        for wait in 0..=h {
+            assert_eq!(r.booked(much_later, wait), 0, "second {wait}");
+        }
+        assert_eq!(r.book(much_later, 1, 1.0), 1);
+    }
+
+    #[test]
+    fn a_crowd_is_booked_beyond_the_minute_up_to_the_horizon_and_counted_there() {
+        let h = RETURN_HORIZON_S;
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        // 100 a second, shed over the first second: the 6,001st client is told second 61.
+        for i in 0..6_000 {
+            assert!(r.book(t0 + tenths(i % 10), 1, 100.0) <= 60);
+        }
+        assert_eq!(r.booked(t0, 60), 100);
+        assert_eq!(r.book(t0, 1, 100.0), 61);
+        // Every second taken: the horizon, each one counted in it.
+        let mut r = Returns::default();
+        for _ in 0..h {
+            r.book(t0, 1, 1.0);
+        }
+        assert_eq!(r.book(t0, 1, 1.0), h);
+        assert_eq!(r.book(t0, 1, 1.0), h);
+        assert_eq!(r.booked(t0, h), 3);
+    }
+
+    #[test]
+    fn a_room_under_one_still_takes_one_a_second() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        assert_eq!(r.book(t0, 1, 0.0), 1);
+        assert_eq!(r.book(t0, 1, f64::NAN), 2);
+        assert_eq!(r.book(t0, 1, 0.2), 3);
+        assert_eq!(r.book(t0, 1, f64::INFINITY), 1);
+    }
+}
