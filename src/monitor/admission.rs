@@ -95,6 +95,9 @@ pub struct Observation {
     pub in_flight: u64,
     /// Measured decisions per second (the [`DrainEstimator`]'s figure; 0 when none yet).
     pub drain_per_s: f64,
+    /// Decisions per second now, while there is work (the estimator's
+    /// [`DrainEstimator::deciding`]; 0 when none yet).
+    pub deciding_per_s: f64,
     /// How long a decision takes once its message is consumed (recent median).
     pub decision_latency: Duration,
     pub broker: BrokerHealth,
@@ -186,7 +189,15 @@ impl Controller {
     /// [`super::returns`]). Ask only for a 503 that is sent: the booking counts it.
     pub fn book_return(&mut self, o: &Observation, now: Instant) -> u32 {
         let earliest = self.retry_after(o);
-        let room = RETURN_SHARE * self.drain(o);
+        // A share of what is decided now, where that is less than the capacity estimated (the
+        // estimate may run ahead of it under overload: raised by unsaturated readings, never
+        // lowered by them).
+        let deciding = if o.deciding_per_s > 0.0 {
+            o.deciding_per_s.min(self.drain(o))
+        } else {
+            self.drain(o)
+        };
+        let room = RETURN_SHARE * deciding;
         self.returns.book(now, earliest, room)
     }
 
@@ -255,6 +266,8 @@ pub fn jittered(base: u32, unit: f64) -> u32 {
 #[derive(Debug, Clone, Default)]
 pub struct DrainEstimator {
     rate: f64,
+    /// Every busy reading, both ways: what is decided now.
+    deciding: f64,
     /// (at, decided so far, queued, in flight)
     last: Option<(Instant, u64, u64, u64)>,
 }
@@ -278,6 +291,13 @@ impl DrainEstimator {
             } else if saturated || (busy && reading > self.rate) {
                 self.rate += DRAIN_WEIGHT * (reading - self.rate);
             }
+            if busy {
+                self.deciding = if self.deciding == 0.0 {
+                    reading
+                } else {
+                    self.deciding + DRAIN_WEIGHT * (reading - self.deciding)
+                };
+            }
         }
         self.last = Some((now, decided_total, queued, in_flight));
     }
@@ -285,6 +305,13 @@ impl DrainEstimator {
     /// Decisions per second; 0 until measured.
     pub fn rate(&self) -> f64 {
         self.rate
+    }
+
+    /// Decisions per second now: every reading while there was work, followed both ways (not
+    /// the capacity — consumers starved by the door decide less — but what the service is
+    /// deciding); 0 until measured.
+    pub fn deciding(&self) -> f64 {
+        self.deciding
     }
 }
 
@@ -299,6 +326,7 @@ mod tests {
             intake_latency: Duration::ZERO,
             in_flight: 0,
             drain_per_s: drain,
+            deciding_per_s: 0.0,
             decision_latency: Duration::from_millis(100),
             broker: BrokerHealth::Ok,
         }
@@ -482,6 +510,35 @@ mod tests {
         // …but more than the estimate, unsaturated, shows the capacity is at least that.
         d.observe(t0 + 4 * s, 5900, 0, 30);
         assert!((d.rate() - 2200.0).abs() < 1e-9, "{}", d.rate());
+        // What is decided now follows every busy reading, both ways: 2000, then 700 twice
+        // (1480, 1168), then 2500.
+        assert!((d.deciding() - 1700.8).abs() < 1e-9, "{}", d.deciding());
+        // Idle: unchanged.
+        d.observe(t0 + 5 * s, 5900, 0, 0);
+        d.observe(t0 + 6 * s, 5900, 0, 0);
+        assert!((d.deciding() - 1700.8).abs() < 1e-9, "{}", d.deciding());
+    }
+
+    #[test]
+    fn returns_are_a_share_of_what_is_decided_now_when_that_is_less_than_the_estimate() {
+        let t0 = Instant::now();
+        let tenth = |i: u64| t0 + Duration::from_millis(100 * (i % 10));
+        // Estimated 100/s: 30 a second may come back.
+        let mut c = controller();
+        let o = obs(0, 100.0);
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
+        // Deciding 50/s now, under the estimate: 15.
+        let mut c = controller();
+        let mut o = obs(0, 100.0);
+        o.deciding_per_s = 50.0;
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        assert_eq!(told.iter().filter(|w| **w == 1).count(), 15);
+        // Deciding more than the estimate: the estimate.
+        let mut c = controller();
+        o.deciding_per_s = 400.0;
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
     }
 
     /// A model of issue 20's run: checkouts arrive fresh at `3 × drain` for 30 s, then at half

@@ -445,6 +445,11 @@ impl Monitor {
         lock(&self.drain).rate()
     }
 
+    /// Decisions per second now, while there is work ([`DrainEstimator::deciding`]).
+    pub fn deciding_per_s(&self) -> f64 {
+        lock(&self.drain).deciding()
+    }
+
     /// The latest snapshot (the sampler publishes one every half second).
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshots.borrow().clone()

@@ -6,8 +6,8 @@
 //! the overload those returns alone were more than the capacity: the door stayed at its budget,
 //! shedding, for 3.6–4.5 s after the rate fell to half the capacity (issue 20 expects ≤ 2 s).
 //!
-//! Here the seconds ahead are a timetable: each second may take [`RETURN_SHARE`] of the measured
-//! drain in returning clients, the rest being left for checkouts arriving fresh. A shed client is
+//! Here the seconds ahead are a timetable: each second may take [`RETURN_SHARE`] of the rate
+//! decided now (or of the estimated drain, where that is less) in returning clients, the rest being left for checkouts arriving fresh. A shed client is
 //! told the first second, no earlier than the drain allows, that still has room, so the clients
 //! told to come back never come back faster than that share of the capacity — during the
 //! overload, and after it, when they and the fresh checkouts at up to half the capacity fit
@@ -21,7 +21,7 @@
 
 use std::time::Instant;
 
-/// The share of the drain per second that returning clients may book. Under one half, so that
+/// The share of the rate decided per second that returning clients may book. Under one half, so that
 /// after an overload the returns and fresh checkouts at up to half the capacity stay together
 /// under it, and the queue drains instead of holding at the budget.
 pub const RETURN_SHARE: f64 = 0.3;
