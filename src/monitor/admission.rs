@@ -49,6 +49,9 @@ pub const LATENCY_FLOOR_AT: f64 = 0.25;
 /// The time to drain (and a broker's jittered wait) never says more than this; a booked
 /// `Retry-After` may say up to [`super::returns::RETURN_HORIZON_S`], when a crowd is that large.
 pub const MAX_RETRY_AFTER_S: u32 = 60;
+/// The room for returns is a share of what is decided with work queued, but never of less than
+/// this share of the drain estimate (a stall decides nothing for a while).
+pub const MIN_DECIDING_SHARE: f64 = 0.5;
 /// What a blocked or stalled broker asks clients to wait.
 pub const BROKER_RETRY_AFTER_S: u32 = 2;
 
@@ -185,17 +188,19 @@ impl Controller {
 
     /// The `Retry-After` of a checkout shed now for the wait budget, booked: the first second,
     /// from when the backlog will have drained to the reopening point, with room among the
-    /// clients already told to come back ([`RETURN_SHARE`] of the drain per second; see
+    /// clients already told to come back ([`RETURN_SHARE`] of what is decided per second; see
     /// [`super::returns`]). Ask only for a 503 that is sent: the booking counts it.
     pub fn book_return(&mut self, o: &Observation, now: Instant) -> u32 {
         let earliest = self.retry_after(o);
-        // A share of what is decided now, where that is less than the capacity estimated (the
-        // estimate may run ahead of it under overload: raised by unsaturated readings, never
-        // lowered by them).
+        // A share of what is decided with work queued, where that is less than the capacity
+        // estimated (the estimate may run ahead of it under overload: raised by unsaturated
+        // readings, never lowered by them) — but at least half the estimate: a stall (nothing
+        // decided for a while) must not send every client to the far end of the timetable.
+        let drain = self.drain(o);
         let deciding = if o.deciding_per_s > 0.0 {
-            o.deciding_per_s.min(self.drain(o))
+            o.deciding_per_s.clamp(drain * MIN_DECIDING_SHARE, drain)
         } else {
-            self.drain(o)
+            drain
         };
         let room = RETURN_SHARE * deciding;
         self.returns.book(now, earliest, room)
@@ -266,7 +271,7 @@ pub fn jittered(base: u32, unit: f64) -> u32 {
 #[derive(Debug, Clone, Default)]
 pub struct DrainEstimator {
     rate: f64,
-    /// Every busy reading, both ways: what is decided now.
+    /// Every saturated reading, both ways: what is decided now with work waiting.
     deciding: f64,
     /// (at, decided so far, queued, in flight)
     last: Option<(Instant, u64, u64, u64)>,
@@ -291,7 +296,7 @@ impl DrainEstimator {
             } else if saturated || (busy && reading > self.rate) {
                 self.rate += DRAIN_WEIGHT * (reading - self.rate);
             }
-            if busy {
+            if saturated {
                 self.deciding = if self.deciding == 0.0 {
                     reading
                 } else {
@@ -307,9 +312,10 @@ impl DrainEstimator {
         self.rate
     }
 
-    /// Decisions per second now: every reading while there was work, followed both ways (not
-    /// the capacity — consumers starved by the door decide less — but what the service is
-    /// deciding); 0 until measured.
+    /// Decisions per second while checkouts were queued: every saturated reading, followed
+    /// both ways (a reading while the queue ran empty shows the arrivals, and is left out); 0
+    /// until measured. Unlike [`DrainEstimator::rate`], never raised by an unsaturated
+    /// reading, so under overload it is what is decided, where the estimate may run ahead.
     pub fn deciding(&self) -> f64 {
         self.deciding
     }
@@ -510,13 +516,14 @@ mod tests {
         // …but more than the estimate, unsaturated, shows the capacity is at least that.
         d.observe(t0 + 4 * s, 5900, 0, 30);
         assert!((d.rate() - 2200.0).abs() < 1e-9, "{}", d.rate());
-        // What is decided now follows every busy reading, both ways: 2000, then 700 twice
-        // (1480, 1168), then 2500.
-        assert!((d.deciding() - 1700.8).abs() < 1e-9, "{}", d.deciding());
-        // Idle: unchanged.
-        d.observe(t0 + 5 * s, 5900, 0, 0);
-        d.observe(t0 + 6 * s, 5900, 0, 0);
-        assert!((d.deciding() - 1700.8).abs() < 1e-9, "{}", d.deciding());
+        // What is decided with work queued: only the first, saturated, reading counted (the
+        // rest show the arrivals).
+        assert_eq!(d.deciding(), 2000.0);
+        // Saturated again, and slower: both follow it (from 2000 and 2200).
+        d.observe(t0 + 5 * s, 5900, 100, 30);
+        d.observe(t0 + 6 * s, 7400, 100, 30);
+        assert!((d.deciding() - 1800.0).abs() < 1e-9, "{}", d.deciding());
+        assert!((d.rate() - 1920.0).abs() < 1e-9, "{}", d.rate());
     }
 
     #[test]
@@ -528,12 +535,19 @@ mod tests {
         let o = obs(0, 100.0);
         let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
-        // Deciding 50/s now, under the estimate: 15.
+        // Deciding 60/s with work queued, under the estimate: 18.
         let mut c = controller();
         let mut o = obs(0, 100.0);
-        o.deciding_per_s = 50.0;
+        o.deciding_per_s = 60.0;
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        assert_eq!(told.iter().filter(|w| **w == 1).count(), 18);
+        // Deciding next to nothing (a stall): half the estimate still, 15 — not everyone sent
+        // to the far end of the timetable.
+        let mut c = controller();
+        o.deciding_per_s = 1.0;
         let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 15);
+        assert!(told.iter().all(|w| *w <= 3), "{told:?}");
         // Deciding more than the estimate: the estimate.
         let mut c = controller();
         o.deciding_per_s = 400.0;

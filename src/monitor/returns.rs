@@ -6,16 +6,18 @@
 //! the overload those returns alone were more than the capacity: the door stayed at its budget,
 //! shedding, for 3.6–4.5 s after the rate fell to half the capacity (issue 20 expects ≤ 2 s).
 //!
-//! Here the seconds ahead are a timetable: each second may take [`RETURN_SHARE`] of the rate
-//! decided now (or of the estimated drain, where that is less) in returning clients, the rest being left for checkouts arriving fresh. A shed client is
-//! told the first second, no earlier than the drain allows, that still has room, so the clients
-//! told to come back never come back faster than that share of the capacity — during the
-//! overload, and after it, when they and the fresh checkouts at up to half the capacity fit
-//! together and the door stops shedding. Every client is booked: a crowd larger than a minute's
-//! room is told later seconds, up to [`RETURN_HORIZON_S`] (at 0.3 × 3,000 decisions/s, that is
-//! 540,000 clients); told a time inside a minute and left unbooked, those would come back a
-//! minute later as a second overload. A client that comes back while fresh checkouts still
-//! fill the door may be shed again, and is booked again.
+//! Here the seconds ahead are a timetable: each second may take [`RETURN_SHARE`] of what is
+//! decided (see [`super::admission::Controller::book_return`]) in returning clients, the rest
+//! being left for checkouts arriving fresh. A shed client is told the first second, no earlier
+//! than the drain allows, that still has room, so — up to the horizon — the clients told to
+//! come back never come back faster than that share of the capacity: during the overload, and
+//! after it, when they and the fresh checkouts at up to half the capacity fit together and the
+//! door stops shedding. Every client is booked: a crowd larger than a minute's room is told
+//! later seconds, up to [`RETURN_HORIZON_S`] (at 0.3 × 3,000 decisions/s, 540,000 clients);
+//! told a time inside a minute and left unbooked, those would come back a minute later as a
+//! second overload. Past the horizon the last second takes everyone (no cap there). A client
+//! that comes back while fresh checkouts still fill the door may be shed again, and is booked
+//! again; bookings count 503s, not clients.
 //!
 //! Pure, like the controller: the caller passes the clock.
 
@@ -75,6 +77,10 @@ pub struct Returns {
     origin: Option<Instant>,
     seconds: Ring,
     tenths: Ring,
+    /// Every second before this one (since `origin`) holds at least `full_at` clients: where
+    /// a search may start (a full timetable is not walked a second at a time by every 503).
+    full_until: u64,
+    full_at: u32,
 }
 
 impl Default for Returns {
@@ -83,6 +89,8 @@ impl Default for Returns {
             origin: None,
             seconds: Ring::new(SLOTS),
             tenths: Ring::new(SLOTS * 10),
+            full_until: 0,
+            full_at: 0,
         }
     }
 }
@@ -105,7 +113,26 @@ impl Returns {
         let tenth = self.advance(now);
         let per_second = room.max(1.0).min(f64::from(u32::MAX)) as u32;
         let per_tenth = per_second.div_ceil(10);
-        let mut wait = earliest.clamp(1, RETURN_HORIZON_S);
+        let second = tenth / 10;
+        let last = second + u64::from(RETURN_HORIZON_S);
+        // Seconds known full at this room (or a smaller one) are skipped; the pointer moves on
+        // over those found full since.
+        if per_second > self.full_at {
+            self.full_until = 0;
+        }
+        self.full_at = per_second;
+        let mut full_until = self.full_until.max(second + 1);
+        while full_until < last
+            && self
+                .seconds
+                .count(full_until)
+                .is_some_and(|n| *n >= per_second)
+        {
+            full_until += 1;
+        }
+        self.full_until = full_until;
+        let from = (full_until - second).min(u64::from(RETURN_HORIZON_S)) as u32;
+        let mut wait = earliest.clamp(1, RETURN_HORIZON_S).max(from);
         while wait < RETURN_HORIZON_S {
             let back = tenth + 10 * u64::from(wait);
             let second_full = self
@@ -226,6 +253,23 @@ mod tests {
         assert_eq!(r.book(t0, 1, 1.0), h);
         assert_eq!(r.book(t0, 1, 1.0), h);
         assert_eq!(r.booked(t0, h), 3);
+    }
+
+    #[test]
+    fn more_room_opens_the_seconds_a_smaller_room_had_filled() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        // One a second: 30 clients fill seconds 1–30.
+        for _ in 0..30 {
+            r.book(t0, 1, 1.0);
+        }
+        assert_eq!(r.book(t0, 1, 1.0), 31);
+        // Ten a second now: second 1 has room again, for a client shed half a second later
+        // (the tenth the others come back in holds its one a tenth).
+        assert_eq!(r.book(t0 + tenths(5), 1, 10.0), 1);
+        // Back to one: full up to 31 (and 1 now holds two).
+        assert_eq!(r.book(t0, 1, 1.0), 32);
+        assert_eq!(r.booked(t0, 1), 2);
     }
 
     #[test]
