@@ -10,11 +10,12 @@
 # Exits non-zero if any expectation failed.
 #   tests/overload/run.sh SERVICE_BIN [LOADGEN_BIN]     (LOADGEN_BIN defaults to SERVICE_BIN)
 #   env: MULTIPLES="3 10" (empty: the closed loop only)  OVER=30  RUNS=1  OUT=dir for the logs
+#        CLOSED_ORDERS=16000: the closed loop's length (about 5 s at 3,000/s; longer, a steadier C)
 #        SCREENSHOT=file.png: the dashboard about 25 s into the first overload (tests/browser/shoot.mjs)
 set -uo pipefail
 service_bin=$(realpath "${1:?the orderflow binary to load}")
 loadgen_bin=$(realpath "${2:-$1}")
-multiples=${MULTIPLES-"3 10"}; over=${OVER:-30}; runs=${RUNS:-1}
+multiples=${MULTIPLES-"3 10"}; over=${OVER:-30}; runs=${RUNS:-1}; closed_orders=${CLOSED_ORDERS:-16000}
 out=${OUT:-$(mktemp -d)}; mkdir -p "$out"
 . "$(dirname "$0")/service.sh"
 failed=0
@@ -25,7 +26,7 @@ for run in $(seq 1 "$runs"); do
   # back later would lower the capacity C the overload is judged against.
   "$loadgen_bin" loadgen --url "$url" --customers 128 --orders 4000 --hot-share 0.1 --skus 1000 \
     --probe-seconds 0 >"$out/warmup-$run.log" 2>&1 || { echo "run $run: the warm-up failed"; failed=1; }
-  "$loadgen_bin" loadgen --url "$url" --customers 128 --orders 16000 --hot-share 0.1 --skus 1000 \
+  "$loadgen_bin" loadgen --url "$url" --customers 128 --orders "$closed_orders" --hot-share 0.1 --skus 1000 \
     >"$out/closed-$run.log" 2>&1 || { echo "run $run: the closed loop failed"; failed=1; }
   capacity=$(awk '/^decided\/s/ {print $2}' "$out/closed-$run.log")
   [ -n "$capacity" ] || { cat "$out/closed-$run.log"; exit 1; }
