@@ -96,10 +96,10 @@ pub struct Observation {
     pub intake_latency: Duration,
     /// Checkouts delivered and being processed.
     pub in_flight: u64,
-    /// Measured decisions per second (the [`DrainEstimator`]'s figure; 0 when none yet).
+    /// Measured decisions per second (the [`super::drain::DrainEstimator`]'s figure; 0 when none yet).
     pub drain_per_s: f64,
     /// Decisions per second now, while there is work (the estimator's
-    /// [`DrainEstimator::deciding`]; 0 when none yet).
+    /// [`super::drain::DrainEstimator::deciding`]; 0 when none yet).
     pub deciding_per_s: f64,
     /// How long a decision takes once its message is consumed (recent median).
     pub decision_latency: Duration,
@@ -258,74 +258,11 @@ pub fn jittered(base: u32, unit: f64) -> u32 {
     base.saturating_add(extra).min(MAX_RETRY_AFTER_S)
 }
 
-/// Measures how fast checkouts can be decided: the capacity, not the current rate.
-///
-/// Only a reading taken while checkouts were queued at both ends of the interval (every
-/// consumer slot taken, more waiting) shows the capacity; it moves an exponentially weighted
-/// mean both ways (one slow interval does not halve it, one burst does not double it). A
-/// reading while the queue was empty but decisions were in flight at both ends shows only that
-/// the capacity is at least that much: it may raise the estimate, never lower it. (Lowering it
-/// there was the collapse of issue 20: consumers starved by a slow door measured their own
-/// starvation as the capacity, admission shrank with it, and the door let in fewer still.) An
-/// idle interval, or a burst drained from an empty start, says nothing.
-#[derive(Debug, Clone, Default)]
-pub struct DrainEstimator {
-    rate: f64,
-    /// Every saturated reading, both ways: what is decided now with work waiting.
-    deciding: f64,
-    /// (at, decided so far, queued, in flight)
-    last: Option<(Instant, u64, u64, u64)>,
-}
-
-/// Weight of a new busy reading.
-const DRAIN_WEIGHT: f64 = 0.4;
-
-impl DrainEstimator {
-    /// Records the decided counter, the checkouts queued and those in flight at `now`.
-    pub fn observe(&mut self, now: Instant, decided_total: u64, queued: u64, in_flight: u64) {
-        if let Some((then, decided_then, queued_then, in_flight_then)) = self.last {
-            let dt = now.saturating_duration_since(then).as_secs_f64();
-            if dt < 0.05 {
-                return;
-            }
-            let reading = decided_total.saturating_sub(decided_then) as f64 / dt;
-            let saturated = queued_then > 0 && queued > 0;
-            let busy = queued_then + in_flight_then > 0 && queued + in_flight > 0;
-            if self.rate == 0.0 && busy {
-                self.rate = reading;
-            } else if saturated || (busy && reading > self.rate) {
-                self.rate += DRAIN_WEIGHT * (reading - self.rate);
-            }
-            if saturated {
-                self.deciding = if self.deciding == 0.0 {
-                    reading
-                } else {
-                    self.deciding + DRAIN_WEIGHT * (reading - self.deciding)
-                };
-            }
-        }
-        self.last = Some((now, decided_total, queued, in_flight));
-    }
-
-    /// Decisions per second; 0 until measured.
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
-
-    /// Decisions per second while checkouts were queued: every saturated reading, followed
-    /// both ways (a reading while the queue ran empty shows the arrivals, and is left out); 0
-    /// until measured. Unlike [`DrainEstimator::rate`], never raised by an unsaturated
-    /// reading, so under overload it is what is decided, where the estimate may run ahead.
-    pub fn deciding(&self) -> f64 {
-        self.deciding
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn obs(backlog: u64, drain: f64) -> Observation {
+    pub(crate) fn obs(backlog: u64, drain: f64) -> Observation {
         Observation {
             backlog,
             pending: 0,
@@ -338,7 +275,7 @@ mod tests {
         }
     }
 
-    fn controller() -> Controller {
+    pub(crate) fn controller() -> Controller {
         Controller::new(AdmissionConfig::default())
     }
 
@@ -480,53 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn the_drain_estimate_follows_saturated_readings_and_ignores_idle_ones() {
-        let mut d = DrainEstimator::default();
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        d.observe(t0, 0, 100, 50);
-        d.observe(t0 + s, 1000, 100, 50);
-        assert_eq!(d.rate(), 1000.0);
-        // Saturated and slower: moves part of the way down.
-        d.observe(t0 + 2 * s, 1500, 100, 50);
-        assert!((d.rate() - 800.0).abs() < 1e-9, "{}", d.rate());
-        // The queue ran empty: 10/s is the arrival rate, not the capacity.
-        d.observe(t0 + 3 * s, 1510, 0, 0);
-        assert!((d.rate() - 800.0).abs() < 1e-9);
-        // Nor is a burst drained from an empty start (decisions piled up behind a stall).
-        d.observe(t0 + 4 * s, 4510, 10, 5);
-        assert!((d.rate() - 800.0).abs() < 1e-9);
-        // Saturated again: counts.
-        d.observe(t0 + 5 * s, 5310, 10, 5);
-        assert!((d.rate() - 800.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn consumers_starved_by_the_door_never_lower_the_estimate() {
-        let mut d = DrainEstimator::default();
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        d.observe(t0, 0, 100, 200);
-        d.observe(t0 + s, 2000, 100, 200);
-        assert_eq!(d.rate(), 2000.0);
-        // Nothing queued, a few in flight: 700/s is what arrived, not what could be decided.
-        d.observe(t0 + 2 * s, 2700, 0, 30);
-        d.observe(t0 + 3 * s, 3400, 0, 30);
-        assert_eq!(d.rate(), 2000.0);
-        // …but more than the estimate, unsaturated, shows the capacity is at least that.
-        d.observe(t0 + 4 * s, 5900, 0, 30);
-        assert!((d.rate() - 2200.0).abs() < 1e-9, "{}", d.rate());
-        // What is decided with work queued: only the first, saturated, reading counted (the
-        // rest show the arrivals).
-        assert_eq!(d.deciding(), 2000.0);
-        // Saturated again, and slower: both follow it (from 2000 and 2200).
-        d.observe(t0 + 5 * s, 5900, 100, 30);
-        d.observe(t0 + 6 * s, 7400, 100, 30);
-        assert!((d.deciding() - 1800.0).abs() < 1e-9, "{}", d.deciding());
-        assert!((d.rate() - 1920.0).abs() < 1e-9, "{}", d.rate());
-    }
-
-    #[test]
     fn returns_are_a_share_of_what_is_decided_now_when_that_is_less_than_the_estimate() {
         let t0 = Instant::now();
         let tenth = |i: u64| t0 + Duration::from_millis(100 * (i % 10));
@@ -553,91 +443,5 @@ mod tests {
         o.deciding_per_s = 400.0;
         let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
-    }
-
-    /// A model of issue 20's run: checkouts arrive fresh at `3 × drain` for 30 s, then at half
-    /// the drain for `tail` s; the queue is decided at `drain`/s; a shed client comes back after
-    /// what it was told, up to ten attempts (as the load generator's), until the last fresh
-    /// arrival. Returns the checkouts admitted during the overload and the time of every 503 (s).
-    fn issue_20_run(
-        tail: f64,
-        mut told: impl FnMut(&mut Controller, &Observation, Instant) -> u32,
-    ) -> (u64, Vec<f64>) {
-        use std::cmp::Reverse;
-        use std::collections::BinaryHeap;
-        let drain = 400.0;
-        let t0 = Instant::now();
-        let mut c = controller();
-        let mut backlog = 0.0_f64;
-        let mut last = 0.0_f64;
-        // (when, in µs; attempts made)
-        let mut returns: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
-        let fresh = (0..(3.0 * drain * 30.0) as u64)
-            .map(|k| k as f64 / (3.0 * drain))
-            .chain((0..(0.5 * drain * tail) as u64).map(|k| 30.0 + k as f64 / (0.5 * drain)));
-        let mut fresh = fresh.peekable();
-        let (mut admitted, mut sheds) = (0, Vec::new());
-        loop {
-            let next_return = returns.peek().map(|Reverse((at, _))| *at as f64 / 1e6);
-            let a_return_first = match (fresh.peek(), next_return) {
-                (Some(f), Some(r)) => r < *f,
-                (None, Some(r)) if r < 30.0 + tail => true,
-                (Some(_), _) => false,
-                (None, _) => break,
-            };
-            let (at, attempts) = if a_return_first {
-                let Reverse((at, attempts)) = returns.pop().unwrap();
-                (at as f64 / 1e6, attempts)
-            } else {
-                (fresh.next().unwrap(), 0)
-            };
-            backlog = (backlog - drain * (at - last)).max(0.0);
-            last = at;
-            let o = obs(backlog.ceil() as u64, drain);
-            let now = t0 + Duration::from_secs_f64(at);
-            match c.decide(&o, now) {
-                Verdict::Admit => {
-                    backlog += 1.0;
-                    if at < 30.0 {
-                        admitted += 1;
-                    }
-                }
-                Verdict::Shed { .. } => {
-                    sheds.push(at);
-                    let wait = told(&mut c, &o, now);
-                    if attempts + 1 < 10 {
-                        let back = ((at + f64::from(wait)) * 1e6) as u64;
-                        returns.push(Reverse((back, attempts + 1)));
-                    }
-                }
-            }
-        }
-        (admitted, sheds)
-    }
-
-    #[test]
-    fn after_an_overload_the_clients_told_to_come_back_fit_beside_the_fresh_ones() {
-        // Booked: the door is full during the overload (goodput held), and within a second of
-        // the fall nobody is shed any more — nor in the next ten minutes, when the last of the
-        // crowd has come back: the returns fit in the room left to them.
-        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now));
-        assert!(
-            admitted as f64 >= 0.95 * 400.0 * 30.0,
-            "admitted {admitted}"
-        );
-        let last = sheds.iter().copied().fold(0.0, f64::max);
-        assert!(
-            last < 31.0,
-            "the last 503 {last:.2} s, the rate fell at 30 s"
-        );
-        // Told only the time to drain (jittered), every client shed comes back within a second
-        // or two, together: the door stays at its budget long after the fall.
-        let mut unit = 0.0;
-        let (_, sheds) = issue_20_run(10.0, |c, o, _| {
-            unit = (unit + 0.618_034) % 1.0;
-            jittered(c.retry_after(o), unit)
-        });
-        let late = sheds.iter().filter(|t| **t > 32.0).count();
-        assert!(late > 1000, "{late} shed more than 2 s after the fall");
     }
 }

@@ -54,13 +54,14 @@ impl Monitor {
     }
 
     fn observation(&self) -> Observation {
+        let (drain_per_s, deciding_per_s) = self.drain_readings();
         Observation {
             backlog: self.checkout_backlog(),
             pending: self.admitted_pending(),
             intake_latency: self.intake_latency(),
             in_flight: self.checkout_in_flight(),
-            drain_per_s: self.drain_per_s(),
-            deciding_per_s: self.deciding_per_s(),
+            drain_per_s,
+            deciding_per_s,
             decision_latency: Duration::from_micros(self.decision_p50_us.load(Ordering::Relaxed)),
             broker: self.broker_health(),
         }

@@ -16,6 +16,7 @@
 
 pub mod admission;
 mod door;
+mod drain;
 mod latency;
 pub mod leaders;
 pub mod prometheus;
@@ -32,7 +33,8 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 
 use crate::queues::{QueueSpec, QUEUES};
-use admission::{AdmissionConfig, BrokerHealth, Controller, DrainEstimator};
+use admission::{AdmissionConfig, BrokerHealth, Controller};
+use drain::DrainEstimator;
 
 pub use door::{Admitted, Shed};
 use latency::Latencies;
@@ -445,9 +447,11 @@ impl Monitor {
         lock(&self.drain).rate()
     }
 
-    /// Decisions per second now, while there is work ([`DrainEstimator::deciding`]).
-    pub fn deciding_per_s(&self) -> f64 {
-        lock(&self.drain).deciding()
+    /// The drain estimate and what is decided with work queued
+    /// ([`DrainEstimator::deciding`]), read under one lock.
+    pub(crate) fn drain_readings(&self) -> (f64, f64) {
+        let d = lock(&self.drain);
+        (d.rate(), d.deciding())
     }
 
     /// The latest snapshot (the sampler publishes one every half second).

@@ -157,6 +157,7 @@ impl Returns {
 
     /// Clients booked to come back in the second `wait` seconds after `now`'s (0 for a second
     /// out of range).
+    #[cfg(test)]
     pub fn booked(&mut self, now: Instant, wait: u32) -> u32 {
         let second = self.advance(now) / 10;
         if wait > RETURN_HORIZON_S {
@@ -171,6 +172,8 @@ impl Returns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::admission::tests::{controller, obs};
+    use crate::monitor::admission::{jittered, Controller, Observation, Verdict};
     use std::time::Duration;
 
     fn tenths(n: u64) -> Duration {
@@ -280,5 +283,91 @@ mod tests {
         assert_eq!(r.book(t0, 1, f64::NAN), 2);
         assert_eq!(r.book(t0, 1, 0.2), 3);
         assert_eq!(r.book(t0, 1, f64::INFINITY), 1);
+    }
+
+    /// A model of issue 20's run: checkouts arrive fresh at `3 × drain` for 30 s, then at half
+    /// the drain for `tail` s; the queue is decided at `drain`/s; a shed client comes back after
+    /// what it was told, up to ten attempts (as the load generator's), until the last fresh
+    /// arrival. Returns the checkouts admitted during the overload and the time of every 503 (s).
+    fn issue_20_run(
+        tail: f64,
+        mut told: impl FnMut(&mut Controller, &Observation, Instant) -> u32,
+    ) -> (u64, Vec<f64>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let drain = 400.0;
+        let t0 = Instant::now();
+        let mut c = controller();
+        let mut backlog = 0.0_f64;
+        let mut last = 0.0_f64;
+        // (when, in µs; attempts made)
+        let mut returns: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+        let fresh = (0..(3.0 * drain * 30.0) as u64)
+            .map(|k| k as f64 / (3.0 * drain))
+            .chain((0..(0.5 * drain * tail) as u64).map(|k| 30.0 + k as f64 / (0.5 * drain)));
+        let mut fresh = fresh.peekable();
+        let (mut admitted, mut sheds) = (0, Vec::new());
+        loop {
+            let next_return = returns.peek().map(|Reverse((at, _))| *at as f64 / 1e6);
+            let a_return_first = match (fresh.peek(), next_return) {
+                (Some(f), Some(r)) => r < *f,
+                (None, Some(r)) if r < 30.0 + tail => true,
+                (Some(_), _) => false,
+                (None, _) => break,
+            };
+            let (at, attempts) = if a_return_first {
+                let Reverse((at, attempts)) = returns.pop().unwrap();
+                (at as f64 / 1e6, attempts)
+            } else {
+                (fresh.next().unwrap(), 0)
+            };
+            backlog = (backlog - drain * (at - last)).max(0.0);
+            last = at;
+            let o = obs(backlog.ceil() as u64, drain);
+            let now = t0 + Duration::from_secs_f64(at);
+            match c.decide(&o, now) {
+                Verdict::Admit => {
+                    backlog += 1.0;
+                    if at < 30.0 {
+                        admitted += 1;
+                    }
+                }
+                Verdict::Shed { .. } => {
+                    sheds.push(at);
+                    let wait = told(&mut c, &o, now);
+                    if attempts + 1 < 10 {
+                        let back = ((at + f64::from(wait)) * 1e6) as u64;
+                        returns.push(Reverse((back, attempts + 1)));
+                    }
+                }
+            }
+        }
+        (admitted, sheds)
+    }
+
+    #[test]
+    fn after_an_overload_the_clients_told_to_come_back_fit_beside_the_fresh_ones() {
+        // Booked: the door is full during the overload (goodput held), and within a second of
+        // the fall nobody is shed any more — nor in the next ten minutes, when the last of the
+        // crowd has come back: the returns fit in the room left to them.
+        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now));
+        assert!(
+            admitted as f64 >= 0.95 * 400.0 * 30.0,
+            "admitted {admitted}"
+        );
+        let last = sheds.iter().copied().fold(0.0, f64::max);
+        assert!(
+            last < 31.0,
+            "the last 503 {last:.2} s, the rate fell at 30 s"
+        );
+        // Told only the time to drain (jittered), every client shed comes back within a second
+        // or two, together: the door stays at its budget long after the fall.
+        let mut unit = 0.0;
+        let (_, sheds) = issue_20_run(10.0, |c, o, _| {
+            unit = (unit + 0.618_034) % 1.0;
+            jittered(c.retry_after(o), unit)
+        });
+        let late = sheds.iter().filter(|t| **t > 32.0).count();
+        assert!(late > 1000, "{late} shed more than 2 s after the fall");
     }
 }
