@@ -12,6 +12,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::places::Requester;
 use super::returns::{Returns, RETURN_SHARE};
 
 /// The wait budget and the bounds of the controller.
@@ -189,8 +190,14 @@ impl Controller {
     /// The `Retry-After` of a checkout shed now for the wait budget, booked: the first second,
     /// from when the backlog will have drained to the reopening point, with room among the
     /// clients already told to come back ([`RETURN_SHARE`] of what is decided per second; see
-    /// [`super::returns`]). Ask only for a 503 that is sent: the booking counts it.
-    pub fn book_return(&mut self, o: &Observation, now: Instant) -> u32 {
+    /// [`super::returns`]), held for `who` ([`super::places`]). Ask only for a 503 that is
+    /// sent: the booking counts it.
+    pub fn book_return(
+        &mut self,
+        o: &Observation,
+        now: Instant,
+        who: Option<Requester<'_>>,
+    ) -> u32 {
         let earliest = self.retry_after(o);
         // A share of what is decided with work queued, where that is less than the capacity
         // estimated (the estimate may run ahead of it under overload: raised by unsaturated
@@ -203,7 +210,7 @@ impl Controller {
             drain
         };
         let room = RETURN_SHARE * deciding;
-        self.returns.book(now, earliest, room)
+        self.returns.book_for(now, earliest, room, who)
     }
 
     /// The state after this observation, and what to do with the checkout that asked.
@@ -423,25 +430,25 @@ pub(crate) mod tests {
         // Estimated 100/s: 30 a second may come back.
         let mut c = controller();
         let o = obs(0, 100.0);
-        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i), None)).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
         // Deciding 60/s with work queued, under the estimate: 18.
         let mut c = controller();
         let mut o = obs(0, 100.0);
         o.deciding_per_s = 60.0;
-        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i), None)).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 18);
         // Deciding next to nothing (a stall): half the estimate still, 15 — not everyone sent
         // to the far end of the timetable.
         let mut c = controller();
         o.deciding_per_s = 1.0;
-        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i), None)).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 15);
         assert!(told.iter().all(|w| *w <= 3), "{told:?}");
         // Deciding more than the estimate: the estimate.
         let mut c = controller();
         o.deciding_per_s = 400.0;
-        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i))).collect();
+        let told: Vec<u32> = (0..31).map(|i| c.book_return(&o, tenth(i), None)).collect();
         assert_eq!(told.iter().filter(|w| **w == 1).count(), 30);
     }
 }

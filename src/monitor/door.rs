@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admission::{self, Observation, Verdict};
+use super::places::Requester;
 use super::{lock, AdmissionView, Monitor};
 
 /// A checkout the door shed: why, and what was seen when it was (for its `Retry-After`, booked
@@ -100,11 +101,12 @@ impl Monitor {
     /// The `Retry-After` for a checkout shed at the door, to be sent with its 503: for the wait
     /// budget, a second booked among the clients already told to come back (so a checkout
     /// that is answered otherwise — its key known, out of stock — never asks); for the
-    /// broker, the broker's wait, jittered.
-    pub fn retry_after(&self, shed: &Shed) -> u32 {
+    /// broker, the broker's wait, jittered. `who`: the customer and key of the checkout, so
+    /// that its retries hold one place, and a customer only so many ([`super::places`]).
+    pub fn retry_after(&self, shed: &Shed, who: Option<Requester<'_>>) -> u32 {
         match shed.reason {
             admission::ShedReason::WaitBudget => {
-                lock(&self.controller).book_return(&shed.observed, Instant::now())
+                lock(&self.controller).book_return(&shed.observed, Instant::now(), who)
             }
             _ => admission::jittered(shed.retry_after_s, fastrand::f64()),
         }
@@ -169,7 +171,7 @@ mod tests {
                 Ok(permit) => admitted.push(permit),
                 Err(refused) => {
                     assert_eq!(refused.reason, admission::ShedReason::WaitBudget);
-                    assert!(monitor.retry_after(&refused) >= 1);
+                    assert!(monitor.retry_after(&refused, None) >= 1);
                     shed += 1;
                 }
             }

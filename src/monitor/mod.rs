@@ -19,6 +19,7 @@ mod door;
 mod drain;
 mod latency;
 pub mod leaders;
+pub mod places;
 pub mod prometheus;
 pub mod returns;
 pub mod snapshot;

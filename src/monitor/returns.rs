@@ -17,11 +17,14 @@
 //! told a time inside a minute and left unbooked, those would come back a minute later as a
 //! second overload. Past the horizon the last second takes everyone (no cap there). A client
 //! that comes back while fresh checkouts still fill the door may be shed again, and is booked
-//! again; bookings count 503s, not clients.
+//! again. A place is held per checkout (customer and `Idempotency-Key`), not per 503, and a
+//! customer holds only so many ([`super::places`]).
 //!
 //! Pure, like the controller: the caller passes the clock.
 
 use std::time::Instant;
+
+use super::places::{wait_until, Known, Places, Requester};
 
 /// The share of the rate decided per second that returning clients may book. Under one half, so that
 /// after an overload the returns and fresh checkouts at up to half the capacity stay together
@@ -81,6 +84,8 @@ pub struct Returns {
     /// a search may start (a full timetable is not walked a second at a time by every 503).
     full_until: u64,
     full_at: u32,
+    /// Whose the places are ([`super::places`]).
+    places: Places,
 }
 
 impl Default for Returns {
@@ -91,6 +96,7 @@ impl Default for Returns {
             tenths: Ring::new(SLOTS * 10),
             full_until: 0,
             full_at: 0,
+            places: Places::new(SLOTS),
         }
     }
 }
@@ -100,6 +106,7 @@ impl Returns {
     fn advance(&mut self, now: Instant) -> u64 {
         let origin = *self.origin.get_or_insert(now);
         let tenth = (now.saturating_duration_since(origin).as_millis() / 100) as u64;
+        self.places.expire(self.seconds.head, tenth / 10);
         self.seconds.advance(tenth / 10);
         self.tenths.advance(tenth);
         tenth
@@ -111,6 +118,51 @@ impl Returns {
     /// seconds to wait.
     pub fn book(&mut self, now: Instant, earliest: u32, room: f64) -> u32 {
         let tenth = self.advance(now);
+        self.book_at(tenth, earliest, room).0
+    }
+
+    /// As [`Returns::book`], for a request that may hold a place already
+    /// ([`super::places`]): shed again before its place comes, it is told that place again
+    /// and takes no other; a customer holding all the places it may is told its furthest and
+    /// takes none.
+    pub fn book_for(
+        &mut self,
+        now: Instant,
+        earliest: u32,
+        room: f64,
+        who: Option<Requester<'_>>,
+    ) -> u32 {
+        let tenth = self.advance(now);
+        let Some(who) = who else {
+            return self.book_at(tenth, earliest, room).0;
+        };
+        let earliest = earliest.clamp(1, RETURN_HORIZON_S);
+        match self.places.known(who, tenth, earliest) {
+            Known::Placed(back) => return wait_until(back, tenth),
+            Known::Capped(back) => return wait_until(back, tenth).max(earliest),
+            Known::Moved(back) => self.unbook(back),
+            Known::New => {}
+        }
+        let (wait, back) = self.book_at(tenth, earliest, room);
+        self.places.remember(who, back);
+        wait
+    }
+
+    /// Gives back a place at tenth `back` (still ahead).
+    fn unbook(&mut self, back: u64) {
+        for count in [self.seconds.count(back / 10), self.tenths.count(back)]
+            .into_iter()
+            .flatten()
+        {
+            *count = count.saturating_sub(1);
+        }
+        // The seconds before the pointer may no longer all be full.
+        self.full_until = self.full_until.min(back / 10);
+    }
+
+    /// Books at tenth `tenth` (the clock advanced): the seconds to wait, and the tenth the
+    /// client comes back in.
+    fn book_at(&mut self, tenth: u64, earliest: u32, room: f64) -> (u32, u64) {
         let per_second = room.max(1.0).min(f64::from(u32::MAX)) as u32;
         let per_tenth = per_second.div_ceil(10);
         let second = tenth / 10;
@@ -152,7 +204,7 @@ impl Returns {
         {
             *count = count.saturating_add(1);
         }
-        wait
+        (wait, back)
     }
 
     /// Clients booked to come back in the second `wait` seconds after `now`'s (0 for a second
@@ -285,6 +337,109 @@ mod tests {
         assert_eq!(r.book(t0, 1, f64::INFINITY), 1);
     }
 
+    fn who<'a>(customer: &'a str, key: &'a str) -> Option<Requester<'a>> {
+        Some(Requester { customer, key })
+    }
+
+    #[test]
+    fn a_request_shed_again_before_its_place_comes_is_told_that_place_and_takes_no_other() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        assert_eq!(r.book_for(t0, 1, 1.0, who("ana", "k1")), 1);
+        // Its retries, before second 1: the same place, nothing more booked.
+        for i in 1..=9 {
+            assert_eq!(r.book_for(t0 + tenths(i), 1, 1.0, who("ana", "k1")), 1);
+        }
+        assert_eq!(r.booked(t0, 1), 1);
+        assert_eq!(r.booked(t0, 2), 0);
+        // The same key of another customer is another request.
+        assert_eq!(r.book_for(t0, 1, 1.0, who("bia", "k1")), 2);
+        // A 503 without a requester books every time, as before.
+        assert_eq!(r.book_for(t0, 1, 1.0, None), 3);
+        assert_eq!(r.book_for(t0, 1, 1.0, None), 4);
+        assert_eq!(r.places.remembered(), 2);
+        // Told 5 s, back after 1 s, when seconds 2–4 have room: still its place, 4 s on — a
+        // client that retries early does not jump ahead of those told sooner.
+        let mut r = Returns::default();
+        assert_eq!(r.book_for(t0, 5, 1.0, who("cy", "k1")), 5);
+        let early = t0 + tenths(10);
+        assert_eq!(r.book_for(early, 1, 1.0, who("cy", "k1")), 4);
+        assert_eq!(r.booked(t0, 5), 1);
+        assert_eq!(r.book_for(early, 1, 1.0, who("di", "k1")), 1);
+    }
+
+    #[test]
+    fn a_request_shed_again_when_its_place_came_books_anew() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        assert_eq!(r.book_for(t0, 1, 1.0, who("ana", "k1")), 1);
+        // Back in its second and shed again: that place is used; the next free second.
+        let back = t0 + tenths(10);
+        assert_eq!(r.book_for(back, 1, 1.0, who("ana", "k1")), 1);
+        assert_eq!(r.booked(back, 0), 1);
+        assert_eq!(r.booked(back, 1), 1);
+        assert_eq!(r.places.remembered(), 1);
+    }
+
+    #[test]
+    fn a_place_sooner_than_the_drain_now_allows_moves_and_frees_its_second() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        assert_eq!(r.book_for(t0, 1, 1.0, who("ana", "k1")), 1);
+        assert_eq!(r.book_for(t0, 1, 1.0, who("bia", "k1")), 2);
+        // The backlog grew: no return before 5 s. Ana's place moves there.
+        assert_eq!(r.book_for(t0, 5, 1.0, who("ana", "k1")), 5);
+        assert_eq!(r.booked(t0, 1), 0);
+        assert_eq!(r.booked(t0, 5), 1);
+        // Second 1 is free again, and found (though searches had passed it as full).
+        assert_eq!(r.book_for(t0, 1, 1.0, who("cy", "k1")), 1);
+        assert_eq!(r.book_for(t0, 1, 1.0, who("di", "k1")), 3);
+        assert_eq!(r.places.remembered(), 4);
+    }
+
+    #[test]
+    fn one_customer_holds_its_share_of_places_and_cannot_crowd_others_out() {
+        use crate::monitor::places::PLACES_PER_CUSTOMER;
+        let cap = PLACES_PER_CUSTOMER;
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        // A flood of checkouts from one customer, one place a second.
+        let told: Vec<u32> = (0..50)
+            .map(|i| r.book_for(t0, 1, 1.0, who("flood", &format!("k{i}"))))
+            .collect();
+        let expected: Vec<u32> = (1..=cap)
+            .chain(std::iter::repeat_n(cap, 50 - cap as usize))
+            .collect();
+        assert_eq!(told, expected);
+        assert_eq!(r.booked(t0, cap + 1), 0);
+        // Another customer is told the next second, not one after the flood's 50.
+        assert_eq!(r.book_for(t0, 1, 1.0, who("ana", "k1")), cap + 1);
+        // Once the flood's places have come and gone, it may book again.
+        let later = t0 + Duration::from_secs(u64::from(cap) + 1);
+        assert_eq!(r.book_for(later, 1, 1.0, who("flood", "k99")), 1);
+        // Remembered: ana's place (second 11, now) and that one; the flood's ten forgotten.
+        assert_eq!(r.places.remembered(), 2);
+    }
+
+    #[test]
+    fn the_requests_remembered_are_bounded_and_forgotten_once_their_places_pass() {
+        use crate::monitor::places::PLACES_REMEMBERED;
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        let customers: Vec<String> = (0..PLACES_REMEMBERED + 5)
+            .map(|i| format!("c{i}"))
+            .collect();
+        for c in &customers {
+            r.book_for(t0, 1, 1e9, who(c, "k"));
+        }
+        assert_eq!(r.places.remembered(), PLACES_REMEMBERED);
+        // The ones past the bound still booked their place (forgotten).
+        assert_eq!(r.booked(t0, 1), PLACES_REMEMBERED as u32 + 5);
+        let later = t0 + Duration::from_secs(2);
+        r.book(later, 1, 1.0);
+        assert_eq!(r.places.remembered(), 0);
+    }
+
     /// A model of issue 20's run: checkouts arrive fresh at `3 × drain` for 30 s, then at half
     /// the drain for `tail` s; the queue is decided at `drain`/s; a shed client comes back after
     /// what it was told, up to ten attempts (as the load generator's), until the last fresh
@@ -350,7 +505,7 @@ mod tests {
         // Booked: the door is full during the overload (goodput held), and within a second of
         // the fall nobody is shed any more — nor in the next ten minutes, when the last of the
         // crowd has come back: the returns fit in the room left to them.
-        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now));
+        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now, None));
         assert!(
             admitted as f64 >= 0.95 * 400.0 * 30.0,
             "admitted {admitted}"

@@ -16,6 +16,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::writer::{OrderWrite, OrderWritten};
+use crate::monitor::places::Requester;
 use std::sync::Arc;
 
 use super::{fingerprint_of, Deadline, Parts, StepError};
@@ -408,7 +409,7 @@ impl Intake {
         // Told when to come back only when the answer is this 503 (the time is booked).
         let shed = || IntakeError::Shedding {
             backlog: monitor.checkout_backlog() + monitor.admitted_pending(),
-            retry_after: monitor.retry_after(&refused),
+            retry_after: monitor.retry_after(&refused, Some(Requester { customer, key })),
             reason: refused.reason.as_str(),
         };
         // A new checkout the engine already knows cannot be served gets the clearer answer:

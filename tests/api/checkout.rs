@@ -1085,6 +1085,77 @@ async fn overload_turns_into_503_overloaded_with_retry_after() {
     app.stop().await;
 }
 
+/// While shedding, a place among the clients told to come back is held per checkout, not per
+/// 503 (`monitor::places`): the same checkout retried early is told the same place, and one
+/// customer's flood of checkouts holds at most its share of places.
+#[actix_web::test]
+async fn a_retried_checkout_keeps_its_place_and_a_flood_holds_only_its_share() {
+    // One order at a time, 600 ms each at the gateway: a few in the queue shed the next, and
+    // the door stays shut between two decisions; a second's room for returns is one client.
+    let app = crate::helpers::spawn_app_with(crate::helpers::TestDb::new(), |c| {
+        c.consumer_prefetch = 1;
+        c.sandbox_payment_delay = std::time::Duration::from_millis(600);
+        c.admission_target = std::time::Duration::from_millis(1000);
+    })
+    .await;
+    app.product("PL-1", "c", &[], 100, 1000).await;
+    let retry_after = |r: &crate::helpers::Reply| -> u32 {
+        assert_error(r, 503, "overloaded");
+        r.retry_after.as_deref().unwrap().parse().unwrap()
+    };
+    let mut first = None;
+    for i in 0..200 {
+        let r = app
+            .checkout(
+                &format!("pl-{i}"),
+                &body("pl", json!([{"sku": "PL-1", "quantity": 1}])),
+            )
+            .await;
+        match r.status {
+            202 => {}
+            503 => {
+                first = Some((format!("pl-{i}"), retry_after(&r)));
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    let (key, told) = first.expect("intake sheds once the queue backs up");
+    let send = |customer: &'static str, key: String| {
+        let app = &app;
+        async move {
+            app.checkout(
+                &key,
+                &body(customer, json!([{"sku": "PL-1", "quantity": 1}])),
+            )
+            .await
+        }
+    };
+    // The same checkout, retried at once: its own place again, never a later one (a place
+    // per 503 would tell it one second more each time).
+    for _ in 0..3 {
+        let again = retry_after(&send("pl", key.clone()).await);
+        assert!(again <= told, "told {told} s, then {again} s");
+    }
+    // Another customer's flood of new checkouts: its first places one a second, then no more.
+    let mut flood = Vec::new();
+    for i in 0..14 {
+        flood.push(retry_after(&send("flood", format!("fl-{i}")).await));
+    }
+    let (held, over) = flood.split_at(10);
+    let furthest = held.iter().copied().max().unwrap_or(0);
+    assert!(
+        held.windows(2).all(|w| w[1] > w[0]),
+        "one a second: {flood:?}"
+    );
+    assert!(
+        over.iter().all(|&t| t <= furthest),
+        "past its share a customer takes no more places: {flood:?}"
+    );
+    app.stop().await;
+}
+
 /// Where the sandbox gateway says an order's authorization stands.
 fn authorization(order_id: &str) -> Option<AuthorizationState> {
     SandboxGateway::authorization_of(order_id.parse().unwrap())
