@@ -102,7 +102,7 @@ pub struct DeadLetterList {
 
 /// `GET /v1/queues`: each queue's depth (read from the broker at least every second), rates over
 /// the last 5 s, consumers, and the admission state with its reason.
-#[utoipa::path(get, path = "/v1/queues", tag = "operations", security((), ("admin" = [])), responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s; `topology` (admin token only): the broker node in use, the nodes, each queue's leader and members", body = QueuesBody)))]
+#[utoipa::path(get, path = "/v1/queues", tag = "operations", security((), ("admin" = [])), responses((status = 200, description = "`queues`: name, ready, unacked, consumers, publish/confirm/deliver/ack/redeliver/dead-letter rates, dead_letters; `admission`: state (open|shedding), reason, expected_wait_ms, target_ms, backlog, pending, intake_ms, in_flight, drain_per_s, returns_booked (shed clients told to come back from now on), returns_remembered (checkouts whose places are remembered); `topology` (admin token only): the broker node in use, the nodes, each queue's leader and members", body = QueuesBody)))]
 pub async fn queues(admin: Option<Admin>, state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.monitor.snapshot();
     let mut body = queues_body(&snapshot, &state);

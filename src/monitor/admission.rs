@@ -251,6 +251,16 @@ impl Controller {
         }
     }
 
+    /// Moves the timetable of returns on to `now` (the sampler's tick).
+    pub fn tick(&mut self, now: Instant) {
+        self.returns.tick(now);
+    }
+
+    /// Clients told to come back from `now` on, and the checkouts whose places are remembered.
+    pub fn returns_ahead(&mut self, now: Instant) -> (u64, usize) {
+        self.returns.ahead(now)
+    }
+
     /// `Some(reason)` while shedding.
     pub fn shedding(&self) -> Option<ShedReason> {
         self.shedding.map(|(_, r)| r)

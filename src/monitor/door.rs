@@ -116,7 +116,10 @@ impl Monitor {
     /// stalled broker shows as shedding before any checkout arrives).
     pub(crate) fn evaluate(&self) {
         let o = self.observation();
-        let _ = lock(&self.controller).decide(&o, Instant::now());
+        let now = Instant::now();
+        let mut c = lock(&self.controller);
+        let _ = c.decide(&o, now);
+        c.tick(now);
     }
 
     /// A checkout refused by the broker itself (`reject-publish`, the hard stop).
@@ -134,8 +137,9 @@ impl Monitor {
     /// The admission state now, re-evaluated (as a checkout arriving now would see it).
     pub fn admission_state(&self) -> AdmissionView {
         let o = self.observation();
-        let c = lock(&self.controller);
+        let mut c = lock(&self.controller);
         let expected = c.expected_wait(&o);
+        let (returns_booked, returns_remembered) = c.returns_ahead(Instant::now());
         AdmissionView {
             in_flight: o.in_flight,
             state: if c.shedding().is_some() {
@@ -150,6 +154,8 @@ impl Monitor {
             pending: o.pending,
             intake_ms: o.intake_latency.as_secs_f64() * 1000.0,
             drain_per_s: c.drain(&o),
+            returns_booked,
+            returns_remembered,
         }
     }
 }

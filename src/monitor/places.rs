@@ -5,13 +5,17 @@
 //! again when it came back) took another, and kept the first; one customer sending many
 //! checkouts took as many places as it was shed, and could push everyone else's
 //! `Retry-After` to the horizon. Here:
-//! - a request shed again before its place comes is told the same place (no second one);
+//! - a request shed again before its place comes keeps it (told the time to it, and counted in
+//!   the tenth of a second it will come back in), unless the backlog now allows no return that
+//!   early: then its place moves later;
 //! - one that came back at its time and is shed again has used its place, and books anew;
 //! - a customer holds at most [`PLACES_PER_CUSTOMER`] places: past that, its further requests
-//!   are told its furthest place and take none (they cannot crowd anyone else out; the
-//!   per-customer write limit bounds how many of them come back together);
-//! - at most [`PLACES_REMEMBERED`] requests are remembered (past that, a 503 books a place as
-//!   before, forgotten): memory stays bounded however many clients are shed.
+//!   are told its furthest place and take none, so they cannot crowd anyone else out (they are
+//!   not counted in the timetable: how many come back together is bounded by the
+//!   per-customer write limit, not by the room);
+//! - at most [`PLACES_REMEMBERED`] requests are remembered: past that, a 503 books a place as
+//!   before, forgotten (and the per-customer bound does not see it) — memory stays bounded
+//!   however many clients are shed. Many customers together can still fill the timetable.
 //!
 //! Requests and customers are kept as keyed hashes (the process's own random keys): bounded
 //! size whatever a key holds, and no attacker can choose two that collide.
@@ -24,11 +28,16 @@ use std::hash::BuildHasher;
 /// per-customer write limit lets it send in a second.
 pub const PLACES_PER_CUSTOMER: u32 = 10;
 
-/// Requests remembered at most (about 40 bytes each).
+/// Requests remembered at most (with the maps' and buckets' overhead, about 100 bytes each: 26 MB
+/// when full).
 pub const PLACES_REMEMBERED: usize = 1 << 18;
 
-/// The whole seconds from tenth `now` to tenth `back` (at least 1): a client told them comes
-/// back within the second of its place, never before it.
+/// Entries the buckets of places to forget hold at most: a moved place leaves its old entry
+/// behind until its second passes.
+const BUCKET_ENTRIES: usize = 2 * PLACES_REMEMBERED;
+
+/// The whole seconds from tenth `now` to tenth `back`, rounded up (at least 1): a client told
+/// them comes back no sooner than its place, and less than a second after it.
 pub fn wait_until(back: u64, now: u64) -> u32 {
     u32::try_from(back.saturating_sub(now).div_ceil(10))
         .unwrap_or(u32::MAX)
@@ -79,6 +88,8 @@ pub struct Places {
     /// The requests whose place falls in each second of the timetable (`second % len`), to be
     /// forgotten once it has passed.
     expiring: Vec<Vec<(u64, u64)>>,
+    /// Entries in `expiring`.
+    entries: usize,
 }
 
 impl Places {
@@ -88,6 +99,7 @@ impl Places {
             places: HashMap::new(),
             held: HashMap::new(),
             expiring: vec![Vec::new(); seconds.max(1)],
+            entries: 0,
         }
     }
 
@@ -98,14 +110,27 @@ impl Places {
         )
     }
 
-    /// Forgets the places of the seconds `from..to` (they have passed).
+    /// Forgets the places of the seconds `from..to` (they have passed). The sampler moves the
+    /// clock on twice a second, so a 503 seldom has a second's bucket to go through; a jump
+    /// past the whole timetable forgets everything at once.
     pub fn expire(&mut self, from: u64, to: u64) {
         let len = self.expiring.len() as u64;
-        for second in from..to.min(from.saturating_add(len)) {
+        if to >= from.saturating_add(len) {
+            self.places.clear();
+            self.held.clear();
+            for bucket in &mut self.expiring {
+                *bucket = Vec::new();
+            }
+            self.entries = 0;
+            return;
+        }
+        for second in from..to {
             let Some(bucket) = self.expiring.get_mut((second % len) as usize) else {
                 continue;
             };
-            for (request, back) in std::mem::take(bucket) {
+            let bucket = std::mem::take(bucket);
+            self.entries = self.entries.saturating_sub(bucket.len());
+            for (request, back) in bucket {
                 if self.places.get(&request).is_some_and(|p| p.back == back) {
                     self.forget(request);
                 }
@@ -151,13 +176,14 @@ impl Places {
     pub fn remember(&mut self, who: Requester<'_>, back: u64) {
         let (request, customer) = self.ids(who);
         self.forget(request);
-        if self.places.len() >= PLACES_REMEMBERED {
+        if self.places.len() >= PLACES_REMEMBERED || self.entries >= BUCKET_ENTRIES {
             return;
         }
         self.remember_id(request, customer, back);
         let len = self.expiring.len() as u64;
         if let Some(bucket) = self.expiring.get_mut(((back / 10) % len) as usize) {
             bucket.push((request, back));
+            self.entries += 1;
         }
     }
 
@@ -169,7 +195,6 @@ impl Places {
     }
 
     /// Requests remembered now.
-    #[cfg(test)]
     pub fn remembered(&self) -> usize {
         self.places.len()
     }

@@ -138,7 +138,18 @@ impl Returns {
         };
         let earliest = earliest.clamp(1, RETURN_HORIZON_S);
         match self.places.known(who, tenth, earliest) {
-            Known::Placed(back) => return wait_until(back, tenth),
+            Known::Placed(back) => {
+                // Told whole seconds, the client comes back at the fraction of a second it
+                // asks at now: its place moves there (less than a second on).
+                let wait = wait_until(back, tenth).min(RETURN_HORIZON_S);
+                let at = tenth + 10 * u64::from(wait);
+                if at != back {
+                    self.unbook(back);
+                    self.count(at);
+                    self.places.remember(who, at);
+                }
+                return wait;
+            }
             Known::Capped(back) => return wait_until(back, tenth).max(earliest),
             Known::Moved(back) => self.unbook(back),
             Known::New => {}
@@ -198,13 +209,31 @@ impl Returns {
             wait += 1;
         }
         let back = tenth + 10 * u64::from(wait);
+        self.count(back);
+        (wait, back)
+    }
+
+    /// Counts a client coming back in tenth `back`.
+    fn count(&mut self, back: u64) {
         for count in [self.seconds.count(back / 10), self.tenths.count(back)]
             .into_iter()
             .flatten()
         {
             *count = count.saturating_add(1);
         }
-        (wait, back)
+    }
+
+    /// Moves the clock on (the sampler calls it, so that a 503 seldom forgets the places of
+    /// passed seconds itself).
+    pub fn tick(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// Clients booked to come back from now on, and the requests remembered.
+    pub fn ahead(&mut self, now: Instant) -> (u64, usize) {
+        self.advance(now);
+        let booked = self.seconds.counts.iter().map(|n| u64::from(*n)).sum();
+        (booked, self.places.remembered())
     }
 
     /// Clients booked to come back in the second `wait` seconds after `now`'s (0 for a second
@@ -226,6 +255,7 @@ mod tests {
     use super::*;
     use crate::monitor::admission::tests::{controller, obs};
     use crate::monitor::admission::{jittered, Controller, Observation, Verdict};
+    use crate::monitor::places::PLACES_PER_CUSTOMER;
     use std::time::Duration;
 
     fn tenths(n: u64) -> Duration {
@@ -398,8 +428,41 @@ mod tests {
     }
 
     #[test]
+    fn a_place_kept_moves_to_the_tenth_its_client_will_come_back_in() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        r.tick(t0);
+        // Shed at 0.5 s, told 5 s: its place is at 5.5 s, in second 5.
+        assert_eq!(r.book_for(t0 + tenths(5), 5, 1.0, who("ana", "k1")), 5);
+        assert_eq!(r.booked(t0, 5), 1);
+        // Shed again at 1.1 s: told 5 s (4.4 rounded up), it comes back at 6.1 s — counted
+        // in second 6, not 5; still one place.
+        assert_eq!(r.book_for(t0 + tenths(11), 1, 1.0, who("ana", "k1")), 5);
+        assert_eq!(r.booked(t0, 5), 0);
+        assert_eq!(r.booked(t0, 6), 1);
+        // And kept there: again at 1.3 s, told 5 s (4.8 rounded up): 6.3 s, second 6.
+        assert_eq!(r.book_for(t0 + tenths(13), 1, 1.0, who("ana", "k1")), 5);
+        assert_eq!(r.booked(t0, 6), 1);
+        assert_eq!(r.places.remembered(), 1);
+    }
+
+    #[test]
+    fn a_jump_past_the_timetable_forgets_every_place_at_once() {
+        let mut r = Returns::default();
+        let t0 = Instant::now();
+        for i in 0..PLACES_PER_CUSTOMER {
+            r.book_for(t0, 1, 1.0, who("flood", &format!("k{i}")));
+        }
+        assert_eq!(r.ahead(t0), (u64::from(PLACES_PER_CUSTOMER), 10));
+        let later = t0 + Duration::from_secs(u64::from(RETURN_HORIZON_S) + 5);
+        assert_eq!(r.ahead(later), (0, 0));
+        // The customer's places are gone with them: a new one is booked, not capped.
+        assert_eq!(r.book_for(later, 1, 1.0, who("flood", "k99")), 1);
+        assert_eq!(r.ahead(later), (1, 1));
+    }
+
+    #[test]
     fn one_customer_holds_its_share_of_places_and_cannot_crowd_others_out() {
-        use crate::monitor::places::PLACES_PER_CUSTOMER;
         let cap = PLACES_PER_CUSTOMER;
         let mut r = Returns::default();
         let t0 = Instant::now();
@@ -446,7 +509,7 @@ mod tests {
     /// arrival. Returns the checkouts admitted during the overload and the time of every 503 (s).
     fn issue_20_run(
         tail: f64,
-        mut told: impl FnMut(&mut Controller, &Observation, Instant) -> u32,
+        mut told: impl FnMut(&mut Controller, &Observation, Instant, u64) -> u32,
     ) -> (u64, Vec<f64>) {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
@@ -455,26 +518,27 @@ mod tests {
         let mut c = controller();
         let mut backlog = 0.0_f64;
         let mut last = 0.0_f64;
-        // (when, in µs; attempts made)
-        let mut returns: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+        // (when, in µs; attempts made; the client)
+        let mut returns: BinaryHeap<Reverse<(u64, u32, u64)>> = BinaryHeap::new();
         let fresh = (0..(3.0 * drain * 30.0) as u64)
             .map(|k| k as f64 / (3.0 * drain))
             .chain((0..(0.5 * drain * tail) as u64).map(|k| 30.0 + k as f64 / (0.5 * drain)));
         let mut fresh = fresh.peekable();
-        let (mut admitted, mut sheds) = (0, Vec::new());
+        let (mut admitted, mut sheds, mut clients) = (0, Vec::new(), 0);
         loop {
-            let next_return = returns.peek().map(|Reverse((at, _))| *at as f64 / 1e6);
+            let next_return = returns.peek().map(|Reverse((at, ..))| *at as f64 / 1e6);
             let a_return_first = match (fresh.peek(), next_return) {
                 (Some(f), Some(r)) => r < *f,
                 (None, Some(r)) if r < 30.0 + tail => true,
                 (Some(_), _) => false,
                 (None, _) => break,
             };
-            let (at, attempts) = if a_return_first {
-                let Reverse((at, attempts)) = returns.pop().unwrap();
-                (at as f64 / 1e6, attempts)
+            let (at, attempts, client) = if a_return_first {
+                let Reverse((at, attempts, client)) = returns.pop().unwrap();
+                (at as f64 / 1e6, attempts, client)
             } else {
-                (fresh.next().unwrap(), 0)
+                clients += 1;
+                (fresh.next().unwrap(), 0, clients)
             };
             backlog = (backlog - drain * (at - last)).max(0.0);
             last = at;
@@ -489,10 +553,10 @@ mod tests {
                 }
                 Verdict::Shed { .. } => {
                     sheds.push(at);
-                    let wait = told(&mut c, &o, now);
+                    let wait = told(&mut c, &o, now, client);
                     if attempts + 1 < 10 {
                         let back = ((at + f64::from(wait)) * 1e6) as u64;
-                        returns.push(Reverse((back, attempts + 1)));
+                        returns.push(Reverse((back, attempts + 1, client)));
                     }
                 }
             }
@@ -505,20 +569,31 @@ mod tests {
         // Booked: the door is full during the overload (goodput held), and within a second of
         // the fall nobody is shed any more — nor in the next ten minutes, when the last of the
         // crowd has come back: the returns fit in the room left to them.
-        let (admitted, sheds) = issue_20_run(700.0, |c, o, now| c.book_return(o, now, None));
-        assert!(
-            admitted as f64 >= 0.95 * 400.0 * 30.0,
-            "admitted {admitted}"
-        );
-        let last = sheds.iter().copied().fold(0.0, f64::max);
-        assert!(
-            last < 31.0,
-            "the last 503 {last:.2} s, the rate fell at 30 s"
-        );
+        // The same with each client's place held for it (its customer and key), as intake
+        // does: each client is a customer of its own, as the load generator's.
+        for held in [false, true] {
+            let (admitted, sheds) = issue_20_run(700.0, |c, o, now, client| {
+                let customer = client.to_string();
+                let who = held.then_some(Requester {
+                    customer: &customer,
+                    key: "k",
+                });
+                c.book_return(o, now, who)
+            });
+            assert!(
+                admitted as f64 >= 0.95 * 400.0 * 30.0,
+                "admitted {admitted} (held {held})"
+            );
+            let last = sheds.iter().copied().fold(0.0, f64::max);
+            assert!(
+                last < 31.0,
+                "the last 503 {last:.2} s, the rate fell at 30 s (held {held})"
+            );
+        }
         // Told only the time to drain (jittered), every client shed comes back within a second
         // or two, together: the door stays at its budget long after the fall.
         let mut unit = 0.0;
-        let (_, sheds) = issue_20_run(10.0, |c, o, _| {
+        let (_, sheds) = issue_20_run(10.0, |c, o, _, _| {
             unit = (unit + 0.618_034) % 1.0;
             jittered(c.retry_after(o), unit)
         });

@@ -43,6 +43,10 @@ pub struct AdmissionView {
     pub intake_ms: f64,
     pub in_flight: u64,
     pub drain_per_s: f64,
+    /// Shed clients told to come back from now on (places booked in the timetable of returns).
+    pub returns_booked: u64,
+    /// Checkouts whose place is remembered (one each; a customer holds a few at most).
+    pub returns_remembered: usize,
 }
 
 /// Counters of one work queue, as this process saw them.
