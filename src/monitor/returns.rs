@@ -10,9 +10,11 @@
 //! decided (see [`super::admission::Controller::book_return`]) in returning clients, the rest
 //! being left for checkouts arriving fresh. A shed client is told the first second, no earlier
 //! than the drain allows, that still has room, so — up to the horizon — the clients told to
-//! come back never come back faster than that share of the capacity: during the overload, and
-//! after it, when they and the fresh checkouts at up to half the capacity fit together and the
-//! door stops shedding. Every client is booked: a crowd larger than a minute's room is told
+//! come back come back no faster than that share of the capacity (but for the few a customer
+//! sends past its share of places, told its furthest and counted nowhere, and a kept place
+//! moved less than a second on, [`super::places`]): during the overload, and after it, when
+//! they and the fresh checkouts at up to half the capacity fit together and the door stops
+//! shedding. Every client is booked: a crowd larger than a minute's room is told
 //! later seconds, up to [`RETURN_HORIZON_S`] (at 0.3 × 3,000 decisions/s, 540,000 clients);
 //! told a time inside a minute and left unbooked, those would come back a minute later as a
 //! second overload. Past the horizon the last second takes everyone (no cap there). A client
