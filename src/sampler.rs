@@ -152,6 +152,9 @@ async fn sample(
     metrics::gauge!("orderflow_admission_expected_wait_seconds")
         .set(admission.expected_wait_ms / 1000.0);
     metrics::gauge!("orderflow_admission_drain_per_second").set(m.drain_per_s());
+    metrics::gauge!("orderflow_admission_returns_booked").set(admission.returns_booked as f64);
+    metrics::gauge!("orderflow_admission_returns_remembered")
+        .set(admission.returns_remembered as f64);
     metrics::gauge!("orderflow_checkout_backlog").set(admission.backlog as f64);
 
     let pool_state = sources.pool.state();

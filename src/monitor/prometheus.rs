@@ -80,6 +80,8 @@ const FAMILIES: &[(Kind, &str, Option<Unit>, &str)] = &[
     (Gauge, "orderflow_admission_shedding", None, "1 while admission control sheds checkouts."),
     (Gauge, "orderflow_admission_expected_wait_seconds", Some(Unit::Seconds), "Expected accept-to-decided wait of a checkout arriving now (queued / drain rate + max(in flight / drain rate, median decision latency))."),
     (Gauge, "orderflow_admission_drain_per_second", None, "Measured checkout decisions per second while there is a backlog."),
+    (Gauge, "orderflow_admission_returns_booked", None, "Shed clients told to come back from now on (places booked in the timetable of returns)."),
+    (Gauge, "orderflow_admission_returns_remembered", None, "Shed checkouts whose place among the returns is remembered (at most 262,144; past that, places are booked unremembered)."),
     (Gauge, "orderflow_checkout_backlog", None, "Checkouts waiting in orders.checkout (the last read, corrected by what this instance published and consumed since)."),
     (Gauge, "orderflow_queue_ready_messages", None, "Messages ready in a queue, as the broker counts them (sampled)."),
     (Gauge, "orderflow_queue_unacked_messages", None, "Messages delivered to this instance and not yet settled."),

@@ -198,6 +198,8 @@ async fn metrics_are_valid_prometheus_text_with_every_family_described() {
         "orderflow_broker_connected",
         "orderflow_broker_blocked",
         "orderflow_admission_shedding",
+        "orderflow_admission_returns_booked",
+        "orderflow_admission_returns_remembered",
         "orderflow_batch_backlog_rows",
         "orderflow_batch_capacity_rows",
         "orderflow_database_reachable",
