@@ -28,13 +28,9 @@ use std::hash::BuildHasher;
 /// per-customer write limit lets it send in a second.
 pub const PLACES_PER_CUSTOMER: u32 = 10;
 
-/// Requests remembered at most (with the maps' and buckets' overhead, about 100 bytes each: 26 MB
+/// Requests remembered at most (with the maps' overhead, up to about 120 bytes each: 30 MB
 /// when full).
 pub const PLACES_REMEMBERED: usize = 1 << 18;
-
-/// Entries the buckets of places to forget hold at most: a moved place leaves its old entry
-/// behind until its second passes.
-const BUCKET_ENTRIES: usize = 2 * PLACES_REMEMBERED;
 
 /// The whole seconds from tenth `now` to tenth `back`, rounded up (at least 1): a client told
 /// them comes back no sooner than its place, and less than a second after it.
@@ -68,7 +64,8 @@ struct Held {
 /// What to do for a requester, before any booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Known {
-    /// Nothing remembered: book a place (and remember it).
+    /// Book a place: for a request not remembered (then remembered), or in place of one
+    /// that has come (its client came back and was shed again).
     New,
     /// Its place is at this tenth, still ahead.
     Placed(u64),
@@ -85,11 +82,10 @@ pub struct Places {
     hasher: RandomState,
     places: HashMap<u64, Place>,
     held: HashMap<u64, Held>,
-    /// The requests whose place falls in each second of the timetable (`second % len`), to be
-    /// forgotten once it has passed.
-    expiring: Vec<Vec<(u64, u64)>>,
-    /// Entries in `expiring`.
-    entries: usize,
+    /// Each remembered request once, in the bucket of a second (`second % len`) no later than
+    /// its place's: when that second has passed, a place that has come is forgotten, one that
+    /// moved later (places only ever move later) is carried to its own second's bucket.
+    expiring: Vec<Vec<u64>>,
 }
 
 impl Places {
@@ -99,7 +95,6 @@ impl Places {
             places: HashMap::new(),
             held: HashMap::new(),
             expiring: vec![Vec::new(); seconds.max(1)],
-            entries: 0,
         }
     }
 
@@ -112,7 +107,8 @@ impl Places {
 
     /// Forgets the places of the seconds `from..to` (they have passed). The sampler moves the
     /// clock on twice a second, so a 503 seldom has a second's bucket to go through; a jump
-    /// past the whole timetable forgets everything at once.
+    /// past the whole timetable (every place is at most its length ahead) forgets everything
+    /// at once.
     pub fn expire(&mut self, from: u64, to: u64) {
         let len = self.expiring.len() as u64;
         if to >= from.saturating_add(len) {
@@ -121,18 +117,21 @@ impl Places {
             for bucket in &mut self.expiring {
                 *bucket = Vec::new();
             }
-            self.entries = 0;
             return;
         }
         for second in from..to {
             let Some(bucket) = self.expiring.get_mut((second % len) as usize) else {
                 continue;
             };
-            let bucket = std::mem::take(bucket);
-            self.entries = self.entries.saturating_sub(bucket.len());
-            for (request, back) in bucket {
-                if self.places.get(&request).is_some_and(|p| p.back == back) {
+            for request in std::mem::take(bucket) {
+                let Some(place) = self.places.get(&request).copied() else {
+                    continue;
+                };
+                let its_second = place.back / 10;
+                if its_second <= second {
                     self.forget(request);
+                } else if let Some(later) = self.expiring.get_mut((its_second % len) as usize) {
+                    later.push(request);
                 }
             }
         }
@@ -151,18 +150,19 @@ impl Places {
     }
 
     /// What the timetable holds for `who` at tenth `now`, when the drain allows no return
-    /// sooner than `earliest` seconds (a place that has come, or is sooner than that, is
-    /// forgotten here).
+    /// sooner than `earliest` seconds. A place that has come (used) or is sooner than that
+    /// stays remembered until [`Places::remember`] gives the request its new one.
     pub fn known(&mut self, who: Requester<'_>, now: u64, earliest: u32) -> Known {
         let (request, customer) = self.ids(who);
         if let Some(place) = self.places.get(&request).copied() {
             if place.back > now && wait_until(place.back, now) >= earliest {
                 return Known::Placed(place.back);
             }
-            self.forget(request);
             if place.back > now {
                 return Known::Moved(place.back);
             }
+            // Its place came: a new one, in place of that one (not another of the customer's).
+            return Known::New;
         }
         match self.held.get(&customer) {
             Some(held) if held.count >= PLACES_PER_CUSTOMER && held.furthest > now => {
@@ -172,22 +172,26 @@ impl Places {
         }
     }
 
-    /// Remembers `who`'s place at tenth `back` (nothing when memory is full).
+    /// Remembers `who`'s place at tenth `back`, no earlier than a place it holds (nothing for a
+    /// new request when memory is full).
     pub fn remember(&mut self, who: Requester<'_>, back: u64) {
         let (request, customer) = self.ids(who);
-        self.forget(request);
-        if self.places.len() >= PLACES_REMEMBERED || self.entries >= BUCKET_ENTRIES {
+        if let Some(place) = self.places.get_mut(&request) {
+            // Its entry stays where it is, and is carried on when that second passes.
+            place.back = place.back.max(back);
+            if let Some(held) = self.held.get_mut(&customer) {
+                held.furthest = held.furthest.max(back);
+            }
             return;
         }
-        self.remember_id(request, customer, back);
-        let len = self.expiring.len() as u64;
-        if let Some(bucket) = self.expiring.get_mut(((back / 10) % len) as usize) {
-            bucket.push((request, back));
-            self.entries += 1;
+        if self.places.len() >= PLACES_REMEMBERED {
+            return;
         }
-    }
-
-    fn remember_id(&mut self, request: u64, customer: u64, back: u64) {
+        let len = self.expiring.len() as u64;
+        let Some(bucket) = self.expiring.get_mut(((back / 10) % len) as usize) else {
+            return;
+        };
+        bucket.push(request);
         self.places.insert(request, Place { back, customer });
         let held = self.held.entry(customer).or_default();
         held.count = held.count.saturating_add(1);
@@ -197,5 +201,11 @@ impl Places {
     /// Requests remembered now.
     pub fn remembered(&self) -> usize {
         self.places.len()
+    }
+
+    /// Entries in the buckets: one per remembered request.
+    #[cfg(test)]
+    pub fn entries(&self) -> usize {
+        self.expiring.iter().map(Vec::len).sum()
     }
 }

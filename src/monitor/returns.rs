@@ -427,6 +427,13 @@ mod tests {
         assert_eq!(r.book_for(t0, 1, 1.0, who("cy", "k1")), 1);
         assert_eq!(r.book_for(t0, 1, 1.0, who("di", "k1")), 3);
         assert_eq!(r.places.remembered(), 4);
+        // Moved again and again (an impatient client while the backlog grows): still one
+        // place and one entry each.
+        for earliest in 6..100 {
+            assert_eq!(r.book_for(t0, earliest, 1.0, who("ana", "k1")), earliest);
+        }
+        assert_eq!(r.ahead(t0), (4, 4));
+        assert_eq!(r.places.entries(), 4);
     }
 
     #[test]
@@ -446,6 +453,14 @@ mod tests {
         assert_eq!(r.book_for(t0 + tenths(13), 1, 1.0, who("ana", "k1")), 5);
         assert_eq!(r.booked(t0, 6), 1);
         assert_eq!(r.places.remembered(), 1);
+        // One entry, left in second 5's bucket: carried to second 6's when 5 has passed, and
+        // forgotten when 6 has.
+        assert_eq!(r.places.entries(), 1);
+        r.tick(t0 + tenths(65));
+        assert_eq!((r.places.remembered(), r.places.entries()), (1, 1));
+        r.tick(t0 + tenths(70));
+        assert_eq!((r.places.remembered(), r.places.entries()), (0, 0));
+        assert_eq!(r.ahead(t0 + tenths(70)).0, 0);
     }
 
     #[test]

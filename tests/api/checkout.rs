@@ -1121,6 +1121,7 @@ async fn a_retried_checkout_keeps_its_place_and_a_flood_holds_only_its_share() {
         match r.status {
             202 => {}
             503 => {
+                assert_error(&r, 503, "overloaded");
                 first = Some(format!("pl-{i}"));
                 break;
             }

@@ -148,10 +148,19 @@ async fn a_cancel_cut_short_between_lines_is_cancelled_and_finished_later() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(app.db.stock("CA-B").1, 2);
-    // …or by the sweeper.
+    // …or by the sweeper (past its grace; a round that meets trouble — a slow database on a
+    // loaded machine — leaves the order to the next round, as the sweeper's rounds do).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let report = orders.sweep().await.expect("sweep");
-    assert_eq!(report.settled, 1, "{report:?}");
+    let mut settled = 0;
+    for _ in 0..10 {
+        let report = orders.sweep().await.expect("sweep");
+        settled += report.settled;
+        if settled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(settled, 1, "the sweeper settles the cut-short cancel, once");
     assert_eq!((app.db.stock("CA-A").1, app.db.stock("CA-B").1), (0, 0));
     app.db.assert_books_balance();
     app.stop().await;
