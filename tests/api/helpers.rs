@@ -476,7 +476,18 @@ impl TestApp {
         read(resp.expect("request sent")).await
     }
 
+    /// A GET. A pooled keep-alive connection the service closed just as the client reused it
+    /// fails to connect (`Disconnected`, seen once in CI on a loaded machine): a GET is safe
+    /// to send again, on a fresh connection.
     pub async fn get(&self, path: &str) -> Reply {
+        for _ in 0..2 {
+            match self.client.get(self.url(path)).send().await {
+                Err(awc::error::SendRequestError::Connect(
+                    awc::error::ConnectError::Disconnected,
+                )) => continue,
+                sent => return read(sent.expect("request sent")).await,
+            }
+        }
         self.send(self.client.get(self.url(path)), None).await
     }
 
